@@ -1,0 +1,36 @@
+"""runtime-glue: an event-driven integration daemon for Kubernetes platforms.
+
+This module is the public API for handler plugins (``handlers/`` and your own): import names from
+here, not from the submodules.
+"""
+
+from glue.handlers import (
+    Call,
+    Clients,
+    Context,
+    Params,
+    PermanentError,
+    Plan,
+    RbacRule,
+    Registry,
+    TemporaryError,
+    client,
+    handler,
+    registry,
+)
+
+__all__ = [
+    "Call",
+    "Clients",
+    "Context",
+    "Params",
+    "PermanentError",
+    "Plan",
+    "RbacRule",
+    "Registry",
+    "TemporaryError",
+    "client",
+    "handler",
+    "registry",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,134 @@
+"""The event model: CloudEvents (SDK v2 core API), their identity, and the raw delivery they came in.
+
+Every journaled event is a CloudEvent whose ``(source, id)`` is its identity: each decoder in
+:mod:`glue.formats` chooses ``source`` and ``id`` so that a redelivery of the same event yields the same
+pair (Harbor's Default format and MinIO records get a digest as id, GitLab the delivery's
+Idempotency-Key). The raw :class:`Delivery` is kept beside it, secrets removed, so a replay decodes it
+again through the same decoder as live traffic.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import orjson
+from cloudevents.core.formats.json import JSONFormat
+from cloudevents.core.v1.event import CloudEvent
+
+__all__ = [
+    "SENSITIVE_HEADERS",
+    "CloudEvent",
+    "Delivery",
+    "digest",
+    "from_json",
+    "identity",
+    "scrub_headers",
+    "to_dict",
+    "to_json",
+]
+
+_FORMAT = JSONFormat()
+
+#: Header names (lower case) whose values are credentials; they never reach the journal or a log.
+SENSITIVE_HEADERS = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "set-cookie",
+        "x-gitlab-token",
+        "webhook-signature",
+        "x-signature-256",
+        "x-hub-signature",
+        "x-hub-signature-256",
+        "x-vault-token",
+    }
+)
+
+
+def scrub_headers(headers: Iterable[tuple[str, str]], extra: Iterable[str] = ()) -> dict[str, str]:
+    """Lower-case the names and drop credentials (the endpoint's own signature header included)."""
+    drop = SENSITIVE_HEADERS.union(h.lower() for h in extra)
+    return {name.lower(): value for name, value in headers if name.lower() not in drop}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Delivery:
+    """One inbound message as it arrived, without its secrets: what replay needs to decode it again."""
+
+    transport: str  # "http", "kafka", "minio-listen", "replay"
+    endpoint: str  # endpoint name or Kafka topic
+    format: str  # decoder name, see glue.formats
+    headers: Mapping[str, str]  # lower-case names, secrets removed
+    body: bytes
+    received_at: float = dataclasses.field(default_factory=time.time)
+    key: bytes | None = None  # Kafka record key
+
+    def to_record(self) -> dict[str, Any]:
+        """A JSON-able dict: one line of a recording file."""
+        record: dict[str, Any] = {
+            "transport": self.transport,
+            "endpoint": self.endpoint,
+            "format": self.format,
+            "receivedAt": self.received_at,
+            "headers": dict(self.headers),
+        }
+        try:
+            record["body"] = self.body.decode("utf-8")
+        except UnicodeDecodeError:
+            record["bodyBase64"] = base64.b64encode(self.body).decode()
+        if self.key is not None:
+            record["keyBase64"] = base64.b64encode(self.key).decode()
+        return record
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> Delivery:
+        """Inverse of :meth:`to_record`; raises KeyError/ValueError/TypeError on a malformed line."""
+        if "body" in record:
+            body = str(record["body"]).encode("utf-8")
+        else:
+            body = base64.b64decode(record["bodyBase64"], validate=True)
+        headers = record.get("headers") or {}
+        if not isinstance(headers, Mapping):
+            raise TypeError("headers must be an object")
+        key = record.get("keyBase64")
+        return cls(
+            transport=str(record.get("transport", "replay")),
+            endpoint=str(record["endpoint"]),
+            format=str(record["format"]),
+            headers={str(k).lower(): str(v) for k, v in headers.items()},
+            body=body,
+            received_at=float(record.get("receivedAt", time.time())),
+            key=base64.b64decode(key) if key else None,
+        )
+
+
+def identity(event: CloudEvent) -> str:
+    """The dedup key of an event: its source and id (CloudEvents 1.0: unique together)."""
+    return f"{event.get_source()} {event.get_id()}"
+
+
+def digest(*parts: Any) -> str:
+    """A stable id for payloads that carry none: sha256 over canonical JSON of the parts."""
+    return hashlib.sha256(orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def to_json(event: CloudEvent) -> bytes:
+    """Structured-mode JSON (data inline, or data_base64 for bytes)."""
+    return _FORMAT.write(event)
+
+
+def to_dict(event: CloudEvent) -> dict[str, Any]:
+    result: dict[str, Any] = orjson.loads(to_json(event))
+    return result
+
+
+def from_json(raw: bytes | str) -> CloudEvent:
+    event = _FORMAT.read(CloudEvent, raw)
+    assert isinstance(event, CloudEvent)
+    return event

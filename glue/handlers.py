@@ -1,0 +1,278 @@
+"""The handler contract: the public API that modules under ``handlers/`` build on.
+
+A handler is an async function registered with :func:`handler`::
+
+    class RestartParams(glue.Params):
+        namespace: str
+        name: str
+
+    @glue.handler("kubernetes.restart", params=RestartParams, rbac=[...])
+    async def restart(*, event, params, ctx, **kwargs):
+        if ctx.dry_run:
+            return glue.Plan([glue.Call("PATCH", "/apis/apps/v1/...", body={...})])
+        ...
+
+It is called with keyword arguments only and must accept ``**kwargs`` so that new context never
+breaks an old plugin:
+
+- ``event``: the :class:`~cloudevents.core.v1.event.CloudEvent`;
+- ``params``: an instance of the handler's parameter model, rendered from the route's templates;
+- ``ctx``: a :class:`Context` (logger bound to event id / route / attempt, idempotency key, dry-run
+  flag, attempt number, deadline, shared clients).
+
+It signals what happens next by raising :class:`TemporaryError` (retry, optionally after ``delay``
+seconds) or :class:`PermanentError` (dead-letter now); any other exception follows the route's delivery
+policy. In dry-run it returns a :class:`Plan` and changes nothing. Every handler must be idempotent
+under redelivery: it uses ``ctx.idempotency_key`` (deterministic names, check-and-set, server-side apply).
+
+The decorator returns the function unchanged, so a test can call it directly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, Protocol
+
+import pydantic
+import structlog
+
+__all__ = [
+    "Call",
+    "Clients",
+    "Context",
+    "Handler",
+    "HandlerError",
+    "Params",
+    "PermanentError",
+    "Plan",
+    "Registry",
+    "RbacRule",
+    "TemporaryError",
+    "client",
+    "handler",
+    "registry",
+]
+
+
+class HandlerError(Exception):
+    """Base of the errors a handler raises on purpose."""
+
+
+class TemporaryError(HandlerError):
+    """Try again later: after ``delay`` seconds if given, else on the route's backoff schedule."""
+
+    def __init__(self, message: str, *, delay: float | None = None) -> None:
+        super().__init__(message)
+        self.delay = delay
+
+
+class PermanentError(HandlerError):
+    """Retrying cannot help: dead-letter at once."""
+
+
+class Params(pydantic.BaseModel):
+    """Base for handler parameter models: unknown keys are an error, values are immutable."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Call:
+    """One call a handler would make. ``body`` names paths and versions, never secret values."""
+
+    method: str
+    target: str
+    body: Any = None
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        result: dict[str, Any] = {"method": self.method, "target": self.target}
+        if self.body is not None:
+            result["body"] = self.body
+        if self.note:
+            result["note"] = self.note
+        return result
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Plan:
+    """What a handler would do, in order. Returned in dry-run instead of acting."""
+
+    calls: tuple[Call, ...] | list[Call] = ()
+    summary: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"summary": self.summary, "calls": [call.to_dict() for call in self.calls]}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RbacRule:
+    """A Kubernetes PolicyRule a handler needs; ``glue rbac`` merges them into a Role/ClusterRole."""
+
+    api_groups: tuple[str, ...]
+    resources: tuple[str, ...]
+    verbs: tuple[str, ...]
+    cluster_scoped: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "apiGroups": list(self.api_groups),
+            "resources": list(self.resources),
+            "verbs": list(self.verbs),
+        }
+
+
+class HandlerFn(Protocol):
+    def __call__(self, **kwargs: Any) -> Awaitable[Plan | None]: ...
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Handler:
+    """A registered handler: the function and what the executor and tools need to know of it."""
+
+    name: str
+    fn: HandlerFn
+    params: type[Params]
+    rbac: tuple[RbacRule, ...] = ()
+    clients: tuple[str, ...] = ()  # names of shared clients it uses (see :func:`client`)
+    description: str = ""
+
+
+ClientFactory = Callable[[Mapping[str, Any]], contextlib.AbstractAsyncContextManager[Any]]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ClientSpec:
+    """A shared client (an aiohttp session, a Kubernetes ApiClient, an OpenBao client).
+
+    ``factory(config)`` is an async context manager yielding the client; ``config`` is the mapping under
+    ``clients.<name>`` in the settings, validated by ``config_model`` when the settings load.
+    """
+
+    name: str
+    factory: ClientFactory
+    config_model: type[pydantic.BaseModel] | None = None
+
+
+class Registry:
+    """Handlers and client factories by name. Tests may build their own and pass it down."""
+
+    def __init__(self) -> None:
+        self.handlers: dict[str, Handler] = {}
+        self.clients: dict[str, ClientSpec] = {}
+
+    def add(self, entry: Handler) -> None:
+        if entry.name in self.handlers and self.handlers[entry.name].fn is not entry.fn:
+            raise ValueError(f"handler {entry.name!r} is registered twice")
+        self.handlers[entry.name] = entry
+
+    def add_client(self, spec: ClientSpec) -> None:
+        self.clients[spec.name] = spec
+
+    def get(self, name: str) -> Handler:
+        try:
+            return self.handlers[name]
+        except KeyError:
+            known = ", ".join(sorted(self.handlers)) or "none"
+            raise KeyError(f"unknown handler {name!r} (known: {known})") from None
+
+
+#: The default registry that ``handlers/`` modules register into on import.
+registry = Registry()
+
+
+def handler(
+    name: str,
+    *,
+    params: type[Params] = Params,
+    rbac: tuple[RbacRule, ...] | list[RbacRule] = (),
+    clients: tuple[str, ...] | list[str] = (),
+    registry: Registry | None = None,
+) -> Callable[[Callable[..., Awaitable[Plan | None]]], Callable[..., Awaitable[Plan | None]]]:
+    """Register an async handler under ``name`` and return it unchanged."""
+    target = registry if registry is not None else globals()["registry"]
+
+    def wrap(fn: Callable[..., Awaitable[Plan | None]]) -> Callable[..., Awaitable[Plan | None]]:
+        target.add(
+            Handler(
+                name=name,
+                fn=fn,
+                params=params,
+                rbac=tuple(rbac),
+                clients=tuple(clients),
+                description=(fn.__doc__ or "").strip().split("\n")[0],
+            )
+        )
+        return fn
+
+    return wrap
+
+
+def client(
+    name: str,
+    *,
+    config: type[pydantic.BaseModel] | None = None,
+    registry: Registry | None = None,
+) -> Callable[[ClientFactory], ClientFactory]:
+    """Register a shared-client factory: an async context manager taking the client's config mapping."""
+    target = registry if registry is not None else globals()["registry"]
+
+    def wrap(factory: ClientFactory) -> ClientFactory:
+        target.add_client(ClientSpec(name=name, factory=factory, config_model=config))
+        return factory
+
+    return wrap
+
+
+class Clients:
+    """Shared clients, opened on first use and closed, in reverse order, when the daemon stops."""
+
+    def __init__(self, registry: Registry, config: Mapping[str, Mapping[str, Any]]) -> None:
+        self._registry = registry
+        self._config = config
+        self._stack = contextlib.AsyncExitStack()
+        self._open: dict[str, Any] = {}
+
+    async def get(self, name: str) -> Any:
+        if name not in self._open:
+            try:
+                spec = self._registry.clients[name]
+            except KeyError:
+                raise PermanentError(f"no client named {name!r} is registered") from None
+            config = self._config.get(name, {})
+            if spec.config_model is not None:
+                config = spec.config_model.model_validate(config)  # type: ignore[assignment]
+            self._open[name] = await self._stack.enter_async_context(spec.factory(config))
+        return self._open[name]
+
+    def set(self, name: str, value: Any) -> None:
+        """Provide a ready client (tests, or a caller that owns its lifetime)."""
+        self._open[name] = value
+
+    async def aclose(self) -> None:
+        self._open.clear()
+        await self._stack.aclose()
+
+    @contextlib.asynccontextmanager
+    async def opened(self) -> AsyncIterator[Clients]:
+        try:
+            yield self
+        finally:
+            await self.aclose()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Context:
+    """What a handler knows of the invocation besides the event and its params."""
+
+    route: str
+    handler: str
+    idempotency_key: str
+    attempt: int
+    dry_run: bool
+    log: structlog.stdlib.BoundLogger
+    clients: Clients
+    deadline: float | None = None  # loop.time() by which the attempt must end
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # route-level extras

@@ -1,0 +1,352 @@
+"""SQLite journal: the embedded default. One file in WAL mode, zero setup.
+
+Writes go through one writer thread with its own connection. Appends that arrive while a transaction
+is being committed wait together and are committed in the next single transaction (group commit), so
+concurrent requests share the cost of one fsync. Reads use a second connection on a second thread,
+so a slow ``glue events list`` never delays intake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+
+from glue import events, journal
+from glue import settings as settings_mod
+
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS deliveries (
+    id          INTEGER PRIMARY KEY,
+    received_at REAL NOT NULL,
+    transport   TEXT NOT NULL,
+    endpoint    TEXT NOT NULL,
+    format      TEXT NOT NULL,
+    headers     BLOB NOT NULL,
+    body        BLOB NOT NULL,
+    key         BLOB,
+    rejected    TEXT
+);
+CREATE INDEX IF NOT EXISTS deliveries_rejected ON deliveries (id) WHERE rejected IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS events (
+    seq         INTEGER PRIMARY KEY,
+    identity    TEXT NOT NULL UNIQUE,
+    id          TEXT NOT NULL,
+    source      TEXT NOT NULL,
+    type        TEXT NOT NULL,
+    subject     TEXT,
+    received_at REAL NOT NULL,
+    status      TEXT NOT NULL DEFAULT 'pending',
+    updated_at  REAL NOT NULL,
+    delivery_id INTEGER NOT NULL REFERENCES deliveries (id),
+    cloudevent  BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_status ON events (status, seq);
+CREATE INDEX IF NOT EXISTS events_id ON events (id);
+"""
+
+_EVENT_COLUMNS = "seq, identity, id, source, type, subject, received_at, status, delivery_id, cloudevent"
+
+
+def _stored(row: sqlite3.Row | tuple[Any, ...]) -> journal.StoredEvent:
+    return journal.StoredEvent(*row)
+
+
+class _Pending:
+    __slots__ = ("batch", "delivery", "future")
+
+    def __init__(
+        self, delivery: events.Delivery, batch: Sequence[events.CloudEvent], future: asyncio.Future[Any]
+    ) -> None:
+        self.delivery = delivery
+        self.batch = batch
+        self.future = future
+
+
+class SQLiteJournal:
+    """The :class:`glue.journal.Journal` protocol on one SQLite file."""
+
+    def __init__(self, config: settings_mod.Journal) -> None:
+        self.path = Path(config.path)
+        self.group_commit = config.group_commit_ms / 1000
+        self._writer_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="journal-write")
+        self._reader_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="journal-read")
+        self._write_db: sqlite3.Connection | None = None
+        self._read_db: sqlite3.Connection | None = None
+        self._queue: list[_Pending] = []
+        self._wakeup: asyncio.Event | None = None
+        self._flusher: asyncio.Task[None] | None = None
+        self._closing = False
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")  # an acknowledged event survives power loss too
+        db.execute("PRAGMA foreign_keys=ON")
+        return db
+
+    def _migrate(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = self._connect()
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise journal.JournalUnavailable(
+                f"{self.path} has schema version {version}, newer than this glue ({SCHEMA_VERSION})"
+            )
+        db.executescript(SCHEMA)
+        db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        return db
+
+    async def open(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            self._write_db = await loop.run_in_executor(self._writer_pool, self._migrate)
+            self._read_db = await loop.run_in_executor(self._reader_pool, self._connect)
+        except sqlite3.Error as exc:
+            raise journal.JournalUnavailable(f"cannot open {self.path}: {exc}") from exc
+        self._wakeup = asyncio.Event()
+        self._flusher = asyncio.create_task(self._flush_loop(), name="journal-group-commit")
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._flusher is not None:
+            assert self._wakeup is not None
+            self._wakeup.set()
+            await self._flusher
+            self._flusher = None
+        loop = asyncio.get_running_loop()
+        if self._write_db is not None:
+            await loop.run_in_executor(self._writer_pool, self._write_db.close)
+            self._write_db = None
+        if self._read_db is not None:
+            await loop.run_in_executor(self._reader_pool, self._read_db.close)
+            self._read_db = None
+        self._writer_pool.shutdown(wait=True)
+        self._reader_pool.shutdown(wait=True)
+
+    # -- thread helpers ---------------------------------------------------------------------------
+
+    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(connection)`` on the writer thread (for layers that extend the schema)."""
+        if self._write_db is None:
+            raise journal.JournalUnavailable("journal is not open")
+        db = self._write_db
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._writer_pool, fn, db)
+        except sqlite3.OperationalError as exc:
+            raise journal.JournalUnavailable(str(exc)) from exc
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._read_db is None:
+            raise journal.JournalUnavailable("journal is not open")
+        db = self._read_db
+        return await asyncio.get_running_loop().run_in_executor(self._reader_pool, fn, db)
+
+    # -- intake -----------------------------------------------------------------------------------
+
+    async def append(self, delivery: events.Delivery, batch: Sequence[events.CloudEvent]) -> list[journal.Appended]:
+        if self._closing or self._wakeup is None:
+            raise journal.JournalUnavailable("journal is closing")
+        future: asyncio.Future[list[journal.Appended]] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(delivery, batch, future))
+        self._wakeup.set()
+        return await future
+
+    async def _flush_loop(self) -> None:
+        assert self._wakeup is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            if self.group_commit and not self._closing:
+                await asyncio.sleep(self.group_commit)
+            pending, self._queue = self._queue, []
+            if pending:
+                try:
+                    results = await loop.run_in_executor(self._writer_pool, self._commit, pending)
+                except Exception as exc:  # the whole group fails together: nobody is acknowledged
+                    error = journal.JournalUnavailable(f"journal write failed: {exc}")
+                    for item in pending:
+                        if not item.future.done():
+                            item.future.set_exception(error)
+                else:
+                    for item, result in zip(pending, results, strict=True):
+                        if not item.future.done():
+                            item.future.set_result(result)
+            if self._closing and not self._queue:
+                return
+
+    def _commit(self, pending: list[_Pending]) -> list[list[journal.Appended]]:
+        db = self._write_db
+        assert db is not None
+        now = time.time()
+        results: list[list[journal.Appended]] = []
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for item in pending:
+                results.append(self._insert(db, item.delivery, item.batch, now))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return results
+
+    @staticmethod
+    def _insert_delivery(
+        db: sqlite3.Connection, delivery: events.Delivery, rejected: str | None = None
+    ) -> int:
+        cursor = db.execute(
+            "INSERT INTO deliveries (received_at, transport, endpoint, format, headers, body, key, rejected)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                delivery.received_at,
+                delivery.transport,
+                delivery.endpoint,
+                delivery.format,
+                orjson.dumps(dict(delivery.headers)),
+                delivery.body,
+                delivery.key,
+                rejected,
+            ),
+        )
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    def _insert(
+        self,
+        db: sqlite3.Connection,
+        delivery: events.Delivery,
+        batch: Sequence[events.CloudEvent],
+        now: float,
+    ) -> list[journal.Appended]:
+        delivery_id: int | None = None
+        appended: list[journal.Appended] = []
+        seen: set[str] = set()
+        for event in batch:
+            identity = events.identity(event)
+            exists = identity in seen or (
+                db.execute("SELECT 1 FROM events WHERE identity = ?", (identity,)).fetchone() is not None
+            )
+            seen.add(identity)
+            if not exists:
+                if delivery_id is None:
+                    delivery_id = self._insert_delivery(db, delivery)
+                db.execute(
+                    "INSERT INTO events (identity, id, source, type, subject, received_at, updated_at,"
+                    " delivery_id, cloudevent) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        identity,
+                        event.get_id(),
+                        event.get_source(),
+                        event.get_type(),
+                        event.get_subject(),
+                        delivery.received_at,
+                        now,
+                        delivery_id,
+                        events.to_json(event),
+                    ),
+                )
+            appended.append(journal.Appended(identity=identity, id=event.get_id(), new=not exists))
+        return appended
+
+    async def reject(self, delivery: events.Delivery, reason: str) -> int:
+        def run(db: sqlite3.Connection) -> int:
+            with db:
+                db.execute("BEGIN IMMEDIATE")
+                return self._insert_delivery(db, delivery, rejected=reason)
+
+        return await self.write(run)
+
+    async def ping(self) -> None:
+        def run(db: sqlite3.Connection) -> None:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("ROLLBACK")
+
+        await self.write(run)
+
+    # -- reads ------------------------------------------------------------------------------------
+
+    async def backlog(self) -> int:
+        def run(db: sqlite3.Connection) -> int:
+            return int(db.execute("SELECT count(*) FROM events WHERE status = 'pending'").fetchone()[0])
+
+        return await self.read(run)
+
+    async def get(self, key: int | str) -> journal.StoredEvent | None:
+        def run(db: sqlite3.Connection) -> journal.StoredEvent | None:
+            if isinstance(key, int) or (isinstance(key, str) and key.isdigit()):
+                row = db.execute(f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq = ?", (int(key),)).fetchone()
+                if row is not None:
+                    return _stored(row)
+            row = db.execute(
+                f"SELECT {_EVENT_COLUMNS} FROM events WHERE identity = ? OR id = ? ORDER BY seq LIMIT 1",
+                (key, key),
+            ).fetchone()
+            return _stored(row) if row is not None else None
+
+        return await self.read(run)
+
+    async def list(
+        self, *, limit: int = 100, after: int = 0, status: str | None = None, type: str | None = None
+    ) -> list[journal.StoredEvent]:
+        def run(db: sqlite3.Connection) -> list[journal.StoredEvent]:
+            sql = f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq > ?"
+            args: list[Any] = [after]
+            if status is not None:
+                sql += " AND status = ?"
+                args.append(status)
+            if type is not None:
+                sql += " AND type = ?"
+                args.append(type)
+            sql += " ORDER BY seq LIMIT ?"
+            args.append(limit)
+            return [_stored(row) for row in db.execute(sql, args)]
+
+        return await self.read(run)
+
+    @staticmethod
+    def _delivery(row: tuple[Any, ...]) -> events.Delivery:
+        received_at, transport, endpoint, fmt, headers, body, key = row
+        return events.Delivery(
+            transport=transport,
+            endpoint=endpoint,
+            format=fmt,
+            headers=orjson.loads(headers),
+            body=bytes(body),
+            received_at=received_at,
+            key=bytes(key) if key is not None else None,
+        )
+
+    async def delivery(self, delivery_id: int) -> events.Delivery | None:
+        def run(db: sqlite3.Connection) -> events.Delivery | None:
+            row = db.execute(
+                "SELECT received_at, transport, endpoint, format, headers, body, key FROM deliveries WHERE id = ?",
+                (delivery_id,),
+            ).fetchone()
+            return self._delivery(row) if row is not None else None
+
+        return await self.read(run)
+
+    async def rejected(self, *, limit: int = 100) -> list[journal.Rejected]:
+        def run(db: sqlite3.Connection) -> list[journal.Rejected]:
+            rows = db.execute(
+                "SELECT id, rejected, received_at, transport, endpoint, format, headers, body, key"
+                " FROM deliveries WHERE rejected IS NOT NULL ORDER BY id DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+            return [journal.Rejected(row[0], row[1], self._delivery(row[2:])) for row in rows]
+
+        return await self.read(run)

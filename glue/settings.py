@@ -1,0 +1,250 @@
+"""One validated settings object, loaded once (YAML file + environment) and passed down.
+
+Keys in the file are camelCase (``maxBodyBytes``); environment variables override them with the
+prefix ``GLUE_`` and ``__`` between nested keys (``GLUE_SERVER__PORT=9000``,
+``GLUE_JOURNAL__BACKEND=postgres``). Nothing here reads the environment at import time.
+
+Secrets are never written in the file: a :class:`SecretRef` names a file (a mounted Secret) or an
+environment variable, and a previous value that stays valid during a rotation.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic.alias_generators import to_camel
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+
+class ConfigError(Exception):
+    """A configuration problem, phrased for the operator: the file, the field and the reason."""
+
+    def __init__(self, source: str, problems: list[tuple[str, str]]) -> None:
+        self.source = source
+        self.problems = problems
+        lines = [f"{source}: {field}: {reason}" if field else f"{source}: {reason}" for field, reason in problems]
+        super().__init__("\n".join(lines))
+
+
+class Model(BaseModel):
+    """Base of every settings group: camelCase keys, unknown keys rejected, immutable."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+
+class SecretRef(Model):
+    """Where a secret comes from. The value is read when the settings load, never logged."""
+
+    file: Path | None = None
+    env: str | None = None
+    value: SecretStr | None = Field(
+        default=None, description="Inline value; for local tests only, never in a committed file."
+    )
+    previous_file: Path | None = None
+    previous_env: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SecretRef:
+        if sum(x is not None for x in (self.file, self.env, self.value)) != 1:
+            raise ValueError("give exactly one of file, env or value")
+        return self
+
+    def _read(self, file: Path | None, env: str | None) -> str | None:
+        if file is not None:
+            try:
+                return file.read_text().strip()
+            except OSError as exc:
+                raise ValueError(f"cannot read secret file {file}: {exc.strerror}") from None
+        if env is not None:
+            if env not in os.environ:
+                raise ValueError(f"environment variable {env} is not set")
+            return os.environ[env]
+        return None
+
+    def resolve(self) -> tuple[bytes, ...]:
+        """The accepted values: the current one, then the previous one if configured."""
+        current = self.value.get_secret_value() if self.value is not None else self._read(self.file, self.env)
+        values = [current or ""]
+        if self.previous_file is not None or self.previous_env is not None:
+            previous = self._read(self.previous_file, self.previous_env)
+            if previous:
+                values.append(previous)
+        if not values[0]:
+            raise ValueError("secret is empty")
+        return tuple(v.encode() for v in values)
+
+
+AuthType = Literal["none", "header", "gitlab-token", "gitlab-signature", "bearer", "hmac-sha256"]
+
+
+class Auth(Model):
+    """How an endpoint authenticates its caller.
+
+    - ``header``: the whole ``Authorization`` value compared verbatim (Harbor's auth header).
+    - ``gitlab-token``: ``X-Gitlab-Token``.
+    - ``gitlab-signature``: Standard Webhooks signature (``webhook-id``, ``webhook-timestamp``,
+      ``webhook-signature``) with a ``whsec_`` key; ``toleranceSeconds`` bounds clock skew.
+    - ``bearer``: ``Authorization: Bearer <token>`` (MinIO's ``auth_token``).
+    - ``hmac-sha256``: hex HMAC-SHA256 of the body in ``signatureHeader`` (``sha256=`` prefix allowed).
+    """
+
+    type: AuthType = "none"
+    secret: SecretRef | None = None
+    tolerance_seconds: int = Field(default=300, ge=1)
+    signature_header: str = "X-Signature-256"
+
+    @model_validator(mode="after")
+    def _secret_needed(self) -> Auth:
+        if self.type != "none" and self.secret is None:
+            raise ValueError(f"auth type {self.type!r} needs a secret")
+        return self
+
+
+FormatName = Literal["harbor", "gitlab", "minio", "argo", "cloudevents"]
+
+
+class Endpoint(Model):
+    """One webhook path: what it accepts and how the caller proves who it is."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+    path: str = Field(pattern=r"^/[A-Za-z0-9/_.-]*$")
+    format: FormatName
+    auth: Auth = Auth()
+    max_body_bytes: int = Field(default=1 << 20, ge=1, le=64 << 20)
+    type: str | None = Field(default=None, description="argo: CloudEvent type for plain JSON bodies.")
+    source: str | None = Field(default=None, description="argo/harbor: CloudEvent source for bodies without one.")
+    id_header: str | None = Field(default=None, description="argo: header whose value is the event id.")
+
+
+class Server(Model):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    max_backlog: int = Field(default=100_000, ge=1, description="Pending events above which intake answers 503.")
+    shutdown_timeout: float = Field(default=10.0, ge=0)
+
+
+class Journal(Model):
+    backend: Literal["sqlite", "postgres"] = "sqlite"
+    path: Path = Path("data/glue.db")
+    dsn: SecretRef | None = Field(default=None, description="postgres: DSN from a file or the environment.")
+    pool_size: int = Field(default=8, ge=1, le=128)
+    group_commit_ms: float = Field(
+        default=2.0, ge=0, le=100, description="How long a writer waits to gather concurrent appends."
+    )
+    retention_days: float = Field(default=7.0, gt=0, description="Done events are pruned after this age.")
+
+    @model_validator(mode="after")
+    def _dsn_needed(self) -> Journal:
+        if self.backend == "postgres" and self.dsn is None:
+            raise ValueError("backend postgres needs dsn")
+        return self
+
+
+class Logging(Model):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class Sources(Model):
+    """Ways in besides the HTTP endpoints; each subsystem adds its typed group here."""
+
+
+class Settings(BaseSettings):
+    """The daemon's whole configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="GLUE_",
+        env_nested_delimiter="__",
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+    )
+
+    server: Server = Server()
+    journal: Journal = Journal()
+    logging: Logging = Logging()
+    endpoints: list[Endpoint] = []
+    record: Path | None = Field(default=None, description="Append every delivery here as a replayable line.")
+    # Routes, sources and handler clients are validated by their own layers; see glue.routing.
+    routes: list[dict[str, Any]] = []
+    sources: Sources = Sources()
+    clients: dict[str, dict[str, Any]] = {}
+    plugins: list[str] = Field(default=[], description="Extra handler modules to import.")
+
+    @model_validator(mode="after")
+    def _unique_endpoints(self) -> Settings:
+        for attr in ("name", "path"):
+            seen: set[str] = set()
+            for endpoint in self.endpoints:
+                value = getattr(endpoint, attr)
+                if value in seen:
+                    raise ValueError(f"two endpoints have the {attr} {value!r}")
+                seen.add(value)
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (env_settings, init_settings)
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        else:
+            parts.append(("." if parts else "") + item)
+    return "".join(parts)
+
+
+def from_mapping(data: dict[str, Any], source: str = "<config>") -> Settings:
+    try:
+        settings = Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(
+            source, [(_location(err["loc"]), err["msg"]) for err in exc.errors(include_url=False)]
+        ) from None
+    problems: list[tuple[str, str]] = []
+    for index, endpoint in enumerate(settings.endpoints):
+        if endpoint.auth.secret is not None:
+            try:
+                endpoint.auth.secret.resolve()
+            except ValueError as exc:
+                problems.append((f"endpoints[{index}].auth.secret", str(exc)))
+    if problems:
+        raise ConfigError(source, problems)
+    return settings
+
+
+def load(path: str | Path | None) -> Settings:
+    """Read the YAML file (if any), apply the environment, validate. Raises ConfigError."""
+    if path is None:
+        return from_mapping({}, "<defaults>")
+    source = str(path)
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(source, [("", f"cannot read: {exc.strerror}")]) from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(source, [(where, f"not valid YAML: {getattr(exc, 'problem', exc)}")]) from None
+    if not isinstance(data, dict):
+        raise ConfigError(source, [("", "the top level must be a mapping")])
+    return from_mapping(data, source)

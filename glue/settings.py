@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
@@ -151,8 +151,158 @@ class Logging(Model):
     format: Literal["auto", "json", "console"] = "auto"
 
 
+KafkaFormat = Literal["cloudevents", "minio", "argo"]
+
+
+class KafkaTopic(Model):
+    """One consumed topic and the format of its records.
+
+    - ``cloudevents``: the CloudEvents Kafka binding, binary (``ce_`` headers) or structured
+      (``content-type: application/cloudevents+json``); the record key becomes ``partitionkey``.
+    - ``minio``: MinIO's Kafka target (key ``bucket/object``, value ``{EventName, Key, Records}``).
+    - ``argo``: Argo Events' Kafka trigger or any plain JSON; ``type``/``source`` name the event.
+    """
+
+    name: str = Field(pattern=r"^[A-Za-z0-9._-]{1,249}$")
+    format: KafkaFormat
+    type: str | None = Field(default=None, description="argo: CloudEvent type for plain JSON records.")
+    source: str | None = Field(default=None, description="argo: CloudEvent source for plain JSON records.")
+    id_header: str | None = Field(default=None, description="argo: record header whose value is the event id.")
+
+
+class KafkaSasl(Model):
+    """SASL authentication to the brokers (over TLS when ``tls`` is set)."""
+
+    mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    username: str = Field(min_length=1)
+    password: SecretRef
+
+
+class KafkaTls(Model):
+    """TLS to the brokers; without ``caFile`` the system trust store is used."""
+
+    ca_file: Path | None = None
+    cert_file: Path | None = Field(default=None, description="Client certificate (mutual TLS).")
+    key_file: Path | None = None
+    key_password: SecretRef | None = None
+    check_hostname: bool = True
+
+    @model_validator(mode="after")
+    def _pair(self) -> KafkaTls:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("give certFile and keyFile together")
+        return self
+
+
+class Kafka(Model):
+    """The Kafka source: a consumer group journaling every record before committing its offset."""
+
+    bootstrap_servers: list[str] = Field(min_length=1, description="host:port list (or one comma list).")
+    group_id: str = Field(default="runtime-glue", min_length=1)
+    client_id: str = "runtime-glue"
+    topics: list[KafkaTopic] = Field(min_length=1)
+    sasl: KafkaSasl | None = None
+    tls: KafkaTls | None = None
+    auto_offset_reset: Literal["earliest", "latest"] = Field(
+        default="earliest", description="Where a group without a committed offset starts."
+    )
+    max_batch: int = Field(default=500, ge=1, le=100_000, description="Records journaled per commit.")
+    session_timeout_ms: int = Field(default=10_000, ge=1000)
+    retry_seconds: float = Field(
+        default=1.0, gt=0, le=300, description="Pause before re-reading records the journal could not take."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_servers(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key in ("bootstrapServers", "bootstrap_servers"):
+                if isinstance(data.get(key), str):
+                    data = {**data, key: [s.strip() for s in data[key].split(",") if s.strip()]}
+        return data
+
+    @model_validator(mode="after")
+    def _unique_topics(self) -> Kafka:
+        names = [topic.name for topic in self.topics]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"topics listed twice: {', '.join(duplicates)}")
+        return self
+
+    def secrets(self) -> list[tuple[str, SecretRef]]:
+        refs: list[tuple[str, SecretRef]] = []
+        if self.sasl is not None:
+            refs.append(("sasl.password", self.sasl.password))
+        if self.tls is not None and self.tls.key_password is not None:
+            refs.append(("tls.keyPassword", self.tls.key_password))
+        return refs
+
+
+_EVENT_NAME = r"^s3:[A-Za-z]+:(\*|[A-Za-z]+)$"
+_BUCKET_NAME = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
+
+
+class MinioBucket(Model):
+    """One bucket whose notifications the MinIO listen source follows."""
+
+    name: str = Field(pattern=_BUCKET_NAME)
+    prefix: str = Field(default="", description="Only objects whose key starts with this.")
+    suffix: str = Field(default="", description="Only objects whose key ends with this.")
+    events: list[Annotated[str, Field(pattern=_EVENT_NAME)]] = Field(
+        default=["s3:ObjectCreated:*", "s3:ObjectRemoved:*"], min_length=1,
+        description="MinIO event names, e.g. s3:ObjectCreated:* or s3:ObjectRemoved:Delete.",
+    )
+
+
+class Minio(Model):
+    """A MinIO (S3) endpoint: the listen source, route enrichment and the archive use it."""
+
+    endpoint: str = Field(pattern=r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$", description="host[:port], no scheme.")
+    secure: bool = Field(default=True, description="HTTPS; verified against caFile, else the system CAs.")
+    ca_file: Path | None = Field(default=None, description="PEM bundle of the CA that signed MinIO's cert.")
+    region: str = "us-east-1"
+    access_key: SecretRef | None = Field(default=None, description="Absent: anonymous requests.")
+    secret_key: SecretRef | None = None
+    session_token: SecretRef | None = None
+    timeout: float = Field(default=10.0, gt=0, le=300, description="Connect and read timeout of a call.")
+    buckets: list[MinioBucket] = Field(default=[], description="Buckets the listen source follows.")
+    ping_seconds: int = Field(default=10, ge=1, le=300, description="Keep-alive interval asked of MinIO.")
+    reconnect_initial: float = Field(default=0.5, gt=0, description="First reconnect delay (seconds).")
+    reconnect_max: float = Field(default=30.0, gt=0, description="Reconnect delay cap (seconds).")
+    max_line_bytes: int = Field(default=1 << 20, ge=1024, le=64 << 20)
+
+    @model_validator(mode="after")
+    def _keys_together(self) -> Minio:
+        if (self.access_key is None) != (self.secret_key is None):
+            raise ValueError("give both accessKey and secretKey, or neither")
+        if self.ca_file is not None and not self.secure:
+            raise ValueError("caFile needs secure: true")
+        names = [bucket.name for bucket in self.buckets]
+        if len(set(names)) != len(names):
+            raise ValueError("a bucket is listed twice")
+        return self
+
+
 class Sources(Model):
     """Ways in besides the HTTP endpoints; each subsystem adds its typed group here."""
+
+    minio: Minio | None = Field(default=None, description="MinIO connection and listened buckets.")
+
+
+class Archive(Model):
+    """Recordings and dead letters written to a bucket (of sources.minio) as JSON lines by date."""
+
+    bucket: str = Field(pattern=_BUCKET_NAME)
+    prefix: str = Field(default="glue", pattern=r"^[A-Za-z0-9._/-]*$")
+    recordings: bool = Field(default=False, description="Every delivery, as `glue replay` reads it.")
+    dead_letters: bool = Field(default=True, description="Every dead-lettered invocation.")
+    flush_seconds: float = Field(default=10.0, gt=0, le=3600, description="Longest a line waits.")
+    max_object_bytes: int = Field(default=8 << 20, ge=1024, description="An object is cut at this size.")
+    max_buffer_bytes: int = Field(
+        default=64 << 20, ge=1024, description="Lines held while the bucket is unreachable; oldest dropped."
+    )
+
+    kafka: Kafka | None = None
 
 
 class Settings(BaseSettings):
@@ -175,8 +325,15 @@ class Settings(BaseSettings):
     # Routes, sources and handler clients are validated by their own layers; see glue.routing.
     routes: list[dict[str, Any]] = []
     sources: Sources = Sources()
+    archive: Archive | None = Field(default=None, description="Needs sources.minio for the connection.")
     clients: dict[str, dict[str, Any]] = {}
     plugins: list[str] = Field(default=[], description="Extra handler modules to import.")
+
+    @model_validator(mode="after")
+    def _archive_needs_minio(self) -> Settings:
+        if self.archive is not None and self.sources.minio is None:
+            raise ValueError("archive needs sources.minio (the connection to its bucket)")
+        return self
 
     @model_validator(mode="after")
     def _unique_endpoints(self) -> Settings:
@@ -225,6 +382,21 @@ def from_mapping(data: dict[str, Any], source: str = "<config>") -> Settings:
                 endpoint.auth.secret.resolve()
             except ValueError as exc:
                 problems.append((f"endpoints[{index}].auth.secret", str(exc)))
+    if settings.sources.kafka is not None:
+        for where, ref in settings.sources.kafka.secrets():
+            try:
+                ref.resolve()
+            except ValueError as exc:
+                problems.append((f"sources.kafka.{where}", str(exc)))
+    minio = settings.sources.minio
+    if minio is not None:
+        for name in ("access_key", "secret_key", "session_token"):
+            ref = getattr(minio, name)
+            if ref is not None:
+                try:
+                    ref.resolve()
+                except ValueError as exc:
+                    problems.append((f"sources.minio.{to_camel(name)}", str(exc)))
     if problems:
         raise ConfigError(source, problems)
     return settings

@@ -8,15 +8,26 @@ get a backend from :func:`open_journal`.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Collection, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from glue import events
 
 if TYPE_CHECKING:
     from glue import settings as settings_mod
 
-__all__ = ["Appended", "Journal", "JournalUnavailable", "Rejected", "StoredEvent", "create"]
+__all__ = [
+    "Appended",
+    "Invocation",
+    "Journal",
+    "JournalUnavailable",
+    "NewInvocation",
+    "Outcome",
+    "Rejected",
+    "StoredEvent",
+    "create",
+    "idempotency_key",
+]
 
 
 class JournalUnavailable(Exception):
@@ -69,6 +80,101 @@ class Rejected:
     delivery: events.Delivery
 
 
+# -- execution ------------------------------------------------------------------------------------
+#
+# Routing turns a journaled event into one invocation per matched route; execution runs them. States:
+#
+#   event:       pending --claim_events/record_routing--> routed | unmatched
+#   invocation:  pending --claim_invocations--> running --settle--> done | pending (retry at due_at) | dead
+#                running --release (drain) or an expired lease--> claimable again
+#                dead --redrive--> pending;  dead --purge--> gone
+#
+# Leases make the claims safe for several replicas (PostgreSQL: ``FOR UPDATE SKIP LOCKED``): a claim
+# holds until ``lease_until``; a claim whose lease expired (its owner died) is claimable again. Every write
+# that acts on a claim names its ``owner`` and is ignored when the claim is no longer that owner's.
+
+InvocationState = Literal["pending", "running", "done", "dead"]
+
+
+def idempotency_key(identity: str, route: str) -> str:
+    """The stable key of an invocation: the event's identity and the route's name."""
+    return f"{route} {identity}"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class NewInvocation:
+    """What routing decided for one matched route, to be persisted by :meth:`Journal.record_routing`.
+
+    ``state`` is ``pending`` (run at ``due_at``) or ``dead`` when the route matched but its parameters
+    could not be rendered (``error`` says why): the event then sits in the dead-letter queue at once.
+    ``ordering_key`` is already scoped by the caller (routes do not share keys); None = unordered.
+    """
+
+    route: str
+    handler: str
+    idempotency_key: str
+    params: Mapping[str, Any]
+    due_at: float
+    ordering_key: str | None = None
+    state: Literal["pending", "dead"] = "pending"
+    error: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Invocation:
+    """One route's work on one event, as persisted.
+
+    ``attempt`` counts the attempts started: a claim increments it, so a running invocation's
+    ``attempt`` is the number of the attempt in progress (1 for the first).
+    """
+
+    id: int
+    event_seq: int
+    route: str
+    handler: str
+    idempotency_key: str
+    ordering_key: str | None
+    params: Mapping[str, Any]
+    state: InvocationState
+    attempt: int
+    due_at: float
+    created_at: float
+    updated_at: float
+    last_error: str | None
+    owner: str | None
+    lease_until: float | None
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "eventSeq": self.event_seq,
+            "route": self.route,
+            "handler": self.handler,
+            "idempotencyKey": self.idempotency_key,
+            "orderingKey": self.ordering_key,
+            "state": self.state,
+            "attempt": self.attempt,
+            "dueAt": self.due_at,
+            "createdAt": self.created_at,
+            "updatedAt": self.updated_at,
+            "lastError": self.last_error,
+        }
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one claimed attempt ended, applied by :meth:`Journal.settle`.
+
+    ``done``: finished. ``retry``: back to pending, due at ``due_at``. ``dead``: dead-lettered.
+    ``error`` is a one-line reason without secrets (kept as ``last_error``; ``done`` keeps the previous).
+    """
+
+    invocation_id: int
+    state: Literal["done", "retry", "dead"]
+    due_at: float | None = None
+    error: str | None = None
+
+
 class Journal(Protocol):
     async def open(self) -> None: ...
 
@@ -103,6 +209,89 @@ class Journal(Protocol):
     async def delivery(self, delivery_id: int) -> events.Delivery | None: ...
 
     async def rejected(self, *, limit: int = 100) -> list[Rejected]: ...
+
+    # -- execution: routing -----------------------------------------------------------------------
+
+    async def claim_events(self, owner: str, *, limit: int, lease: float, now: float) -> list[StoredEvent]:
+        """Claim up to ``limit`` pending events, lowest ``seq`` first, for ``lease`` seconds.
+
+        An event already claimed by another owner whose lease has not expired at ``now`` is skipped;
+        an expired claim is taken over. The returned events are then given to :meth:`record_routing`."""
+        ...
+
+    async def record_routing(
+        self, owner: str, decisions: Mapping[int, Sequence[NewInvocation]], *, now: float
+    ) -> None:
+        """Persist the routing of claimed events, all in one transaction.
+
+        For each ``seq -> invocations``: insert the invocations (one whose ``idempotency_key`` exists
+        already is skipped, so a re-route after a crash adds nothing), mark the event ``routed`` (or
+        ``unmatched`` when the list is empty) and drop its claim. An event no longer claimed by ``owner``
+        or no longer pending is left alone (another replica took it over)."""
+        ...
+
+    async def claim_invocations(
+        self,
+        owner: str,
+        *,
+        limit: int,
+        lease: float,
+        now: float,
+        exclude_routes: Collection[str] = (),
+    ) -> list[Invocation]:
+        """Claim up to ``limit`` runnable invocations for ``lease`` seconds, earliest ``due_at`` first.
+
+        Runnable: ``pending`` with ``due_at <= now``, or ``running`` with an expired lease (its owner
+        died), and its route not in ``exclude_routes`` (routes at their concurrency limit). An
+        invocation with an ``ordering_key`` is runnable only if no other unfinished (pending or running)
+        invocation with that key comes before it (by event seq, then id) and no event before it is
+        still pending routing: per-key order holds across retries, restarts and replicas.
+        A claim sets ``state=running``, ``owner``, ``lease_until=now+lease`` and increments ``attempt``."""
+        ...
+
+    async def settle(self, owner: str, outcomes: Sequence[Outcome], *, now: float) -> int:
+        """Apply the outcomes of attempts in one transaction; returns how many were applied.
+
+        An outcome for an invocation that is not ``running`` under ``owner`` is ignored (its lease
+        expired and another owner took it; that owner's outcome counts)."""
+        ...
+
+    async def release(self, owner: str, *, now: float, ids: Collection[int] | None = None) -> int:
+        """Give back claims (drain): ``owner``'s running invocations (all, or those in ``ids``) return
+        to ``pending``, due ``now``, and the interrupted attempt is not counted; its event claims are
+        dropped. Returns how many invocations were released."""
+        ...
+
+    # -- execution: queries and the dead-letter queue ---------------------------------------------
+
+    async def invocation(self, invocation_id: int) -> Invocation | None: ...
+
+    async def invocations(
+        self,
+        *,
+        state: InvocationState | None = None,
+        route: str | None = None,
+        event_seq: int | None = None,
+        since: float | None = None,
+        after: int = 0,
+        limit: int = 100,
+    ) -> list[Invocation]:
+        """Invocations in id order, filtered; ``since`` bounds ``updated_at`` (dead: when it died)."""
+        ...
+
+    async def redrive(self, ids: Collection[int], *, now: float) -> list[int]:
+        """Put dead invocations back to ``pending`` due ``now`` with ``attempt=0`` (same id and
+        idempotency key); ids that are not dead are skipped. Returns the ids redriven."""
+        ...
+
+    async def purge(self, ids: Collection[int]) -> list[int]:
+        """Delete dead invocations; others are skipped. Returns the ids deleted."""
+        ...
+
+    async def oldest_pending(self) -> float | None:
+        """``created_at`` of the oldest unfinished (pending or running) invocation, None when none:
+        ``now`` minus it is the age metric."""
+        ...
 
 
 def create(config: settings_mod.Journal) -> Journal:

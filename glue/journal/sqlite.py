@@ -12,7 +12,7 @@ import asyncio
 import concurrent.futures
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -54,13 +54,61 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_status ON events (status, seq);
 CREATE INDEX IF NOT EXISTS events_id ON events (id);
+
+-- execution: claims on events being routed, and one invocation per (event, matched route)
+CREATE TABLE IF NOT EXISTS event_claims (
+    seq         INTEGER PRIMARY KEY REFERENCES events (seq),
+    owner       TEXT NOT NULL,
+    lease_until REAL NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS invocations (
+    id              INTEGER PRIMARY KEY,
+    event_seq       INTEGER NOT NULL REFERENCES events (seq),
+    route           TEXT NOT NULL,
+    handler         TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL UNIQUE,
+    ordering_key    TEXT,
+    params          BLOB NOT NULL,
+    state           TEXT NOT NULL,
+    attempt         INTEGER NOT NULL DEFAULT 0,
+    due_at          REAL NOT NULL,
+    created_at      REAL NOT NULL,
+    updated_at      REAL NOT NULL,
+    last_error      TEXT,
+    owner           TEXT,
+    lease_until     REAL
+);
+CREATE INDEX IF NOT EXISTS invocations_runnable ON invocations (state, due_at)
+    WHERE state IN ('pending', 'running');
+CREATE INDEX IF NOT EXISTS invocations_ordering ON invocations (ordering_key, event_seq, id)
+    WHERE ordering_key IS NOT NULL AND state IN ('pending', 'running');
+CREATE INDEX IF NOT EXISTS invocations_event ON invocations (event_seq);
+CREATE INDEX IF NOT EXISTS invocations_state ON invocations (state, id);
 """
 
 _EVENT_COLUMNS = "seq, identity, id, source, type, subject, received_at, status, delivery_id, cloudevent"
 
 
+_INVOCATION_COLUMNS = (
+    "id, event_seq, route, handler, idempotency_key, ordering_key, params, state, attempt, due_at,"
+    " created_at, updated_at, last_error, owner, lease_until"
+)
+
+
 def _stored(row: sqlite3.Row | tuple[Any, ...]) -> journal.StoredEvent:
     return journal.StoredEvent(*row)
+
+
+def _invocation(row: tuple[Any, ...]) -> journal.Invocation:
+    values = list(row)
+    values[6] = orjson.loads(values[6])
+    return journal.Invocation(*values)
+
+
+def _in(ids: Collection[int]) -> tuple[str, list[int]]:
+    values = [int(i) for i in ids]
+    return ",".join("?" * len(values)), values
 
 
 class _Pending:
@@ -350,3 +398,133 @@ class SQLiteJournal:
             return [journal.Rejected(row[0], row[1], self._delivery(row[2:])) for row in rows]
 
         return await self.read(run)
+
+    # -- execution --------------------------------------------------------------------------------
+
+    async def claim_events(
+        self, owner: str, *, limit: int, lease: float, now: float
+    ) -> list[journal.StoredEvent]:
+        def run(db: sqlite3.Connection) -> list[journal.StoredEvent]:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                rows = db.execute(
+                    f"SELECT {_EVENT_COLUMNS} FROM events e WHERE status = 'pending' AND NOT EXISTS"
+                    " (SELECT 1 FROM event_claims c WHERE c.seq = e.seq AND c.lease_until > ? AND c.owner != ?)"
+                    " ORDER BY seq LIMIT ?",
+                    (now, owner, limit),
+                ).fetchall()
+                db.executemany(
+                    "INSERT OR REPLACE INTO event_claims (seq, owner, lease_until) VALUES (?, ?, ?)",
+                    [(row[0], owner, now + lease) for row in rows],
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            return [_stored(row) for row in rows]
+
+        return await self.write(run)
+
+    async def record_routing(
+        self, owner: str, decisions: Mapping[int, Sequence[journal.NewInvocation]], *, now: float
+    ) -> None:
+        def run(db: sqlite3.Connection) -> None:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for seq, invocations in decisions.items():
+                    held = db.execute(
+                        "SELECT 1 FROM events e JOIN event_claims c ON c.seq = e.seq"
+                        " WHERE e.seq = ? AND e.status = 'pending' AND c.owner = ?",
+                        (seq, owner),
+                    ).fetchone()
+                    if held is None:
+                        continue
+                    db.executemany(
+                        "INSERT OR IGNORE INTO invocations (event_seq, route, handler, idempotency_key,"
+                        " ordering_key, params, state, attempt, due_at, created_at, updated_at, last_error)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)",
+                        [
+                            (
+                                seq,
+                                item.route,
+                                item.handler,
+                                item.idempotency_key,
+                                item.ordering_key,
+                                orjson.dumps(dict(item.params)),
+                                item.state,
+                                item.due_at,
+                                now,
+                                now,
+                                item.error,
+                            )
+                            for item in invocations
+                        ],
+                    )
+                    db.execute(
+                        "UPDATE events SET status = ?, updated_at = ? WHERE seq = ?",
+                        ("routed" if invocations else "unmatched", now, seq),
+                    )
+                    db.execute("DELETE FROM event_claims WHERE seq = ?", (seq,))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+        await self.write(run)
+
+    async def claim_invocations(
+        self,
+        owner: str,
+        *,
+        limit: int,
+        lease: float,
+        now: float,
+        exclude_routes: Collection[str] = (),
+    ) -> list[journal.Invocation]:
+        def run(db: sqlite3.Connection) -> list[journal.Invocation]:
+            marks, routes = ",".join("?" * len(exclude_routes)), list(exclude_routes)
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                unrouted = db.execute("SELECT min(seq) FROM events WHERE status = 'pending'").fetchone()[0]
+                rows = db.execute(
+                    f"SELECT {_INVOCATION_COLUMNS} FROM invocations i"
+                    " WHERE ((i.state = 'pending' AND i.due_at <= ?) OR (i.state = 'running' AND i.lease_until <= ?))"
+                    + (f" AND i.route NOT IN ({marks})" if routes else "")
+                    + " AND (i.ordering_key IS NULL OR ((? IS NULL OR i.event_seq < ?) AND NOT EXISTS ("
+                    "   SELECT 1 FROM invocations j WHERE j.ordering_key = i.ordering_key"
+                    "   AND j.state IN ('pending', 'running')"
+                    "   AND (j.event_seq < i.event_seq OR (j.event_seq = i.event_seq AND j.id < i.id)))))"
+                    " ORDER BY i.due_at, i.id LIMIT ?",
+                    (now, now, *routes, unrouted, unrouted, limit),
+                ).fetchall()
+                claimed = [
+                    journal.Invocation(
+                        *(
+                            _invocation(row)[:7]  # type: ignore[misc]
+                            if False
+                            else ()
+                        )
+                    )
+                    for row in ()
+                ]
+                claimed = []
+                for row in rows:
+                    item = _invocation(row)
+                    db.execute(
+                        "UPDATE invocations SET state = 'running', owner = ?, lease_until = ?,"
+                        " attempt = attempt + 1, updated_at = ? WHERE id = ?",
+                        (owner, now + lease, now, item.id),
+                    )
+                    claimed.append(
+                        dataclasses.replace(
+                            item, state="running", owner=owner, lease_until=now + lease,
+                            attempt=item.attempt + 1, updated_at=now,
+                        )
+                    )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            return claimed
+
+        return await self.write(run)

@@ -1,0 +1,127 @@
+"""The supervisor: open the journal, start the workers and sources, wait for a signal, drain.
+
+Drain order on SIGTERM/SIGINT: stop intake (sources stop accepting; in-flight requests finish) ->
+stop the workers (no new claims; in-flight invocations finish or are released for retry) -> close the
+shared clients -> close the journal. A second signal during the drain is ignored; the drain itself is
+bounded by each component's own timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import importlib
+import pkgutil
+import signal
+from typing import Protocol
+
+import structlog
+
+from glue import handlers, intake, journal
+from glue import settings as settings_mod
+from glue.sources import http
+
+log = structlog.get_logger(__name__)
+
+
+class Component(Protocol):
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+@dataclasses.dataclass
+class Runtime:
+    """What the components of one daemon share."""
+
+    settings: settings_mod.Settings
+    journal: journal.Journal
+    intake: intake.Intake
+    registry: handlers.Registry
+    clients: handlers.Clients
+    readiness: list[http.ReadinessCheck] = dataclasses.field(default_factory=list)
+
+
+def load_plugins(settings: settings_mod.Settings) -> None:
+    """Import the built-in handler modules and any configured plugin modules (they self-register)."""
+    import handlers as builtin
+
+    for module in pkgutil.iter_modules(builtin.__path__, prefix="handlers."):
+        if not module.name.rsplit(".", 1)[-1].startswith("_"):
+            importlib.import_module(module.name)
+    for name in settings.plugins:
+        importlib.import_module(name)
+
+
+def _workers(runtime: Runtime) -> list[Component]:
+    """Components that act on journaled events. Started first, stopped after the sources."""
+    return []
+
+
+def _sources(runtime: Runtime) -> list[Component]:
+    """Ways in besides HTTP. Started before HTTP, stopped with it."""
+    return []
+
+
+class Daemon:
+    """One running glue: usable in-process (tests) or from ``glue run``."""
+
+    def __init__(
+        self, settings: settings_mod.Settings, *, registry: handlers.Registry | None = None
+    ) -> None:
+        self.settings = settings
+        self.registry = registry if registry is not None else handlers.registry
+        self.journal = journal.create(settings.journal)
+        self.intake = intake.Intake(
+            self.journal, max_backlog=settings.server.max_backlog, record=settings.record
+        )
+        self.clients = handlers.Clients(self.registry, settings.clients)
+        self.runtime = Runtime(settings, self.journal, self.intake, self.registry, self.clients)
+        self.workers: list[Component] = []
+        self.sources: list[Component] = []
+        self.http: http.HttpSource | None = None
+
+    async def start(self) -> None:
+        await self.journal.open()
+        await self.intake.start()
+        self.workers = _workers(self.runtime)
+        for component in self.workers:
+            await component.start()
+        self.sources = _sources(self.runtime)
+        for component in self.sources:
+            await component.start()
+        self.http = http.HttpSource(self.settings, self.intake, self.journal, self.runtime.readiness)
+        await self.http.start()
+        log.info("started", workers=[c.name for c in self.workers], sources=[c.name for c in self.sources])
+
+    async def stop(self) -> None:
+        log.info("draining")
+        intake_side: list[Component] = [*([self.http] if self.http else []), *reversed(self.sources)]
+        for component in [*intake_side, *reversed(self.workers)]:
+            try:
+                await component.stop()
+            except Exception:
+                log.exception("stop failed", component=component.name)
+        await self.intake.stop()
+        await self.clients.aclose()
+        await self.journal.close()
+        log.info("stopped")
+
+
+async def run(settings: settings_mod.Settings, stop: asyncio.Event | None = None) -> None:
+    """Run until SIGTERM/SIGINT (or ``stop`` is set), then drain and return."""
+    stop = stop if stop is not None else asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    load_plugins(settings)
+    daemon = Daemon(settings)
+    try:
+        await daemon.start()
+        await stop.wait()
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+        await daemon.stop()

@@ -1,0 +1,247 @@
+"""Command line: ``glue run|check|decode|events ...``.
+
+Every command that reads a config accepts ``--config F`` (default: $GLUE_CONFIG, else the built-in
+defaults). Exit codes: 0 success, 1 the command's subject is wrong (a payload does not decode, an
+event is not found), 2 the invocation or the configuration is wrong. Errors name the file, the field and
+the reason; no command prints a stack trace for bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import orjson
+
+from glue import events, formats, journal, observability
+from glue import settings as settings_mod
+
+Command = Callable[[argparse.Namespace], int]
+
+
+class CliError(Exception):
+    """A problem to print as one line (or a few) and exit with ``code``."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# -- helpers shared by commands --------------------------------------------------------------------
+
+
+def load_settings(args: argparse.Namespace) -> settings_mod.Settings:
+    path = getattr(args, "config", None) or os.environ.get("GLUE_CONFIG")
+    try:
+        return settings_mod.load(path)
+    except settings_mod.ConfigError as exc:
+        raise CliError(str(exc), code=2) from None
+
+
+def read_input(path: str) -> bytes:
+    if path == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise CliError(f"{path}: cannot read: {exc.strerror}", code=2) from None
+
+
+def emit(rows: Iterable[dict[str, Any]], columns: Sequence[str], out: TextIO | None = None) -> None:
+    """A table on a terminal, JSON lines otherwise (for scripts and jq)."""
+    out = out if out is not None else sys.stdout
+    rows = list(rows)
+    if not out.isatty():
+        for row in rows:
+            out.write(orjson.dumps(row, default=str).decode() + "\n")
+        return
+    cells = [[_cell(row.get(col)) for col in columns] for row in rows]
+    widths = [max([len(col), *(len(line[i]) for line in cells)]) for i, col in enumerate(columns)]
+    out.write("  ".join(col.upper().ljust(w) for col, w in zip(columns, widths, strict=True)).rstrip() + "\n")
+    for line in cells:
+        out.write("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() + "\n")
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, dict | list):
+        return orjson.dumps(value).decode()
+    return str(value)
+
+
+async def with_journal(
+    settings: settings_mod.Settings, fn: Callable[[journal.Journal], Awaitable[int]]
+) -> int:
+    store = journal.create(settings.journal)
+    try:
+        await store.open()
+    except journal.JournalUnavailable as exc:
+        raise CliError(f"journal: {exc}", code=2) from None
+    try:
+        return await fn(store)
+    finally:
+        await store.close()
+
+
+def parse_headers(values: Sequence[str]) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for item in values:
+        name, sep, value = item.partition(":")
+        if not sep or not name.strip():
+            raise CliError(f"--header {item!r}: expected 'Name: value'", code=2)
+        headers[name.strip().lower()] = value.strip()
+    return headers
+
+
+# -- run / check -------------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from glue import app
+
+    settings = load_settings(args)
+    overrides: dict[str, Any] = {}
+    if args.record:
+        overrides["record"] = Path(args.record)
+    if overrides:
+        settings = settings.model_copy(update=overrides)
+    observability.configure_logging(settings.logging)
+    try:
+        asyncio.run(app.run(settings))
+    except journal.JournalUnavailable as exc:
+        raise CliError(f"journal: {exc}", code=2) from None
+    except OSError as exc:  # e.g. the port is taken
+        raise CliError(f"cannot start: {exc.strerror or exc}", code=2) from None
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    settings = load_settings(args)
+    source = getattr(args, "config", None) or os.environ.get("GLUE_CONFIG") or "<defaults>"
+    from glue import app
+
+    app.load_plugins(settings)
+    print(f"{source}: ok ({len(settings.endpoints)} endpoints, {len(settings.routes)} routes)")
+    return 0
+
+
+# -- decode ------------------------------------------------------------------------------------------
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    body = read_input(args.file)
+    headers = parse_headers(args.header)
+    delivery = events.Delivery(
+        transport=args.transport, endpoint="cli", format=args.format, headers=headers, body=body
+    )
+    options = formats.Options(type=args.type, source=args.source, id_header=(args.id_header or "").lower() or None)
+    try:
+        batch = formats.decode(delivery, options)
+    except formats.DecodeError as exc:
+        raise CliError(f"{args.file}: {exc.reason} (HTTP {exc.status})") from None
+    for event in batch:
+        sys.stdout.write(events.to_json(event).decode() + "\n")
+    return 0
+
+
+# -- events ------------------------------------------------------------------------------------------
+
+
+def cmd_events_list(args: argparse.Namespace) -> int:
+    settings = load_settings(args)
+
+    async def run(store: journal.Journal) -> int:
+        rows = await store.list(limit=args.limit, after=args.after, status=args.status, type=args.type)
+        emit((row.summary() for row in rows), ["seq", "id", "type", "source", "subject", "status"])
+        return 0
+
+    return asyncio.run(with_journal(settings, run))
+
+
+def cmd_events_show(args: argparse.Namespace) -> int:
+    settings = load_settings(args)
+
+    async def run(store: journal.Journal) -> int:
+        stored = await store.get(args.event)
+        if stored is None:
+            raise CliError(f"no event {args.event!r} in the journal")
+        delivery = await store.delivery(stored.delivery_id)
+        result = {
+            **stored.summary(),
+            "identity": stored.identity,
+            "cloudevent": orjson.loads(stored.cloudevent),
+            "delivery": delivery.to_record() if delivery is not None else None,
+        }
+        sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return 0
+
+    return asyncio.run(with_journal(settings, run))
+
+
+# -- parser ------------------------------------------------------------------------------------------
+
+
+def _config_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", "-c", metavar="FILE", help="YAML config (default $GLUE_CONFIG)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="glue", description=__doc__.split("\n")[0] if __doc__ else None)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run the daemon")
+    _config_arg(p)
+    p.add_argument("--record", metavar="FILE", help="append every delivery to FILE as a replayable line")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("check", help="validate a config and exit")
+    _config_arg(p)
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("decode", help="print the CloudEvents a payload decodes to, as JSON lines")
+    p.add_argument("--format", "-f", required=True, choices=sorted(formats.DECODERS))
+    p.add_argument("--header", "-H", action="append", default=[], metavar="'Name: value'")
+    p.add_argument("--type", help="argo: type for plain JSON bodies")
+    p.add_argument("--source", help="argo/harbor: source for bodies without one")
+    p.add_argument("--id-header", help="argo: header holding the event id")
+    p.add_argument("--transport", default="http", help=argparse.SUPPRESS)
+    p.add_argument("file", metavar="FILE", help="payload file, or - for stdin")
+    p.set_defaults(func=cmd_decode)
+
+    p = sub.add_parser("events", help="read the journal")
+    events_sub = p.add_subparsers(dest="events_command", required=True, metavar="ACTION")
+    q = events_sub.add_parser("list", help="list journaled events")
+    _config_arg(q)
+    q.add_argument("--status")
+    q.add_argument("--type")
+    q.add_argument("--limit", type=int, default=100)
+    q.add_argument("--after", type=int, default=0, help="only events with a sequence number above this")
+    q.set_defaults(func=cmd_events_list)
+    q = events_sub.add_parser("show", help="one event with its raw delivery")
+    _config_arg(q)
+    q.add_argument("event", metavar="EVENT", help="sequence number, CloudEvent id or identity")
+    q.set_defaults(func=cmd_events_show)
+
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except CliError as exc:
+        print(f"glue: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -7,6 +7,7 @@ get a backend from :func:`open_journal`.
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -204,15 +205,17 @@ class Journal(Protocol):
 
     async def list(
         self, *, limit: int = 100, after: int = 0, status: str | None = None, type: str | None = None
-    ) -> list[StoredEvent]: ...
+    ) -> builtins.list[StoredEvent]: ...
 
     async def delivery(self, delivery_id: int) -> events.Delivery | None: ...
 
-    async def rejected(self, *, limit: int = 100) -> list[Rejected]: ...
+    async def rejected(self, *, limit: int = 100) -> builtins.list[Rejected]: ...
 
     # -- execution: routing -----------------------------------------------------------------------
 
-    async def claim_events(self, owner: str, *, limit: int, lease: float, now: float) -> list[StoredEvent]:
+    async def claim_events(
+        self, owner: str, *, limit: int, lease: float, now: float
+    ) -> builtins.list[StoredEvent]:
         """Claim up to ``limit`` pending events, lowest ``seq`` first, for ``lease`` seconds.
 
         An event already claimed by another owner whose lease has not expired at ``now`` is skipped;
@@ -238,7 +241,7 @@ class Journal(Protocol):
         lease: float,
         now: float,
         exclude_routes: Collection[str] = (),
-    ) -> list[Invocation]:
+    ) -> builtins.list[Invocation]:
         """Claim up to ``limit`` runnable invocations for ``lease`` seconds, earliest ``due_at`` first.
 
         Runnable: ``pending`` with ``due_at <= now``, or ``running`` with an expired lease (its owner
@@ -275,16 +278,16 @@ class Journal(Protocol):
         since: float | None = None,
         after: int = 0,
         limit: int = 100,
-    ) -> list[Invocation]:
+    ) -> builtins.list[Invocation]:
         """Invocations in id order, filtered; ``since`` bounds ``updated_at`` (dead: when it died)."""
         ...
 
-    async def redrive(self, ids: Collection[int], *, now: float) -> list[int]:
+    async def redrive(self, ids: Collection[int], *, now: float) -> builtins.list[int]:
         """Put dead invocations back to ``pending`` due ``now`` with ``attempt=0`` (same id and
         idempotency key); ids that are not dead are skipped. Returns the ids redriven."""
         ...
 
-    async def purge(self, ids: Collection[int]) -> list[int]:
+    async def purge(self, ids: Collection[int]) -> builtins.list[int]:
         """Delete dead invocations; others are skipped. Returns the ids deleted."""
         ...
 

@@ -9,7 +9,9 @@ so a slow ``glue events list`` never delays intake.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import concurrent.futures
+import dataclasses
 import sqlite3
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -349,7 +351,7 @@ class SQLiteJournal:
 
     async def list(
         self, *, limit: int = 100, after: int = 0, status: str | None = None, type: str | None = None
-    ) -> list[journal.StoredEvent]:
+    ) -> builtins.list[journal.StoredEvent]:
         def run(db: sqlite3.Connection) -> list[journal.StoredEvent]:
             sql = f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq > ?"
             args: list[Any] = [after]
@@ -388,7 +390,7 @@ class SQLiteJournal:
 
         return await self.read(run)
 
-    async def rejected(self, *, limit: int = 100) -> list[journal.Rejected]:
+    async def rejected(self, *, limit: int = 100) -> builtins.list[journal.Rejected]:
         def run(db: sqlite3.Connection) -> list[journal.Rejected]:
             rows = db.execute(
                 "SELECT id, rejected, received_at, transport, endpoint, format, headers, body, key"
@@ -403,13 +405,14 @@ class SQLiteJournal:
 
     async def claim_events(
         self, owner: str, *, limit: int, lease: float, now: float
-    ) -> list[journal.StoredEvent]:
+    ) -> builtins.list[journal.StoredEvent]:
         def run(db: sqlite3.Connection) -> list[journal.StoredEvent]:
             db.execute("BEGIN IMMEDIATE")
             try:
                 rows = db.execute(
                     f"SELECT {_EVENT_COLUMNS} FROM events e WHERE status = 'pending' AND NOT EXISTS"
-                    " (SELECT 1 FROM event_claims c WHERE c.seq = e.seq AND c.lease_until > ? AND c.owner != ?)"
+                    " (SELECT 1 FROM event_claims c"
+                    "  WHERE c.seq = e.seq AND c.lease_until > ? AND c.owner != ?)"
                     " ORDER BY seq LIMIT ?",
                     (now, owner, limit),
                 ).fetchall()
@@ -480,7 +483,7 @@ class SQLiteJournal:
         lease: float,
         now: float,
         exclude_routes: Collection[str] = (),
-    ) -> list[journal.Invocation]:
+    ) -> builtins.list[journal.Invocation]:
         def run(db: sqlite3.Connection) -> list[journal.Invocation]:
             marks, routes = ",".join("?" * len(exclude_routes)), list(exclude_routes)
             db.execute("BEGIN IMMEDIATE")
@@ -488,7 +491,8 @@ class SQLiteJournal:
                 unrouted = db.execute("SELECT min(seq) FROM events WHERE status = 'pending'").fetchone()[0]
                 rows = db.execute(
                     f"SELECT {_INVOCATION_COLUMNS} FROM invocations i"
-                    " WHERE ((i.state = 'pending' AND i.due_at <= ?) OR (i.state = 'running' AND i.lease_until <= ?))"
+                    " WHERE ((i.state = 'pending' AND i.due_at <= ?)"
+                    "   OR (i.state = 'running' AND i.lease_until <= ?))"
                     + (f" AND i.route NOT IN ({marks})" if routes else "")
                     + " AND (i.ordering_key IS NULL OR ((? IS NULL OR i.event_seq < ?) AND NOT EXISTS ("
                     "   SELECT 1 FROM invocations j WHERE j.ordering_key = i.ordering_key"
@@ -497,17 +501,7 @@ class SQLiteJournal:
                     " ORDER BY i.due_at, i.id LIMIT ?",
                     (now, now, *routes, unrouted, unrouted, limit),
                 ).fetchall()
-                claimed = [
-                    journal.Invocation(
-                        *(
-                            _invocation(row)[:7]  # type: ignore[misc]
-                            if False
-                            else ()
-                        )
-                    )
-                    for row in ()
-                ]
-                claimed = []
+                claimed: list[journal.Invocation] = []
                 for row in rows:
                     item = _invocation(row)
                     db.execute(
@@ -517,8 +511,12 @@ class SQLiteJournal:
                     )
                     claimed.append(
                         dataclasses.replace(
-                            item, state="running", owner=owner, lease_until=now + lease,
-                            attempt=item.attempt + 1, updated_at=now,
+                            item,
+                            state="running",
+                            owner=owner,
+                            lease_until=now + lease,
+                            attempt=item.attempt + 1,
+                            updated_at=now,
                         )
                     )
                 db.execute("COMMIT")
@@ -528,3 +526,146 @@ class SQLiteJournal:
             return claimed
 
         return await self.write(run)
+
+    async def settle(self, owner: str, outcomes: Sequence[journal.Outcome], *, now: float) -> int:
+        def run(db: sqlite3.Connection) -> int:
+            applied = 0
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for outcome in outcomes:
+                    if outcome.state == "done":
+                        sql = (
+                            "UPDATE invocations SET state = 'done', owner = NULL, lease_until = NULL,"
+                            " updated_at = ?"
+                        )
+                        args: list[Any] = [now]
+                    elif outcome.state == "retry":
+                        sql = (
+                            "UPDATE invocations SET state = 'pending', owner = NULL, lease_until = NULL,"
+                            " updated_at = ?, due_at = ?, last_error = ?"
+                        )
+                        args = [now, outcome.due_at if outcome.due_at is not None else now, outcome.error]
+                    else:
+                        sql = (
+                            "UPDATE invocations SET state = 'dead', owner = NULL, lease_until = NULL,"
+                            " updated_at = ?, last_error = ?"
+                        )
+                        args = [now, outcome.error]
+                    cursor = db.execute(
+                        sql + " WHERE id = ? AND state = 'running' AND owner = ?",
+                        (*args, outcome.invocation_id, owner),
+                    )
+                    applied += cursor.rowcount
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            return applied
+
+        return await self.write(run)
+
+    async def release(self, owner: str, *, now: float, ids: Collection[int] | None = None) -> int:
+        def run(db: sqlite3.Connection) -> int:
+            sql = (
+                "UPDATE invocations SET state = 'pending', owner = NULL, lease_until = NULL, due_at = ?,"
+                " updated_at = ?, attempt = max(attempt - 1, 0) WHERE state = 'running' AND owner = ?"
+            )
+            args: list[Any] = [now, now, owner]
+            if ids is not None:
+                marks, values = _in(ids)
+                sql += f" AND id IN ({marks})"
+                args.extend(values)
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                released = db.execute(sql, args).rowcount
+                if ids is None:
+                    db.execute("DELETE FROM event_claims WHERE owner = ?", (owner,))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            return released
+
+        return await self.write(run)
+
+    async def invocation(self, invocation_id: int) -> journal.Invocation | None:
+        def run(db: sqlite3.Connection) -> journal.Invocation | None:
+            row = db.execute(
+                f"SELECT {_INVOCATION_COLUMNS} FROM invocations WHERE id = ?", (invocation_id,)
+            ).fetchone()
+            return _invocation(row) if row is not None else None
+
+        return await self.read(run)
+
+    async def invocations(
+        self,
+        *,
+        state: journal.InvocationState | None = None,
+        route: str | None = None,
+        event_seq: int | None = None,
+        since: float | None = None,
+        after: int = 0,
+        limit: int = 100,
+    ) -> builtins.list[journal.Invocation]:
+        def run(db: sqlite3.Connection) -> list[journal.Invocation]:
+            sql = f"SELECT {_INVOCATION_COLUMNS} FROM invocations WHERE id > ?"
+            args: list[Any] = [after]
+            for column, value in (("state", state), ("route", route), ("event_seq", event_seq)):
+                if value is not None:
+                    sql += f" AND {column} = ?"
+                    args.append(value)
+            if since is not None:
+                sql += " AND updated_at >= ?"
+                args.append(since)
+            sql += " ORDER BY id LIMIT ?"
+            args.append(limit)
+            return [_invocation(row) for row in db.execute(sql, args)]
+
+        return await self.read(run)
+
+    async def redrive(self, ids: Collection[int], *, now: float) -> builtins.list[int]:
+        def run(db: sqlite3.Connection) -> list[int]:
+            marks, values = _in(ids)
+            if not values:
+                return []
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                rows = db.execute(
+                    f"UPDATE invocations SET state = 'pending', attempt = 0, due_at = ?, updated_at = ?"
+                    f" WHERE state = 'dead' AND id IN ({marks}) RETURNING id",
+                    (now, now, *values),
+                ).fetchall()
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            return sorted(row[0] for row in rows)
+
+        return await self.write(run)
+
+    async def purge(self, ids: Collection[int]) -> builtins.list[int]:
+        def run(db: sqlite3.Connection) -> list[int]:
+            marks, values = _in(ids)
+            if not values:
+                return []
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                rows = db.execute(
+                    f"DELETE FROM invocations WHERE state = 'dead' AND id IN ({marks}) RETURNING id", values
+                ).fetchall()
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            return sorted(row[0] for row in rows)
+
+        return await self.write(run)
+
+    async def oldest_pending(self) -> float | None:
+        def run(db: sqlite3.Connection) -> float | None:
+            value = db.execute(
+                "SELECT min(created_at) FROM invocations WHERE state IN ('pending', 'running')"
+            ).fetchone()[0]
+            return float(value) if value is not None else None
+
+        return await self.read(run)

@@ -1,0 +1,493 @@
+"""Kubernetes: the shared API client, the API error policy, and rollout restart.
+
+The other Kubernetes handler modules (``externaldns``, ``certmanager``, ``kubeai``, ``argo``) build on
+what is here:
+
+- the shared ``kubernetes`` client: one kubernetes-asyncio ``ApiClient`` for the daemon, configured by
+  ``clients.kubernetes`` in the settings (in-cluster service account or a kubeconfig file and context),
+  closed when the daemon stops;
+- :func:`errors`: the API server's answers turned into what the executor should do next (409 is the
+  caller's to retry; 404 permanent unless the route waits for its target; 400/403/422 permanent with the
+  server's message; 401/429/5xx and connection errors temporary, honouring ``Retry-After``);
+- :func:`event_annotations`: the CloudEvent id, source and traceparent that every object we create or
+  change carries, so an operator can go from an object back to the event;
+- :func:`rollout_restart`: what ``kubectl rollout restart`` does (the ``restartedAt`` pod-template
+  annotation by strategic merge patch), with a value chosen by the caller so a replay changes nothing.
+
+Every request that may change state passes its content type explicitly and, in dry-run, ``dryRun=All``
+so that the API server checks the plan without persisting it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime
+import email.utils
+import hashlib
+import json
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import aiohttp
+import pydantic
+from cloudevents.core.v1.event import CloudEvent
+from kubernetes_asyncio import client as k8s
+from kubernetes_asyncio import config as k8s_config
+from kubernetes_asyncio.client.exceptions import ApiException
+from kubernetes_asyncio.config.config_exception import ConfigException
+from pydantic.alias_generators import to_camel
+
+import glue
+
+__all__ = [
+    "ANNOTATION_EVENT_ID",
+    "ANNOTATION_EVENT_SOURCE",
+    "ANNOTATION_TRACEPARENT",
+    "APPLY_PATCH",
+    "FIELD_MANAGER",
+    "JSON_PATCH",
+    "MERGE_PATCH",
+    "RESTARTED_AT",
+    "STRATEGIC_MERGE_PATCH",
+    "KubernetesConfig",
+    "Params",
+    "Restart",
+    "RestartParams",
+    "api_client",
+    "client",
+    "dry_run_flag",
+    "errors",
+    "event_annotations",
+    "event_labels",
+    "key_hash",
+    "on_conflict",
+    "rollout_restart",
+    "status_message",
+]
+
+#: The field manager named in every write (``metadata.managedFields`` shows who owns what).
+FIELD_MANAGER = "runtime-glue"
+
+ANNOTATION_PREFIX = "runtime-glue.io/"
+ANNOTATION_EVENT_ID = ANNOTATION_PREFIX + "event-id"
+ANNOTATION_EVENT_SOURCE = ANNOTATION_PREFIX + "event-source"
+ANNOTATION_TRACEPARENT = ANNOTATION_PREFIX + "traceparent"
+#: Pod-template annotation naming the event a restart came from: a different event always rolls.
+ANNOTATION_RESTART_KEY = ANNOTATION_PREFIX + "restart-key"
+LABEL_EVENT = ANNOTATION_PREFIX + "event"
+LABEL_ROUTE = ANNOTATION_PREFIX + "route"
+
+#: The pod-template annotation ``kubectl rollout restart`` sets.
+RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
+
+MERGE_PATCH = "application/merge-patch+json"
+STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+APPLY_PATCH = "application/apply-patch+yaml"
+
+CONFLICT_ATTEMPTS = 5
+
+T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------------------------- client
+
+
+class KubernetesConfig(pydantic.BaseModel):
+    """``clients.kubernetes``: how the daemon reaches the API server.
+
+    With neither ``inCluster`` nor ``kubeconfig`` set, the in-cluster service account is used when the
+    daemon runs in a pod (``KUBERNETES_SERVICE_HOST`` set), else the default kubeconfig.
+    """
+
+    model_config = pydantic.ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+    in_cluster: bool | None = pydantic.Field(
+        default=None, description="Use the pod's service account (token and CA under /var/run/secrets)."
+    )
+    kubeconfig: Path | None = pydantic.Field(default=None, description="A kubeconfig file.")
+    context: str | None = pydantic.Field(default=None, description="The kubeconfig context to use.")
+    request_timeout: float = pydantic.Field(
+        default=30.0, gt=0, description="Upper bound of one API request, in seconds."
+    )
+
+    @pydantic.model_validator(mode="after")
+    def _one_way(self) -> KubernetesConfig:
+        if self.in_cluster and (self.kubeconfig is not None or self.context is not None):
+            raise ValueError("inCluster excludes kubeconfig and context")
+        return self
+
+
+@glue.client("kubernetes", config=KubernetesConfig)
+@contextlib.asynccontextmanager
+async def api_client(config: Any) -> AsyncIterator[Any]:
+    """The shared kubernetes-asyncio ``ApiClient``, closed when the daemon stops."""
+    settings = config if isinstance(config, KubernetesConfig) else KubernetesConfig.model_validate(config)
+    configuration = k8s.Configuration()
+    try:
+        if settings.in_cluster or (settings.in_cluster is None and settings.kubeconfig is None and _in_pod()):
+            k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        else:
+            await k8s_config.load_kube_config(
+                config_file=str(settings.kubeconfig) if settings.kubeconfig else None,
+                context=settings.context,
+                client_configuration=configuration,
+                persist_config=False,
+            )
+    except (ConfigException, OSError, ValueError) as exc:
+        raise glue.PermanentError(f"cannot load the Kubernetes client configuration: {exc}") from None
+    api = k8s.ApiClient(configuration)
+    api.user_agent = f"runtime-glue/{glue.__version__}"
+    api.configuration.request_timeout = settings.request_timeout  # read by request_timeout(), below
+    try:
+        yield api
+    finally:
+        await api.close()
+
+
+def _in_pod() -> bool:
+    import os
+
+    return "KUBERNETES_SERVICE_HOST" in os.environ
+
+
+#: How a dry-run plan says whether the API server checked it.
+CHECKED = "checked by the API server with dryRun=All"
+UNCHECKED = "not checked: no cluster configured"
+
+
+async def client(ctx: glue.Context) -> Any:
+    """The shared ApiClient; in dry-run, None when no cluster is configured (the plan is then unchecked)."""
+    try:
+        return await ctx.clients.get("kubernetes")
+    except glue.PermanentError:
+        if ctx.dry_run:
+            return None
+        raise
+
+
+def request_timeout(api: Any, ctx: glue.Context | None = None) -> float:
+    """Seconds one request may take: the client's bound, shortened to what is left of the attempt."""
+    bound = float(getattr(api.configuration, "request_timeout", 30.0))
+    if ctx is not None and ctx.deadline is not None:
+        left = ctx.deadline - asyncio.get_running_loop().time()
+        bound = min(bound, max(left, 0.1))
+    return bound
+
+
+# --------------------------------------------------------------------------------------------- params
+
+
+class Params(glue.Params):
+    """Base of the Kubernetes handlers' parameters: camelCase keys, like the rest of the settings."""
+
+    model_config = pydantic.ConfigDict(alias_generator=to_camel)
+
+
+class RestartParams(Params):
+    """``kubernetes.restart``: which workload to restart."""
+
+    kind: Literal["Deployment", "StatefulSet", "DaemonSet"] = "Deployment"
+    namespace: str = pydantic.Field(min_length=1)
+    name: str = pydantic.Field(min_length=1)
+    wait_for_target: bool = pydantic.Field(
+        default=False, description="Retry (instead of dead-lettering) while the workload does not exist."
+    )
+
+
+# --------------------------------------------------------------------------------------------- errors
+
+
+def status_message(exc: ApiException) -> str:
+    """The API server's own explanation (``Status.message``), else the HTTP reason."""
+    body: Any = exc.body
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", "replace")
+    if isinstance(body, str) and body:
+        try:
+            status = json.loads(body)
+        except ValueError:
+            status = None
+        if isinstance(status, dict) and status.get("message"):
+            return str(status["message"])
+    return str(exc.reason or "no reason given")
+
+
+def _retry_after(exc: ApiException) -> float | None:
+    headers: Any = exc.headers or {}
+    value = headers.get("Retry-After") if hasattr(headers, "get") else None
+    if not value:
+        return None
+    value = str(value).strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    return max((when - datetime.datetime.now(datetime.UTC)).total_seconds(), 0.0)
+
+
+def classify(
+    exc: BaseException, what: str, *, wait_for_target: bool = False
+) -> glue.TemporaryError | glue.PermanentError | None:
+    """The handler error an API failure stands for, or None when it is not an API failure."""
+    if isinstance(exc, ApiException):
+        status = int(exc.status or 0)
+        message = f"{what}: {status_message(exc)}"
+        if status == 404:
+            if wait_for_target:
+                return glue.TemporaryError(f"{message} (waiting for it to appear)")
+            return glue.PermanentError(message)
+        if status in (401, 408, 409, 429) or status >= 500 or status == 0:
+            return glue.TemporaryError(f"{message} (HTTP {status})", delay=_retry_after(exc))
+        return glue.PermanentError(f"{message} (HTTP {status})")
+    if isinstance(exc, aiohttp.ClientError | TimeoutError | ConnectionError):
+        return glue.TemporaryError(f"{what}: cannot reach the API server: {type(exc).__name__}: {exc}")
+    return None
+
+
+@contextlib.contextmanager
+def errors(what: str, *, wait_for_target: bool = False) -> Any:
+    """Turn API failures raised inside the block into TemporaryError / PermanentError."""
+    try:
+        yield
+    except (glue.TemporaryError, glue.PermanentError):
+        raise
+    except (ApiException, aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
+        error = classify(exc, what, wait_for_target=wait_for_target)
+        assert error is not None
+        raise error from None
+
+
+async def on_conflict(attempt: Callable[[], Awaitable[T]], what: str) -> T:
+    """Run ``attempt`` (which reads, then writes with the resourceVersion it read) until no 409."""
+    for _ in range(CONFLICT_ATTEMPTS - 1):
+        try:
+            return await attempt()
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+    try:
+        return await attempt()
+    except ApiException as exc:
+        if exc.status == 409:
+            raise glue.TemporaryError(
+                f"{what}: still conflicting after {CONFLICT_ATTEMPTS} attempts: {status_message(exc)}"
+            ) from None
+        raise
+
+
+def dry_run_flag(dry_run: bool) -> str | None:
+    """The ``dryRun`` query value: ``All`` asks the API server to check the call without persisting."""
+    return "All" if dry_run else None
+
+
+# --------------------------------------------------------------------------------------------- events
+
+
+def event_annotations(event: CloudEvent) -> dict[str, str]:
+    """The annotations linking an object to the event that created or last changed it."""
+    annotations = {ANNOTATION_EVENT_ID: event.get_id(), ANNOTATION_EVENT_SOURCE: event.get_source()}
+    traceparent = event.get_extension("traceparent")
+    if traceparent:
+        annotations[ANNOTATION_TRACEPARENT] = str(traceparent)
+    return annotations
+
+
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+
+
+def key_hash(key: str, length: int = 16) -> str:
+    """A short, stable, name-safe digest of an idempotency key or an event identity."""
+    return hashlib.sha256(key.encode()).hexdigest()[:length]
+
+
+def event_labels(ctx: glue.Context) -> dict[str, str]:
+    """Labels that select the objects one invocation created (label values are at most 63 chars)."""
+    labels = {LABEL_EVENT: key_hash(ctx.idempotency_key, 32)}
+    if len(ctx.route) <= 63 and _LABEL_VALUE.match(ctx.route):
+        labels[LABEL_ROUTE] = ctx.route
+    return labels
+
+
+def event_time(event: CloudEvent) -> str | None:
+    """The event's ``time`` as RFC 3339 UTC with seconds (the format kubectl writes), if it has one."""
+    when = event.get_time()
+    if when is None:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    return when.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def path(group: str, version: str, plural: str, namespace: str | None, name: str | None = None) -> str:
+    """The REST path of a resource, for plans."""
+    root = f"/api/{version}" if not group else f"/apis/{group}/{version}"
+    if namespace is not None:
+        root += f"/namespaces/{namespace}"
+    root += f"/{plural}"
+    return root + (f"/{name}" if name else "")
+
+
+# --------------------------------------------------------------------------------------------- restart
+
+_WORKLOADS: dict[str, str] = {
+    "deployment": "deployment",
+    "deployments": "deployment",
+    "statefulset": "stateful_set",
+    "statefulsets": "stateful_set",
+    "daemonset": "daemon_set",
+    "daemonsets": "daemon_set",
+}
+_PLURALS = {"deployment": "deployments", "stateful_set": "statefulsets", "daemon_set": "daemonsets"}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Restart:
+    """The outcome of :func:`rollout_restart`: whether the pod template changed, and the call."""
+
+    kind: str
+    namespace: str
+    name: str
+    value: str
+    changed: bool
+    call: glue.Call
+
+
+def _restart_request(
+    kind: str,
+    namespace: str,
+    name: str,
+    value: str,
+    annotations: Mapping[str, str] | None,
+    template_annotations: Mapping[str, str] | None,
+    field_manager: str,
+) -> tuple[str, dict[str, Any], glue.Call]:
+    suffix = _WORKLOADS.get(kind.lower())
+    if suffix is None:
+        raise glue.PermanentError(f"cannot restart a {kind!r}: only Deployment, StatefulSet, DaemonSet")
+    pod_annotations = {RESTARTED_AT: value, **(template_annotations or {})}
+    body: dict[str, Any] = {"spec": {"template": {"metadata": {"annotations": pod_annotations}}}}
+    if annotations:
+        body["metadata"] = {"annotations": dict(annotations)}
+    call = glue.Call(
+        "PATCH",
+        path("apps", "v1", _PLURALS[suffix], namespace, name) + f"?fieldManager={field_manager}",
+        body=body,
+        note=f"{STRATEGIC_MERGE_PATCH}: rollout restart",
+    )
+    return suffix, body, call
+
+
+async def rollout_restart(
+    api: Any,
+    kind: str,
+    namespace: str,
+    name: str,
+    value: str,
+    *,
+    annotations: Mapping[str, str] | None = None,
+    template_annotations: Mapping[str, str] | None = None,
+    dry_run: bool = False,
+    wait_for_target: bool = False,
+    field_manager: str = FIELD_MANAGER,
+    per_request: float | None = None,
+) -> Restart:
+    """Restart a Deployment, StatefulSet or DaemonSet the way ``kubectl rollout restart`` does.
+
+    Sets the pod-template annotation ``kubectl.kubernetes.io/restartedAt`` to ``value`` (plus
+    ``template_annotations``) by strategic merge patch, and ``annotations`` on the workload itself.
+    ``value`` must come from what caused the restart (the event time, a secret version), never from the
+    clock: when the template already carries these values nothing is sent and ``changed`` is False, so a
+    replayed event does not roll the pods again. A paused Deployment is refused, as kubectl does.
+
+    ``api`` is the shared client (``await ctx.clients.get("kubernetes")``). With ``dry_run`` the patch
+    is sent with ``dryRun=All`` (checked by the API server, not persisted). Raises
+    :class:`glue.PermanentError` / :class:`glue.TemporaryError` as described in :func:`errors`; a
+    missing workload is permanent unless ``wait_for_target``.
+    """
+    suffix, body, call = _restart_request(
+        kind, namespace, name, value, annotations, template_annotations, field_manager
+    )
+    pod_annotations = body["spec"]["template"]["metadata"]["annotations"]
+    apps = k8s.AppsV1Api(api)
+    kwargs: dict[str, Any] = {}
+    if per_request is not None:
+        kwargs["_request_timeout"] = per_request
+    what = f"{kind} {namespace}/{name}"
+    with errors(what, wait_for_target=wait_for_target):
+        current = api.sanitize_for_serialization(
+            await getattr(apps, f"read_namespaced_{suffix}")(name, namespace, **kwargs)
+        )
+    spec = current.get("spec") or {}
+    if spec.get("paused"):
+        raise glue.PermanentError(f"{what}: can't restart paused deployment (run rollout resume first)")
+    present = ((spec.get("template") or {}).get("metadata") or {}).get("annotations") or {}
+    if all(present.get(key) == wanted for key, wanted in pod_annotations.items()):
+        return Restart(kind, namespace, name, value, changed=False, call=call)
+    with errors(what, wait_for_target=wait_for_target):
+        await getattr(apps, f"patch_namespaced_{suffix}")(
+            name,
+            namespace,
+            body,
+            field_manager=field_manager,
+            dry_run=dry_run_flag(dry_run),
+            _content_type=STRATEGIC_MERGE_PATCH,
+            **kwargs,
+        )
+    return Restart(kind, namespace, name, value, changed=True, call=call)
+
+
+RESTART_RBAC = [
+    glue.RbacRule(("apps",), ("deployments", "statefulsets", "daemonsets"), ("get", "patch")),
+]
+
+
+@glue.handler("kubernetes.restart", params=RestartParams, rbac=RESTART_RBAC, clients=["kubernetes"])
+async def restart(
+    *, event: CloudEvent, params: RestartParams, ctx: glue.Context, **_: Any
+) -> glue.Plan | None:
+    """Rollout-restart a workload once per event (restartedAt from the event, not the clock)."""
+    value = event_time(event) or f"event-{key_hash(ctx.idempotency_key)}"
+    what = f"{params.kind} {params.namespace}/{params.name}"
+    annotations = event_annotations(event)
+    template_annotations = {ANNOTATION_RESTART_KEY: key_hash(ctx.idempotency_key)}
+    api = await client(ctx)
+    if api is None:
+        plan_call = _restart_request(
+            params.kind,
+            params.namespace,
+            params.name,
+            value,
+            annotations,
+            template_annotations,
+            FIELD_MANAGER,
+        )[2]
+        return glue.Plan([plan_call], summary=f"restart {what} ({UNCHECKED})")
+    result = await rollout_restart(
+        api,
+        params.kind,
+        params.namespace,
+        params.name,
+        value,
+        annotations=annotations,
+        template_annotations=template_annotations,
+        dry_run=ctx.dry_run,
+        wait_for_target=params.wait_for_target,
+        per_request=request_timeout(api, ctx),
+    )
+    if ctx.dry_run:
+        if not result.changed:
+            return glue.Plan([], summary=f"{what} is already restarted for this event: nothing to do")
+        return glue.Plan([result.call], summary=f"restart {what} ({CHECKED})")
+    ctx.log.info("rollout restart", target=what, changed=result.changed, restarted_at=value)
+    return None

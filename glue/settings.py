@@ -167,7 +167,7 @@ class KafkaTopic(Model):
     format: KafkaFormat
     type: str | None = Field(default=None, description="argo: CloudEvent type for plain JSON records.")
     source: str | None = Field(default=None, description="argo: CloudEvent source for plain JSON records.")
-    id_header: str | None = Field(default=None, description="argo: record header whose value is the event id.")
+    id_header: str | None = Field(default=None, description="argo: record header holding the event id.")
 
 
 class KafkaSasl(Model):
@@ -286,6 +286,7 @@ class Minio(Model):
 class Sources(Model):
     """Ways in besides the HTTP endpoints; each subsystem adds its typed group here."""
 
+    kafka: Kafka | None = None
     minio: Minio | None = Field(default=None, description="MinIO connection and listened buckets.")
 
 
@@ -302,7 +303,27 @@ class Archive(Model):
         default=64 << 20, ge=1024, description="Lines held while the bucket is unreachable; oldest dropped."
     )
 
-    kafka: Kafka | None = None
+
+class Execution(Model):
+    """The workers that route journaled events and run handlers (see glue.execution)."""
+
+    enabled: bool = Field(default=True, description="Run workers in this process (false: intake only).")
+    concurrency: int = Field(
+        default=32, ge=1, le=10_000, description="Invocations in flight at once, all routes."
+    )
+    lease_seconds: float = Field(
+        default=60.0, gt=0, description="How long a claim holds; raised to the longest route timeout + 10 s."
+    )
+    poll_seconds: float = Field(
+        default=0.5, gt=0, le=60, description="Idle wait before looking for due work."
+    )
+    batch: int = Field(
+        default=100, ge=1, le=10_000, description="Events or invocations claimed per round trip."
+    )
+    drain_seconds: float = Field(
+        default=10.0, ge=0, description="On stop, how long in-flight invocations may finish before release."
+    )
+    owner: str | None = Field(default=None, description="This replica's name in claims (default host:pid).")
 
 
 class Settings(BaseSettings):
@@ -324,6 +345,7 @@ class Settings(BaseSettings):
     record: Path | None = Field(default=None, description="Append every delivery here as a replayable line.")
     # Routes, sources and handler clients are validated by their own layers; see glue.routing.
     routes: list[dict[str, Any]] = []
+    execution: Execution = Execution()
     sources: Sources = Sources()
     archive: Archive | None = Field(default=None, description="Needs sources.minio for the connection.")
     clients: dict[str, dict[str, Any]] = {}

@@ -1,0 +1,333 @@
+"""Kafka source: one consumer group member journaling every record before committing its offset.
+
+At least once, never lost:
+
+- Records are fetched in batches; every record of a batch goes through :class:`glue.intake.Intake`
+  concurrently (the journal commits them in a few group transactions), then the offsets of the batch
+  are committed. A crash before the commit redelivers the batch; the journal recognises each event by
+  its identity, so a redelivered record adds nothing.
+- A record that cannot be decoded is journaled as rejected with its raw bytes and the reason
+  (``glue dlq`` shows it) and its offset moves on: a poison record never blocks its partition.
+- When the journal cannot take writes (or the backlog bound is reached) the partition is rewound to
+  the first record not journaled and read again after ``retrySeconds``: nothing is committed past it.
+- On a rebalance, the revoke callback waits for the batch in hand to be journaled and committed
+  before the partitions go to another member; several daemons in one group share the partitions.
+
+aiokafka is used here and nowhere else in the package.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import aiokafka
+import prometheus_client
+import structlog
+from aiokafka import errors as kafka_errors
+from aiokafka import helpers as kafka_helpers
+
+from glue import events, formats, intake, journal
+from glue import settings as settings_mod
+from glue.formats import kafka_cloudevents
+
+log = structlog.get_logger(__name__)
+
+RECORDS = prometheus_client.Counter(
+    "glue_kafka_records_total",
+    "Kafka records consumed, by topic and outcome (journaled, duplicate, rejected, retried).",
+    ["topic", "outcome"],
+)
+LAG = prometheus_client.Gauge(
+    "glue_kafka_consumer_lag",
+    "Records in a partition after this member's position (high watermark - position).",
+    ["topic", "partition"],
+)
+COMMIT_SECONDS = prometheus_client.Histogram(
+    "glue_kafka_commit_seconds",
+    "Time to commit a batch's offsets to the group coordinator.",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+BATCH_SECONDS = prometheus_client.Histogram(
+    "glue_kafka_batch_seconds",
+    "Time from fetching a batch to its offsets being committed (decode, journal, commit).",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+
+#: Topic format in the settings -> decoder name in glue.formats (kept with each delivery for replay).
+DECODER = {"cloudevents": kafka_cloudevents.NAME, "minio": "minio", "argo": "argo"}
+
+_LAG_INTERVAL = 1.0  # seconds between consumer lag updates
+_POLL_MS = 200  # how long one fetch waits for records
+
+
+class KafkaUnavailable(Exception):
+    """The brokers cannot be reached or refuse the consumer; the message says what to check."""
+
+
+def client_options(config: settings_mod.Kafka) -> dict[str, Any]:
+    """aiokafka connection keyword arguments: bootstrap servers, TLS and SASL (secrets resolved)."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": list(config.bootstrap_servers),
+        "client_id": config.client_id,
+    }
+    if config.tls is not None:
+        tls = config.tls
+        password = tls.key_password.resolve()[0].decode() if tls.key_password is not None else None
+        context = kafka_helpers.create_ssl_context(
+            cafile=tls.ca_file, certfile=tls.cert_file, keyfile=tls.key_file, password=password
+        )
+        context.check_hostname = tls.check_hostname
+        if not tls.check_hostname:
+            context.verify_mode = ssl.CERT_REQUIRED
+        options["ssl_context"] = context
+    if config.sasl is not None:
+        options["security_protocol"] = "SASL_SSL" if config.tls is not None else "SASL_PLAINTEXT"
+        options["sasl_mechanism"] = config.sasl.mechanism
+        options["sasl_plain_username"] = config.sasl.username
+        options["sasl_plain_password"] = config.sasl.password.resolve()[0].decode()
+    elif config.tls is not None:
+        options["security_protocol"] = "SSL"
+    return options
+
+
+def delivery_of(record: Any, decoder: str) -> events.Delivery:
+    """The raw delivery of one record: lower-case header names, UTF-8 values, credentials removed."""
+    headers: Iterable[tuple[str, bytes | None]] = record.headers or ()
+    pairs = [(name, value.decode("utf-8", "replace") if value is not None else "") for name, value in headers]
+    return events.Delivery(
+        transport="kafka",
+        endpoint=record.topic,
+        format=decoder,
+        headers=events.scrub_headers(pairs),
+        body=record.value if record.value is not None else b"",
+        key=record.key,
+    )
+
+
+class _Retry(Exception):
+    """The record was not journaled (journal unavailable or backlog full); read it again later."""
+
+
+def _names(partitions: Iterable[aiokafka.TopicPartition]) -> list[str]:
+    return sorted(f"{tp.topic}:{tp.partition}" for tp in partitions)
+
+
+class _Rebalance(aiokafka.ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, source: KafkaSource) -> None:
+        self.source = source
+
+    async def on_partitions_revoked(self, revoked: Sequence[aiokafka.TopicPartition]) -> None:
+        # The batch in hand is journaled and its offsets committed before the partitions move on.
+        async with self.source.batch_lock:
+            pass
+        for tp in revoked:
+            with contextlib.suppress(KeyError):
+                LAG.remove(tp.topic, str(tp.partition))
+        log.info("kafka partitions revoked", partitions=_names(revoked))
+
+    async def on_partitions_assigned(self, assigned: Sequence[aiokafka.TopicPartition]) -> None:
+        log.info("kafka partitions assigned", partitions=_names(assigned))
+
+
+class KafkaSource:
+    """The Kafka component of the daemon (``name``, ``start()``, ``stop()``)."""
+
+    name = "kafka"
+
+    def __init__(
+        self, config: settings_mod.Kafka, intake_: intake.Intake, journal_: journal.Journal
+    ) -> None:
+        self.config = config
+        self.intake = intake_
+        self.journal = journal_
+        self.topics = {topic.name: topic for topic in config.topics}
+        self.options = {
+            topic.name: formats.Options(
+                type=topic.type,
+                source=topic.source,
+                id_header=topic.id_header.lower() if topic.id_header else None,
+            )
+            for topic in config.topics
+        }
+        self.batch_lock = asyncio.Lock()
+        self.consumer: aiokafka.AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._failure: str | None = None
+        self._lag_at = 0.0
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        consumer = aiokafka.AIOKafkaConsumer(
+            **client_options(self.config),
+            group_id=self.config.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset=self.config.auto_offset_reset,
+            max_poll_records=self.config.max_batch,
+            session_timeout_ms=self.config.session_timeout_ms,
+            heartbeat_interval_ms=max(100, self.config.session_timeout_ms // 5),
+        )
+        consumer.subscribe(list(self.topics), listener=_Rebalance(self))
+        try:
+            await consumer.start()
+        except kafka_errors.KafkaError as exc:
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+            servers = ", ".join(self.config.bootstrap_servers)
+            raise KafkaUnavailable(f"cannot start the Kafka consumer ({servers}): {exc}") from None
+        self.consumer = consumer
+        self._task = asyncio.create_task(self._run(), name="kafka-consume")
+        log.info("kafka source started", topics=sorted(self.topics), group=self.config.group_id)
+
+    async def stop(self) -> None:
+        """Finish and commit the batch in hand, then leave the group (its partitions move on at once)."""
+        if self._task is not None:
+            async with self.batch_lock:
+                self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self.consumer is not None:
+            await self.consumer.stop()
+            self.consumer = None
+        log.info("kafka source stopped")
+
+    async def ready(self) -> str | None:
+        """Readiness check: None while the consumer runs, else why it stopped."""
+        return self._failure
+
+    # -- the consume loop -------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        consumer = self.consumer
+        assert consumer is not None
+        backoff = self.config.retry_seconds
+        while True:
+            try:
+                batch = await consumer.getmany(timeout_ms=_POLL_MS)
+            except kafka_errors.ConsumerStoppedError:
+                return
+            except kafka_errors.KafkaError as exc:
+                log.warning("kafka fetch failed", error=str(exc))
+                await asyncio.sleep(backoff)
+                continue
+            except Exception as exc:
+                self._failure = f"kafka consumer failed: {exc}"
+                log.exception("kafka consumer failed")
+                raise
+            retry = False
+            if batch:
+                async with self.batch_lock:
+                    retry = await self._handle(consumer, batch)
+            await self._update_lag(consumer)
+            if retry:
+                await asyncio.sleep(backoff)
+
+    async def _handle(
+        self,
+        consumer: aiokafka.AIOKafkaConsumer,
+        batch: dict[aiokafka.TopicPartition, list[Any]],
+    ) -> bool:
+        """Journal a batch, commit what is journaled, rewind what is not. True if something must be
+        read again."""
+        started = time.perf_counter()
+        records = [record for part in batch.values() for record in part]
+        outcomes = await asyncio.gather(*(self._accept(record) for record in records), return_exceptions=True)
+        by_offset = {(r.topic, r.partition, r.offset): o for r, o in zip(records, outcomes, strict=True)}
+        commit: dict[aiokafka.TopicPartition, int] = {}
+        retry = False
+        for tp, part in batch.items():
+            for record in part:
+                outcome = by_offset[(tp.topic, tp.partition, record.offset)]
+                if isinstance(outcome, BaseException):
+                    if not isinstance(outcome, _Retry):
+                        log.error(
+                            "kafka record failed, will read again",
+                            topic=tp.topic, partition=tp.partition, offset=record.offset,
+                            exc_info=outcome,
+                        )
+                    consumer.seek(tp, record.offset)  # read again from the first record not journaled
+                    retry = True
+                    break
+                commit[tp] = record.offset + 1
+        for record, outcome in zip(records, outcomes, strict=True):
+            label = "retried" if isinstance(outcome, BaseException) else outcome
+            RECORDS.labels(record.topic, label).inc()
+        if commit:
+            await self._commit(consumer, commit)
+        BATCH_SECONDS.observe(time.perf_counter() - started)
+        return retry
+
+    async def _accept(self, record: Any) -> str:
+        """Journal one record; returns journaled / duplicate / rejected, raises _Retry."""
+        topic = self.topics[record.topic]
+        delivery = delivery_of(record, DECODER[topic.format])
+        try:
+            appended = await self.intake.accept(delivery, self.options[record.topic])
+        except formats.DecodeError as exc:
+            return await self._reject(delivery, record, exc.reason)
+        except (journal.JournalUnavailable, intake.Overloaded) as exc:
+            log.warning(
+                "kafka record not journaled, will read again",
+                topic=record.topic, partition=record.partition, offset=record.offset, error=str(exc),
+            )
+            raise _Retry() from exc
+        except Exception as exc:  # a decoder bug must not block the partition: keep the record, visibly
+            log.exception(
+                "kafka record decoder failed",
+                topic=record.topic, partition=record.partition, offset=record.offset,
+            )
+            return await self._reject(delivery, record, f"decoder failed: {type(exc).__name__}")
+        return "journaled" if any(item.new for item in appended) else "duplicate"
+
+    async def _reject(self, delivery: events.Delivery, record: Any, reason: str) -> str:
+        try:
+            delivery_id = await self.journal.reject(delivery, reason)
+        except journal.JournalUnavailable as exc:
+            raise _Retry() from exc
+        log.warning(
+            "kafka record rejected",
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            reason=reason,
+            delivery_id=delivery_id,
+        )
+        return "rejected"
+
+    async def _commit(
+        self, consumer: aiokafka.AIOKafkaConsumer, offsets: dict[aiokafka.TopicPartition, int]
+    ) -> None:
+        started = time.perf_counter()
+        try:
+            await consumer.commit(offsets)
+        except (kafka_errors.CommitFailedError, kafka_errors.IllegalStateError) as exc:
+            # The partitions moved to another member, which reads them again from the last commit;
+            # the journal recognises the events already stored.
+            log.info("kafka commit skipped after a rebalance", error=str(exc))
+            return
+        except kafka_errors.KafkaError as exc:
+            # A later batch commits a higher offset; until then a restart reads these again.
+            log.warning("kafka commit failed", error=str(exc))
+            return
+        COMMIT_SECONDS.observe(time.perf_counter() - started)
+
+    async def _update_lag(self, consumer: aiokafka.AIOKafkaConsumer) -> None:
+        now = time.monotonic()
+        if now - self._lag_at < _LAG_INTERVAL:
+            return
+        self._lag_at = now
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)
+            if highwater is None:
+                continue
+            try:
+                position = await consumer.position(tp)
+            except kafka_errors.KafkaError:
+                continue
+            LAG.labels(tp.topic, str(tp.partition)).set(max(0, highwater - position))

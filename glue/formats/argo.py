@@ -1,10 +1,58 @@
-"""argo decoder (placeholder until the decoder lands)."""
+"""What an Argo Events Sensor's HTTP (or Kafka) trigger sends.
+
+A trigger sends only the headers configured on it and a body built from its ``payload``
+(argo-events ``pkg/sensors/triggers/http/http.go``, ``params.go``); there is no Content-Type unless
+configured. So:
+
+- a CloudEvent, in binary mode (``ce-`` headers) or structured mode (``application/cloudevents+json``,
+  or an unlabelled JSON object with ``specversion``), keeps its attributes exactly as sent;
+- any other JSON body is wrapped: ``type`` and ``source`` come from the endpoint's options (both
+  required), ``id`` from the header named by the ``idHeader`` option when present (e.g. one the trigger
+  fills from the event's ``context.id``), else a digest of the body; ``data`` is the parsed JSON.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 from glue import events, formats
+from glue.formats import _common
+from glue.formats import cloudevents as ce_format
+
+__all__ = ["decode"]
+
+
+def _plain(value: Any, delivery: events.Delivery, options: formats.Options) -> events.CloudEvent:
+    missing = [name for name in ("type", "source") if not getattr(options, name)]
+    if missing:
+        raise formats.DecodeError(
+            f"a plain JSON body needs the endpoint's {' and '.join(repr(m) for m in missing)} "
+            "option (not configured); or send a CloudEvent (ce- headers or application/cloudevents+json)"
+        )
+    header_id = delivery.headers.get(options.id_header) if options.id_header else None
+    event_id = header_id or events.digest(value)
+    attributes: dict[str, Any] = {
+        "specversion": "1.0",
+        "id": event_id,
+        "source": options.source,
+        "type": options.type,
+        "datacontenttype": _common.JSON,
+    }
+    return _common.cloudevent(attributes, value, default_time=_common.received_time(delivery))
 
 
 @formats.register("argo")
 def decode(delivery: events.Delivery, options: formats.Options) -> list[events.CloudEvent]:
-    raise formats.DecodeError("the argo decoder is not implemented yet")
+    found = ce_format.from_message(delivery)
+    if found is not None:
+        return found
+    mt = _common.media_type(delivery.headers)
+    if not _common.is_json(mt):
+        raise formats.UnsupportedMediaType(
+            f"content type {_common.clip(mt)} is not taken: send JSON (application/json or no "
+            "Content-Type) or a CloudEvent"
+        )
+    value = _common.load_json(delivery.body)
+    if mt is None and isinstance(value, dict) and "specversion" in value:
+        return [_common.structured(value, _common.factory(delivery))]
+    return [_plain(value, delivery, options)]

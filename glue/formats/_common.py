@@ -1,0 +1,227 @@
+"""What the decoders share: media types, strict JSON, and CloudEvents built through the SDK.
+
+Everything here raises only :class:`glue.formats.DecodeError` (or its 415 subclass) for bad input, with
+a reason that names the offending part and never echoes more than a short, clipped excerpt of it.
+JSON is parsed with orjson, which already refuses what the journal could not store faithfully
+(invalid UTF-8, lone surrogates, NaN/Infinity, nesting deeper than 1024).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+from collections.abc import Callable, Mapping
+from typing import Any, Final, TypeVar
+
+import orjson
+from cloudevents.core import base as ce_base
+from cloudevents.core import exceptions as ce_errors
+from cloudevents.core.formats import json as ce_json
+from cloudevents.core.v1 import event as ce_v1
+
+from glue import events, formats
+
+JSON: Final = "application/json"
+CE_JSON: Final = "application/cloudevents+json"
+CE_BATCH: Final = "application/cloudevents-batch+json"
+
+#: Attributes CloudEvents 1.0 requires; the SDK would invent id/specversion/time, so check them first.
+REQUIRED: Final = ("specversion", "id", "source", "type")
+
+Data = Any  # whatever JSON value (or bytes, str for non-JSON binary data) the event carries
+Factory = Callable[[dict[str, Any], Data], events.CloudEvent]
+E = TypeVar("E", bound=ce_base.BaseCloudEvent)
+
+
+def clip(value: object, limit: int = 80) -> str:
+    """A short, quoted excerpt of sender-controlled text for an error reason."""
+    text = value if isinstance(value, str) else repr(value)
+    if len(text) > limit:
+        text = text[:limit] + "..."
+    return repr(text)
+
+
+def kind(value: object) -> str:
+    """The JSON name of a parsed value's type, for error reasons."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+def media_type(headers: Mapping[str, str]) -> str | None:
+    """The Content-Type without parameters, lower case; None when the header is absent or empty."""
+    raw = headers.get("content-type", "")
+    mt = raw.split(";", 1)[0].strip().lower()
+    return mt or None
+
+
+def is_json(mt: str | None) -> bool:
+    """A missing type counts as JSON (Argo's HTTP trigger and MinIO's Kafka target send none)."""
+    return mt is None or mt == JSON or (mt.endswith("+json") and not mt.startswith("application/cloudevents"))
+
+
+def load_json(body: bytes, what: str = "body") -> Any:
+    if not body or body.isspace():
+        raise formats.DecodeError(f"{what} is empty")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise formats.DecodeError(f"{what} is not valid JSON: {exc}") from None
+
+
+def load_object(body: bytes) -> dict[str, Any]:
+    value = load_json(body)
+    if not isinstance(value, dict):
+        raise formats.DecodeError(f"body must be a JSON object, got {kind(value)}")
+    return value
+
+
+def path(obj: Any, *keys: str) -> Any:
+    """obj[k1][k2]... or None where a level is missing or not an object."""
+    for key in keys:
+        if not isinstance(obj, dict):
+            return None
+        obj = obj.get(key)
+    return obj
+
+
+def scalar(value: Any) -> str | None:
+    """A non-empty string or an integer as text (ids, refs); None for anything else."""
+    if isinstance(value, str):
+        return value or None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+def parse_time(value: Any, what: str) -> dt.datetime:
+    """An RFC 3339 timestamp; naive results are returned as such (the caller decides)."""
+    if not isinstance(value, str):
+        raise formats.DecodeError(f"{what} must be an RFC 3339 timestamp string, got {kind(value)}")
+    try:
+        return dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise formats.DecodeError(f"{what} is not an RFC 3339 timestamp: {clip(value)}") from None
+
+
+def received_time(delivery: events.Delivery) -> dt.datetime | None:
+    """When the delivery arrived: the time of events that carry none (stable across a replay)."""
+    try:
+        return dt.datetime.fromtimestamp(delivery.received_at, dt.UTC)
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
+def _validation_reason(exc: ce_errors.CloudEventValidationError) -> str:
+    reasons = []
+    for name, problems in exc.errors.items():
+        problem = problems[0]
+        if isinstance(problem, ce_errors.MissingRequiredAttributeError):
+            reasons.append(f"missing required attribute {clip(name)}")
+        elif isinstance(problem, ce_errors.CustomExtensionAttributeError):
+            reasons.append(
+                f"extension attribute {clip(name)} is not a valid name (lower-case letters and digits only)"
+            )
+        elif isinstance(problem, ce_errors.InvalidAttributeTypeError):
+            expected = "a timezone-aware RFC 3339 timestamp" if name == "time" else "a string"
+            reasons.append(f"attribute {clip(name)} must be {expected}")
+        else:
+            reasons.append(f"attribute {clip(name)} is invalid: {str(problem)[:120]}")
+    return "invalid CloudEvent: " + "; ".join(reasons)
+
+
+def cloudevent(
+    attributes: dict[str, Any], data: Data = None, *, default_time: dt.datetime | None = None
+) -> events.CloudEvent:
+    """A CloudEvents 1.0 event from wire attributes; any missing or invalid attribute is a DecodeError.
+
+    The SDK would fill in a random ``id`` and ``specversion`` 1.0 when absent; for an inbound event
+    that would forge an identity, so they are required here. ``time`` defaults to ``default_time``.
+    """
+    for name in REQUIRED:
+        if name not in attributes:
+            raise formats.DecodeError(f"missing required attribute {name!r}")
+    if attributes["specversion"] != "1.0":
+        raise formats.DecodeError(
+            f"specversion {clip(attributes['specversion'])} is not supported: send CloudEvents 1.0"
+        )
+    for name, value in attributes.items():
+        if isinstance(value, dict | list):
+            raise formats.DecodeError(
+                f"attribute {clip(name)} must be a string, number or boolean, got {kind(value)}"
+            )
+    if "time" not in attributes and default_time is not None:
+        attributes["time"] = default_time
+    try:
+        return ce_v1.CloudEvent(attributes, data)
+    except ce_errors.CloudEventValidationError as exc:
+        raise formats.DecodeError(_validation_reason(exc)) from None
+
+
+def factory(delivery: events.Delivery) -> Factory:
+    """An SDK event factory that validates strictly and dates undated events at their arrival."""
+    default_time = received_time(delivery)
+
+    def build(attributes: dict[str, Any], data: Data) -> events.CloudEvent:
+        return cloudevent(attributes, data, default_time=default_time)
+
+    return build
+
+
+def structured(value: Any, build: Callable[[dict[str, Any], Data], E]) -> E:
+    """One event in the JSON event format (a parsed structured-mode body or batch element)."""
+    if not isinstance(value, dict):
+        raise formats.DecodeError(f"a structured CloudEvent must be a JSON object, got {kind(value)}")
+    # JSON format 1.0 section 2.4: a null attribute value is the same as an absent attribute.
+    attributes = {name: v for name, v in value.items() if v is not None}
+    has_data = "data" in attributes
+    data = attributes.pop("data", None)
+    encoded = attributes.pop("data_base64", None)
+    if encoded is not None:
+        if has_data:
+            raise formats.DecodeError("an event carries either 'data' or 'data_base64', not both")
+        if not isinstance(encoded, str):
+            raise formats.DecodeError(f"'data_base64' must be a string, got {kind(encoded)}")
+        try:
+            data = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            raise formats.DecodeError("'data_base64' is not valid base64") from None
+    if "time" in attributes:
+        attributes["time"] = parse_time(attributes["time"], "attribute 'time'")
+    return build(attributes, data)
+
+
+class Format(ce_json.JSONFormat):
+    """The SDK's JSON event format, parsing with orjson and turning bad input into DecodeError.
+
+    Used with the SDK's HTTP and Kafka bindings, which read attributes from headers and call
+    :meth:`read_data` for a binary-mode body or :meth:`read` for a structured one.
+    """
+
+    def read(self, event_factory: ce_base.EventFactory | None, data: str | bytes) -> ce_base.BaseCloudEvent:
+        raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+        return structured(load_json(raw), event_factory or cloudevent)
+
+    def read_data(self, body: bytes, datacontenttype: str | None) -> Data:
+        if not body:
+            return None
+        content_type = (datacontenttype or JSON).lower()
+        if self.JSON_CONTENT_TYPE_PATTERN.match(content_type):
+            # A body declared (or defaulted) as JSON must be JSON; the SDK would keep it as a string.
+            return load_json(body)
+        try:
+            return body.decode("utf-8")
+        except UnicodeDecodeError:
+            return body
+
+
+FORMAT: Final = Format()

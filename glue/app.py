@@ -19,7 +19,7 @@ import structlog
 
 from glue import handlers, intake, journal
 from glue import settings as settings_mod
-from glue.sources import http
+from glue.sources import http, kafka
 
 log = structlog.get_logger(__name__)
 
@@ -62,7 +62,12 @@ def _workers(runtime: Runtime) -> list[Component]:
 
 def _sources(runtime: Runtime) -> list[Component]:
     """Ways in besides HTTP. Started before HTTP, stopped with it."""
-    return []
+    components: list[Component] = []
+    if runtime.settings.sources.kafka is not None:
+        source = kafka.KafkaSource(runtime.settings.sources.kafka, runtime.intake, runtime.journal)
+        runtime.readiness.append(source.ready)
+        components.append(source)
+    return components
 
 
 class Daemon:

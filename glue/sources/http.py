@@ -164,7 +164,7 @@ class _EndpointHandler:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    async def __call__(self, request: web.Request) -> web.Response:
+    async def handle(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
         headers = {name.lower(): value for name, value in request.headers.items()}
         if not self.auth.needs_body():
@@ -224,7 +224,7 @@ class HttpSource:
         self.readiness = list(readiness)
         self.app = web.Application(client_max_size=max([1 << 20, *(e.max_body_bytes for e in settings.endpoints)]))
         for endpoint in settings.endpoints:
-            self.app.router.add_post(endpoint.path, _EndpointHandler(endpoint, intake_))
+            self.app.router.add_post(endpoint.path, _EndpointHandler(endpoint, intake_).handle)
         self.app.router.add_get("/healthz", self._healthz)
         self.app.router.add_get("/readyz", self._readyz)
         self.app.router.add_get("/metrics", self._metrics)

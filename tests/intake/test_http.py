@@ -76,7 +76,7 @@ async def test_delivery_keeps_headers_without_secrets(start_daemon) -> None:
         ({"type": "bearer", "secret": {"value": "minio-token"}},
          {"Authorization": "Bearer minio-token"}, {"Authorization": "Bearer minio-tokex"}),
         ({"type": "gitlab-token", "secret": {"value": "gl-token"}},
-         {"X-Gitlab-Token": "gl-token"}, {"X-Gitlab-Token": "gl-token "}),
+         {"X-Gitlab-Token": "gl-token"}, {"X-Gitlab-Token": "gl-tokeN"}),
     ],
     ids=["harbor-header", "minio-bearer", "gitlab-token"],
 )
@@ -163,7 +163,8 @@ async def test_health_readiness_and_metrics(start_daemon) -> None:
     body, headers = cloudevent()
     await glue.post("/events", body, headers)
     await glue.post("/events", body, headers)
-    await glue.post("/events", b"{}", {"content-type": "application/json"})
+    assert (await glue.post("/events", b'{"id": 1', {"content-type": "application/cloudevents+json"}))[0] == 400
+    assert (await glue.post("/events", b"{}", {"content-type": "text/plain"}))[0] == 415
     async with glue.session.get(glue.base + "/healthz") as response:
         assert response.status == 200
     async with glue.session.get(glue.base + "/readyz") as response:
@@ -173,6 +174,7 @@ async def test_health_readiness_and_metrics(start_daemon) -> None:
     assert 'glue_deliveries_total{endpoint="ce",outcome="accepted"}' in text
     assert 'glue_deliveries_total{endpoint="ce",outcome="duplicate"}' in text
     assert 'glue_deliveries_total{endpoint="ce",outcome="rejected"}' in text
+    assert 'glue_deliveries_total{endpoint="ce",outcome="unsupported"}' in text
     assert "glue_journal_write_seconds_bucket" in text
     assert "glue_backlog_events" in text
 

@@ -1,0 +1,482 @@
+"""Rules: which routes an event matches, with which parameters, and why (not).
+
+A route names a CEL ``match`` expression over the CloudEvent, a handler, parameter templates and a
+delivery policy::
+
+    routes:
+      - name: restart-on-push
+        match: type == "harbor.artifact.pushed" && data.repository.name.startsWith("team-a/")
+        handler: kubernetes.restart
+        params:
+          namespace: team-a
+          name: "{{ data.repository.name | replace('team-a/', '') }}"
+        orderingKey: "{{ data.repository.name }}"
+        delivery: {attempts: 5, backoff: {initial: 1, multiplier: 2, max: 60, jitter: 0.2}, timeout: 30}
+
+CEL expressions and templates see the same variables: every context attribute of the event (``id``,
+``source``, ``type``, ``subject``, ``time``, extensions; optional ones absent from the event are
+``null``) and ``data`` (parsed JSON, a string, or bytes). Templates are Jinja in a sandbox with strict
+undefined; rendered values are validated by the handler's parameter model.
+
+Everything that can be checked without an event is checked by :func:`load`: CEL syntax, template
+syntax, unknown handlers, parameters a handler's model cannot accept.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import cel
+import jinja2
+import jinja2.exceptions
+import jinja2.sandbox
+import pydantic
+from pydantic.alias_generators import to_camel
+
+from glue import events, handlers, journal, settings
+
+__all__ = [
+    "Backoff",
+    "Decision",
+    "DeliveryPolicy",
+    "Route",
+    "Router",
+    "context_of",
+    "load",
+]
+
+_NAME = r"^[a-z0-9][a-z0-9_.-]*$"
+_OPTIONAL_ATTRIBUTES = ("subject", "time", "datacontenttype", "dataschema")
+
+
+class _Model(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+
+class Backoff(_Model):
+    """Exponential backoff: ``initial * multiplier ** (attempt - 1)``, capped at ``max``, then spread
+    by ``jitter`` (0.2 = a uniformly random factor in [0.8, 1.2])."""
+
+    initial: float = pydantic.Field(default=1.0, gt=0, description="Seconds before the second attempt.")
+    multiplier: float = pydantic.Field(default=2.0, ge=1)
+    max: float = pydantic.Field(default=300.0, gt=0, description="Longest wait between attempts.")
+    jitter: float = pydantic.Field(default=0.1, ge=0, le=1)
+
+
+class DeliveryPolicy(_Model):
+    attempts: int = pydantic.Field(default=5, ge=1, le=1000, description="Attempts before giving up.")
+    backoff: Backoff = Backoff()
+    timeout: float = pydantic.Field(default=30.0, gt=0, le=3600, description="Seconds per attempt.")
+    dead_letter: bool = pydantic.Field(
+        default=True,
+        description="Keep an invocation that gave up in the dead-letter queue (false: drop it, logged).",
+    )
+
+
+class Route(_Model):
+    """One rule. See the module docstring for the variables its expressions see."""
+
+    name: str = pydantic.Field(pattern=_NAME)
+    match: str = pydantic.Field(default="true", min_length=1, description="CEL; must yield a bool.")
+    handler: str
+    params: dict[str, Any] = pydantic.Field(default={}, description="Templates for the handler's params.")
+    delivery: DeliveryPolicy = DeliveryPolicy()
+    ordering_key: str | None = pydantic.Field(
+        default=None, description="Template; events with the same key run one at a time, in order."
+    )
+    concurrency: int | None = pydantic.Field(default=None, ge=1, description="In-flight cap for this route.")
+    enabled: bool = True
+    dry_run: bool = pydantic.Field(default=False, description="Run the handler's plan only; change nothing.")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Decision:
+    """What a route made of one event: matched or not, why, and with which parameters."""
+
+    route: str
+    handler: str
+    enabled: bool
+    matched: bool
+    condition: str | None = None  # the (sub-)expression that was false or failed
+    values: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # what it saw
+    error: str | None = None  # the match could not be evaluated
+    params: Mapping[str, Any] | None = None  # rendered and validated
+    params_error: str | None = None
+    ordering_key: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        result: dict[str, Any] = {
+            "route": self.route,
+            "handler": self.handler,
+            "enabled": self.enabled,
+            "matched": self.matched,
+        }
+        if self.condition is not None:
+            result["condition"] = self.condition
+            result["values"] = {name: _jsonable(value) for name, value in self.values.items()}
+        if self.error is not None:
+            result["error"] = self.error
+        if self.params is not None:
+            result["params"] = _jsonable(self.params)
+        if self.params_error is not None:
+            result["paramsError"] = self.params_error
+        if self.ordering_key is not None:
+            result["orderingKey"] = self.ordering_key
+        return result
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
+
+# -- the event as expressions see it ---------------------------------------------------------------
+
+
+def context_of(event: events.CloudEvent) -> dict[str, Any]:
+    """The variables CEL expressions and templates see for ``event``."""
+    context: dict[str, Any] = dict.fromkeys(_OPTIONAL_ATTRIBUTES)
+    context.update(event.get_attributes())
+    context["data"] = event.get_data()
+    return context
+
+
+# -- CEL: compile, evaluate, explain ----------------------------------------------------------------
+
+_STRING = re.compile(r"""[rR]?(?:'''.*?'''|\"\"\".*?\"\"\"|'(?:\\.|[^'\\])*'|"(?:\\.|[^"\\])*")""", re.S)
+_PATH = re.compile(r"(?<![\w.])([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)(\s*\()?")
+_KEYWORDS = frozenset({"true", "false", "null", "in"})
+
+
+def _blank_strings(source: str) -> str:
+    """The source with every string literal replaced by spaces (same length), for scanning."""
+    return _STRING.sub(lambda m: " " * len(m.group(0)), source)
+
+
+def _split(source: str, operator: str) -> list[str]:
+    """Split at top-level ``&&`` or ``||`` (outside brackets and strings)."""
+    blank = _blank_strings(source)
+    parts: list[str] = []
+    depth = 0
+    start = 0
+    index = 0
+    while index < len(blank):
+        char = blank[index]
+        if char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth -= 1
+        elif depth == 0 and blank.startswith(operator, index):
+            parts.append(source[start:index].strip())
+            index += len(operator)
+            start = index
+            continue
+        index += 1
+    parts.append(source[start:].strip())
+    return parts
+
+
+def _strip_parens(source: str) -> str:
+    """``(a && b)`` -> ``a && b`` when the outer parentheses enclose the whole expression."""
+    while source.startswith("(") and source.endswith(")"):
+        blank = _blank_strings(source)
+        depth = 0
+        for index, char in enumerate(blank):
+            depth += char in "([{"
+            depth -= char in ")]}"
+            if depth == 0 and index < len(source) - 1:
+                return source
+        source = source[1:-1].strip()
+    return source
+
+
+def _paths(source: str, context: Mapping[str, Any]) -> list[str]:
+    """The variable paths an expression reads (``data.repository.name``), in order of appearance."""
+    found: list[str] = []
+    for match in _PATH.finditer(_blank_strings(source)):
+        path, call = match.group(1), match.group(2)
+        if call:  # a function or a method: ``size(...)`` or ``data.name.startsWith(...)``
+            if "." not in path:
+                continue
+            path = path.rsplit(".", 1)[0]
+        if path.split(".", 1)[0] not in context or path in _KEYWORDS:
+            continue
+        if path not in found:
+            found.append(path)
+    return found
+
+
+class _Missing:
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"<{self.reason}>"
+
+    def __str__(self) -> str:
+        return f"<{self.reason}>"
+
+
+def _evaluate(source: str, context: Mapping[str, Any]) -> Any:
+    try:
+        return cel.compile(source).execute(dict(context))
+    except KeyError as exc:
+        return _Missing(f"no field {exc.args[0]!r}")
+    except (RuntimeError, TypeError, ValueError) as exc:
+        return _Missing(str(exc).split(". ")[0])
+
+
+def _explain(source: str, context: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The smallest sub-expression that made ``source`` false, and the values it read."""
+    source = _strip_parens(source.strip())
+    conjuncts = _split(source, "&&")
+    if len(conjuncts) > 1:
+        for part in conjuncts:
+            if _evaluate(part, context) is not True:
+                return _explain(part, context)
+    # a disjunction that is false has every branch false: show them all; a leaf: show it
+    return source, {path: _evaluate(path, context) for path in _paths(source, context)}
+
+
+def _error_text(exc: BaseException) -> str:
+    if isinstance(exc, KeyError):
+        return f"no field {exc.args[0]!r}"
+    return str(exc).split("\n")[0]
+
+
+# -- templates --------------------------------------------------------------------------------------
+
+_TEMPLATES = jinja2.sandbox.ImmutableSandboxedEnvironment(
+    undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False
+)
+
+
+class _Templates:
+    """A tree of compiled templates mirroring the params mapping; non-strings pass through."""
+
+    def __init__(self, tree: Any) -> None:
+        self.tree = self._compile(tree)
+
+    @classmethod
+    def _compile(cls, node: Any) -> Any:
+        if isinstance(node, str):
+            return _TEMPLATES.from_string(node) if ("{{" in node or "{%" in node) else node
+        if isinstance(node, Mapping):
+            return {key: cls._compile(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [cls._compile(value) for value in node]
+        return node
+
+    def render(self, context: Mapping[str, Any]) -> Any:
+        return self._render(self.tree, context, "params")
+
+    @classmethod
+    def _render(cls, node: Any, context: Mapping[str, Any], path: str) -> Any:
+        if isinstance(node, jinja2.Template):
+            try:
+                return node.render(context)
+            except Exception as exc:  # undefined names, sandbox refusals, filter errors
+                raise _RenderError(path, exc) from exc
+        if isinstance(node, dict):
+            return {key: cls._render(value, context, f"{path}.{key}") for key, value in node.items()}
+        if isinstance(node, list):
+            return [cls._render(value, context, f"{path}[{i}]") for i, value in enumerate(node)]
+        return node
+
+
+class _RenderError(Exception):
+    def __init__(self, path: str, cause: Exception) -> None:
+        super().__init__(path)
+        self.path = path
+        self.cause = cause
+
+
+def _render_error(exc: Exception) -> str:
+    if isinstance(exc, _RenderError):
+        cause = exc.cause
+        if isinstance(cause, jinja2.UndefinedError):
+            return f"{exc.path}: template: {cause.message}"
+        if isinstance(cause, jinja2.exceptions.SecurityError):
+            return f"{exc.path}: template: not allowed: {cause}"
+        return f"{exc.path}: template: {type(cause).__name__}: {cause}"
+    if isinstance(exc, pydantic.ValidationError):
+        return "; ".join(
+            f"params.{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+            for error in exc.errors(include_url=False)
+        )
+    return f"{type(exc).__name__}: {exc}"
+
+
+# -- compiled routes --------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Compiled:
+    """A route ready to evaluate: its CEL program, templates and handler."""
+
+    route: Route
+    program: cel.Program
+    handler: handlers.Handler
+    params: _Templates
+    ordering_key: jinja2.Template | None
+
+    @property
+    def name(self) -> str:
+        return self.route.name
+
+    def matches(self, context: dict[str, Any]) -> tuple[bool, str | None]:
+        """Whether the event matches, and the evaluation error if it could not be evaluated."""
+        try:
+            result = self.program.execute(context)
+        except Exception as exc:  # the CEL binding raises KeyError/RuntimeError/TypeError on bad data
+            return False, _error_text(exc)
+        if not isinstance(result, bool):
+            return False, f"match must yield a bool, got {type(result).__name__}"
+        return result, None
+
+    def render(self, context: Mapping[str, Any]) -> tuple[dict[str, Any] | None, str | None, str | None]:
+        """(validated params as JSON-able dict, ordering key, error)."""
+        try:
+            rendered = self.params.render(context)
+            model = self.handler.params.model_validate(rendered)
+            key = None
+            if self.ordering_key is not None:
+                try:
+                    key = self.ordering_key.render(context)
+                except Exception as exc:  # same failures as params
+                    raise _RenderError("orderingKey", exc) from exc
+        except Exception as exc:  # template and validation errors become a reason, never a crash
+            return None, None, _render_error(exc)
+        return model.model_dump(mode="json", by_alias=True), key, None
+
+    def decide(self, context: dict[str, Any], *, explain: bool = False) -> Decision:
+        matched, error = self.matches(context)
+        base = {"route": self.name, "handler": self.handler.name, "enabled": self.route.enabled}
+        if not matched:
+            if not explain:
+                return Decision(matched=False, error=error, **base)  # type: ignore[arg-type]
+            condition, values = _explain(self.route.match, context)
+            return Decision(matched=False, condition=condition, values=values, error=error, **base)  # type: ignore[arg-type]
+        params, key, params_error = self.render(context)
+        return Decision(
+            matched=True, params=params, params_error=params_error, ordering_key=key, **base  # type: ignore[arg-type]
+        )
+
+
+class Router:
+    """The routes of one configuration, compiled."""
+
+    def __init__(self, routes: Sequence[Compiled]) -> None:
+        self.routes = list(routes)
+        self.by_name = {route.name: route for route in self.routes}
+
+    def decide(
+        self, event: events.CloudEvent, *, explain: bool = False, only: Iterable[str] | None = None
+    ) -> list[Decision]:
+        """One decision per route (or per route named in ``only``), in configuration order."""
+        context = context_of(event)
+        selected = set(only) if only is not None else None
+        return [
+            route.decide(context, explain=explain)
+            for route in self.routes
+            if selected is None or route.name in selected
+        ]
+
+    def invocations(self, stored: journal.StoredEvent, *, now: float) -> list[journal.NewInvocation]:
+        """What to persist for a journaled event: one invocation per enabled route that matched.
+
+        A route whose parameters cannot be rendered yields a dead invocation with the reason, so the
+        failure is visible in the dead-letter queue rather than lost."""
+        event = stored.event()
+        result: list[journal.NewInvocation] = []
+        for decision in self.decide(event):
+            if not decision.matched or not decision.enabled:
+                continue
+            result.append(
+                journal.NewInvocation(
+                    route=decision.route,
+                    handler=decision.handler,
+                    idempotency_key=journal.idempotency_key(stored.identity, decision.route),
+                    params=decision.params or {},
+                    due_at=now,
+                    ordering_key=(
+                        None if decision.ordering_key is None else f"{decision.route} {decision.ordering_key}"
+                    ),
+                    state="dead" if decision.params_error is not None else "pending",
+                    error=decision.params_error,
+                )
+            )
+        return result
+
+
+def _check_params(route: Route, handler: handlers.Handler) -> list[tuple[str, str]]:
+    """Literal (template-free) params are validated now; keys unknown to the model are always caught."""
+    problems: list[tuple[str, str]] = []
+    fields = handler.params.model_fields
+    known = set(fields) | {info.alias for info in fields.values() if info.alias}
+    if handler.params.model_config.get("extra") == "forbid":
+        for key in route.params:
+            if key not in known:
+                problems.append((f"params.{key}", f"not a parameter of handler {handler.name!r}"))
+    for name, info in fields.items():
+        if info.is_required() and name not in route.params and (info.alias or name) not in route.params:
+            problems.append((f"params.{info.alias or name}", f"required by handler {handler.name!r}"))
+    return problems
+
+
+def load(
+    raw: Sequence[Mapping[str, Any]], registry: handlers.Registry, *, source: str = "<config>"
+) -> Router:
+    """Validate and compile ``settings.routes``. Raises settings.ConfigError listing every problem."""
+    problems: list[tuple[str, str]] = []
+    compiled: list[Compiled] = []
+    names: set[str] = set()
+    for index, item in enumerate(raw):
+        where = f"routes[{index}]"
+        try:
+            route = Route.model_validate(item)
+        except pydantic.ValidationError as exc:
+            for error in exc.errors(include_url=False):
+                loc = ".".join(str(part) for part in error["loc"])
+                problems.append((f"{where}.{loc}" if loc else where, error["msg"]))
+            continue
+        where = f"routes[{index}] ({route.name})"
+        if route.name in names:
+            problems.append((f"{where}.name", "another route has this name"))
+        names.add(route.name)
+        program: cel.Program | None = None
+        try:
+            program = cel.compile(route.match)
+        except (ValueError, RuntimeError) as exc:
+            problems.append((f"{where}.match", f"not valid CEL: {str(exc).splitlines()[0]}"))
+        try:
+            handler = registry.get(route.handler)
+        except KeyError as exc:
+            problems.append((f"{where}.handler", str(exc.args[0])))
+            continue
+        templates: _Templates | None = None
+        key: jinja2.Template | None = None
+        try:
+            templates = _Templates(route.params)
+            if route.ordering_key is not None:
+                key = _TEMPLATES.from_string(route.ordering_key)
+        except jinja2.TemplateSyntaxError as exc:
+            problems.append((f"{where}.params", f"template syntax: {exc.message} (line {exc.lineno})"))
+        problems.extend((f"{where}.{field}", reason) for field, reason in _check_params(route, handler))
+        if program is not None and templates is not None:
+            compiled.append(Compiled(route, program, handler, templates, key))
+    if problems:
+        raise settings.ConfigError(source, problems)
+    return Router(compiled)

@@ -1,0 +1,259 @@
+"""What only the PostgreSQL journal promises: migrations, several replicas on one database, retention.
+
+Runs against the PostgreSQL server of this machine (a throwaway database, see pgserver.py). "Replicas"
+here are separate PostgresJournal instances, each with its own connection pool, as separate processes
+would have.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import asyncpg
+import pytest
+
+from glue import journal, settings
+from glue.journal import postgres
+from tests.journal.conftest import cloudevent, delivery
+
+
+def pg_config(dsn: str, **changes: object) -> settings.Journal:
+    return settings.Journal.model_validate(
+        {"backend": "postgres", "dsn": {"value": dsn}, "groupCommitMs": 0, **changes}
+    )
+
+
+@pytest.fixture
+async def replicas(pg_dsn: str):  # type: ignore[no-untyped-def]
+    opened: list[postgres.PostgresJournal] = []
+
+    async def start(count: int, **changes: object) -> list[postgres.PostgresJournal]:
+        stores = [postgres.PostgresJournal(pg_config(pg_dsn, **changes)) for _ in range(count)]
+        await asyncio.gather(*(store.open() for store in stores))
+        opened.extend(stores)
+        return stores
+
+    yield start
+    for store in opened:
+        await store.close()
+
+
+async def migrations(dsn: str) -> list[tuple[int, str]]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch("SELECT version, name FROM glue_schema_migrations ORDER BY version")
+    finally:
+        await conn.close()
+    return [(row["version"], row["name"]) for row in rows]
+
+
+# -- migrations ---------------------------------------------------------------------------------------
+
+
+async def test_replicas_starting_together_migrate_once(replicas, pg_dsn: str) -> None:  # type: ignore[no-untyped-def]
+    stores = await replicas(5)
+
+    assert await migrations(pg_dsn) == [(v, name) for v, name, _ in postgres.MIGRATIONS]
+    assert [await store.schema_version() for store in stores] == [postgres.SCHEMA_VERSION] * 5
+    assert await stores[0].migrate() == []  # idempotent: nothing left to apply
+    await stores[0].append(delivery(), [cloudevent("a")])
+    assert [e.id for e in await stores[4].list()] == ["a"]
+
+
+async def test_a_newer_schema_is_refused(pg_dsn: str) -> None:
+    first = postgres.PostgresJournal(pg_config(pg_dsn))
+    await first.open()
+    await first.close()
+    conn = await asyncpg.connect(pg_dsn)
+    await conn.execute("INSERT INTO glue_schema_migrations (version, name) VALUES (999, 'from the future')")
+    await conn.close()
+
+    store = postgres.PostgresJournal(pg_config(pg_dsn))
+    with pytest.raises(journal.JournalUnavailable, match="schema version 999, newer than this glue"):
+        await store.open()
+
+
+async def test_an_unreachable_database_is_unavailable_and_the_password_stays_secret() -> None:
+    store = postgres.PostgresJournal(pg_config("postgresql://glue:s3cr3t-pw@127.0.0.1:1/glue"))
+    with pytest.raises(journal.JournalUnavailable) as raised:
+        await store.open()
+    assert "s3cr3t-pw" not in str(raised.value)
+    assert raised.value.__cause__ is None or "s3cr3t-pw" not in str(raised.value.__cause__)
+
+
+async def test_the_dsn_can_come_from_a_file(pg_dsn: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "dsn").write_text(pg_dsn + "\n")
+    store = postgres.PostgresJournal(
+        settings.Journal.model_validate({"backend": "postgres", "dsn": {"file": str(tmp_path / "dsn")}})
+    )
+    await store.open()
+    try:
+        await store.ping()
+        assert (await store.append(delivery(), [cloudevent("f")]))[0].new
+    finally:
+        await store.close()
+
+
+# -- several replicas -----------------------------------------------------------------------------------
+
+
+async def test_replicas_appending_the_same_events_store_each_once(replicas) -> None:  # type: ignore[no-untyped-def]
+    stores = await replicas(3, groupCommitMs=1)
+    ids = [f"e{i}" for i in range(60)]
+
+    async def feed(store: postgres.PostgresJournal) -> list[journal.Appended]:
+        results = await asyncio.gather(*(store.append(delivery(), [cloudevent(i)]) for i in ids))
+        return [a for result in results for a in result]
+
+    outcomes = await asyncio.gather(*(feed(store) for store in stores))
+
+    new = [a.id for appended in outcomes for a in appended if a.new]
+    assert sorted(new) == sorted(ids)  # each identity was new for exactly one replica
+    stored = await stores[0].list(limit=1000)
+    assert sorted(e.id for e in stored) == sorted(ids)
+    # No delivery row was left behind without events by the replicas that lost a race.
+    conn = await stores[0].pool.acquire()
+    try:
+        orphans = await conn.fetchval(
+            "SELECT count(*) FROM deliveries d WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.delivery_id = d.id)"
+        )
+    finally:
+        await stores[0].pool.release(conn)
+    assert orphans == 0
+
+
+async def route_all(store: postgres.PostgresJournal, owner: str, now: float, key: str | None = None) -> None:
+    claimed = await store.claim_events(owner, limit=1000, lease=30, now=now)
+    await store.record_routing(
+        owner,
+        {
+            e.seq: [
+                journal.NewInvocation(
+                    route="r",
+                    handler="h",
+                    idempotency_key=journal.idempotency_key(e.identity, "r"),
+                    params={"id": e.id},
+                    due_at=now,
+                    ordering_key=key,
+                )
+            ]
+            for e in claimed
+        },
+        now=now,
+    )
+
+
+async def test_replicas_claiming_at_once_never_share_an_invocation(replicas) -> None:  # type: ignore[no-untyped-def]
+    stores = await replicas(3)
+    await stores[0].append(delivery(), [cloudevent(str(i)) for i in range(200)])
+    now = time.time()
+    await route_all(stores[0], "router", now)
+
+    async def drain(store: postgres.PostgresJournal, owner: str) -> list[int]:
+        taken: list[int] = []
+        while claimed := await store.claim_invocations(owner, limit=7, lease=30, now=now):
+            taken.extend(item.id for item in claimed)
+            await store.settle(owner, [journal.Outcome(item.id, "done") for item in claimed], now=now)
+        return taken
+
+    shares = await asyncio.gather(*(drain(store, f"replica-{n}") for n, store in enumerate(stores)))
+
+    everything = [i for share in shares for i in share]
+    assert len(everything) == len(set(everything)) == 200
+    assert all(shares), "every replica got some of the work"
+    assert len(await stores[0].invocations(state="done", limit=1000)) == 200
+
+
+async def test_replicas_routing_at_once_never_share_an_event(replicas) -> None:  # type: ignore[no-untyped-def]
+    stores = await replicas(3)
+    await stores[0].append(delivery(), [cloudevent(str(i)) for i in range(90)])
+    now = time.time()
+
+    claims = await asyncio.gather(
+        *(store.claim_events(f"router-{n}", limit=40, lease=30, now=now) for n, store in enumerate(stores))
+    )
+
+    seqs = [e.seq for claim in claims for e in claim]
+    assert len(seqs) == len(set(seqs)) == 90
+
+
+async def test_a_dead_replicas_lease_is_taken_over_after_it_expires(replicas) -> None:  # type: ignore[no-untyped-def]
+    alive, dying = await replicas(2)
+    await alive.append(delivery(), [cloudevent("a"), cloudevent("b")])
+    now = time.time()
+    await route_all(alive, "router", now)
+    held = await dying.claim_invocations("dying", limit=10, lease=5, now=now)
+    assert len(held) == 2
+    await dying.close()  # it never settles: as if killed
+
+    assert await alive.claim_invocations("alive", limit=10, lease=5, now=now + 4.9) == []
+    taken = await alive.claim_invocations("alive", limit=10, lease=5, now=now + 5)
+    assert sorted(i.id for i in taken) == sorted(i.id for i in held)
+    assert [i.attempt for i in taken] == [2, 2]
+    # The dead replica's late outcome no longer counts; the new owner's does.
+    assert await alive.settle("dying", [journal.Outcome(taken[0].id, "done")], now=now + 6) == 0
+    assert await alive.settle("alive", [journal.Outcome(i.id, "done") for i in taken], now=now + 6) == 2
+
+
+async def test_a_dead_routers_events_are_routed_by_another_after_the_lease(replicas) -> None:  # type: ignore[no-untyped-def]
+    alive, dying = await replicas(2)
+    await alive.append(delivery(), [cloudevent("a")])
+    now = time.time()
+    assert len(await dying.claim_events("dying", limit=10, lease=5, now=now)) == 1
+
+    assert await alive.claim_events("alive", limit=10, lease=5, now=now + 1) == []
+    taken = await alive.claim_events("alive", limit=10, lease=5, now=now + 5)
+    assert [e.id for e in taken] == ["a"]
+    await dying.record_routing("dying", {taken[0].seq: []}, now=now + 6)  # too late: ignored
+    assert (await alive.get("a")).status == "pending"  # type: ignore[union-attr]
+
+
+async def test_ordering_key_holds_across_replicas(replicas) -> None:  # type: ignore[no-untyped-def]
+    one, two = await replicas(2)
+    await one.append(delivery(), [cloudevent("first"), cloudevent("second")])
+    now = time.time()
+    await route_all(one, "router", now, key="model-a")
+
+    first = await one.claim_invocations("one", limit=10, lease=30, now=now)
+    assert [i.params["id"] for i in first] == ["first"]
+    assert await two.claim_invocations("two", limit=10, lease=30, now=now) == []
+    await one.settle("one", [journal.Outcome(first[0].id, "done")], now=now)
+    assert [i.params["id"] for i in await two.claim_invocations("two", limit=10, lease=30, now=now)] == ["second"]
+
+
+# -- retention ------------------------------------------------------------------------------------------
+
+
+async def test_prune_removes_only_finished_work_older_than_the_cutoff(replicas) -> None:  # type: ignore[no-untyped-def]
+    (store,) = await replicas(1)
+    await store.append(delivery(), [cloudevent(name) for name in ("done", "dead", "running", "unmatched")])
+    await store.reject(delivery(b"??"), "undecodable")
+    now = time.time()
+    claimed = await store.claim_events("r", limit=10, lease=30, now=now)
+    decisions = {
+        e.seq: [
+            journal.NewInvocation(
+                route="r", handler="h", idempotency_key=f"r {e.identity}", params={"id": e.id}, due_at=now
+            )
+        ]
+        for e in claimed
+        if e.id != "unmatched"
+    }
+    decisions.update({e.seq: [] for e in claimed if e.id == "unmatched"})
+    await store.record_routing("r", decisions, now=now)
+    running = {i.params["id"]: i for i in await store.claim_invocations("w", limit=10, lease=30, now=now)}
+    await store.settle(
+        "w",
+        [journal.Outcome(running["done"].id, "done"), journal.Outcome(running["dead"].id, "dead", error="no")],
+        now=now,
+    )
+    await store.append(delivery(), [cloudevent("fresh")])
+
+    assert await store.prune(before=now - 1) == {"invocations": 0, "events": 0, "deliveries": 0}
+    pruned = await store.prune(before=time.time() + 1)
+
+    assert pruned == {"invocations": 1, "events": 2, "deliveries": 0}
+    assert sorted(e.id for e in await store.list()) == ["dead", "fresh", "running"]
+    assert sorted(i.params["id"] for i in await store.invocations()) == ["dead", "running"]
+    assert len(await store.rejected()) == 1

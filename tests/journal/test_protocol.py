@@ -1,0 +1,157 @@
+"""The journal protocol (glue.journal.Journal): the same behaviour from every backend.
+
+Each test runs against SQLite and PostgreSQL (see conftest.BACKENDS); what it asserts is what a caller
+of the protocol observes: appended flags, stored rows read back, errors raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from glue import events, journal
+from tests.journal.conftest import Opener, cloudevent, delivery
+
+
+async def test_append_stores_the_delivery_and_its_events(store: journal.Journal) -> None:
+    raw = delivery(b'[{"id": "a"}]', headers={"content-type": "application/json", "x-trace": "t1"}, key=b"k\x00")
+    batch = [cloudevent("a", data={"n": 1}, subject="s1"), cloudevent("b", type="com.example.other")]
+
+    appended = await store.append(raw, batch)
+
+    assert appended == [
+        journal.Appended(identity="/test a", id="a", new=True),
+        journal.Appended(identity="/test b", id="b", new=True),
+    ]
+    stored = await store.list()
+    assert [(e.seq, e.id, e.source, e.type, e.subject, e.status) for e in stored] == [
+        (stored[0].seq, "a", "/test", "com.example.test", "s1", "pending"),
+        (stored[0].seq + 1, "b", "/test", "com.example.other", None, "pending"),
+    ]
+    assert stored[0].event().get_data() == {"n": 1}
+    assert events.identity(stored[1].event()) == "/test b"
+    assert stored[0].delivery_id == stored[1].delivery_id
+    again = await store.delivery(stored[0].delivery_id)
+    assert again == raw
+    assert await store.backlog() == 2
+
+
+async def test_redelivery_is_recognised_by_identity(store: journal.Journal) -> None:
+    await store.append(delivery(), [cloudevent("a"), cloudevent("b")])
+
+    again = await store.append(delivery(b"second"), [cloudevent("b"), cloudevent("c"), cloudevent("a")])
+
+    assert [(a.id, a.new) for a in again] == [("b", False), ("c", True), ("a", False)]
+    assert [e.id for e in await store.list()] == ["a", "b", "c"]
+    assert await store.backlog() == 3
+
+
+async def test_same_id_from_another_source_is_another_event(store: journal.Journal) -> None:
+    await store.append(delivery(), [cloudevent("a", source="/one")])
+    appended = await store.append(delivery(), [cloudevent("a", source="/two")])
+    assert appended[0].new is True
+    assert [e.identity for e in await store.list()] == ["/one a", "/two a"]
+
+
+async def test_a_delivery_of_only_known_events_stores_nothing(store: journal.Journal) -> None:
+    first = await store.append(delivery(b"one"), [cloudevent("a")])
+    await store.append(delivery(b"two"), [cloudevent("a")])
+    stored = await store.list()
+    assert len(stored) == 1
+    assert (await store.delivery(stored[0].delivery_id)) is not None
+    assert first[0].new
+    # The second delivery was not kept: the next delivery id was never used by an event.
+    assert await store.delivery(stored[0].delivery_id + 1) is None
+
+
+async def test_duplicates_inside_one_batch_count_once(store: journal.Journal) -> None:
+    appended = await store.append(delivery(), [cloudevent("a"), cloudevent("a")])
+    assert [a.new for a in appended] == [True, False]
+    assert len(await store.list()) == 1
+
+
+async def test_concurrent_appends_of_one_identity_make_one_event(store: journal.Journal) -> None:
+    results = await asyncio.gather(*(store.append(delivery(), [cloudevent("same")]) for _ in range(20)))
+    assert sum(r[0].new for r in results) == 1
+    assert len(await store.list()) == 1
+
+
+async def test_concurrent_appends_all_land_in_order_of_their_batches(store: journal.Journal) -> None:
+    batches = [[cloudevent(f"{i}-{j}") for j in range(3)] for i in range(50)]
+    results = await asyncio.gather(*(store.append(delivery(), batch) for batch in batches))
+    assert all(a.new for result in results for a in result)
+    stored = await store.list(limit=1000)
+    assert len(stored) == 150
+    assert len({e.seq for e in stored}) == 150
+    position = {e.id: e.seq for e in stored}
+    for batch in batches:  # the events of one delivery keep their order
+        seqs = [position[e.get_id()] for e in batch]
+        assert seqs == sorted(seqs)
+
+
+async def test_get_by_seq_identity_or_id(store: journal.Journal) -> None:
+    await store.append(delivery(), [cloudevent("x1"), cloudevent("42", source="/numbers")])
+    first, second = await store.list()
+
+    assert await store.get(first.seq) == first
+    assert await store.get(str(first.seq)) == first
+    assert await store.get("/test x1") == first
+    assert await store.get("x1") == first
+    assert await store.get("/numbers 42") == second
+    assert await store.get("nope") is None
+    assert await store.get(10**6) is None
+
+
+async def test_list_filters_and_pages(store: journal.Journal) -> None:
+    await store.append(delivery(), [cloudevent(str(i), type=f"t{i % 2}") for i in range(10)])
+
+    everything = await store.list()
+    assert [e.id for e in everything] == [str(i) for i in range(10)]
+    page = await store.list(limit=3, after=everything[2].seq)
+    assert [e.id for e in page] == ["3", "4", "5"]
+    assert [e.id for e in await store.list(type="t1")] == ["1", "3", "5", "7", "9"]
+    assert [e.id for e in await store.list(status="pending", type="t0", limit=2)] == ["0", "2"]
+    assert await store.list(status="routed") == []
+
+
+async def test_reject_keeps_the_undecodable_delivery(store: journal.Journal) -> None:
+    poison = delivery(b"\xff\xfenot json", transport="kafka", endpoint="topic-a", key=b"partition-key")
+
+    delivery_id = await store.reject(poison, "not JSON: invalid start byte")
+    second = await store.reject(delivery(b"{"), "truncated")
+
+    rejected = await store.rejected()
+    assert [(r.delivery_id, r.reason) for r in rejected] == [
+        (second, "truncated"),
+        (delivery_id, "not JSON: invalid start byte"),
+    ]
+    assert rejected[1].delivery == poison
+    assert await store.delivery(delivery_id) == poison
+    assert [r.delivery_id for r in await store.rejected(limit=1)] == [second]
+    assert await store.list() == []
+    assert await store.backlog() == 0
+
+
+async def test_ping_succeeds_on_an_open_journal(store: journal.Journal) -> None:
+    await store.ping()
+
+
+async def test_events_survive_a_reopen(open_journal: Opener) -> None:
+    raw = delivery(b"kept")
+    first = await open_journal()
+    await first.append(raw, [cloudevent("durable")])
+    await first.close()
+
+    second = await open_journal()
+    stored = await second.get("/test durable")
+    assert stored is not None
+    assert await second.delivery(stored.delivery_id) == raw
+    appended = await second.append(delivery(), [cloudevent("durable")])
+    assert appended[0].new is False
+
+
+async def test_a_closed_journal_refuses_appends(store: journal.Journal) -> None:
+    await store.close()
+    with pytest.raises(journal.JournalUnavailable):
+        await store.append(delivery(), [cloudevent("late")])

@@ -10,7 +10,10 @@ import pytest
 from cloudevents.core.v1.event import CloudEvent
 
 from glue import events, journal, settings
-from tests.journal.pgserver import pg_database, pg_dsn  # noqa: F401  (fixtures)
+from tests.journal import pgserver
+
+pg_database = pgserver.pg_database
+pg_dsn = pgserver.pg_dsn
 
 BACKENDS = ["sqlite", "postgres"]
 
@@ -24,8 +27,6 @@ def backend(request: pytest.FixtureRequest) -> str:
 async def config(backend: str, tmp_path: Path, pg_database: str) -> settings.Journal:
     if backend == "sqlite":
         return settings.Journal(backend="sqlite", path=tmp_path / "journal.db", group_commit_ms=0)
-    from tests.journal import pgserver
-
     dsn = await pgserver.create_schema(pg_database)
     return settings.Journal(backend="postgres", dsn=settings.SecretRef(value=dsn), group_commit_ms=0)
 

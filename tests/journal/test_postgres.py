@@ -116,7 +116,8 @@ async def test_replicas_appending_the_same_events_store_each_once(replicas) -> N
     conn = await stores[0].pool.acquire()
     try:
         orphans = await conn.fetchval(
-            "SELECT count(*) FROM deliveries d WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.delivery_id = d.id)"
+            "SELECT count(*) FROM deliveries d"
+            " WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.delivery_id = d.id)"
         )
     finally:
         await stores[0].pool.release(conn)
@@ -219,7 +220,8 @@ async def test_ordering_key_holds_across_replicas(replicas) -> None:  # type: ig
     assert [i.params["id"] for i in first] == ["first"]
     assert await two.claim_invocations("two", limit=10, lease=30, now=now) == []
     await one.settle("one", [journal.Outcome(first[0].id, "done")], now=now)
-    assert [i.params["id"] for i in await two.claim_invocations("two", limit=10, lease=30, now=now)] == ["second"]
+    second = await two.claim_invocations("two", limit=10, lease=30, now=now)
+    assert [i.params["id"] for i in second] == ["second"]
 
 
 # -- retention ------------------------------------------------------------------------------------------
@@ -245,7 +247,10 @@ async def test_prune_removes_only_finished_work_older_than_the_cutoff(replicas) 
     running = {i.params["id"]: i for i in await store.claim_invocations("w", limit=10, lease=30, now=now)}
     await store.settle(
         "w",
-        [journal.Outcome(running["done"].id, "done"), journal.Outcome(running["dead"].id, "dead", error="no")],
+        [
+            journal.Outcome(running["done"].id, "done"),
+            journal.Outcome(running["dead"].id, "dead", error="no"),
+        ],
         now=now,
     )
     await store.append(delivery(), [cloudevent("fresh")])

@@ -15,7 +15,9 @@ from tests.journal.conftest import Opener, cloudevent, delivery
 
 
 async def test_append_stores_the_delivery_and_its_events(store: journal.Journal) -> None:
-    raw = delivery(b'[{"id": "a"}]', headers={"content-type": "application/json", "x-trace": "t1"}, key=b"k\x00")
+    raw = delivery(
+        b'[{"id": "a"}]', headers={"content-type": "application/json", "x-trace": "t1"}, key=b"k\x00"
+    )
     batch = [cloudevent("a", data={"n": 1}, subject="s1"), cloudevent("b", type="com.example.other")]
 
     appended = await store.append(raw, batch)

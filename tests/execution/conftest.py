@@ -10,20 +10,26 @@ import pytest
 from cloudevents.core.v1.event import CloudEvent
 
 from glue import events, journal, settings
+from tests.journal import pgserver
 
-#: Backends the contract tests run against; the PostgreSQL journal adds "postgres" here.
-BACKENDS = ["sqlite"]
+#: Backends the contract tests run against.
+BACKENDS = ["sqlite", "postgres"]
+
+pg_database = pgserver.pg_database  # a throwaway PostgreSQL database per session
 
 
-def journal_settings(backend: str, tmp_path: Path) -> settings.Journal:
+async def journal_settings(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> settings.Journal:
     if backend == "sqlite":
         return settings.Journal(backend="sqlite", path=tmp_path / "journal.db", group_commit_ms=0)
+    if backend == "postgres":
+        dsn = await pgserver.create_schema(request.getfixturevalue("pg_database"))
+        return settings.Journal(backend="postgres", dsn=settings.SecretRef(value=dsn), group_commit_ms=0)
     raise NotImplementedError(backend)
 
 
 @pytest.fixture(params=BACKENDS)
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[journal.Journal]:
-    backend = journal.create(journal_settings(request.param, tmp_path))
+    backend = journal.create(await journal_settings(request.param, tmp_path, request))
     await backend.open()
     try:
         yield backend

@@ -167,7 +167,8 @@ class Outcome:
     """How one claimed attempt ended, applied by :meth:`Journal.settle`.
 
     ``done``: finished. ``retry``: back to pending, due at ``due_at``. ``dead``: dead-lettered.
-    ``error`` is a one-line reason without secrets (kept as ``last_error``; ``done`` keeps the previous).
+    ``error`` is a one-line reason without secrets, kept as ``last_error`` (``done`` without an error
+    keeps the previous one; ``done`` with an error is an invocation dropped after its attempts).
     """
 
     invocation_id: int

@@ -536,9 +536,9 @@ class SQLiteJournal:
                     if outcome.state == "done":
                         sql = (
                             "UPDATE invocations SET state = 'done', owner = NULL, lease_until = NULL,"
-                            " updated_at = ?"
+                            " updated_at = ?, last_error = coalesce(?, last_error)"
                         )
-                        args: list[Any] = [now]
+                        args: list[Any] = [now, outcome.error]
                     elif outcome.state == "retry":
                         sql = (
                             "UPDATE invocations SET state = 'pending', owner = NULL, lease_until = NULL,"

@@ -1,0 +1,489 @@
+"""Workers: route journaled events, run handlers, retry, dead-letter.
+
+The :class:`Executor` is one component of the daemon (``name``, ``start()``, ``stop()``). It runs three
+loops over the journal:
+
+- routing: claim pending events, evaluate the routes, persist one invocation per matched route (all
+  of a batch in one transaction);
+- dispatch: claim due invocations within the global and per-route concurrency bounds (the journal
+  keeps per-key order), run each handler under its route's timeout in its own task;
+- settle: write the outcomes of finished attempts back in batches.
+
+An attempt ends in exactly one outcome: ``done``; ``retry`` at a time persisted in the journal (so a
+restart resumes the schedule); ``dead`` (dead-letter queue) or ``dropped`` (the route keeps no dead
+letters). A handler exception never escapes; only cancellation passes through. On stop no new work is
+claimed, in-flight attempts get ``execution.drainSeconds`` to finish, and the rest are cancelled and
+released for another attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import math
+import os
+import random
+import socket
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import prometheus_client
+import structlog
+
+from glue import handlers, journal, routing
+from glue import settings as settings_mod
+
+log = structlog.get_logger(__name__)
+
+__all__ = ["Attempt", "Executor", "backoff_delay", "run_attempt"]
+
+INVOCATIONS = prometheus_client.Counter(
+    "glue_invocations_total",
+    "Handler attempts by route, handler and outcome (done, planned, retry, dead, dropped).",
+    ["route", "handler", "outcome"],
+)
+HANDLER_DURATION = prometheus_client.Histogram(
+    "glue_handler_duration_seconds",
+    "Time a handler attempt took, by route and handler.",
+    ["route", "handler"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+)
+RETRIES = prometheus_client.Counter(
+    "glue_invocation_retries_total", "Attempts scheduled again, by route and handler.", ["route", "handler"]
+)
+DEAD_LETTERS = prometheus_client.Counter(
+    "glue_dead_letters_total", "Invocations moved to the dead-letter queue, by route.", ["route"]
+)
+EVENTS_ROUTED = prometheus_client.Counter(
+    "glue_events_routed_total", "Journaled events routed, by outcome (matched, unmatched).", ["outcome"]
+)
+OLDEST_PENDING = prometheus_client.Gauge(
+    "glue_oldest_pending_invocation_age_seconds",
+    "Age of the oldest invocation not yet done (0 when none).",
+)
+IN_FLIGHT = prometheus_client.Gauge("glue_invocations_in_flight", "Handler attempts running now.")
+
+
+def backoff_delay(policy: routing.Backoff, attempt: int, rng: random.Random) -> float:
+    """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+    try:
+        base = policy.initial * policy.multiplier ** (attempt - 1)
+    except OverflowError:
+        base = math.inf
+    base = min(base, policy.max)
+    if policy.jitter:
+        base *= rng.uniform(1 - policy.jitter, 1 + policy.jitter)
+    return min(base, policy.max)
+
+
+class Attempt:
+    """The outcome of one attempt, as :func:`run_attempt` classifies it."""
+
+    __slots__ = ("delay", "error", "outcome", "plan")
+
+    def __init__(
+        self,
+        outcome: str,
+        *,
+        error: str | None = None,
+        delay: float | None = None,
+        plan: handlers.Plan | None = None,
+    ) -> None:
+        self.outcome = outcome  # done | planned | temporary | permanent | failed
+        self.error = error
+        self.delay = delay
+        self.plan = plan
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+async def run_attempt(
+    handler: handlers.Handler,
+    *,
+    event: Any,
+    params: handlers.Params,
+    ctx: handlers.Context,
+    seconds: float,
+) -> Attempt:
+    """Call the handler with ``seconds`` to finish and classify how it ended. Never raises, except
+    cancellation of the caller."""
+    deadline = asyncio.timeout(seconds)
+    try:
+        async with deadline:
+            result = await handler.fn(event=event, params=params, ctx=ctx)
+    except handlers.TemporaryError as exc:
+        return Attempt("temporary", error=_reason(exc), delay=exc.delay)
+    except handlers.PermanentError as exc:
+        return Attempt("permanent", error=_reason(exc))
+    except TimeoutError as exc:
+        if deadline.expired():
+            return Attempt("failed", error=f"timed out after {seconds:g} s")
+        return Attempt("failed", error=_reason(exc))  # the handler's own client timed out
+    except Exception as exc:  # any other handler failure follows the route's delivery policy
+        return Attempt("failed", error=_reason(exc))
+    if ctx.dry_run:
+        return Attempt("planned", plan=result if isinstance(result, handlers.Plan) else handlers.Plan())
+    return Attempt("done")
+
+
+def default_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class Executor:
+    """Routes and runs journaled events. ``clock`` gives wall time (persisted due times)."""
+
+    name = "executor"
+
+    def __init__(
+        self,
+        journal_: journal.Journal,
+        router: routing.Router,
+        clients: handlers.Clients,
+        config: settings_mod.Execution | None = None,
+        *,
+        dry_run: bool = False,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.journal = journal_
+        self.router = router
+        self.clients = clients
+        config = config if config is not None else settings_mod.Execution()
+        self.config = config
+        self.dry_run = dry_run
+        self.clock = clock
+        self.rng = rng if rng is not None else random.Random()
+        self.options = options or {}
+        self.owner = config.owner or default_owner()
+        longest = max((route.route.delivery.timeout for route in router.routes), default=0.0)
+        self.lease = max(config.lease_seconds, longest + 10.0)
+        self.in_flight: dict[int, asyncio.Task[None]] = {}
+        self.per_route: dict[str, int] = {}
+        self._outcomes: list[journal.Outcome] = []
+        self._route_wake = asyncio.Event()
+        self._dispatch_wake = asyncio.Event()
+        self._settle_wake = asyncio.Event()
+        self._settled = asyncio.Event()
+        self._loops: list[asyncio.Task[None]] = []
+        self._settler: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._last_gauge = 0.0
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Take back this owner's claims left by a previous run, then start the loops."""
+        released = await self.journal.release(self.owner, now=self.clock())
+        if released:
+            log.info("released stale claims", owner=self.owner, invocations=released)
+        self._stopping = False
+        self._settler = asyncio.create_task(self._settle_loop(), name="executor-settle")
+        self._loops = [
+            asyncio.create_task(self._route_loop(), name="executor-route"),
+            asyncio.create_task(self._dispatch_loop(), name="executor-dispatch"),
+        ]
+
+    def wake(self) -> None:
+        """New events were journaled: route them now rather than at the next poll."""
+        self._route_wake.set()
+
+    async def stop(self) -> None:
+        """Drain: no new claims; in-flight attempts finish within drainSeconds or are released."""
+        self._stopping = True
+        for task in self._loops:
+            task.cancel()
+        for task in self._loops:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._loops = []
+        pending = list(self.in_flight.values())
+        if pending:
+            log.info("draining", in_flight=len(pending), timeout=self.config.drain_seconds)
+            _, still = await asyncio.wait(pending, timeout=self.config.drain_seconds)
+            for task in still:
+                task.cancel()
+            if still:
+                await asyncio.wait(still)
+                log.warning("released unfinished invocations", count=len(still))
+        if self._settler is not None:
+            self._settle_wake.set()
+            self._settler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._settler
+            self._settler = None
+        await self._flush()
+        with contextlib.suppress(journal.JournalUnavailable):
+            await self.journal.release(self.owner, now=self.clock())
+
+    async def idle(self) -> None:
+        """Wait until no event is pending routing and nothing is in flight or unsettled (tests, replay)."""
+        while True:
+            if not self.in_flight and not self._outcomes and await self.journal.backlog() == 0:
+                return
+            await asyncio.sleep(self.config.poll_seconds / 10)
+
+    # -- loops ------------------------------------------------------------------------------------
+
+    async def _wait(self, wake: asyncio.Event, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await wake.wait()
+        wake.clear()
+
+    async def _route_loop(self) -> None:
+        while True:
+            try:
+                routed = await self.route_once()
+            except journal.JournalUnavailable as exc:
+                log.warning("routing paused: journal unavailable", error=str(exc))
+                routed = 0
+            if routed < self.config.batch:
+                await self._wait(self._route_wake, self.config.poll_seconds)
+
+    async def route_once(self) -> int:
+        """Route one batch of pending events; returns how many were claimed."""
+        now = self.clock()
+        claimed = await self.journal.claim_events(
+            self.owner, limit=self.config.batch, lease=self.lease, now=now
+        )
+        if not claimed:
+            return 0
+        decisions: dict[int, list[journal.NewInvocation]] = {}
+        for stored in claimed:
+            try:
+                decisions[stored.seq] = self.router.invocations(stored, now=now)
+            except Exception as exc:  # an event the journal holds but cannot be parsed: unmatched
+                log.error("event cannot be routed", seq=stored.seq, id=stored.id, error=_reason(exc))
+                decisions[stored.seq] = []
+            EVENTS_ROUTED.labels("matched" if decisions[stored.seq] else "unmatched").inc()
+            for item in decisions[stored.seq]:
+                if item.state == "dead":
+                    log.warning(
+                        "invocation dead on arrival",
+                        route=item.route,
+                        handler=item.handler,
+                        event_id=stored.id,
+                        error=item.error,
+                    )
+                    DEAD_LETTERS.labels(item.route).inc()
+                    INVOCATIONS.labels(item.route, item.handler, "dead").inc()
+        await self.journal.record_routing(self.owner, decisions, now=now)
+        self._dispatch_wake.set()
+        return len(claimed)
+
+    def _full_routes(self) -> list[str]:
+        full: list[str] = []
+        for route in self.router.routes:
+            limit = route.route.concurrency
+            if limit is not None and self.per_route.get(route.name, 0) >= limit:
+                full.append(route.name)
+        return full
+
+    async def _dispatch_loop(self) -> None:
+        while True:
+            try:
+                started = await self.dispatch_once()
+            except journal.JournalUnavailable as exc:
+                log.warning("dispatch paused: journal unavailable", error=str(exc))
+                started = 0
+            await self._update_gauges()
+            if started == 0 or len(self.in_flight) >= self.config.concurrency:
+                await self._wait(self._dispatch_wake, self.config.poll_seconds)
+
+    async def dispatch_once(self) -> int:
+        """Claim what may run now and start it; returns how many attempts were started."""
+        room = min(self.config.concurrency - len(self.in_flight), self.config.batch)
+        if room <= 0:
+            return 0
+        claimed = await self.journal.claim_invocations(
+            self.owner, limit=room, lease=self.lease, now=self.clock(), exclude_routes=self._full_routes()
+        )
+        started = 0
+        for item in claimed:
+            limit = self._route_limit(item.route)
+            if limit is not None and self.per_route.get(item.route, 0) >= limit:
+                # over this route's bound (several of its invocations came in one claim): give it back
+                await self.journal.release(self.owner, now=self.clock(), ids=[item.id])
+                continue
+            self.per_route[item.route] = self.per_route.get(item.route, 0) + 1
+            task = asyncio.create_task(self._run(item), name=f"invocation-{item.id}")
+            self.in_flight[item.id] = task
+            IN_FLIGHT.set(len(self.in_flight))
+            task.add_done_callback(functools.partial(self._finished, item))
+            started += 1
+        return started
+
+    def _route_limit(self, name: str) -> int | None:
+        route = self.router.by_name.get(name)
+        return route.route.concurrency if route is not None else None
+
+    def _finished(self, item: journal.Invocation, _: asyncio.Task[None]) -> None:
+        self.in_flight.pop(item.id, None)
+        IN_FLIGHT.set(len(self.in_flight))
+        self.per_route[item.route] -= 1
+        self._dispatch_wake.set()
+
+    async def _update_gauges(self) -> None:
+        now = time.monotonic()
+        if now - self._last_gauge < 5.0:
+            return
+        self._last_gauge = now
+        with contextlib.suppress(journal.JournalUnavailable):
+            oldest = await self.journal.oldest_pending()
+            OLDEST_PENDING.set(max(self.clock() - oldest, 0.0) if oldest is not None else 0.0)
+
+    # -- settling ---------------------------------------------------------------------------------
+
+    def _settle(self, outcome: journal.Outcome) -> None:
+        self._outcomes.append(outcome)
+        self._settle_wake.set()
+
+    async def _settle_loop(self) -> None:
+        while True:
+            await self._settle_wake.wait()
+            self._settle_wake.clear()
+            try:
+                await self._flush()
+            except journal.JournalUnavailable as exc:
+                log.warning("settling paused: journal unavailable", error=str(exc))
+                await asyncio.sleep(self.config.poll_seconds)
+                self._settle_wake.set()
+
+    async def _flush(self) -> None:
+        if not self._outcomes:
+            return
+        batch, self._outcomes = self._outcomes, []
+        try:
+            await self.journal.settle(self.owner, batch, now=self.clock())
+        except BaseException:
+            self._outcomes[:0] = batch
+            raise
+        self._dispatch_wake.set()
+
+    # -- one invocation ---------------------------------------------------------------------------
+
+    async def _run(self, item: journal.Invocation) -> None:
+        """One attempt of one invocation, from claim to a queued outcome. Never raises but
+        cancellation (then the claim is released by :meth:`stop`)."""
+        compiled = self.router.by_name.get(item.route)
+        bound = log.bind(
+            route=item.route,
+            handler=item.handler,
+            invocation=item.id,
+            attempt=item.attempt,
+            event_seq=item.event_seq,
+        )
+        if compiled is None:
+            self._give_up(item, f"route {item.route!r} is no longer configured", dead_letter=True, log_=bound)
+            return
+        policy = compiled.route.delivery
+        if item.attempt > policy.attempts:  # attempts used up by crashes (expired leases)
+            self._give_up(
+                item, f"{policy.attempts} attempts used up", dead_letter=policy.dead_letter, log_=bound
+            )
+            return
+        try:
+            stored = await self.journal.get(item.event_seq)
+            if stored is None:
+                raise LookupError(f"event {item.event_seq} is no longer in the journal")
+            event = stored.event()
+            params = compiled.handler.params.model_validate(dict(item.params))
+        except journal.JournalUnavailable as exc:
+            self._retry(item, policy, f"journal unavailable: {exc}", None, bound)
+            return
+        except Exception as exc:  # a missing event or params the handler's model now rejects
+            self._give_up(item, _reason(exc), dead_letter=True, log_=bound)
+            return
+        bound = bound.bind(event_id=stored.id)
+        dry_run = self.dry_run or compiled.route.dry_run
+        ctx = handlers.Context(
+            route=item.route,
+            handler=item.handler,
+            idempotency_key=item.idempotency_key,
+            attempt=item.attempt,
+            dry_run=dry_run,
+            log=bound,
+            clients=self.clients,
+            deadline=asyncio.get_running_loop().time() + policy.timeout,
+            options=self.options,
+        )
+        started = time.perf_counter()
+        try:
+            attempt = await run_attempt(
+                compiled.handler, event=event, params=params, ctx=ctx, seconds=policy.timeout
+            )
+        finally:
+            HANDLER_DURATION.labels(item.route, item.handler).observe(time.perf_counter() - started)
+        duration_ms = round((time.perf_counter() - started) * 1000, 3)
+        if attempt.outcome in ("done", "planned"):
+            self._settle(journal.Outcome(item.id, "done"))
+            INVOCATIONS.labels(item.route, item.handler, attempt.outcome).inc()
+            extra: dict[str, Any] = {}
+            if attempt.plan is not None:
+                extra["plan"] = attempt.plan.to_dict()
+            bound.info("dispatched", outcome=attempt.outcome, duration_ms=duration_ms, **extra)
+        elif attempt.outcome == "permanent":
+            self._give_up(
+                item,
+                attempt.error or "permanent error",
+                dead_letter=policy.dead_letter,
+                log_=bound,
+                duration_ms=duration_ms,
+            )
+        elif item.attempt >= policy.attempts:
+            self._give_up(
+                item,
+                f"{attempt.error} (after {item.attempt} attempts)",
+                dead_letter=policy.dead_letter,
+                log_=bound,
+                duration_ms=duration_ms,
+            )
+        else:
+            self._retry(
+                item, policy, attempt.error or "failed", attempt.delay, bound, duration_ms=duration_ms
+            )
+
+    def _retry(
+        self,
+        item: journal.Invocation,
+        policy: routing.DeliveryPolicy,
+        error: str,
+        delay: float | None,
+        log_: Any,
+        duration_ms: float | None = None,
+    ) -> None:
+        if delay is None:
+            delay = backoff_delay(policy.backoff, item.attempt, self.rng)
+        delay = min(max(delay, 0.0), policy.backoff.max)
+        self._settle(journal.Outcome(item.id, "retry", due_at=self.clock() + delay, error=error))
+        INVOCATIONS.labels(item.route, item.handler, "retry").inc()
+        RETRIES.labels(item.route, item.handler).inc()
+        log_.info(
+            "dispatched", outcome="retry", duration_ms=duration_ms, retry_in_s=round(delay, 3), error=error
+        )
+
+    def _give_up(
+        self,
+        item: journal.Invocation,
+        error: str,
+        *,
+        dead_letter: bool,
+        log_: Any,
+        duration_ms: float | None = None,
+    ) -> None:
+        if dead_letter:
+            self._settle(journal.Outcome(item.id, "dead", error=error))
+            DEAD_LETTERS.labels(item.route).inc()
+            outcome = "dead"
+        else:
+            self._settle(journal.Outcome(item.id, "done", error=error))
+            outcome = "dropped"
+        INVOCATIONS.labels(item.route, item.handler, outcome).inc()
+        log_.warning("dispatched", outcome=outcome, duration_ms=duration_ms, error=error)

@@ -1,0 +1,612 @@
+"""A small async OpenBao client on aiohttp: authentication, token upkeep, retries, and the few engine calls
+the rotation handlers make.
+
+Follows the OpenBao HTTP API (``website/content/docs/api/index.mdx``, ``api/auth/{kubernetes,approle,token}``,
+``api/secret/kv/kv-v2``, ``api/secret/databases``, ``api/secret/transit``):
+
+- every request carries ``X-Vault-Request: true``, the token as ``X-Vault-Token`` and, when configured,
+  ``X-Vault-Namespace``;
+- errors are ``{"errors": [...]}``; 412, 429 and 503 (sealed, quota, standby without a leader) are retried
+  with capped, jittered exponential backoff, and so are 500/502 and dropped connections for calls that are
+  safe to repeat; a standby that cannot forward answers 307 to the active node, which aiohttp follows
+  keeping method and body;
+- a 403 means the token expired or was revoked: the client logs in once more and repeats the call, then
+  gives up;
+- tokens are renewed at two thirds of their lease; a renewal that cannot extend the lease, or is refused,
+  is replaced by a fresh login.
+
+Secrets (the token, the service-account JWT, the AppRole secret id, values written) never appear in an
+exception or a log line: errors carry the method, the path, the status and OpenBao's own messages, with
+any value the caller marked sensitive masked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import random
+import ssl
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Annotated, Any, Literal
+from urllib.parse import quote
+
+import aiohttp
+import orjson
+import pydantic
+from pydantic.alias_generators import to_camel
+
+__all__ = [
+    "AppRoleAuth",
+    "Config",
+    "KubernetesAuth",
+    "Ledger",
+    "OpenBao",
+    "OpenBaoError",
+    "Retry",
+    "TokenAuth",
+    "Unavailable",
+]
+
+#: Where Kubernetes mounts the pod's service-account token.
+SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+
+#: Answers that mean "not done, try again": eventual consistency, quota, sealed / standby / locked.
+RETRY_ALWAYS = frozenset({412, 429, 503})
+#: Answers after which the request may or may not have taken effect: retried only when that is harmless.
+RETRY_IF_SAFE = frozenset({500, 502, 504})
+
+
+class _Model(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+
+class _SecretSource(_Model):
+    """A secret named by a file path or an environment variable, read when needed, never stored here."""
+
+    @staticmethod
+    def _read(what: str, file: Path | None, env: str | None) -> str:
+        if file is not None:
+            try:
+                value = file.read_text().strip()
+            except OSError as exc:
+                raise OpenBaoError(f"cannot read the {what} file {file}: {exc.strerror}") from None
+        elif env is not None:
+            value = os.environ.get(env, "").strip()
+            if not value:
+                raise OpenBaoError(f"environment variable {env} (the {what}) is not set")
+        else:  # pragma: no cover - prevented by validation
+            raise OpenBaoError(f"no source for the {what}")
+        if not value:
+            raise OpenBaoError(f"the {what} is empty")
+        return value
+
+
+class TokenAuth(_SecretSource):
+    """A token provisioned from outside (an agent writing a file, an environment variable)."""
+
+    method: Literal["token"] = "token"
+    token_file: Path | None = None
+    token_env: str | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _one_source(self) -> TokenAuth:
+        if (self.token_file is None) == (self.token_env is None):
+            raise ValueError("give exactly one of tokenFile or tokenEnv")
+        return self
+
+    def token(self) -> str:
+        return self._read("token", self.token_file, self.token_env)
+
+
+class KubernetesAuth(_SecretSource):
+    """Log in with the pod's service-account token (re-read at every login: it is rotated)."""
+
+    method: Literal["kubernetes"] = "kubernetes"
+    role: str = pydantic.Field(min_length=1)
+    mount_path: str = pydantic.Field(default="kubernetes", pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
+    token_file: Path = SERVICE_ACCOUNT_TOKEN
+
+    def login_body(self) -> dict[str, str]:
+        return {"role": self.role, "jwt": self._read("service-account token", self.token_file, None)}
+
+
+class AppRoleAuth(_SecretSource):
+    """Log in with an AppRole role id and a secret id from a file or an environment variable."""
+
+    method: Literal["approle"] = "approle"
+    role_id: str = pydantic.Field(min_length=1)
+    mount_path: str = pydantic.Field(default="approle", pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
+    secret_id_file: Path | None = None
+    secret_id_env: str | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _one_source(self) -> AppRoleAuth:
+        if (self.secret_id_file is None) == (self.secret_id_env is None):
+            raise ValueError("give exactly one of secretIdFile or secretIdEnv")
+        return self
+
+    def login_body(self) -> dict[str, str]:
+        return {
+            "role_id": self.role_id,
+            "secret_id": self._read("secret id", self.secret_id_file, self.secret_id_env),
+        }
+
+
+class Retry(_Model):
+    """Backoff for answers that mean "not now" (sealed, standby, quota)."""
+
+    initial: float = pydantic.Field(default=0.25, gt=0, description="First delay, seconds.")
+    maximum: float = pydantic.Field(default=5.0, gt=0, description="Cap on one delay, seconds.")
+    attempts: int = pydantic.Field(default=8, ge=1, description="Tries per call, the first one included.")
+
+
+class Ledger(_Model):
+    """A KV v2 location where rotations that cannot carry their own marker record what they did."""
+
+    mount: str = pydantic.Field(default="secret", pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
+    prefix: str = pydantic.Field(
+        default="runtime-glue/rotations", pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$"
+    )
+
+
+class Config(_Model):
+    """Settings under ``clients.openbao``. Credentials are named by file path or environment variable."""
+
+    address: pydantic.AnyHttpUrl = pydantic.Field(description="e.g. https://openbao.openbao.svc:8200")
+    namespace: str | None = pydantic.Field(default=None, description="Sent as X-Vault-Namespace.")
+    ca_file: Path | None = pydantic.Field(
+        default=None, description="PEM bundle that signs the server's certificate."
+    )
+    auth: Annotated[TokenAuth | KubernetesAuth | AppRoleAuth, pydantic.Field(discriminator="method")]
+    request_timeout: float = pydantic.Field(
+        default=10.0, gt=0, description="Cap on one HTTP exchange, seconds."
+    )
+    retry: Retry = Retry()
+    ledger: Ledger = Ledger()
+
+
+class OpenBaoError(Exception):
+    """A call failed: ``status`` is the HTTP status (None without answer), ``errors`` OpenBao's messages."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        errors: Iterable[str] = (),
+        method: str = "",
+        path: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.errors = tuple(errors)
+        self.method = method
+        self.path = path
+
+    @property
+    def cas_mismatch(self) -> bool:
+        """KV v2 refused a write because ``cas`` was not the current version."""
+        return self.status == 400 and any("check-and-set parameter did not match" in e for e in self.errors)
+
+
+class Unavailable(OpenBaoError):
+    """OpenBao could not be reached, or kept answering "not now", within the attempts or the deadline.
+
+    ``ambiguous`` is True when a request that is not safe to repeat may have taken effect."""
+
+    def __init__(self, message: str, *, ambiguous: bool = False, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.ambiguous = ambiguous
+
+
+def _mask(text: str, secrets: Iterable[str]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def _segment(value: str) -> str:
+    return quote(value.strip("/"), safe="/@:-_.~")
+
+
+@dataclasses.dataclass(slots=True)
+class _Token:
+    value: str
+    lease: float  # seconds granted by the last login or renewal; 0: does not expire
+    renewable: bool
+    renew_at: float | None  # loop.time()
+    expires_at: float | None
+
+
+class OpenBao:
+    """One connection pool and one token, shared by every invocation; safe for concurrent use."""
+
+    def __init__(self, config: Config, *, session: aiohttp.ClientSession | None = None) -> None:
+        self.config = config
+        self._base = str(config.address).rstrip("/")
+        self._session = session
+        self._own_session = session is None
+        self._token: _Token | None = None
+        self._auth_lock = asyncio.Lock()
+        self._logins = 0
+
+    async def __aenter__(self) -> OpenBao:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def open(self) -> None:
+        if self._session is None:
+            ssl_context: ssl.SSLContext | bool = True
+            if self.config.ca_file is not None:
+                try:
+                    ssl_context = ssl.create_default_context(cafile=str(self.config.ca_file))
+                except (OSError, ssl.SSLError) as exc:
+                    raise OpenBaoError(f"cannot load the CA bundle {self.config.ca_file}: {exc}") from None
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=ssl_context),
+                json_serialize=_json_dumps,
+            )
+
+    async def aclose(self) -> None:
+        if self._session is not None and self._own_session:
+            await self._session.close()
+        self._session = None
+
+    @property
+    def logins(self) -> int:
+        """How many times this client has logged in (tokens leak until their TTL, so fewer is better)."""
+        return self._logins
+
+    # -- the generic call -------------------------------------------------------------------------------
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Mapping[str, Any] | None = None,
+        params: Mapping[str, str] | None = None,
+        deadline: float | None = None,
+        safe: bool = True,
+        sensitive: Iterable[str] = (),
+        authenticated: bool = True,
+    ) -> dict[str, Any] | None:
+        """Call ``/v1/<path>``; return the decoded body (None for 204 or an empty body).
+
+        ``safe`` says whether repeating the request is harmless (reads, check-and-set writes): only then
+        are ambiguous failures (500/502, a dropped connection) retried. ``deadline`` is a ``loop.time()``
+        after which no new attempt starts. ``sensitive`` values are masked in any error raised.
+        """
+        secrets = tuple(sensitive)
+        if not authenticated:
+            return await self._send(method, path, json, params, None, deadline, safe, secrets)
+        token = await self._ensure_token(deadline)
+        try:
+            return await self._send(method, path, json, params, token, deadline, safe, secrets)
+        except OpenBaoError as exc:
+            if exc.status != 403:
+                raise
+        # Expired or revoked: one fresh login, one more try.
+        token = await self._ensure_token(deadline, stale=token)
+        return await self._send(method, path, json, params, token, deadline, safe, secrets)
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None,
+        params: Mapping[str, str] | None,
+        token: str | None,
+        deadline: float | None,
+        safe: bool,
+        secrets: tuple[str, ...],
+    ) -> dict[str, Any] | None:
+        if self._session is None:
+            raise OpenBaoError("the OpenBao client is not open")
+        loop = asyncio.get_running_loop()
+        url = f"{self._base}/v1/{path.lstrip('/')}"
+        headers = {"X-Vault-Request": "true"}
+        if token is not None:
+            headers["X-Vault-Token"] = token
+            secrets = (*secrets, token)
+        if self.config.namespace:
+            headers["X-Vault-Namespace"] = self.config.namespace
+        retry = self.config.retry
+        where = f"{method} /v1/{path.lstrip('/')}"
+        attempt = 0
+        while True:
+            attempt += 1
+            timeout = self.config.request_timeout
+            if deadline is not None:
+                timeout = min(timeout, deadline - loop.time())
+                if timeout <= 0:
+                    raise Unavailable(
+                        f"OpenBao {where}: no time left before the deadline", method=method, path=path
+                    )
+            failure: OpenBaoError
+            try:
+                async with self._session.request(
+                    method,
+                    url,
+                    json=body,
+                    params=params,
+                    headers=headers,
+                    timeout=aiohttp.ClientTimeout(total=timeout),
+                ) as response:
+                    status = response.status
+                    raw = await response.read()
+                    retry_after = response.headers.get("Retry-After")
+            except aiohttp.ClientConnectorError as exc:
+                # Not connected: nothing was sent, always safe to try again.
+                failure = Unavailable(
+                    f"OpenBao {where}: cannot connect: {exc.os_error}", method=method, path=path
+                )
+                retry_after = None
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                reason = (
+                    type(exc).__name__ if isinstance(exc, TimeoutError) else str(exc) or type(exc).__name__
+                )
+                failure = Unavailable(
+                    f"OpenBao {where}: no answer ({reason})", method=method, path=path, ambiguous=not safe
+                )
+                if not safe:
+                    raise failure from None
+                retry_after = None
+            else:
+                if status < 400:
+                    return _decode(raw, where)
+                errors = [_mask(str(e), secrets) for e in _errors(raw)]
+                message = f"OpenBao {where}: {status} {'; '.join(errors) or 'no error message'}"
+                retryable = status in RETRY_ALWAYS or (safe and status in RETRY_IF_SAFE)
+                if not retryable:
+                    raise OpenBaoError(message, status=status, errors=errors, method=method, path=path)
+                failure = Unavailable(message, status=status, errors=errors, method=method, path=path)
+            if attempt >= retry.attempts:
+                raise failure
+            delay = min(retry.maximum, retry.initial * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+            with contextlib.suppress(ValueError, TypeError):
+                if retry_after is not None:
+                    delay = max(delay, min(float(retry_after), retry.maximum))
+            if deadline is not None and loop.time() + delay >= deadline:
+                raise failure
+            await asyncio.sleep(delay)
+
+    # -- authentication ---------------------------------------------------------------------------------
+
+    async def _ensure_token(self, deadline: float | None, stale: str | None = None) -> str:
+        async with self._auth_lock:
+            loop = asyncio.get_running_loop()
+            now = loop.time()
+            current = self._token
+            if current is not None and stale is not None and current.value == stale:
+                current = self._token = None
+            if current is not None and current.expires_at is not None and now >= current.expires_at:
+                current = self._token = None
+            if current is not None and current.renew_at is not None and now >= current.renew_at:
+                current = self._token = await self._renew(current, deadline)
+            if current is None:
+                current = self._token = await self._login(deadline)
+            return current.value
+
+    def _lease(self, value: str, auth: Mapping[str, Any]) -> _Token:
+        now = asyncio.get_running_loop().time()
+        lease = float(auth.get("lease_duration") or auth.get("ttl") or 0)
+        renewable = bool(auth.get("renewable"))
+        if lease <= 0:  # a token that does not expire (root, or a periodic token looked up with ttl 0)
+            return _Token(value, 0, renewable, None, None)
+        return _Token(value, lease, renewable, now + lease * 2 / 3 if renewable else None, now + lease)
+
+    async def _login(self, deadline: float | None) -> _Token:
+        auth = self.config.auth
+        if isinstance(auth, TokenAuth):
+            value = auth.token()
+            self._logins += 1
+            answer = await self._send("GET", "auth/token/lookup-self", None, None, value, deadline, True, ())
+            data = (answer or {}).get("data") or {}
+            return self._lease(value, {"ttl": data.get("ttl"), "renewable": data.get("renewable")})
+        body = auth.login_body()
+        secrets = tuple(v for k, v in body.items() if k != "role" and k != "role_id")
+        self._logins += 1
+        try:
+            answer = await self._send(
+                "POST", f"auth/{auth.mount_path}/login", body, None, None, deadline, True, secrets
+            )
+        except OpenBaoError as exc:
+            if isinstance(exc, Unavailable):
+                raise
+            raise OpenBaoError(
+                f"OpenBao login ({auth.method}, mount {auth.mount_path}) refused: {exc}",
+                status=exc.status,
+                errors=exc.errors,
+                method=exc.method,
+                path=exc.path,
+            ) from None
+        grant = (answer or {}).get("auth") or {}
+        token = grant.get("client_token")
+        if not isinstance(token, str) or not token:
+            raise OpenBaoError(f"OpenBao login ({auth.method}) answered without a client token")
+        return self._lease(token, grant)
+
+    async def _renew(self, current: _Token, deadline: float | None) -> _Token | None:
+        """Extend the lease; None when a fresh login is needed instead."""
+        try:
+            answer = await self._send(
+                "POST", "auth/token/renew-self", {}, None, current.value, deadline, True, ()
+            )
+        except Unavailable:
+            raise
+        except OpenBaoError:
+            return None  # refused (403: revoked or expired): log in again
+        grant = (answer or {}).get("auth") or {}
+        renewed = self._lease(current.value, grant)
+        if renewed.lease < current.lease:
+            # Capped by the token's max TTL: the lease no longer grows. Log in while the old one still works.
+            return None
+        return renewed
+
+    # -- health -----------------------------------------------------------------------------------------
+
+    async def health(self, deadline: float | None = None) -> dict[str, Any]:
+        """``/v1/sys/health`` with standby and sealed answered as 200 so the body can be read."""
+        answer = await self._send(
+            "GET",
+            "sys/health",
+            None,
+            {"standbyok": "true", "sealedcode": "200", "uninitcode": "200"},
+            None,
+            deadline,
+            True,
+            (),
+        )
+        return answer or {}
+
+    # -- KV version 2 -----------------------------------------------------------------------------------
+
+    async def kv_metadata(
+        self, mount: str, path: str, *, deadline: float | None = None
+    ) -> dict[str, Any] | None:
+        """The secret's metadata (``current_version``, ``custom_metadata``...); None if it does not exist."""
+        try:
+            answer = await self.request(
+                "GET", f"{_segment(mount)}/metadata/{_segment(path)}", deadline=deadline
+            )
+        except OpenBaoError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return dict((answer or {}).get("data") or {})
+
+    async def kv_read(
+        self, mount: str, path: str, *, version: int | None = None, deadline: float | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """``(data, metadata)`` of a version (the latest by default); None if absent or deleted."""
+        params = {"version": str(version)} if version is not None else None
+        try:
+            answer = await self.request(
+                "GET", f"{_segment(mount)}/data/{_segment(path)}", params=params, deadline=deadline
+            )
+        except OpenBaoError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        body = (answer or {}).get("data") or {}
+        data = body.get("data")
+        if data is None:
+            return None
+        return dict(data), dict(body.get("metadata") or {})
+
+    async def kv_write(
+        self,
+        mount: str,
+        path: str,
+        data: Mapping[str, Any],
+        *,
+        cas: int,
+        deadline: float | None = None,
+    ) -> dict[str, Any]:
+        """Write a new version if the current one is ``cas`` (0: only if absent). Returns its metadata."""
+        sensitive = [str(v) for v in data.values() if isinstance(v, str | int | float)]
+        answer = await self.request(
+            "POST",
+            f"{_segment(mount)}/data/{_segment(path)}",
+            json={"options": {"cas": cas}, "data": dict(data)},
+            deadline=deadline,
+            safe=True,  # check-and-set makes a repeated write fail instead of writing twice
+            sensitive=sensitive,
+        )
+        return dict((answer or {}).get("data") or {})
+
+    async def kv_write_metadata(
+        self, mount: str, path: str, *, custom_metadata: Mapping[str, str], deadline: float | None = None
+    ) -> None:
+        await self.request(
+            "POST",
+            f"{_segment(mount)}/metadata/{_segment(path)}",
+            json={"custom_metadata": dict(custom_metadata)},
+            deadline=deadline,
+        )
+
+    # -- transit ----------------------------------------------------------------------------------------
+
+    async def transit_key(
+        self, mount: str, name: str, *, deadline: float | None = None
+    ) -> dict[str, Any] | None:
+        try:
+            answer = await self.request("GET", f"{_segment(mount)}/keys/{_segment(name)}", deadline=deadline)
+        except OpenBaoError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return dict((answer or {}).get("data") or {})
+
+    async def transit_rotate(self, mount: str, name: str, *, deadline: float | None = None) -> dict[str, Any]:
+        answer = await self.request(
+            "POST", f"{_segment(mount)}/keys/{_segment(name)}/rotate", json={}, deadline=deadline, safe=False
+        )
+        return dict((answer or {}).get("data") or {})
+
+    # -- database ---------------------------------------------------------------------------------------
+
+    async def database_static_role(
+        self, mount: str, name: str, *, deadline: float | None = None
+    ) -> dict[str, Any] | None:
+        """The static role's definition (``username``, ``last_vault_rotation``, ...), never its password."""
+        try:
+            answer = await self.request(
+                "GET", f"{_segment(mount)}/static-roles/{_segment(name)}", deadline=deadline
+            )
+        except OpenBaoError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return dict((answer or {}).get("data") or {})
+
+    async def database_rotate_role(self, mount: str, name: str, *, deadline: float | None = None) -> None:
+        await self.request(
+            "POST", f"{_segment(mount)}/rotate-role/{_segment(name)}", deadline=deadline, safe=False
+        )
+
+    async def database_rotate_root(
+        self, mount: str, connection: str, *, deadline: float | None = None
+    ) -> None:
+        await self.request(
+            "POST", f"{_segment(mount)}/rotate-root/{_segment(connection)}", deadline=deadline, safe=False
+        )
+
+
+def _json_dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _decode(raw: bytes, where: str) -> dict[str, Any] | None:
+    if not raw.strip():
+        return None
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise OpenBaoError(f"OpenBao {where}: the answer is not JSON") from None
+    if not isinstance(value, dict):
+        raise OpenBaoError(f"OpenBao {where}: the answer is not a JSON object")
+    return value
+
+
+def _errors(raw: bytes) -> list[str]:
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return []
+    if isinstance(value, dict) and isinstance(value.get("errors"), list):
+        return [str(e) for e in value["errors"]]
+    return []

@@ -1,0 +1,163 @@
+"""MinIO bucket notifications: target envelope (webhook, Kafka) and the listen stream
+(reference formats.md section 3: internal/event/event.go, target/webhook.go, target/kafka.go)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from glue import events
+from glue.formats import minio
+from tests.formats import payloads as p
+from tests.formats.helpers import decode, rejected, roundtrip
+
+JSON = {"content-type": "application/json"}
+
+
+def _listen(record_line: bytes) -> events.Delivery:
+    return p.delivery("minio", record_line, {}, transport=minio.LISTEN_TRANSPORT)
+
+
+def test_webhook_body_decodes_to_one_event_per_record() -> None:
+    record = p.minio_record("models/llama/weights.safetensors")
+    [event] = decode(p.delivery("minio", p.minio_envelope(record), JSON))
+    assert event.get_type() == "minio.ObjectCreated:Put"
+    assert event.get_source() == "minio:models"
+    assert event.get_subject() == "models/llama/weights.safetensors"
+    assert event.get_id() == events.digest(
+        "models", "models/llama/weights.safetensors", "s3:ObjectCreated:Put", "1", "187C3D4A5B6C7D8E"
+    )
+    assert event.get_time() == dt.datetime(2025, 11, 28, 0, 1, 2, 345000, tzinfo=dt.UTC)
+    data = event.get_data()
+    assert isinstance(data, dict)
+    assert {k: v for k, v in data.items() if k != "record"} == {
+        "bucket": "models",
+        "key": "models/llama/weights.safetensors",
+        "size": 4_200_000,
+        "eTag": "d41d8cd98f00b204e9800998ecf8427e",
+        "versionId": "1",
+        "sequencer": "187C3D4A5B6C7D8E",
+        "contentType": "application/octet-stream",
+        "userMetadata": {"content-type": "application/octet-stream"},
+        "eventName": "s3:ObjectCreated:Put",
+        "eventTime": "2025-11-28T00:01:02.345Z",
+    }
+    assert data["record"] == record
+
+
+def test_escaped_keys_are_decoded_on_targets() -> None:
+    record = p.minio_record()
+    record["s3"]["object"]["key"] = "Tile_%2B002+x"  # url.QueryEscape("Tile_+002 x")
+    [event] = decode(p.delivery("minio", p.minio_envelope(record), JSON))
+    assert event.get_subject() == "Tile_+002 x"
+    assert event.get_data()["key"] == "Tile_+002 x"  # type: ignore[index]
+    assert event.get_data()["record"]["s3"]["object"]["key"] == "Tile_%2B002+x"  # type: ignore[index]
+
+
+def test_listen_stream_keys_are_taken_as_they_are() -> None:
+    [event] = decode(_listen(p.minio_listen_line(p.minio_record("Tile_+002 x", escaped=False))))
+    assert event.get_subject() == "Tile_+002 x"
+
+
+def test_one_object_event_has_one_identity_on_every_path() -> None:
+    key = "Tile_+002 x/100% done.obj"
+    webhook = p.delivery("minio", p.minio_envelope(p.minio_record(key)), JSON)
+    kafka = p.delivery(
+        "minio", p.minio_envelope(p.minio_record(key)), {}, transport="kafka", key=f"models/{key}".encode()
+    )
+    listen = _listen(p.minio_listen_line(p.minio_record(key, escaped=False)))
+    identities = {events.identity(e) for d in (webhook, kafka, listen) for e in decode(d)}
+    assert len(identities) == 1
+
+
+def test_versions_and_event_names_are_part_of_the_identity() -> None:
+    base = p.minio_record()
+    variants = [
+        base,
+        p.minio_record(version_id="2"),
+        p.minio_record(sequencer="187C3D4A5B6C7D8F"),
+        p.minio_record(event_name="s3:ObjectCreated:CompleteMultipartUpload"),
+    ]
+    identities = {
+        events.identity(decode(p.delivery("minio", p.minio_envelope(r), JSON))[0]) for r in variants
+    }
+    assert len(identities) == 4
+
+
+def test_removed_events_have_no_size_etag_or_metadata() -> None:
+    record = p.minio_record("Tile_+002_+002.mtl", event_name="s3:ObjectRemoved:Delete", version_id=None)
+    [event] = decode(p.delivery("minio", p.minio_envelope(record), JSON))
+    assert event.get_type() == "minio.ObjectRemoved:Delete"
+    data = event.get_data()
+    assert isinstance(data, dict)
+    assert (data["size"], data["eTag"], data["versionId"], data["userMetadata"]) == (None, None, None, None)
+    assert data["key"] == "Tile_+002_+002.mtl"
+
+
+def test_a_listen_line_may_carry_several_records() -> None:
+    records = [p.minio_record(f"a/{n}", escaped=False) for n in range(3)]
+    line = p.body({"Records": records})
+    decoded = decode(_listen(line))
+    assert [e.get_subject() for e in decoded] == ["a/0", "a/1", "a/2"]
+
+
+def test_events_from_records_serves_other_sources() -> None:
+    record = p.minio_record("a b", escaped=False)
+    [event] = minio.events_from_records([record], escaped=False)
+    assert event.get_subject() == "a b"
+    assert minio.events_from_records(None, escaped=False) == []
+
+
+def test_a_keep_alive_line_is_no_event() -> None:
+    error = rejected(_listen(b'{"Records":null}\n'))
+    assert error.status == 400
+    assert "no records" in error.reason
+
+
+def test_decoded_events_survive_the_journal_round_trip() -> None:
+    [event] = decode(p.delivery("minio", p.minio_envelope(p.minio_record()), JSON))
+    back = roundtrip(event)
+    assert back.get_attributes() == event.get_attributes()
+    assert back.get_data() == event.get_data()
+
+
+@pytest.mark.parametrize(
+    ("mutate", "reason"),
+    [
+        (lambda r: r["s3"]["bucket"].pop("name"), "record 0: missing 's3.bucket.name'"),
+        (lambda r: r.pop("eventName"), "record 0: missing 'eventName'"),
+        (lambda r: r["s3"]["object"].update(key=5), "record 0: 's3.object.key' must be a string, got number"),
+        (lambda r: r.update(eventTime="last tuesday"), "record 0: 'eventTime' is not an RFC 3339 timestamp"),
+        (lambda r: r["s3"].pop("object"), "record 0: missing 's3.object'"),
+    ],
+)
+def test_malformed_records_are_rejected_naming_the_record(mutate, reason: str) -> None:  # type: ignore[no-untyped-def]
+    record = p.minio_record()
+    mutate(record)
+    error = rejected(p.delivery("minio", {"EventName": "s3:ObjectCreated:Put", "Records": [record]}, JSON))
+    assert error.status == 400
+    assert error.reason.startswith(reason)
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b'{"EventName": "s3:ObjectCreated:Put", "Records": [', "body is not valid JSON"),
+        (b'{"EventName": "s3:ObjectCreated:Put"}', "missing 'Records'"),
+        (b'{"Records": {}}', "'Records' must be an array, got object"),
+        (b" ", "body is empty"),
+    ],
+)
+def test_malformed_bodies_are_rejected(raw: bytes, reason: str) -> None:
+    error = rejected(p.delivery("minio", raw, JSON))
+    assert error.status == 400
+    assert error.reason.startswith(reason)
+
+
+def test_event_stream_content_type_is_taken_only_from_the_listen_source() -> None:
+    line = p.minio_listen_line(p.minio_record(escaped=False))
+    headers = {"content-type": "text/event-stream"}
+    assert decode(p.delivery("minio", line, headers, transport=minio.LISTEN_TRANSPORT))
+    error = rejected(p.delivery("minio", line, headers))
+    assert error.status == 415

@@ -254,7 +254,13 @@ async def _client(ctx: glue.Context) -> openbao_client.OpenBao | None:
     """The shared client; in dry-run, None when it cannot be opened (the plan is then not checked)."""
     try:
         with _errors("open the OpenBao client"):
-            bao: openbao_client.OpenBao = await ctx.clients.get(CLIENT)
+            try:
+                bao: openbao_client.OpenBao = await ctx.clients.get(CLIENT)
+            except pydantic.ValidationError as exc:
+                problems = "; ".join(
+                    f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False)
+                )
+                raise glue.PermanentError(f"clients.{CLIENT} is not valid: {problems}") from None
             return bao
     except (glue.PermanentError, glue.TemporaryError):
         if ctx.dry_run:

@@ -44,6 +44,7 @@ __all__ = [
     "Config",
     "KubernetesAuth",
     "Ledger",
+    "LoginFailed",
     "OpenBao",
     "OpenBaoError",
     "Retry",
@@ -193,6 +194,10 @@ class OpenBaoError(Exception):
     def cas_mismatch(self) -> bool:
         """KV v2 refused a write because ``cas`` was not the current version."""
         return self.status == 400 and any("check-and-set parameter did not match" in e for e in self.errors)
+
+
+class LoginFailed(OpenBaoError):
+    """OpenBao refused the login (wrong role, credentials, mount or namespace)."""
 
 
 class Unavailable(OpenBaoError):
@@ -413,7 +418,16 @@ class OpenBao:
         if isinstance(auth, TokenAuth):
             value = auth.token()
             self._logins += 1
-            answer = await self._send("GET", "auth/token/lookup-self", None, None, value, deadline, True, ())
+            try:
+                answer = await self._send(
+                    "GET", "auth/token/lookup-self", None, None, value, deadline, True, ()
+                )
+            except OpenBaoError as exc:
+                if isinstance(exc, Unavailable):
+                    raise
+                raise LoginFailed(
+                    f"OpenBao refused the configured token: {exc}", status=exc.status, errors=exc.errors
+                ) from None
             data = (answer or {}).get("data") or {}
             return self._lease(value, {"ttl": data.get("ttl"), "renewable": data.get("renewable")})
         body = auth.login_body()
@@ -426,7 +440,7 @@ class OpenBao:
         except OpenBaoError as exc:
             if isinstance(exc, Unavailable):
                 raise
-            raise OpenBaoError(
+            raise LoginFailed(
                 f"OpenBao login ({auth.method}, mount {auth.mount_path}) refused: {exc}",
                 status=exc.status,
                 errors=exc.errors,
@@ -436,7 +450,7 @@ class OpenBao:
         grant = (answer or {}).get("auth") or {}
         token = grant.get("client_token")
         if not isinstance(token, str) or not token:
-            raise OpenBaoError(f"OpenBao login ({auth.method}) answered without a client token")
+            raise LoginFailed(f"OpenBao login ({auth.method}) answered without a client token")
         return self._lease(token, grant)
 
     async def _renew(self, current: _Token, deadline: float | None) -> _Token | None:
@@ -483,7 +497,7 @@ class OpenBao:
                 "GET", f"{_segment(mount)}/metadata/{_segment(path)}", deadline=deadline
             )
         except OpenBaoError as exc:
-            if exc.status == 404:
+            if _absent(exc):
                 return None
             raise
         return dict((answer or {}).get("data") or {})
@@ -498,7 +512,7 @@ class OpenBao:
                 "GET", f"{_segment(mount)}/data/{_segment(path)}", params=params, deadline=deadline
             )
         except OpenBaoError as exc:
-            if exc.status == 404:
+            if _absent(exc):
                 return None
             raise
         body = (answer or {}).get("data") or {}
@@ -546,7 +560,7 @@ class OpenBao:
         try:
             answer = await self.request("GET", f"{_segment(mount)}/keys/{_segment(name)}", deadline=deadline)
         except OpenBaoError as exc:
-            if exc.status == 404:
+            if _absent(exc):
                 return None
             raise
         return dict((answer or {}).get("data") or {})
@@ -568,7 +582,7 @@ class OpenBao:
                 "GET", f"{_segment(mount)}/static-roles/{_segment(name)}", deadline=deadline
             )
         except OpenBaoError as exc:
-            if exc.status == 404:
+            if _absent(exc):
                 return None
             raise
         return dict((answer or {}).get("data") or {})
@@ -584,6 +598,11 @@ class OpenBao:
         await self.request(
             "POST", f"{_segment(mount)}/rotate-root/{_segment(connection)}", deadline=deadline, safe=False
         )
+
+
+def _absent(exc: OpenBaoError) -> bool:
+    """A 404 for the path asked (not for the login that preceded it)."""
+    return exc.status == 404 and not isinstance(exc, LoginFailed)
 
 
 def _json_dumps(value: Any) -> str:

@@ -19,7 +19,7 @@ import structlog
 
 from glue import handlers, intake, journal
 from glue import settings as settings_mod
-from glue.sources import http, kafka
+from glue.sources import http, kafka, minio_listen
 
 log = structlog.get_logger(__name__)
 
@@ -67,6 +67,11 @@ def _sources(runtime: Runtime) -> list[Component]:
         source = kafka.KafkaSource(runtime.settings.sources.kafka, runtime.intake, runtime.journal)
         runtime.readiness.append(source.ready)
         components.append(source)
+    minio = runtime.settings.sources.minio
+    if minio is not None and minio.buckets:
+        listen = minio_listen.ListenSource(minio, runtime.intake.accept, reject=runtime.journal.reject)
+        runtime.readiness.append(listen.readiness)
+        components.append(listen)
     return components
 
 

@@ -4,16 +4,18 @@ pointing at it with credentials read from files (as a mounted Secret provides th
 
 from __future__ import annotations
 
+import asyncio
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from glue import objectstore
+from glue import intake, journal, objectstore
 from glue import settings as settings_mod
+from tests.minio.listen_double import ListenDouble
 
 
 @pytest.fixture(scope="session")
@@ -75,3 +77,47 @@ async def store(minio_config: settings_mod.Minio) -> AsyncIterator[objectstore.O
         yield client
     finally:
         client.close()
+
+
+@pytest.fixture
+async def listen_double(credential_files: dict[str, Path]) -> AsyncIterator[ListenDouble]:
+    double = ListenDouble(
+        credential_files["access"].read_text().strip(), credential_files["secret"].read_text().strip()
+    )
+    await double.start()
+    try:
+        yield double
+    finally:
+        await double.stop()
+
+
+@pytest.fixture
+async def journal_(tmp_path: Path) -> AsyncIterator[journal.Journal]:
+    store = journal.create(settings_mod.Journal(path=tmp_path / "journal.db"))
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+@pytest.fixture
+async def intake_(journal_: journal.Journal) -> AsyncIterator[intake.Intake]:
+    accepting = intake.Intake(journal_, max_backlog=10_000)
+    await accepting.start()
+    try:
+        yield accepting
+    finally:
+        await accepting.stop()
+
+
+async def eventually(check: Callable[[], Awaitable[bool] | bool], within: float = 10.0) -> None:
+    """Wait until check() is true (polling), or fail after ``within`` seconds."""
+    async with asyncio.timeout(within):
+        while True:
+            result = check()
+            if not isinstance(result, bool):
+                result = await result
+            if result:
+                return
+            await asyncio.sleep(0.02)

@@ -1,0 +1,204 @@
+"""A loopback double of MinIO's ListenBucketNotification API (moto has none).
+
+It follows /work/shared/reference/formats.md section 3 (MinIO ``cmd/listen-notification-handlers.go``):
+``GET /<bucket>?events=..&prefix=..&suffix=..&ping=N``; answer 200 with ``Content-Type:
+text/event-stream`` and newline-delimited JSON ``{"Records":[<one event>]}`` lines (json.Encoder, so
+each ends in a newline), ``{"Records":null}`` every ``ping`` seconds; a request without valid SigV4 gets
+MinIO's S3 XML error (403 ``SignatureDoesNotMatch``); an unknown event name gets 400 ``InvalidArgument``.
+
+The signature is checked with botocore's independent SigV4 implementation, not with the minio SDK's
+signer that glue uses to make it.
+
+Each accepted connection plays the next script the test queued: a list of steps ("line", bytes) to
+write a line, ("partial", bytes) to write bytes and then drop the connection, ("status", code, xml
+code) to refuse the connection, ("end",) to end the stream cleanly, ("hold",) to send keep-alives
+until the server stops. With no script queued a connection holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import dataclasses
+import re
+from typing import Any
+
+from aiohttp import web
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+_EVENT = re.compile(r"^s3:[A-Za-z]+:(\*|[A-Za-z]+)$")
+_AUTH = re.compile(
+    r"^AWS4-HMAC-SHA256 Credential=(?P<key>[^/]+)/(?P<date>\d{8})/(?P<region>[^/]+)/s3/aws4_request, "
+    r"SignedHeaders=(?P<signed>[a-z0-9;-]+), Signature=(?P<sig>[0-9a-f]{64})$"
+)
+
+
+def _error(status: int, code: str, resource: str) -> web.Response:
+    body = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f"<Error><Code>{code}</Code><Message>{code}</Message><Resource>{resource}</Resource>"
+        "<RequestId>17B2D3C4E5F60718</RequestId></Error>"
+    )
+    return web.Response(status=status, text=body, content_type="application/xml")
+
+
+@dataclasses.dataclass
+class Seen:
+    bucket: str
+    query: dict[str, list[str]]
+
+
+class ListenDouble:
+    def __init__(self, access_key: str, secret_key: str, region: str = "us-east-1") -> None:
+        self.credentials = Credentials(access_key, secret_key)
+        self.region = region
+        self.scripts: collections.deque[list[tuple[Any, ...]]] = collections.deque()
+        self.seen: list[Seen] = []  # connections that passed authentication
+        self.attempts = 0  # every request, refused ones included
+        self.connected = asyncio.Condition()
+        self.open_streams = 0
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+        self._stopping = asyncio.Event()
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/{bucket}", self._listen)
+        self._runner = web.AppRunner(app, shutdown_timeout=0.5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def wait_connections(self, count: int, within: float = 10.0, *, refused: bool = False) -> None:
+        async with asyncio.timeout(within):
+            async with self.connected:
+                await self.connected.wait_for(lambda: (self.attempts if refused else len(self.seen)) >= count)
+
+    def _signature_ok(self, request: web.Request) -> str | None:
+        match = _AUTH.match(request.headers.get("Authorization", ""))
+        if match is None:
+            return "AccessDenied"
+        if match["key"] != self.credentials.access_key:
+            return "InvalidAccessKeyId"
+        signed = match["signed"].split(";")
+        headers = {name: request.headers.get(name, "") for name in signed}
+        aws = AWSRequest(method=request.method, url=str(request.url), headers=headers)
+        aws.context["timestamp"] = request.headers.get("x-amz-date", "")
+        auth = S3SigV4Auth(self.credentials, "s3", match["region"])
+        expected = auth.signature(auth.string_to_sign(aws, auth.canonical_request(aws)), aws)
+        return None if expected == match["sig"] else "SignatureDoesNotMatch"
+
+    async def _listen(self, request: web.Request) -> web.StreamResponse:
+        bucket = request.match_info["bucket"]
+        problem = self._signature_ok(request)
+        async with self.connected:
+            self.attempts += 1
+            self.connected.notify_all()
+        if problem is not None:
+            return _error(403, problem, f"/{bucket}")
+        query: dict[str, list[str]] = {}
+        for name, value in request.query.items():
+            query.setdefault(name, []).append(value)
+        if not query.get("events") or not all(_EVENT.match(name) for name in query["events"]):
+            return _error(400, "InvalidArgument", f"/{bucket}")
+        ping = int(query.get("ping", ["0"])[0] or 0)
+        script = self.scripts.popleft() if self.scripts else [("hold",)]
+        async with self.connected:
+            self.seen.append(Seen(bucket, query))
+            self.connected.notify_all()
+        if script and script[0][0] == "status":
+            return _error(script[0][1], script[0][2], f"/{bucket}")
+        response = web.StreamResponse(status=200, headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        self.open_streams += 1
+        try:
+            for step in script:
+                if step[0] == "line":
+                    await response.write(step[1] + b"\n")
+                elif step[0] == "partial":
+                    await response.write(step[1])
+                    await asyncio.sleep(0.05)
+                    assert request.transport is not None
+                    request.transport.abort()  # a dropped connection: no chunked terminator
+                    return response
+                elif step[0] == "end":
+                    await response.write_eof()
+                    return response
+                elif step[0] == "hold":
+                    while not self._stopping.is_set():
+                        await response.write(b'{"Records":null}\n')
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(self._stopping.wait(), max(ping, 1) if ping else 0.5)
+                    return response
+            await response.write_eof()
+            return response
+        except (ConnectionResetError, asyncio.CancelledError):
+            raise
+        finally:
+            self.open_streams -= 1
+
+
+def record(
+    bucket: str,
+    key: str,
+    *,
+    event_name: str = "s3:ObjectCreated:Put",
+    escaped: bool = False,
+    sequencer: str = "17B2D3C4E5F60718",
+    size: int = 4096,
+) -> dict[str, Any]:
+    """One S3 event record in the documented schema (formats.md section 3)."""
+    from urllib.parse import quote_plus
+
+    created = event_name.startswith("s3:ObjectCreated")
+    obj: dict[str, Any] = {
+        "key": quote_plus(key) if escaped else key,
+        "sequencer": sequencer,
+    }
+    if created:
+        obj.update(
+            {
+                "size": size,
+                "eTag": "d41d8cd98f00b204e9800998ecf8427e",
+                "contentType": "application/octet-stream",
+                "userMetadata": {"content-type": "application/octet-stream"},
+            }
+        )
+    return {
+        "eventVersion": "2.0",
+        "eventSource": "minio:s3",
+        "awsRegion": "",
+        "eventTime": "2026-11-27T23:59:01.123Z",
+        "eventName": event_name,
+        "userIdentity": {"principalId": "glue-access"},
+        "requestParameters": {"principalId": "glue-access", "region": "", "sourceIPAddress": "10.0.0.7"},
+        "responseElements": {
+            "x-amz-request-id": "17B2D3C4E5F60718",
+            "x-minio-deployment-id": "5f1e6a1c-8a51-4d7b-9a3b-0d6f2f1e9a77",
+            "x-minio-origin-endpoint": "https://minio.platform.svc:9000",
+        },
+        "s3": {
+            "s3SchemaVersion": "1.0",
+            "configurationId": "Config",
+            "bucket": {
+                "name": bucket,
+                "ownerIdentity": {"principalId": "glue-access"},
+                "arn": f"arn:aws:s3:::{bucket}",
+            },
+            "object": obj,
+        },
+        "source": {"host": "10.0.0.7", "port": "", "userAgent": "MinIO (linux; amd64) minio-go/v7.0.70"},
+    }

@@ -362,16 +362,16 @@ class Compiled:
         return model.model_dump(mode="json", by_alias=True), key, None
 
     def decide(self, context: dict[str, Any], *, explain: bool = False) -> Decision:
+        head = Decision(route=self.name, handler=self.handler.name, enabled=self.route.enabled, matched=False)
         matched, error = self.matches(context)
-        base = {"route": self.name, "handler": self.handler.name, "enabled": self.route.enabled}
         if not matched:
             if not explain:
-                return Decision(matched=False, error=error, **base)  # type: ignore[arg-type]
+                return dataclasses.replace(head, error=error)
             condition, values = _explain(self.route.match, context)
-            return Decision(matched=False, condition=condition, values=values, error=error, **base)  # type: ignore[arg-type]
+            return dataclasses.replace(head, condition=condition, values=values, error=error)
         params, key, params_error = self.render(context)
-        return Decision(
-            matched=True, params=params, params_error=params_error, ordering_key=key, **base  # type: ignore[arg-type]
+        return dataclasses.replace(
+            head, matched=True, params=params, params_error=params_error, ordering_key=key
         )
 
 

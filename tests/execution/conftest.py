@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import prometheus_client
 import pytest
 from cloudevents.core.v1.event import CloudEvent
 
-from glue import events, journal, settings
+from glue import events, execution, handlers, journal, routing, settings
 from tests.journal import pgserver
 
 #: Backends the contract tests run against.
@@ -28,13 +31,32 @@ async def journal_settings(backend: str, tmp_path: Path, request: pytest.Fixture
 
 
 @pytest.fixture(params=BACKENDS)
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[journal.Journal]:
-    backend = journal.create(await journal_settings(request.param, tmp_path, request))
-    await backend.open()
-    try:
-        yield backend
-    finally:
-        await backend.close()
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def reopen(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[Callable[[], Awaitable[journal.Journal]]]:
+    """Open (another) journal on the same storage: what a restarted daemon sees."""
+    opened: list[journal.Journal] = []
+    config = await journal_settings(backend, tmp_path, request)
+
+    async def open_() -> journal.Journal:
+        store = journal.create(config)
+        await store.open()
+        opened.append(store)
+        return store
+
+    yield open_
+    for store in reversed(opened):
+        await store.close()
+
+
+@pytest.fixture
+async def store(reopen: Callable[[], Awaitable[journal.Journal]]) -> journal.Journal:
+    return await reopen()
 
 
 def cloudevent(
@@ -68,3 +90,89 @@ def append(store: journal.Journal) -> Append:
         return result
 
     return run
+
+
+# -- executor harness ------------------------------------------------------------------------------
+
+
+class Recorder:
+    """A test handler's log of calls: (loop time, event id, attempt, params) per call."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[float, str, int, dict[str, Any]]] = []
+
+    def times(self, event_id: str | None = None) -> list[float]:
+        return [t for t, e, _, _ in self.calls if event_id is None or e == event_id]
+
+
+class Harness:
+    """An executor over the ``store`` journal with routes over a private handler registry.
+
+    ``clock`` follows the event loop's clock (virtual under looptime) from T0, so due times persisted
+    in the journal and the loop's sleeps agree."""
+
+    T0 = 1_700_000_000.0
+
+    def __init__(self, store: journal.Journal, registry: handlers.Registry) -> None:
+        self.store = store
+        self.registry = registry
+        self.executors: list[execution.Executor] = []
+        self.clients = handlers.Clients(registry, {})
+
+    def clock(self) -> float:
+        return self.T0 + asyncio.get_running_loop().time()
+
+    def router(self, routes: list[dict[str, Any]]) -> routing.Router:
+        return routing.load(routes, self.registry, source="test")
+
+    async def start(
+        self, routes: list[dict[str, Any]], *, store: journal.Journal | None = None, **config: Any
+    ) -> execution.Executor:
+        config.setdefault("pollSeconds", 0.05)
+        config.setdefault("owner", "test")
+        executor = execution.Executor(
+            store or self.store,
+            self.router(routes),
+            self.clients,
+            settings.Execution.model_validate(config),
+            clock=self.clock,
+            rng=random.Random(7),
+        )
+        await executor.start()
+        self.executors.append(executor)
+        return executor
+
+    async def stop(self) -> None:
+        while self.executors:
+            await self.executors.pop().stop()
+        await self.clients.aclose()
+
+
+@pytest.fixture
+def registry() -> handlers.Registry:
+    return handlers.Registry()
+
+
+@pytest.fixture
+async def harness(store: journal.Journal, registry: handlers.Registry) -> AsyncIterator[Harness]:
+    h = Harness(store, registry)
+    try:
+        yield h
+    finally:
+        await h.stop()
+
+
+async def wait_for(
+    predicate: Callable[[], Awaitable[bool]], *, seconds: float = 600, step: float = 0.05
+) -> None:
+    """Poll ``predicate`` on the loop clock (virtual under looptime) until it holds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while not await predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"condition not met within {seconds} s of loop time")
+        await asyncio.sleep(step)
+
+
+def metric(name: str, **labels: str) -> float:
+    return prometheus_client.REGISTRY.get_sample_value(name, labels) or 0.0

@@ -64,7 +64,7 @@ def server(argv: list[str], ready_url: str) -> Iterator[subprocess.Popen[bytes]]
 
 def wrk(port: int, seconds: float, connections: int, run_id: str) -> dict[str, float]:
     out = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s",
+        ["wrk", "-t2", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "5s",
          "-s", str(HERE / "_load.lua"), f"http://127.0.0.1:{port}/events", "--", run_id],
         check=True, capture_output=True, text=True,
     ).stdout
@@ -87,6 +87,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--total", type=int, default=100_000, help="deliveries before reading RSS")
+    parser.add_argument("--synchronous", choices=["full", "normal"], default="full", help="SQLite journal mode")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("bench/ingest needs wrk: apt-get install wrk")
@@ -102,9 +103,9 @@ def main() -> None:
         port = free_port()
         config.write_text(
             "server: {host: 127.0.0.1, port: %d, maxBacklog: 100000000}\n"
-            "journal: {path: %s}\n"
+            "journal: {path: %s, synchronous: %s}\n"
             "logging: {level: warning}\n"
-            "endpoints: [{name: bench, path: /events, format: cloudevents}]\n" % (port, Path(tmp) / "j.db")
+            "endpoints: [{name: bench, path: /events, format: cloudevents}]\n" % (port, Path(tmp) / "j.db", args.synchronous)
         )
         argv = [sys.executable, "-m", "glue.cli", "run", "--config", str(config)]
         with server(argv, f"http://127.0.0.1:{port}/readyz") as glue:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import datetime
 import hashlib
 import time
 from collections.abc import Iterable, Mapping
@@ -119,8 +120,23 @@ def digest(*parts: Any) -> str:
 
 
 def to_json(event: CloudEvent) -> bytes:
-    """Structured-mode JSON (data inline, or data_base64 for bytes)."""
-    return _FORMAT.write(event)
+    """Structured-mode JSON (data inline, or data_base64 for bytes).
+
+    The same document the SDK's JSONFormat writes, built with orjson: this runs once per journaled
+    event, on the ingest path, and is several times faster than the SDK's encoder."""
+    document = dict(event.get_attributes())
+    stamp = document.get("time")
+    if isinstance(stamp, datetime.datetime):
+        document["time"] = stamp.isoformat().replace("+00:00", "Z")
+    data = event.get_data()
+    if isinstance(data, bytes | bytearray):
+        document["data_base64"] = base64.b64encode(data).decode()
+    elif data is not None:
+        document["data"] = data
+    try:
+        return orjson.dumps(document, option=orjson.OPT_PASSTHROUGH_DATETIME, default=str)
+    except TypeError:  # a value orjson cannot encode (an integer beyond 64 bits): the SDK's encoder can
+        return _FORMAT.write(event)
 
 
 def to_dict(event: CloudEvent) -> dict[str, Any]:

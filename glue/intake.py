@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import orjson
 import structlog
@@ -55,6 +55,7 @@ class Intake:
         self._backlog = 0
         self._backlog_refresh = backlog_refresh
         self._refresher: asyncio.Task[None] | None = None
+        self._journaled_counters: dict[str, Any] = {}
 
     async def start(self) -> None:
         await self._refresh_backlog()
@@ -81,6 +82,12 @@ class Intake:
             await asyncio.sleep(self._backlog_refresh)
             await self._refresh_backlog()
 
+    def _journaled(self, endpoint: str) -> Any:
+        counter = self._journaled_counters.get(endpoint)
+        if counter is None:
+            counter = self._journaled_counters[endpoint] = observability.EVENTS_JOURNALED.labels(endpoint)
+        return counter
+
     @property
     def backlog(self) -> int:
         return self._backlog
@@ -101,7 +108,7 @@ class Intake:
         new = sum(1 for item in appended if item.new)
         self._backlog += new
         if new:
-            observability.EVENTS_JOURNALED.labels(delivery.endpoint).inc(new)
+            self._journaled(delivery.endpoint).inc(new)
         if new < len(appended):
             observability.DUPLICATES.labels(delivery.endpoint).inc(len(appended) - new)
         return appended

@@ -13,6 +13,7 @@ import sys
 from collections.abc import MutableMapping
 from typing import Any
 
+import orjson
 import prometheus_client
 import structlog
 
@@ -50,23 +51,28 @@ def redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapp
 
 
 def configure_logging(config: settings_mod.Logging, stream: Any = None) -> None:
+    """Configure structlog once, at start. JSON (orjson) off a terminal, key=value lines on one."""
     stream = stream if stream is not None else sys.stderr
     as_json = config.format == "json" or (config.format == "auto" and not stream.isatty())
-    renderer: Any = (
-        structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer(colors=False)
-    )
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        redact,
+        structlog.processors.format_exc_info,
+    ]
+    factory: Any
+    if as_json:
+        processors.append(structlog.processors.JSONRenderer(serializer=orjson.dumps, default=str))
+        factory = structlog.BytesLoggerFactory(file=getattr(stream, "buffer", stream))
+    else:
+        processors.append(structlog.dev.ConsoleRenderer(colors=False))
+        factory = structlog.WriteLoggerFactory(file=stream)
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            redact,
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
+        processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[config.level.upper()]),
-        logger_factory=structlog.WriteLoggerFactory(file=stream),
-        cache_logger_on_first_use=False,  # keeps structlog.testing.capture_logs working
+        logger_factory=factory,
+        cache_logger_on_first_use=True,
     )
 
 

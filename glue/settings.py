@@ -138,6 +138,11 @@ class Journal(Model):
         default=2.0, ge=0, le=100, description="How long a writer waits to gather concurrent appends."
     )
     retention_days: float = Field(default=7.0, gt=0, description="Done events are pruned after this age.")
+    synchronous: Literal["full", "normal"] = Field(
+        default="full",
+        description="sqlite: full fsyncs every commit (an acknowledged event survives power loss); normal "
+        "survives a crash of the process but may lose the last commits on power loss.",
+    )
 
     @model_validator(mode="after")
     def _dsn_needed(self) -> Journal:

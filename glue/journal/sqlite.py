@@ -113,14 +113,16 @@ def _in(ids: Collection[int]) -> tuple[str, list[int]]:
     return ",".join("?" * len(values)), values
 
 
-class _Pending:
-    __slots__ = ("batch", "delivery", "future")
+#: One event as the writer thread inserts it: identity, id, source, type, subject, structured JSON.
+_Row = tuple[str, str, str, str, str | None, bytes]
 
-    def __init__(
-        self, delivery: events.Delivery, batch: Sequence[events.CloudEvent], future: asyncio.Future[Any]
-    ) -> None:
+
+class _Pending:
+    __slots__ = ("delivery", "future", "rows")
+
+    def __init__(self, delivery: events.Delivery, rows: list[_Row], future: asyncio.Future[Any]) -> None:
         self.delivery = delivery
-        self.batch = batch
+        self.rows = rows
         self.future = future
 
 
@@ -130,6 +132,7 @@ class SQLiteJournal:
     def __init__(self, config: settings_mod.Journal) -> None:
         self.path = Path(config.path)
         self.group_commit = config.group_commit_ms / 1000
+        self.synchronous = config.synchronous.upper()
         self._writer_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="journal-write")
         self._reader_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="journal-read")
         self._write_db: sqlite3.Connection | None = None
@@ -144,7 +147,7 @@ class SQLiteJournal:
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
         db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")  # an acknowledged event survives power loss too
+        db.execute(f"PRAGMA synchronous={self.synchronous}")
         db.execute("PRAGMA foreign_keys=ON")
         return db
 
@@ -211,7 +214,19 @@ class SQLiteJournal:
         if self._closing or self._wakeup is None:
             raise journal.JournalUnavailable("journal is closing")
         future: asyncio.Future[list[journal.Appended]] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(delivery, batch, future))
+        # Serialise here, so the writer thread spends its time in SQLite (which releases the GIL).
+        rows: list[_Row] = [
+            (
+                events.identity(event),
+                event.get_id(),
+                event.get_source(),
+                event.get_type(),
+                event.get_subject(),
+                events.to_json(event),
+            )
+            for event in batch
+        ]
+        self._queue.append(_Pending(delivery, rows, future))
         self._wakeup.set()
         return await future
 
@@ -247,7 +262,7 @@ class SQLiteJournal:
         db.execute("BEGIN IMMEDIATE")
         try:
             for item in pending:
-                results.append(self._insert(db, item.delivery, item.batch, now))
+                results.append(self._insert(db, item.delivery, item.rows, now))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -276,40 +291,21 @@ class SQLiteJournal:
         return cursor.lastrowid
 
     def _insert(
-        self,
-        db: sqlite3.Connection,
-        delivery: events.Delivery,
-        batch: Sequence[events.CloudEvent],
-        now: float,
+        self, db: sqlite3.Connection, delivery: events.Delivery, rows: list[_Row], now: float
     ) -> list[journal.Appended]:
-        delivery_id: int | None = None
+        """Insert the delivery and its new events; the unique identity makes redeliveries no-ops."""
+        delivery_id = self._insert_delivery(db, delivery)
         appended: list[journal.Appended] = []
-        seen: set[str] = set()
-        for event in batch:
-            identity = events.identity(event)
-            exists = identity in seen or (
-                db.execute("SELECT 1 FROM events WHERE identity = ?", (identity,)).fetchone() is not None
+        for identity, event_id, source, type_, subject, document in rows:
+            cursor = db.execute(
+                "INSERT INTO events (identity, id, source, type, subject, received_at, updated_at,"
+                " delivery_id, cloudevent) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (identity) DO NOTHING",
+                (identity, event_id, source, type_, subject, delivery.received_at, now, delivery_id, document),
             )
-            seen.add(identity)
-            if not exists:
-                if delivery_id is None:
-                    delivery_id = self._insert_delivery(db, delivery)
-                db.execute(
-                    "INSERT INTO events (identity, id, source, type, subject, received_at, updated_at,"
-                    " delivery_id, cloudevent) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        identity,
-                        event.get_id(),
-                        event.get_source(),
-                        event.get_type(),
-                        event.get_subject(),
-                        delivery.received_at,
-                        now,
-                        delivery_id,
-                        events.to_json(event),
-                    ),
-                )
-            appended.append(journal.Appended(identity=identity, id=event.get_id(), new=not exists))
+            appended.append(journal.Appended(identity=identity, id=event_id, new=cursor.rowcount == 1))
+        if not any(item.new for item in appended):  # a pure redelivery keeps no second copy
+            db.execute("DELETE FROM deliveries WHERE id = ?", (delivery_id,))
         return appended
 
     async def reject(self, delivery: events.Delivery, reason: str) -> int:

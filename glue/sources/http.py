@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -140,9 +141,13 @@ class _EndpointHandler:
             type=endpoint.type, source=endpoint.source, id_header=(endpoint.id_header or "").lower() or None
         )
         self.scrub = [endpoint.auth.signature_header] if endpoint.auth.type == "hmac-sha256" else []
+        self._counters: dict[str, Any] = {}
 
     def _outcome(self, outcome: str, started: float, **fields: object) -> None:
-        observability.DELIVERIES.labels(self.name, outcome).inc()
+        counter = self._counters.get(outcome)
+        if counter is None:
+            counter = self._counters[outcome] = observability.DELIVERIES.labels(self.name, outcome)
+        counter.inc()
         log.info(
             "delivery",
             endpoint=self.name,

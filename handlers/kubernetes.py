@@ -55,9 +55,11 @@ __all__ = [
     "STRATEGIC_MERGE_PATCH",
     "KubernetesConfig",
     "Params",
+    "Resource",
     "Restart",
     "RestartParams",
     "api_client",
+    "apply_call",
     "client",
     "dry_run_flag",
     "errors",
@@ -65,8 +67,11 @@ __all__ = [
     "event_labels",
     "key_hash",
     "on_conflict",
+    "read",
     "rollout_restart",
+    "server_side_apply",
     "status_message",
+    "write_options",
 ]
 
 #: The field manager named in every write (``metadata.managedFields`` shows who owns what).
@@ -338,6 +343,112 @@ def path(group: str, version: str, plural: str, namespace: str | None, name: str
     return root + (f"/{name}" if name else "")
 
 
+# --------------------------------------------------------------------------------------------- objects
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Resource:
+    """A namespaced custom resource type."""
+
+    group: str
+    version: str
+    plural: str
+    kind: str
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}"
+
+    def path(self, namespace: str, name: str | None = None) -> str:
+        return path(self.group, self.version, self.plural, namespace, name)
+
+
+def _timeout_kwargs(per_request: float | None) -> dict[str, Any]:
+    return {"_request_timeout": per_request} if per_request is not None else {}
+
+
+def write_options(
+    *,
+    content_type: str | None = None,
+    dry_run: bool = False,
+    per_request: float | None = None,
+    field_manager: str | None = FIELD_MANAGER,
+    force: bool | None = None,
+) -> dict[str, Any]:
+    """Keyword arguments of a kubernetes-asyncio write: content type always explicit, dryRun=All."""
+    options = _timeout_kwargs(per_request)
+    if content_type is not None:
+        options["_content_type"] = content_type
+    if dry_run:
+        options["dry_run"] = "All"
+    if field_manager is not None:
+        options["field_manager"] = field_manager
+    if force is not None:
+        options["force"] = force
+    return options
+
+
+async def read(
+    api: Any, res: Resource, namespace: str, name: str, *, per_request: float | None = None
+) -> Any:
+    """The object as a dict, or None when it does not exist."""
+    try:
+        return await k8s.CustomObjectsApi(api).get_namespaced_custom_object(
+            res.group, res.version, namespace, res.plural, name, **_timeout_kwargs(per_request)
+        )
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def apply_call(res: Resource, obj: Mapping[str, Any], *, field_manager: str = FIELD_MANAGER) -> glue.Call:
+    """The plan entry of a server-side apply."""
+    meta = obj["metadata"]
+    return glue.Call(
+        "PATCH",
+        res.path(meta["namespace"], meta["name"]) + f"?fieldManager={field_manager}&force=true",
+        body=dict(obj),
+        note=f"{APPLY_PATCH}: server-side apply",
+    )
+
+
+async def server_side_apply(
+    api: Any,
+    res: Resource,
+    obj: Mapping[str, Any],
+    *,
+    dry_run: bool = False,
+    field_manager: str = FIELD_MANAGER,
+    per_request: float | None = None,
+) -> Any:
+    """Create or update ``obj`` by server-side apply (idempotent: the same body changes nothing)."""
+    meta = obj["metadata"]
+    return await k8s.CustomObjectsApi(api).patch_namespaced_custom_object(
+        res.group,
+        res.version,
+        meta["namespace"],
+        res.plural,
+        meta["name"],
+        dict(obj),
+        **write_options(
+            content_type=APPLY_PATCH,
+            dry_run=dry_run,
+            per_request=per_request,
+            field_manager=field_manager,
+            force=True,
+        ),
+    )
+
+
+def unchanged(before: Any, after: Any) -> bool:
+    """Whether a write left the object as it was (the API server keeps resourceVersion on a no-op)."""
+    if not isinstance(before, dict) or not isinstance(after, dict):
+        return False
+    version = (before.get("metadata") or {}).get("resourceVersion")
+    return version is not None and version == (after.get("metadata") or {}).get("resourceVersion")
+
+
 # --------------------------------------------------------------------------------------------- restart
 
 _WORKLOADS: dict[str, str] = {
@@ -395,6 +506,7 @@ async def rollout_restart(
     name: str,
     value: str,
     *,
+    key: str | None = None,
     annotations: Mapping[str, str] | None = None,
     template_annotations: Mapping[str, str] | None = None,
     dry_run: bool = False,
@@ -406,43 +518,48 @@ async def rollout_restart(
 
     Sets the pod-template annotation ``kubectl.kubernetes.io/restartedAt`` to ``value`` (plus
     ``template_annotations``) by strategic merge patch, and ``annotations`` on the workload itself.
-    ``value`` must come from what caused the restart (the event time, a secret version), never from the
-    clock: when the template already carries these values nothing is sent and ``changed`` is False, so a
-    replayed event does not roll the pods again. A paused Deployment is refused, as kubectl does.
+    The restart happens once per ``key`` when one is given (the idempotency key of the invocation): the
+    pod-template annotation ``runtime-glue.io/restart-key`` records it, and a workload whose template
+    already carries it is left alone. Without ``key``, ``value`` itself decides: it must then come from
+    what caused the restart (a secret version, say), never from the clock, and a template whose
+    ``restartedAt`` already equals it is left alone. Either way a replay sends nothing and ``changed`` is
+    False, so the pods do not roll again. A paused Deployment is refused, as kubectl does.
 
     ``api`` is the shared client (``await ctx.clients.get("kubernetes")``). With ``dry_run`` the patch
     is sent with ``dryRun=All`` (checked by the API server, not persisted). Raises
     :class:`glue.PermanentError` / :class:`glue.TemporaryError` as described in :func:`errors`; a
     missing workload is permanent unless ``wait_for_target``.
     """
-    suffix, body, call = _restart_request(
-        kind, namespace, name, value, annotations, template_annotations, field_manager
+    extra = dict(template_annotations or {})
+    if key is not None:
+        extra[ANNOTATION_RESTART_KEY] = key_hash(key)
+    suffix, body, call = _restart_request(kind, namespace, name, value, annotations, extra, field_manager)
+    decisive = (
+        {ANNOTATION_RESTART_KEY: extra[ANNOTATION_RESTART_KEY]} if key is not None else {RESTARTED_AT: value}
     )
-    pod_annotations = body["spec"]["template"]["metadata"]["annotations"]
     apps = k8s.AppsV1Api(api)
-    kwargs: dict[str, Any] = {}
-    if per_request is not None:
-        kwargs["_request_timeout"] = per_request
     what = f"{kind} {namespace}/{name}"
     with errors(what, wait_for_target=wait_for_target):
         current = api.sanitize_for_serialization(
-            await getattr(apps, f"read_namespaced_{suffix}")(name, namespace, **kwargs)
+            await getattr(apps, f"read_namespaced_{suffix}")(name, namespace, **_timeout_kwargs(per_request))
         )
     spec = current.get("spec") or {}
     if spec.get("paused"):
         raise glue.PermanentError(f"{what}: can't restart paused deployment (run rollout resume first)")
     present = ((spec.get("template") or {}).get("metadata") or {}).get("annotations") or {}
-    if all(present.get(key) == wanted for key, wanted in pod_annotations.items()):
+    if all(present.get(annotation) == wanted for annotation, wanted in decisive.items()):
         return Restart(kind, namespace, name, value, changed=False, call=call)
     with errors(what, wait_for_target=wait_for_target):
         await getattr(apps, f"patch_namespaced_{suffix}")(
             name,
             namespace,
             body,
-            field_manager=field_manager,
-            dry_run=dry_run_flag(dry_run),
-            _content_type=STRATEGIC_MERGE_PATCH,
-            **kwargs,
+            **write_options(
+                content_type=STRATEGIC_MERGE_PATCH,
+                dry_run=dry_run,
+                per_request=per_request,
+                field_manager=field_manager,
+            ),
         )
     return Restart(kind, namespace, name, value, changed=True, call=call)
 
@@ -456,8 +573,8 @@ RESTART_RBAC = [
 async def restart(
     *, event: CloudEvent, params: RestartParams, ctx: glue.Context, **_: Any
 ) -> glue.Plan | None:
-    """Rollout-restart a workload once per event (restartedAt from the event, not the clock)."""
-    value = event_time(event) or f"event-{key_hash(ctx.idempotency_key)}"
+    """Rollout-restart a workload, once per event (restartedAt is the event time)."""
+    value = event_time(event) or datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     what = f"{params.kind} {params.namespace}/{params.name}"
     annotations = event_annotations(event)
     template_annotations = {ANNOTATION_RESTART_KEY: key_hash(ctx.idempotency_key)}
@@ -479,8 +596,8 @@ async def restart(
         params.namespace,
         params.name,
         value,
+        key=ctx.idempotency_key,
         annotations=annotations,
-        template_annotations=template_annotations,
         dry_run=ctx.dry_run,
         wait_for_target=params.wait_for_target,
         per_request=request_timeout(api, ctx),

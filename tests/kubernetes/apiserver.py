@@ -254,7 +254,7 @@ class ApiServer(kmock.KubernetesEmulator):
                 )
         res = request.resource
         listing = request.name is None and method == "GET"
-        if res is None or listing or request.params.get("watch") in ("true", "1"):
+        if res is None or listing or request.params.get("watch") in _TRUE:
             return await super(kmock.KubernetesEmulator, self)._handle(request)  # discovery, lists, watches
         try:
             async with self._lock:
@@ -394,7 +394,7 @@ class ApiServer(kmock.KubernetesEmulator):
             raise _Reject(400, "BadRequest", "apply patch must carry apiVersion and kind")
         if (body.get("metadata") or {}).get("name") != key[2]:
             raise _Reject(400, "BadRequest", "the name of the object does not match the name on the URL")
-        force = request.params.get("force") in ("true", "1")
+        force = request.params.get("force") in _TRUE
         sub = request.subresource
         applied = {path: value for path, value in _leaves(body).items() if path not in _IDENTITY}
         if not sub and kind.status:
@@ -576,6 +576,9 @@ def _parse_body(request: kmock.Request) -> Any:
         except yaml.YAMLError:
             return None
 
+
+#: Query booleans as the API server parses them (Go's strconv.ParseBool); kubernetes-asyncio sends "True".
+_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
 
 _REASONS = {
     400: "BadRequest",

@@ -1,0 +1,113 @@
+"""Retention: finished work leaves the journal after ``journal.retentionDays``.
+
+Pruned: invocations that are done, events whose routing is over and that have no invocation left
+(dead letters keep their event), and deliveries no event refers to. Kept: pending and running work, the
+dead-letter queue and rejected deliveries (both leave by hand: ``glue dlq purge``). Raw deliveries that
+must be kept longer belong in a recording (``--record``) archived to the bucket.
+
+:class:`Retention` is a daemon component that prunes at start and then every ``interval`` seconds; with
+several replicas each prunes, which is harmless (the deletes are idempotent) and needs no leader.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import sqlite3
+import time
+from collections.abc import Callable
+
+import prometheus_client
+import structlog
+
+from glue import journal
+from glue.journal import postgres, sqlite
+
+log = structlog.get_logger(__name__)
+
+PRUNED = prometheus_client.Counter(
+    "glue_journal_pruned_rows_total", "Rows removed by retention, by table.", ["table"]
+)
+
+
+def _prune_sqlite(db: sqlite3.Connection, before: float) -> dict[str, int]:
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        invocations = db.execute(
+            "DELETE FROM invocations WHERE state = 'done' AND updated_at < ?", (before,)
+        ).rowcount
+        events = db.execute(
+            "DELETE FROM events WHERE status IN ('routed', 'unmatched') AND updated_at < ?"
+            " AND NOT EXISTS (SELECT 1 FROM invocations i WHERE i.event_seq = events.seq)"
+            " AND NOT EXISTS (SELECT 1 FROM event_claims c WHERE c.seq = events.seq)",
+            (before,),
+        ).rowcount
+        deliveries = db.execute(
+            "DELETE FROM deliveries WHERE rejected IS NULL AND received_at < ?"
+            " AND NOT EXISTS (SELECT 1 FROM events e WHERE e.delivery_id = deliveries.id)",
+            (before,),
+        ).rowcount
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    return {"invocations": invocations, "events": events, "deliveries": deliveries}
+
+
+async def prune(store: journal.Journal, *, before: float) -> dict[str, int]:
+    """Delete finished work older than ``before`` (epoch seconds); returns rows deleted per table."""
+    if isinstance(store, postgres.PostgresJournal):
+        counts = await store.prune(before=before)
+    elif isinstance(store, sqlite.SQLiteJournal):
+        counts = await store.write(lambda db: _prune_sqlite(db, before))
+    else:
+        raise TypeError(f"no retention for {type(store).__name__}")
+    for table, count in counts.items():
+        if count:
+            PRUNED.labels(table).inc(count)
+    return counts
+
+
+class Retention:
+    """Daemon component: prune now, then every ``interval`` seconds (with jitter), until stopped."""
+
+    name = "retention"
+
+    def __init__(
+        self,
+        store: journal.Journal,
+        *,
+        days: float,
+        interval: float = 3600.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.age = days * 86400
+        self.interval = min(interval, max(self.age / 4, 1.0))
+        self.clock = clock
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="journal-retention")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def run_once(self) -> dict[str, int]:
+        counts = await prune(self.store, before=self.clock() - self.age)
+        if any(counts.values()):
+            log.info("journal pruned", **counts)
+        return counts
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.run_once()
+            except journal.JournalUnavailable as exc:
+                log.warning("journal prune failed", error=str(exc))
+            await asyncio.sleep(self.interval * random.uniform(0.9, 1.1))

@@ -1,0 +1,152 @@
+"""Export a journal and import it into the other backend: what a user moving from SQLite to
+PostgreSQL (or back) sees afterwards is the same journal."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from glue import journal, settings
+from glue.journal import transfer
+from tests.journal import pgserver
+from tests.journal.conftest import cloudevent, delivery
+
+
+async def populate(store: journal.Journal) -> None:
+    """Events in every state: done, retrying, dead, running (claimed), unmatched, pending; a rejection."""
+    await store.append(delivery(b"one", key=b"\x00k"), [cloudevent(n, data={"n": n}) for n in "abcde"])
+    await store.reject(delivery(b"\xff"), "not JSON")
+    now = time.time()
+    claimed = await store.claim_events("r", limit=10, lease=30, now=now)
+    decisions = {
+        e.seq: [
+            journal.NewInvocation(
+                route="route-1",
+                handler="h",
+                idempotency_key=journal.idempotency_key(e.identity, "route-1"),
+                params={"id": e.id, "nested": {"x": [1, 2]}},
+                due_at=now,
+                ordering_key="k" if e.id == "a" else None,
+            )
+        ]
+        for e in claimed
+        if e.id != "e"
+    }
+    decisions.update({e.seq: [] for e in claimed if e.id == "e"})
+    await store.record_routing("r", decisions, now=now)
+    running = {i.params["id"]: i for i in await store.claim_invocations("w", limit=10, lease=30, now=now)}
+    await store.settle(
+        "w",
+        [
+            journal.Outcome(running["a"].id, "done"),
+            journal.Outcome(running["b"].id, "retry", due_at=now + 60, error="503 from upstream"),
+            journal.Outcome(running["c"].id, "dead", error="forbidden"),
+        ],
+        now=now,
+    )
+    await store.append(delivery(b"two"), [cloudevent("f")])
+
+
+async def snapshot(store: journal.Journal) -> dict[str, object]:
+    stored = await store.list(limit=1000)
+    return {
+        "events": stored,
+        "deliveries": [await store.delivery(e.delivery_id) for e in stored],
+        "rejected": await store.rejected(),
+        "invocations": [i.summary() | {"params": i.params} for i in await store.invocations(limit=1000)],
+        "backlog": await store.backlog(),
+    }
+
+
+@pytest.fixture
+async def both(tmp_path: Path, pg_dsn: str):  # type: ignore[no-untyped-def]
+    lite = journal.create(settings.Journal(backend="sqlite", path=tmp_path / "j.db"))
+    pg = journal.create(settings.Journal(backend="postgres", dsn=settings.SecretRef(value=pg_dsn)))
+    await lite.open()
+    await pg.open()
+    yield lite, pg
+    await lite.close()
+    await pg.close()
+
+
+async def lines(store: journal.Journal) -> list[bytes]:
+    return [line async for line in transfer.export(store)]
+
+
+async def test_sqlite_to_postgres_and_back_keeps_the_journal(both, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    lite, pg = both
+    await populate(lite)
+    before = await snapshot(lite)
+    exported = await lines(lite)
+
+    counts = await transfer.load(pg, transfer.parse(exported))
+
+    assert counts == {"deliveries": 3, "events": 6, "invocations": 4}
+    after = await snapshot(pg)
+    # The running invocation came over released (pending, its interrupted attempt not counted).
+    running = [i for i in before["invocations"] if i["state"] == "running"]  # type: ignore[attr-defined]
+    assert len(running) == 1
+    moved = {i["id"]: i for i in after["invocations"]}  # type: ignore[attr-defined]
+    assert moved[running[0]["id"]]["state"] == "pending"
+    assert moved[running[0]["id"]]["attempt"] == 0
+    for item in before["invocations"]:  # type: ignore[attr-defined]
+        if item["state"] != "running":
+            assert moved[item["id"]] == item
+    assert after["events"] == before["events"]
+    assert after["deliveries"] == before["deliveries"]
+    assert after["rejected"] == before["rejected"]
+    # Dedup and ids carry on where the source left off.
+    assert (await pg.append(delivery(), [cloudevent("a")]))[0].new is False
+    await pg.append(delivery(), [cloudevent("g")])
+    assert (await pg.get("g")).seq == max(e.seq for e in before["events"]) + 1  # type: ignore[union-attr, attr-defined]
+    assert await pg.reject(delivery(b"?"), "x") > max(r.delivery_id for r in before["rejected"])  # type: ignore[attr-defined]
+
+    # And back: a fresh SQLite journal gets the same rows from PostgreSQL.
+    back = journal.create(settings.Journal(backend="sqlite", path=tmp_path / "back.db"))
+    await back.open()
+    try:
+        await transfer.load(back, transfer.parse(await lines(pg)))
+        assert await snapshot(back) == await snapshot(pg)
+    finally:
+        await back.close()
+
+
+async def test_import_refuses_a_journal_that_is_not_empty(both) -> None:  # type: ignore[no-untyped-def]
+    lite, pg = both
+    await populate(lite)
+    await pg.append(delivery(), [cloudevent("already-here")])
+    with pytest.raises(transfer.TransferError, match="not empty"):
+        await transfer.load(pg, transfer.parse(await lines(lite)))
+    assert [e.id for e in await pg.list()] == ["already-here"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (b"", "empty"),
+        (b'{"kind": "something"}\n', "line 1: not a glue journal export"),
+        (b'{"kind": "glue-journal", "version": 1}\nnot json\n', "line 2: not JSON"),
+        (
+            b'{"kind": "glue-journal", "version": 1}\n{"kind": "event", "row": {"seq": 1}}\n',
+            "line 2: event lacks",
+        ),
+        (b'{"kind": "glue-journal", "version": 9}\n', "format 9 is not supported"),
+    ],
+)
+def test_a_broken_export_is_refused_with_the_line(text: bytes, message: str) -> None:
+    with pytest.raises(transfer.TransferError, match=message):
+        list(transfer.parse(text.splitlines()))
+
+
+async def test_an_export_that_breaks_references_changes_nothing(both) -> None:  # type: ignore[no-untyped-def]
+    lite, pg = both
+    await populate(lite)
+    exported = [line for line in await lines(lite) if b'"kind":"delivery"' not in line]
+    with pytest.raises(transfer.TransferError, match="inconsistent"):
+        await transfer.load(pg, transfer.parse(exported))
+    assert await pg.list() == []
+
+
+pg_database = pgserver.pg_database

@@ -1,0 +1,156 @@
+"""Route enrichment: facts about an event's object read from MinIO before the route's match runs.
+
+A route asks for them with an ``enrich`` block::
+
+    routes:
+      - name: reload-model
+        enrich: {metadata: true, tags: true, json: manifest.json, maxBytes: 65536, timeout: 5}
+        match: object.tags.stage == "prod" && object.json.format == "safetensors"
+        handler: kubeai.reload
+        params: {model: "{{ object.json.name }}"}
+
+Expressions and templates of that route then see one more variable, ``object``:
+
+- ``bucket``, ``key``, ``versionId``, ``exists`` (false when the object is gone, e.g. a delete event);
+- with ``metadata``: ``size``, ``eTag``, ``contentType``, ``lastModified`` and ``metadata`` (user
+  metadata, names lower case without ``x-amz-meta-``);
+- with ``tags``: ``tags``;
+- with ``json``: ``json``, the parsed content of that small JSON object (a model manifest next to the
+  weights): a key relative to the event object's "directory", or from the bucket root when it starts
+  with ``/``. ``null`` when it does not exist; over ``maxBytes`` or not JSON gives ``null`` and
+  ``jsonError`` with the reason.
+
+The event's object is read at its ``versionId`` when the event carries one, so a redelivered or
+replayed event sees what the first delivery saw. Events without a bucket and key (not MinIO events)
+get ``object: null``.
+
+A failure to reach MinIO (unreachable, timeout, access denied, server error) raises
+:class:`EnrichmentFailed`, a :class:`glue.handlers.TemporaryError`: that event is routed again later;
+the daemon goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import posixpath
+from typing import Any
+
+import orjson
+from pydantic import Field
+
+from glue import events, handlers, objectstore
+from glue import settings as settings_mod
+
+__all__ = ["Enricher", "EnrichmentFailed", "Spec", "target"]
+
+
+class Spec(settings_mod.Model):
+    """A route's ``enrich`` block: what to read about the event's object."""
+
+    metadata: bool = Field(default=False, description="Object info and user metadata (a HEAD).")
+    tags: bool = Field(default=False, description="The object's tags.")
+    json_key: str | None = Field(
+        default=None,
+        alias="json",
+        min_length=1,
+        description="A small JSON object to read: relative to the event object's directory, or /absolute.",
+    )
+    max_bytes: int = Field(default=64 << 10, ge=1, le=16 << 20, description="Largest JSON object read.")
+    timeout: float = Field(default=5.0, gt=0, le=120, description="Seconds for the whole enrichment.")
+
+
+class EnrichmentFailed(handlers.TemporaryError):
+    """MinIO could not be asked now; route the event again later."""
+
+
+def target(event: events.CloudEvent) -> tuple[str, str, str | None] | None:
+    """(bucket, key, versionId) of a MinIO event (see glue.formats.minio), else None."""
+    data = event.get_data()
+    if not isinstance(data, dict):
+        return None
+    bucket, key, version = data.get("bucket"), data.get("key"), data.get("versionId")
+    if not isinstance(bucket, str) or not isinstance(key, str) or not bucket or not key:
+        return None
+    return bucket, key, version if isinstance(version, str) and version else None
+
+
+def _json_key(object_key: str, wanted: str) -> str:
+    if wanted.startswith("/"):
+        return posixpath.normpath(wanted).lstrip("/")
+    return posixpath.normpath(posixpath.join(posixpath.dirname(object_key), wanted)).lstrip("/")
+
+
+class Enricher:
+    """Reads what routes ask for, through one :class:`glue.objectstore.ObjectStore`.
+
+    Results are remembered per (event identity, spec) for the last ``cache_size`` lookups, so several
+    routes asking the same of one event read MinIO once."""
+
+    def __init__(self, store: objectstore.ObjectStore, *, cache_size: int = 512) -> None:
+        self.store = store
+        self._cache: collections.OrderedDict[tuple[str, Spec], dict[str, Any] | None] = (
+            collections.OrderedDict()
+        )
+        self._cache_size = cache_size
+
+    async def variables(self, event: events.CloudEvent, spec: Spec) -> dict[str, Any]:
+        """``{"object": ...}`` to add to the route's expression context. Raises EnrichmentFailed."""
+        cache_key = (events.identity(event), spec)
+        if cache_key in self._cache:
+            self._cache.move_to_end(cache_key)
+            return {"object": self._cache[cache_key]}
+        where = target(event)
+        if where is None:
+            value = None
+        else:
+            try:
+                async with asyncio.timeout(spec.timeout):
+                    value = await self._read(*where, spec)
+            except TimeoutError:
+                raise EnrichmentFailed(
+                    f"s3://{where[0]}/{where[1]}: enrichment took longer than {spec.timeout:g}s"
+                ) from None
+            except objectstore.ObjectStoreError as exc:
+                raise EnrichmentFailed(str(exc)) from None
+        self._cache[cache_key] = value
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return {"object": value}
+
+    async def _read(self, bucket: str, key: str, version: str | None, spec: Spec) -> dict[str, Any]:
+        result: dict[str, Any] = {"bucket": bucket, "key": key, "versionId": version, "exists": True}
+        if spec.metadata:
+            try:
+                info = await self.store.stat(bucket, key, version_id=version)
+            except objectstore.ObjectNotFound:
+                result["exists"] = False
+            else:
+                result.update(
+                    size=info.size,
+                    eTag=info.etag,
+                    contentType=info.content_type,
+                    lastModified=info.last_modified,
+                    metadata=info.metadata,
+                )
+        if spec.tags:
+            try:
+                result["tags"] = await self.store.tags(bucket, key, version_id=version)
+            except objectstore.ObjectNotFound:
+                result["exists"] = False
+                result["tags"] = {}
+        if spec.json_key is not None:
+            result["json"] = None
+            json_key = _json_key(key, spec.json_key)
+            try:
+                raw = await self.store.read(bucket, json_key, max_bytes=spec.max_bytes)
+            except objectstore.ObjectNotFound:
+                pass
+            except objectstore.ObjectTooLarge as exc:
+                result["jsonError"] = str(exc)
+            else:
+                try:
+                    result["json"] = orjson.loads(raw)
+                except orjson.JSONDecodeError as exc:
+                    result["jsonError"] = f"s3://{bucket}/{json_key}: not JSON ({exc.msg} at {exc.pos})"
+        return result

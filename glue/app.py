@@ -19,7 +19,7 @@ import structlog
 
 from glue import handlers, intake, journal
 from glue import settings as settings_mod
-from glue.sources import http, kafka, minio_listen
+from glue.sources import http
 
 log = structlog.get_logger(__name__)
 
@@ -44,13 +44,28 @@ class Runtime:
     readiness: list[http.ReadinessCheck] = dataclasses.field(default_factory=list)
 
 
-def load_plugins(settings: settings_mod.Settings) -> None:
-    """Import the built-in handler modules and any configured plugin modules (they self-register)."""
+def load_plugins(settings: settings_mod.Settings, *, everything: bool = False) -> None:
+    """Import the handler modules the routes name, and any configured plugin modules.
+
+    A built-in handler ``kubeai.reload`` lives in ``handlers.kubeai``: only the modules a config uses are
+    imported, so a daemon without Kubernetes routes never loads the Kubernetes client. ``everything``
+    imports every built-in (for listings). Modules register their handlers on import.
+    """
     import handlers as builtin
 
-    for module in pkgutil.iter_modules(builtin.__path__, prefix="handlers."):
-        if not module.name.rsplit(".", 1)[-1].startswith("_"):
-            importlib.import_module(module.name)
+    if everything:
+        names = [m.name for m in pkgutil.iter_modules(builtin.__path__, prefix="handlers.")]
+    else:
+        wanted = {str(route.get("handler", "")).split(".", 1)[0] for route in settings.routes}
+        names = [f"handlers.{name}" for name in sorted(wanted) if name.isidentifier()]
+    for name in names:
+        if name.rsplit(".", 1)[-1].startswith("_"):
+            continue
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:  # the module exists but a dependency of it is missing
+                raise
     for name in settings.plugins:
         importlib.import_module(name)
 
@@ -63,12 +78,17 @@ def _workers(runtime: Runtime) -> list[Component]:
 def _sources(runtime: Runtime) -> list[Component]:
     """Ways in besides HTTP. Started before HTTP, stopped with it."""
     components: list[Component] = []
+    # Each source's client library is imported only when the source is configured (memory, start time).
     if runtime.settings.sources.kafka is not None:
+        from glue.sources import kafka
+
         source = kafka.KafkaSource(runtime.settings.sources.kafka, runtime.intake, runtime.journal)
         runtime.readiness.append(source.ready)
         components.append(source)
     minio = runtime.settings.sources.minio
     if minio is not None and minio.buckets:
+        from glue.sources import minio_listen
+
         listen = minio_listen.ListenSource(minio, runtime.intake.accept, reject=runtime.journal.reject)
         runtime.readiness.append(listen.readiness)
         components.append(listen)

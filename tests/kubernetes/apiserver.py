@@ -31,8 +31,8 @@ It follows these upstream documents:
 - JSON patch is not implemented: the handlers do not send it; a request gets 500 saying so.
 
 Tests inject failures with :meth:`ApiServer.fail` (a status, a Status reason/message, headers such as
-``Retry-After``) and custom validation with :attr:`ApiServer.validators` (the CRD's CEL rules, answered
-as 422 Invalid like the API server does).
+``Retry-After``), concurrent writers with :meth:`ApiServer.before`, and custom validation with
+:attr:`ApiServer.validators` (the CRD's CEL rules, answered as 422 Invalid like the API server does).
 """
 
 from __future__ import annotations
@@ -78,6 +78,13 @@ class Fault:
     message: str
     headers: dict[str, str]
     times: int
+
+
+@dataclasses.dataclass
+class Hook:
+    method: str
+    path: re.Pattern[str]
+    action: Callable[[], object]
 
 
 class _Reject(Exception):
@@ -163,6 +170,7 @@ class ApiServer(kmock.KubernetesEmulator):
     kinds: dict[kmock.resource, Kind] = attrs.field(factory=dict)
     validators: dict[kmock.resource, list[Validator]] = attrs.field(factory=dict)
     faults: list[Fault] = attrs.field(factory=list)
+    hooks: list[Hook] = attrs.field(factory=list)
     writes: list[dict[str, Any]] = attrs.field(factory=list)  # every write request, dry-run or not
     _rv: int = 1000
     _applied: dict[tuple[Any, ...], dict[str, set[tuple[str, ...]]]] = attrs.field(factory=dict)
@@ -207,6 +215,10 @@ class ApiServer(kmock.KubernetesEmulator):
             )
         )
 
+    def before(self, method: str, path: str, action: Callable[[], object]) -> None:
+        """Run ``action`` (a concurrent writer, say) once, just before the next matching request."""
+        self.hooks.append(Hook(method.upper(), re.compile(path), action))
+
     def seed(self, resource: str | kmock.resource, obj: dict[str, Any]) -> dict[str, Any]:
         """Store an object as a create through the API would (uid, resourceVersion, generation)."""
         res = kmock.resource(resource) if isinstance(resource, str) else resource
@@ -244,6 +256,20 @@ class ApiServer(kmock.KubernetesEmulator):
 
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
         method = str(getattr(request.method, "value", request.method)).upper()
+        if method != "GET":
+            self.writes.append(
+                {
+                    "method": method,
+                    "path": request.url.path,
+                    "query": dict(request.params),
+                    "contentType": request.headers.get("Content-Type", ""),
+                    "body": _parse_body(request),
+                }
+            )
+        for hook in list(self.hooks):
+            if hook.method == method and hook.path.search(request.url.path):
+                self.hooks.remove(hook)
+                hook.action()
         for fault in self.faults:
             if fault.times > 0 and fault.method == method and fault.path.search(request.url.path):
                 fault.times -= 1
@@ -278,16 +304,6 @@ class ApiServer(kmock.KubernetesEmulator):
         if sub not in (None, "status") or (sub == "status" and not kind.status):
             raise _Reject(404, "NotFound", "the server could not find the requested resource")
         dry_run = self._dry_run(request)
-        if method != "GET":
-            self.writes.append(
-                {
-                    "method": method,
-                    "path": request.url.path,
-                    "query": dict(request.params),
-                    "contentType": request.headers.get("Content-Type", ""),
-                    "body": _parse_body(request),
-                }
-            )
 
         if method == "POST":
             body = _parse_body(request)

@@ -16,6 +16,7 @@ import yaml
 from cloudevents.core.v1.event import CloudEvent
 
 import glue
+import handlers.certmanager
 import handlers.externaldns
 import handlers.kubernetes  # noqa: F401  (registers the handlers and the client)
 from tests.kubernetes.apiserver import ApiServer

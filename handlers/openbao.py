@@ -3,10 +3,14 @@
 Four handlers, each one rotation:
 
 - ``openbao.kv.rotate``: a new value for one field of a KV v2 secret (a password from a declared policy,
-  or random bytes in base64), written with ``cas`` = the version read. Before the write, the secret's
-  custom metadata records which invocation is rotating it and from which version; a replay that finds its
-  own mark and a newer version knows the rotation happened and does not write again. A write refused on
-  check-and-set is retried from the read.
+  or random bytes in base64), written with ``cas`` = the version read, the other fields kept. Before the
+  write, the secret's custom metadata records which invocation is rotating it (a digest of the
+  idempotency key, the event identity) and from which version; a replay that finds its own mark and a
+  newer version knows the rotation happened and does not write again. A write refused on check-and-set is
+  either ours whose answer was lost (the client repeated it) or another writer's: the version after the
+  one read is compared with the value just generated, in memory; if it is not ours, the rotation starts
+  again from the read. (KV v2 cannot attach metadata to the write itself, so a replay that finds its mark
+  and a newer version written by someone else in between takes that version as the rotation.)
 - ``openbao.database.rotate-role`` / ``openbao.database.rotate-root``: the database engine's rotations.
 - ``openbao.transit.rotate``: a new transit key version.
 
@@ -355,13 +359,16 @@ async def _kv_rotate(
 ) -> tuple[int, str, bool]:
     """Rotate once; returns (version, its creation time, whether an earlier attempt had done it)."""
     where = f"{params.mount}/{params.path}"
-    for _ in range(CAS_ROUNDS):
+    for round_ in range(CAS_ROUNDS):
         meta = await bao.kv_metadata(params.mount, params.path, deadline=deadline)
         if meta is None and not params.create:
             raise glue.PermanentError(f"KV secret {where} does not exist (set create: true to create it)")
-        done = _kv_done(meta, key)
-        if done is not None:
-            return done, _version_time(meta, done), True
+        if round_ == 0:
+            # A replay: our mark with a newer version means an earlier attempt wrote it. (Later rounds know
+            # better: they follow a refused write whose newer version was compared with what we wrote.)
+            done = _kv_done(meta, key)
+            if done is not None:
+                return done, _version_time(meta, done), True
         current = int((meta or {}).get("current_version") or 0)
         custom = dict((meta or {}).get("custom_metadata") or {})
         # Say who is rotating and from where before writing: a replay then recognises its own version.
@@ -372,13 +379,19 @@ async def _kv_rotate(
             found = await bao.kv_read(params.mount, params.path, version=current, deadline=deadline)
             if found is not None:
                 data = found[0]
-        data[params.field] = generate(params.generate)
+        value = generate(params.generate)
+        data[params.field] = value
         try:
             written = await bao.kv_write(params.mount, params.path, data, cas=current, deadline=deadline)
         except openbao_client.OpenBaoError as exc:
-            if exc.cas_mismatch:
-                continue  # another version appeared (or ours, answer lost): read again
-            raise
+            if not exc.cas_mismatch:
+                raise
+            # Either our write took effect and its answer was lost (the client's retry was refused), or
+            # another writer got there first. The version after ours tells: compare it with our value.
+            found = await bao.kv_read(params.mount, params.path, version=current + 1, deadline=deadline)
+            if found is not None and found[0].get(params.field) == value:
+                return current + 1, _rfc3339(found[1].get("created_time")), False
+            continue  # another writer: read again and rotate on top of its version
         finally:
             data.clear()
         version = int(written.get("version") or current + 1)

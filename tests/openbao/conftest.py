@@ -18,6 +18,7 @@ from structlog.testing import capture_logs
 
 import glue
 import handlers.openbao  # noqa: F401  (registers the handlers and the client)
+from tests.kubernetes import conftest as k8s_fixtures
 from tests.openbao.double import OpenBaoDouble
 
 ROLE = "runtime-glue"
@@ -107,3 +108,34 @@ def no_secret_in_logs(bao: OpenBaoDouble) -> Iterator[list[dict[str, Any]]]:
         text = repr(record)
         leaked = [s for s in secrets if len(s) >= 8 and s in text]
         assert not leaked, f"a secret value reached the log: {record.get('event')!r}"
+
+
+# The Kubernetes API double (kmock) of tests/kubernetes, for the restart follow-ups.
+apiserver = k8s_fixtures.apiserver
+kubeconfig = k8s_fixtures.kubeconfig
+
+DEPLOYMENTS = "apps/v1/deployments"
+
+
+@pytest.fixture
+async def clients_k8s(bao_config: dict[str, Any], kubeconfig: Path) -> AsyncIterator[glue.Clients]:
+    config = {"openbao": bao_config, "kubernetes": {"kubeconfig": str(kubeconfig)}}
+    shared = glue.Clients(glue.registry, config)
+    async with shared.opened():
+        yield shared
+
+
+def deployment(name: str = "web", namespace: str = "apps") -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "app", "image": "registry.example/app:1"}]},
+            },
+        },
+    }

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import re
 from collections.abc import Callable, Mapping
 from typing import Any, Final, TypeVar
 
@@ -25,6 +26,14 @@ from glue import events, formats
 JSON: Final = "application/json"
 CE_JSON: Final = "application/cloudevents+json"
 CE_BATCH: Final = "application/cloudevents-batch+json"
+
+#: Deepest JSON nesting taken. orjson parses up to 1024 levels but serialises only 255 (digests), and
+#: the journal's JSON writer recurses; real payloads nest fewer than 10 levels.
+MAX_DEPTH: Final = 128
+
+#: RFC 3339 date-time (section 5.6); Python's fromisoformat alone takes more (week dates, offsets with
+#: seconds) than the rest of the pipeline reads back.
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})?", re.ASCII)
 
 #: Attributes CloudEvents 1.0 requires; the SDK would invent id/specversion/time, so check them first.
 REQUIRED: Final = ("specversion", "id", "source", "type")
@@ -69,13 +78,27 @@ def is_json(mt: str | None) -> bool:
     return mt is None or mt == JSON or (mt.endswith("+json") and not mt.startswith("application/cloudevents"))
 
 
+def _deeper_than(value: Any, levels: int) -> bool:
+    if isinstance(value, dict):
+        children: Any = value.values()
+    elif isinstance(value, list):
+        children = value
+    else:
+        return False
+    return levels == 0 or any(_deeper_than(child, levels - 1) for child in children)
+
+
 def load_json(body: bytes, what: str = "body") -> Any:
     if not body or body.isspace():
         raise formats.DecodeError(f"{what} is empty")
     try:
-        return orjson.loads(body)
+        value = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise formats.DecodeError(f"{what} is not valid JSON: {exc}") from None
+    # Only a body with that many brackets can nest that deep; counting them is cheap.
+    if body.count(b"[") + body.count(b"{") > MAX_DEPTH and _deeper_than(value, MAX_DEPTH):
+        raise formats.DecodeError(f"{what} nests JSON deeper than {MAX_DEPTH} levels")
+    return value
 
 
 def load_object(body: bytes) -> dict[str, Any]:
@@ -104,13 +127,15 @@ def scalar(value: Any) -> str | None:
 
 
 def parse_time(value: Any, what: str) -> dt.datetime:
-    """An RFC 3339 timestamp; naive results are returned as such (the caller decides)."""
+    """An RFC 3339 timestamp. Without an offset the result is naive: the caller decides."""
     if not isinstance(value, str):
         raise formats.DecodeError(f"{what} must be an RFC 3339 timestamp string, got {kind(value)}")
-    try:
-        return dt.datetime.fromisoformat(value)
-    except ValueError:
-        raise formats.DecodeError(f"{what} is not an RFC 3339 timestamp: {clip(value)}") from None
+    if _RFC3339.fullmatch(value):
+        try:
+            return dt.datetime.fromisoformat(value.upper())
+        except ValueError:
+            pass  # out-of-range fields such as month 13
+    raise formats.DecodeError(f"{what} is not an RFC 3339 timestamp: {clip(value)}")
 
 
 def received_time(delivery: events.Delivery) -> dt.datetime | None:

@@ -15,6 +15,7 @@ An event sent without ``time`` is dated at its arrival (the SDK requires a time)
 from __future__ import annotations
 
 import typing
+import urllib.parse
 
 from cloudevents.core.bindings import http as ce_http
 from cloudevents.core.bindings import kafka as ce_kafka
@@ -40,7 +41,15 @@ def _batch(delivery: events.Delivery, build: _common.Factory) -> list[events.Clo
     return result
 
 
+def _check_time(value: str | None, header: str) -> None:
+    """Hold a binary-mode time header to RFC 3339 before the binding parses it (more leniently)."""
+    if value is not None:
+        _common.parse_time(value, f"header {header!r}")
+
+
 def _kafka(delivery: events.Delivery, build: _common.Factory, binary: bool) -> events.CloudEvent:
+    if binary:
+        _check_time(delivery.headers.get("ce_time"), "ce_time")
     key = delivery.key
     if key is not None:
         try:
@@ -60,17 +69,19 @@ def _kafka(delivery: events.Delivery, build: _common.Factory, binary: bool) -> e
         else:
             event = ce_kafka.from_structured(message, _common.FORMAT, build)
     except (ValueError, OverflowError):
-        # The only parsing the binding does itself is the ce_time header (dateutil.isoparse).
+        # The binding's own parsing: ce_time (checked above, so not expected) and the key's UTF-8.
         raise formats.DecodeError("header 'ce_time' is not an RFC 3339 timestamp") from None
     return typing.cast(events.CloudEvent, event)  # built by our factory
 
 
 def _http_binary(delivery: events.Delivery, build: _common.Factory) -> events.CloudEvent:
+    time = delivery.headers.get("ce-time")
+    _check_time(None if time is None else urllib.parse.unquote(time), "ce-time")
     message = ce_http.HTTPMessage(headers=dict(delivery.headers), body=delivery.body)
     try:
         event = ce_http.from_binary(message, _common.FORMAT, build)
     except (ValueError, OverflowError):
-        # The only parsing the binding does itself is the ce-time header (dateutil.isoparse).
+        # The binding's own parsing is the ce-time header, checked above: not expected.
         raise formats.DecodeError("header 'ce-time' is not an RFC 3339 timestamp") from None
     return typing.cast(events.CloudEvent, event)  # built by our factory
 

@@ -240,28 +240,32 @@ class KafkaSource:
         outcomes = await asyncio.gather(*(self._accept(record) for record in records), return_exceptions=True)
         by_offset = {(r.topic, r.partition, r.offset): o for r, o in zip(records, outcomes, strict=True)}
         commit: dict[aiokafka.TopicPartition, int] = {}
-        retry = False
+        rewound: dict[str, int] = {}
+        reason = ""
         for tp, part in batch.items():
             for record in part:
                 outcome = by_offset[(tp.topic, tp.partition, record.offset)]
                 if isinstance(outcome, BaseException):
                     if not isinstance(outcome, _Retry):
                         log.error(
-                            "kafka record failed, will read again",
+                            "kafka record failed",
                             topic=tp.topic, partition=tp.partition, offset=record.offset,
                             exc_info=outcome,
                         )
+                    reason = reason or str(outcome)
                     consumer.seek(tp, record.offset)  # read again from the first record not journaled
-                    retry = True
+                    rewound[f"{tp.topic}:{tp.partition}"] = record.offset
                     break
                 commit[tp] = record.offset + 1
+        if rewound:
+            log.warning("kafka records not journaled, reading them again", rewound=rewound, reason=reason)
         for record, outcome in zip(records, outcomes, strict=True):
             label = "retried" if isinstance(outcome, BaseException) else outcome
             RECORDS.labels(record.topic, label).inc()
         if commit:
             await self._commit(consumer, commit)
         BATCH_SECONDS.observe(time.perf_counter() - started)
-        return retry
+        return bool(rewound)
 
     async def _accept(self, record: Any) -> str:
         """Journal one record; returns journaled / duplicate / rejected, raises _Retry."""
@@ -272,11 +276,7 @@ class KafkaSource:
         except formats.DecodeError as exc:
             return await self._reject(delivery, record, exc.reason)
         except (journal.JournalUnavailable, intake.Overloaded) as exc:
-            log.warning(
-                "kafka record not journaled, will read again",
-                topic=record.topic, partition=record.partition, offset=record.offset, error=str(exc),
-            )
-            raise _Retry() from exc
+            raise _Retry(str(exc)) from exc
         except Exception as exc:  # a decoder bug must not block the partition: keep the record, visibly
             log.exception(
                 "kafka record decoder failed",

@@ -136,7 +136,7 @@ def kafka_config(bootstrap: str, topics: list[dict[str, Any]], **extra: Any) -> 
         "bootstrapServers": bootstrap,
         "groupId": "glue-test",
         "topics": topics,
-        "sessionTimeoutMs": 6000,
+        "sessionTimeoutMs": 2000,
         "retrySeconds": 0.2,
         **extra,
     }

@@ -1,0 +1,189 @@
+"""At least once over a real broker: offsets follow the journal, poison records are kept and skipped,
+back-pressure holds offsets back, consumer groups split partitions without double handling."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+import aiokafka
+import orjson
+
+from glue import app
+from glue.sources import kafka
+from tests.kafka.support import (
+    Broker,
+    Record,
+    committed,
+    create_topic,
+    event_count,
+    kafka_config,
+    metric,
+    produce,
+    wait_for,
+)
+
+Start = Callable[..., Awaitable[app.Daemon]]
+
+
+def binary_ce(n: int, source: str = "/orders") -> Record:
+    """A binary-mode CloudEvents record (Kafka binding: ce_ headers, content-type = datacontenttype)."""
+    headers = [
+        ("ce_specversion", b"1.0"),
+        ("ce_id", str(n).encode()),
+        ("ce_source", source.encode()),
+        ("ce_type", b"com.example.order.created"),
+        ("content-type", b"application/json"),
+    ]
+    return (f"order-{n}".encode(), orjson.dumps({"n": n}), headers)
+
+
+def source_of(daemon: app.Daemon) -> kafka.KafkaSource:
+    (source,) = [c for c in daemon.sources if isinstance(c, kafka.KafkaSource)]
+    return source
+
+
+def assignment(daemon: app.Daemon) -> set[int]:
+    consumer = source_of(daemon).consumer
+    return {tp.partition for tp in consumer.assignment()} if consumer is not None else set()
+
+
+async def test_poison_records_are_rejected_visibly_and_the_partition_keeps_flowing(
+    broker: Broker, producer: aiokafka.AIOKafkaProducer, start_daemon: Start
+) -> None:
+    await create_topic(broker.bootstrap, "orders")
+    before = metric("glue_kafka_records_total", topic="orders", outcome="rejected")
+    poison: list[Record] = [
+        (
+            None,
+            b'{"n": 1}',
+            [("ce_specversion", b"1.0"), ("ce_id", b"x"), ("ce_source", b"/orders")],
+        ),  # no type
+        (None, b'{"specversion": "1.0", "id": ', [("content-type", b"application/cloudevents+json")]),
+        (None, b'{"just": "json"}', [("content-type", b"application/json")]),  # not a CloudEvent at all
+        (
+            None,
+            b"\xff\xfe binary",
+            [("ce_specversion", b"0.3"), ("ce_id", b"y"), ("ce_source", b"/o"), ("ce_type", b"t")],
+        ),
+    ]
+    await produce(producer, "orders", [binary_ce(1), *poison[:2], binary_ce(2), *poison[2:], binary_ce(3)])
+
+    daemon = await start_daemon(kafka_config(broker.bootstrap, [{"name": "orders", "format": "cloudevents"}]))
+
+    async def all_done() -> bool:
+        return (await committed(broker.bootstrap, "glue-test", "orders"))[0] == 7
+
+    await wait_for(all_done, what="offset 7 committed")
+    assert sorted(e.id for e in await daemon.journal.list()) == ["1", "2", "3"]
+    rejected = sorted(await daemon.journal.rejected(), key=lambda r: r.delivery_id)
+    assert [r.delivery.body for r in rejected] == [value for _, value, _ in poison]  # raw bytes kept
+    assert all(r.delivery.endpoint == "orders" and r.delivery.transport == "kafka" for r in rejected)
+    reasons = [r.reason for r in rejected]
+    assert "ce_type" in reasons[0]
+    assert "JSON" in reasons[1]
+    assert "not a CloudEvents record" in reasons[2]
+    assert "specversion" in reasons[3]
+    assert metric("glue_kafka_records_total", topic="orders", outcome="rejected") - before == 4
+
+
+async def test_offsets_wait_for_the_journal_under_backpressure(
+    broker: Broker, producer: aiokafka.AIOKafkaProducer, start_daemon: Start
+) -> None:
+    """With the backlog bound reached, records are not journaled, so their offsets are not committed;
+    once the backlog drains, consumption resumes where it stopped."""
+    await create_topic(broker.bootstrap, "orders")
+    await produce(producer, "orders", [binary_ce(n) for n in range(20)])
+    retried = metric("glue_kafka_records_total", topic="orders", outcome="retried")
+    daemon = await start_daemon(
+        kafka_config(broker.bootstrap, [{"name": "orders", "format": "cloudevents"}], maxBatch=4),
+        server={"host": "127.0.0.1", "port": 0, "maxBacklog": 8},
+    )
+
+    async def held_back() -> bool:
+        return metric("glue_kafka_records_total", topic="orders", outcome="retried") > retried
+
+    await wait_for(held_back, what="records held back")
+    await asyncio.sleep(0.5)
+    journaled = await event_count(daemon.journal)
+    assert 8 <= journaled < 20
+    offset = (await committed(broker.bootstrap, "glue-test", "orders"))[0]
+    assert offset is not None and offset <= journaled  # never past what is journaled
+
+    async def route() -> None:
+        """Act as the router: take every pending event (no route matches), which drains the backlog."""
+        while True:
+            claimed = await daemon.journal.claim_events("test-router", limit=100, lease=30, now=time.time())
+            await daemon.journal.record_routing("test-router", {e.seq: [] for e in claimed}, now=time.time())
+            await asyncio.sleep(0.05)
+
+    async def all_done() -> bool:
+        return (await committed(broker.bootstrap, "glue-test", "orders"))[0] == 20
+
+    router = asyncio.create_task(route())
+    try:
+        await wait_for(all_done, what="offset 20 committed")
+    finally:
+        router.cancel()
+    assert sorted(int(e.id) for e in await daemon.journal.list(limit=100)) == list(range(20))
+
+
+async def test_restart_resumes_from_the_committed_offset_without_duplicates(
+    broker: Broker, producer: aiokafka.AIOKafkaProducer, start_daemon: Start
+) -> None:
+    await create_topic(broker.bootstrap, "orders", partitions=2)
+    config = kafka_config(broker.bootstrap, [{"name": "orders", "format": "cloudevents"}])
+    duplicates = metric("glue_kafka_records_total", topic="orders", outcome="duplicate")
+    await produce(producer, "orders", [binary_ce(n) for n in range(100)])
+    first = await start_daemon(config)
+    await wait_for(lambda: _count_is(first, 100), what="100 events")
+    await first.stop()  # graceful: the batch in hand is committed before leaving the group
+
+    await produce(producer, "orders", [binary_ce(n) for n in range(100, 150)])
+    second = await start_daemon(config)
+    await wait_for(lambda: _count_is(second, 150), what="150 events")
+    offsets = await committed(broker.bootstrap, "glue-test", "orders", partitions=2)
+    assert sum(o or 0 for o in offsets.values()) == 150
+    assert metric("glue_kafka_records_total", topic="orders", outcome="duplicate") == duplicates
+
+
+async def _count_is(daemon: app.Daemon, n: int) -> bool:
+    return await event_count(daemon.journal) == n
+
+
+async def test_two_daemons_in_one_group_split_partitions_and_handle_each_record_once(
+    broker: Broker, producer: aiokafka.AIOKafkaProducer, start_daemon: Start
+) -> None:
+    await create_topic(broker.bootstrap, "orders", partitions=4)
+    config = kafka_config(broker.bootstrap, [{"name": "orders", "format": "cloudevents"}])
+    journaled = metric("glue_kafka_records_total", topic="orders", outcome="journaled")
+    duplicates = metric("glue_kafka_records_total", topic="orders", outcome="duplicate")
+    a = await start_daemon(config)
+    b = await start_daemon(config)
+
+    async def split() -> bool:
+        left, right = assignment(a), assignment(b)
+        return bool(left) and bool(right) and not (left & right) and (left | right) == {0, 1, 2, 3}
+
+    await wait_for(split, what="the partitions split between both daemons")
+    await produce(producer, "orders", [binary_ce(n) for n in range(400)])
+    await wait_for(lambda: _count_is(a, 400), what="400 events")
+    assert metric("glue_kafka_records_total", topic="orders", outcome="journaled") - journaled == 400
+    assert metric("glue_kafka_records_total", topic="orders", outcome="duplicate") == duplicates
+
+    # One daemon leaves mid-stream: it commits what it journaled, the other takes its partitions over.
+    sending = asyncio.create_task(produce(producer, "orders", [binary_ce(n) for n in range(400, 800)]))
+    await asyncio.sleep(0.05)
+    await b.stop()
+    await sending
+    await wait_for(lambda: _count_is(a, 800), what="800 events")
+    assert assignment(a) == {0, 1, 2, 3}
+    assert sorted(int(e.id) for e in await a.journal.list(limit=1000)) == list(range(800))
+    await wait_for(lambda: _committed_total(broker, 4, 800), what="all 800 offsets committed")
+    assert metric("glue_kafka_records_total", topic="orders", outcome="duplicate") == duplicates
+
+
+async def _committed_total(broker: Broker, partitions: int, total: int) -> bool:
+    offsets = await committed(broker.bootstrap, "glue-test", "orders", partitions=partitions)
+    return sum(o or 0 for o in offsets.values()) == total

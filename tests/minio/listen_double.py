@@ -9,10 +9,11 @@ MinIO's S3 XML error (403 ``SignatureDoesNotMatch``); an unknown event name gets
 The signature is checked with botocore's independent SigV4 implementation, not with the minio SDK's
 signer that glue uses to make it.
 
-Each accepted connection plays the next script the test queued: a list of steps ("line", bytes) to
-write a line, ("partial", bytes) to write bytes and then drop the connection, ("status", code, xml
-code) to refuse the connection, ("end",) to end the stream cleanly, ("hold",) to send keep-alives
-until the server stops. With no script queued a connection holds.
+Each accepted connection plays the next script the test queued, a list of steps:
+("line", bytes) writes a line; ("wait", asyncio.Event) sends keep-alives until the test sets it;
+("partial", bytes) writes bytes and then drops the connection; ("status", code, xml code) refuses the
+connection; ("end",) ends the stream cleanly; ("hold",) sends keep-alives until the server stops.
+With no script queued a connection holds.
 """
 
 from __future__ import annotations
@@ -128,6 +129,11 @@ class ListenDouble:
             for step in script:
                 if step[0] == "line":
                     await response.write(step[1] + b"\n")
+                elif step[0] == "wait":  # hold the line until the test sets the event (keep-alives meanwhile)
+                    while not step[1].is_set():
+                        await response.write(b'{"Records":null}\n')
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(step[1].wait(), max(ping, 1) if ping else 0.5)
                 elif step[0] == "partial":
                     await response.write(step[1])
                     await asyncio.sleep(0.05)

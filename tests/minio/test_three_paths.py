@@ -1,0 +1,93 @@
+"""One object event seen through MinIO's webhook target, its Kafka target and the listen stream is one
+journaled event: a real daemon (HTTP intake on loopback, SQLite journal, the listen source against the
+ListenBucketNotification double); the Kafka-shaped delivery (key ``bucket/object``, no headers, the
+webhook envelope as value, formats.md section 3) goes through the same intake the Kafka source uses."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from pathlib import Path
+
+import aiohttp
+import orjson
+
+from glue import app, events
+from glue import settings as settings_mod
+from tests.minio.conftest import eventually
+from tests.minio.listen_double import ListenDouble, record
+
+
+async def test_webhook_kafka_and_listen_yield_one_event(
+    listen_double: ListenDouble, credential_files: dict[str, Path], tmp_path: Path
+) -> None:
+    bucket = "models-" + secrets.token_hex(4)
+    key = "llm/llama 3+/weights 100%.safetensors"  # space, plus and percent: escaped differently per path
+    escaped = record(bucket, key, escaped=True)
+    target_body = orjson.dumps(
+        {"EventName": "s3:ObjectCreated:Put", "Key": f"{bucket}/{key}", "Records": [escaped]}
+    )
+    release = asyncio.Event()
+    listen_double.scripts.append([("status", 503, "SlowDown")])
+    listen_double.scripts.append(
+        [("wait", release), ("line", orjson.dumps({"Records": [record(bucket, key)]})), ("hold",)]
+    )
+    config = settings_mod.from_mapping(
+        {
+            "server": {"host": "127.0.0.1", "port": 0},
+            "journal": {"path": str(tmp_path / "journal.db")},
+            "endpoints": [{"name": "minio", "path": "/minio", "format": "minio"}],
+            "sources": {
+                "minio": {
+                    "endpoint": listen_double.endpoint,
+                    "secure": False,
+                    "accessKey": {"file": str(credential_files["access"])},
+                    "secretKey": {"file": str(credential_files["secret"])},
+                    "pingSeconds": 1,
+                    "reconnectInitial": 0.05,
+                    "reconnectMax": 0.1,
+                    "buckets": [{"name": bucket, "events": ["s3:ObjectCreated:*"]}],
+                }
+            },
+        },
+        "test",
+    )
+    daemon = app.Daemon(config)
+    await daemon.start()
+    try:
+        assert daemon.http is not None
+        base = f"http://127.0.0.1:{daemon.http.port}"
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{base}/readyz") as response:
+                assert response.status == 503
+                assert f"minio listen stream down: {bucket}" in await response.text()
+
+            async with http.post(
+                f"{base}/minio", data=target_body, headers={"Content-Type": "application/json"}
+            ) as response:
+                assert response.status == 202
+
+            kafka = events.Delivery(
+                "kafka", "minio-events", "minio", {}, target_body, key=f"{bucket}/{key}".encode()
+            )
+            appended = await daemon.intake.accept(kafka)
+            assert [item.new for item in appended] == [False]
+
+            async def ready() -> bool:
+                async with http.get(f"{base}/readyz") as response:
+                    return response.status == 200
+
+            await eventually(ready)
+            release.set()
+
+            async def listened() -> bool:
+                async with http.get(f"{base}/metrics") as response:
+                    text = await response.text()
+                return f'glue_minio_listen_lines_total{{bucket="{bucket}",outcome="duplicate"}} 1.0' in text
+
+            await eventually(listened)
+        stored = await daemon.journal.list()
+        assert len(stored) == 1
+        assert stored[0].event().get_subject() == key
+    finally:
+        await daemon.stop()

@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 import orjson
 
@@ -184,6 +184,78 @@ def cmd_events_show(args: argparse.Namespace) -> int:
     return asyncio.run(with_journal(settings, run))
 
 
+# -- journal: migrate, export, import, prune ------------------------------------------------------------
+
+
+def cmd_journal_migrate(args: argparse.Namespace) -> int:
+    from glue.journal import postgres, sqlite
+
+    settings = load_settings(args)
+
+    async def run(store: journal.Journal) -> int:  # opening the journal migrates it
+        if isinstance(store, postgres.PostgresJournal):
+            version, applied = await store.schema_version(), store.applied
+        else:
+            version, applied = sqlite.SCHEMA_VERSION, []
+        done = f"applied {', '.join(map(str, applied))}" if applied else "up to date"
+        print(f"journal ({settings.journal.backend}): schema version {version}, {done}")
+        return 0
+
+    return asyncio.run(with_journal(settings, run))
+
+
+def cmd_journal_export(args: argparse.Namespace) -> int:
+    from glue.journal import transfer
+
+    settings = load_settings(args)
+
+    async def run(store: journal.Journal, out: BinaryIO) -> int:
+        async for line in transfer.export(store):
+            out.write(line)
+        return 0
+
+    try:
+        if args.output == "-":
+            return asyncio.run(with_journal(settings, lambda store: run(store, sys.stdout.buffer)))
+        with open(args.output, "wb") as out:
+            return asyncio.run(with_journal(settings, lambda store: run(store, out)))
+    except OSError as exc:
+        raise CliError(f"{args.output}: cannot write: {exc.strerror}", code=2) from None
+
+
+def cmd_journal_import(args: argparse.Namespace) -> int:
+    from glue.journal import transfer
+
+    settings = load_settings(args)
+    lines = read_input(args.file).splitlines()
+
+    async def run(store: journal.Journal) -> int:
+        try:
+            counts = await transfer.load(store, transfer.parse(lines))
+        except transfer.TransferError as exc:
+            raise CliError(f"{args.file}: {exc}") from None
+        print(", ".join(f"{count} {table}" for table, count in counts.items()) + " imported")
+        return 0
+
+    return asyncio.run(with_journal(settings, run))
+
+
+def cmd_journal_prune(args: argparse.Namespace) -> int:
+    import time
+
+    from glue.journal import retention
+
+    settings = load_settings(args)
+    days = args.older_than_days if args.older_than_days is not None else settings.journal.retention_days
+
+    async def run(store: journal.Journal) -> int:
+        counts = await retention.prune(store, before=time.time() - days * 86400)
+        print(", ".join(f"{count} {table}" for table, count in counts.items()) + " pruned")
+        return 0
+
+    return asyncio.run(with_journal(settings, run))
+
+
 # -- parser ------------------------------------------------------------------------------------------
 
 
@@ -227,6 +299,28 @@ def build_parser() -> argparse.ArgumentParser:
     _config_arg(q)
     q.add_argument("event", metavar="EVENT", help="sequence number, CloudEvent id or identity")
     q.set_defaults(func=cmd_events_show)
+
+    p = sub.add_parser("journal", help="maintain the journal: migrate, export, import, prune")
+    journal_sub = p.add_subparsers(dest="journal_command", required=True, metavar="ACTION")
+    q = journal_sub.add_parser("migrate", help="create or upgrade the journal's schema (also done at start)")
+    _config_arg(q)
+    q.set_defaults(func=cmd_journal_migrate)
+    q = journal_sub.add_parser(
+        "export",
+        help="write the journal as JSON lines",
+        epilog="From SQLite to PostgreSQL: glue journal export -c a.yaml | glue journal import -c b.yaml -",
+    )
+    _config_arg(q)
+    q.add_argument("--output", "-o", default="-", metavar="FILE", help="default: stdout")
+    q.set_defaults(func=cmd_journal_export)
+    q = journal_sub.add_parser("import", help="load an export into an empty journal (any backend)")
+    _config_arg(q)
+    q.add_argument("file", metavar="FILE", help="an export, or - for stdin")
+    q.set_defaults(func=cmd_journal_import)
+    q = journal_sub.add_parser("prune", help="remove finished work older than journal.retentionDays now")
+    _config_arg(q)
+    q.add_argument("--older-than-days", type=float, metavar="DAYS", help="instead of journal.retentionDays")
+    q.set_defaults(func=cmd_journal_prune)
 
     return parser
 

@@ -287,6 +287,7 @@ class PostgresJournal:
         self._commits: set[asyncio.Task[None]] = set()
         self._slots: asyncio.Semaphore | None = None
         self._closing = False
+        self.applied: list[int] = []  # migrations applied by the last open()
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -314,7 +315,7 @@ class PostgresJournal:
             # asyncpg's messages name host, port, user and database, never the password.
             raise journal.JournalUnavailable(f"cannot connect to the postgres journal: {exc}") from None
         try:
-            await self.migrate()
+            self.applied = await self.migrate()
         except BaseException:
             await self._pool.close()
             self._pool = None

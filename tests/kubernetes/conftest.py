@@ -18,6 +18,7 @@ from cloudevents.core.v1.event import CloudEvent
 import glue
 import handlers.certmanager
 import handlers.externaldns
+import handlers.kubeai
 import handlers.kubernetes  # noqa: F401  (registers the handlers and the client)
 from tests.kubernetes.apiserver import ApiServer
 

@@ -13,7 +13,7 @@ Follows the OpenBao HTTP API (``website/content/docs/api/index.mdx``, ``api/auth
 - a 403 means the token expired or was revoked: the client logs in once more and repeats the call, then
   gives up;
 - tokens are renewed at two thirds of their lease; a renewal that cannot extend the lease, or is refused,
-  is replaced by a fresh login.
+  is replaced by a fresh login; a token the client logged in for is revoked when it closes.
 
 Secrets (the token, the service-account JWT, the AppRole secret id, values written) never appear in an
 exception or a log line: errors carry the method, the path, the status and OpenBao's own messages, with
@@ -265,6 +265,19 @@ class OpenBao:
             )
 
     async def aclose(self) -> None:
+        """Revoke the token this client logged in for (it would live until its TTL), then close."""
+        token, self._token = self._token, None
+        if token is not None and self._session is not None and not isinstance(self.config.auth, TokenAuth):
+            headers = {"X-Vault-Request": "true", "X-Vault-Token": token.value}
+            if self.config.namespace:
+                headers["X-Vault-Namespace"] = self.config.namespace
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError, OSError):
+                async with self._session.post(
+                    f"{self._base}/v1/auth/token/revoke-self",
+                    headers=headers,
+                    timeout=aiohttp.ClientTimeout(total=min(2.0, self.config.request_timeout)),
+                ):
+                    pass
         if self._session is not None and self._own_session:
             await self._session.close()
         self._session = None

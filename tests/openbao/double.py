@@ -109,6 +109,7 @@ class OpenBaoDouble:
         self.token_ttl: float = 3600
         self.token_max_ttl: float | None = None
         self.tokens: dict[str, Token] = {}
+        self.issued: list[str] = []  # every token ever handed out, revoked or not
         self.kubernetes_roles: dict[str, dict[str, set[str]]] = {"kubernetes": {}}  # mount -> role -> jwts
         self.approles: dict[str, dict[str, str]] = {"approle": {}}  # mount -> role_id -> secret_id
         self.kv: dict[str, dict[str, KvSecret]] = {"secret": {}}
@@ -129,6 +130,7 @@ class OpenBaoDouble:
         value = "s." + secrets.token_urlsafe(18)
         ttl = self.token_ttl if ttl is None else ttl
         now = time.monotonic()
+        self.issued.append(value)
         self.tokens[value] = Token(
             value, ["default"], ttl, self.token_max_ttl, now, now + ttl if ttl else None, renewable
         )
@@ -305,6 +307,9 @@ class OpenBaoDouble:
             return self._lookup_self(token)
         if path == "auth/token/renew-self" and method == "POST":
             return self._renew_self(token, body)
+        if path == "auth/token/revoke-self" and method == "POST":
+            del self.tokens[token.value]
+            return web.Response(status=204)
         mount, _, rest = path.partition("/")
         if mount in self.kv:
             return self._kv(request, method, mount, rest, body)

@@ -44,6 +44,15 @@ async def test_kubernetes_login_once_then_token_reused(bao, client):
     assert client.logins == 1
 
 
+async def test_token_is_revoked_when_the_client_closes(bao, bao_config):
+    async with openbao_client.OpenBao(openbao_client.Config.model_validate(bao_config)) as client:
+        await client.kv_metadata("secret", "x")
+        assert len(bao.tokens) == 1
+
+    assert bao.tokens == {}
+    assert bao.count("POST", "auth/token/revoke-self") == 1
+
+
 async def test_service_account_token_is_read_again_at_each_login(bao, client, sa_token):
     await client.kv_metadata("secret", "missing")
     rotated = JWT + ".rotated"

@@ -23,6 +23,7 @@ import collections
 import contextlib
 import dataclasses
 import re
+import ssl
 from typing import Any
 
 from aiohttp import web
@@ -64,13 +65,14 @@ class ListenDouble:
         self._runner: web.AppRunner | None = None
         self.port = 0
         self._stopping = asyncio.Event()
+        self.ssl_context: ssl.SSLContext | None = None  # set before start() to serve over TLS
 
     async def start(self) -> None:
         app = web.Application()
         app.router.add_get("/{bucket}", self._listen)
         self._runner = web.AppRunner(app, shutdown_timeout=0.5)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self.ssl_context)
         await site.start()
         self.port = self._runner.addresses[0][1]
 

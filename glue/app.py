@@ -19,6 +19,7 @@ import structlog
 
 from glue import handlers, intake, journal
 from glue import settings as settings_mod
+from glue.journal import retention
 from glue.sources import http
 
 log = structlog.get_logger(__name__)
@@ -72,7 +73,7 @@ def load_plugins(settings: settings_mod.Settings, *, everything: bool = False) -
 
 def _workers(runtime: Runtime) -> list[Component]:
     """Components that act on journaled events. Started first, stopped after the sources."""
-    return []
+    return [retention.Retention(runtime.journal, days=runtime.settings.journal.retention_days)]
 
 
 def _sources(runtime: Runtime) -> list[Component]:

@@ -54,6 +54,7 @@ __all__ = [
     "ObjectTooLarge",
     "parse_url",
     "read_archive",
+    "read_deliveries",
 ]
 
 log = structlog.get_logger(__name__)
@@ -523,6 +524,22 @@ async def read_archive(
             if not isinstance(value, dict):
                 raise ObjectStoreError(f"s3://{bucket}/{key} line {number}: not a JSON object")
             yield value
+
+
+async def read_deliveries(
+    store: ObjectStore, url: str, *, since: datetime.date | None = None
+) -> AsyncIterator[events.Delivery]:
+    """Recorded deliveries under ``s3://bucket/prefix`` (the ``recordings`` kind), for ``glue replay``.
+
+    Point it at ``s3://<bucket>/<prefix>/recordings`` (or deeper, one date partition). A line that is not
+    a recording raises ObjectStoreError naming the URL and the reason."""
+    number = 0
+    async for line in read_archive(store, url, since=since):
+        number += 1
+        try:
+            yield events.Delivery.from_record(line)
+        except (KeyError, ValueError, TypeError) as exc:
+            raise ObjectStoreError(f"{url}: record {number} is not a recorded delivery ({exc!r})") from None
 
 
 @functools.lru_cache(maxsize=1024)

@@ -136,3 +136,15 @@ async def test_bad_archive_url_and_bad_line_are_clear_errors(
         match=rf"s3://{bucket}/glue/recordings/date=2026-11-27/x.jsonl line 2: not JSON",
     ):
         [line async for line in objectstore.read_archive(store, f"s3://{bucket}/glue")]
+
+
+async def test_read_deliveries_for_replay(store: objectstore.ObjectStore, bucket: str) -> None:
+    writer = objectstore.ArchiveWriter(store, _archive(bucket), clock=lambda: DAY1)
+    sent = _delivery(bucket, "models/x.bin", DAY1)
+    writer.record(sent)
+    writer.dead_letter({"route": "r"})
+    await writer.flush()
+    got = [d async for d in objectstore.read_deliveries(store, f"s3://{bucket}/glue/prod/recordings")]
+    assert got == [sent]
+    with pytest.raises(objectstore.ObjectStoreError, match="record 1 is not a recorded delivery"):
+        [d async for d in objectstore.read_deliveries(store, f"s3://{bucket}/glue/prod/dead-letters")]

@@ -50,7 +50,7 @@ def _event(record: Any, escaped: bool) -> events.CloudEvent:
     raw_key = obj.get("key")
     if not isinstance(raw_key, str):
         raise formats.DecodeError(f"'s3.object.key' must be a string, got {_common.kind(raw_key)}")
-    key = urllib.parse.unquote_plus(raw_key) if escaped else raw_key
+    key = urllib.parse.unquote_plus(raw_key) if escaped and ("%" in raw_key or "+" in raw_key) else raw_key
     version_id = _optional_str(obj.get("versionId"), "s3.object.versionId")
     sequencer = _optional_str(obj.get("sequencer"), "s3.object.sequencer")
     event_time = record.get("eventTime")

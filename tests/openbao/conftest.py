@@ -103,7 +103,12 @@ def no_secret_in_logs(bao: OpenBaoDouble) -> Iterator[list[dict[str, Any]]]:
     """Every log record of the test, checked at teardown against every value OpenBao holds or issued."""
     with capture_logs() as records:
         yield records
-    secrets = [*bao.written_values(), *bao.issued, JWT]
+    secrets = [
+        *bao.written_values(),
+        *bao.issued,
+        JWT,
+        *(s for m in bao.approles.values() for s in m.values()),
+    ]
     for record in records:
         text = repr(record)
         leaked = [s for s in secrets if len(s) >= 8 and s in text]

@@ -65,7 +65,7 @@ _LAG_INTERVAL = 1.0  # seconds between consumer lag updates
 _POLL_MS = 200  # how long one fetch waits for records
 
 
-class KafkaUnavailable(Exception):
+class KafkaUnavailable(ConnectionError):
     """The brokers cannot be reached or refuse the consumer; the message says what to check."""
 
 

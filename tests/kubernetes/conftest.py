@@ -16,6 +16,7 @@ import yaml
 from cloudevents.core.v1.event import CloudEvent
 
 import glue
+import handlers.argo
 import handlers.certmanager
 import handlers.externaldns
 import handlers.kubeai

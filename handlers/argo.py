@@ -1,0 +1,294 @@
+"""Argo Workflows: submit a Workflow from a WorkflowTemplate or ClusterWorkflowTemplate, once per event.
+
+``argo.submit`` creates the Workflow the way Argo's own submit builds it (``workflowTemplateRef`` with
+``clusterScope``, the ``workflows.argoproj.io/(cluster-)workflow-template`` label), with the event's
+values as arguments. Its name is derived from the invocation's idempotency key, so a second delivery of
+the same event finds it: 409 AlreadyExists is "already submitted", not an error (``generateName`` would
+submit twice). Labels link the Workflow back to the event and the route; annotations carry the event
+id, source and traceparent.
+
+Two ways in, chosen by ``via``:
+
+- ``kubernetes`` (default): ``POST .../namespaces/{ns}/workflows`` through the shared Kubernetes
+  client; dry-run sends it with ``dryRun=All``. No Argo Server needed.
+- ``server``: the Argo Server's REST submit endpoint ``POST /api/v1/workflows/{ns}/submit`` with a
+  bearer token (client ``argo-server``: url, token file or variable, CA); dry-run sets
+  ``serverDryRun``. The server validates the template before creating the Workflow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import ssl
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, Literal
+
+import aiohttp
+import pydantic
+from cloudevents.core.v1.event import CloudEvent
+from kubernetes_asyncio import client as k8s
+from kubernetes_asyncio.client.exceptions import ApiException
+from pydantic.alias_generators import to_camel
+
+import glue
+from handlers import kubernetes
+
+__all__ = ["WORKFLOW", "ArgoServer", "ArgoServerConfig", "SubmitParams", "submit", "workflow_name"]
+
+WORKFLOW = kubernetes.Resource("argoproj.io", "v1alpha1", "workflows", "Workflow")
+_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+
+class SubmitParams(kubernetes.Params):
+    """``argo.submit``: which template, with which arguments."""
+
+    namespace: str = pydantic.Field(min_length=1)
+    template: str = pydantic.Field(min_length=1, max_length=253)
+    cluster_scope: bool = pydantic.Field(
+        default=False, description="The template is a ClusterWorkflowTemplate."
+    )
+    parameters: dict[str, str] = {}
+    entrypoint: str | None = None
+    service_account_name: str | None = None
+    labels: dict[str, str] = {}
+    name_prefix: str | None = pydantic.Field(
+        default=None, max_length=46, pattern=_NAME, description="Default: the template name."
+    )
+    via: Literal["kubernetes", "server"] = "kubernetes"
+    wait_for_target: bool = False
+
+
+def workflow_name(prefix: str, key: str) -> str:
+    """``<prefix>-<16 hex of the idempotency key>``, at most 63 characters, a valid object name."""
+    stem = re.sub(r"[^a-z0-9-]+", "-", prefix.lower()).strip("-")[:46].rstrip("-") or "workflow"
+    return f"{stem}-{kubernetes.key_hash(key)}"
+
+
+SUBMIT_RBAC = [
+    glue.RbacRule(("argoproj.io",), ("workflows",), ("create", "get")),
+]
+
+
+@glue.handler("argo.submit", params=SubmitParams, rbac=SUBMIT_RBAC, clients=["kubernetes", "argo-server"])
+async def submit(*, event: CloudEvent, params: SubmitParams, ctx: glue.Context, **_: Any) -> glue.Plan | None:
+    """Submit an Argo Workflow from a (Cluster)WorkflowTemplate, once per event."""
+    name = workflow_name(params.name_prefix or params.template, ctx.idempotency_key)
+    template_label = (
+        "workflows.argoproj.io/cluster-workflow-template"
+        if params.cluster_scope
+        else "workflows.argoproj.io/workflow-template"
+    )
+    labels = {**params.labels, template_label: params.template, **kubernetes.event_labels(ctx)}
+    annotations = kubernetes.event_annotations(event)
+    what = f"Workflow {params.namespace}/{name}"
+    if params.via == "server":
+        return await _submit_via_server(params, ctx, name, labels, annotations, what)
+
+    spec: dict[str, Any] = {
+        "workflowTemplateRef": {"name": params.template, "clusterScope": params.cluster_scope}
+    }
+    if params.parameters:
+        spec["arguments"] = {"parameters": [{"name": k, "value": v} for k, v in params.parameters.items()]}
+    if params.entrypoint:
+        spec["entrypoint"] = params.entrypoint
+    if params.service_account_name:
+        spec["serviceAccountName"] = params.service_account_name
+    body = {
+        "apiVersion": WORKFLOW.api_version,
+        "kind": WORKFLOW.kind,
+        "metadata": {
+            "name": name,
+            "namespace": params.namespace,
+            "labels": labels,
+            "annotations": annotations,
+        },
+        "spec": spec,
+    }
+    call = glue.Call(
+        "POST", WORKFLOW.path(params.namespace), body=body, note="409 AlreadyExists: already submitted"
+    )
+    api = await kubernetes.client(ctx)
+    if api is None:
+        return glue.Plan([call], summary=f"submit {what} ({kubernetes.UNCHECKED})")
+    per_request = kubernetes.request_timeout(api, ctx)
+    custom: Any = k8s.CustomObjectsApi(api)
+    with kubernetes.errors(what, wait_for_target=params.wait_for_target):
+        try:
+            await custom.create_namespaced_custom_object(
+                WORKFLOW.group,
+                WORKFLOW.version,
+                params.namespace,
+                WORKFLOW.plural,
+                body,
+                **kubernetes.write_options(
+                    dry_run=ctx.dry_run, per_request=per_request, field_manager=kubernetes.FIELD_MANAGER
+                ),
+            )
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            existing = await kubernetes.read(api, WORKFLOW, params.namespace, name, per_request=per_request)
+            mine = kubernetes.LABEL_EVENT
+            if existing is not None and (existing["metadata"].get("labels") or {}).get(mine) != labels[mine]:
+                raise glue.PermanentError(
+                    f"{what}: the name is taken by a Workflow of another event"
+                ) from None
+            ctx.log.info("workflow already submitted", target=what)
+            return glue.Plan([], summary=f"{what} was already submitted") if ctx.dry_run else None
+    if ctx.dry_run:
+        return glue.Plan([call], summary=f"submit {what} ({kubernetes.CHECKED})")
+    ctx.log.info("workflow submitted", target=what, template=params.template)
+    return None
+
+
+# --------------------------------------------------------------------------------------------- server
+
+
+class ArgoServerConfig(pydantic.BaseModel):
+    """``clients.argo-server``: the Argo Server's REST API (only for routes with ``via: server``)."""
+
+    model_config = pydantic.ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+    url: str | None = pydantic.Field(
+        default=None, pattern=r"^https?://", description="e.g. https://argo-server.argo:2746"
+    )
+    token_file: Path | None = pydantic.Field(
+        default=Path("/var/run/secrets/kubernetes.io/serviceaccount/token"),
+        description="Bearer token, re-read on every request (projected tokens rotate).",
+    )
+    token_env: str | None = pydantic.Field(
+        default=None, description="Environment variable holding the token."
+    )
+    ca_file: Path | None = None
+    insecure_skip_verify: bool = False
+    request_timeout: float = pydantic.Field(default=30.0, gt=0)
+
+
+class ArgoServer:
+    """A thin client of ``POST /api/v1/workflows/{namespace}/submit``."""
+
+    def __init__(self, config: ArgoServerConfig, session: aiohttp.ClientSession) -> None:
+        self.config = config
+        self.session = session
+
+    def _token(self) -> str:
+        if self.config.token_env:
+            token = os.environ.get(self.config.token_env, "")
+            if not token:
+                raise glue.PermanentError(
+                    f"argo-server: environment variable {self.config.token_env} is empty"
+                )
+            return token
+        assert self.config.token_file is not None
+        try:
+            return self.config.token_file.read_text().strip()
+        except OSError as exc:
+            raise glue.PermanentError(f"argo-server: cannot read the token file: {exc.strerror}") from None
+
+    async def submit(self, namespace: str, body: dict[str, Any], what: str) -> dict[str, Any] | None:
+        """The created Workflow, or None when one of that name exists (409 / gRPC AlreadyExists)."""
+        assert self.config.url is not None
+        url = f"{self.config.url.rstrip('/')}/api/v1/workflows/{namespace}/submit"
+        headers = {"Authorization": f"Bearer {self._token()}"}
+        try:
+            async with self.session.post(
+                url,
+                json=body,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=self.config.request_timeout),
+            ) as response:
+                text = await response.text()
+                if response.status < 300:
+                    result: dict[str, Any] = await response.json(content_type=None)
+                    return result
+                message = _grpc_message(text) or response.reason or "no reason given"
+                if response.status == 409:
+                    return None
+                retry_after = response.headers.get("Retry-After", "")
+                if response.status in (401, 429) or response.status >= 500:
+                    delay = float(retry_after) if retry_after.isdigit() else None
+                    raise glue.TemporaryError(f"{what}: {message} (HTTP {response.status})", delay=delay)
+                raise glue.PermanentError(f"{what}: {message} (HTTP {response.status})")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise glue.TemporaryError(f"{what}: cannot reach the Argo Server: {type(exc).__name__}") from None
+
+
+def _grpc_message(text: str) -> str:
+    """grpc-gateway errors are ``{"code": N, "message": "..."}``."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return text.strip()[:500]
+    return str(data.get("message", "")) if isinstance(data, dict) else ""
+
+
+@glue.client("argo-server", config=ArgoServerConfig)
+@contextlib.asynccontextmanager
+async def argo_server(config: Any) -> AsyncIterator[ArgoServer]:
+    settings = config if isinstance(config, ArgoServerConfig) else ArgoServerConfig.model_validate(config)
+    if settings.url is None:
+        raise glue.PermanentError("argo.submit via server needs clients.argo-server.url")
+    tls: ssl.SSLContext | bool = True
+    if settings.insecure_skip_verify:
+        tls = False
+    elif settings.ca_file is not None:
+        tls = ssl.create_default_context(cafile=str(settings.ca_file))
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(ssl=tls), headers={"User-Agent": f"runtime-glue/{glue.__version__}"}
+    ) as session:
+        yield ArgoServer(settings, session)
+
+
+def _pairs(values: dict[str, str]) -> str:
+    """Argo's ``k=v,k2=v2`` form; pairs whose value would break it are left out."""
+    return ",".join(f"{k}={v}" for k, v in values.items() if "," not in v and "=" not in v)
+
+
+async def _submit_via_server(
+    params: SubmitParams,
+    ctx: glue.Context,
+    name: str,
+    labels: dict[str, str],
+    annotations: dict[str, str],
+    what: str,
+) -> glue.Plan | None:
+    options: dict[str, Any] = {
+        "name": name,
+        "parameters": [f"{k}={v}" for k, v in params.parameters.items()],
+        "labels": _pairs(labels),
+        "annotations": _pairs(annotations),
+        "serverDryRun": ctx.dry_run,
+    }
+    if params.entrypoint:
+        options["entryPoint"] = params.entrypoint
+    if params.service_account_name:
+        options["serviceAccount"] = params.service_account_name
+    body = {
+        "namespace": params.namespace,
+        "resourceKind": "ClusterWorkflowTemplate" if params.cluster_scope else "WorkflowTemplate",
+        "resourceName": params.template,
+        "submitOptions": options,
+    }
+    call = glue.Call("POST", f"/api/v1/workflows/{params.namespace}/submit", body=body, note="Argo Server")
+    try:
+        server: ArgoServer = await ctx.clients.get("argo-server")
+    except glue.PermanentError:
+        if ctx.dry_run:
+            return glue.Plan(
+                [call], summary=f"submit {what} via the Argo Server (not checked: no server configured)"
+            )
+        raise
+    created = await server.submit(params.namespace, body, what)
+    if created is None:
+        ctx.log.info("workflow already submitted", target=what, via="server")
+        return glue.Plan([], summary=f"{what} was already submitted") if ctx.dry_run else None
+    if ctx.dry_run:
+        return glue.Plan([call], summary=f"submit {what} via the Argo Server (checked with serverDryRun)")
+    ctx.log.info("workflow submitted", target=what, template=params.template, via="server")
+    return None

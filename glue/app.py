@@ -13,7 +13,7 @@ import dataclasses
 import importlib
 import pkgutil
 import signal
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
@@ -21,6 +21,9 @@ from glue import handlers, intake, journal
 from glue import settings as settings_mod
 from glue.journal import retention
 from glue.sources import http
+
+if TYPE_CHECKING:
+    from glue import objectstore
 
 log = structlog.get_logger(__name__)
 
@@ -43,6 +46,7 @@ class Runtime:
     registry: handlers.Registry
     clients: handlers.Clients
     readiness: list[http.ReadinessCheck] = dataclasses.field(default_factory=list)
+    archive: objectstore.ArchiveWriter | None = None  # set by _workers when settings.archive is given
 
 
 def load_plugins(settings: settings_mod.Settings, *, everything: bool = False) -> None:
@@ -73,7 +77,15 @@ def load_plugins(settings: settings_mod.Settings, *, everything: bool = False) -
 
 def _workers(runtime: Runtime) -> list[Component]:
     """Components that act on journaled events. Started first, stopped after the sources."""
-    return [retention.Retention(runtime.journal, days=runtime.settings.journal.retention_days)]
+    components: list[Component] = []
+    if runtime.settings.archive is not None and runtime.settings.sources.minio is not None:
+        from glue import objectstore
+
+        store = objectstore.ObjectStore(runtime.settings.sources.minio)
+        runtime.archive = objectstore.ArchiveWriter(store, runtime.settings.archive, close_store=True)
+        components.append(runtime.archive)  # started first, stopped last: takes lines until the end
+    components.append(retention.Retention(runtime.journal, days=runtime.settings.journal.retention_days))
+    return components
 
 
 def _sources(runtime: Runtime) -> list[Component]:

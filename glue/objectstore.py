@@ -367,8 +367,10 @@ class ArchiveWriter:
         *,
         clock: Callable[[], float] = time.time,
         writer_id: str | None = None,
+        close_store: bool = False,
     ) -> None:
         self.store = store
+        self._close_store = close_store
         self.config = config
         self._clock = clock
         self._writer = writer_id or secrets_mod.token_hex(4)
@@ -434,6 +436,10 @@ class ArchiveWriter:
                 await self._flusher
             self._flusher = None
         await self.flush()
+        if self.buffered_bytes:
+            log.error("archive lines not written at stop", bytes=self.buffered_bytes)
+        if self._close_store:
+            self.store.close()
 
     async def _loop(self) -> None:
         while True:

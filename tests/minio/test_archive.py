@@ -10,7 +10,7 @@ import orjson
 import prometheus_client
 import pytest
 
-from glue import events, formats, objectstore
+from glue import app, events, formats, objectstore
 from glue import settings as settings_mod
 from tests.minio.listen_double import record
 
@@ -148,3 +148,28 @@ async def test_read_deliveries_for_replay(store: objectstore.ObjectStore, bucket
     assert got == [sent]
     with pytest.raises(objectstore.ObjectStoreError, match="record 1 is not a recorded delivery"):
         [d async for d in objectstore.read_deliveries(store, f"s3://{bucket}/glue/prod/dead-letters")]
+
+
+async def test_daemon_runs_the_archive_and_flushes_it_on_drain(minio_config, bucket: str, tmp_path) -> None:
+    config = settings_mod.from_mapping(
+        {
+            "server": {"host": "127.0.0.1", "port": 0},
+            "journal": {"path": str(tmp_path / "journal.db")},
+            "sources": {"minio": minio_config.model_dump(by_alias=True, exclude_none=True, mode="json")},
+            "archive": {"bucket": bucket, "prefix": "ops", "deadLetters": True, "flushSeconds": 3600},
+        },
+        "test",
+    )
+    daemon = app.Daemon(config)
+    await daemon.start()
+    try:
+        assert daemon.runtime.archive is not None
+        daemon.runtime.archive.dead_letter({"route": "reload", "error": "gave up"})
+    finally:
+        await daemon.stop()
+    store = objectstore.ObjectStore(minio_config)
+    try:
+        lines = [line async for line in objectstore.read_archive(store, f"s3://{bucket}/ops/dead-letters")]
+    finally:
+        store.close()
+    assert lines == [{"route": "reload", "error": "gave up"}]

@@ -1,0 +1,65 @@
+"""Fixtures: the real daemon (aiohttp intake on a loopback port, SQLite journal in tmp_path) with one
+webhook endpoint per inbound format, for the tests that post payloads over a socket."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from glue import app, journal, settings
+
+ENDPOINTS = [
+    {"name": "harbor", "path": "/hooks/harbor", "format": "harbor"},
+    {"name": "gitlab", "path": "/hooks/gitlab", "format": "gitlab"},
+    {"name": "minio", "path": "/hooks/minio", "format": "minio"},
+    {
+        "name": "argo",
+        "path": "/hooks/argo",
+        "format": "argo",
+        "type": "org.example.argo.sensor",
+        "source": "argo/sensor/models",
+        "idHeader": "X-Event-Id",
+    },
+    {"name": "cloudevents", "path": "/events", "format": "cloudevents"},
+]
+
+
+class Glue:
+    """The running daemon as a sender sees it (HTTP answers) and as an operator sees it (journal)."""
+
+    def __init__(self, daemon: app.Daemon, session: aiohttp.ClientSession) -> None:
+        assert daemon.http is not None and daemon.http.port is not None
+        self.daemon = daemon
+        self.session = session
+        self.base = f"http://127.0.0.1:{daemon.http.port}"
+
+    async def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, Any]:
+        # Like Go's client (Argo's HTTP trigger), send no Content-Type unless one is given.
+        skip = () if any(name.lower() == "content-type" for name in headers) else ("Content-Type",)
+        async with self.session.post(
+            self.base + path, data=body, headers=headers, skip_auto_headers=skip
+        ) as response:
+            return response.status, await response.json(content_type=None)
+
+    async def journaled(self) -> list[journal.StoredEvent]:
+        return list(await self.daemon.journal.list(limit=1000))
+
+
+@pytest.fixture
+async def glue(tmp_path: Path) -> AsyncIterator[Glue]:
+    config = {
+        "server": {"host": "127.0.0.1", "port": 0},
+        "journal": {"path": str(tmp_path / "journal.db")},
+        "endpoints": ENDPOINTS,
+    }
+    daemon = app.Daemon(settings.from_mapping(config, "test"))
+    await daemon.start()
+    async with aiohttp.ClientSession() as session:
+        try:
+            yield Glue(daemon, session)
+        finally:
+            await daemon.stop()

@@ -496,6 +496,16 @@ def _restart_call(
 Observe = Callable[[], Awaitable[tuple[str, str] | None]]  # (marker of the current state, its time)
 
 
+def _ledger_path(ledger: openbao_client.Ledger, ctx: glue.Context, kind: str, target: str) -> str:
+    """One ledger entry per invocation and target (the digest keeps event ids out of the path)."""
+    return f"{ledger.prefix}/{_digest(ctx.idempotency_key, kind, target)[:40]}"
+
+
+def _version_label(ctx: glue.Context, kind: str, target: str, after: str) -> str:
+    """What a restart names as the version it follows; per invocation when nothing changes visibly."""
+    return f"{target}@{after or _digest(ctx.idempotency_key, kind, target)[:16]}"
+
+
 async def _guarded(
     bao: openbao_client.OpenBao,
     ctx: glue.Context,
@@ -509,7 +519,7 @@ async def _guarded(
 
     ``observe`` reads what the rotation changes, or None when it changes nothing readable."""
     ledger = bao.config.ledger
-    path = f"{ledger.prefix}/{_digest(ctx.idempotency_key, kind, target)[:40]}"
+    path = _ledger_path(ledger, ctx, kind, target)
     deadline = ctx.deadline
     for _ in range(CAS_ROUNDS):
         found = await bao.kv_read(ledger.mount, path, deadline=deadline)
@@ -559,7 +569,7 @@ def _ledger_plan(
     bao: openbao_client.OpenBao | None, ctx: glue.Context, kind: str, target: str, rotate: glue.Call
 ) -> list[glue.Call]:
     ledger = bao.config.ledger if bao is not None else openbao_client.Ledger()
-    path = f"{ledger.prefix}/{_digest(ctx.idempotency_key, kind, target)[:40]}"
+    path = _ledger_path(ledger, ctx, kind, target)
     return [
         glue.Call("GET", f"/v1/{ledger.mount}/data/{path}", note="look up this invocation in the ledger"),
         glue.Call(
@@ -593,14 +603,14 @@ async def _guarded_handler(
     if ctx.dry_run:
         if bao is not None:
             ledger = bao.config.ledger
-            path = f"{ledger.prefix}/{_digest(ctx.idempotency_key, kind, target)[:40]}"
+            path = _ledger_path(ledger, ctx, kind, target)
             found = None
             with contextlib.suppress(openbao_client.OpenBaoError):
                 found = await bao.kv_read(ledger.mount, path, deadline=ctx.deadline)
             if found is not None and found[0].get("state") == "done":
-                after = str(found[0].get("after", "")) or _digest(path)[:16]
-                when = str(found[0].get("afterTime", "")) or _rfc3339(found[1].get("created_time"))
-                restarts = await _follow_ups(ctx, event, params.restart, f"{target}@{after}", when)
+                version = _version_label(ctx, kind, target, str(found[0].get("after") or ""))
+                when = str(found[0].get("afterTime") or "") or _rfc3339(found[1].get("created_time"))
+                restarts = await _follow_ups(ctx, event, params.restart, version, when)
                 return glue.Plan(restarts, summary=f"{kind} {target} was already rotated for this event")
         calls = _ledger_plan(bao, ctx, kind, target, rotate)
         calls += [_restart_call(t, f"{target}@<new version>") for t in params.restart]
@@ -614,8 +624,7 @@ async def _guarded_handler(
         target=target,
         version=after,
     )
-    version = f"{target}@{after or _digest(ctx.idempotency_key, kind, target)[:16]}"
-    await _follow_ups(ctx, event, params.restart, version, when)
+    await _follow_ups(ctx, event, params.restart, _version_label(ctx, kind, target, after), when)
     return None
 
 

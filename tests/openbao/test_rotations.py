@@ -420,3 +420,36 @@ async def test_transit_follow_up_failure_resumes_without_second_rotation(
     annotations = template_annotations(apiserver)
     assert annotations[openbao.ANNOTATION_VERSION] == "transit/keys/orders@2"
     assert annotations[kubernetes.RESTARTED_AT].endswith("Z")
+
+
+async def test_rotate_root_restart_value_is_stable_across_replays(
+    bao, apiserver, clients_k8s, make_ctx, event
+):
+    connection = bao.connections["database"]["pg"] = Connection()
+    apiserver.seed(DEPLOYMENTS, deployment())
+    params = openbao.DatabaseRootParams(connection="pg", restart=[{"namespace": "apps", "name": "web"}])
+
+    for _ in range(3):
+        await openbao.database_rotate_root(event=event, params=params, ctx=make_ctx(clients=clients_k8s))
+
+    assert connection.root_rotations == 1
+    assert apiserver.versions(DEPLOYMENTS, "apps", "web") == 2  # restarted once
+    assert template_annotations(apiserver)[openbao.ANNOTATION_VERSION].startswith("database/config/pg@")
+
+
+async def test_dry_run_after_the_rotation_plans_nothing(bao, apiserver, clients_k8s, make_ctx, event):
+    key = bao.transit["transit"]["orders"] = TransitKey({1: 1_700_000_000})
+    apiserver.seed(DEPLOYMENTS, deployment())
+    params = openbao.TransitParams(key="orders", restart=[{"namespace": "apps", "name": "web"}])
+    await openbao.transit_rotate(event=event, params=params, ctx=make_ctx(clients=clients_k8s))
+    writes = len(apiserver.writes)
+
+    plan = await openbao.transit_rotate(
+        event=event, params=params, ctx=make_ctx(dry_run=True, clients=clients_k8s)
+    )
+
+    assert isinstance(plan, glue.Plan)
+    assert plan.calls == []
+    assert "already rotated" in plan.summary
+    assert key.latest_version == 2
+    assert len(apiserver.writes) == writes

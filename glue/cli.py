@@ -131,6 +131,33 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rbac(args: argparse.Namespace) -> int:
+    import yaml
+
+    from glue import app, handlers, rbac
+
+    settings = load_settings(args)
+    source = getattr(args, "config", None) or os.environ.get("GLUE_CONFIG") or "<defaults>"
+    account: tuple[str, str] | None = None
+    if args.service_account:
+        namespace, _, name = args.service_account.partition("/")
+        if not namespace or not name:
+            raise CliError("--service-account must be NAMESPACE/NAME", code=2)
+        account = (namespace, name)
+    app.load_plugins(settings)
+    try:
+        objects = rbac.render(
+            settings, handlers.registry, name=args.name, service_account=account, source=source
+        )
+    except settings_mod.ConfigError as exc:
+        raise CliError(str(exc), code=2) from None
+    if not objects:
+        print("# the configured routes need no Kubernetes permissions")
+        return 0
+    sys.stdout.write(yaml.safe_dump_all(objects, sort_keys=False))
+    return 0
+
+
 # -- decode ------------------------------------------------------------------------------------------
 
 
@@ -275,6 +302,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="validate a config and exit")
     _config_arg(p)
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("rbac", help="print the least Role/ClusterRole the configured routes need, as YAML")
+    _config_arg(p)
+    p.add_argument(
+        "--name", default="runtime-glue", help="name of the Role/ClusterRole (default: %(default)s)"
+    )
+    p.add_argument("--service-account", metavar="NAMESPACE/NAME", help="also print bindings to this account")
+    p.set_defaults(func=cmd_rbac)
 
     p = sub.add_parser("decode", help="print the CloudEvents a payload decodes to, as JSON lines")
     p.add_argument("--format", "-f", required=True, choices=sorted(formats.DECODERS))

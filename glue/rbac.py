@@ -1,0 +1,168 @@
+"""The least Kubernetes RBAC a configuration needs, from the rules its handlers declare.
+
+Every handler declares the PolicyRules it needs (``@glue.handler(..., rbac=[RbacRule(...)])``). For the
+enabled routes of a configuration, :func:`grants` works out where each rule is needed:
+
+- a route whose ``params.namespace`` is a literal (no template) needs its handler's rules in that
+  namespace only: a Role there;
+- a route whose namespace is rendered from the event (or that has none) may act in any namespace: its
+  rules go into a ClusterRole, and so do rules a handler marks ``cluster_scoped``.
+
+Verbs are merged per (apiGroup, resource); resources with the same verbs are grouped into one rule;
+what the ClusterRole grants is not repeated in the Roles. :func:`manifests` renders the result (and,
+given a service account, the bindings) as Kubernetes objects; ``glue rbac`` prints them as YAML, and the
+Helm chart can render the same objects.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from glue import handlers, routing
+from glue import settings as settings_mod
+
+__all__ = ["Grant", "grants", "manifests", "merge", "render"]
+
+#: The order kubectl and the docs list verbs in; unknown verbs sort after, alphabetically.
+_VERB_ORDER = ("get", "list", "watch", "create", "update", "patch", "delete", "deletecollection")
+
+Permission = tuple[str, str, str]  # (apiGroup, resource, verb)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Grant:
+    """Rules needed in one namespace, or cluster-wide when ``namespace`` is None."""
+
+    namespace: str | None
+    rules: tuple[dict[str, Any], ...]
+    routes: tuple[str, ...]  # the routes that need them
+
+
+def _permissions(rules: Iterable[handlers.RbacRule]) -> set[Permission]:
+    return {
+        (group, resource, verb)
+        for rule in rules
+        for group in rule.api_groups
+        for resource in rule.resources
+        for verb in rule.verbs
+    }
+
+
+def _verb_key(verb: str) -> tuple[int, str]:
+    return (_VERB_ORDER.index(verb) if verb in _VERB_ORDER else len(_VERB_ORDER), verb)
+
+
+def merge(permissions: Iterable[Permission]) -> list[dict[str, Any]]:
+    """PolicyRules for a set of permissions: verbs merged per resource, resources with equal verbs
+    grouped, in a stable order."""
+    verbs: dict[tuple[str, str], set[str]] = {}
+    for group, resource, verb in permissions:
+        verbs.setdefault((group, resource), set()).add(verb)
+    grouped: dict[tuple[str, tuple[str, ...]], list[str]] = {}
+    for (group, resource), resource_verbs in verbs.items():
+        ordered = tuple(sorted(resource_verbs, key=_verb_key))
+        grouped.setdefault((group, ordered), []).append(resource)
+    return [
+        {"apiGroups": [group], "resources": sorted(resources), "verbs": list(ordered)}
+        for (group, ordered), resources in sorted(grouped.items())
+    ]
+
+
+def _literal_namespace(params: Mapping[str, Any]) -> str | None:
+    value = params.get("namespace")
+    if isinstance(value, str) and value and "{" not in value:
+        return value
+    return None
+
+
+def grants(routes: Iterable[routing.Compiled]) -> list[Grant]:
+    """Where the enabled routes need which rules: the ClusterRole's first (if any), then per namespace."""
+    cluster: set[Permission] = set()
+    cluster_routes: list[str] = []
+    spaced: dict[str, set[Permission]] = {}
+    spaced_routes: dict[str, list[str]] = {}
+    for compiled in routes:
+        if not compiled.route.enabled or not compiled.handler.rbac:
+            continue
+        namespaced = [rule for rule in compiled.handler.rbac if not rule.cluster_scoped]
+        wide = [rule for rule in compiled.handler.rbac if rule.cluster_scoped]
+        namespace = _literal_namespace(compiled.route.params)
+        if wide or namespace is None:
+            cluster_routes.append(compiled.name)
+        cluster |= _permissions(wide)
+        if namespace is None:
+            cluster |= _permissions(namespaced)
+        elif namespaced:
+            spaced.setdefault(namespace, set()).update(_permissions(namespaced))
+            spaced_routes.setdefault(namespace, []).append(compiled.name)
+    result: list[Grant] = []
+    if cluster:
+        result.append(Grant(None, tuple(merge(cluster)), tuple(cluster_routes)))
+    for namespace in sorted(spaced):
+        remaining = spaced[namespace] - cluster
+        if remaining:
+            result.append(Grant(namespace, tuple(merge(remaining)), tuple(spaced_routes[namespace])))
+    return result
+
+
+def manifests(
+    found: Iterable[Grant],
+    *,
+    name: str = "runtime-glue",
+    service_account: tuple[str, str] | None = None,
+    labels: Mapping[str, str] | None = None,
+) -> list[dict[str, Any]]:
+    """Role / ClusterRole objects for the grants; with ``service_account`` (namespace, name), bindings too."""
+    objects: list[dict[str, Any]] = []
+    for grant in found:
+        meta: dict[str, Any] = {"name": name}
+        if grant.namespace is not None:
+            meta["namespace"] = grant.namespace
+        if labels:
+            meta["labels"] = dict(labels)
+        meta["annotations"] = {"runtime-glue.io/routes": ",".join(grant.routes)}
+        kind = "ClusterRole" if grant.namespace is None else "Role"
+        objects.append(
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": kind,
+                "metadata": meta,
+                "rules": list(grant.rules),
+            }
+        )
+        if service_account is not None:
+            binding_meta = {key: value for key, value in meta.items() if key != "annotations"}
+            objects.append(
+                {
+                    "apiVersion": "rbac.authorization.k8s.io/v1",
+                    "kind": f"{kind}Binding",
+                    "metadata": binding_meta,
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": name},
+                    "subjects": [
+                        {
+                            "kind": "ServiceAccount",
+                            "namespace": service_account[0],
+                            "name": service_account[1],
+                        }
+                    ],
+                }
+            )
+    return objects
+
+
+def render(
+    settings: settings_mod.Settings,
+    registry: handlers.Registry,
+    *,
+    name: str = "runtime-glue",
+    service_account: tuple[str, str] | None = None,
+    source: str = "<config>",
+) -> list[dict[str, Any]]:
+    """The RBAC objects for a configuration's routes (handler modules must be imported already).
+
+    Raises settings.ConfigError when the routes do not validate (unknown handler, bad parameters).
+    """
+    router = routing.load(settings.routes, registry, source=source)
+    return manifests(grants(router.routes), name=name, service_account=service_account)

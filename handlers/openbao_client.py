@@ -366,6 +366,9 @@ class OpenBao:
                     status = response.status
                     raw = await response.read()
                     retry_after = response.headers.get("Retry-After")
+            except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError) as exc:
+                # The server's certificate is not trusted (caFile?): retrying cannot help.
+                raise OpenBaoError(f"OpenBao {where}: TLS failed: {exc}", method=method, path=path) from None
             except aiohttp.ClientConnectorError as exc:
                 # Not connected: nothing was sent, always safe to try again.
                 failure = Unavailable(

@@ -187,3 +187,31 @@ async def test_two_daemons_in_one_group_split_partitions_and_handle_each_record_
 async def _committed_total(broker: Broker, partitions: int, total: int) -> bool:
     offsets = await committed(broker.bootstrap, "glue-test", "orders", partitions=partitions)
     return sum(o or 0 for o in offsets.values()) == total
+
+
+async def test_redelivered_records_are_recognised_and_not_journaled_again(
+    broker: Broker, producer: aiokafka.AIOKafkaProducer, start_daemon: Start
+) -> None:
+    """A second consumer group reads the whole topic again (as after a lost commit): every record is
+    recognised by its event identity; the journal gains nothing."""
+    await create_topic(broker.bootstrap, "orders", partitions=2)
+    await produce(producer, "orders", [binary_ce(n) for n in range(50)])
+    # The producer retried one send: the same event twice on the topic.
+    await produce(producer, "orders", [binary_ce(7)])
+    topics = [{"name": "orders", "format": "cloudevents"}]
+    duplicates = metric("glue_kafka_records_total", topic="orders", outcome="duplicate")
+    first = await start_daemon(kafka_config(broker.bootstrap, topics))
+    await wait_for(lambda: _committed_total(broker, 2, 51), what="51 offsets committed")
+    assert await event_count(first.journal) == 50
+    assert metric("glue_kafka_records_total", topic="orders", outcome="duplicate") - duplicates == 1
+    await first.stop()
+
+    second = await start_daemon(kafka_config(broker.bootstrap, topics, groupId="glue-replay"))
+
+    async def replayed() -> bool:
+        offsets = await committed(broker.bootstrap, "glue-replay", "orders", partitions=2)
+        return sum(o or 0 for o in offsets.values()) == 51
+
+    await wait_for(replayed, what="the second group at the end")
+    assert await event_count(second.journal) == 50
+    assert metric("glue_kafka_records_total", topic="orders", outcome="duplicate") - duplicates == 52

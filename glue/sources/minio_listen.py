@@ -16,7 +16,8 @@ closing its socket from another thread; speaking the documented HTTP API directl
 MinIO keeps no backlog for listeners: events published while a stream is down, or while this reader
 is slow, are lost. So a down stream is made visible: ``glue_minio_listen_up{bucket}`` is 0, the
 readiness check names the bucket, and the source reconnects with capped exponential backoff and
-jitter. A line the journal cannot take yet is retried (same backoff) before the next line is read.
+jitter. Lines are journaled concurrently (sharing group commits, in line order) up to a bound; a line
+the journal cannot take yet is retried with the same backoff, and reading pauses at the bound.
 """
 
 from __future__ import annotations
@@ -100,6 +101,8 @@ class ListenSource:
         reject: Reject | None = None,
         store: objectstore.ObjectStore | None = None,
         rng: Callable[[], float] = random.random,
+        max_in_flight: int = 256,
+        drain_seconds: float = 5.0,
     ) -> None:
         self.config = config
         self._accept = accept
@@ -110,6 +113,11 @@ class ListenSource:
         self._streams = {bucket.name: _Stream(bucket) for bucket in config.buckets}
         self._session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        # Lines are journaled concurrently (they share group commits) up to this bound per source;
+        # tasks start in line order and the journal queues appends in call order, so order holds.
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._drain_seconds = drain_seconds
 
     # -- lifecycle
 
@@ -136,13 +144,21 @@ class ListenSource:
         log.info("minio listen started", endpoint=self._store.base_url, buckets=list(self._streams))
 
     async def stop(self) -> None:
-        """Stop reading. A line being journaled finishes first (its journal write is not cut off)."""
+        """Stop reading, then let lines already read finish journaling (MinIO keeps no copy of them):
+        up to ``drain_seconds``, after which lines still waiting for the journal are given up, logged."""
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        if self._in_flight:
+            _, late = await asyncio.wait(set(self._in_flight), timeout=self._drain_seconds)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late)
+                log.error("minio listen lines not journaled at stop", count=len(late))
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -231,7 +247,14 @@ class ListenSource:
                 if not line.endswith(b"\n"):
                     raise StreamError("the stream ended inside a line")
                 stream.lines += 1
-                await self._handle(bucket.name, line, content_type)
+                await self._slots.acquire()
+                task = asyncio.create_task(self._handle(bucket.name, line, content_type))
+                self._in_flight.add(task)
+                task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        self._slots.release()
 
     async def _handle(self, bucket: str, line: bytes, content_type: str) -> None:
         body = line.strip()

@@ -210,3 +210,31 @@ async def test_stop_is_prompt_while_streams_are_open(
     assert time.monotonic() - started < 1.0
     assert _metric("glue_minio_listen_up", bucket=bucket_name) == 0
     assert await source.readiness() == f"minio listen stream down: {bucket_name} (stopped)"
+
+
+async def test_a_burst_is_journaled_in_stream_order(
+    listen_double: ListenDouble,
+    credential_files: dict[str, Path],
+    intake_: intake.Intake,
+    journal_: journal.Journal,
+    bucket_name: str,
+) -> None:
+    keys = [f"models/{index:03d}.bin" for index in range(200)]
+    steps: list[tuple[Any, ...]] = [
+        ("line", _line(record(bucket_name, key, sequencer=f"{index:016X}"))) for index, key in enumerate(keys)
+    ]
+    listen_double.scripts.append([*steps, ("hold",)])
+    source = minio_listen.ListenSource(
+        _config(listen_double, credential_files, bucket_name), intake_.accept, max_in_flight=64
+    )
+    await source.start()
+    try:
+
+        async def all_in() -> bool:
+            return await journal_.backlog() == len(keys)
+
+        await eventually(all_in)
+    finally:
+        await source.stop()
+    stored = sorted(await journal_.list(limit=1000), key=lambda item: item.seq)
+    assert [item.event().get_subject() for item in stored] == keys

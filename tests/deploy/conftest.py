@@ -1,0 +1,207 @@
+"""Fixtures for the deployment tests: the chart rendered by Helm's own engine (helm-python-sdk, the Go
+SDK as a C library), value profiles, and helpers to run the ``glue`` command line on what it renders.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "runtime-glue"
+RELEASE = "glue"
+NAMESPACE = "platform"
+FULLNAME = "glue-runtime-glue"
+KUBE_VERSION = "1.30.0"
+
+Objects = list[dict[str, Any]]
+
+# --- value profiles ---------------------------------------------------------------------------------------
+
+WEBHOOKS: list[dict[str, Any]] = [
+    {
+        "name": "harbor",
+        "path": "/hooks/harbor",
+        "format": "harbor",
+        "auth": {"type": "header", "secret": {"file": "{secrets}/harbor-auth"}},
+    },
+    {
+        "name": "gitlab",
+        "path": "/hooks/gitlab",
+        "format": "gitlab",
+        "auth": {"type": "gitlab-token", "secret": {"file": "{secrets}/gitlab-token"}},
+    },
+    {"name": "events", "path": "/events", "format": "cloudevents"},
+]
+SECRET_FILES = {
+    "harbor-auth": {"secretName": "glue-webhooks", "key": "harbor"},
+    "gitlab-token": {"secretName": "glue-webhooks", "key": "gitlab"},
+}
+
+
+def endpoints(secrets: str) -> list[dict[str, Any]]:
+    """The webhook endpoints, their secret files under ``secrets`` (the chart's secretsMountPath)."""
+    result = []
+    for endpoint in WEBHOOKS:
+        endpoint = {**endpoint}
+        if "auth" in endpoint:
+            secret = {"file": endpoint["auth"]["secret"]["file"].format(secrets=secrets)}
+            endpoint["auth"] = {**endpoint["auth"], "secret": secret}
+        result.append(endpoint)
+    return result
+
+
+def sqlite_profile(secrets: str = "/var/run/secrets/glue") -> dict[str, Any]:
+    """One replica on the SQLite journal, Ingress with cert-manager, Prometheus Operator objects."""
+    return {
+        "secretsMountPath": secrets,
+        "secretFiles": SECRET_FILES,
+        "config": {
+            "endpoints": endpoints(secrets),
+            "routes": [
+                {"name": "audit", "match": "true", "handler": "log"},
+                {
+                    "name": "restart-on-push",
+                    "match": 'type == "harbor.artifact.pushed"',
+                    "handler": "kubernetes.restart",
+                    "params": {"namespace": "ml", "name": "{{ data.repository.name }}"},
+                },
+            ],
+        },
+        "ingress": {"enabled": True, "className": "nginx", "certManager": {"clusterIssuer": "letsencrypt"}},
+        "metrics": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},
+    }
+
+
+def postgres_profile(secrets: str = "/var/run/secrets/glue") -> dict[str, Any]:
+    """Three replicas sharing a PostgreSQL journal, a Gateway API route, RBAC limited to two namespaces."""
+    return {
+        "replicaCount": 3,
+        "secretsMountPath": secrets,
+        "secretFiles": SECRET_FILES,
+        "journal": {
+            "backend": "postgres",
+            "postgres": {"dsnSecret": {"name": "glue-journal", "key": "dsn"}},
+            "settings": {"poolSize": 16},
+        },
+        "config": {
+            "endpoints": endpoints(secrets),
+            "routes": [
+                {
+                    "name": "restart-on-push",
+                    "match": 'type == "harbor.artifact.pushed"',
+                    "handler": "kubernetes.restart",
+                    "params": {"namespace": "apps", "name": "{{ data.repository.name }}"},
+                }
+            ],
+        },
+        "rbac": {"namespaces": ["apps", "ml"]},
+        "httpRoute": {
+            "enabled": True,
+            "hostnames": ["hooks.example.com"],
+            "parentRefs": [{"name": "public", "namespace": "gateways", "sectionName": "https"}],
+        },
+        "metrics": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},
+    }
+
+
+def registered_handlers() -> dict[str, Any]:
+    """Every handler the daemon ships (the built-in handler modules register on import)."""
+    from glue import app, handlers
+    from glue import settings as settings_mod
+
+    app.load_plugins(settings_mod.from_mapping({}), everything=True)
+    return dict(handlers.registry.handlers)
+
+
+def all_handlers_profile(secrets: str = "/var/run/secrets/glue") -> dict[str, Any]:
+    """A route for every registered handler; required params are templates filled from the event."""
+    routes = []
+    for index, (name, entry) in enumerate(sorted(registered_handlers().items())):
+        params = {
+            (info.alias or field): "{{ data." + field + " }}"
+            for field, info in entry.params.model_fields.items()
+            if info.is_required()
+        }
+        routes.append({"name": f"route-{index}", "match": "true", "handler": name, "params": params})
+    profile = sqlite_profile(secrets)
+    profile["config"]["routes"] = routes
+    return profile
+
+
+PROFILES = {
+    "default": lambda secrets="/var/run/secrets/glue": {},
+    "sqlite": sqlite_profile,
+    "postgres-3-replicas": postgres_profile,
+    "every-handler": all_handlers_profile,
+}
+
+# --- rendering ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def chart() -> Iterator[helm.Chart]:
+    with helm.Chart.load(CHART) as loaded:
+        yield loaded
+
+
+def render(chart: helm.Chart, values: dict[str, Any] | None = None) -> Objects:
+    """The objects Helm would install, in template order."""
+    manifests = chart.render(values or {}, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    objects: Objects = []
+    for path in sorted(manifests):
+        if not path.endswith((".yaml", ".yml")):
+            continue
+        objects.extend(doc for doc in yaml.safe_load_all(manifests[path]) if doc)
+    return objects
+
+
+def one(objects: Objects, kind: str, name: str | None = None) -> dict[str, Any]:
+    found = [o for o in objects if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)]
+    assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
+    return found[0]
+
+
+def kinds(objects: Objects) -> list[str]:
+    return sorted(o["kind"] for o in objects)
+
+
+def glue_config(objects: Objects) -> dict[str, Any]:
+    """The glue config the chart writes into its ConfigMap."""
+    config_map = one(objects, "ConfigMap", FULLNAME)
+    loaded: dict[str, Any] = yaml.safe_load(config_map["data"]["config.yaml"])
+    return loaded
+
+
+# --- the glue command line -----------------------------------------------------------------------------
+
+
+def glue(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run ``glue ARGS`` as a user would, in a clean working directory."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GLUE_")}
+    return subprocess.run(
+        [sys.executable, "-m", "glue.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def write_secret_files(directory: Path, objects: Objects) -> None:
+    """Put a placeholder in every file the Deployment's projected secrets volume would hold."""
+    deployment = one(objects, "Deployment")
+    for volume in deployment["spec"]["template"]["spec"]["volumes"]:
+        for source in volume.get("projected", {}).get("sources", []):
+            for item in source["secret"]["items"]:
+                (directory / item["path"]).write_text(f"placeholder-for-{item['path']}\n")

@@ -1,0 +1,30 @@
+"""Print the chart's ``rbac.handlerRules`` block from the rules the registered handlers declare.
+
+    .venv/bin/python -m tests.deploy.handler_rules
+
+Paste the output under ``rbac.handlerRules`` in charts/runtime-glue/values.yaml after adding a handler
+(tests/deploy fails until the chart knows every handler, and checks the rules against ``glue rbac``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from tests.deploy.conftest import registered_handlers
+
+
+def handler_rules() -> dict[str, dict[str, list[dict[str, Any]]]]:
+    rules: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for name, entry in sorted(registered_handlers().items()):
+        rules[name] = {}
+        for rule in entry.rbac:
+            scope = "cluster" if rule.cluster_scoped else "namespaced"
+            rules[name].setdefault(scope, []).append(rule.to_dict())
+    return rules
+
+
+if __name__ == "__main__":
+    text = yaml.safe_dump(handler_rules(), sort_keys=False, default_flow_style=None, width=200)
+    print("\n".join("    " + line for line in text.splitlines()))

@@ -30,8 +30,6 @@ from typing import Any, Literal
 import aiohttp
 import pydantic
 from cloudevents.core.v1.event import CloudEvent
-from kubernetes_asyncio import client as k8s
-from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic.alias_generators import to_camel
 
 import glue
@@ -115,7 +113,7 @@ async def submit(*, event: CloudEvent, params: SubmitParams, ctx: glue.Context, 
     if api is None:
         return glue.Plan([call], summary=f"submit {what} ({kubernetes.UNCHECKED})")
     per_request = kubernetes.request_timeout(api, ctx)
-    custom: Any = k8s.CustomObjectsApi(api)
+    custom = kubernetes.custom_objects(api)
     with kubernetes.errors(what, wait_for_target=params.wait_for_target):
         try:
             await custom.create_namespaced_custom_object(
@@ -128,7 +126,7 @@ async def submit(*, event: CloudEvent, params: SubmitParams, ctx: glue.Context, 
                     dry_run=ctx.dry_run, per_request=per_request, field_manager=kubernetes.FIELD_MANAGER
                 ),
             )
-        except ApiException as exc:
+        except kubernetes.ApiException as exc:
             if exc.status != 409:
                 raise
             existing = await kubernetes.read(api, WORKFLOW, params.namespace, name, per_request=per_request)

@@ -21,8 +21,6 @@ from typing import Any, Literal
 
 import pydantic
 from cloudevents.core.v1.event import CloudEvent
-from kubernetes_asyncio import client as k8s
-from kubernetes_asyncio.client.exceptions import ApiException
 
 import glue
 from handlers import kubernetes
@@ -118,21 +116,11 @@ async def certificate(
         if api is None:
             return glue.Plan([call], summary=f"delete {what} ({kubernetes.UNCHECKED})")
         with kubernetes.errors(what):
-            try:
-                await k8s.CustomObjectsApi(api).delete_namespaced_custom_object(
-                    CERTIFICATE.group,
-                    CERTIFICATE.version,
-                    params.namespace,
-                    CERTIFICATE.plural,
-                    params.name,
-                    **kubernetes.write_options(
-                        dry_run=ctx.dry_run, per_request=per_request, field_manager=None
-                    ),
-                )
-            except ApiException as exc:
-                if exc.status != 404:
-                    raise
-                return glue.Plan([], summary=f"{what} is already absent") if ctx.dry_run else None
+            deleted = await kubernetes.delete(
+                api, CERTIFICATE, params.namespace, params.name, dry_run=ctx.dry_run, per_request=per_request
+            )
+        if not deleted:
+            return glue.Plan([], summary=f"{what} is already absent") if ctx.dry_run else None
         if ctx.dry_run:
             return glue.Plan([call], summary=f"delete {what} ({kubernetes.CHECKED})")
         ctx.log.info("certificate deleted", target=what)
@@ -238,12 +226,12 @@ async def renew(*, event: CloudEvent, params: RenewParams, ctx: glue.Context, **
     if api is None:
         return glue.Plan([annotate_call, status_call], summary=f"renew {what} ({kubernetes.UNCHECKED})")
     per_request = kubernetes.request_timeout(api, ctx)
-    custom: Any = k8s.CustomObjectsApi(api)
+    custom = kubernetes.custom_objects(api)
 
     async def attempt() -> tuple[str, list[glue.Call]]:
         cert = await kubernetes.read(api, CERTIFICATE, params.namespace, params.name, per_request=per_request)
         if cert is None:
-            raise ApiException(status=404, reason=f'certificates.cert-manager.io "{params.name}" not found')
+            raise kubernetes.missing(CERTIFICATE, params.name)
         revision = _revision(cert)
         mark = ((cert.get("metadata") or {}).get("annotations") or {}).get(RENEW_ANNOTATION, "")
         mark_key, _, mark_revision = mark.partition("@")

@@ -21,8 +21,6 @@ from typing import Any, Literal
 
 import pydantic
 from cloudevents.core.v1.event import CloudEvent
-from kubernetes_asyncio import client as k8s
-from kubernetes_asyncio.client.exceptions import ApiException
 
 import glue
 from handlers import kubernetes
@@ -114,22 +112,12 @@ async def endpoint(
         if api is None:
             return glue.Plan([call], summary=f"delete {what} ({kubernetes.UNCHECKED})")
         with kubernetes.errors(what):
-            try:
-                await k8s.CustomObjectsApi(api).delete_namespaced_custom_object(
-                    DNSENDPOINT.group,
-                    DNSENDPOINT.version,
-                    params.namespace,
-                    DNSENDPOINT.plural,
-                    params.name,
-                    **kubernetes.write_options(
-                        dry_run=ctx.dry_run, per_request=per_request, field_manager=None
-                    ),
-                )
-            except ApiException as exc:
-                if exc.status != 404:
-                    raise
-                ctx.log.info("dnsendpoint already absent", target=what)
-                return glue.Plan([], summary=f"{what} is already absent") if ctx.dry_run else None
+            deleted = await kubernetes.delete(
+                api, DNSENDPOINT, params.namespace, params.name, dry_run=ctx.dry_run, per_request=per_request
+            )
+        if not deleted:
+            ctx.log.info("dnsendpoint already absent", target=what)
+            return glue.Plan([], summary=f"{what} is already absent") if ctx.dry_run else None
         if ctx.dry_run:
             return glue.Plan([call], summary=f"delete {what} ({kubernetes.CHECKED})")
         ctx.log.info("dnsendpoint deleted", target=what)
@@ -237,10 +225,10 @@ async def annotate(
     read: Any
     patch: Any
     if params.kind == "Service":
-        core = k8s.CoreV1Api(api)
+        core = kubernetes.core_v1(api)
         read, patch = core.read_namespaced_service, core.patch_namespaced_service
     else:
-        networking = k8s.NetworkingV1Api(api)
+        networking = kubernetes.networking_v1(api)
         read, patch = networking.read_namespaced_ingress, networking.patch_namespaced_ingress
     with kubernetes.errors(what, wait_for_target=params.wait_for_target):
         current = api.sanitize_for_serialization(

@@ -22,8 +22,6 @@ from typing import Any
 
 import pydantic
 from cloudevents.core.v1.event import CloudEvent
-from kubernetes_asyncio import client as k8s
-from kubernetes_asyncio.client.exceptions import ApiException
 
 import glue
 from handlers import kubernetes
@@ -103,12 +101,12 @@ async def reload(*, event: CloudEvent, params: ReloadParams, ctx: glue.Context, 
     if api is None:
         return glue.Plan([call], summary=f"reload {what} ({kubernetes.UNCHECKED})")
     per_request = kubernetes.request_timeout(api, ctx)
-    custom: Any = k8s.CustomObjectsApi(api)
+    custom = kubernetes.custom_objects(api)
 
     async def attempt() -> tuple[bool, dict[str, Any]]:
         model = await kubernetes.read(api, MODEL, params.namespace, params.name, per_request=per_request)
         if model is None:
-            raise ApiException(status=404, reason=f'models.kubeai.org "{params.name}" not found')
+            raise kubernetes.missing(MODEL, params.name)
         if _applied(model, changes):
             return False, model
         patch = {

@@ -53,6 +53,7 @@ __all__ = [
     "MERGE_PATCH",
     "RESTARTED_AT",
     "STRATEGIC_MERGE_PATCH",
+    "ApiException",
     "KubernetesConfig",
     "Params",
     "Resource",
@@ -61,11 +62,16 @@ __all__ = [
     "api_client",
     "apply_call",
     "client",
+    "core_v1",
+    "custom_objects",
+    "delete",
     "dry_run_flag",
     "errors",
     "event_annotations",
     "event_labels",
     "key_hash",
+    "missing",
+    "networking_v1",
     "on_conflict",
     "read",
     "rollout_restart",
@@ -393,7 +399,7 @@ async def read(
 ) -> Any:
     """The object as a dict, or None when it does not exist."""
     try:
-        return await k8s.CustomObjectsApi(api).get_namespaced_custom_object(
+        return await custom_objects(api).get_namespaced_custom_object(
             res.group, res.version, namespace, res.plural, name, **_timeout_kwargs(per_request)
         )
     except ApiException as exc:
@@ -424,7 +430,7 @@ async def server_side_apply(
 ) -> Any:
     """Create or update ``obj`` by server-side apply (idempotent: the same body changes nothing)."""
     meta = obj["metadata"]
-    return await k8s.CustomObjectsApi(api).patch_namespaced_custom_object(
+    return await custom_objects(api).patch_namespaced_custom_object(
         res.group,
         res.version,
         meta["namespace"],
@@ -439,6 +445,50 @@ async def server_side_apply(
             force=True,
         ),
     )
+
+
+def custom_objects(api: Any) -> Any:
+    """kubernetes-asyncio's CustomObjectsApi on the shared client."""
+    return k8s.CustomObjectsApi(api)
+
+
+def core_v1(api: Any) -> Any:
+    return k8s.CoreV1Api(api)
+
+
+def networking_v1(api: Any) -> Any:
+    return k8s.NetworkingV1Api(api)
+
+
+def missing(res: Resource, name: str) -> ApiException:
+    """The error the API server gives for an absent object, for code paths that found it absent."""
+    return ApiException(status=404, reason=f'{res.plural}.{res.group} "{name}" not found')
+
+
+async def delete(
+    api: Any,
+    res: Resource,
+    namespace: str,
+    name: str,
+    *,
+    dry_run: bool = False,
+    per_request: float | None = None,
+) -> bool:
+    """Delete an object; False when it was already gone (a replayed removal is done, not an error)."""
+    try:
+        await custom_objects(api).delete_namespaced_custom_object(
+            res.group,
+            res.version,
+            namespace,
+            res.plural,
+            name,
+            **write_options(dry_run=dry_run, per_request=per_request, field_manager=None),
+        )
+    except ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return True
 
 
 def unchanged(before: Any, after: Any) -> bool:

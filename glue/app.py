@@ -85,6 +85,13 @@ def _workers(runtime: Runtime) -> list[Component]:
         runtime.archive = objectstore.ArchiveWriter(store, runtime.settings.archive, close_store=True)
         components.append(runtime.archive)  # started first, stopped last: takes lines until the end
     components.append(retention.Retention(runtime.journal, days=runtime.settings.journal.retention_days))
+    if runtime.settings.execution.enabled:
+        from glue import execution, routing
+
+        router = routing.load(runtime.settings.routes, runtime.registry, source="routes")
+        executor = execution.Executor(runtime.journal, router, runtime.clients, runtime.settings.execution)
+        runtime.intake.on_journaled.append(executor.wake)
+        components.append(executor)  # stopped before retention and the archive: its last outcomes land
     return components
 
 

@@ -114,6 +114,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     observability.configure_logging(settings.logging)
     try:
         asyncio.run(app.run(settings))
+    except settings_mod.ConfigError as exc:  # routes are compiled when the daemon starts
+        raise CliError(str(exc), code=2) from None
     except journal.JournalUnavailable as exc:
         raise CliError(f"journal: {exc}", code=2) from None
     except OSError as exc:  # e.g. the port is taken
@@ -127,6 +129,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     from glue import app
 
     app.load_plugins(settings)
+    from glue import handlers, routing
+
+    try:  # CEL syntax, templates, unknown handlers, parameters their models reject
+        routing.load(settings.routes, handlers.registry, source=source)
+    except settings_mod.ConfigError as exc:
+        raise CliError(str(exc), code=2) from None
     print(f"{source}: ok ({len(settings.endpoints)} endpoints, {len(settings.routes)} routes)")
     return 0
 
@@ -357,6 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--older-than-days", type=float, metavar="DAYS", help="instead of journal.retentionDays")
     q.set_defaults(func=cmd_journal_prune)
 
+    from glue import tools  # explain, replay, dlq
+
+    tools.add_commands(sub)
     return parser
 
 

@@ -37,7 +37,7 @@ from glue import settings as settings_mod
 
 log = structlog.get_logger(__name__)
 
-__all__ = ["Attempt", "Executor", "backoff_delay", "run_attempt"]
+__all__ = ["Attempt", "Executor", "backoff_delay", "plan", "run_attempt"]
 
 INVOCATIONS = prometheus_client.Counter(
     "glue_invocations_total",
@@ -129,6 +129,38 @@ async def run_attempt(
     if ctx.dry_run:
         return Attempt("planned", plan=result if isinstance(result, handlers.Plan) else handlers.Plan())
     return Attempt("done")
+
+
+async def plan(
+    compiled: routing.Compiled,
+    event: Any,
+    params: Mapping[str, Any],
+    *,
+    identity: str,
+    clients: handlers.Clients,
+    options: Mapping[str, Any] | None = None,
+) -> Attempt:
+    """What the route's handler would do for ``event``: its dry-run attempt, as the live executor runs
+    it for a ``dryRun`` route (same context, same idempotency key). Used by replay and explain."""
+    key = journal.idempotency_key(identity, compiled.name)
+    try:
+        model = compiled.handler.params.model_validate(dict(params))
+    except Exception as exc:  # params the handler's model rejects
+        return Attempt("permanent", error=_reason(exc))
+    ctx = handlers.Context(
+        route=compiled.name,
+        handler=compiled.handler.name,
+        idempotency_key=key,
+        attempt=1,
+        dry_run=True,
+        log=log.bind(route=compiled.name, handler=compiled.handler.name, event_id=event.get_id()),
+        clients=clients,
+        deadline=asyncio.get_running_loop().time() + compiled.route.delivery.timeout,
+        options=options or {},
+    )
+    return await run_attempt(
+        compiled.handler, event=event, params=model, ctx=ctx, seconds=compiled.route.delivery.timeout
+    )
 
 
 def default_owner() -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -56,6 +57,8 @@ class Intake:
         self._backlog_refresh = backlog_refresh
         self._refresher: asyncio.Task[None] | None = None
         self._journaled_counters: dict[str, Any] = {}
+        #: Called (no arguments) after new events are committed: the executor routes them at once.
+        self.on_journaled: list[Callable[[], None]] = []
 
     async def start(self) -> None:
         await self._refresh_backlog()
@@ -109,6 +112,8 @@ class Intake:
         self._backlog += new
         if new:
             self._journaled(delivery.endpoint).inc(new)
+            for listener in self.on_journaled:
+                listener()
         if new < len(appended):
             observability.DUPLICATES.labels(delivery.endpoint).inc(len(appended) - new)
         return appended

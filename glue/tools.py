@@ -1,0 +1,570 @@
+"""Operator commands over routes and the journal: ``glue explain``, ``glue replay``, ``glue dlq``.
+
+- ``explain``: for each route, matched or not; when not, the sub-expression that was false and the
+  values it saw; when matched, the rendered params or the error. Input: a payload decoded with
+  ``--format``, a file of CloudEvents, or ``--event`` (an event in the journal, with what ran for it).
+- ``replay``: a recording (JSON lines of raw deliveries, as ``glue run --record`` writes them), a file
+  of CloudEvents, or the journal itself (``journal``). With ``--dry-run`` it prints the plan of every
+  handler that would run, exactly as a live ``dryRun`` route computes it; without, it journals the
+  deliveries through the same decoders as live traffic (duplicates are recognised and skipped).
+- ``dlq list|show|retry|purge``: the dead-letter queue; ``retry`` and ``purge`` take ids or a filter
+  and show what would go with ``--dry-run``.
+
+Output is a table on a terminal and JSON lines otherwise (see :func:`glue.cli.emit`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import re
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import orjson
+
+from glue import cli, events, execution, formats, handlers, intake, journal, routing
+from glue import settings as settings_mod
+
+# -- shared ----------------------------------------------------------------------------------------
+
+
+def _router(settings: settings_mod.Settings, args: argparse.Namespace) -> routing.Router:
+    from glue import app
+
+    app.load_plugins(settings)
+    source = getattr(args, "config", None) or "<config>"
+    try:
+        return routing.load(settings.routes, handlers.registry, source=source)
+    except settings_mod.ConfigError as exc:
+        raise cli.CliError(str(exc), code=2) from None
+
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+
+
+def parse_since(value: str | None, now: float | None = None) -> float | None:
+    """``--since``: unix seconds, an ISO-8601 time, or a duration back from now (``15m``, ``2h``, ``7d``)."""
+    if value is None:
+        return None
+    now = time.time() if now is None else now
+    match = _DURATION.match(value.strip())
+    if match:
+        return now - float(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        parsed = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise cli.CliError(
+            f"--since {value!r}: expected unix seconds, ISO-8601 or a duration like 2h", code=2
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=datetime.UTC)
+    return parsed.timestamp()
+
+
+def _options(settings: settings_mod.Settings, delivery: events.Delivery) -> formats.Options:
+    """The decoder options of the endpoint or topic a recorded delivery came in on."""
+    for endpoint in settings.endpoints:
+        if endpoint.name == delivery.endpoint:
+            return formats.Options(
+                type=endpoint.type,
+                source=endpoint.source,
+                id_header=(endpoint.id_header or "").lower() or None,
+            )
+    kafka = getattr(settings.sources, "kafka", None)
+    for topic in getattr(kafka, "topics", None) or []:
+        if topic.name == delivery.endpoint:
+            return formats.Options(
+                type=topic.type, source=topic.source, id_header=(topic.id_header or "").lower() or None
+            )
+    return formats.Options()
+
+
+class Item:
+    """One event to explain or replay, with where it came from (for messages)."""
+
+    __slots__ = ("delivery", "event", "origin", "received_at")
+
+    def __init__(
+        self,
+        event: events.CloudEvent | None,
+        origin: str,
+        received_at: float | None,
+        delivery: events.Delivery | None = None,
+    ) -> None:
+        self.event = event
+        self.origin = origin
+        self.received_at = received_at
+        self.delivery = delivery
+
+
+def _lines(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    raw = cli.read_input(path)
+    stripped = raw.strip()
+    if stripped.startswith(b"{") and b"\n" in stripped:
+        try:  # one pretty-printed JSON document rather than JSON lines
+            yield 1, orjson.loads(stripped)
+            return
+        except orjson.JSONDecodeError:
+            pass
+    for number, line in enumerate(raw.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            document = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise cli.CliError(f"{path}:{number}: not JSON: {exc}") from None
+        if not isinstance(document, dict):
+            raise cli.CliError(f"{path}:{number}: expected a JSON object")
+        yield number, document
+
+
+def read_items(path: str, settings: settings_mod.Settings) -> Iterator[Item]:
+    """Events from a recording (raw deliveries, decoded again) or a file of structured CloudEvents.
+
+    A line that does not decode yields an Item without event (reported, not fatal)."""
+    for number, document in _lines(path):
+        origin = f"{path}:{number}"
+        if "specversion" in document:
+            try:
+                event = events.from_json(orjson.dumps(document))
+            except Exception as exc:  # the SDK raises several types for invalid events
+                yield Item(None, f"{origin}: not a valid CloudEvent: {exc}", None)
+                continue
+            yield Item(event, origin, None)
+            continue
+        try:
+            delivery = events.Delivery.from_record(document)
+        except (KeyError, ValueError, TypeError) as exc:
+            yield Item(None, f"{origin}: not a recorded delivery: {exc}", None)
+            continue
+        try:
+            batch = formats.decode(delivery, _options(settings, delivery))
+        except formats.DecodeError as exc:
+            yield Item(None, f"{origin}: does not decode: {exc.reason}", delivery.received_at, delivery)
+            continue
+        for event in batch:
+            yield Item(event, origin, delivery.received_at, delivery)
+
+
+async def journal_items(store: journal.Journal, since: float | None) -> AsyncIterator[Item]:
+    after = 0
+    while True:
+        rows = await store.list(after=after, limit=500)
+        if not rows:
+            return
+        for row in rows:
+            after = row.seq
+            if since is not None and row.received_at < since:
+                continue
+            yield Item(row.event(), f"journal seq {row.seq}", row.received_at)
+
+
+# -- explain ---------------------------------------------------------------------------------------
+
+
+def _decision_row(item: Item, decision: routing.Decision) -> dict[str, Any]:
+    assert item.event is not None
+    row: dict[str, Any] = {"event": item.event.get_id(), "type": item.event.get_type(), **decision.to_dict()}
+    if not decision.matched:
+        row["why"] = (
+            f"{decision.condition} is false"
+            if decision.error is None
+            else f"{decision.condition}: {decision.error}"
+        )
+    elif not decision.enabled:
+        row["why"] = "route disabled"
+    elif decision.params_error is not None:
+        row["why"] = f"params: {decision.params_error}"
+    else:
+        row["why"] = "matched"
+    return row
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    settings = cli.load_settings(args)
+    router = _router(settings, args)
+    if args.event is not None:
+        return asyncio.run(cli.with_journal(settings, lambda store: _explain_stored(store, router, args)))
+    if args.file is None:
+        raise cli.CliError("give a FILE or --event", code=2)
+    if args.format is not None:
+        delivery = events.Delivery(
+            transport="cli",
+            endpoint="cli",
+            format=args.format,
+            headers=cli.parse_headers(args.header),
+            body=cli.read_input(args.file),
+        )
+        try:
+            batch = formats.decode(delivery, _options(settings, delivery))
+        except formats.DecodeError as exc:
+            raise cli.CliError(f"{args.file}: {exc.reason} (HTTP {exc.status})") from None
+        items = [Item(event, args.file, None) for event in batch]
+    else:
+        items = list(read_items(args.file, settings))
+    rows: list[dict[str, Any]] = []
+    for item in items:
+        if item.event is None:
+            print(f"glue: {item.origin}", file=sys.stderr)
+            continue
+        rows.extend(_decision_row(item, d) for d in router.decide(item.event, explain=True, only=args.route))
+    cli.emit(rows, ["event", "route", "handler", "matched", "why", "params"])
+    return 0
+
+
+async def _explain_stored(store: journal.Journal, router: routing.Router, args: argparse.Namespace) -> int:
+    stored = await store.get(args.event)
+    if stored is None:
+        raise cli.CliError(f"no event {args.event!r} in the journal")
+    ran = {i.route: i for i in await store.invocations(event_seq=stored.seq, limit=1000)}
+    rows = []
+    for decision in router.decide(stored.event(), explain=True, only=args.route):
+        row = _decision_row(Item(stored.event(), "journal", stored.received_at), decision)
+        invocation = ran.get(decision.route)
+        if invocation is not None:
+            row.update(invocation=invocation.id, state=invocation.state, lastError=invocation.last_error)
+        rows.append(row)
+    cli.emit(rows, ["event", "route", "handler", "matched", "why", "state", "invocation"])
+    return 0
+
+
+# -- replay ----------------------------------------------------------------------------------------
+
+
+async def _plans(
+    router: routing.Router, item: Item, clients: handlers.Clients, routes: list[str] | None
+) -> list[dict[str, Any]]:
+    assert item.event is not None
+    identity = events.identity(item.event)
+    rows: list[dict[str, Any]] = []
+    for decision in router.decide(item.event, only=routes):
+        if not decision.matched or not decision.enabled:
+            continue
+        row: dict[str, Any] = {
+            "event": item.event.get_id(),
+            "source": item.event.get_source(),
+            "route": decision.route,
+            "handler": decision.handler,
+        }
+        if decision.params_error is not None:
+            rows.append({**row, "outcome": "dead", "error": decision.params_error})
+            continue
+        compiled = router.by_name[decision.route]
+        attempt = await execution.plan(
+            compiled, item.event, decision.params or {}, identity=identity, clients=clients
+        )
+        if attempt.plan is not None:
+            rows.append(
+                {**row, "outcome": "planned", "params": decision.params, "plan": attempt.plan.to_dict()}
+            )
+        else:
+            rows.append({**row, "outcome": attempt.outcome, "error": attempt.error})
+    return rows
+
+
+class _Pace:
+    """At most ``rate`` events per second (None: as fast as possible)."""
+
+    def __init__(self, rate: float | None) -> None:
+        self.interval = 1.0 / rate if rate else 0.0
+        self.next = time.monotonic()
+
+    async def wait(self) -> None:
+        if not self.interval:
+            return
+        delay = self.next - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        self.next = max(self.next, time.monotonic()) + self.interval
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    settings = cli.load_settings(args)
+    since = parse_since(args.since)
+    if args.rate is not None and args.rate <= 0:
+        raise cli.CliError("--rate must be positive", code=2)
+    if args.source == "journal" and not args.dry_run:
+        raise cli.CliError(
+            "replaying the journal into itself changes nothing (events are deduplicated);"
+            " use --dry-run to see plans, or `glue dlq retry` to run dead-lettered work again",
+            code=2,
+        )
+    if args.dry_run:
+        router = _router(settings, args)
+        unknown = [r for r in args.route or [] if r not in router.by_name]
+        if unknown:
+            raise cli.CliError(f"--route: no route named {', '.join(map(repr, unknown))}", code=2)
+        return asyncio.run(_replay_plans(settings, router, args, since))
+    return asyncio.run(_replay_into_journal(settings, args, since))
+
+
+async def _replay_plans(
+    settings: settings_mod.Settings, router: routing.Router, args: argparse.Namespace, since: float | None
+) -> int:
+    clients = handlers.Clients(handlers.registry, settings.clients)
+    pace = _Pace(args.rate)
+    rows: list[dict[str, Any]] = []
+    problems = 0
+
+    async def take(item: Item) -> None:
+        nonlocal problems
+        if item.event is None:
+            print(f"glue: {item.origin}", file=sys.stderr)
+            problems += 1
+            return
+        if since is not None and item.received_at is not None and item.received_at < since:
+            return
+        await pace.wait()
+        rows.extend(await _plans(router, item, clients, args.route))
+
+    try:
+        if args.source == "journal":
+            store = journal.create(settings.journal)
+            try:
+                await store.open()
+            except journal.JournalUnavailable as exc:
+                raise cli.CliError(f"journal: {exc}", code=2) from None
+            try:
+                async for item in journal_items(store, since):
+                    await take(item)
+            finally:
+                await store.close()
+        else:
+            for item in read_items(args.source, settings):
+                await take(item)
+    finally:
+        await clients.aclose()
+    out = sys.stdout
+    if out.isatty():
+        table = [
+            {
+                **row,
+                "calls": "; ".join(
+                    f"{c['method']} {c['target']}" for c in row.get("plan", {}).get("calls", [])
+                )
+                or row.get("error", ""),
+            }
+            for row in rows
+        ]
+        cli.emit(table, ["event", "route", "handler", "outcome", "calls"], out)
+    else:
+        cli.emit(rows, [], out)
+    return 1 if problems else 0
+
+
+async def _replay_into_journal(
+    settings: settings_mod.Settings, args: argparse.Namespace, since: float | None
+) -> int:
+    store = journal.create(settings.journal)
+    try:
+        await store.open()
+    except journal.JournalUnavailable as exc:
+        raise cli.CliError(f"journal: {exc}", code=2) from None
+    gate = intake.Intake(store, max_backlog=settings.server.max_backlog)
+    pace = _Pace(args.rate)
+    counts = {"deliveries": 0, "new": 0, "duplicate": 0, "failed": 0}
+    try:
+        for number, document in _lines(args.source):
+            if "specversion" in document:
+                delivery = events.Delivery(
+                    transport="replay",
+                    endpoint="replay",
+                    format="cloudevents",
+                    headers={"content-type": "application/cloudevents+json"},
+                    body=orjson.dumps(document),
+                )
+            else:
+                try:
+                    delivery = events.Delivery.from_record(document)
+                except (KeyError, ValueError, TypeError) as exc:
+                    print(f"glue: {args.source}:{number}: not a recorded delivery: {exc}", file=sys.stderr)
+                    counts["failed"] += 1
+                    continue
+            if since is not None and delivery.received_at < since:
+                continue
+            await pace.wait()
+            try:
+                appended = await gate.accept(delivery, _options(settings, delivery))
+            except formats.DecodeError as exc:
+                print(f"glue: {args.source}:{number}: does not decode: {exc.reason}", file=sys.stderr)
+                counts["failed"] += 1
+                continue
+            except (intake.Overloaded, journal.JournalUnavailable) as exc:
+                raise cli.CliError(f"{args.source}:{number}: journal: {exc}") from None
+            counts["deliveries"] += 1
+            counts["new"] += sum(1 for a in appended if a.new)
+            counts["duplicate"] += sum(1 for a in appended if not a.new)
+    finally:
+        await store.close()
+    print(
+        f"{counts['deliveries']} deliveries replayed: {counts['new']} new events journaled,"
+        f" {counts['duplicate']} already journaled, {counts['failed']} failed"
+    )
+    return 1 if counts["failed"] else 0
+
+
+# -- dlq -------------------------------------------------------------------------------------------
+
+
+async def _dead_rows(store: journal.Journal, invocations: list[journal.Invocation]) -> list[dict[str, Any]]:
+    rows = []
+    for item in invocations:
+        stored = await store.get(item.event_seq)
+        rows.append(
+            {
+                **item.summary(),
+                "event": stored.id if stored is not None else None,
+                "type": stored.type if stored is not None else None,
+                "deadAt": datetime.datetime.fromtimestamp(item.updated_at, datetime.UTC).isoformat(
+                    timespec="seconds"
+                ),
+            }
+        )
+    return rows
+
+
+_DLQ_COLUMNS = ["id", "route", "handler", "event", "type", "attempt", "deadAt", "lastError"]
+
+
+async def _select(store: journal.Journal, args: argparse.Namespace) -> list[journal.Invocation]:
+    since = parse_since(getattr(args, "since", None))
+    ids = [int(i) for i in getattr(args, "ids", None) or []]
+    if ids:
+        found = [await store.invocation(i) for i in ids]
+        missing = [i for i, row in zip(ids, found, strict=True) if row is None or row.state != "dead"]
+        if missing:
+            raise cli.CliError(f"not in the dead-letter queue: {', '.join(map(str, missing))}")
+        return [row for row in found if row is not None]
+    if hasattr(args, "all") and not (args.all or args.route or since is not None):
+        raise cli.CliError("give invocation ids, or a filter (--route, --since) or --all", code=2)
+    selected: list[journal.Invocation] = []
+    after = 0
+    limit = getattr(args, "limit", None)
+    while True:
+        batch = await store.invocations(state="dead", route=args.route, since=since, after=after, limit=500)
+        if not batch:
+            return selected
+        selected.extend(batch)
+        after = batch[-1].id
+        if limit is not None and len(selected) >= limit:
+            return selected[:limit]
+
+
+def cmd_dlq_list(args: argparse.Namespace) -> int:
+    settings = cli.load_settings(args)
+
+    async def run(store: journal.Journal) -> int:
+        cli.emit(await _dead_rows(store, await _select(store, args)), _DLQ_COLUMNS)
+        return 0
+
+    return asyncio.run(cli.with_journal(settings, run))
+
+
+def cmd_dlq_show(args: argparse.Namespace) -> int:
+    settings = cli.load_settings(args)
+
+    async def run(store: journal.Journal) -> int:
+        item = await store.invocation(args.id)
+        if item is None:
+            raise cli.CliError(f"no invocation {args.id}")
+        stored = await store.get(item.event_seq)
+        result: dict[str, Any] = {**item.summary(), "params": dict(item.params)}
+        if stored is not None:
+            result["cloudevent"] = orjson.loads(stored.cloudevent)
+            delivery = await store.delivery(stored.delivery_id)
+            result["delivery"] = delivery.to_record() if delivery is not None else None
+        sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return 0
+
+    return asyncio.run(cli.with_journal(settings, run))
+
+
+def _cmd_dlq_change(args: argparse.Namespace, verb: str) -> int:
+    settings = cli.load_settings(args)
+
+    async def run(store: journal.Journal) -> int:
+        selected = await _select(store, args)
+        if args.dry_run:
+            rows = await _dead_rows(store, selected)
+            cli.emit(rows, _DLQ_COLUMNS)
+            print(f"{len(rows)} invocations would be {verb} (dry run)", file=sys.stderr)
+            return 0
+        ids = [item.id for item in selected]
+        if verb == "retried":
+            changed = await store.redrive(ids, now=time.time())
+        else:
+            changed = await store.purge(ids)
+        print(f"{len(changed)} invocations {verb}")
+        return 0
+
+    return asyncio.run(cli.with_journal(settings, run))
+
+
+def cmd_dlq_retry(args: argparse.Namespace) -> int:
+    return _cmd_dlq_change(args, "retried")
+
+
+def cmd_dlq_purge(args: argparse.Namespace) -> int:
+    return _cmd_dlq_change(args, "purged")
+
+
+# -- parser ----------------------------------------------------------------------------------------
+
+
+def add_commands(sub: Any) -> None:
+    """Add ``explain``, ``replay`` and ``dlq`` to the ``glue`` parser's subcommands."""
+    config = cli._config_arg
+
+    p = sub.add_parser("explain", help="why each route did (not) match an event, with the values it saw")
+    config(p)
+    p.add_argument(
+        "file", nargs="?", metavar="FILE", help="a payload (with --format) or a file of CloudEvents"
+    )
+    p.add_argument(
+        "--format", "-f", choices=sorted(formats.DECODERS), help="decode FILE as this format first"
+    )
+    p.add_argument("--header", "-H", action="append", default=[], metavar="'Name: value'")
+    p.add_argument("--event", "-e", metavar="EVENT", help="an event in the journal (seq, id or identity)")
+    p.add_argument("--route", "-r", action="append", metavar="ROUTE", help="only this route (repeatable)")
+    p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("replay", help="run recorded deliveries or CloudEvents through the routes again")
+    config(p)
+    p.add_argument("source", metavar="SOURCE", help="a recording, a file of CloudEvents, or 'journal'")
+    p.add_argument("--dry-run", "-n", action="store_true", help="print every handler's plan; change nothing")
+    p.add_argument("--route", "-r", action="append", metavar="ROUTE", help="only this route (repeatable)")
+    p.add_argument(
+        "--since", metavar="T", help="only events received since T (unix s, ISO-8601, or 2h/7d ago)"
+    )
+    p.add_argument("--rate", type=float, metavar="N", help="at most N events per second")
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("dlq", help="the dead-letter queue: list, show, retry, purge")
+    dlq_sub = p.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
+    q = dlq_sub.add_parser("list", help="dead-lettered invocations")
+    config(q)
+    q.add_argument("--route", "-r")
+    q.add_argument("--since", metavar="T")
+    q.add_argument("--limit", type=int, default=100)
+    q.set_defaults(func=cmd_dlq_list)
+    q = dlq_sub.add_parser("show", help="one invocation with its params, event and raw delivery")
+    config(q)
+    q.add_argument("id", type=int, metavar="ID")
+    q.set_defaults(func=cmd_dlq_show)
+    for name, func, verb in (("retry", cmd_dlq_retry, "run again"), ("purge", cmd_dlq_purge, "delete")):
+        q = dlq_sub.add_parser(name, help=f"{verb} dead-lettered invocations (ids or a filter)")
+        config(q)
+        q.add_argument("ids", nargs="*", type=int, metavar="ID")
+        q.add_argument("--route", "-r")
+        q.add_argument("--since", metavar="T")
+        q.add_argument("--all", action="store_true", help="every dead-lettered invocation")
+        q.add_argument("--dry-run", "-n", action="store_true", help="show what would go; change nothing")
+        q.set_defaults(func=func)

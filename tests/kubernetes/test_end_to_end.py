@@ -1,0 +1,254 @@
+"""End to end: webhooks into a running daemon (HTTP intake, SQLite journal, executor), handlers acting on
+the Kubernetes API double (apiserver.py) through a kubeconfig, exactly as ``glue run`` wires them.
+
+Payloads are written here from the documented formats (reference/formats.md: Harbor "Default" push,
+GitLab Tag Push Hook, a structured CloudEvent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from glue import app, settings
+from handlers import kubernetes
+from tests.kubernetes.conftest import CERTIFICATES, DNSENDPOINTS, MODELS, WORKFLOWS
+
+ROUTES: list[dict[str, Any]] = [
+    {
+        "name": "vllm-image-pushed",
+        "match": 'type == "harbor.artifact.pushed" && data.repository.repo_full_name == "ai/vllm"',
+        "handler": "kubeai.reload",
+        "params": {"namespace": "ai", "name": "llama", "image": "{{ data.resources[0].resource_url }}"},
+    },
+    {
+        "name": "release-on-tag",
+        "match": 'type == "gitlab.tag_push" && data.ref.startsWith("refs/tags/v")',
+        "handler": "argo.submit",
+        "params": {
+            "namespace": "ci",
+            "template": "build-release",
+            "parameters": {
+                "tag": "{{ data.ref | replace('refs/tags/', '') }}",
+                "project": "{{ data.project.path_with_namespace }}",
+                "sha": "{{ data.checkout_sha }}",
+            },
+        },
+    },
+    {
+        "name": "endpoint-dns",
+        "match": 'type == "platform.endpoint.announced"',
+        "handler": "externaldns.endpoint",
+        "params": {
+            "namespace": "{{ data.namespace }}",
+            "name": "{{ data.name }}",
+            "endpoints": [{"dnsName": "{{ data.host }}", "recordType": "A", "targets": ["{{ data.ip }}"]}],
+        },
+    },
+    {
+        "name": "endpoint-certificate",
+        "match": 'type == "platform.endpoint.announced"',
+        "handler": "certmanager.certificate",
+        "params": {
+            "namespace": "{{ data.namespace }}",
+            "name": "{{ data.name }}-tls",
+            "secretName": "{{ data.name }}-tls",
+            "dnsNames": ["{{ data.host }}"],
+            "issuerRef": {"name": "letsencrypt", "kind": "ClusterIssuer"},
+        },
+    },
+]
+
+
+class Daemon:
+    def __init__(self, daemon: app.Daemon, session: aiohttp.ClientSession) -> None:
+        assert daemon.http is not None
+        self.daemon = daemon
+        self.session = session
+        self.base = f"http://127.0.0.1:{daemon.http.port}"
+
+    async def post(self, path: str, body: Any, headers: dict[str, str]) -> int:
+        async with self.session.post(self.base + path, data=json.dumps(body), headers=headers) as response:
+            return response.status
+
+
+@pytest.fixture
+async def daemon(kubeconfig: Path, tmp_path: Path) -> AsyncIterator[Daemon]:
+    config = settings.from_mapping(
+        {
+            "server": {"host": "127.0.0.1", "port": 0},
+            "journal": {"path": str(tmp_path / "journal.db")},
+            "execution": {"pollSeconds": 0.05},
+            "endpoints": [
+                {"name": "harbor", "path": "/hooks/harbor", "format": "harbor"},
+                {"name": "gitlab", "path": "/hooks/gitlab", "format": "gitlab"},
+                {"name": "events", "path": "/events", "format": "cloudevents"},
+            ],
+            "routes": ROUTES,
+            "clients": {"kubernetes": {"kubeconfig": str(kubeconfig)}},
+        },
+        "test",
+    )
+    app.load_plugins(config)
+    running = app.Daemon(config)
+    await running.start()
+    assert any(component.name == "executor" for component in running.workers)
+    async with aiohttp.ClientSession() as session:
+        try:
+            yield Daemon(running, session)
+        finally:
+            await running.stop()
+
+
+async def eventually(check: Callable[[], Any], within: float = 10.0) -> Any:
+    deadline = time.monotonic() + within
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+async def settled(daemon: Daemon) -> None:
+    """Nothing left to route or run (the executor's own idle check)."""
+    executor = next(c for c in daemon.daemon.workers if c.name == "executor")
+    await asyncio.wait_for(executor.idle(), 10)  # type: ignore[attr-defined]
+
+
+async def test_harbor_push_updates_the_kubeai_model(apiserver, daemon):
+    apiserver.seed(
+        MODELS,
+        {
+            "apiVersion": "kubeai.org/v1",
+            "kind": "Model",
+            "metadata": {"name": "llama", "namespace": "ai"},
+            "spec": {
+                "url": "hf://meta-llama/Llama-3.1-8B-Instruct",
+                "engine": "VLLM",
+                "image": "ai/vllm:0.9.0",
+            },
+        },
+    )
+    push = {
+        "type": "PUSH_ARTIFACT",
+        "occur_at": 1764244800,
+        "operator": "ci-bot",
+        "event_data": {
+            "resources": [
+                {
+                    "digest": "sha256:" + "ab" * 32,
+                    "tag": "0.9.1",
+                    "resource_url": "harbor.example/ai/vllm:0.9.1",
+                }
+            ],
+            "repository": {
+                "name": "vllm",
+                "namespace": "ai",
+                "repo_full_name": "ai/vllm",
+                "repo_type": "private",
+            },
+        },
+    }
+    headers = {"Content-Type": "application/json"}
+
+    assert await daemon.post("/hooks/harbor", push, headers) == 202
+    model = await eventually(
+        lambda: (
+            (m := apiserver.get(MODELS, "ai", "llama")) and m["spec"].get("image") != "ai/vllm:0.9.0" and m
+        )
+    )
+    assert model["spec"]["image"] == "harbor.example/ai/vllm:0.9.1"
+    assert model["metadata"]["generation"] == 2
+    assert model["metadata"]["annotations"][kubernetes.ANNOTATION_EVENT_SOURCE] == "harbor"
+
+    assert await daemon.post("/hooks/harbor", push, headers) == 200  # Harbor's retry: same body, a duplicate
+    await settled(daemon)
+    assert apiserver.versions(MODELS, "ai", "llama") == 2
+
+
+async def test_gitlab_tag_push_delivered_twice_is_one_workflow(apiserver, daemon):
+    tag_push = {
+        "object_kind": "tag_push",
+        "event_name": "tag_push",
+        "before": "0" * 40,
+        "after": "3f2a" * 10,
+        "ref": "refs/tags/v2.3.0",
+        "checkout_sha": "3f2a" * 10,
+        "project_id": 42,
+        "project": {
+            "id": 42,
+            "name": "shop",
+            "path_with_namespace": "web/shop",
+            "web_url": "https://gitlab.example/web/shop",
+        },
+        "commits": [],
+        "total_commits_count": 0,
+    }
+    headers = {
+        "Content-Type": "application/json",
+        "X-Gitlab-Event": "Tag Push Hook",
+        "X-Gitlab-Event-UUID": "6f0b1c52-8a4e-4b1f-9d3c-2a7e5c1d9e01",
+        "Idempotency-Key": "6f0b1c52-8a4e-4b1f-9d3c-2a7e5c1d9e01",
+    }
+
+    statuses = await asyncio.gather(
+        daemon.post("/hooks/gitlab", tag_push, headers), daemon.post("/hooks/gitlab", tag_push, headers)
+    )
+    assert sorted(statuses) in ([200, 202], [202, 202])  # one journaled event either way
+    await eventually(lambda: apiserver.writes)
+    await settled(daemon)
+    assert await daemon.post("/hooks/gitlab", tag_push, headers) == 200  # and once more, later
+    await settled(daemon)
+
+    workflows = [obj.raw for (res, ns, _), obj in apiserver.objects.items() if str(res.plural) == "workflows"]
+    assert len(workflows) == 1
+    [workflow] = workflows
+    assert workflow["metadata"]["name"].startswith("build-release-")
+    assert workflow["metadata"]["labels"][kubernetes.LABEL_ROUTE] == "release-on-tag"
+    assert workflow["spec"]["arguments"]["parameters"] == [
+        {"name": "tag", "value": "v2.3.0"},
+        {"name": "project", "value": "web/shop"},
+        {"name": "sha", "value": "3f2a" * 10},
+    ]
+    assert workflow["metadata"]["annotations"][kubernetes.ANNOTATION_EVENT_ID] == headers["Idempotency-Key"]
+    assert apiserver.get(WORKFLOWS, "ci", workflow["metadata"]["name"]) is not None
+
+
+async def test_cloudevent_announcing_an_endpoint_gives_dns_and_a_certificate(apiserver, daemon):
+    announced = {
+        "specversion": "1.0",
+        "id": "ep-7f3c",
+        "source": "//platform.example/catalog",
+        "type": "platform.endpoint.announced",
+        "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        "datacontenttype": "application/json",
+        "data": {"namespace": "web", "name": "shop", "host": "shop.example.com", "ip": "203.0.113.10"},
+    }
+    headers = {"Content-Type": "application/cloudevents+json"}
+
+    assert await daemon.post("/events", announced, headers) == 202
+    dns = await eventually(lambda: apiserver.get(DNSENDPOINTS, "web", "shop"))
+    cert = await eventually(lambda: apiserver.get(CERTIFICATES, "web", "shop-tls"))
+
+    assert dns["spec"]["endpoints"] == [
+        {"dnsName": "shop.example.com", "recordType": "A", "targets": ["203.0.113.10"]}
+    ]
+    assert cert["spec"]["dnsNames"] == ["shop.example.com"]
+    assert cert["spec"]["issuerRef"] == {
+        "name": "letsencrypt",
+        "kind": "ClusterIssuer",
+        "group": "cert-manager.io",
+    }
+    for obj in (dns, cert):
+        annotations = obj["metadata"]["annotations"]
+        assert annotations[kubernetes.ANNOTATION_EVENT_ID] == "ep-7f3c"
+        assert annotations[kubernetes.ANNOTATION_TRACEPARENT] == announced["traceparent"]

@@ -1,0 +1,68 @@
+"""The sources.minio and archive settings groups: what `glue check` says about a wrong one (the file,
+the field, the reason), and environment overrides of the documented keys."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from glue import settings as settings_mod
+
+
+def _problems(data: dict[str, Any]) -> str:
+    with pytest.raises(settings_mod.ConfigError) as caught:
+        settings_mod.from_mapping(data, "glue.yaml")
+    return str(caught.value)
+
+
+def test_unknown_event_name_is_named() -> None:
+    text = _problems(
+        {
+            "sources": {
+                "minio": {
+                    "endpoint": "minio:9000",
+                    "buckets": [{"name": "models", "events": ["ObjectCreated"]}],
+                }
+            }
+        }
+    )
+    assert "glue.yaml: sources.minio.buckets[0].events[0]: String should match pattern" in text
+
+
+def test_key_without_secret_and_bucket_listed_twice() -> None:
+    assert "give both accessKey and secretKey, or neither" in _problems(
+        {"sources": {"minio": {"endpoint": "minio:9000", "accessKey": {"env": "X"}}}}
+    )
+    assert "a bucket is listed twice" in _problems(
+        {
+            "sources": {
+                "minio": {"endpoint": "minio:9000", "buckets": [{"name": "models"}, {"name": "models"}]}
+            }
+        }
+    )
+
+
+def test_ca_file_needs_tls_and_endpoint_has_no_scheme() -> None:
+    assert "caFile needs secure: true" in _problems(
+        {"sources": {"minio": {"endpoint": "minio:9000", "secure": False, "caFile": "/etc/ca.pem"}}}
+    )
+    assert "sources.minio.endpoint: String should match pattern" in _problems(
+        {"sources": {"minio": {"endpoint": "https://minio:9000"}}}
+    )
+
+
+def test_archive_needs_the_minio_connection() -> None:
+    assert "archive needs sources.minio" in _problems({"archive": {"bucket": "glue-archive"}})
+
+
+def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GLUE_SOURCES__MINIO__ENDPOINT", "minio.platform.svc:9000")
+    monkeypatch.setenv("GLUE_SOURCES__MINIO__PING_SECONDS", "15")
+    monkeypatch.setenv("GLUE_ARCHIVE__BUCKET", "glue-archive")
+    loaded = settings_mod.from_mapping({}, "env")
+    assert loaded.sources.minio is not None
+    assert loaded.sources.minio.endpoint == "minio.platform.svc:9000"
+    assert loaded.sources.minio.ping_seconds == 15
+    assert loaded.archive is not None and loaded.archive.bucket == "glue-archive"
+    assert loaded.archive.dead_letters and not loaded.archive.recordings

@@ -27,6 +27,7 @@ import datetime
 import email.utils
 import hashlib
 import json
+import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
@@ -163,8 +164,6 @@ async def api_client(config: Any) -> AsyncIterator[Any]:
 
 
 def _in_pod() -> bool:
-    import os
-
     return "KUBERNETES_SERVICE_HOST" in os.environ
 
 

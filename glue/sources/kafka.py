@@ -63,6 +63,7 @@ DECODER = {"cloudevents": kafka_cloudevents.NAME, "minio": "minio", "argo": "arg
 
 _LAG_INTERVAL = 1.0  # seconds between consumer lag updates
 _POLL_MS = 200  # how long one fetch waits for records
+_CHUNK = 64  # records decoded between two yields to the event loop
 
 
 class KafkaUnavailable(ConnectionError):
@@ -237,7 +238,13 @@ class KafkaSource:
         read again."""
         started = time.perf_counter()
         records = [record for part in batch.values() for record in part]
-        outcomes = await asyncio.gather(*(self._accept(record) for record in records), return_exceptions=True)
+        tasks: list[asyncio.Task[str]] = []
+        for index, record in enumerate(records):
+            tasks.append(asyncio.create_task(self._accept(record)))
+            if index % _CHUNK == _CHUNK - 1:
+                # Let the journal start committing the records decoded so far while the rest decode.
+                await asyncio.sleep(0)
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
         by_offset = {(r.topic, r.partition, r.offset): o for r, o in zip(records, outcomes, strict=True)}
         commit: dict[aiokafka.TopicPartition, int] = {}
         rewound: dict[str, int] = {}

@@ -156,7 +156,7 @@ async def _wait_ready(
             raise glue.PermanentError(f"{what}: deleted while waiting for it to become ready")
         seen_since_write = seen_since_write or model.get("status") != baseline
         if (seen_since_write and ready(model)) or _desired(model) == 0:  # scaled to zero: nothing rolls
-            ctx.log.info("kubeai model ready", target=what)
+            ctx.log.debug("kubeai model ready", target=what)
             return
         if loop.time() + params.poll_interval > limit:
             replicas = (model.get("status") or {}).get("replicas") or {}

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 
 class ConfigError(Exception):
@@ -202,7 +202,9 @@ class KafkaTls(Model):
 class Kafka(Model):
     """The Kafka source: a consumer group journaling every record before committing its offset."""
 
-    bootstrap_servers: list[str] = Field(min_length=1, description="host:port list (or one comma list).")
+    bootstrap_servers: Annotated[list[str], NoDecode] = Field(
+        min_length=1, description="host:port list, or one comma-separated string."
+    )
     group_id: str = Field(default="runtime-glue", min_length=1)
     client_id: str = "runtime-glue"
     topics: list[KafkaTopic] = Field(min_length=1)

@@ -107,7 +107,7 @@ async def daemon(kubeconfig: Path, tmp_path: Path) -> AsyncIterator[Daemon]:
             await running.stop()
 
 
-async def eventually(check: Callable[[], Any], within: float = 10.0) -> Any:
+async def eventually(check: Callable[[], Any], within: float = 30.0) -> Any:
     deadline = time.monotonic() + within
     while True:
         value = check()
@@ -121,7 +121,7 @@ async def eventually(check: Callable[[], Any], within: float = 10.0) -> Any:
 async def settled(daemon: Daemon) -> None:
     """Nothing left to route or run (the executor's own idle check)."""
     executor = next(c for c in daemon.daemon.workers if c.name == "executor")
-    await asyncio.wait_for(executor.idle(), 10)  # type: ignore[attr-defined]
+    await asyncio.wait_for(executor.idle(), 30)  # type: ignore[attr-defined]
 
 
 async def test_harbor_push_updates_the_kubeai_model(apiserver, daemon):

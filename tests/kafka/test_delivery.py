@@ -99,6 +99,7 @@ async def test_offsets_wait_for_the_journal_under_backpressure(
     daemon = await start_daemon(
         kafka_config(broker.bootstrap, [{"name": "orders", "format": "cloudevents"}], maxBatch=4),
         server={"host": "127.0.0.1", "port": 0, "maxBacklog": 8},
+        execution={"enabled": False},  # this test is the router
     )
 
     async def held_back() -> bool:

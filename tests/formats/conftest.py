@@ -3,7 +3,9 @@ webhook endpoint per inbound format, for the tests that post payloads over a soc
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import inspect
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,24 @@ ENDPOINTS = [
     },
     {"name": "cloudevents", "path": "/events", "format": "cloudevents"},
 ]
+
+
+@pytest.fixture(autouse=True)
+def _loop_for_sync_tests(
+    request: pytest.FixtureRequest, event_loop_policy: asyncio.AbstractEventLoopPolicy
+) -> Iterator[None]:
+    """looptime asks the policy for a loop around every test; for a sync test that creates one nobody
+    closes, and its ResourceWarning fails a later test. Give sync tests a loop and close it after."""
+    if inspect.iscoroutinefunction(request.function):
+        yield
+        return
+    loop = asyncio.new_event_loop()
+    event_loop_policy.set_event_loop(loop)
+    try:
+        yield
+    finally:
+        event_loop_policy.set_event_loop(None)
+        loop.close()
 
 
 class Glue:

@@ -191,6 +191,7 @@ _UNAVAILABLE = (
     asyncpg.OperatorInterventionError,
     asyncpg.ReadOnlySQLTransactionError,
     asyncpg.CannotConnectNowError,
+    asyncpg.TransactionRollbackError,  # a deadlock or serialization failure: try again
 )
 
 

@@ -222,3 +222,30 @@ async def test_ordering_key_holds_across_replicas(replicas) -> None:  # type: ig
     await one.settle("one", [journal.Outcome(first[0].id, "done")], now=now)
     second = await two.claim_invocations("two", limit=10, lease=30, now=now)
     assert [i.params["id"] for i in second] == ["second"]
+
+
+async def test_the_journal_recovers_when_its_connections_are_killed(replicas, pg_dsn: str) -> None:  # type: ignore[no-untyped-def]
+    (store,) = await replicas(1)
+    await store.append(delivery(), [cloudevent("before")])
+    admin = await asyncpg.connect(pg_dsn)
+    try:
+        # What a database restart or failover does to open connections.
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE application_name = 'runtime-glue' AND datname = current_database()"
+        )
+    finally:
+        await admin.close()
+
+    # The write racing the loss may fail (unavailable: the caller answers 503), never silently.
+    expected = ["before"]
+    try:
+        await store.append(delivery(), [cloudevent("during")])
+        expected.append("during")
+    except journal.JournalUnavailable:
+        pass
+    appended = await store.append(delivery(), [cloudevent("after")])  # the pool has reconnected
+
+    assert appended[0].new
+    assert [e.id for e in await store.list()] == [*expected, "after"]
+    assert await store.backlog() == len(expected) + 1

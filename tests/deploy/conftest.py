@@ -4,16 +4,17 @@ SDK as a C library), value profiles, and helpers to run the ``glue`` command lin
 
 from __future__ import annotations
 
+import dataclasses
 import os
-import subprocess
-import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import helm_python as helm
 import pytest
 import yaml
+
+from glue import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "runtime-glue"
@@ -72,7 +73,10 @@ def sqlite_profile(secrets: str = "/var/run/secrets/glue") -> dict[str, Any]:
                     "name": "restart-on-push",
                     "match": 'type == "harbor.artifact.pushed"',
                     "handler": "kubernetes.restart",
-                    "params": {"namespace": "ml", "name": "{{ data.repository.name }}"},
+                    "params": {
+                        "namespace": "{{ data.repository.namespace }}",
+                        "name": "{{ data.repository.name }}",
+                    },
                 },
             ],
         },
@@ -82,7 +86,7 @@ def sqlite_profile(secrets: str = "/var/run/secrets/glue") -> dict[str, Any]:
 
 
 def postgres_profile(secrets: str = "/var/run/secrets/glue") -> dict[str, Any]:
-    """Three replicas sharing a PostgreSQL journal, a Gateway API route, RBAC limited to two namespaces."""
+    """Three replicas sharing a PostgreSQL journal, a Gateway API route, RBAC in the routes' namespaces."""
     return {
         "replicaCount": 3,
         "secretsMountPath": secrets,
@@ -100,10 +104,31 @@ def postgres_profile(secrets: str = "/var/run/secrets/glue") -> dict[str, Any]:
                     "match": 'type == "harbor.artifact.pushed"',
                     "handler": "kubernetes.restart",
                     "params": {"namespace": "apps", "name": "{{ data.repository.name }}"},
-                }
+                },
+                {
+                    "name": "reload-model",
+                    "match": 'type == "harbor.artifact.pushed"',
+                    "handler": "kubeai.reload",
+                    "params": {"namespace": "ml", "name": "{{ data.repository.name }}"},
+                },
+                {
+                    "name": "restart-ml",
+                    "match": 'type == "harbor.artifact.pushed"',
+                    "handler": "kubernetes.restart",
+                    "params": {
+                        "namespace": "ml",
+                        "name": "{{ data.repository.name }}",
+                        "kind": "StatefulSet",
+                    },
+                },
+                {
+                    "name": "disabled-anywhere",
+                    "enabled": False,
+                    "handler": "kubernetes.restart",
+                    "params": {"namespace": "{{ data.namespace }}", "name": "x"},
+                },
             ],
         },
-        "rbac": {"namespaces": ["apps", "ml"]},
         "httpRoute": {
             "enabled": True,
             "hostnames": ["hooks.example.com"],
@@ -184,18 +209,27 @@ def glue_config(objects: Objects) -> dict[str, Any]:
 # --- the glue command line -----------------------------------------------------------------------------
 
 
-def glue(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """Run ``glue ARGS`` as a user would, in a clean working directory."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GLUE_")}
-    return subprocess.run(
-        [sys.executable, "-m", "glue.cli", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+@dataclasses.dataclass(frozen=True)
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def glue(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Callable[..., Result]:
+    """Run ``glue ARGS`` through its entry point (in this process: the handler modules import once)."""
+    for name in list(os.environ):
+        if name.startswith("GLUE_"):
+            monkeypatch.delenv(name)
+
+    def run(*args: str) -> Result:
+        capsys.readouterr()
+        code = cli.main(list(args))
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    return run
 
 
 def write_secret_files(directory: Path, objects: Objects) -> None:

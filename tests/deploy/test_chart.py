@@ -283,18 +283,34 @@ def test_no_routes_means_no_rbac_and_no_token(chart: helm.Chart) -> None:
     assert pod_spec(objects)["automountServiceAccountToken"] is False
 
 
-def test_rbac_follows_the_handlers_the_routes_use(chart: helm.Chart) -> None:
-    values = PROFILES["sqlite"]()
-    objects = render(chart, values)
-    role = one(objects, "ClusterRole")
-    expected = chart.values["rbac"]["handlerRules"]["kubernetes.restart"]["namespaced"]
-    assert role["rules"] == expected
+def test_rbac_follows_the_routes_and_their_namespaces(chart: helm.Chart) -> None:
+    restart = [
+        {
+            "apiGroups": ["apps"],
+            "resources": ["daemonsets", "deployments", "statefulsets"],
+            "verbs": ["get", "patch"],
+        }
+    ]
+    # The sqlite profile's restart route takes its namespace from the event: it may act anywhere.
+    objects = render(chart, PROFILES["sqlite"]())
+    assert one(objects, "ClusterRole")["rules"] == restart
+    assert "Role" not in kinds(objects)
     binding = one(objects, "ClusterRoleBinding")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": FULLNAME, "namespace": "platform"}]
     assert pod_spec(objects)["automountServiceAccountToken"] is True
-
+    # The postgres profile's routes name their namespaces: Roles there only; a disabled route grants nothing.
+    objects = render(chart, PROFILES["postgres-3-replicas"]())
+    assert "ClusterRole" not in kinds(objects)
+    roles = {o["metadata"]["namespace"]: o for o in objects if o["kind"] == "Role"}
+    assert set(roles) == {"apps", "ml"}
+    assert roles["apps"]["rules"] == restart
+    assert roles["ml"]["metadata"]["annotations"]["runtime-glue.io/routes"] == "reload-model,restart-ml"
+    bindings = [o for o in objects if o["kind"] == "RoleBinding"]
+    assert {b["metadata"]["namespace"] for b in bindings} == {"apps", "ml"}
+    # Only the log handler: no permissions at all.
+    values = PROFILES["sqlite"]()
     values["config"]["routes"] = [r for r in values["config"]["routes"] if r["handler"] == "log"]
-    assert "ClusterRole" not in kinds(render(chart, values))
+    assert not {"Role", "ClusterRole"} & set(kinds(render(chart, values)))
 
 
 # --- observability ---------------------------------------------------------------------------------------

@@ -62,39 +62,125 @@ app.kubernetes.io/component: daemon
 {{- end -}}
 
 {{/* Handlers and RBAC ------------------------------------------------------------------------------
-The handlers the routes use, sorted and unique, as a JSON list. */}}
-{{- define "runtime-glue.handlerNames" -}}
-{{- $names := list -}}
+The same grants as `glue rbac` (glue/rbac.py), from the rules in rbac.handlerRules:
+- an enabled route whose params.namespace is a literal needs its handler's namespaced rules in that
+  namespace only (a Role there);
+- a route whose namespace comes from a template (or that has none) may act anywhere: its rules go to
+  the ClusterRole, and so do the rules a handler marks cluster-scoped;
+- a Role does not repeat what the ClusterRole grants.
+Result, as JSON: {"cluster": [PolicyRule...], "namespaces": {"<ns>": [PolicyRule...]},
+"clusterRoutes": [...], "routes": {"<ns>": [...]}}. */}}
+{{- define "runtime-glue.grants" -}}
+{{- $cluster := dict -}}
+{{- $clusterRoutes := list -}}
+{{- $spaced := dict -}}
+{{- $spacedRoutes := dict -}}
 {{- range .Values.config.routes -}}
-{{- $names = append $names .handler -}}
+{{- if not (hasKey $.Values.rbac.handlerRules .handler) -}}
+{{- fail (printf "route handler %q has no entry in rbac.handlerRules: add the rules its handler declares (python -m tests.deploy.handler_rules prints them; an empty map if it needs none)" .handler) -}}
 {{- end -}}
-{{- $names | uniq | sortAlpha | toJson -}}
+{{- $entry := get $.Values.rbac.handlerRules .handler | default dict -}}
+{{- $enabled := ternary true .enabled (kindIs "invalid" .enabled) -}}
+{{- if and $enabled (or $entry.namespaced $entry.cluster) -}}
+{{- $params := .params | default dict -}}
+{{- $namespace := "" -}}
+{{- if and (kindIs "string" $params.namespace) $params.namespace (not (contains "{" $params.namespace)) -}}
+{{- $namespace = $params.namespace -}}
+{{- end -}}
+{{- if or $entry.cluster (not $namespace) -}}
+{{- $clusterRoutes = append $clusterRoutes .name -}}
+{{- end -}}
+{{- include "runtime-glue.addPermissions" (list $cluster ($entry.cluster | default list)) -}}
+{{- if not $namespace -}}
+{{- include "runtime-glue.addPermissions" (list $cluster ($entry.namespaced | default list)) -}}
+{{- else if $entry.namespaced -}}
+{{- $into := get $spaced $namespace | default dict -}}
+{{- include "runtime-glue.addPermissions" (list $into $entry.namespaced) -}}
+{{- $_ := set $spaced $namespace $into -}}
+{{- $_ := set $spacedRoutes $namespace (append (get $spacedRoutes $namespace | default list) .name) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- $namespaces := dict -}}
+{{- $routes := dict -}}
+{{- range $namespace, $permissions := $spaced -}}
+{{- $remaining := dict -}}
+{{- range $key, $verbs := $permissions -}}
+{{- $granted := get $cluster $key | default list -}}
+{{- $left := list -}}
+{{- range $verbs -}}
+{{- if not (has . $granted) -}}
+{{- $left = append $left . -}}
+{{- end -}}
+{{- end -}}
+{{- if $left -}}
+{{- $_ := set $remaining $key $left -}}
+{{- end -}}
+{{- end -}}
+{{- if $remaining -}}
+{{- $_ := set $namespaces $namespace (include "runtime-glue.mergeRules" $remaining | fromJsonArray) -}}
+{{- $_ := set $routes $namespace (get $spacedRoutes $namespace) -}}
+{{- end -}}
+{{- end -}}
+{{- dict "cluster" (include "runtime-glue.mergeRules" $cluster | fromJsonArray) "namespaces" $namespaces "clusterRoutes" $clusterRoutes "routes" $routes | toJson -}}
 {{- end -}}
 
-{{/* The PolicyRules of those handlers (rbac.handlerRules) plus rbac.extraRules, as JSON:
-{"namespaced": [...], "cluster": [...]}. */}}
-{{- define "runtime-glue.rbacRules" -}}
-{{- $namespaced := list -}}
-{{- $cluster := list -}}
-{{- range $name := include "runtime-glue.handlerNames" . | fromJsonArray -}}
-{{- if not (hasKey $.Values.rbac.handlerRules $name) -}}
-{{- fail (printf "route handler %q has no entry in rbac.handlerRules: add the rules `glue rbac` prints for it (an empty map if it needs none)" $name) -}}
+{{/* Add the permissions of a list of PolicyRules to a dict "<apiGroup>\x00<resource>" -> [verbs].
+Argument: (list $dict $rules). */}}
+{{- define "runtime-glue.addPermissions" -}}
+{{- $into := index . 0 -}}
+{{- range $rule := (index . 1) -}}
+{{- range $group := $rule.apiGroups -}}
+{{- range $resource := $rule.resources -}}
+{{- $key := printf "%s\x00%s" $group $resource -}}
+{{- $_ := set $into $key (concat (get $into $key | default list) $rule.verbs | uniq) -}}
 {{- end -}}
-{{- $entry := get $.Values.rbac.handlerRules $name | default dict -}}
-{{- $namespaced = concat $namespaced ($entry.namespaced | default list) -}}
-{{- $cluster = concat $cluster ($entry.cluster | default list) -}}
 {{- end -}}
-{{- $namespaced = concat $namespaced (.Values.rbac.extraRules | default list) -}}
-{{- dict "namespaced" (uniq $namespaced) "cluster" (uniq $cluster) | toJson -}}
+{{- end -}}
+{{- end -}}
+
+{{/* PolicyRules from a dict "<apiGroup>\x00<resource>" -> [verbs], as glue/rbac.py merge() builds them:
+verbs in kubectl's order, resources with the same verbs grouped, sorted by (apiGroup, verbs). JSON list. */}}
+{{- define "runtime-glue.mergeRules" -}}
+{{- $order := list "get" "list" "watch" "create" "update" "patch" "delete" "deletecollection" -}}
+{{- $grouped := dict -}}
+{{- range $key, $verbs := . -}}
+{{- $parts := splitList "\x00" $key -}}
+{{- $ordered := list -}}
+{{- range $order -}}
+{{- if has . $verbs -}}
+{{- $ordered = append $ordered . -}}
+{{- end -}}
+{{- end -}}
+{{- $unknown := list -}}
+{{- range $verbs -}}
+{{- if not (has . $order) -}}
+{{- $unknown = append $unknown . -}}
+{{- end -}}
+{{- end -}}
+{{- $ordered = concat $ordered ($unknown | sortAlpha) -}}
+{{- $groupKey := printf "%s\x00%s" (index $parts 0) (join "\x00" $ordered) -}}
+{{- $_ := set $grouped $groupKey (append (get $grouped $groupKey | default list) (index $parts 1)) -}}
+{{- end -}}
+{{- $rules := list -}}
+{{- range $groupKey := keys $grouped | sortAlpha -}}
+{{- $parts := splitList "\x00" $groupKey -}}
+{{- $rules = append $rules (dict "apiGroups" (list (first $parts)) "resources" (get $grouped $groupKey | sortAlpha) "verbs" (rest $parts)) -}}
+{{- end -}}
+{{- $rules | toJson -}}
 {{- end -}}
 
 {{- define "runtime-glue.automountToken" -}}
 {{- if kindIs "bool" .Values.serviceAccount.automountToken -}}
 {{- .Values.serviceAccount.automountToken -}}
 {{- else -}}
-{{- $rules := include "runtime-glue.rbacRules" . | fromJson -}}
+{{- $grants := include "runtime-glue.grants" . | fromJson -}}
 {{- $clients := .Values.config.clients | default dict -}}
-{{- or (gt (len $rules.namespaced) 0) (gt (len $rules.cluster) 0) (hasKey $clients "openbao") (hasKey $clients "kubernetes") -}}
+{{- if or $grants.cluster $grants.namespaces (hasKey $clients "openbao") (hasKey $clients "kubernetes") -}}
+true
+{{- else -}}
+false
+{{- end -}}
 {{- end -}}
 {{- end -}}
 

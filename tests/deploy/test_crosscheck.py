@@ -1,0 +1,216 @@
+"""The chart against the daemon it installs: the rendered config passes ``glue check``, the rendered RBAC is
+what ``glue rbac`` prints for the same handlers, and the dashboard and alerts query only metric names a
+running ``glue run`` exports on /metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import pytest
+import yaml
+
+from tests.deploy.conftest import (
+    FULLNAME,
+    PROFILES,
+    Objects,
+    Result,
+    glue_config,
+    one,
+    render,
+    write_secret_files,
+)
+from tests.kafka import support as kafka_support
+
+Glue = Callable[..., Result]
+RBAC_KINDS = ("Role", "ClusterRole")
+
+
+def grants(objects: Objects) -> list[tuple[str, str | None, str, list[dict[str, Any]]]]:
+    """Each Role/ClusterRole as (kind, namespace, routes it serves, rules); names and labels left out."""
+    return sorted(
+        (
+            obj["kind"],
+            obj["metadata"].get("namespace"),
+            obj["metadata"].get("annotations", {}).get("runtime-glue.io/routes", ""),
+            obj["rules"],
+        )
+        for obj in objects
+        if obj["kind"] in RBAC_KINDS
+    )
+
+
+def rendered(chart: helm.Chart, profile: str, secrets: Path) -> tuple[Objects, Path]:
+    """Render a profile with its secret files under ``secrets``; write the glue config next to them."""
+    objects = render(chart, PROFILES[profile](str(secrets)))
+    write_secret_files(secrets, objects)
+    config = secrets / "config.yaml"
+    config.write_text(yaml.safe_dump(glue_config(objects)))
+    return objects, config
+
+
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+def test_rendered_config_passes_glue_check(
+    chart: helm.Chart, glue: Glue, profile: str, tmp_path: Path
+) -> None:
+    _, config = rendered(chart, profile, tmp_path)
+    result = glue("check", "--config", str(config))
+    assert result.code == 0, result.err
+    assert f"{config}: ok" in result.out
+
+
+def test_glue_check_rejects_a_rendered_config_with_a_missing_secret(
+    chart: helm.Chart, glue: Glue, tmp_path: Path
+) -> None:
+    _, config = rendered(chart, "sqlite", tmp_path)
+    (tmp_path / "gitlab-token").unlink()
+    result = glue("check", "--config", str(config))
+    assert result.code == 2
+    assert "endpoints[1].auth.secret" in result.err and "cannot read secret file" in result.err
+
+
+def glue_rbac(glue: Glue, config: Path) -> Objects:
+    result = glue("rbac", "--config", str(config))
+    assert result.code == 0, result.err
+    return [doc for doc in yaml.safe_load_all(result.out) if doc]
+
+
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+def test_rendered_rbac_equals_glue_rbac(chart: helm.Chart, glue: Glue, profile: str, tmp_path: Path) -> None:
+    objects, config = rendered(chart, profile, tmp_path)
+    printed = glue_rbac(glue, config)
+    assert grants(objects) == grants(printed)
+    if profile != "default":
+        assert grants(objects), "the profile should need some permissions"
+
+
+# --- metrics ---------------------------------------------------------------------------------------------
+
+METRIC = re.compile(r"\bglue_[a-z0-9_]+")
+_SUFFIXES = ("_bucket", "_count", "_sum", "_created")
+
+
+def exported_names(exposition: str) -> set[str]:
+    """Every series name /metrics offers, including families that have no sample yet."""
+    names: set[str] = set()
+    for line in exposition.splitlines():
+        if line.startswith(("# HELP ", "# TYPE ")):
+            family = line.split()[2]
+            names.add(family)
+            names.update(family + suffix for suffix in _SUFFIXES)
+        elif line and not line.startswith("#"):
+            names.add(re.split(r"[{ ]", line, maxsplit=1)[0])
+    return names
+
+
+def queried_names(objects: Objects) -> dict[str, set[str]]:
+    """The glue_* names each dashboard panel and alert rule queries."""
+    queried: dict[str, set[str]] = {}
+    dashboard = json.loads(one(objects, "ConfigMap", f"{FULLNAME}-dashboard")["data"]["runtime-glue.json"])
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            queried.setdefault(f"panel {panel['title']!r}", set()).update(METRIC.findall(target["expr"]))
+    for variable in dashboard["templating"]["list"]:
+        if isinstance(variable.get("query"), dict):
+            queried.setdefault(f"variable {variable['name']}", set()).update(
+                METRIC.findall(variable["query"]["query"])
+            )
+    rule = one(objects, "PrometheusRule")
+    for group in rule["spec"]["groups"]:
+        for alert in group["rules"]:
+            queried[f"alert {alert['alert']}"] = set(METRIC.findall(alert["expr"]))
+    return queried
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def scrape(port: int, deadline: float, process: subprocess.Popen[str]) -> str:
+    url = f"http://127.0.0.1:{port}"
+    while True:
+        assert process.poll() is None, f"glue run exited: {process.communicate()[1]}"
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=1):
+                pass
+            with urllib.request.urlopen(f"{url}/metrics", timeout=5) as response:
+                text: str = response.read().decode()
+                return text
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+@pytest.fixture
+def running_daemon_metrics(chart: helm.Chart, tmp_path: Path) -> Iterator[set[str]]:
+    """Start ``glue run`` on the chart's config with every source on, and read the names on /metrics.
+
+    The Kafka source consumes from a real Tansu broker; the MinIO listen source points at a closed
+    loopback port (it keeps reconnecting, which is all its metrics need). Journal: SQLite in tmp_path.
+    """
+    broker = kafka_support.start_broker(tmp_path)
+    try:
+        values = PROFILES["sqlite"](str(tmp_path))
+        values["config"]["sources"] = {
+            "kafka": {
+                "bootstrapServers": [broker.bootstrap],
+                "topics": [{"name": "glue-events", "format": "cloudevents"}],
+            },
+            "minio": {
+                "endpoint": f"127.0.0.1:{free_port()}",
+                "secure": False,
+                "buckets": [{"name": "models"}],
+            },
+        }
+        objects = render(chart, values)
+        write_secret_files(tmp_path, objects)
+        config = glue_config(objects)
+        port = free_port()
+        config["server"] = {**config["server"], "host": "127.0.0.1", "port": port}
+        config["journal"] = {**config["journal"], "path": str(tmp_path / "glue.db")}
+        config_path = tmp_path / "config.yaml"
+        config_path.write_text(yaml.safe_dump(config))
+        process = subprocess.Popen(
+            [sys.executable, "-m", "glue.cli", "run", "--config", str(config_path)],
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            exposition = scrape(port, time.monotonic() + 30, process)
+        finally:
+            process.terminate()
+            try:
+                process.communicate(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.communicate()
+        yield exported_names(exposition)
+    finally:
+        kafka_support.stop_broker(broker)
+
+
+def test_dashboard_and_alerts_query_only_exported_metrics(
+    chart: helm.Chart, running_daemon_metrics: set[str]
+) -> None:
+    objects = render(chart, PROFILES["sqlite"]())
+    queried = queried_names(objects)
+    assert any(queried.values())
+    unknown = {where: sorted(names - running_daemon_metrics) for where, names in queried.items()}
+    assert {where: names for where, names in unknown.items() if names} == {}
+    assert "glue_deliveries_total" in running_daemon_metrics  # the scrape really reached the daemon

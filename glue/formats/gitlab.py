@@ -18,6 +18,7 @@ webhook_events.md`` (payloads).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any, Final
 
 from glue import events, formats
@@ -79,7 +80,7 @@ def kind_from_header(value: str) -> str | None:
     return name if _KIND.fullmatch(name) else None
 
 
-def _kind(body: dict[str, Any], headers: dict[str, str] | Any) -> str:
+def _kind(body: dict[str, Any], headers: Mapping[str, str]) -> str:
     for field in ("object_kind", "event_name"):
         value = body.get(field)
         if value is None:

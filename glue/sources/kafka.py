@@ -64,6 +64,7 @@ DECODER = {"cloudevents": kafka_cloudevents.NAME, "minio": "minio", "argo": "arg
 _LAG_INTERVAL = 1.0  # seconds between consumer lag updates
 _POLL_MS = 200  # how long one fetch waits for records
 _CHUNK = 64  # records decoded between two yields to the event loop
+_DRAIN_SECONDS = 30.0  # how long stop() waits for the batch in hand
 
 
 class KafkaUnavailable(ConnectionError):
@@ -186,11 +187,20 @@ class KafkaSource:
         log.info("kafka source started", topics=sorted(self.topics), group=self.config.group_id)
 
     async def stop(self) -> None:
-        """Finish and commit the batch in hand, then leave the group (its partitions move on at once)."""
+        """Finish and commit the batch in hand, then leave the group (its partitions move on at once).
+
+        A batch that cannot finish within the drain bound (journal hung) is abandoned uncommitted:
+        its records are read again by whoever owns the partitions next."""
         if self._task is not None:
-            async with self.batch_lock:
-                self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
+                async with asyncio.timeout(_DRAIN_SECONDS):
+                    await self.batch_lock.acquire()
+            except TimeoutError:
+                log.warning("kafka batch did not finish in time; its records will be read again")
+            else:
+                self.batch_lock.release()
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):  # a failure is logged already
                 await self._task
             self._task = None
         if self.consumer is not None:
@@ -207,20 +217,26 @@ class KafkaSource:
     async def _run(self) -> None:
         consumer = self.consumer
         assert consumer is not None
+        try:
+            await self._consume(consumer)
+        except kafka_errors.ConsumerStoppedError:
+            return
+        except Exception as exc:
+            # Nothing past the failed batch is committed. Leave the group so that the other members
+            # take the partitions over, and report not ready.
+            self._failure = f"kafka consumer failed: {type(exc).__name__}: {exc}"
+            log.exception("kafka consumer failed; leaving the group")
+            await consumer.stop()
+
+    async def _consume(self, consumer: aiokafka.AIOKafkaConsumer) -> None:
         backoff = self.config.retry_seconds
         while True:
             try:
                 batch = await consumer.getmany(timeout_ms=_POLL_MS)
-            except kafka_errors.ConsumerStoppedError:
-                return
             except kafka_errors.KafkaError as exc:
                 log.warning("kafka fetch failed", error=str(exc))
                 await asyncio.sleep(backoff)
                 continue
-            except Exception as exc:
-                self._failure = f"kafka consumer failed: {exc}"
-                log.exception("kafka consumer failed")
-                raise
             retry = False
             if batch:
                 async with self.batch_lock:
@@ -260,7 +276,10 @@ class KafkaSource:
                             exc_info=outcome,
                         )
                     reason = reason or str(outcome)
-                    consumer.seek(tp, record.offset)  # read again from the first record not journaled
+                    # Read again from the first record not journaled (if revoked meanwhile, the next
+                    # owner reads it from the last commit).
+                    with contextlib.suppress(kafka_errors.IllegalStateError):
+                        consumer.seek(tp, record.offset)
                     rewound[f"{tp.topic}:{tp.partition}"] = record.offset
                     break
                 commit[tp] = record.offset + 1

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
+from pathlib import Path
 from typing import Any
 
 import helm_python as helm
@@ -44,10 +46,20 @@ def test_strict_validation_catches_an_unknown_field(chart: helm.Chart) -> None:
 
 
 @pytest.mark.parametrize("profile", sorted(PROFILES))
-def test_lint_reports_no_errors(profile: str) -> None:
-    report = helm.lint(CHART, PROFILES[profile](), namespace="platform", kube_version=f"v{KUBE_VERSION}")
-    errors = [m for m in report["messages"] if m["severity"] >= 3]
-    assert report["errors"] == [] and errors == [], report
+def test_strict_lint_reports_no_errors_or_warnings(profile: str) -> None:
+    report = helm.lint(
+        CHART, PROFILES[profile](), strict=True, namespace="platform", kube_version=f"v{KUBE_VERSION}"
+    )
+    problems = [m for m in report["messages"] if m["severity"] >= 2]
+    assert report["errors"] == [] and problems == [], report
+
+
+def test_lint_would_report_a_broken_chart(tmp_path: Path) -> None:
+    broken = tmp_path / "runtime-glue"
+    shutil.copytree(CHART, broken)
+    (broken / "templates" / "service.yaml").write_text("{{ .Values.service.port | nosuchfunction }}\n")
+    report = helm.lint(broken, strict=True)
+    assert report["errors"] or any(m["severity"] >= 3 for m in report["messages"])
 
 
 def test_profiles_install_what_they_promise(chart: helm.Chart) -> None:

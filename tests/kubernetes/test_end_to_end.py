@@ -16,8 +16,9 @@ from typing import Any
 
 import aiohttp
 import pytest
+import yaml
 
-from glue import app, settings
+from glue import app, cli, settings
 from handlers import kubernetes
 from tests.kubernetes.conftest import CERTIFICATES, DNSENDPOINTS, MODELS, WORKFLOWS
 
@@ -252,3 +253,62 @@ async def test_cloudevent_announcing_an_endpoint_gives_dns_and_a_certificate(api
         annotations = obj["metadata"]["annotations"]
         assert annotations[kubernetes.ANNOTATION_EVENT_ID] == "ep-7f3c"
         assert annotations[kubernetes.ANNOTATION_TRACEPARENT] == announced["traceparent"]
+
+
+async def glue_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """Run the ``glue`` command line as ``main()`` in a thread (its own event loop); the API double
+    keeps serving in this one."""
+    code = await asyncio.to_thread(cli.main, list(args))
+    out, err = capsys.readouterr()
+    rows = "\n".join(line for line in out.splitlines() if line.startswith("{"))  # not the daemon's log lines
+    return code, rows, err
+
+
+async def test_replay_dry_run_plans_are_checked_by_the_api_server(
+    apiserver, daemon, kubeconfig, tmp_path, capsys
+):
+    announced = {
+        "specversion": "1.0",
+        "id": "ep-9",
+        "source": "//platform.example/catalog",
+        "type": "platform.endpoint.announced",
+        "data": {"namespace": "web", "name": "cart", "host": "cart.example.com", "ip": "203.0.113.11"},
+    }
+    recording = tmp_path / "events.jsonl"
+    recording.write_text(json.dumps(announced) + "\n")
+    config = tmp_path / "glue.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "journal": {"path": str(tmp_path / "replay.db")},
+                "routes": ROUTES,
+                "clients": {"kubernetes": {"kubeconfig": str(kubeconfig)}},
+            }
+        )
+    )
+
+    code, out, err = await glue_cli(capsys, "replay", "--dry-run", str(recording), "--config", str(config))
+
+    assert code == 0, err
+    rows = {row["route"]: row for row in map(json.loads, out.splitlines())}
+    assert set(rows) == {"endpoint-dns", "endpoint-certificate"}
+    for row in rows.values():
+        assert row["outcome"] == "planned"
+        assert "checked by the API server" in row["plan"]["summary"]
+        [call] = row["plan"]["calls"]
+        assert call["method"] == "PATCH"
+    assert {w["query"].get("dryRun") for w in apiserver.writes} == {"All"}
+    assert (
+        apiserver.get(DNSENDPOINTS, "web", "cart") is None
+        and apiserver.get(CERTIFICATES, "web", "cart-tls") is None
+    )
+
+    assert await daemon.post("/events", announced, {"Content-Type": "application/cloudevents+json"}) == 202
+    await eventually(lambda: apiserver.get(CERTIFICATES, "web", "cart-tls"))
+    await eventually(lambda: apiserver.get(DNSENDPOINTS, "web", "cart"))
+    await settled(daemon)
+
+    code, out, err = await glue_cli(capsys, "replay", "--dry-run", str(recording), "--config", str(config))
+    assert code == 0, err
+    for row in map(json.loads, out.splitlines()):
+        assert row["plan"]["calls"] == [] and "already as wanted" in row["plan"]["summary"]

@@ -29,7 +29,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -66,7 +66,6 @@ __all__ = [
     "core_v1",
     "custom_objects",
     "delete",
-    "dry_run_flag",
     "errors",
     "event_annotations",
     "event_labels",
@@ -266,7 +265,7 @@ def classify(
 
 
 @contextlib.contextmanager
-def errors(what: str, *, wait_for_target: bool = False) -> Any:
+def errors(what: str, *, wait_for_target: bool = False) -> Iterator[None]:
     """Turn API failures raised inside the block into TemporaryError / PermanentError."""
     try:
         yield
@@ -294,11 +293,6 @@ async def on_conflict(attempt: Callable[[], Awaitable[T]], what: str) -> T:
                 f"{what}: still conflicting after {CONFLICT_ATTEMPTS} attempts: {status_message(exc)}"
             ) from None
         raise
-
-
-def dry_run_flag(dry_run: bool) -> str | None:
-    """The ``dryRun`` query value: ``All`` asks the API server to check the call without persisting."""
-    return "All" if dry_run else None
 
 
 # --------------------------------------------------------------------------------------------- events

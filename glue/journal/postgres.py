@@ -256,6 +256,12 @@ def _headers(delivery: events.Delivery) -> str:
     return orjson.dumps(dict(delivery.headers)).decode()
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Pool reset hook: nothing to undo. The journal never changes session state (no SET, LISTEN,
+    cursors or session advisory locks), so the default reset query would be a wasted round trip on
+    every release; an open transaction is still rolled back by the pool itself."""
+
+
 class _Pending:
     __slots__ = ("batch", "delivery", "future")
 
@@ -295,7 +301,10 @@ class PostgresJournal:
 
     @property
     def pool(self) -> asyncpg.Pool:
-        """The connection pool (for layers that extend the schema); raises unless open."""
+        """The connection pool (for layers that extend the schema); raises unless open.
+
+        Connections are not reset when released: leave no session state behind (SET LOCAL in a
+        transaction is fine)."""
         if self._pool is None:
             raise journal.JournalUnavailable("journal is not open")
         return self._pool
@@ -312,6 +321,7 @@ class PostgresJournal:
                 max_size=self.config.pool_size,
                 command_timeout=self.command_timeout,
                 server_settings={"application_name": "runtime-glue"},
+                reset=_keep_session,
             )
         except (*_UNAVAILABLE, asyncpg.PostgresError) as exc:
             # asyncpg's messages name host, port, user and database, never the password.

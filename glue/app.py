@@ -62,6 +62,7 @@ def load_plugins(settings: settings_mod.Settings, *, everything: bool = False) -
         names = [m.name for m in pkgutil.iter_modules(builtin.__path__, prefix="handlers.")]
     else:
         wanted = {str(route.get("handler", "")).split(".", 1)[0] for route in settings.routes}
+        wanted.update(settings.clients)  # clients.kubernetes is registered by handlers.kubernetes
         names = [f"handlers.{name}" for name in sorted(wanted) if name.isidentifier()]
     for name in names:
         if name.rsplit(".", 1)[-1].startswith("_"):
@@ -85,6 +86,12 @@ def _workers(runtime: Runtime) -> list[Component]:
         runtime.archive = objectstore.ArchiveWriter(store, runtime.settings.archive, close_store=True)
         components.append(runtime.archive)  # started first, stopped last: takes lines until the end
     components.append(retention.Retention(runtime.journal, days=runtime.settings.journal.retention_days))
+    kafka_config = runtime.settings.sources.kafka
+    if kafka_config is not None and kafka_config.output is not None:
+        from glue.sources import kafka
+
+        # Before the executor, so stopped after it: the last outcomes are published too.
+        components.append(kafka.KafkaOutput(kafka_config, runtime.journal))
     if runtime.settings.execution.enabled:
         from glue import execution, routing
 

@@ -135,6 +135,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         routing.load(settings.routes, handlers.registry, source=source)
     except settings_mod.ConfigError as exc:
         raise CliError(str(exc), code=2) from None
+    problems = handlers.registry.check_clients(settings.clients)
+    if problems:
+        raise CliError(str(settings_mod.ConfigError(source, problems)), code=2)
     print(f"{source}: ok ({len(settings.endpoints)} endpoints, {len(settings.routes)} routes)")
     return 0
 

@@ -171,6 +171,25 @@ class Registry:
     def add_client(self, spec: ClientSpec) -> None:
         self.clients[spec.name] = spec
 
+    def check_clients(self, config: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, str]]:
+        """Validate each configured client against its model: (field, reason) for every problem."""
+        problems: list[tuple[str, str]] = []
+        for name, values in config.items():
+            spec = self.clients.get(name)
+            if spec is None:
+                known = ", ".join(sorted(self.clients)) or "none"
+                problems.append((f"clients.{name}", f"no client of that name (known: {known})"))
+                continue
+            if spec.config_model is None:
+                continue
+            try:
+                spec.config_model.model_validate(values)
+            except pydantic.ValidationError as exc:
+                for error in exc.errors(include_url=False):
+                    where = ".".join(str(part) for part in error["loc"])
+                    problems.append((f"clients.{name}" + (f".{where}" if where else ""), error["msg"]))
+        return problems
+
     def get(self, name: str) -> Handler:
         try:
             return self.handlers[name]

@@ -199,6 +199,19 @@ class KafkaTls(Model):
         return self
 
 
+class KafkaOutput(Model):
+    """Publish what the handlers did, as CloudEvents (Kafka binding, binary mode), to one topic.
+
+    Invocations are read from the journal as they settle; a restart resumes ``lookbackSeconds``
+    back, so an outcome may be published twice (same CloudEvent id): consumers dedupe on the id."""
+
+    topic: str = Field(pattern=r"^[A-Za-z0-9._-]{1,249}$")
+    dead_letters: bool = Field(default=True, description="Publish invocations that were dead-lettered.")
+    outcomes: bool = Field(default=False, description="Publish finished invocations too.")
+    poll_seconds: float = Field(default=1.0, gt=0, le=60)
+    lookback_seconds: float = Field(default=300.0, ge=0, description="How far back a restart looks.")
+
+
 class Kafka(Model):
     """The Kafka source: a consumer group journaling every record before committing its offset."""
 
@@ -218,6 +231,7 @@ class Kafka(Model):
     retry_seconds: float = Field(
         default=1.0, gt=0, le=300, description="Pause before re-reading records the journal could not take."
     )
+    output: KafkaOutput | None = Field(default=None, description="Handler outcomes and dead letters out.")
 
     @model_validator(mode="before")
     @classmethod

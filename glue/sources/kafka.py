@@ -19,7 +19,9 @@ aiokafka is used here and nowhere else in the package.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import datetime
 import ssl
 import time
 from collections.abc import Iterable, Sequence
@@ -30,6 +32,8 @@ import prometheus_client
 import structlog
 from aiokafka import errors as kafka_errors
 from aiokafka import helpers as kafka_helpers
+from cloudevents.core.bindings import kafka as ce_kafka
+from cloudevents.core.formats.json import JSONFormat
 
 from glue import events, formats, intake, journal
 from glue import settings as settings_mod
@@ -64,7 +68,8 @@ DECODER = {"cloudevents": kafka_cloudevents.NAME, "minio": "minio", "argo": "arg
 _LAG_INTERVAL = 1.0  # seconds between consumer lag updates
 _POLL_MS = 200  # how long one fetch waits for records
 _CHUNK = 64  # records decoded between two yields to the event loop
-_DRAIN_SECONDS = 30.0  # how long stop() waits for the batch in hand
+_DRAIN_SECONDS = 30.0
+_JSON = JSONFormat()  # how long stop() waits for the batch in hand
 
 
 class KafkaUnavailable(ConnectionError):
@@ -141,9 +146,7 @@ class KafkaSource:
 
     name = "kafka"
 
-    def __init__(
-        self, config: settings_mod.Kafka, intake_: intake.Intake, journal_: journal.Journal
-    ) -> None:
+    def __init__(self, config: settings_mod.Kafka, intake_: intake.Intake, journal_: journal.Journal) -> None:
         self.config = config
         self.intake = intake_
         self.journal = journal_
@@ -272,7 +275,9 @@ class KafkaSource:
                     if not isinstance(outcome, _Retry):
                         log.error(
                             "kafka record failed",
-                            topic=tp.topic, partition=tp.partition, offset=record.offset,
+                            topic=tp.topic,
+                            partition=tp.partition,
+                            offset=record.offset,
                             exc_info=outcome,
                         )
                     reason = reason or str(outcome)
@@ -285,9 +290,12 @@ class KafkaSource:
                 commit[tp] = record.offset + 1
         if rewound:
             log.warning("kafka records not journaled, reading them again", rewound=rewound, reason=reason)
-        for record, outcome in zip(records, outcomes, strict=True):
-            label = "retried" if isinstance(outcome, BaseException) else outcome
-            RECORDS.labels(record.topic, label).inc()
+        counts = collections.Counter(
+            (record.topic, "retried" if isinstance(outcome, BaseException) else outcome)
+            for record, outcome in zip(records, outcomes, strict=True)
+        )
+        for (topic, label), count in counts.items():
+            RECORDS.labels(topic, label).inc(count)
         if commit:
             await self._commit(consumer, commit)
         BATCH_SECONDS.observe(time.perf_counter() - started)
@@ -306,7 +314,9 @@ class KafkaSource:
         except Exception as exc:  # a decoder bug must not block the partition: keep the record, visibly
             log.exception(
                 "kafka record decoder failed",
-                topic=record.topic, partition=record.partition, offset=record.offset,
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
             )
             return await self._reject(delivery, record, f"decoder failed: {type(exc).__name__}")
         return "journaled" if any(item.new for item in appended) else "duplicate"
@@ -357,3 +367,134 @@ class KafkaSource:
             except kafka_errors.KafkaError:
                 continue
             LAG.labels(tp.topic, str(tp.partition)).set(max(0, highwater - position))
+
+
+# -- output: handler outcomes and dead letters as CloudEvents -------------------------------------
+
+PUBLISHED = prometheus_client.Counter(
+    "glue_kafka_published_total",
+    "Invocation outcomes published as CloudEvents to the output topic, by state (done, dead).",
+    ["state"],
+)
+
+OUTCOME_TYPE = "io.runtime-glue.invocation.{state}"
+_SEEN_LIMIT = 100_000  # CloudEvent ids remembered to avoid publishing an outcome twice in one process
+
+
+def outcome_event(invocation: journal.Invocation, event: journal.StoredEvent | None) -> events.CloudEvent:
+    """The CloudEvent of one settled invocation. Its id is stable (key, state, attempt), so a consumer
+    recognises one published twice; ``partitionkey`` is the event identity (its outcomes stay in order)."""
+    attributes: dict[str, Any] = {
+        "specversion": "1.0",
+        "id": f"{invocation.idempotency_key}/{invocation.state}/{invocation.attempt}",
+        "source": f"runtime-glue/routes/{invocation.route}",
+        "type": OUTCOME_TYPE.format(state=invocation.state),
+        "time": datetime.datetime.fromtimestamp(invocation.updated_at, datetime.UTC),
+        "datacontenttype": "application/json",
+    }
+    if event is not None:
+        attributes["subject"] = event.identity
+        attributes["partitionkey"] = event.identity
+    data = {
+        "route": invocation.route,
+        "handler": invocation.handler,
+        "state": invocation.state,
+        "attempts": invocation.attempt,
+        "error": invocation.last_error,
+        "idempotencyKey": invocation.idempotency_key,
+        "event": event.summary() if event is not None else {"seq": invocation.event_seq},
+    }
+    return events.CloudEvent(attributes, data)
+
+
+class KafkaOutput:
+    """Publishes settled invocations (dead letters, and optionally every finished one) to a topic.
+
+    It tails the journal rather than hooking the executor, so it publishes what is durably settled,
+    whichever replica ran the handler. Each sweep reads invocations updated since the previous sweep
+    began; the broker acknowledges every record (acks=all) before the sweep counts as done.
+    """
+
+    name = "kafka-output"
+
+    def __init__(self, config: settings_mod.Kafka, journal_: journal.Journal) -> None:
+        assert config.output is not None
+        self.config = config
+        self.output = config.output
+        self.journal = journal_
+        self.states: list[journal.InvocationState] = []
+        if self.output.dead_letters:
+            self.states.append("dead")
+        if self.output.outcomes:
+            self.states.append("done")
+        self.producer: aiokafka.AIOKafkaProducer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._since = 0.0
+
+    async def start(self) -> None:
+        producer = aiokafka.AIOKafkaProducer(**client_options(self.config), acks="all")
+        try:
+            await producer.start()
+        except kafka_errors.KafkaError as exc:
+            with contextlib.suppress(Exception):
+                await producer.stop()
+            servers = ", ".join(self.config.bootstrap_servers)
+            raise KafkaUnavailable(f"cannot start the Kafka producer ({servers}): {exc}") from None
+        self.producer = producer
+        self._since = time.time() - self.output.lookback_seconds
+        self._task = asyncio.create_task(self._run(), name="kafka-output")
+        log.info("kafka output started", topic=self.output.topic, states=self.states)
+
+    async def stop(self) -> None:
+        """Publish what settled until now (one last sweep), then close the producer."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+            with contextlib.suppress(Exception):
+                await self.sweep()
+        if self.producer is not None:
+            await self.producer.stop()
+            self.producer = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.sweep()
+            except (kafka_errors.KafkaError, journal.JournalUnavailable) as exc:
+                log.warning("kafka output sweep failed; will retry", error=str(exc))
+            await asyncio.sleep(self.output.poll_seconds)
+
+    async def sweep(self) -> int:
+        """Publish invocations settled since the last sweep; returns how many were sent."""
+        producer = self.producer
+        assert producer is not None
+        started = time.time()
+        pending: list[tuple[str, asyncio.Future[Any]]] = []
+        for state in self.states:
+            after = 0
+            while page := await self.journal.invocations(
+                state=state, since=self._since, after=after, limit=500
+            ):
+                after = page[-1].id
+                for invocation in page:
+                    ce_id = f"{invocation.idempotency_key}/{invocation.state}/{invocation.attempt}"
+                    if ce_id in self._seen:
+                        continue
+                    event = await self.journal.get(invocation.event_seq)
+                    message = ce_kafka.to_binary(outcome_event(invocation, event), _JSON)
+                    headers = [(name, value) for name, value in message.headers.items()]
+                    key = message.key.encode() if isinstance(message.key, str) else message.key
+                    future = await producer.send(self.output.topic, message.value, key=key, headers=headers)
+                    pending.append((ce_id, future))
+        for ce_id, future in pending:
+            await future  # raises KafkaError: the sweep is repeated from the same point
+            PUBLISHED.labels(ce_id.rsplit("/", 2)[1]).inc()
+            self._seen[ce_id] = None
+            if len(self._seen) > _SEEN_LIMIT:
+                self._seen.popitem(last=False)
+        # An invocation settling while this sweep ran has updated_at >= started: the next sweep sees it.
+        self._since = started
+        return len(pending)

@@ -13,6 +13,7 @@ from typing import Any
 import aiokafka
 import pytest
 
+import glue
 from glue import app, settings
 from tests.kafka.support import Broker, start_broker, stop_broker
 
@@ -40,14 +41,16 @@ async def start_daemon(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[
     """Start in-process daemons (HTTP on port 0, SQLite journal shared by all daemons of the test)."""
     started: list[app.Daemon] = []
 
-    async def start(kafka: dict[str, Any], **config: Any) -> app.Daemon:
+    async def start(
+        kafka: dict[str, Any], registry: glue.Registry | None = None, **config: Any
+    ) -> app.Daemon:
         merged = {
             "server": {"host": "127.0.0.1", "port": 0},
             "journal": {"path": str(tmp_path / "journal.db"), "groupCommitMs": 1},
             "sources": {"kafka": kafka},
             **config,
         }
-        daemon = app.Daemon(settings.from_mapping(merged, "test"))
+        daemon = app.Daemon(settings.from_mapping(merged, "test"), registry=registry)
         await daemon.start()
         started.append(daemon)
         return daemon

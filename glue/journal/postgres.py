@@ -285,7 +285,6 @@ class PostgresJournal:
         self.config = config
         self._dsn = config.dsn
         self.group_commit = config.group_commit_ms / 1000
-        self.retention = config.retention_days * 86400
         # Group commits in flight at once; the rest of the pool serves reads and execution.
         self.writers = max(1, config.pool_size // 2)
         self._pool: asyncpg.Pool | None = None
@@ -328,6 +327,10 @@ class PostgresJournal:
             raise journal.JournalUnavailable(f"cannot connect to the postgres journal: {exc}") from None
         try:
             self.applied = await self.migrate()
+        except _UNAVAILABLE as exc:
+            await self._pool.close()
+            self._pool = None
+            raise journal.JournalUnavailable(f"postgres journal: {exc}") from None
         except BaseException:
             await self._pool.close()
             self._pool = None
@@ -340,29 +343,38 @@ class PostgresJournal:
     async def migrate(self) -> list[int]:
         """Apply the migrations this database lacks, once even if replicas start together.
 
-        Returns the versions applied now."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
-            await conn.execute(
-                "CREATE TABLE IF NOT EXISTS glue_schema_migrations ("
-                " version integer PRIMARY KEY, name text NOT NULL,"
-                " applied_at timestamptz NOT NULL DEFAULT now())"
-            )
-            current = await conn.fetchval("SELECT coalesce(max(version), 0) FROM glue_schema_migrations")
-            if current > SCHEMA_VERSION:
-                raise journal.JournalUnavailable(
-                    f"the postgres journal has schema version {current},"
-                    f" newer than this glue ({SCHEMA_VERSION})"
+        Returns the versions applied now. All or nothing: one transaction."""
+        step = "the migrations table"
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+                await conn.execute(
+                    "CREATE TABLE IF NOT EXISTS glue_schema_migrations ("
+                    " version integer PRIMARY KEY, name text NOT NULL,"
+                    " applied_at timestamptz NOT NULL DEFAULT now())"
                 )
-            applied: list[int] = []
-            for version, name, sql in MIGRATIONS:
-                if version > current:
-                    await conn.execute(sql)
-                    await conn.execute(
-                        "INSERT INTO glue_schema_migrations (version, name) VALUES ($1, $2)", version, name
+                current = await conn.fetchval("SELECT coalesce(max(version), 0) FROM glue_schema_migrations")
+                if current > SCHEMA_VERSION:
+                    raise journal.JournalUnavailable(
+                        f"the postgres journal has schema version {current},"
+                        f" newer than this glue ({SCHEMA_VERSION})"
                     )
-                    applied.append(version)
-            return applied
+                applied: list[int] = []
+                for version, name, sql in MIGRATIONS:
+                    if version > current:
+                        step = f"migration {version} ({name})"
+                        await conn.execute(sql)
+                        await conn.execute(
+                            "INSERT INTO glue_schema_migrations (version, name) VALUES ($1, $2)",
+                            version,
+                            name,
+                        )
+                        applied.append(version)
+                return applied
+        except _UNAVAILABLE:
+            raise
+        except asyncpg.PostgresError as exc:  # e.g. no CREATE privilege; nothing was applied
+            raise journal.JournalUnavailable(f"postgres journal: {step} failed: {exc}") from None
 
     async def schema_version(self) -> int:
         async with self.pool.acquire() as conn:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 
 import asyncpg
 import pytest
@@ -249,3 +250,18 @@ async def test_the_journal_recovers_when_its_connections_are_killed(replicas, pg
     assert appended[0].new
     assert [e.id for e in await store.list()] == [*expected, "after"]
     assert await store.backlog() == len(expected) + 1
+
+
+async def test_a_role_that_may_not_create_tables_gets_a_clear_error(pg_dsn: str) -> None:
+    role = f"glue_ro_{uuid.uuid4().hex[:8]}"
+    schema = pg_dsn.rsplit("search_path=", 1)[1]
+    admin = await asyncpg.connect(pg_dsn)
+    try:
+        await admin.execute(f'CREATE ROLE "{role}" LOGIN; GRANT USAGE ON SCHEMA "{schema}" TO "{role}"')
+        dsn = pg_dsn.replace("postgres@", f"{role}@", 1)
+        store = postgres.PostgresJournal(pg_config(dsn))
+        with pytest.raises(journal.JournalUnavailable, match="permission denied"):
+            await store.open()
+    finally:
+        await admin.execute(f'DROP OWNED BY "{role}"; DROP ROLE "{role}"')
+        await admin.close()

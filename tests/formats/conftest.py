@@ -3,9 +3,7 @@ webhook endpoint per inbound format, for the tests that post payloads over a soc
 
 from __future__ import annotations
 
-import asyncio
-import inspect
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -28,24 +26,6 @@ ENDPOINTS = [
     },
     {"name": "cloudevents", "path": "/events", "format": "cloudevents"},
 ]
-
-
-@pytest.fixture(autouse=True)
-def _loop_for_sync_tests(
-    request: pytest.FixtureRequest, event_loop_policy: asyncio.AbstractEventLoopPolicy
-) -> Iterator[None]:
-    """looptime asks the policy for a loop around every test; for a sync test that creates one nobody
-    closes, and its ResourceWarning fails a later test. Give sync tests a loop and close it after."""
-    if inspect.iscoroutinefunction(request.function):
-        yield
-        return
-    loop = asyncio.new_event_loop()
-    event_loop_policy.set_event_loop(loop)
-    try:
-        yield
-    finally:
-        event_loop_policy.set_event_loop(None)
-        loop.close()
 
 
 class Glue:

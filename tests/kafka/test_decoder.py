@@ -104,7 +104,7 @@ values = st.one_of(
     ),
     key=st.one_of(st.none(), st.binary(max_size=8)),
 )
-@hypothesis.settings(max_examples=150, deadline=None)
+@hypothesis.settings(max_examples=100, deadline=None)
 def test_arbitrary_records_decode_or_raise_decode_error(
     headers: dict[str, str], body: bytes, key: bytes | None
 ) -> None:
@@ -131,7 +131,7 @@ attribute_names = st.sampled_from(
 
 
 @hypothesis.given(document=st.dictionaries(attribute_names, json_values, max_size=10))
-@hypothesis.settings(max_examples=150, deadline=None)
+@hypothesis.settings(max_examples=100, deadline=None)
 def test_arbitrary_structured_events_decode_or_raise_decode_error(document: dict[str, object]) -> None:
     headers = {"content-type": "application/cloudevents+json"}
     try:

@@ -17,16 +17,21 @@ import pytest
 from tests.deploy import crds
 from tests.deploy.conftest import CHART, FULLNAME, KUBE_VERSION, PROFILES, glue_config, kinds, one, render
 
+#: The oldest Kubernetes the chart supports (Chart.yaml kubeVersion), the one CI lints against, the newest.
+KUBE_VERSIONS = ("1.27.0", KUBE_VERSION, kubernetes_validate.utils.latest_version())
+
 
 def validate(obj: dict[str, Any]) -> None:
     if crds.supported(obj):
         crds.validate(obj)
-    else:
-        kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
+        return
+    for version in KUBE_VERSIONS:
+        kubernetes_validate.validate(obj, version, strict=True)
 
 
 @pytest.mark.parametrize("profile", sorted(PROFILES))
 def test_every_rendered_object_is_valid_in_strict_mode(chart: helm.Chart, profile: str) -> None:
+    assert chart.metadata["kubeVersion"] == ">=1.27.0-0"
     objects = render(chart, PROFILES[profile]())
     assert objects
     for obj in objects:

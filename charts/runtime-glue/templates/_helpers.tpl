@@ -189,7 +189,7 @@ false
 {{- define "runtime-glue.config" -}}
 {{- $config := deepCopy (omit .Values.config "journal") -}}
 {{- $server := deepCopy (.Values.config.server | default dict) -}}
-{{- $_ := set $server "host" "0.0.0.0" -}}
+{{- $_ := set $server "host" .Values.listenAddress -}}
 {{- $_ := set $server "port" (int .Values.containerPort) -}}
 {{- $_ := set $config "server" $server -}}
 {{- $journal := deepCopy (.Values.journal.settings | default dict) -}}

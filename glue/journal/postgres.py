@@ -182,6 +182,18 @@ WHERE id IN (
 RETURNING {_INVOCATION_COLUMNS}
 """
 
+#: Retention, in dependency order; each statement deletes at most $2 rows older than $1.
+_PRUNE = {
+    "invocations": "DELETE FROM invocations WHERE id IN (SELECT id FROM invocations"
+    " WHERE state = 'done' AND updated_at < $1 LIMIT $2)",
+    "events": "DELETE FROM events WHERE seq IN (SELECT e.seq FROM events e"
+    " WHERE e.status IN ('routed', 'unmatched') AND e.updated_at < $1"
+    " AND NOT EXISTS (SELECT 1 FROM invocations i WHERE i.event_seq = e.seq) LIMIT $2)",
+    "deliveries": "DELETE FROM deliveries WHERE id IN (SELECT d.id FROM deliveries d"
+    " WHERE d.rejected IS NULL AND d.received_at < $1"
+    " AND NOT EXISTS (SELECT 1 FROM events e WHERE e.delivery_id = d.id) LIMIT $2)",
+}
+
 _UNAVAILABLE = (
     OSError,
     asyncio.TimeoutError,
@@ -817,32 +829,20 @@ class PostgresJournal:
 
     # -- retention --------------------------------------------------------------------------------
 
-    async def prune(self, *, before: float) -> dict[str, int]:
+    async def prune(self, *, before: float, chunk: int = 5000) -> dict[str, int]:
         """Delete what is finished and older than ``before`` (epoch seconds): done invocations, events
         whose routing is over and that have no invocation left (dead letters keep theirs), and
         deliveries no event needs any more. Rejected deliveries stay until purged by hand.
 
-        Returns the number of rows deleted per table."""
-
-        async def run(conn: asyncpg.Connection) -> dict[str, int]:
-            async with conn.transaction():
-                invocations = await conn.execute(
-                    "DELETE FROM invocations WHERE state = 'done' AND updated_at < $1", before
-                )
-                pruned = await conn.execute(
-                    "DELETE FROM events e WHERE e.status IN ('routed', 'unmatched') AND e.updated_at < $1"
-                    " AND NOT EXISTS (SELECT 1 FROM invocations i WHERE i.event_seq = e.seq)",
-                    before,
-                )
-                deliveries = await conn.execute(
-                    "DELETE FROM deliveries d WHERE d.rejected IS NULL AND d.received_at < $1"
-                    " AND NOT EXISTS (SELECT 1 FROM events e WHERE e.delivery_id = d.id)",
-                    before,
-                )
-            return {
-                "invocations": _count(invocations),
-                "events": _count(pruned),
-                "deliveries": _count(deliveries),
-            }
-
-        return await self.run(run)
+        Deletes ``chunk`` rows per statement, each its own transaction, so a first prune of a large
+        journal never holds locks or bloats one transaction. Returns the rows deleted per table."""
+        counts: dict[str, int] = {}
+        for table, sql in _PRUNE.items():
+            counts[table] = 0
+            while True:
+                status = await self.run(lambda conn, sql=sql: conn.execute(sql, before, chunk))  # type: ignore[misc]
+                deleted = _count(status)
+                counts[table] += deleted
+                if deleted < chunk:
+                    break
+        return counts

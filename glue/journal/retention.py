@@ -31,36 +31,45 @@ PRUNED = prometheus_client.Counter(
 )
 
 
-def _prune_sqlite(db: sqlite3.Connection, before: float) -> dict[str, int]:
+_SQLITE_PRUNE = {
+    "invocations": "DELETE FROM invocations WHERE id IN (SELECT id FROM invocations"
+    " WHERE state = 'done' AND updated_at < ? LIMIT ?)",
+    "events": "DELETE FROM events WHERE seq IN (SELECT e.seq FROM events e"
+    " WHERE e.status IN ('routed', 'unmatched') AND e.updated_at < ?"
+    " AND NOT EXISTS (SELECT 1 FROM invocations i WHERE i.event_seq = e.seq)"
+    " AND NOT EXISTS (SELECT 1 FROM event_claims c WHERE c.seq = e.seq) LIMIT ?)",
+    "deliveries": "DELETE FROM deliveries WHERE id IN (SELECT d.id FROM deliveries d"
+    " WHERE d.rejected IS NULL AND d.received_at < ?"
+    " AND NOT EXISTS (SELECT 1 FROM events e WHERE e.delivery_id = d.id) LIMIT ?)",
+}
+
+
+def _delete_chunk(db: sqlite3.Connection, sql: str, before: float, chunk: int) -> int:
     db.execute("BEGIN IMMEDIATE")
     try:
-        invocations = db.execute(
-            "DELETE FROM invocations WHERE state = 'done' AND updated_at < ?", (before,)
-        ).rowcount
-        events = db.execute(
-            "DELETE FROM events WHERE status IN ('routed', 'unmatched') AND updated_at < ?"
-            " AND NOT EXISTS (SELECT 1 FROM invocations i WHERE i.event_seq = events.seq)"
-            " AND NOT EXISTS (SELECT 1 FROM event_claims c WHERE c.seq = events.seq)",
-            (before,),
-        ).rowcount
-        deliveries = db.execute(
-            "DELETE FROM deliveries WHERE rejected IS NULL AND received_at < ?"
-            " AND NOT EXISTS (SELECT 1 FROM events e WHERE e.delivery_id = deliveries.id)",
-            (before,),
-        ).rowcount
+        deleted = db.execute(sql, (before, chunk)).rowcount
         db.execute("COMMIT")
     except BaseException:
         db.execute("ROLLBACK")
         raise
-    return {"invocations": invocations, "events": events, "deliveries": deliveries}
+    return deleted
 
 
-async def prune(store: journal.Journal, *, before: float) -> dict[str, int]:
-    """Delete finished work older than ``before`` (epoch seconds); returns rows deleted per table."""
+async def prune(store: journal.Journal, *, before: float, chunk: int = 5000) -> dict[str, int]:
+    """Delete finished work older than ``before`` (epoch seconds); returns rows deleted per table.
+
+    Works in chunks of ``chunk`` rows, each its own transaction, so intake commits interleave."""
     if isinstance(store, postgres.PostgresJournal):
-        counts = await store.prune(before=before)
+        counts = await store.prune(before=before, chunk=chunk)
     elif isinstance(store, sqlite.SQLiteJournal):
-        counts = await store.write(lambda db: _prune_sqlite(db, before))
+        counts = {}
+        for table, sql in _SQLITE_PRUNE.items():
+            counts[table] = 0
+            while True:
+                deleted = await store.write(lambda db, sql=sql: _delete_chunk(db, sql, before, chunk))  # type: ignore[misc]
+                counts[table] += deleted
+                if deleted < chunk:
+                    break
     else:
         raise TypeError(f"no retention for {type(store).__name__}")
     for table, count in counts.items():

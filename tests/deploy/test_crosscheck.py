@@ -20,6 +20,7 @@ import helm_python as helm
 import pytest
 import yaml
 
+from tests.deploy import handler_rules
 from tests.deploy.conftest import (
     FULLNAME,
     PROFILES,
@@ -214,3 +215,8 @@ def test_dashboard_and_alerts_query_only_exported_metrics(
     unknown = {where: sorted(names - running_daemon_metrics) for where, names in queried.items()}
     assert {where: names for where, names in unknown.items() if names} == {}
     assert "glue_deliveries_total" in running_daemon_metrics  # the scrape really reached the daemon
+
+
+def test_chart_knows_the_rules_of_every_handler_and_no_other(chart: helm.Chart) -> None:
+    """rbac.handlerRules holds what each handler declares (python -m tests.deploy.handler_rules)."""
+    assert chart.values["rbac"]["handlerRules"] == handler_rules.handler_rules()

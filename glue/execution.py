@@ -32,7 +32,7 @@ from typing import Any
 import prometheus_client
 import structlog
 
-from glue import handlers, journal, routing
+from glue import events, handlers, journal, routing
 from glue import settings as settings_mod
 
 log = structlog.get_logger(__name__)
@@ -64,6 +64,22 @@ OLDEST_PENDING = prometheus_client.Gauge(
     "Age of the oldest invocation not yet done (0 when none).",
 )
 IN_FLIGHT = prometheus_client.Gauge("glue_invocations_in_flight", "Handler attempts running now.")
+
+
+_CHILDREN: dict[tuple[Any, ...], Any] = {}
+
+
+def _labelled(metric: Any, *labels: str) -> Any:
+    """``metric.labels(*labels)``, cached: the lookup is on every dispatch's path."""
+    key = (metric, *labels)
+    child = _CHILDREN.get(key)
+    if child is None:
+        child = _CHILDREN[key] = metric.labels(*labels)
+    return child
+
+
+#: How long finished attempts wait to be committed together (a group commit of outcomes).
+SETTLE_WINDOW = 0.002
 
 
 def backoff_delay(policy: routing.Backoff, attempt: int, rng: random.Random) -> float:
@@ -199,6 +215,8 @@ class Executor:
         self.in_flight: dict[int, asyncio.Task[None]] = {}
         self.per_route: dict[str, int] = {}
         self._outcomes: list[journal.Outcome] = []
+        self._events: dict[int, list[Any]] = {}  # seq -> [event id, parsed event, invocations to run]
+        self._events_max = 4 * config.batch + config.concurrency
         self._route_wake = asyncio.Event()
         self._dispatch_wake = asyncio.Event()
         self._settle_wake = asyncio.Event()
@@ -290,11 +308,15 @@ class Executor:
         decisions: dict[int, list[journal.NewInvocation]] = {}
         for stored in claimed:
             try:
-                decisions[stored.seq] = self.router.invocations(stored, now=now)
+                event = stored.event()
+                decisions[stored.seq] = self.router.invocations(stored, now=now, event=event)
+                pending = sum(1 for item in decisions[stored.seq] if item.state == "pending")
+                if pending:
+                    self._remember(stored, event, pending)
             except Exception as exc:  # an event the journal holds but cannot be parsed: unmatched
                 log.error("event cannot be routed", seq=stored.seq, id=stored.id, error=_reason(exc))
                 decisions[stored.seq] = []
-            EVENTS_ROUTED.labels("matched" if decisions[stored.seq] else "unmatched").inc()
+            _labelled(EVENTS_ROUTED, "matched" if decisions[stored.seq] else "unmatched").inc()
             for item in decisions[stored.seq]:
                 if item.state == "dead":
                     log.warning(
@@ -304,11 +326,26 @@ class Executor:
                         event_id=stored.id,
                         error=item.error,
                     )
-                    DEAD_LETTERS.labels(item.route).inc()
-                    INVOCATIONS.labels(item.route, item.handler, "dead").inc()
+                    _labelled(DEAD_LETTERS, item.route).inc()
+                    _labelled(INVOCATIONS, item.route, item.handler, "dead").inc()
         await self.journal.record_routing(self.owner, decisions, now=now)
         self._dispatch_wake.set()
         return len(claimed)
+
+    def _remember(self, stored: journal.StoredEvent, event: events.CloudEvent, uses: int) -> None:
+        """Keep the parsed event for its ``uses`` new invocations (bounded; a miss reads the journal)."""
+        if len(self._events) >= self._events_max:
+            self._events.pop(next(iter(self._events)))
+        self._events[stored.seq] = [stored.id, event, uses]
+
+    def _recall(self, seq: int) -> tuple[str, events.CloudEvent] | None:
+        entry = self._events.get(seq)
+        if entry is None:
+            return None
+        entry[2] -= 1
+        if entry[2] <= 0:
+            del self._events[seq]
+        return entry[0], entry[1]
 
     def _full_routes(self) -> list[str]:
         full: list[str] = []
@@ -380,6 +417,7 @@ class Executor:
     async def _settle_loop(self) -> None:
         while True:
             await self._settle_wake.wait()
+            await asyncio.sleep(SETTLE_WINDOW)  # let outcomes that finish together share one commit
             self._settle_wake.clear()
             try:
                 await self._flush()
@@ -422,10 +460,14 @@ class Executor:
             )
             return
         try:
-            stored = await self.journal.get(item.event_seq)
-            if stored is None:
-                raise LookupError(f"event {item.event_seq} is no longer in the journal")
-            event = stored.event()
+            cached = self._recall(item.event_seq)
+            if cached is not None:
+                event_id, event = cached
+            else:
+                stored = await self.journal.get(item.event_seq)
+                if stored is None:
+                    raise LookupError(f"event {item.event_seq} is no longer in the journal")
+                event_id, event = stored.id, stored.event()
             params = compiled.handler.params.model_validate(dict(item.params))
         except journal.JournalUnavailable as exc:
             self._retry(item, policy, f"journal unavailable: {exc}", None, bound)
@@ -433,7 +475,7 @@ class Executor:
         except Exception as exc:  # a missing event or params the handler's model now rejects
             self._give_up(item, _reason(exc), dead_letter=True, log_=bound)
             return
-        bound = bound.bind(event_id=stored.id)
+        bound = bound.bind(event_id=event_id)
         dry_run = self.dry_run or compiled.route.dry_run
         ctx = handlers.Context(
             route=item.route,
@@ -452,11 +494,11 @@ class Executor:
                 compiled.handler, event=event, params=params, ctx=ctx, seconds=policy.timeout
             )
         finally:
-            HANDLER_DURATION.labels(item.route, item.handler).observe(time.perf_counter() - started)
+            _labelled(HANDLER_DURATION, item.route, item.handler).observe(time.perf_counter() - started)
         duration_ms = round((time.perf_counter() - started) * 1000, 3)
         if attempt.outcome in ("done", "planned"):
             self._settle(journal.Outcome(item.id, "done"))
-            INVOCATIONS.labels(item.route, item.handler, attempt.outcome).inc()
+            _labelled(INVOCATIONS, item.route, item.handler, attempt.outcome).inc()
             extra: dict[str, Any] = {}
             if attempt.plan is not None:
                 extra["plan"] = attempt.plan.to_dict()
@@ -495,8 +537,8 @@ class Executor:
             delay = backoff_delay(policy.backoff, item.attempt, self.rng)
         delay = min(max(delay, 0.0), policy.backoff.max)
         self._settle(journal.Outcome(item.id, "retry", due_at=self.clock() + delay, error=error))
-        INVOCATIONS.labels(item.route, item.handler, "retry").inc()
-        RETRIES.labels(item.route, item.handler).inc()
+        _labelled(INVOCATIONS, item.route, item.handler, "retry").inc()
+        _labelled(RETRIES, item.route, item.handler).inc()
         log_.info(
             "dispatched", outcome="retry", duration_ms=duration_ms, retry_in_s=round(delay, 3), error=error
         )
@@ -512,10 +554,10 @@ class Executor:
     ) -> None:
         if dead_letter:
             self._settle(journal.Outcome(item.id, "dead", error=error))
-            DEAD_LETTERS.labels(item.route).inc()
+            _labelled(DEAD_LETTERS, item.route).inc()
             outcome = "dead"
         else:
             self._settle(journal.Outcome(item.id, "done", error=error))
             outcome = "dropped"
-        INVOCATIONS.labels(item.route, item.handler, outcome).inc()
+        _labelled(INVOCATIONS, item.route, item.handler, outcome).inc()
         log_.warning("dispatched", outcome=outcome, duration_ms=duration_ms, error=error)

@@ -263,6 +263,36 @@ _TEMPLATES = jinja2.sandbox.ImmutableSandboxedEnvironment(
 )
 
 
+_SIMPLE = re.compile(r"^\{\{\s*([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)\s*\}\}$")
+
+
+class _Template:
+    """One compiled template. ``{{ a.b.c }}`` over plain JSON values (the common case) is looked up
+    directly, with the same result as Jinja; anything else, or any doubt, is rendered by Jinja."""
+
+    __slots__ = ("path", "template")
+
+    def __init__(self, source: str) -> None:
+        self.template = _TEMPLATES.from_string(source)
+        match = _SIMPLE.match(source)
+        self.path = tuple(match.group(1).split(".")) if match else None
+
+    def render(self, context: Mapping[str, Any]) -> str:
+        if self.path is not None:
+            value: Any = context.get(self.path[0], _Template)
+            for key in self.path[1:]:
+                # Jinja tries an attribute first: a dict key that is also a dict method is not plain
+                if type(value) is not dict or key not in value or hasattr(dict, key):
+                    value = _Template
+                    break
+                value = value[key]
+            if isinstance(value, str):
+                return value
+            if value is None or type(value) in (bool, int, float):
+                return str(value)
+        return self.template.render(context)
+
+
 class _Templates:
     """A tree of compiled templates mirroring the params mapping; non-strings pass through."""
 
@@ -272,7 +302,7 @@ class _Templates:
     @classmethod
     def _compile(cls, node: Any) -> Any:
         if isinstance(node, str):
-            return _TEMPLATES.from_string(node) if ("{{" in node or "{%" in node) else node
+            return _Template(node) if ("{{" in node or "{%" in node) else node
         if isinstance(node, Mapping):
             return {key: cls._compile(value) for key, value in node.items()}
         if isinstance(node, list):
@@ -284,7 +314,7 @@ class _Templates:
 
     @classmethod
     def _render(cls, node: Any, context: Mapping[str, Any], path: str) -> Any:
-        if isinstance(node, jinja2.Template):
+        if isinstance(node, _Template):
             try:
                 return node.render(context)
             except Exception as exc:  # undefined names, sandbox refusals, filter errors
@@ -330,7 +360,7 @@ class Compiled:
     program: cel.Program
     handler: handlers.Handler
     params: _Templates
-    ordering_key: jinja2.Template | None
+    ordering_key: _Template | None
 
     @property
     def name(self) -> str:
@@ -394,12 +424,15 @@ class Router:
             if selected is None or route.name in selected
         ]
 
-    def invocations(self, stored: journal.StoredEvent, *, now: float) -> list[journal.NewInvocation]:
+    def invocations(
+        self, stored: journal.StoredEvent, *, now: float, event: events.CloudEvent | None = None
+    ) -> list[journal.NewInvocation]:
         """What to persist for a journaled event: one invocation per enabled route that matched.
 
         A route whose parameters cannot be rendered yields a dead invocation with the reason, so the
-        failure is visible in the dead-letter queue rather than lost."""
-        event = stored.event()
+        failure is visible in the dead-letter queue rather than lost. ``event`` is ``stored`` parsed,
+        when the caller has it already."""
+        event = event if event is not None else stored.event()
         result: list[journal.NewInvocation] = []
         for decision in self.decide(event):
             if not decision.matched or not decision.enabled:
@@ -467,11 +500,11 @@ def load(
             problems.append((f"{where}.handler", str(exc.args[0])))
             continue
         templates: _Templates | None = None
-        key: jinja2.Template | None = None
+        key: _Template | None = None
         try:
             templates = _Templates(route.params)
             if route.ordering_key is not None:
-                key = _TEMPLATES.from_string(route.ordering_key)
+                key = _Template(route.ordering_key)
         except jinja2.TemplateSyntaxError as exc:
             problems.append((f"{where}.params", f"template syntax: {exc.message} (line {exc.lineno})"))
         problems.extend((f"{where}.{field}", reason) for field, reason in _check_params(route, handler))

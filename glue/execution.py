@@ -78,6 +78,9 @@ def _labelled(metric: Any, *labels: str) -> Any:
     return child
 
 
+#: How often the age of the oldest pending invocation is read from the journal.
+GAUGE_SECONDS = 5.0
+
 #: How long finished attempts wait to be committed together (a group commit of outcomes).
 SETTLE_WINDOW = 0.002
 
@@ -400,8 +403,8 @@ class Executor:
         self._dispatch_wake.set()
 
     async def _update_gauges(self) -> None:
-        now = time.monotonic()
-        if now - self._last_gauge < 5.0:
+        now = asyncio.get_running_loop().time()
+        if self._last_gauge and now - self._last_gauge < GAUGE_SECONDS:
             return
         self._last_gauge = now
         with contextlib.suppress(journal.JournalUnavailable):

@@ -196,3 +196,21 @@ async def _state(store: journal.Journal, state: str) -> bool:
 
 async def _count(recorder: Recorder, n: int) -> bool:
     return len(recorder.calls) >= n
+
+
+async def test_age_of_the_oldest_pending_invocation_is_exported(
+    harness: Harness, registry: handlers.Registry, append: Append, store: journal.Journal
+) -> None:
+    import asyncio
+
+    recorder = Recorder()
+    flaky(registry, recorder, succeed_on=2, error=glue.TemporaryError("wait", delay=120))
+    await harness.start(pollSeconds=POLL, routes=[route(attempts=2, backoff={"max": 300})])
+    await append(cloudevent("slow"))
+    await wait_for(lambda: _count(recorder, 1))
+    await asyncio.sleep(60)
+    age = metric("glue_oldest_pending_invocation_age_seconds")
+    assert 60 - execution.GAUGE_SECONDS - 1 <= age <= 61, age
+    await wait_for(lambda: _state(store, "done"))
+    await asyncio.sleep(execution.GAUGE_SECONDS + 1)
+    assert metric("glue_oldest_pending_invocation_age_seconds") == 0

@@ -26,7 +26,7 @@ import secrets as secrets_mod
 import ssl
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import SplitResult, quote, urlsplit, urlunsplit
 
@@ -52,6 +52,7 @@ __all__ = [
     "ObjectStore",
     "ObjectStoreError",
     "ObjectTooLarge",
+    "iter_archive",
     "parse_url",
     "read_archive",
     "read_deliveries",
@@ -213,9 +214,15 @@ class ObjectStore:
         # (retries included). Callers wanting less wrap the call in asyncio.timeout().
         limit = self.config.timeout * 3
         try:
-            return await asyncio.wait_for(asyncio.to_thread(fn), limit)
+            return await asyncio.wait_for(asyncio.to_thread(self._blocking, what, fn), limit)
         except TimeoutError:
             raise ObjectStoreError(f"{what}: no answer within {limit:g}s") from None
+
+    @staticmethod
+    def _blocking(what: str, fn: Callable[[], T]) -> T:
+        """Run an SDK call here (a worker thread, or a command line tool), errors made readable."""
+        try:
+            return fn()
         except ObjectStoreError:
             raise
         except minio_error.S3Error as exc:
@@ -256,22 +263,27 @@ class ObjectStore:
     async def read(self, bucket: str, key: str, *, max_bytes: int, version_id: str | None = None) -> bytes:
         """The whole object, refused with ObjectTooLarge when it holds more than ``max_bytes``."""
         where = f"s3://{bucket}/{key}"
+        return await self._call(where, lambda: self._read(bucket, key, max_bytes, version_id))
 
-        def run() -> bytes:
-            response = self._client.get_object(bucket, key, version_id=version_id)
-            try:
-                declared = response.headers.get("content-length")
-                if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-                    raise ObjectTooLarge(f"{where}: {declared} bytes, over the bound of {max_bytes}")
-                data = response.read(max_bytes + 1)
-                if len(data) > max_bytes:
-                    raise ObjectTooLarge(f"{where}: over the bound of {max_bytes} bytes")
-                return bytes(data)
-            finally:
-                response.close()
-                response.release_conn()
+    def read_blocking(self, bucket: str, key: str, *, max_bytes: int) -> bytes:
+        """:meth:`read` for command line tools that run no event loop."""
+        return self._blocking(f"s3://{bucket}/{key}", lambda: self._read(bucket, key, max_bytes, None))
 
-        return await self._call(where, run)
+    def _read(self, bucket: str, key: str, max_bytes: int, version_id: str | None) -> bytes:
+        where = f"s3://{bucket}/{key}"
+
+        response = self._client.get_object(bucket, key, version_id=version_id)
+        try:
+            declared = response.headers.get("content-length")
+            if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+                raise ObjectTooLarge(f"{where}: {declared} bytes, over the bound of {max_bytes}")
+            data = response.read(max_bytes + 1)
+            if len(data) > max_bytes:
+                raise ObjectTooLarge(f"{where}: over the bound of {max_bytes} bytes")
+            return bytes(data)
+        finally:
+            response.close()
+            response.release_conn()
 
     async def put(
         self, bucket: str, key: str, data: bytes, *, content_type: str = "application/octet-stream"
@@ -283,17 +295,20 @@ class ObjectStore:
 
     async def list_keys(self, bucket: str, prefix: str = "", *, start_after: str | None = None) -> list[str]:
         """Every key under the prefix (recursive), in lexical order."""
+        return await self._call(f"s3://{bucket}/{prefix}", lambda: self._list(bucket, prefix, start_after))
 
-        def run() -> list[str]:
-            return [
-                obj.object_name
-                for obj in self._client.list_objects(
-                    bucket, prefix=prefix, recursive=True, start_after=start_after
-                )
-                if obj.object_name is not None and not obj.is_dir
-            ]
+    def list_keys_blocking(self, bucket: str, prefix: str = "") -> list[str]:
+        """:meth:`list_keys` for command line tools that run no event loop."""
+        return self._blocking(f"s3://{bucket}/{prefix}", lambda: self._list(bucket, prefix, None))
 
-        return await self._call(f"s3://{bucket}/{prefix}", run)
+    def _list(self, bucket: str, prefix: str, start_after: str | None) -> list[str]:
+        return [
+            obj.object_name
+            for obj in self._client.list_objects(
+                bucket, prefix=prefix, recursive=True, start_after=start_after
+            )
+            if obj.object_name is not None and not obj.is_dir
+        ]
 
     def listen_request(
         self, bucket: str, *, prefix: str, suffix: str, events: Sequence[str], ping: int
@@ -509,27 +524,51 @@ async def read_archive(
     Keys sort by kind, then date partition, then time, so one kind's lines come out oldest first.
     ``since`` skips date partitions before that day. A malformed line raises ObjectStoreError naming
     the object and the line number."""
+    bucket, prefix = _parse_archive_url(url)
+    for key in _archive_keys(await store.list_keys(bucket, prefix), since):
+        data = await store.read(bucket, key, max_bytes=max_object_bytes)
+        for _, value in _archive_lines(bucket, key, data):
+            yield value
+
+
+def iter_archive(
+    store: ObjectStore, url: str, *, since: datetime.date | None = None, max_object_bytes: int = 256 << 20
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """:func:`read_archive` for command line tools (no event loop): yields (``s3://bucket/key:line``,
+    object) so a message can point at the line."""
+    bucket, prefix = _parse_archive_url(url)
+    for key in _archive_keys(store.list_keys_blocking(bucket, prefix), since):
+        data = store.read_blocking(bucket, key, max_bytes=max_object_bytes)
+        for number, value in _archive_lines(bucket, key, data):
+            yield f"s3://{bucket}/{key}:{number}", value
+
+
+def _parse_archive_url(url: str) -> tuple[str, str]:
     try:
-        bucket, prefix = parse_url(url)
+        return parse_url(url)
     except ValueError as exc:
         raise ObjectStoreError(str(exc)) from None
-    keys = await store.list_keys(bucket, prefix)
-    for key in keys:
-        if not key.endswith(".jsonl"):
+
+
+def _archive_keys(keys: list[str], since: datetime.date | None) -> list[str]:
+    return [
+        key
+        for key in keys
+        if key.endswith(".jsonl") and (since is None or (day := _partition_date(key)) is None or day >= since)
+    ]
+
+
+def _archive_lines(bucket: str, key: str, data: bytes) -> Iterator[tuple[int, dict[str, Any]]]:
+    for number, line in enumerate(data.splitlines(), start=1):
+        if not line.strip():
             continue
-        if since is not None and (day := _partition_date(key)) is not None and day < since:
-            continue
-        data = await store.read(bucket, key, max_bytes=max_object_bytes)
-        for number, line in enumerate(data.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                value = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                raise ObjectStoreError(f"s3://{bucket}/{key} line {number}: not JSON") from None
-            if not isinstance(value, dict):
-                raise ObjectStoreError(f"s3://{bucket}/{key} line {number}: not a JSON object")
-            yield value
+        try:
+            value = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            raise ObjectStoreError(f"s3://{bucket}/{key} line {number}: not JSON") from None
+        if not isinstance(value, dict):
+            raise ObjectStoreError(f"s3://{bucket}/{key} line {number}: not a JSON object")
+        yield number, value
 
 
 async def read_deliveries(

@@ -4,7 +4,8 @@
   values it saw; when matched, the rendered params or the error. Input: a payload decoded with
   ``--format``, a file of CloudEvents, or ``--event`` (an event in the journal, with what ran for it).
 - ``replay``: a recording (JSON lines of raw deliveries, as ``glue run --record`` writes them), a file
-  of CloudEvents, or the journal itself (``journal``). With ``--dry-run`` it prints the plan of every
+  of CloudEvents, the journal itself (``journal``), or recordings archived in a bucket
+  (``s3://bucket/prefix``, see :mod:`glue.objectstore`). With ``--dry-run`` it prints the plan of every
   handler that would run, exactly as a live ``dryRun`` route computes it; without, it journals the
   deliveries through the same decoders as live traffic (duplicates are recognised and skipped).
 - ``dlq list|show|retry|purge``: the dead-letter queue; ``retry`` and ``purge`` take ids or a filter
@@ -105,7 +106,10 @@ class Item:
         self.delivery = delivery
 
 
-def _lines(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
+def _lines(path: str, settings: settings_mod.Settings | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+    if path.startswith("s3://"):
+        yield from _archive_lines(path, settings)
+        return
     raw = cli.read_input(path)
     stripped = raw.strip()
     if stripped.startswith(b"{") and b"\n" in stripped:
@@ -126,11 +130,27 @@ def _lines(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
         yield number, document
 
 
+def _archive_lines(url: str, settings: settings_mod.Settings | None) -> Iterator[tuple[int, dict[str, Any]]]:
+    """The lines of an archive in a bucket (``archive.recordings`` writes them), numbered across objects."""
+    if settings is None or settings.sources.minio is None:
+        raise cli.CliError(f"{url}: reading a bucket needs sources.minio in the config", code=2)
+    from glue import objectstore  # the minio SDK is loaded only when a bucket is read
+
+    store = objectstore.ObjectStore(settings.sources.minio)
+    try:
+        for number, (_, document) in enumerate(objectstore.iter_archive(store, url), start=1):
+            yield number, document
+    except objectstore.ObjectStoreError as exc:
+        raise cli.CliError(str(exc)) from None
+    finally:
+        store.close()
+
+
 def read_items(path: str, settings: settings_mod.Settings) -> Iterator[Item]:
     """Events from a recording (raw deliveries, decoded again) or a file of structured CloudEvents.
 
     A line that does not decode yields an Item without event (reported, not fatal)."""
-    for number, document in _lines(path):
+    for number, document in _lines(path, settings):
         origin = f"{path}:{number}"
         if "specversion" in document:
             try:
@@ -372,7 +392,7 @@ async def _replay_into_journal(
     pace = _Pace(args.rate)
     counts = {"deliveries": 0, "new": 0, "duplicate": 0, "failed": 0}
     try:
-        for number, document in _lines(args.source):
+        for number, document in _lines(args.source, settings):
             if "specversion" in document:
                 delivery = events.Delivery(
                     transport="replay",
@@ -538,7 +558,11 @@ def add_commands(sub: Any) -> None:
 
     p = sub.add_parser("replay", help="run recorded deliveries or CloudEvents through the routes again")
     config(p)
-    p.add_argument("source", metavar="SOURCE", help="a recording, a file of CloudEvents, or 'journal'")
+    p.add_argument(
+        "source",
+        metavar="SOURCE",
+        help="a recording, a file of CloudEvents, 'journal', or s3://bucket/prefix (archived recordings)",
+    )
     p.add_argument("--dry-run", "-n", action="store_true", help="print every handler's plan; change nothing")
     p.add_argument("--route", "-r", action="append", metavar="ROUTE", help="only this route (repeatable)")
     p.add_argument(

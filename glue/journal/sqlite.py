@@ -430,40 +430,52 @@ class SQLiteJournal:
         def run(db: sqlite3.Connection) -> None:
             db.execute("BEGIN IMMEDIATE")
             try:
-                for seq, invocations in decisions.items():
-                    held = db.execute(
-                        "SELECT 1 FROM events e JOIN event_claims c ON c.seq = e.seq"
-                        " WHERE e.seq = ? AND e.status = 'pending' AND c.owner = ?",
-                        (seq, owner),
-                    ).fetchone()
-                    if held is None:
-                        continue
-                    db.executemany(
-                        "INSERT OR IGNORE INTO invocations (event_seq, route, handler, idempotency_key,"
-                        " ordering_key, params, state, attempt, due_at, created_at, updated_at, last_error)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)",
-                        [
-                            (
-                                seq,
-                                item.route,
-                                item.handler,
-                                item.idempotency_key,
-                                item.ordering_key,
-                                orjson.dumps(dict(item.params)),
-                                item.state,
-                                item.due_at,
-                                now,
-                                now,
-                                item.error,
-                            )
-                            for item in invocations
-                        ],
+                marks, seqs = _in(decisions)
+                held = {
+                    row[0]
+                    for row in db.execute(
+                        f"SELECT e.seq FROM events e JOIN event_claims c ON c.seq = e.seq"
+                        f" WHERE e.seq IN ({marks}) AND e.status = 'pending' AND c.owner = ?",
+                        (*seqs, owner),
                     )
-                    db.execute(
-                        "UPDATE events SET status = ?, updated_at = ? WHERE seq = ?",
-                        ("routed" if invocations else "unmatched", now, seq),
+                }
+                rows = [
+                    (
+                        seq,
+                        item.route,
+                        item.handler,
+                        item.idempotency_key,
+                        item.ordering_key,
+                        orjson.dumps(dict(item.params)),
+                        item.state,
+                        item.due_at,
+                        now,
+                        now,
+                        item.error,
                     )
-                    db.execute("DELETE FROM event_claims WHERE seq = ?", (seq,))
+                    for seq, invocations in decisions.items()
+                    if seq in held
+                    for item in invocations
+                ]
+                db.executemany(
+                    "INSERT OR IGNORE INTO invocations (event_seq, route, handler, idempotency_key,"
+                    " ordering_key, params, state, attempt, due_at, created_at, updated_at, last_error)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)",
+                    rows,
+                )
+                for status, chosen in (
+                    ("routed", [seq for seq in held if decisions[seq]]),
+                    ("unmatched", [seq for seq in held if not decisions[seq]]),
+                ):
+                    if chosen:
+                        marks, values = _in(chosen)
+                        db.execute(
+                            f"UPDATE events SET status = ?, updated_at = ? WHERE seq IN ({marks})",
+                            (status, now, *values),
+                        )
+                if held:
+                    marks, values = _in(held)
+                    db.execute(f"DELETE FROM event_claims WHERE seq IN ({marks})", values)
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
@@ -498,13 +510,15 @@ class SQLiteJournal:
                     (now, now, *routes, unrouted, unrouted, limit),
                 ).fetchall()
                 claimed: list[journal.Invocation] = []
+                if rows:
+                    marks, ids = _in([row[0] for row in rows])
+                    db.execute(
+                        f"UPDATE invocations SET state = 'running', owner = ?, lease_until = ?,"
+                        f" attempt = attempt + 1, updated_at = ? WHERE id IN ({marks})",
+                        (owner, now + lease, now, *ids),
+                    )
                 for row in rows:
                     item = _invocation(row)
-                    db.execute(
-                        "UPDATE invocations SET state = 'running', owner = ?, lease_until = ?,"
-                        " attempt = attempt + 1, updated_at = ? WHERE id = ?",
-                        (owner, now + lease, now, item.id),
-                    )
                     claimed.append(
                         dataclasses.replace(
                             item,
@@ -526,9 +540,19 @@ class SQLiteJournal:
     async def settle(self, owner: str, outcomes: Sequence[journal.Outcome], *, now: float) -> int:
         def run(db: sqlite3.Connection) -> int:
             applied = 0
+            done = [o.invocation_id for o in outcomes if o.state == "done" and o.error is None]
             db.execute("BEGIN IMMEDIATE")
             try:
+                if done:  # the common case, in one statement
+                    marks, ids = _in(done)
+                    applied += db.execute(
+                        f"UPDATE invocations SET state = 'done', owner = NULL, lease_until = NULL,"
+                        f" updated_at = ? WHERE id IN ({marks}) AND state = 'running' AND owner = ?",
+                        (now, *ids, owner),
+                    ).rowcount
                 for outcome in outcomes:
+                    if outcome.state == "done" and outcome.error is None:
+                        continue
                     if outcome.state == "done":
                         sql = (
                             "UPDATE invocations SET state = 'done', owner = NULL, lease_until = NULL,"

@@ -131,13 +131,16 @@ class _Rebalance(aiokafka.ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_revoked(self, revoked: Sequence[aiokafka.TopicPartition]) -> None:
         # The batch in hand is journaled and its offsets committed before the partitions move on.
         async with self.source.batch_lock:
-            pass
+            # From here until the new assignment, records already fetched from these partitions are
+            # left alone: their next owner reads them from the offsets committed now.
+            self.source.revoked = set(revoked)
         for tp in revoked:
             with contextlib.suppress(KeyError):
                 LAG.remove(tp.topic, str(tp.partition))
         log.info("kafka partitions revoked", partitions=_names(revoked))
 
     async def on_partitions_assigned(self, assigned: Sequence[aiokafka.TopicPartition]) -> None:
+        self.source.revoked = set()
         log.info("kafka partitions assigned", partitions=_names(assigned))
 
 
@@ -160,6 +163,7 @@ class KafkaSource:
             for topic in config.topics
         }
         self.batch_lock = asyncio.Lock()
+        self.revoked: set[aiokafka.TopicPartition] = set()
         self.consumer: aiokafka.AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._failure: str | None = None
@@ -256,6 +260,8 @@ class KafkaSource:
         """Journal a batch, commit what is journaled, rewind what is not. True if something must be
         read again."""
         started = time.perf_counter()
+        assigned = consumer.assignment()
+        batch = {tp: part for tp, part in batch.items() if tp in assigned and tp not in self.revoked}
         records = [record for part in batch.values() for record in part]
         tasks: list[asyncio.Task[str]] = []
         for index, record in enumerate(records):

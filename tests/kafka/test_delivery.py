@@ -4,8 +4,10 @@ back-pressure holds offsets back, consumer groups split partitions without doubl
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import aiokafka
 import orjson
@@ -153,6 +155,10 @@ async def _count_is(daemon: app.Daemon, n: int) -> bool:
     return await event_count(daemon.journal) == n
 
 
+async def _count_more(daemon: app.Daemon, n: int) -> bool:
+    return await event_count(daemon.journal) > n
+
+
 async def test_two_daemons_in_one_group_split_partitions_and_handle_each_record_once(
     broker: Broker, producer: aiokafka.AIOKafkaProducer, start_daemon: Start
 ) -> None:
@@ -173,16 +179,39 @@ async def test_two_daemons_in_one_group_split_partitions_and_handle_each_record_
     assert metric("glue_kafka_records_total", topic="orders", outcome="journaled") - journaled == 400
     assert metric("glue_kafka_records_total", topic="orders", outcome="duplicate") == duplicates
 
-    # One daemon leaves mid-stream: it commits what it journaled, the other takes its partitions over.
-    sending = asyncio.create_task(produce(producer, "orders", [binary_ce(n) for n in range(400, 800)]))
-    await asyncio.sleep(0.05)
-    await b.stop()
-    await sending
-    await wait_for(lambda: _count_is(a, 800), what="800 events")
-    assert assignment(a) == {0, 1, 2, 3}
-    assert sorted(int(e.id) for e in await a.journal.list(limit=1000)) == list(range(800))
-    await wait_for(lambda: _committed_total(broker, 4, 800), what="all 800 offsets committed")
+    # A third daemon joins mid-stream: the busy members commit their batch in hand before giving up
+    # partitions, so nothing is read twice.
+    await produce(producer, "orders", [binary_ce(n) for n in range(400, 3400)])
+    await wait_for(lambda: _count_more(a, 600), what="consumption under way")
+    c = await start_daemon(config)
+    await wait_for(lambda: _count_is(a, 3400), what="3400 events")
+
+    async def three_way() -> bool:
+        parts = [assignment(d) for d in (a, b, c)]
+        return all(parts) and sum(len(p) for p in parts) == 4 and set().union(*parts) == {0, 1, 2, 3}
+
+    await wait_for(three_way, what="the partitions split between three daemons")
     assert metric("glue_kafka_records_total", topic="orders", outcome="duplicate") == duplicates
+
+    # Two daemons leave mid-stream: each commits what it journaled; the last one takes all partitions.
+    sending = asyncio.create_task(stream(producer, 3400, 3800))
+    await asyncio.sleep(0.1)
+    await b.stop()
+    await c.stop()
+    await sending
+    await wait_for(lambda: _count_is(a, 3800), what="3800 events")
+    await wait_for(lambda: _committed_total(broker, 4, 3800), what="all 3800 offsets committed")
+    assert assignment(a) == {0, 1, 2, 3}
+    assert sorted(int(e.id) for e in await a.journal.list(limit=5000)) == list(range(3800))
+    assert metric("glue_kafka_records_total", topic="orders", outcome="journaled") - journaled == 3800
+    assert metric("glue_kafka_records_total", topic="orders", outcome="duplicate") == duplicates
+
+
+async def stream(producer: aiokafka.AIOKafkaProducer, start: int, stop: int) -> None:
+    """Produce records start..stop-1 over about half a second, as a live producer would."""
+    for chunk in range(start, stop, 40):
+        await produce(producer, "orders", [binary_ce(n) for n in range(chunk, min(stop, chunk + 40))])
+        await asyncio.sleep(0.05)
 
 
 async def _committed_total(broker: Broker, partitions: int, total: int) -> bool:
@@ -216,3 +245,35 @@ async def test_redelivered_records_are_recognised_and_not_journaled_again(
     await wait_for(replayed, what="the second group at the end")
     assert await event_count(second.journal) == 50
     assert metric("glue_kafka_records_total", topic="orders", outcome="duplicate") - duplicates == 52
+
+
+async def test_a_rebalance_waits_for_the_batch_in_hand(
+    broker: Broker, producer: aiokafka.AIOKafkaProducer, start_daemon: Start, tmp_path: Path
+) -> None:
+    """A member joins while the others are stuck journaling a batch (another process holds the SQLite
+    write lock). The rebalance completes only once that batch is journaled and committed, so the
+    newcomer (journaling into its own file here) never reads a record the others journaled."""
+    await create_topic(broker.bootstrap, "orders", partitions=4)
+    config = kafka_config(broker.bootstrap, [{"name": "orders", "format": "cloudevents"}])
+    a = await start_daemon(config)
+    await produce(producer, "orders", [binary_ce(n) for n in range(100)])
+    await wait_for(lambda: _count_is(a, 100), what="100 events")
+
+    lock = sqlite3.connect(tmp_path / "journal.db", isolation_level=None)
+    lock.execute("BEGIN IMMEDIATE")  # an operator's `sqlite3 journal.db` holding the write lock
+    try:
+        await produce(producer, "orders", [binary_ce(n) for n in range(100, 400)])
+        await asyncio.sleep(0.5)  # a has fetched them and waits for the journal
+        joining = asyncio.create_task(start_daemon(config, journal={"path": str(tmp_path / "other.db")}))
+        await asyncio.sleep(3)  # Tansu completes a join in about a second
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    c = await joining
+    await produce(producer, "orders", [binary_ce(n) for n in range(400, 600)])
+    await wait_for(lambda: _committed_total(broker, 4, 600), within=30, what="all 600 offsets committed")
+    mine = {e.id for e in await a.journal.list(limit=1000)}
+    theirs = {e.id for e in await c.journal.list(limit=1000)}
+    assert assignment(c), "the newcomer got partitions"
+    assert mine & theirs == set()  # nobody journaled a record the other had
+    assert mine | theirs == {str(n) for n in range(600)}

@@ -96,7 +96,14 @@ def _workers(runtime: Runtime) -> list[Component]:
         from glue import execution, routing
 
         router = routing.load(runtime.settings.routes, runtime.registry, source="routes")
-        executor = execution.Executor(runtime.journal, router, runtime.clients, runtime.settings.execution)
+        enricher = None
+        if router.enriched and runtime.settings.sources.minio is not None:  # settings require the latter
+            from glue import enrich, objectstore
+
+            enricher = enrich.Enricher(objectstore.ObjectStore(runtime.settings.sources.minio))
+        executor = execution.Executor(
+            runtime.journal, router, runtime.clients, runtime.settings.execution, enricher=enricher
+        )
         runtime.intake.on_journaled.append(executor.wake)
         components.append(executor)  # stopped before retention and the archive: its last outcomes land
     return components

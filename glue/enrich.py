@@ -34,13 +34,17 @@ from __future__ import annotations
 import asyncio
 import collections
 import posixpath
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from pydantic import Field
 
-from glue import events, handlers, objectstore
+from glue import events, handlers
 from glue import settings as settings_mod
+
+if TYPE_CHECKING:  # the minio SDK is imported only where an Enricher is built (routing needs only Spec)
+    from glue import objectstore
 
 __all__ = ["Enricher", "EnrichmentFailed", "Spec", "target"]
 
@@ -94,8 +98,19 @@ class Enricher:
         )
         self._cache_size = cache_size
 
+    def close(self) -> None:
+        self.store.close()
+
+    async def for_routes(
+        self, event: events.CloudEvent, specs: Mapping[str, Spec]
+    ) -> dict[str, dict[str, Any]]:
+        """Route name -> the variables its ``enrich`` block adds. Raises EnrichmentFailed."""
+        return {name: await self.variables(event, spec) for name, spec in specs.items()}
+
     async def variables(self, event: events.CloudEvent, spec: Spec) -> dict[str, Any]:
         """``{"object": ...}`` to add to the route's expression context. Raises EnrichmentFailed."""
+        from glue import objectstore
+
         cache_key = (events.identity(event), spec)
         if cache_key in self._cache:
             self._cache.move_to_end(cache_key)
@@ -119,6 +134,8 @@ class Enricher:
         return {"object": value}
 
     async def _read(self, bucket: str, key: str, version: str | None, spec: Spec) -> dict[str, Any]:
+        from glue import objectstore
+
         result: dict[str, Any] = {"bucket": bucket, "key": key, "versionId": version, "exists": True}
         if spec.metadata:
             try:

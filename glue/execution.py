@@ -32,7 +32,7 @@ from typing import Any
 import prometheus_client
 import structlog
 
-from glue import events, handlers, journal, routing
+from glue import enrich, events, handlers, journal, routing
 from glue import settings as settings_mod
 
 log = structlog.get_logger(__name__)
@@ -202,6 +202,7 @@ class Executor:
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         options: Mapping[str, Any] | None = None,
+        enricher: enrich.Enricher | None = None,
     ) -> None:
         self.journal = journal_
         self.router = router
@@ -212,6 +213,7 @@ class Executor:
         self.clock = clock
         self.rng = rng if rng is not None else random.Random()
         self.options = options or {}
+        self.enricher = enricher
         self.owner = config.owner or default_owner()
         longest = max((route.route.delivery.timeout for route in router.routes), default=0.0)
         self.lease = max(config.lease_seconds, longest + 10.0)
@@ -312,7 +314,10 @@ class Executor:
         for stored in claimed:
             try:
                 event = stored.event()
-                decisions[stored.seq] = self.router.invocations(stored, now=now, event=event)
+                extra = await self._enrich(event)
+                if extra is None:
+                    continue  # keeps its claim: routed again when the lease lapses
+                decisions[stored.seq] = self.router.invocations(stored, now=now, event=event, extra=extra)
                 pending = sum(1 for item in decisions[stored.seq] if item.state == "pending")
                 if pending:
                     self._remember(stored, event, pending)
@@ -349,6 +354,17 @@ class Executor:
         if entry[2] <= 0:
             del self._events[seq]
         return entry[0], entry[1]
+
+    async def _enrich(self, event: events.CloudEvent) -> dict[str, dict[str, Any]] | None:
+        """What routes with an ``enrich`` block read of the event's object ({} when none has one);
+        None when MinIO could not be asked: a temporary error of this event, not of the executor."""
+        if not self.router.enriched or self.enricher is None:
+            return {}
+        try:
+            return await self.enricher.for_routes(event, self.router.enriched)
+        except enrich.EnrichmentFailed as exc:
+            log.warning("event not routed yet: enrichment failed", event_id=event.get_id(), error=str(exc))
+            return None
 
     def _full_routes(self) -> list[str]:
         full: list[str] = []

@@ -36,6 +36,7 @@ import jinja2.sandbox
 import pydantic
 from pydantic.alias_generators import to_camel
 
+from glue import enrich as enrich_mod
 from glue import events, handlers, journal, settings
 
 __all__ = [
@@ -92,6 +93,10 @@ class Route(_Model):
     concurrency: int | None = pydantic.Field(default=None, ge=1, description="In-flight cap for this route.")
     enabled: bool = True
     dry_run: bool = pydantic.Field(default=False, description="Run the handler's plan only; change nothing.")
+    enrich: enrich_mod.Spec | None = pydantic.Field(
+        default=None,
+        description="Read the event's object from MinIO first: the `object` variable (glue.enrich).",
+    )
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -411,21 +416,37 @@ class Router:
     def __init__(self, routes: Sequence[Compiled]) -> None:
         self.routes = list(routes)
         self.by_name = {route.name: route for route in self.routes}
+        #: Routes that read the event's object before matching (see glue.enrich), by name.
+        self.enriched = {r.name: r.route.enrich for r in self.routes if r.route.enrich is not None}
 
     def decide(
-        self, event: events.CloudEvent, *, explain: bool = False, only: Iterable[str] | None = None
+        self,
+        event: events.CloudEvent,
+        *,
+        explain: bool = False,
+        only: Iterable[str] | None = None,
+        extra: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> list[Decision]:
-        """One decision per route (or per route named in ``only``), in configuration order."""
+        """One decision per route (or per route named in ``only``), in configuration order.
+        ``extra``: per route name, variables added to what its expressions see (enrichment)."""
         context = context_of(event)
         selected = set(only) if only is not None else None
         return [
-            route.decide(context, explain=explain)
+            route.decide(
+                {**context, **extra[route.name]} if extra and route.name in extra else context,
+                explain=explain,
+            )
             for route in self.routes
             if selected is None or route.name in selected
         ]
 
     def invocations(
-        self, stored: journal.StoredEvent, *, now: float, event: events.CloudEvent | None = None
+        self,
+        stored: journal.StoredEvent,
+        *,
+        now: float,
+        event: events.CloudEvent | None = None,
+        extra: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> list[journal.NewInvocation]:
         """What to persist for a journaled event: one invocation per enabled route that matched.
 
@@ -434,7 +455,7 @@ class Router:
         when the caller has it already."""
         event = event if event is not None else stored.event()
         result: list[journal.NewInvocation] = []
-        for decision in self.decide(event):
+        for decision in self.decide(event, extra=extra):
             if not decision.matched or not decision.enabled:
                 continue
             result.append(

@@ -376,6 +376,10 @@ class Settings(BaseSettings):
     def _archive_needs_minio(self) -> Settings:
         if self.archive is not None and self.sources.minio is None:
             raise ValueError("archive needs sources.minio (the connection to its bucket)")
+        if self.sources.minio is None:
+            for index, route in enumerate(self.routes):
+                if route.get("enrich"):
+                    raise ValueError(f"routes[{index}].enrich needs sources.minio (to read the objects)")
         return self
 
     @model_validator(mode="after")

@@ -528,6 +528,34 @@ def _cmd_dlq_change(args: argparse.Namespace, verb: str) -> int:
     return asyncio.run(cli.with_journal(settings, run))
 
 
+_REJECTED_COLUMNS = ["delivery", "transport", "endpoint", "format", "receivedAt", "reason"]
+
+
+def cmd_dlq_rejected(args: argparse.Namespace) -> int:
+    """Deliveries that could not be decoded (Kafka poison records), newest first, with their raw bytes."""
+    settings = cli.load_settings(args)
+
+    async def run(store: journal.Journal) -> int:
+        rows = [
+            {
+                "delivery": item.delivery_id,
+                "transport": item.delivery.transport,
+                "endpoint": item.delivery.endpoint,
+                "format": item.delivery.format,
+                "receivedAt": datetime.datetime.fromtimestamp(
+                    item.delivery.received_at, datetime.UTC
+                ).isoformat(timespec="seconds"),
+                "reason": item.reason,
+                "record": item.delivery.to_record(),  # JSON output only: replayable as a recording line
+            }
+            for item in await store.rejected(limit=args.limit)
+        ]
+        cli.emit(rows, _REJECTED_COLUMNS)
+        return 0
+
+    return asyncio.run(cli.with_journal(settings, run))
+
+
 def cmd_dlq_retry(args: argparse.Namespace) -> int:
     return _cmd_dlq_change(args, "retried")
 
@@ -579,6 +607,10 @@ def add_commands(sub: Any) -> None:
     q.add_argument("--since", metavar="T")
     q.add_argument("--limit", type=int, default=100)
     q.set_defaults(func=cmd_dlq_list)
+    q = dlq_sub.add_parser("rejected", help="deliveries that could not be decoded (Kafka poison records)")
+    config(q)
+    q.add_argument("--limit", type=int, default=100)
+    q.set_defaults(func=cmd_dlq_rejected)
     q = dlq_sub.add_parser("show", help="one invocation with its params, event and raw delivery")
     config(q)
     q.add_argument("id", type=int, metavar="ID")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -12,7 +13,7 @@ from pathlib import Path
 import aiokafka
 import orjson
 
-from glue import app
+from glue import app, events
 from glue.sources import kafka
 from tests.kafka.support import (
     Broker,
@@ -52,7 +53,7 @@ def assignment(daemon: app.Daemon) -> set[int]:
 
 
 async def test_poison_records_are_rejected_visibly_and_the_partition_keeps_flowing(
-    broker: Broker, producer: aiokafka.AIOKafkaProducer, start_daemon: Start
+    broker: Broker, producer: aiokafka.AIOKafkaProducer, start_daemon: Start, tmp_path: Path
 ) -> None:
     await create_topic(broker.bootstrap, "orders")
     before = metric("glue_kafka_records_total", topic="orders", outcome="rejected")
@@ -88,6 +89,25 @@ async def test_poison_records_are_rejected_visibly_and_the_partition_keeps_flowi
     assert "not a CloudEvents record" in reasons[2]
     assert "specversion" in reasons[3]
     assert metric("glue_kafka_records_total", topic="orders", outcome="rejected") - before == 4
+
+    # The operator sees them with `glue dlq rejected` (JSON lines when not on a terminal).
+    config = tmp_path / "glue.yaml"
+    config.write_text(f"journal: {{path: {tmp_path / 'journal.db'}}}\n")
+    process = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).with_name("glue")),
+        "dlq",
+        "rejected",
+        "--config",
+        str(config),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    assert process.returncode == 0, err
+    rows = [orjson.loads(line) for line in out.splitlines()]
+    assert [row["reason"] for row in reversed(rows)] == reasons
+    assert {(row["transport"], row["endpoint"]) for row in rows} == {("kafka", "orders")}
+    assert events.Delivery.from_record(rows[-1]["record"]).body == poison[0][1]
 
 
 async def test_offsets_wait_for_the_journal_under_backpressure(

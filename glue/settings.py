@@ -143,6 +143,12 @@ class Journal(Model):
         description="sqlite: full fsyncs every commit (an acknowledged event survives power loss); normal "
         "survives a crash of the process but may lose the last commits on power loss.",
     )
+    durable_execution_commits: bool = Field(
+        default=False,
+        description="postgres: claims, routing and outcomes wait for the WAL flush too. Off (default): a "
+        "crash of the database server may lose its last moments of execution state, so those invocations "
+        "run again (handlers are idempotent); intake always waits for the flush.",
+    )
 
     @model_validator(mode="after")
     def _dsn_needed(self) -> Journal:

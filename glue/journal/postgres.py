@@ -300,6 +300,7 @@ class PostgresJournal:
         # Group commits in flight at once; the rest of the pool serves reads and execution.
         self.writers = max(1, config.pool_size // 2)
         self._pool: asyncpg.Pool | None = None
+        self._exec_pool: asyncpg.Pool | None = None
         self._queue: list[_Pending] = []
         self._wakeup: asyncio.Event | None = None
         self._flusher: asyncio.Task[None] | None = None
@@ -326,31 +327,52 @@ class PostgresJournal:
         except ValueError as exc:
             raise journal.JournalUnavailable(f"journal.dsn: {exc}") from None
         try:
-            self._pool = await asyncpg.create_pool(
-                dsn,
-                min_size=1,
-                max_size=self.config.pool_size,
-                command_timeout=self.command_timeout,
-                server_settings={"application_name": "runtime-glue"},
-                reset=_keep_session,
+            self._pool = await self._create_pool(dsn, self.config.pool_size, durable=True)
+            # Execution state (claims, routing, outcomes) may skip the WAL flush wait: what a database
+            # crash loses of it is run again, as after a replica crash. Intake never does.
+            self._exec_pool = (
+                self._pool
+                if self.config.durable_execution_commits
+                else await self._create_pool(dsn, max(2, self.config.pool_size // 2), durable=False)
             )
         except (*_UNAVAILABLE, asyncpg.PostgresError) as exc:
+            await self._close_pools()
             # asyncpg's messages name host, port, user and database, never the password.
             raise journal.JournalUnavailable(f"cannot connect to the postgres journal: {exc}") from None
         try:
             self.applied = await self.migrate()
         except _UNAVAILABLE as exc:
-            await self._pool.close()
-            self._pool = None
+            await self._close_pools()
             raise journal.JournalUnavailable(f"postgres journal: {exc}") from None
         except BaseException:
-            await self._pool.close()
-            self._pool = None
+            await self._close_pools()
             raise
         self._wakeup = asyncio.Event()
         self._slots = asyncio.Semaphore(self.writers)
         self._closing = False
         self._flusher = asyncio.create_task(self._flush_loop(), name="journal-group-commit")
+
+    async def _create_pool(self, dsn: str, size: int, *, durable: bool) -> asyncpg.Pool:
+        settings = {"application_name": "runtime-glue"}
+        if not durable:
+            settings["synchronous_commit"] = "off"
+        return await asyncpg.create_pool(
+            dsn,
+            min_size=1,
+            max_size=size,
+            command_timeout=self.command_timeout,
+            server_settings=settings,
+            reset=_keep_session,
+        )
+
+    async def _close_pools(self) -> None:
+        pools = {id(p): p for p in (self._pool, self._exec_pool) if p is not None}
+        self._pool = self._exec_pool = None
+        for pool in pools.values():
+            try:
+                await asyncio.wait_for(pool.close(), timeout=self.command_timeout)
+            except TimeoutError:
+                pool.terminate()
 
     async def migrate(self) -> list[int]:
         """Apply the migrations this database lacks, once even if replicas start together.
@@ -401,18 +423,18 @@ class PostgresJournal:
             self._flusher = None
         if self._commits:
             await asyncio.gather(*self._commits, return_exceptions=True)
-        if self._pool is not None:
-            pool, self._pool = self._pool, None
-            try:
-                await asyncio.wait_for(pool.close(), timeout=self.command_timeout)
-            except TimeoutError:
-                pool.terminate()
+        await self._close_pools()
 
     # -- helpers ----------------------------------------------------------------------------------
 
-    async def run(self, fn: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
-        """Run ``fn(connection)`` on a pooled connection; connection trouble is JournalUnavailable."""
-        pool = self.pool
+    async def run(self, fn: Callable[[asyncpg.Connection], Awaitable[T]], *, execution: bool = False) -> T:
+        """Run ``fn(connection)`` on a pooled connection; connection trouble is JournalUnavailable.
+
+        ``execution``: on the execution pool, whose commits need not wait for the WAL flush (see
+        ``journal.durableExecutionCommits``); only for state that is safe to redo."""
+        pool = self.pool if not execution else self._exec_pool
+        if pool is None:
+            raise journal.JournalUnavailable("journal is not open")
         try:
             async with pool.acquire(timeout=self.command_timeout) as conn:
                 return await fn(conn)
@@ -637,7 +659,7 @@ class PostgresJournal:
             )
             return sorted((_stored(row) for row in rows), key=lambda event: event.seq)
 
-        return await self.run(run)
+        return await self.run(run, execution=True)
 
     async def record_routing(
         self, owner: str, decisions: Mapping[int, Sequence[journal.NewInvocation]], *, now: float
@@ -693,7 +715,7 @@ class PostgresJournal:
                         [row["seq"] for row in held],
                     )
 
-        await self.run(run)
+        await self.run(run, execution=True)
 
     async def claim_invocations(
         self,
@@ -710,7 +732,7 @@ class PostgresJournal:
             )
             return sorted((_invocation(row) for row in rows), key=lambda item: (item.due_at, item.id))
 
-        return await self.run(run)
+        return await self.run(run, execution=True)
 
     async def settle(self, owner: str, outcomes: Sequence[journal.Outcome], *, now: float) -> int:
         if not outcomes:
@@ -736,7 +758,7 @@ class PostgresJournal:
             )
             return _count(status)
 
-        return await self.run(run)
+        return await self.run(run, execution=True)
 
     async def release(self, owner: str, *, now: float, ids: Collection[int] | None = None) -> int:
         async def run(conn: asyncpg.Connection) -> int:
@@ -758,7 +780,7 @@ class PostgresJournal:
                     )
                 return _count(status)
 
-        return await self.run(run)
+        return await self.run(run, execution=True)
 
     async def invocation(self, invocation_id: int) -> journal.Invocation | None:
         async def run(conn: asyncpg.Connection) -> journal.Invocation | None:

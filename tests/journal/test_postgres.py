@@ -265,3 +265,20 @@ async def test_a_role_that_may_not_create_tables_gets_a_clear_error(pg_dsn: str)
     finally:
         await admin.execute(f'DROP OWNED BY "{role}"; DROP ROLE "{role}"')
         await admin.close()
+
+
+@pytest.mark.parametrize(("durable", "execution_setting"), [(False, "off"), (True, "on")])
+async def test_intake_always_waits_for_the_flush_execution_only_when_asked(
+    pg_dsn: str, durable: bool, execution_setting: str
+) -> None:
+    store = postgres.PostgresJournal(pg_config(pg_dsn, durableExecutionCommits=durable))
+    await store.open()
+    try:
+
+        async def setting(conn: asyncpg.Connection) -> str:
+            return str(await conn.fetchval("SHOW synchronous_commit"))
+
+        assert await store.run(setting) == "on"  # appends, rejects, operator actions
+        assert await store.run(setting, execution=True) == execution_setting  # claims, routing, outcomes
+    finally:
+        await store.close()

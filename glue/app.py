@@ -85,6 +85,7 @@ def _workers(runtime: Runtime) -> list[Component]:
         store = objectstore.ObjectStore(runtime.settings.sources.minio)
         runtime.archive = objectstore.ArchiveWriter(store, runtime.settings.archive, close_store=True)
         components.append(runtime.archive)  # started first, stopped last: takes lines until the end
+        runtime.intake.taps.append(runtime.archive.record)  # a no-op unless archive.recordings
     components.append(retention.Retention(runtime.journal, days=runtime.settings.journal.retention_days))
     kafka_config = runtime.settings.sources.kafka
     if kafka_config is not None and kafka_config.output is not None:
@@ -105,6 +106,8 @@ def _workers(runtime: Runtime) -> list[Component]:
             runtime.journal, router, runtime.clients, runtime.settings.execution, enricher=enricher
         )
         runtime.intake.on_journaled.append(executor.wake)
+        if runtime.archive is not None:
+            executor.on_dead_letter.append(runtime.archive.dead_letter)  # a no-op unless archive.deadLetters
         components.append(executor)  # stopped before retention and the archive: its last outcomes land
     return components
 

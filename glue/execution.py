@@ -214,6 +214,8 @@ class Executor:
         self.rng = rng if rng is not None else random.Random()
         self.options = options or {}
         self.enricher = enricher
+        #: Called with a JSON-able record of every dead-lettered invocation (the bucket archive).
+        self.on_dead_letter: list[Callable[[dict[str, Any]], None]] = []
         self.owner = config.owner or default_owner()
         longest = max((route.route.delivery.timeout for route in router.routes), default=0.0)
         self.lease = max(config.lease_seconds, longest + 10.0)
@@ -575,6 +577,15 @@ class Executor:
             self._settle(journal.Outcome(item.id, "dead", error=error))
             _labelled(DEAD_LETTERS, item.route).inc()
             outcome = "dead"
+            if self.on_dead_letter:
+                record = {
+                    **item.summary(),
+                    "params": dict(item.params),
+                    "error": error,
+                    "deadAt": self.clock(),
+                }
+                for tap in self.on_dead_letter:
+                    tap(record)
         else:
             self._settle(journal.Outcome(item.id, "done", error=error))
             outcome = "dropped"

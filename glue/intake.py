@@ -59,6 +59,8 @@ class Intake:
         self._journaled_counters: dict[str, Any] = {}
         #: Called (no arguments) after new events are committed: the executor routes them at once.
         self.on_journaled: list[Callable[[], None]] = []
+        #: Called with every delivery as it arrives, beside the file recorder (the bucket archive).
+        self.taps: list[Callable[[events.Delivery], None]] = []
 
     async def start(self) -> None:
         await self._refresh_backlog()
@@ -102,6 +104,8 @@ class Intake:
         journal.JournalUnavailable (503); returns once the events are committed."""
         if self.recorder is not None:
             self.recorder.write(delivery)
+        for tap in self.taps:
+            tap(delivery)
         batch = formats.decode(delivery, options)
         if self._backlog >= self.max_backlog:
             raise Overloaded(f"{self._backlog} events wait to be routed (bound {self.max_backlog})")

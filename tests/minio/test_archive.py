@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import datetime
 import secrets
+from pathlib import Path
 
+import aiohttp
 import orjson
 import prometheus_client
 import pytest
+from aiohttp import web
 
 from glue import app, events, formats, objectstore
 from glue import settings as settings_mod
+from tests.minio.conftest import eventually
 from tests.minio.listen_double import record
 
 DAY1 = datetime.datetime(2026, 11, 27, 23, 59, 30, tzinfo=datetime.UTC).timestamp()
@@ -173,3 +177,65 @@ async def test_daemon_runs_the_archive_and_flushes_it_on_drain(minio_config, buc
     finally:
         store.close()
     assert lines == [{"route": "reload", "error": "gave up"}]
+
+
+async def test_daemon_archives_what_arrives_and_what_dead_letters(
+    minio_config: settings_mod.Minio, bucket: str, tmp_path: Path
+) -> None:
+    """A delivery is recorded in the bucket as it arrives; the invocation its route dead-letters (the
+    receiver answers 400: permanent) is archived too; both are flushed on drain."""
+    refused = web.Application()
+
+    async def refuse(request: web.Request) -> web.Response:
+        return web.Response(status=400, text="no")
+
+    refused.router.add_post("/hook", refuse)
+    runner = web.AppRunner(refused)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    port = runner.addresses[0][1]
+    config = settings_mod.from_mapping(
+        {
+            "server": {"host": "127.0.0.1", "port": 0},
+            "journal": {"path": str(tmp_path / "journal.db")},
+            "execution": {"pollSeconds": 0.05},
+            "endpoints": [{"name": "minio", "path": "/minio", "format": "minio"}],
+            "sources": {"minio": minio_config.model_dump(by_alias=True, exclude_none=True, mode="json")},
+            "archive": {"bucket": bucket, "prefix": "ops", "recordings": True, "flushSeconds": 3600},
+            "routes": [
+                {"name": "notify", "handler": "http", "params": {"url": f"http://127.0.0.1:{port}/hook"}}
+            ],
+        },
+        "test",
+    )
+    app.load_plugins(config)
+    sent = _delivery(bucket, "models/z.bin", DAY1)
+    daemon = app.Daemon(config)
+    before = _metric("glue_dead_letters_total", route="notify")
+    await daemon.start()
+    try:
+        assert daemon.http is not None
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                f"http://127.0.0.1:{daemon.http.port}/minio",
+                data=sent.body,
+                headers={"Content-Type": "application/json"},
+            ) as response,
+        ):
+            assert response.status == 202
+
+        await eventually(lambda: _metric("glue_dead_letters_total", route="notify") > before)
+    finally:
+        await daemon.stop()
+        await runner.cleanup()
+    store = objectstore.ObjectStore(minio_config)
+    try:
+        recorded = [d async for d in objectstore.read_deliveries(store, f"s3://{bucket}/ops/recordings")]
+        letters = [line async for line in objectstore.read_archive(store, f"s3://{bucket}/ops/dead-letters")]
+    finally:
+        store.close()
+    assert [d.body for d in recorded] == [sent.body]
+    assert len(letters) == 1
+    assert letters[0]["route"] == "notify" and letters[0]["handler"] == "http"
+    assert "HTTP 400" in letters[0]["error"]

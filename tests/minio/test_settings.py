@@ -66,3 +66,8 @@ def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
     assert loaded.sources.minio.ping_seconds == 15
     assert loaded.archive is not None and loaded.archive.bucket == "glue-archive"
     assert loaded.archive.dead_letters and not loaded.archive.recordings
+
+
+def test_enrich_needs_the_minio_connection() -> None:
+    text = _problems({"routes": [{"name": "r", "handler": "log", "enrich": {"tags": True}}]})
+    assert "routes[0].enrich needs sources.minio" in text

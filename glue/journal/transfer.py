@@ -7,7 +7,9 @@ JSON columns (``headers``, ``params``) are objects. Ids, sequence numbers and st
 letters, retries and dedup carry over. Claims are not carried: an invocation that was running is
 exported as pending, due when it was claimed, like a released one.
 
-Import goes into an empty journal only (ids would collide otherwise) and is one transaction.
+Import goes into an empty journal only (ids would collide otherwise) and is one transaction. Export
+reads page by page, not from one snapshot: stop the replicas first (a move between backends is done
+with the daemon stopped anyway), or rows written meanwhile may be missing from the file.
 """
 
 from __future__ import annotations

@@ -21,7 +21,6 @@ from glue import settings as settings_mod
 from tests.minio.conftest import eventually
 from tests.minio.listen_double import record
 
-
 JSON = {"Content-Type": "application/json"}  # what MinIO's webhook target sends
 
 

@@ -149,17 +149,20 @@ async def send(url: str, rate: float, seconds: float) -> None:
 
     total = int(rate * seconds)
     failures = 0
+    answered: list[float] = []
     connector = aiohttp.TCPConnector(limit=256)
     async with aiohttp.ClientSession(connector=connector) as session:
 
         async def post(index: int) -> None:
             nonlocal failures
-            body = events.to_json(cloudevent(1_000_000 + index, sent_at=time.time()))
+            sent_at = time.time()
+            body = events.to_json(cloudevent(1_000_000 + index, sent_at=sent_at))
             headers = {"Content-Type": "application/cloudevents+json"}
             async with session.post(url, data=body, headers=headers) as response:
                 if response.status != 202:
                     failures += 1
                 await response.read()
+            answered.append((time.time() - sent_at) * 1000)
 
         loop = asyncio.get_running_loop()
         begin = loop.time()
@@ -170,7 +173,9 @@ async def send(url: str, rate: float, seconds: float) -> None:
                 await asyncio.sleep(delay)
             tasks.append(asyncio.create_task(post(index)))
         await asyncio.gather(*tasks)
-    print(f"sent={total} failed={failures}", flush=True)
+    answered.sort()
+    p50, p99 = answered[len(answered) // 2], answered[int(len(answered) * 0.99)]
+    print(f"sent={total} failed={failures} answer (202) p50={p50:.1f} ms p99={p99:.1f} ms", flush=True)
 
 
 async def latency(rate: float, seconds: float, directory: pathlib.Path, synchronous: str) -> list[float]:

@@ -277,3 +277,21 @@ def _run(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
 
 
 BUILT_INS = (handlers.http, handlers.log)  # imported for their registrations: the routes name them
+
+
+def test_explain_an_event_in_the_journal_with_what_ran_for_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = str(write_config(tmp_path))
+    make_dead_letters(Path(config), 1)  # event d0 (team-a/x): its "forward" invocation is dead
+    assert cli.main(["explain", "-c", config, "--event", "d0"]) == 0
+    forward, note = json_lines(capsys.readouterr().out)
+    assert (forward["route"], forward["matched"], forward["state"], forward["lastError"]) == (
+        "forward",
+        True,
+        "dead",
+        "HTTP 404",
+    )
+    assert (note["route"], note["matched"], note.get("state")) == ("note", True, None)
+    assert cli.main(["explain", "-c", config, "--event", "nope"]) == 1
+    assert "no event 'nope' in the journal" in capsys.readouterr().err

@@ -34,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import posixpath
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -134,40 +134,54 @@ class Enricher:
         return {"object": value}
 
     async def _read(self, bucket: str, key: str, version: str | None, spec: Spec) -> dict[str, Any]:
+        """The parts the spec asks for, read concurrently (each is one request)."""
+        parts: list[Awaitable[dict[str, Any]]] = []
+        if spec.metadata:
+            parts.append(self._metadata(bucket, key, version))
+        if spec.tags:
+            parts.append(self._tags(bucket, key, version))
+        if spec.json_key is not None:
+            parts.append(self._json(bucket, _json_key(key, spec.json_key), spec.max_bytes))
+        result: dict[str, Any] = {"bucket": bucket, "key": key, "versionId": version, "exists": True}
+        for part in await asyncio.gather(*parts):
+            exists = part.pop("exists", True)
+            result.update(part)
+            result["exists"] = result["exists"] and exists
+        return result
+
+    async def _metadata(self, bucket: str, key: str, version: str | None) -> dict[str, Any]:
         from glue import objectstore
 
-        result: dict[str, Any] = {"bucket": bucket, "key": key, "versionId": version, "exists": True}
-        if spec.metadata:
-            try:
-                info = await self.store.stat(bucket, key, version_id=version)
-            except objectstore.ObjectNotFound:
-                result["exists"] = False
-            else:
-                result.update(
-                    size=info.size,
-                    eTag=info.etag,
-                    contentType=info.content_type,
-                    lastModified=info.last_modified,
-                    metadata=info.metadata,
-                )
-        if spec.tags:
-            try:
-                result["tags"] = await self.store.tags(bucket, key, version_id=version)
-            except objectstore.ObjectNotFound:
-                result["exists"] = False
-                result["tags"] = {}
-        if spec.json_key is not None:
-            result["json"] = None
-            json_key = _json_key(key, spec.json_key)
-            try:
-                raw = await self.store.read(bucket, json_key, max_bytes=spec.max_bytes)
-            except objectstore.ObjectNotFound:
-                pass
-            except objectstore.ObjectTooLarge as exc:
-                result["jsonError"] = str(exc)
-            else:
-                try:
-                    result["json"] = orjson.loads(raw)
-                except orjson.JSONDecodeError as exc:
-                    result["jsonError"] = f"s3://{bucket}/{json_key}: not JSON ({exc.msg} at {exc.pos})"
-        return result
+        try:
+            info = await self.store.stat(bucket, key, version_id=version)
+        except objectstore.ObjectNotFound:
+            return {"exists": False}
+        return {
+            "size": info.size,
+            "eTag": info.etag,
+            "contentType": info.content_type,
+            "lastModified": info.last_modified,
+            "metadata": info.metadata,
+        }
+
+    async def _tags(self, bucket: str, key: str, version: str | None) -> dict[str, Any]:
+        from glue import objectstore
+
+        try:
+            return {"tags": await self.store.tags(bucket, key, version_id=version)}
+        except objectstore.ObjectNotFound:
+            return {"exists": False, "tags": {}}
+
+    async def _json(self, bucket: str, json_key: str, max_bytes: int) -> dict[str, Any]:
+        from glue import objectstore
+
+        try:
+            raw = await self.store.read(bucket, json_key, max_bytes=max_bytes)
+        except objectstore.ObjectNotFound:
+            return {"json": None}
+        except objectstore.ObjectTooLarge as exc:
+            return {"json": None, "jsonError": str(exc)}
+        try:
+            return {"json": orjson.loads(raw)}
+        except orjson.JSONDecodeError as exc:
+            return {"json": None, "jsonError": f"s3://{bucket}/{json_key}: not JSON ({exc.msg} at {exc.pos})"}

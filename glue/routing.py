@@ -275,9 +275,10 @@ class _Template:
     """One compiled template. ``{{ a.b.c }}`` over plain JSON values (the common case) is looked up
     directly, with the same result as Jinja; anything else, or any doubt, is rendered by Jinja."""
 
-    __slots__ = ("path", "template")
+    __slots__ = ("path", "template", "where")
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, where: str = "") -> None:
+        self.where = where  # e.g. params.labels.tag, for error messages
         self.template = _TEMPLATES.from_string(source)
         match = _SIMPLE.match(source)
         self.path = tuple(match.group(1).split(".")) if match else None
@@ -302,32 +303,32 @@ class _Templates:
     """A tree of compiled templates mirroring the params mapping; non-strings pass through."""
 
     def __init__(self, tree: Any) -> None:
-        self.tree = self._compile(tree)
+        self.tree = self._compile(tree, "params")
 
     @classmethod
-    def _compile(cls, node: Any) -> Any:
+    def _compile(cls, node: Any, path: str) -> Any:
         if isinstance(node, str):
-            return _Template(node) if ("{{" in node or "{%" in node) else node
+            return _Template(node, path) if ("{{" in node or "{%" in node) else node
         if isinstance(node, Mapping):
-            return {key: cls._compile(value) for key, value in node.items()}
+            return {key: cls._compile(value, f"{path}.{key}") for key, value in node.items()}
         if isinstance(node, list):
-            return [cls._compile(value) for value in node]
+            return [cls._compile(value, f"{path}[{i}]") for i, value in enumerate(node)]
         return node
 
     def render(self, context: Mapping[str, Any]) -> Any:
-        return self._render(self.tree, context, "params")
+        return self._render(self.tree, context)
 
     @classmethod
-    def _render(cls, node: Any, context: Mapping[str, Any], path: str) -> Any:
+    def _render(cls, node: Any, context: Mapping[str, Any]) -> Any:
         if isinstance(node, _Template):
             try:
                 return node.render(context)
             except Exception as exc:  # undefined names, sandbox refusals, filter errors
-                raise _RenderError(path, exc) from exc
+                raise _RenderError(node.where, exc) from exc
         if isinstance(node, dict):
-            return {key: cls._render(value, context, f"{path}.{key}") for key, value in node.items()}
+            return {key: cls._render(value, context) for key, value in node.items()}
         if isinstance(node, list):
-            return [cls._render(value, context, f"{path}[{i}]") for i, value in enumerate(node)]
+            return [cls._render(value, context) for value in node]
         return node
 
 
@@ -397,16 +398,16 @@ class Compiled:
         return model.model_dump(mode="json", by_alias=True), key, None
 
     def decide(self, context: dict[str, Any], *, explain: bool = False) -> Decision:
-        head = Decision(route=self.name, handler=self.handler.name, enabled=self.route.enabled, matched=False)
+        name, handler, enabled = self.name, self.handler.name, self.route.enabled
         matched, error = self.matches(context)
         if not matched:
             if not explain:
-                return dataclasses.replace(head, error=error)
+                return Decision(name, handler, enabled, False, error=error)
             condition, values = _explain(self.route.match, context)
-            return dataclasses.replace(head, condition=condition, values=values, error=error)
+            return Decision(name, handler, enabled, False, condition=condition, values=values, error=error)
         params, key, params_error = self.render(context)
-        return dataclasses.replace(
-            head, matched=True, params=params, params_error=params_error, ordering_key=key
+        return Decision(
+            name, handler, enabled, True, params=params, params_error=params_error, ordering_key=key
         )
 
 

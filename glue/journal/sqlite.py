@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import builtins
 import concurrent.futures
-import dataclasses
 import sqlite3
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -517,18 +516,12 @@ class SQLiteJournal:
                         f" attempt = attempt + 1, updated_at = ? WHERE id IN ({marks})",
                         (owner, now + lease, now, *ids),
                     )
-                for row in rows:
-                    item = _invocation(row)
-                    claimed.append(
-                        dataclasses.replace(
-                            item,
-                            state="running",
-                            owner=owner,
-                            lease_until=now + lease,
-                            attempt=item.attempt + 1,
-                            updated_at=now,
-                        )
-                    )
+                for row in rows:  # as the UPDATE left them
+                    values = list(row)
+                    values[6] = orjson.loads(values[6])
+                    values[7], values[8], values[11] = "running", values[8] + 1, now
+                    values[13], values[14] = owner, now + lease
+                    claimed.append(journal.Invocation(*values))
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")

@@ -13,7 +13,7 @@ and N distinct binary-mode CloudEvents records are produced to one topic (not ti
 
 Both clocks start once the consumer has joined its group and stop at the N-th record.
 
-    python bench/kafka.py [--records 20000] [--partitions 3] [--batch 500]
+    python bench/kafka.py [--records 20000] [--partitions 3] [--batch 2000]
 
 Last line:  events_per_s=<glue> raw_per_s=<aiokafka>
 """
@@ -186,6 +186,6 @@ if __name__ == "__main__":
     )
     parser.add_argument("--records", type=int, default=20_000)
     parser.add_argument("--partitions", type=int, default=3)
-    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--batch", type=int, default=2000)
     args = parser.parse_args()
     asyncio.run(main(args.records, args.partitions, args.batch))

@@ -232,7 +232,7 @@ class Kafka(Model):
     auto_offset_reset: Literal["earliest", "latest"] = Field(
         default="earliest", description="Where a group without a committed offset starts."
     )
-    max_batch: int = Field(default=500, ge=1, le=100_000, description="Records journaled per commit.")
+    max_batch: int = Field(default=2000, ge=1, le=100_000, description="Most records per commit.")
     session_timeout_ms: int = Field(default=10_000, ge=1000)
     retry_seconds: float = Field(
         default=1.0, gt=0, le=300, description="Pause before re-reading records the journal could not take."

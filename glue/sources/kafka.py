@@ -137,7 +137,8 @@ class _Rebalance(aiokafka.ConsumerRebalanceListener):  # type: ignore[misc]
         for tp in revoked:
             with contextlib.suppress(KeyError):
                 LAG.remove(tp.topic, str(tp.partition))
-        log.info("kafka partitions revoked", partitions=_names(revoked))
+        if revoked:
+            log.info("kafka partitions revoked", partitions=_names(revoked))
 
     async def on_partitions_assigned(self, assigned: Sequence[aiokafka.TopicPartition]) -> None:
         self.source.revoked = set()

@@ -52,7 +52,6 @@ def test_a_full_kafka_group_loads(tmp_path: Path) -> None:
     assert options["security_protocol"] == "SASL_PLAINTEXT"
     assert options["sasl_mechanism"] == "SCRAM-SHA-512"
     assert options["sasl_plain_password"] == "hunter2"
-    assert "hunter2" not in repr(config)
 
 
 def test_the_environment_fills_in_the_group(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -71,11 +70,13 @@ def test_tls_with_sasl_is_sasl_ssl_and_verifies_the_broker(tmp_path: Path) -> No
             "bootstrapServers": ["k:9093"],
             "topics": [{"name": "t", "format": "cloudevents"}],
             "tls": {},
-            "sasl": {"mechanism": "PLAIN", "username": "u", "password": {"value": "p"}},
+            "sasl": {"mechanism": "PLAIN", "username": "u", "password": {"value": "s3cr3t-value"}},
         }
     )
     options = kafka.client_options(config)
     assert options["security_protocol"] == "SASL_SSL"
+    assert options["sasl_plain_password"] == "s3cr3t-value"
+    assert "s3cr3t-value" not in repr(config) and "s3cr3t-value" not in str(config.model_dump())
     context = options["ssl_context"]
     assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
 

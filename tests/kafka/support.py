@@ -7,11 +7,14 @@ Tansu is an Apache-Kafka-compatible broker; its static binary ships in the ``cal
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import dataclasses
 import importlib.resources
 import os
+import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -49,6 +52,17 @@ class Broker:
     log: Path
 
 
+_PRCTL = ctypes.CDLL(None).prctl if sys.platform == "linux" else None
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Runs in the broker's process before exec (resolved beforehand, so it only makes one call):
+    the kernel stops the broker if the test process dies, so a killed run leaves no broker behind."""
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def start_broker(directory: Path, *extra: str, scheme: str = "tcp") -> Broker:
     port = free_port()
     url = f"{scheme}://127.0.0.1:{port}"
@@ -70,6 +84,7 @@ def start_broker(directory: Path, *extra: str, scheme: str = "tcp") -> Broker:
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,
+            preexec_fn=_die_with_parent,
         )
     deadline = time.monotonic() + 15
     while True:

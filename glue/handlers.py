@@ -140,7 +140,8 @@ class Handler:
     description: str = ""
 
 
-ClientFactory = Callable[[Mapping[str, Any]], contextlib.AbstractAsyncContextManager[Any]]
+#: Takes the client's config: the validated model when the client declares one, else the raw mapping.
+ClientFactory = Callable[[Any], contextlib.AbstractAsyncContextManager[Any]]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

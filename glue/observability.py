@@ -41,11 +41,22 @@ BACKLOG = prometheus_client.Gauge("glue_backlog_events", "Journaled events not y
 _SECRET_WORDS = ("token", "secret", "password", "authorization", "signature", "credential", "dsn")
 
 
+_secret_key_cache: dict[str, bool] = {}
+
+
+def _is_secret_key(key: str) -> bool:
+    known = _secret_key_cache.get(key)
+    if known is None:
+        known = any(word in key.lower() for word in _SECRET_WORDS)
+        if len(_secret_key_cache) < 4096:  # field names come from code: a small, fixed set
+            _secret_key_cache[key] = known
+    return known
+
+
 def redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """Replace the value of any field whose name says it is a credential."""
     for key in event_dict:
-        lowered = key.lower()
-        if any(word in lowered for word in _SECRET_WORDS):
+        if _is_secret_key(key):
             event_dict[key] = "[redacted]"
     return event_dict
 

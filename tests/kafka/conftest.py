@@ -15,6 +15,7 @@ import pytest
 
 import glue
 from glue import app, settings
+from tests.journal.pgserver import pg_database, pg_dsn  # noqa: F401 (fixtures)
 from tests.kafka.support import Broker, start_broker, stop_broker
 
 

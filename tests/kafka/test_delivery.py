@@ -297,3 +297,25 @@ async def test_a_rebalance_waits_for_the_batch_in_hand(
     assert assignment(c), "the newcomer got partitions"
     assert mine & theirs == set()  # nobody journaled a record the other had
     assert mine | theirs == {str(n) for n in range(600)}
+
+
+async def test_scale_out_on_a_postgresql_journal(
+    broker: Broker, producer: aiokafka.AIOKafkaProducer, start_daemon: Start, pg_dsn: str
+) -> None:
+    """The documented scale-out: replicas in one consumer group sharing a PostgreSQL journal."""
+    await create_topic(broker.bootstrap, "orders", partitions=4)
+    config = kafka_config(broker.bootstrap, [{"name": "orders", "format": "cloudevents"}])
+    store = {"backend": "postgres", "dsn": {"value": pg_dsn}}
+    duplicates = metric("glue_kafka_records_total", topic="orders", outcome="duplicate")
+    a = await start_daemon(config, journal=store)
+    b = await start_daemon(config, journal=store)
+
+    async def split() -> bool:
+        left, right = assignment(a), assignment(b)
+        return bool(left) and bool(right) and not (left & right) and (left | right) == {0, 1, 2, 3}
+
+    await wait_for(split, what="the partitions split between both replicas")
+    await produce(producer, "orders", [binary_ce(n) for n in range(1000)])
+    await wait_for(lambda: _committed_total(broker, 4, 1000), what="all 1000 offsets committed")
+    assert sorted(int(e.id) for e in await b.journal.list(limit=2000)) == list(range(1000))
+    assert metric("glue_kafka_records_total", topic="orders", outcome="duplicate") == duplicates

@@ -17,6 +17,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+import orjson
 import structlog
 from aiohttp import web
 
@@ -128,7 +129,7 @@ class _Authenticator:
 
 
 def _answer(status: int, **body: object) -> web.Response:
-    return web.json_response(body, status=status)
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
 
 
 class _EndpointHandler:
@@ -202,9 +203,9 @@ class _EndpointHandler:
             return _answer(exc.status, error=exc.reason)
         except (intake.Overloaded, journal.JournalUnavailable) as exc:
             self._outcome("unavailable", started, reason=str(exc))
-            return web.json_response(
-                {"error": "journal unavailable, retry later"}, status=503, headers={"Retry-After": "5"}
-            )
+            response = _answer(503, error="journal unavailable, retry later")
+            response.headers["Retry-After"] = "5"
+            return response
         ids = [item.id for item in appended]
         fresh = any(item.new for item in appended)
         self._outcome("accepted" if fresh else "duplicate", started, ids=ids)

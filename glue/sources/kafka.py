@@ -7,12 +7,13 @@ At least once, never lost:
   are committed. A crash before the commit redelivers the batch; the journal recognises each event by
   its identity, so a redelivered record adds nothing.
 - A record that cannot be decoded is journaled as rejected with its raw bytes and the reason
-  (``glue dlq`` shows it) and its offset moves on: a poison record never blocks its partition.
+  (``glue dlq rejected`` lists it) and its offset moves on: a poison record never blocks its partition.
 - When the journal cannot take writes (or the backlog bound is reached) the partition is rewound to
   the first record not journaled and read again after ``retrySeconds``: nothing is committed past it.
 - On a rebalance, the revoke callback waits for the batch in hand to be journaled and committed
   before the partitions go to another member; several daemons in one group share the partitions.
 
+:class:`KafkaOutput` publishes settled invocations (dead letters, optionally all) as CloudEvents.
 aiokafka is used here and nowhere else in the package.
 """
 
@@ -22,7 +23,6 @@ import asyncio
 import collections
 import contextlib
 import datetime
-import ssl
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -68,8 +68,8 @@ DECODER = {"cloudevents": kafka_cloudevents.NAME, "minio": "minio", "argo": "arg
 _LAG_INTERVAL = 1.0  # seconds between consumer lag updates
 _POLL_MS = 200  # how long one fetch waits for records
 _CHUNK = 64  # records decoded between two yields to the event loop
-_DRAIN_SECONDS = 30.0
-_JSON = JSONFormat()  # how long stop() waits for the batch in hand
+_DRAIN_SECONDS = 30.0  # how long stop() waits for the batch in hand
+_JSON = JSONFormat()
 
 
 class KafkaUnavailable(ConnectionError):
@@ -88,9 +88,7 @@ def client_options(config: settings_mod.Kafka) -> dict[str, Any]:
         context = kafka_helpers.create_ssl_context(
             cafile=tls.ca_file, certfile=tls.cert_file, keyfile=tls.key_file, password=password
         )
-        context.check_hostname = tls.check_hostname
-        if not tls.check_hostname:
-            context.verify_mode = ssl.CERT_REQUIRED
+        context.check_hostname = tls.check_hostname  # the certificate is verified either way
         options["ssl_context"] = context
     if config.sasl is not None:
         options["security_protocol"] = "SASL_SSL" if config.tls is not None else "SASL_PLAINTEXT"

@@ -112,8 +112,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     if overrides:
         settings = settings.model_copy(update=overrides)
     observability.configure_logging(settings.logging)
+    loop_factory = None
+    if settings.server.event_loop == "uvloop":
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
     try:
-        asyncio.run(app.run(settings))
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(app.run(settings))
     except settings_mod.ConfigError as exc:  # routes are compiled when the daemon starts
         raise CliError(str(exc), code=2) from None
     except journal.JournalUnavailable as exc:

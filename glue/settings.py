@@ -127,6 +127,9 @@ class Server(Model):
     port: int = Field(default=8080, ge=0, le=65535)
     max_backlog: int = Field(default=100_000, ge=1, description="Pending events above which intake answers 503.")
     shutdown_timeout: float = Field(default=10.0, ge=0)
+    event_loop: Literal["uvloop", "asyncio"] = Field(
+        default="uvloop", description="uvloop (libuv) is faster; asyncio is the standard library's loop."
+    )
 
 
 class Journal(Model):

@@ -64,9 +64,22 @@ def server(argv: list[str], ready_url: str) -> Iterator[subprocess.Popen[bytes]]
 
 def wrk(port: int, seconds: float, connections: int, run_id: str) -> dict[str, float]:
     out = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "5s",
-         "-s", str(HERE / "_load.lua"), f"http://127.0.0.1:{port}/events", "--", run_id],
-        check=True, capture_output=True, text=True,
+        [
+            "wrk",
+            "-t2",
+            f"-c{connections}",
+            f"-d{max(1, round(seconds))}s",
+            "--timeout",
+            "5s",
+            "-s",
+            str(HERE / "_load.lua"),
+            f"http://127.0.0.1:{port}/events",
+            "--",
+            run_id,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     match = re.search(r"RESULT (.*)", out)
     if not match:
@@ -87,7 +100,9 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--total", type=int, default=100_000, help="deliveries before reading RSS")
-    parser.add_argument("--synchronous", choices=["full", "normal"], default="full", help="SQLite journal mode")
+    parser.add_argument(
+        "--synchronous", choices=["full", "normal"], default="full", help="SQLite journal mode"
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("bench/ingest needs wrk: apt-get install wrk")
@@ -101,11 +116,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "glue.yaml"
         port = free_port()
+        # Production defaults: logging at info (one JSON line per delivery, to /dev/null here).
         config.write_text(
-            "server: {host: 127.0.0.1, port: %d, maxBacklog: 100000000}\n"
-            "journal: {path: %s, synchronous: %s}\n"
-            "logging: {level: warning}\n"
-            "endpoints: [{name: bench, path: /events, format: cloudevents}]\n" % (port, Path(tmp) / "j.db", args.synchronous)
+            f"server: {{host: 127.0.0.1, port: {port}, maxBacklog: 100000000}}\n"
+            f"journal: {{path: {Path(tmp) / 'j.db'}, synchronous: {args.synchronous}}}\n"
+            "logging: {level: info, format: json}\n"
+            "endpoints: [{name: bench, path: /events, format: cloudevents}]\n"
         )
         argv = [sys.executable, "-m", "glue.cli", "run", "--config", str(config)]
         with server(argv, f"http://127.0.0.1:{port}/readyz") as glue:
@@ -115,12 +131,19 @@ def main() -> None:
             extra = 0
             while done < args.total:
                 extra += 1
-                more = wrk(port, max(2.0, (args.total - done) / measured["rps"] + 1), args.connections, f"more{extra}")
+                more = wrk(
+                    port,
+                    max(2.0, (args.total - done) / measured["rps"] + 1),
+                    args.connections,
+                    f"more{extra}",
+                )
                 done += more["requests"]
             memory = rss_mb(glue.pid)
-    print(f"glue (sqlite): {measured['rps']:.0f} req/s p50 {measured['p50_us'] / 1000:.1f} ms "
-          f"p99 {measured['p99_us'] / 1000:.1f} ms non-2xx {measured['non2xx']:.0f}; "
-          f"RSS {memory:.0f} MB after {done:.0f} deliveries")
+    print(
+        f"glue (sqlite): {measured['rps']:.0f} req/s p50 {measured['p50_us'] / 1000:.1f} ms "
+        f"p99 {measured['p99_us'] / 1000:.1f} ms non-2xx {measured['non2xx']:.0f}; "
+        f"RSS {memory:.0f} MB after {done:.0f} deliveries"
+    )
     ratio = measured["rps"] / bare["rps"]
     print(f"ratio={ratio:.2f} p99_ms={measured['p99_us'] / 1000:.1f} rss_mb={memory:.0f}")
 

@@ -135,9 +135,7 @@ def _sources(runtime: Runtime) -> list[Component]:
 class Daemon:
     """One running glue: usable in-process (tests) or from ``glue run``."""
 
-    def __init__(
-        self, settings: settings_mod.Settings, *, registry: handlers.Registry | None = None
-    ) -> None:
+    def __init__(self, settings: settings_mod.Settings, *, registry: handlers.Registry | None = None) -> None:
         self.settings = settings
         self.registry = registry if registry is not None else handlers.registry
         self.journal = journal.create(settings.journal)

@@ -184,7 +184,9 @@ def cmd_decode(args: argparse.Namespace) -> int:
     delivery = events.Delivery(
         transport=args.transport, endpoint="cli", format=args.format, headers=headers, body=body
     )
-    options = formats.Options(type=args.type, source=args.source, id_header=(args.id_header or "").lower() or None)
+    options = formats.Options(
+        type=args.type, source=args.source, id_header=(args.id_header or "").lower() or None
+    )
     try:
         batch = formats.decode(delivery, options)
     except formats.DecodeError as exc:

@@ -98,7 +98,7 @@ class Intake:
         return self._backlog
 
     async def accept(
-        self, delivery: events.Delivery, options: formats.Options = formats.Options()
+        self, delivery: events.Delivery, options: formats.Options = formats.NO_OPTIONS
     ) -> list[journal.Appended]:
         """Decode and journal one delivery. Raises formats.DecodeError (4xx), Overloaded or
         journal.JournalUnavailable (503); returns once the events are committed."""

@@ -81,7 +81,9 @@ def configure_logging(config: settings_mod.Logging, stream: Any = None) -> None:
         factory = structlog.WriteLoggerFactory(file=stream)
     structlog.configure(
         processors=processors,
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[config.level.upper()]),
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[config.level.upper()]
+        ),
         logger_factory=factory,
         cache_logger_on_first_use=True,
     )

@@ -26,16 +26,16 @@ class ConfigError(Exception):
     def __init__(self, source: str, problems: list[tuple[str, str]]) -> None:
         self.source = source
         self.problems = problems
-        lines = [f"{source}: {field}: {reason}" if field else f"{source}: {reason}" for field, reason in problems]
+        lines = [
+            f"{source}: {field}: {reason}" if field else f"{source}: {reason}" for field, reason in problems
+        ]
         super().__init__("\n".join(lines))
 
 
 class Model(BaseModel):
     """Base of every settings group: camelCase keys, unknown keys rejected, immutable."""
 
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
-    )
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
 
 
 class SecretRef(Model):
@@ -118,14 +118,18 @@ class Endpoint(Model):
     auth: Auth = Auth()
     max_body_bytes: int = Field(default=1 << 20, ge=1, le=64 << 20)
     type: str | None = Field(default=None, description="argo: CloudEvent type for plain JSON bodies.")
-    source: str | None = Field(default=None, description="argo/harbor: CloudEvent source for bodies without one.")
+    source: str | None = Field(
+        default=None, description="argo/harbor: CloudEvent source for bodies without one."
+    )
     id_header: str | None = Field(default=None, description="argo: header whose value is the event id.")
 
 
 class Server(Model):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
-    max_backlog: int = Field(default=100_000, ge=1, description="Pending events above which intake answers 503.")
+    max_backlog: int = Field(
+        default=100_000, ge=1, description="Pending events above which intake answers 503."
+    )
     shutdown_timeout: float = Field(default=10.0, ge=0)
     event_loop: Literal["uvloop", "asyncio"] = Field(
         default="uvloop", description="uvloop (libuv) is faster; asyncio is the standard library's loop."
@@ -279,7 +283,8 @@ class MinioBucket(Model):
     prefix: str = Field(default="", description="Only objects whose key starts with this.")
     suffix: str = Field(default="", description="Only objects whose key ends with this.")
     events: list[Annotated[str, Field(pattern=_EVENT_NAME)]] = Field(
-        default=["s3:ObjectCreated:*", "s3:ObjectRemoved:*"], min_length=1,
+        default=["s3:ObjectCreated:*", "s3:ObjectRemoved:*"],
+        min_length=1,
         description="MinIO event names, e.g. s3:ObjectCreated:* or s3:ObjectRemoved:Delete.",
     )
 

@@ -54,7 +54,11 @@ def register(name: str) -> Callable[[Decoder], Decoder]:
     return wrap
 
 
-def decode(delivery: events.Delivery, options: Options = Options()) -> list[events.CloudEvent]:
+#: For formats and callers that configure nothing.
+NO_OPTIONS = Options()
+
+
+def decode(delivery: events.Delivery, options: Options = NO_OPTIONS) -> list[events.CloudEvent]:
     """Decode through the delivery's format. Raises DecodeError with a reason."""
     try:
         decoder = DECODERS[delivery.format]

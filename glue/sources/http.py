@@ -96,7 +96,9 @@ class _Authenticator:
             self._standard_webhooks(headers, body, accepted)
 
     def _standard_webhooks(self, headers: dict[str, str], body: bytes, accepted: Sequence[bytes]) -> None:
-        """Standard Webhooks: v1,<base64 HMAC-SHA256(key, "{id}.{timestamp}.{body}")>, key = whsec_<base64>."""
+        """Standard Webhooks: ``v1,<base64 HMAC-SHA256(key, "{id}.{timestamp}.{body}")>``.
+
+        The key is the base64 part of the ``whsec_<base64>`` signing token."""
         msg_id = headers.get("webhook-id", "")
         stamp = headers.get("webhook-timestamp", "")
         signatures = headers.get("webhook-signature", "")
@@ -228,7 +230,9 @@ class HttpSource:
         self.intake = intake_
         self.journal = journal_
         self.readiness = list(readiness)
-        self.app = web.Application(client_max_size=max([1 << 20, *(e.max_body_bytes for e in settings.endpoints)]))
+        self.app = web.Application(
+            client_max_size=max([1 << 20, *(e.max_body_bytes for e in settings.endpoints)])
+        )
         for endpoint in settings.endpoints:
             self.app.router.add_post(endpoint.path, _EndpointHandler(endpoint, intake_).handle)
         self.app.router.add_get("/healthz", self._healthz)
@@ -268,7 +272,9 @@ class HttpSource:
         await site.start()
         sockets = self._runner.addresses
         self.port = sockets[0][1] if sockets else server.port
-        log.info("listening", host=server.host, port=self.port, endpoints=[e.path for e in self.settings.endpoints])
+        log.info(
+            "listening", host=server.host, port=self.port, endpoints=[e.path for e in self.settings.endpoints]
+        )
 
     async def stop(self) -> None:
         """Stop accepting, let in-flight requests finish (up to the shutdown timeout), close."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +19,16 @@ class Running:
         assert daemon.http is not None and daemon.http.port is not None
         self.base = f"http://127.0.0.1:{daemon.http.port}"
 
-    async def post(self, path: str, body: bytes | str, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    async def post(
+        self, path: str, body: bytes | str, headers: dict[str, str] | None = None
+    ) -> tuple[int, Any]:
         data = body.encode() if isinstance(body, str) else body
         async with self.session.post(self.base + path, data=data, headers=headers or {}) as response:
-            payload = await response.json(content_type=None) if response.content_type == "application/json" else await response.text()
+            payload = (
+                await response.json(content_type=None)
+                if response.content_type == "application/json"
+                else await response.text()
+            )
             return response.status, payload
 
     async def events(self) -> list[Any]:

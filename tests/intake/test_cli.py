@@ -17,12 +17,17 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
-def test_check_accepts_a_valid_config(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch) -> None:
+def test_check_accepts_a_valid_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
+) -> None:
     monkeypatch.setenv("HARBOR_AUTH", "x")
-    config = write(tmp_path / "glue.yaml", """
+    config = write(
+        tmp_path / "glue.yaml",
+        """
 endpoints:
   - {name: harbor, path: /hooks/harbor, format: harbor, auth: {type: header, secret: {env: HARBOR_AUTH}}}
-""")
+""",
+    )
     assert cli.main(["check", "--config", str(config)]) == 0
     assert "ok (1 endpoints, 0 routes)" in capsys.readouterr().out
 
@@ -31,14 +36,22 @@ endpoints:
     ("text", "expected"),
     [
         ("server: {port: 99999}\n", "glue.yaml: server.port: Input should be less than or equal to 65535"),
-        ("endpoints:\n  - {name: a, path: /a, format: jenkins}\n", "glue.yaml: endpoints[0].format: Input should be"),
-        ("endpoints:\n  - {name: a, path: /a, format: gitlab, auth: {type: gitlab-token}}\n",
-         "glue.yaml: endpoints[0].auth: Value error, auth type 'gitlab-token' needs a secret"),
+        (
+            "endpoints:\n  - {name: a, path: /a, format: jenkins}\n",
+            "glue.yaml: endpoints[0].format: Input should be",
+        ),
+        (
+            "endpoints:\n  - {name: a, path: /a, format: gitlab, auth: {type: gitlab-token}}\n",
+            "glue.yaml: endpoints[0].auth: Value error, auth type 'gitlab-token' needs a secret",
+        ),
         ("endpoints:\n  - {name: a, path: /a, format: gitlab,\n", "glue.yaml: line 3: not valid YAML"),
         ("journal: {backend: postgres}\n", "glue.yaml: journal: Value error, backend postgres needs dsn"),
         ("serverr: {}\n", "glue.yaml: serverr: Extra inputs are not permitted"),
-        ("endpoints:\n  - {name: a, path: /a, format: minio, auth: {type: bearer, secret: {file: /nonexistent}}}\n",
-         "glue.yaml: endpoints[0].auth.secret: cannot read secret file /nonexistent"),
+        (
+            "endpoints:\n  - {name: a, path: /a, format: minio,\n"
+            "     auth: {type: bearer, secret: {file: /nonexistent}}}\n",
+            "glue.yaml: endpoints[0].auth.secret: cannot read secret file /nonexistent",
+        ),
     ],
     ids=["range", "unknown-format", "missing-secret", "yaml", "dsn", "unknown-key", "secret-file"],
 )
@@ -57,15 +70,36 @@ def test_environment_overrides_the_file(tmp_path: Path, monkeypatch) -> None:
 
 
 def test_decode_prints_cloudevents_through_the_live_decoder(tmp_path: Path, capsys) -> None:
-    body = write(tmp_path / "push.json", json.dumps({
-        "object_kind": "tag_push", "ref": "refs/tags/v1.0.0", "project": {"web_url": "https://gitlab.example/g/p"},
-    }))
-    code = cli.main(["decode", "--format", "gitlab", "-H", "Idempotency-Key: 5f0a", "-H",
-                     "X-Gitlab-Event: Tag Push Hook", str(body)])
+    body = write(
+        tmp_path / "push.json",
+        json.dumps(
+            {
+                "object_kind": "tag_push",
+                "ref": "refs/tags/v1.0.0",
+                "project": {"web_url": "https://gitlab.example/g/p"},
+            }
+        ),
+    )
+    code = cli.main(
+        [
+            "decode",
+            "--format",
+            "gitlab",
+            "-H",
+            "Idempotency-Key: 5f0a",
+            "-H",
+            "X-Gitlab-Event: Tag Push Hook",
+            str(body),
+        ]
+    )
     assert code == 0
     [line] = capsys.readouterr().out.splitlines()
     event = json.loads(line)
-    assert (event["type"], event["id"], event["source"]) == ("gitlab.tag_push", "5f0a", "https://gitlab.example/g/p")
+    assert (event["type"], event["id"], event["source"]) == (
+        "gitlab.tag_push",
+        "5f0a",
+        "https://gitlab.example/g/p",
+    )
 
 
 def test_decode_error_names_the_file(tmp_path: Path, capsys) -> None:
@@ -80,14 +114,30 @@ async def test_events_list_and_show_read_the_journal(tmp_path: Path) -> None:
     config = write(tmp_path / "glue.yaml", f"journal: {{path: {db}}}\n")
     store = journal.create(settings.Journal(path=db))
     await store.open()
-    delivery = events.Delivery("http", "ce", "cloudevents", {"ce-id": "e1", "ce-source": "/s", "ce-type": "t.one",
-                               "ce-specversion": "1.0", "content-type": "application/json"}, b'{"k": 1}')
+    delivery = events.Delivery(
+        "http",
+        "ce",
+        "cloudevents",
+        {
+            "ce-id": "e1",
+            "ce-source": "/s",
+            "ce-type": "t.one",
+            "ce-specversion": "1.0",
+            "content-type": "application/json",
+        },
+        b'{"k": 1}',
+    )
     await store.append(delivery, formats.decode(delivery))
     await store.close()
 
     async def glue(*argv: str) -> tuple[int, str, str]:  # as from a shell: its own process and event loop
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "glue.cli", *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+            sys.executable,
+            "-m",
+            "glue.cli",
+            *argv,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
         out, err = await process.communicate()
         assert process.returncode is not None

@@ -30,8 +30,14 @@ def free_port() -> int:
 
 async def start_glue(config: Path, port: int) -> asyncio.subprocess.Process:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "glue.cli", "run", "--config", str(config),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        sys.executable,
+        "-m",
+        "glue.cli",
+        "run",
+        "--config",
+        str(config),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
     )
     async with aiohttp.ClientSession() as session:
         for _ in range(200):
@@ -50,34 +56,46 @@ async def test_sigkill_under_load_loses_no_acknowledged_delivery(tmp_path: Path)
     port = free_port()
     config = tmp_path / "glue.yaml"
     db = tmp_path / "journal.db"
-    config.write_text(yaml.safe_dump({
-        "server": {"host": "127.0.0.1", "port": port},
-        "journal": {"path": str(db)},
-        "endpoints": [{"name": "ce", "path": "/events", "format": "cloudevents"}],
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "server": {"host": "127.0.0.1", "port": port},
+                "journal": {"path": str(db)},
+                "endpoints": [{"name": "ce", "path": "/events", "format": "cloudevents"}],
+            }
+        )
+    )
     process = await start_glue(config, port)
     acknowledged: dict[str, int] = {}
     stop = asyncio.Event()
+    enough = asyncio.Event()  # set once 300 deliveries are acknowledged: then kill mid-flight
 
     async def poster(worker: int, session: aiohttp.ClientSession) -> None:
         n = 0
         while not stop.is_set():
             n += 1
             event_id = f"w{worker}-{n}"
-            headers = {"ce-specversion": "1.0", "ce-id": event_id, "ce-source": "/crash",
-                       "ce-type": "com.example.load", "content-type": "application/json"}
+            headers = {
+                "ce-specversion": "1.0",
+                "ce-id": event_id,
+                "ce-source": "/crash",
+                "ce-type": "com.example.load",
+                "content-type": "application/json",
+            }
             try:
-                async with session.post(f"http://127.0.0.1:{port}/events", data=orjson.dumps({"n": n}),
-                                        headers=headers) as response:
+                async with session.post(
+                    f"http://127.0.0.1:{port}/events", data=orjson.dumps({"n": n}), headers=headers
+                ) as response:
                     if response.status == 202:
                         acknowledged[event_id] = n
+                        if len(acknowledged) >= 300:
+                            enough.set()
             except aiohttp.ClientError:
                 return  # the daemon died under us: this delivery was never acknowledged
 
     async with aiohttp.ClientSession() as session:
         posters = [asyncio.create_task(poster(i, session)) for i in range(16)]
-        while len(acknowledged) < 300:
-            await asyncio.sleep(0.01)
+        await asyncio.wait_for(enough.wait(), 60)
         os.kill(process.pid, signal.SIGKILL)
         await process.wait()
         stop.set()

@@ -30,7 +30,13 @@ def cloudevent(event_id: str | None = None, source: str = "/tests") -> tuple[byt
 
 
 def endpoint(auth: dict | None = None, **extra: object) -> dict:
-    return {"name": "ce", "path": "/events", "format": "cloudevents", "auth": auth or {"type": "none"}, **extra}
+    return {
+        "name": "ce",
+        "path": "/events",
+        "format": "cloudevents",
+        "auth": auth or {"type": "none"},
+        **extra,
+    }
 
 
 async def test_accepted_event_is_journaled_and_answered_with_its_id(start_daemon) -> None:
@@ -54,7 +60,9 @@ async def test_redelivery_is_answered_200_and_journaled_once(start_daemon) -> No
 
 
 async def test_delivery_keeps_headers_without_secrets(start_daemon) -> None:
-    glue = await start_daemon({"endpoints": [endpoint({"type": "bearer", "secret": {"value": "s3cret-token"}})]})
+    glue = await start_daemon(
+        {"endpoints": [endpoint({"type": "bearer", "secret": {"value": "s3cret-token"}})]}
+    )
     body, headers = cloudevent("evt-scrub")
     with capture_logs() as logs:
         status, _ = await glue.post("/events", body, {**headers, "Authorization": "Bearer s3cret-token"})
@@ -71,12 +79,21 @@ async def test_delivery_keeps_headers_without_secrets(start_daemon) -> None:
 @pytest.mark.parametrize(
     ("auth", "good", "bad"),
     [
-        ({"type": "header", "secret": {"value": "Basic aGFyYm9yOnB3"}},
-         {"Authorization": "Basic aGFyYm9yOnB3"}, {"Authorization": "Basic aGFyYm9yOnB4"}),
-        ({"type": "bearer", "secret": {"value": "minio-token"}},
-         {"Authorization": "Bearer minio-token"}, {"Authorization": "Bearer minio-tokex"}),
-        ({"type": "gitlab-token", "secret": {"value": "gl-token"}},
-         {"X-Gitlab-Token": "gl-token"}, {"X-Gitlab-Token": "gl-tokeN"}),
+        (
+            {"type": "header", "secret": {"value": "Basic aGFyYm9yOnB3"}},
+            {"Authorization": "Basic aGFyYm9yOnB3"},
+            {"Authorization": "Basic aGFyYm9yOnB4"},
+        ),
+        (
+            {"type": "bearer", "secret": {"value": "minio-token"}},
+            {"Authorization": "Bearer minio-token"},
+            {"Authorization": "Bearer minio-tokex"},
+        ),
+        (
+            {"type": "gitlab-token", "secret": {"value": "gl-token"}},
+            {"X-Gitlab-Token": "gl-token"},
+            {"X-Gitlab-Token": "gl-tokeN"},
+        ),
     ],
     ids=["harbor-header", "minio-bearer", "gitlab-token"],
 )
@@ -90,14 +107,18 @@ async def test_header_credentials(start_daemon, auth, good, bad) -> None:
     assert (await glue.post("/events", body, {**headers, **good}))[0] == 202
 
 
-async def test_previous_secret_is_accepted_during_a_rotation(start_daemon, tmp_path: Path, monkeypatch) -> None:
+async def test_previous_secret_is_accepted_during_a_rotation(
+    start_daemon, tmp_path: Path, monkeypatch
+) -> None:
     (tmp_path / "current").write_text("new-token\n")
     monkeypatch.setenv("OLD_TOKEN", "old-token")
     auth = {"type": "bearer", "secret": {"file": str(tmp_path / "current"), "previousEnv": "OLD_TOKEN"}}
     glue = await start_daemon({"endpoints": [endpoint(auth)]})
     for token, expected in (("new-token", 202), ("old-token", 202), ("other", 401)):
         body, headers = cloudevent()
-        assert (await glue.post("/events", body, {**headers, "Authorization": f"Bearer {token}"}))[0] == expected
+        assert (await glue.post("/events", body, {**headers, "Authorization": f"Bearer {token}"}))[
+            0
+        ] == expected
 
 
 def _hmac_headers(secret: bytes, body: bytes) -> dict[str, str]:
@@ -129,10 +150,14 @@ async def test_gitlab_signing_token(start_daemon) -> None:
     glue = await start_daemon({"endpoints": [endpoint(auth)]})
     body, headers = cloudevent()
     now = int(time.time())
-    assert (await glue.post("/events", body, {**headers, **_standard_webhook(key, "m1", now, body)}))[0] == 202
+    assert (await glue.post("/events", body, {**headers, **_standard_webhook(key, "m1", now, body)}))[
+        0
+    ] == 202
     stale = _standard_webhook(key, "m2", now - 3600, body)
     assert await glue.post("/events", body, {**headers, **stale}) == (
-        401, {"error": "webhook-timestamp outside the tolerance"})
+        401,
+        {"error": "webhook-timestamp outside the tolerance"},
+    )
     wrong = _standard_webhook(b"x" * 32, "m3", now, body)
     assert (await glue.post("/events", body, {**headers, **wrong}))[0] == 401
     assert len(await glue.events()) == 1
@@ -148,7 +173,9 @@ async def test_body_over_the_limit_is_413(start_daemon) -> None:
 
 
 async def test_backlog_over_its_bound_is_503_with_retry_after(start_daemon) -> None:
-    glue = await start_daemon({"endpoints": [endpoint()], "server": {"host": "127.0.0.1", "port": 0, "maxBacklog": 1}})
+    glue = await start_daemon(
+        {"endpoints": [endpoint()], "server": {"host": "127.0.0.1", "port": 0, "maxBacklog": 1}}
+    )
     body, headers = cloudevent()
     assert (await glue.post("/events", body, headers))[0] == 202
     body, headers = cloudevent()
@@ -163,7 +190,9 @@ async def test_health_readiness_and_metrics(start_daemon) -> None:
     body, headers = cloudevent()
     await glue.post("/events", body, headers)
     await glue.post("/events", body, headers)
-    assert (await glue.post("/events", b'{"id": 1', {"content-type": "application/cloudevents+json"}))[0] == 400
+    assert (await glue.post("/events", b'{"id": 1', {"content-type": "application/cloudevents+json"}))[
+        0
+    ] == 400
     assert (await glue.post("/events", b"{}", {"content-type": "text/plain"}))[0] == 415
     async with glue.session.get(glue.base + "/healthz") as response:
         assert response.status == 200

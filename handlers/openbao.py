@@ -43,7 +43,6 @@ from typing import Annotated, Any, Literal
 
 import pydantic
 from cloudevents.core.v1.event import CloudEvent
-from pydantic.alias_generators import to_camel
 
 import glue
 from handlers import kubernetes, openbao_client
@@ -98,19 +97,13 @@ async def open_client(config: Any) -> AsyncIterator[openbao_client.OpenBao]:
 # --------------------------------------------------------------------------------------------- params
 
 
-class Params(glue.Params):
-    """camelCase keys, like the rest of the settings."""
-
-    model_config = pydantic.ConfigDict(alias_generator=to_camel)
-
-
 def _no_dot_segments(value: str) -> str:
     if any(part in (".", "..") for part in value.split("/")):
         raise ValueError("must not contain . or .. segments")
     return value
 
 
-class Charset(Params):
+class Charset(kubernetes.Params):
     """Characters a password draws from: a name (lower, upper, digits, symbols) or the characters."""
 
     charset: str = pydantic.Field(min_length=1)
@@ -125,7 +118,7 @@ class Charset(Params):
         return "".join(dict.fromkeys(value))
 
 
-class PasswordPolicy(Params):
+class PasswordPolicy(kubernetes.Params):
     """A password of ``length`` characters, with at least ``minChars`` from each rule's charset."""
 
     type: Literal["password"] = "password"
@@ -149,7 +142,7 @@ class PasswordPolicy(Params):
         return f"<generated password, {self.length} characters>"
 
 
-class RandomBytes(Params):
+class RandomBytes(kubernetes.Params):
     """``bytes`` random bytes, base64 encoded (standard or URL-safe alphabet)."""
 
     type: Literal["bytes"]
@@ -176,18 +169,11 @@ def generate(spec: PasswordPolicy | RandomBytes) -> str:
     return "".join(chars)
 
 
-class Restart(Params):
+class Restart(kubernetes.RestartParams):
     """A workload to roll once the new version exists."""
 
-    kind: Literal["Deployment", "StatefulSet", "DaemonSet"] = "Deployment"
-    namespace: str = pydantic.Field(min_length=1)
-    name: str = pydantic.Field(min_length=1)
-    wait_for_target: bool = pydantic.Field(
-        default=False, description="Retry (instead of dead-lettering) while the workload does not exist."
-    )
 
-
-class Rotation(Params):
+class Rotation(kubernetes.Params):
     restart: tuple[Restart, ...] = pydantic.Field(default=(), description="Workloads to restart afterwards.")
 
 

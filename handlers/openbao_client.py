@@ -502,40 +502,37 @@ class OpenBao:
         )
         return answer or {}
 
-    # -- KV version 2 -----------------------------------------------------------------------------------
-
-    async def kv_metadata(
-        self, mount: str, path: str, *, deadline: float | None = None
+    async def _read_data(
+        self, path: str, *, params: Mapping[str, str] | None = None, deadline: float | None = None
     ) -> dict[str, Any] | None:
-        """The secret's metadata (``current_version``, ``custom_metadata``...); None if it does not exist."""
+        """GET ``path``: the answer's ``data``, or None when the path does not exist."""
         try:
-            answer = await self.request(
-                "GET", f"{_segment(mount)}/metadata/{_segment(path)}", deadline=deadline
-            )
+            answer = await self.request("GET", path, params=params, deadline=deadline)
         except OpenBaoError as exc:
             if _absent(exc):
                 return None
             raise
         return dict((answer or {}).get("data") or {})
 
+    # -- KV version 2 -----------------------------------------------------------------------------------
+
+    async def kv_metadata(
+        self, mount: str, path: str, *, deadline: float | None = None
+    ) -> dict[str, Any] | None:
+        """The secret's metadata (``current_version``, ``custom_metadata``...); None if it does not exist."""
+        return await self._read_data(f"{_segment(mount)}/metadata/{_segment(path)}", deadline=deadline)
+
     async def kv_read(
         self, mount: str, path: str, *, version: int | None = None, deadline: float | None = None
     ) -> tuple[dict[str, Any], dict[str, Any]] | None:
         """``(data, metadata)`` of a version (the latest by default); None if absent or deleted."""
         params = {"version": str(version)} if version is not None else None
-        try:
-            answer = await self.request(
-                "GET", f"{_segment(mount)}/data/{_segment(path)}", params=params, deadline=deadline
-            )
-        except OpenBaoError as exc:
-            if _absent(exc):
-                return None
-            raise
-        body = (answer or {}).get("data") or {}
-        data = body.get("data")
-        if data is None:
+        body = await self._read_data(
+            f"{_segment(mount)}/data/{_segment(path)}", params=params, deadline=deadline
+        )
+        if body is None or body.get("data") is None:
             return None
-        return dict(data), dict(body.get("metadata") or {})
+        return dict(body["data"]), dict(body.get("metadata") or {})
 
     async def kv_write(
         self,
@@ -573,13 +570,7 @@ class OpenBao:
     async def transit_key(
         self, mount: str, name: str, *, deadline: float | None = None
     ) -> dict[str, Any] | None:
-        try:
-            answer = await self.request("GET", f"{_segment(mount)}/keys/{_segment(name)}", deadline=deadline)
-        except OpenBaoError as exc:
-            if _absent(exc):
-                return None
-            raise
-        return dict((answer or {}).get("data") or {})
+        return await self._read_data(f"{_segment(mount)}/keys/{_segment(name)}", deadline=deadline)
 
     async def transit_rotate(self, mount: str, name: str, *, deadline: float | None = None) -> dict[str, Any]:
         answer = await self.request(
@@ -593,15 +584,7 @@ class OpenBao:
         self, mount: str, name: str, *, deadline: float | None = None
     ) -> dict[str, Any] | None:
         """The static role's definition (``username``, ``last_vault_rotation``, ...), never its password."""
-        try:
-            answer = await self.request(
-                "GET", f"{_segment(mount)}/static-roles/{_segment(name)}", deadline=deadline
-            )
-        except OpenBaoError as exc:
-            if _absent(exc):
-                return None
-            raise
-        return dict((answer or {}).get("data") or {})
+        return await self._read_data(f"{_segment(mount)}/static-roles/{_segment(name)}", deadline=deadline)
 
     async def database_rotate_role(self, mount: str, name: str, *, deadline: float | None = None) -> None:
         await self.request(

@@ -16,7 +16,13 @@ delivery policy::
 CEL expressions and templates see the same variables: every context attribute of the event (``id``,
 ``source``, ``type``, ``subject``, ``time``, extensions; optional ones absent from the event are
 ``null``) and ``data`` (parsed JSON, a string, or bytes). Templates are Jinja in a sandbox with strict
-undefined; rendered values are validated by the handler's parameter model.
+undefined; rendered values are validated by the handler's parameter model. A parameter that is exactly
+one expression (``"{{ data.endpoints }}"``) keeps the JSON type of its value (list, object, number,
+bool, null), so a route can hand a list from the event to a handler; anything else renders to text
+(``"{{ data.count | string }}"`` forces text).
+
+Each route's CEL program is compiled once at load and sees only the variables it names; when several
+routes are evaluated for one event they share one converted CEL context.
 
 Everything that can be checked without an event is checked by :func:`load`: CEL syntax, template
 syntax, unknown handlers, parameters a handler's model cannot accept.
@@ -31,7 +37,9 @@ from typing import Any
 
 import cel
 import jinja2
+import jinja2.environment
 import jinja2.exceptions
+import jinja2.nodes
 import jinja2.sandbox
 import pydantic
 from pydantic.alias_generators import to_camel
@@ -269,34 +277,79 @@ _TEMPLATES = jinja2.sandbox.ImmutableSandboxedEnvironment(
 
 
 _SIMPLE = re.compile(r"^\{\{\s*([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)\s*\}\}$")
+_EXPRESSION = re.compile(r"^\{\{[-+]?(.*?)[-+]?\}\}$", re.S)
+
+#: Values a one-expression parameter keeps as they are (what JSON can hold); others render to text.
+_NATIVE = (str, bool, int, float, list, tuple, dict, type(None))
+
+
+def _one_expression(source: str) -> jinja2.environment.TemplateExpression | None:
+    """The compiled expression when ``source`` is exactly one ``{{ ... }}`` and nothing else."""
+    match = _EXPRESSION.match(source)
+    if match is None:
+        return None
+    body = _TEMPLATES.parse(source).body
+    if not (
+        len(body) == 1
+        and isinstance(body[0], jinja2.nodes.Output)
+        and len(body[0].nodes) == 1
+        and not isinstance(body[0].nodes[0], jinja2.nodes.TemplateData)
+    ):
+        return None  # several outputs, text around the expression, or a statement
+    try:
+        return _TEMPLATES.compile_expression(match.group(1), undefined_to_none=False)
+    except jinja2.TemplateSyntaxError:  # e.g. a comment inside the braces: render it as text
+        return None
 
 
 class _Template:
     """One compiled template. ``{{ a.b.c }}`` over plain JSON values (the common case) is looked up
-    directly, with the same result as Jinja; anything else, or any doubt, is rendered by Jinja."""
+    directly, with the same result as Jinja; anything else, or any doubt, is rendered by Jinja.
 
-    __slots__ = ("path", "template", "where")
+    ``native``: a template that is one expression evaluates to its value (:meth:`value`) rather than
+    to text, when that value is JSON (see the module docstring)."""
 
-    def __init__(self, source: str, where: str = "") -> None:
+    __slots__ = ("expression", "path", "template", "where")
+
+    def __init__(self, source: str, where: str = "", *, native: bool = False) -> None:
         self.where = where  # e.g. params.labels.tag, for error messages
         self.template = _TEMPLATES.from_string(source)
         match = _SIMPLE.match(source)
         self.path = tuple(match.group(1).split(".")) if match else None
+        self.expression = _one_expression(source) if native else None
+
+    def _lookup(self, context: Mapping[str, Any]) -> Any:
+        """The value of a plain ``{{ a.b.c }}`` over dicts, or ``_Template`` when Jinja must decide."""
+        assert self.path is not None
+        value: Any = context.get(self.path[0], _Template)
+        for key in self.path[1:]:
+            # Jinja tries an attribute first: a dict key that is also a dict method is not plain
+            if type(value) is not dict or key not in value or hasattr(dict, key):
+                return _Template
+            value = value[key]
+        return value
 
     def render(self, context: Mapping[str, Any]) -> str:
         if self.path is not None:
-            value: Any = context.get(self.path[0], _Template)
-            for key in self.path[1:]:
-                # Jinja tries an attribute first: a dict key that is also a dict method is not plain
-                if type(value) is not dict or key not in value or hasattr(dict, key):
-                    value = _Template
-                    break
-                value = value[key]
+            value = self._lookup(context)
             if isinstance(value, str):
                 return value
             if value is None or type(value) in (bool, int, float):
                 return str(value)
         return self.template.render(context)
+
+    def value(self, context: Mapping[str, Any]) -> Any:
+        """A native template's value (JSON types kept), else the rendered text."""
+        if self.expression is None:
+            return self.render(context)
+        if self.path is not None:
+            value = self._lookup(context)
+            if value is not _Template and type(value) in _NATIVE:
+                return value
+        value = self.expression(context)
+        if isinstance(value, jinja2.Undefined):
+            value._fail_with_undefined_error()  # strict: the same error rendering would raise
+        return value if type(value) in _NATIVE else str(value)
 
 
 class _Templates:
@@ -308,7 +361,7 @@ class _Templates:
     @classmethod
     def _compile(cls, node: Any, path: str) -> Any:
         if isinstance(node, str):
-            return _Template(node, path) if ("{{" in node or "{%" in node) else node
+            return _Template(node, path, native=True) if ("{{" in node or "{%" in node) else node
         if isinstance(node, Mapping):
             return {key: cls._compile(value, f"{path}.{key}") for key, value in node.items()}
         if isinstance(node, list):
@@ -322,7 +375,7 @@ class _Templates:
     def _render(cls, node: Any, context: Mapping[str, Any]) -> Any:
         if isinstance(node, _Template):
             try:
-                return node.render(context)
+                return node.value(context)
             except Exception as exc:  # undefined names, sandbox refusals, filter errors
                 raise _RenderError(node.where, exc) from exc
         if isinstance(node, dict):
@@ -367,15 +420,23 @@ class Compiled:
     handler: handlers.Handler
     params: _Templates
     ordering_key: _Template | None
+    #: The variables the match expression names: only these are converted for CEL.
+    variables: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
         return self.route.name
 
-    def matches(self, context: dict[str, Any]) -> tuple[bool, str | None]:
-        """Whether the event matches, and the evaluation error if it could not be evaluated."""
+    def matches(
+        self, context: Mapping[str, Any], activation: cel.Context | None = None
+    ) -> tuple[bool, str | None]:
+        """Whether the event matches, and the evaluation error if it could not be evaluated.
+        ``activation``: ``context`` already converted for CEL (shared by the routes of one event)."""
         try:
-            result = self.program.execute(context)
+            if activation is None:
+                result = self.program.execute({k: context[k] for k in self.variables if k in context})
+            else:
+                result = self.program.execute(activation)
         except Exception as exc:  # the CEL binding raises KeyError/RuntimeError/TypeError on bad data
             return False, _error_text(exc)
         if not isinstance(result, bool):
@@ -397,9 +458,11 @@ class Compiled:
             return None, None, _render_error(exc)
         return model.model_dump(mode="json", by_alias=True), key, None
 
-    def decide(self, context: dict[str, Any], *, explain: bool = False) -> Decision:
+    def decide(
+        self, context: dict[str, Any], *, explain: bool = False, activation: cel.Context | None = None
+    ) -> Decision:
         name, handler, enabled = self.name, self.handler.name, self.route.enabled
-        matched, error = self.matches(context)
+        matched, error = self.matches(context, activation)
         if not matched:
             if not explain:
                 return Decision(name, handler, enabled, False, error=error)
@@ -419,6 +482,8 @@ class Router:
         self.by_name = {route.name: route for route in self.routes}
         #: Routes that read the event's object before matching (see glue.enrich), by name.
         self.enriched = {r.name: r.route.enrich for r in self.routes if r.route.enrich is not None}
+        #: Every variable some route's match names: converted once per event, shared by the routes.
+        self.variables = tuple(sorted({name for route in self.routes for name in route.variables}))
 
     def decide(
         self,
@@ -432,14 +497,23 @@ class Router:
         ``extra``: per route name, variables added to what its expressions see (enrichment)."""
         context = context_of(event)
         selected = set(only) if only is not None else None
+        chosen = [route for route in self.routes if selected is None or route.name in selected]
+        plain = [route for route in chosen if not (extra and route.name in extra)]
+        activation = self._activation(context) if len(plain) > 1 else None
         return [
-            route.decide(
-                {**context, **extra[route.name]} if extra and route.name in extra else context,
-                explain=explain,
-            )
-            for route in self.routes
-            if selected is None or route.name in selected
+            route.decide({**context, **extra[route.name]}, explain=explain)
+            if extra and route.name in extra
+            else route.decide(context, explain=explain, activation=activation)
+            for route in chosen
         ]
+
+    def _activation(self, context: Mapping[str, Any]) -> cel.Context | None:
+        """``context`` converted for CEL once; None when a value cannot be (each route then reports
+        its own error, and routes that do not read that value are unaffected)."""
+        try:
+            return cel.Context({name: context[name] for name in self.variables if name in context})
+        except (ValueError, TypeError, RuntimeError):
+            return None
 
     def invocations(
         self,
@@ -531,7 +605,7 @@ def load(
             problems.append((f"{where}.params", f"template syntax: {exc.message} (line {exc.lineno})"))
         problems.extend((f"{where}.{field}", reason) for field, reason in _check_params(route, handler))
         if program is not None and templates is not None:
-            compiled.append(Compiled(route, program, handler, templates, key))
+            compiled.append(Compiled(route, program, handler, templates, key, tuple(program.variables())))
     if problems:
         raise settings.ConfigError(source, problems)
     return Router(compiled)

@@ -7,6 +7,7 @@ payload's ``event_data``, extension ``operator``).
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
 import pytest
@@ -203,3 +204,151 @@ def test_disabled_routes_are_decided_but_not_invoked(registry: handlers.Registry
     r = router(registry, {"name": "off", "handler": "deploy", "params": PARAMS, "enabled": False})
     (decision,) = r.decide(pushed())
     assert decision.matched and not decision.enabled
+
+
+class Native(glue.Params):
+    endpoints: list[dict[str, Any]] = []
+    value: Any = None
+    text: str = ""
+
+
+@pytest.fixture
+def native_registry() -> handlers.Registry:
+    registry = handlers.Registry()
+
+    @glue.handler("native", params=Native, registry=registry)
+    async def native(**_: Any) -> None:
+        return None
+
+    return registry
+
+
+def rendered(registry: handlers.Registry, params: dict[str, Any], **attributes: Any) -> routing.Decision:
+    endpoints = [
+        {"dnsName": "api.example.com", "recordType": "A", "targets": ["10.0.0.7"]},
+        {"dnsName": "www.example.com", "recordType": "CNAME", "targets": ["api.example.com"]},
+    ]
+    event = cloudevent(
+        "e-1",
+        data={
+            "endpoints": endpoints,
+            "replicas": 3,
+            "ready": True,
+            "tag": "0123",
+            "ratio": 0.5,
+            "none": None,
+        },
+        **attributes,
+    )
+    r = router(registry, {"name": "r", "handler": "native", "params": params})
+    (decision,) = r.decide(event)
+    return decision
+
+
+def test_a_one_expression_param_keeps_the_value_a_list_from_the_event(
+    native_registry: handlers.Registry,
+) -> None:
+    decision = rendered(native_registry, {"endpoints": "{{ data.endpoints }}"})
+    assert decision.params_error is None
+    assert decision.params is not None
+    assert decision.params["endpoints"] == [
+        {"dnsName": "api.example.com", "recordType": "A", "targets": ["10.0.0.7"]},
+        {"dnsName": "www.example.com", "recordType": "CNAME", "targets": ["api.example.com"]},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("template", "value"),
+    [
+        ("{{ data.replicas }}", 3),
+        ("{{ data.ready }}", True),
+        ("{{ data.ratio }}", 0.5),
+        ("{{ data.none }}", None),
+        ("{{ data.endpoints[1].targets }}", ["api.example.com"]),
+        ("{{ data.endpoints | length + 1 }}", 3),  # any single expression, not only a path
+        ("{{- data.replicas -}}", 3),
+        (
+            "{{ data.endpoints[0] }}",
+            {"dnsName": "api.example.com", "recordType": "A", "targets": ["10.0.0.7"]},
+        ),
+        ("{{ data.tag }}", "0123"),  # a string stays a string, even one that reads as a number
+        ("{{ data.replicas | string }}", "3"),
+        ("{{ data.replicas }} replicas", "3 replicas"),  # text around: a string, as before
+        ("{{ data.replicas }}{{ data.ready }}", "3True"),
+        (" {{ data.replicas }}", " 3"),
+        ("{% if data.ready %}{{ data.replicas }}{% endif %}", "3"),
+        ("{{ time }}", "2024-05-01 12:00:00+00:00"),  # not a JSON value: its text
+    ],
+)
+def test_one_expression_params_render_to_native_values_and_others_to_text(
+    native_registry: handlers.Registry, template: str, value: Any
+) -> None:
+    when = datetime.datetime(2024, 5, 1, 12, tzinfo=datetime.UTC)
+    decision = rendered(native_registry, {"value": template}, time=when)
+    assert decision.params_error is None
+    assert decision.params is not None and decision.params["value"] == value
+    assert type(decision.params["value"]) is type(value)
+
+
+@pytest.mark.parametrize(
+    ("params", "error"),
+    [
+        ({"value": "{{ data.missing }}"}, "params.value: template: 'dict object' has no attribute 'missing'"),
+        ({"value": "{{ nothing }}"}, "params.value: template: 'nothing' is undefined"),
+        ({"value": "{{ data.__class__ }}"}, "params.value: template: not allowed: "),
+        ({"value": "{{ ''.__class__.__mro__ }}"}, "params.value: template: not allowed: "),
+        ({"text": "{{ data.replicas }}"}, "params.text: Input should be a valid string"),
+        ({"endpoints": "{{ data.tag }}"}, "params.endpoints: Input should be a valid list"),
+    ],
+)
+def test_native_params_keep_strict_undefined_the_sandbox_and_validation(
+    native_registry: handlers.Registry, params: dict[str, Any], error: str
+) -> None:
+    decision = rendered(native_registry, params)
+    assert decision.params is None
+    assert decision.params_error is not None and decision.params_error.startswith(error), (
+        decision.params_error
+    )
+
+
+def test_the_ordering_key_is_always_text(native_registry: handlers.Registry) -> None:
+    r = router(
+        native_registry,
+        {
+            "name": "r",
+            "handler": "native",
+            "params": {"value": "{{ data.n }}"},
+            "orderingKey": "{{ data.n }}",
+        },
+    )
+    (decision,) = r.decide(cloudevent("e-2", data={"n": 7}))
+    assert decision.params == {"endpoints": [], "value": 7, "text": ""}
+    assert decision.ordering_key == "7"
+
+
+def test_routes_evaluated_together_each_see_the_event(registry: handlers.Registry) -> None:
+    """Several routes share one converted CEL context; each still matches on its own expression, and
+    one route reading a field the event lacks does not affect the others."""
+    r = router(
+        registry,
+        {
+            "name": "by-type",
+            "handler": "deploy",
+            "match": 'type == "harbor.artifact.pushed"',
+            "params": PARAMS,
+        },
+        {"name": "by-data", "handler": "deploy", "match": 'data.repository.name == "web"', "params": PARAMS},
+        {"name": "missing", "handler": "deploy", "match": 'data.repository.owner == "x"', "params": PARAMS},
+        {"name": "operator", "handler": "deploy", "match": 'operator.startsWith("robot$")', "params": PARAMS},
+    )
+    decisions = {d.route: d for d in r.decide(pushed())}
+    assert [decisions[name].matched for name in ("by-type", "by-data", "missing", "operator")] == [
+        True,
+        False,
+        False,
+        True,
+    ]
+    assert decisions["missing"].error == "no field 'owner'"
+    assert decisions["by-data"].error is None
+    (only,) = r.decide(pushed(), only=["by-data"])
+    assert only.route == "by-data" and not only.matched

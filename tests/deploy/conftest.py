@@ -138,6 +138,135 @@ def postgres_profile(secrets: str = "/var/run/secrets/glue") -> dict[str, Any]:
     }
 
 
+def minio_archive_profile(secrets: str = "/var/run/secrets/glue") -> dict[str, Any]:
+    """MinIO listen source with credentials and CA from Secrets, the archive, an enriched route, and the
+    execution, server and SQLite journal settings an operator tunes."""
+    return {
+        "secretsMountPath": secrets,
+        "secretFiles": {
+            **SECRET_FILES,
+            "minio-access-key": {"secretName": "glue-minio", "key": "accesskey"},
+            "minio-secret-key": {"secretName": "glue-minio", "key": "secretkey"},
+            "minio-ca.crt": {"secretName": "minio-tls", "key": "ca.crt"},
+        },
+        "journal": {"settings": {"synchronous": "normal", "retentionDays": 3}},
+        "terminationGracePeriodSeconds": 45,
+        "config": {
+            "server": {"eventLoop": "asyncio", "maxBacklog": 50000, "shutdownTimeout": 15},
+            "execution": {"concurrency": 8, "batch": 50, "leaseSeconds": 120, "drainSeconds": 20},
+            "endpoints": endpoints(secrets),
+            "sources": {
+                "minio": {
+                    "endpoint": "minio.storage.svc:9000",
+                    "caFile": f"{secrets}/minio-ca.crt",
+                    "accessKey": {"file": f"{secrets}/minio-access-key"},
+                    "secretKey": {"file": f"{secrets}/minio-secret-key"},
+                    "timeout": 20,
+                    "buckets": [
+                        {
+                            "name": "models",
+                            "prefix": "llm/",
+                            "suffix": ".safetensors",
+                            "events": ["s3:ObjectCreated:*"],
+                        }
+                    ],
+                }
+            },
+            "archive": {
+                "bucket": "glue-archive",
+                "prefix": "prod",
+                "recordings": True,
+                "deadLetters": True,
+                "flushSeconds": 30,
+            },
+            "routes": [
+                {
+                    "name": "reload-model",
+                    "match": 'type.startsWith("minio.ObjectCreated:") && object.json != null',
+                    "enrich": {"json": "model.json"},
+                    "handler": "kubeai.reload",
+                    "params": {"namespace": "ml", "name": "{{ object.json.name }}"},
+                }
+            ],
+        },
+        "networkPolicy": {
+            "egress": {
+                "minio": {
+                    "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "storage"}}}]
+                }
+            }
+        },
+    }
+
+
+def kafka_profile(secrets: str = "/var/run/secrets/glue") -> dict[str, Any]:
+    """Two replicas in one consumer group on a PostgreSQL journal: SASL/SCRAM over mutual TLS, every
+    certificate and password from Secrets, outcomes published back to Kafka."""
+    return {
+        "replicaCount": 2,
+        "secretsMountPath": secrets,
+        "secretFiles": {
+            "kafka-password": {"secretName": "glue-kafka-user", "key": "password"},
+            "kafka-ca.crt": {"secretName": "kafka-cluster-ca-cert", "key": "ca.crt"},
+            "kafka-client.crt": {"secretName": "glue-kafka-user", "key": "user.crt"},
+            "kafka-client.key": {"secretName": "glue-kafka-user", "key": "user.key"},
+        },
+        "journal": {
+            "backend": "postgres",
+            "postgres": {"dsnSecret": {"name": "glue-journal", "key": "dsn"}},
+            "settings": {"poolSize": 12, "durableExecutionCommits": True, "groupCommitMs": 5},
+        },
+        "config": {
+            "execution": {"concurrency": 64},
+            "sources": {
+                "kafka": {
+                    "bootstrapServers": "kafka-0.kafka.kafka.svc:9093, kafka-1.kafka.kafka.svc:9093",
+                    "groupId": "runtime-glue-prod",
+                    "topics": [
+                        {"name": "model-events", "format": "cloudevents"},
+                        {"name": "minio-events", "format": "minio"},
+                        {
+                            "name": "argo-triggers",
+                            "format": "argo",
+                            "type": "io.argoproj.sensor.trigger",
+                            "source": "argo-events",
+                        },
+                    ],
+                    "sasl": {
+                        "mechanism": "SCRAM-SHA-512",
+                        "username": "glue",
+                        "password": {"file": f"{secrets}/kafka-password"},
+                    },
+                    "tls": {
+                        "caFile": f"{secrets}/kafka-ca.crt",
+                        "certFile": f"{secrets}/kafka-client.crt",
+                        "keyFile": f"{secrets}/kafka-client.key",
+                    },
+                    "autoOffsetReset": "latest",
+                    "maxBatch": 1000,
+                    "output": {"topic": "glue-outcomes", "outcomes": True},
+                }
+            },
+            "routes": [
+                {
+                    "name": "restart-on-model",
+                    "match": 'type == "io.argoproj.sensor.trigger"',
+                    "handler": "kubernetes.restart",
+                    "params": {"namespace": "ml", "name": "{{ data.name }}"},
+                }
+            ],
+        },
+        "networkPolicy": {
+            "egress": {
+                "kafka": {
+                    "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kafka"}}}]
+                },
+                "postgres": {"to": [{"ipBlock": {"cidr": "10.20.0.0/16"}}]},
+            }
+        },
+    }
+
+
 def registered_handlers() -> dict[str, Any]:
     """Every handler the daemon ships (the built-in handler modules register on import)."""
     from glue import app, handlers
@@ -167,6 +296,8 @@ PROFILES = {
     "sqlite": sqlite_profile,
     "postgres-3-replicas": postgres_profile,
     "every-handler": all_handlers_profile,
+    "minio-archive": minio_archive_profile,
+    "kafka": kafka_profile,
 }
 
 # --- rendering ---------------------------------------------------------------------------------------------

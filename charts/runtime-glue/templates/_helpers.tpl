@@ -59,6 +59,96 @@ app.kubernetes.io/component: daemon
 {{- if and .Values.httpRoute.enabled (not .Values.httpRoute.parentRefs) -}}
 {{- fail "httpRoute.enabled needs httpRoute.parentRefs (the Gateway to attach to)" -}}
 {{- end -}}
+{{- $journal := .Values.journal.settings | default dict -}}
+{{- if eq .Values.journal.backend "sqlite" -}}
+{{- range $key := list "poolSize" "durableExecutionCommits" -}}
+{{- if hasKey $journal $key -}}
+{{- fail (printf "journal.settings.%s applies to journal.backend=postgres only" $key) -}}
+{{- end -}}
+{{- end -}}
+{{- else if hasKey $journal "synchronous" -}}
+{{- fail "journal.settings.synchronous applies to journal.backend=sqlite only" -}}
+{{- end -}}
+{{- $sources := .Values.config.sources | default dict -}}
+{{- if and .Values.config.archive (not $sources.minio) -}}
+{{- fail "config.archive needs config.sources.minio (the connection to its bucket)" -}}
+{{- end -}}
+{{- with $sources.minio -}}
+{{- if and .caFile (not (ternary true .secure (kindIs "invalid" .secure))) -}}
+{{- fail "config.sources.minio.caFile needs secure: true (the CA verifies MinIO's HTTPS certificate)" -}}
+{{- end -}}
+{{- end -}}
+{{- $server := .Values.config.server | default dict -}}
+{{- $execution := .Values.config.execution | default dict -}}
+{{- $drain := addf (ternary $server.shutdownTimeout 10 (hasKey $server "shutdownTimeout")) (ternary $execution.drainSeconds 10 (hasKey $execution "drainSeconds")) -}}
+{{- if le (float64 .Values.terminationGracePeriodSeconds) $drain -}}
+{{- fail (printf "terminationGracePeriodSeconds %d is not longer than the drain (config.server.shutdownTimeout + config.execution.drainSeconds = %gs): the pod would be killed before in-flight invocations finish" (int .Values.terminationGracePeriodSeconds) $drain) -}}
+{{- end -}}
+{{- include "runtime-glue.checkMountedFiles" . -}}
+{{- end -}}
+
+{{/* Every file the config reads under secretsMountPath is one the secrets volume mounts: a typo, or a
+Secret left out of secretFiles, fails the render instead of the pod's start. */}}
+{{- define "runtime-glue.checkMountedFiles" -}}
+{{- $config := .Values.config -}}
+{{- $sources := $config.sources | default dict -}}
+{{- $refs := dict -}}
+{{- $files := dict -}}
+{{- range $index, $endpoint := $config.endpoints | default list -}}
+{{- if and $endpoint.auth $endpoint.auth.secret -}}
+{{- $_ := set $refs (printf "config.endpoints[%d].auth.secret" $index) $endpoint.auth.secret -}}
+{{- end -}}
+{{- end -}}
+{{- with $sources.kafka -}}
+{{- if .sasl -}}
+{{- $_ := set $refs "config.sources.kafka.sasl.password" .sasl.password -}}
+{{- end -}}
+{{- with .tls -}}
+{{- $tls := . -}}
+{{- range $key := list "caFile" "certFile" "keyFile" -}}
+{{- if get $tls $key -}}
+{{- $_ := set $files (printf "config.sources.kafka.tls.%s" $key) (get $tls $key) -}}
+{{- end -}}
+{{- end -}}
+{{- if .keyPassword -}}
+{{- $_ := set $refs "config.sources.kafka.tls.keyPassword" .keyPassword -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- with $sources.minio -}}
+{{- $minio := . -}}
+{{- if .caFile -}}
+{{- $_ := set $files "config.sources.minio.caFile" .caFile -}}
+{{- end -}}
+{{- range $key := list "accessKey" "secretKey" "sessionToken" -}}
+{{- if get $minio $key -}}
+{{- $_ := set $refs (printf "config.sources.minio.%s" $key) (get $minio $key) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- range $where, $ref := $refs -}}
+{{- range $key := list "file" "previousFile" -}}
+{{- if get $ref $key -}}
+{{- $_ := set $files (printf "%s.%s" $where $key) (get $ref $key) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- $mount := printf "%s/" (trimSuffix "/" .Values.secretsMountPath) -}}
+{{- $mounted := keys .Values.secretFiles -}}
+{{- if eq .Values.journal.backend "postgres" -}}
+{{- if has "journal-dsn" $mounted -}}
+{{- fail "secretFiles: journal-dsn is the file the chart mounts from journal.postgres.dsnSecret; use another name" -}}
+{{- end -}}
+{{- $mounted = append $mounted "journal-dsn" -}}
+{{- end -}}
+{{- range $where, $path := $files -}}
+{{- if hasPrefix $mount $path -}}
+{{- $name := trimPrefix $mount $path -}}
+{{- if not (has $name $mounted) -}}
+{{- fail (printf "%s: %s is not mounted: add %q to secretFiles (the Secret and key it comes from)" $where $path $name) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 
 {{/* Handlers and RBAC ------------------------------------------------------------------------------
@@ -182,6 +272,94 @@ true
 false
 {{- end -}}
 {{- end -}}
+{{- end -}}
+
+{{/* Egress ------------------------------------------------------------------------------------------
+The services the config talks to, each with the TCP ports the config names, as JSON:
+[{"what": "...", "ports": [int...], "to": [NetworkPolicyPeer...]}]. */}}
+{{- define "runtime-glue.egress" -}}
+{{- $egress := .Values.networkPolicy.egress -}}
+{{- $config := .Values.config -}}
+{{- $sources := $config.sources | default dict -}}
+{{- $clients := $config.clients | default dict -}}
+{{- $rules := list -}}
+{{- $grants := include "runtime-glue.grants" . | fromJson -}}
+{{- if and (or $grants.cluster $grants.namespaces (hasKey $clients "kubernetes")) $egress.kubernetesApi.ports -}}
+{{- $rules = append $rules (dict "what" "the Kubernetes API" "ports" $egress.kubernetesApi.ports "to" $egress.kubernetesApi.to) -}}
+{{- end -}}
+{{- with (get $clients "openbao") -}}
+{{- if .address -}}
+{{- $rules = append $rules (dict "what" "OpenBao (clients.openbao.address)" "ports" (list (include "runtime-glue.urlPort" .address)) "to" $egress.openbao.to) -}}
+{{- end -}}
+{{- end -}}
+{{- with (get $clients "argo-server") -}}
+{{- if .url -}}
+{{- $rules = append $rules (dict "what" "the Argo Server (clients.argo-server.url)" "ports" (list (include "runtime-glue.urlPort" .url)) "to" $egress.argoServer.to) -}}
+{{- end -}}
+{{- end -}}
+{{- with $sources.kafka -}}
+{{- $servers := .bootstrapServers -}}
+{{- if kindIs "string" $servers -}}
+{{- $servers = splitList "," $servers -}}
+{{- end -}}
+{{- $ports := list -}}
+{{- range $servers -}}
+{{- if trim . -}}
+{{- $ports = append $ports (include "runtime-glue.hostPort" (list (trim .) 9092)) -}}
+{{- end -}}
+{{- end -}}
+{{- $rules = append $rules (dict "what" "Kafka (sources.kafka.bootstrapServers)" "ports" (concat $ports $egress.kafka.ports) "to" $egress.kafka.to) -}}
+{{- end -}}
+{{- with $sources.minio -}}
+{{- $secure := ternary true .secure (kindIs "invalid" .secure) -}}
+{{- $rules = append $rules (dict "what" "MinIO (sources.minio.endpoint)" "ports" (list (include "runtime-glue.hostPort" (list .endpoint (ternary 443 80 $secure)))) "to" $egress.minio.to) -}}
+{{- end -}}
+{{- if and (eq .Values.journal.backend "postgres") $egress.postgres.ports -}}
+{{- $rules = append $rules (dict "what" "PostgreSQL (the journal)" "ports" $egress.postgres.ports "to" $egress.postgres.to) -}}
+{{- end -}}
+{{- $http := list -}}
+{{- range $config.routes | default list -}}
+{{- $enabled := ternary true .enabled (kindIs "invalid" .enabled) -}}
+{{- if and $enabled (eq .handler "http") -}}
+{{- $url := (.params | default dict).url | default "" -}}
+{{- if and (kindIs "string" $url) $url (not (contains "{" $url)) -}}
+{{- $http = append $http (include "runtime-glue.urlPort" $url) -}}
+{{- else -}}
+{{- $http = concat $http (list 80 443) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- if $http -}}
+{{- $rules = append $rules (dict "what" "the http handler's URLs" "ports" $http "to" $egress.http.to) -}}
+{{- end -}}
+{{- $result := list -}}
+{{- range $rules -}}
+{{- $ports := list -}}
+{{- range .ports -}}
+{{- $ports = append $ports (int .) -}}
+{{- end -}}
+{{- $result = append $result (dict "what" .what "ports" ($ports | uniq) "to" (.to | default list)) -}}
+{{- end -}}
+{{- $result | toJson -}}
+{{- end -}}
+
+{{/* The port of a URL: its own, else 80 for http and 443 for https. */}}
+{{- define "runtime-glue.urlPort" -}}
+{{- $url := urlParse . -}}
+{{- $port := regexFind ":[0-9]+$" $url.host | trimPrefix ":" -}}
+{{- if $port -}}
+{{- $port -}}
+{{- else if eq $url.scheme "http" -}}
+80
+{{- else -}}
+443
+{{- end -}}
+{{- end -}}
+
+{{/* The port of "host[:port]" (or "[v6]:port"), else the default. Argument: (list address default). */}}
+{{- define "runtime-glue.hostPort" -}}
+{{- $port := regexFind ":[0-9]+$" (index . 0) | trimPrefix ":" -}}
+{{- $port | default (index . 1) -}}
 {{- end -}}
 
 {{/* The glue config ----------------------------------------------------------------------------------

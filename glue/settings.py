@@ -10,13 +10,16 @@ environment variable, and a previous value that stays valid during a rotation.
 
 from __future__ import annotations
 
+import copy
+import json
 import os
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
-from pydantic.alias_generators import to_camel
+from pydantic.alias_generators import to_camel, to_snake
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 
@@ -416,7 +419,77 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (env_settings, init_settings)
+        # The environment is merged into the file's mapping by from_mapping (environment_overrides),
+        # key by key under the file's own camelCase names, so both can set one group.
+        return (init_settings,)
+
+
+ENV_PREFIX = "GLUE_"
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    """The settings model a field holds (``Server``, ``Kafka | None``), if any."""
+    for candidate in (annotation, *typing.get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def _env_key(model: type[BaseModel] | None, segment: str) -> tuple[str, type[BaseModel] | None] | None:
+    """A variable segment (MAX_BACKLOG or MAXBACKLOG) as the model's key (maxBacklog) and nested model.
+
+    Inside free-form mappings (``clients.<name>``) the segment is kept, lower-cased; None when a
+    model has no such field."""
+    if model is None:
+        return segment.lower(), None
+    wanted = segment.lower().replace("_", "")
+    for name, field in model.model_fields.items():
+        alias = field.alias or name
+        if wanted in (alias.lower(), name.replace("_", "")):
+            return alias, _model_of(field.annotation)
+    return None
+
+
+def environment_overrides(environ: typing.Mapping[str, str]) -> dict[str, tuple[str, Any]]:
+    """``GLUE_SERVER__MAX_BACKLOG=5`` -> ``{"server.maxBacklog": ("GLUE_SERVER__MAX_BACKLOG", "5")}``.
+
+    Variables whose first part names no setting (``GLUE_CONFIG``, secrets such as ``GLUE_GITLAB_TOKEN``)
+    are not overrides. A value that looks like a JSON list or object is parsed as one."""
+    found: dict[str, tuple[str, Any]] = {}
+    for variable, raw in environ.items():
+        if not variable.upper().startswith(ENV_PREFIX):
+            continue
+        model: type[BaseModel] | None = Settings
+        path: list[str] = []
+        for segment in variable[len(ENV_PREFIX) :].split("__"):
+            resolved = _env_key(model, segment)
+            if resolved is None or not segment:
+                path = []
+                break
+            key, model = resolved
+            path.append(key)
+        if not path:
+            continue
+        value: Any = raw
+        if raw.lstrip().startswith(("[", "{")):
+            try:
+                value = json.loads(raw)
+            except ValueError:
+                pass  # validation says what is wrong with it
+        found[".".join(path)] = (variable, value)
+    return found
+
+
+def _apply(data: dict[str, Any], path: str, value: Any) -> None:
+    node = data
+    *parents, last = path.split(".")
+    for key in parents:
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = node[key] = {}
+        node = child
+    node.pop(to_snake(last), None)  # the file may spell a key in snake_case too
+    node[last] = value
 
 
 def _location(loc: tuple[int | str, ...]) -> str:
@@ -429,13 +502,23 @@ def _location(loc: tuple[int | str, ...]) -> str:
     return "".join(parts)
 
 
-def from_mapping(data: dict[str, Any], source: str = "<config>") -> Settings:
+def from_mapping(
+    data: dict[str, Any], source: str = "<config>", environ: typing.Mapping[str, str] | None = None
+) -> Settings:
+    """Validate a config mapping with the environment's ``GLUE_*`` overrides applied on top."""
+    overrides = environment_overrides(os.environ if environ is None else environ)
+    data = copy.deepcopy(data)
+    for path, (_, value) in overrides.items():
+        _apply(data, path, value)
     try:
         settings = Settings(**data)
     except ValidationError as exc:
-        raise ConfigError(
-            source, [(_location(err["loc"]), err["msg"]) for err in exc.errors(include_url=False)]
-        ) from None
+        problems = []
+        for err in exc.errors(include_url=False):
+            where = _location(err["loc"])
+            origin = next((var for path, (var, _) in overrides.items() if where.startswith(path)), None)
+            problems.append((where + (f" (from {origin})" if origin else ""), err["msg"]))
+        raise ConfigError(source, problems) from None
     problems: list[tuple[str, str]] = []
     for index, endpoint in enumerate(settings.endpoints):
         if endpoint.auth.secret is not None:

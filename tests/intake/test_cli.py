@@ -153,3 +153,21 @@ async def test_events_list_and_show_read_the_journal(tmp_path: Path) -> None:
     assert shown["delivery"]["body"] == '{"k": 1}'
     code, _, err = await glue("events", "show", "--config", str(config), "nope")
     assert code == 1 and err == "glue: no event 'nope' in the journal\n"
+
+
+def test_environment_overrides_a_multi_word_key_the_file_also_sets(tmp_path: Path, monkeypatch) -> None:
+    config = write(tmp_path / "glue.yaml", "server: {maxBacklog: 10}\njournal: {groupCommitMs: 1}\n")
+    monkeypatch.setenv("GLUE_SERVER__MAX_BACKLOG", "55")
+    monkeypatch.setenv("GLUE_JOURNAL__GROUPCOMMITMS", "3")
+    monkeypatch.setenv("GLUE_GITLAB_TOKEN", "not-a-setting")  # a secret's variable, not an override
+    loaded = settings.load(config)
+    assert (loaded.server.max_backlog, loaded.journal.group_commit_ms) == (55, 3.0)
+
+
+def test_a_bad_environment_value_names_the_variable(tmp_path: Path, capsys, monkeypatch) -> None:
+    config = write(tmp_path / "glue.yaml", "server: {port: 8080}\n")
+    monkeypatch.setenv("GLUE_SERVER__PORT", "eighty")
+    assert cli.main(["check", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "glue.yaml: server.port (from GLUE_SERVER__PORT): Input should be a valid integer" in err
+    assert "Traceback" not in err

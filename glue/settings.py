@@ -10,6 +10,7 @@ environment variable, and a previous value that stays valid during a rotation.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -472,10 +473,8 @@ def environment_overrides(environ: typing.Mapping[str, str]) -> dict[str, tuple[
             continue
         value: Any = raw
         if raw.lstrip().startswith(("[", "{")):
-            try:
+            with contextlib.suppress(ValueError):  # if not JSON, validation says what is wrong with it
                 value = json.loads(raw)
-            except ValueError:
-                pass  # validation says what is wrong with it
         found[".".join(path)] = (variable, value)
     return found
 

@@ -155,6 +155,8 @@ class ClientSpec:
     name: str
     factory: ClientFactory
     config_model: type[pydantic.BaseModel] | None = None
+    #: Whether there is something to connect to (a cluster, a server) for this config; None: always.
+    configured: Callable[[Any], bool] | None = None
 
 
 class Registry:
@@ -234,13 +236,17 @@ def client(
     name: str,
     *,
     config: type[pydantic.BaseModel] | None = None,
+    configured: Callable[[Any], bool] | None = None,
     registry: Registry | None = None,
 ) -> Callable[[ClientFactory], ClientFactory]:
-    """Register a shared-client factory: an async context manager taking the client's config mapping."""
+    """Register a shared-client factory: an async context manager taking the client's config.
+
+    ``configured(config)`` tells whether there is anything to connect to; a handler whose first client
+    is not configured runs in dry-run (a laptop without a cluster gets plans, not failures)."""
     target = registry if registry is not None else globals()["registry"]
 
     def wrap(factory: ClientFactory) -> ClientFactory:
-        target.add_client(ClientSpec(name=name, factory=factory, config_model=config))
+        target.add_client(ClientSpec(name=name, factory=factory, config_model=config, configured=configured))
         return factory
 
     return wrap
@@ -266,6 +272,21 @@ class Clients:
                 config = spec.config_model.model_validate(config)  # type: ignore[assignment]
             self._open[name] = await self._stack.enter_async_context(spec.factory(config))
         return self._open[name]
+
+    def configured(self, name: str) -> bool:
+        """Whether the client can reach something: provided, or its config names a target."""
+        if name in self._open:
+            return True
+        spec = self._registry.clients.get(name)
+        if spec is None:
+            return False
+        config: Any = self._config.get(name, {})
+        if spec.config_model is not None:
+            try:
+                config = spec.config_model.model_validate(config)
+            except pydantic.ValidationError:
+                return False  # e.g. clients.openbao absent: no address to reach
+        return spec.configured is None or spec.configured(config)
 
     def set(self, name: str, value: Any) -> None:
         """Provide a ready client (tests, or a caller that owns its lifetime)."""

@@ -135,7 +135,15 @@ class KubernetesConfig(pydantic.BaseModel):
         return self
 
 
-@glue.client("kubernetes", config=KubernetesConfig)
+def _configured(config: KubernetesConfig) -> bool:
+    """A cluster is configured: named in the settings, the pod's own, or a kubeconfig file exists."""
+    if config.in_cluster or config.kubeconfig is not None or _in_pod():
+        return True
+    paths = os.environ.get("KUBECONFIG", "").split(os.pathsep)
+    return any(Path(p).expanduser().is_file() for p in [*filter(None, paths), "~/.kube/config"])
+
+
+@glue.client("kubernetes", config=KubernetesConfig, configured=_configured)
 @contextlib.asynccontextmanager
 async def api_client(config: Any) -> AsyncIterator[Any]:
     """The shared kubernetes-asyncio ``ApiClient``, closed when the daemon stops."""

@@ -4,9 +4,8 @@ pointing at it with credentials read from files (as a mounted Secret provides th
 
 from __future__ import annotations
 
-import asyncio
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import boto3
@@ -109,15 +108,3 @@ async def intake_(journal_: journal.Journal) -> AsyncIterator[intake.Intake]:
         yield accepting
     finally:
         await accepting.stop()
-
-
-async def eventually(check: Callable[[], Awaitable[bool] | bool], within: float = 10.0) -> None:
-    """Wait until check() is true (polling), or fail after ``within`` seconds."""
-    async with asyncio.timeout(within):
-        while True:
-            result = check()
-            if not isinstance(result, bool):
-                result = await result
-            if result:
-                return
-            await asyncio.sleep(0.02)

@@ -9,14 +9,13 @@ from pathlib import Path
 
 import aiohttp
 import orjson
-import prometheus_client
 import pytest
 from aiohttp import web
 
 from glue import app, events, formats, objectstore
 from glue import settings as settings_mod
-from tests.minio.conftest import eventually
 from tests.minio.listen_double import record
+from tests.support import base_url, daemon_settings, eventually, metric, running
 
 DAY1 = datetime.datetime(2026, 11, 27, 23, 59, 30, tzinfo=datetime.UTC).timestamp()
 DAY2 = datetime.datetime(2026, 11, 28, 0, 0, 5, tzinfo=datetime.UTC).timestamp()
@@ -39,10 +38,6 @@ def _delivery(bucket: str, key: str, at: float) -> events.Delivery:
     return events.Delivery(
         "http", "minio", "minio", {"content-type": "application/json"}, body, received_at=at
     )
-
-
-def _metric(name: str, **labels: str) -> float:
-    return prometheus_client.REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 async def test_round_trip_partitioned_by_date(store: objectstore.ObjectStore, s3, bucket: str) -> None:
@@ -96,9 +91,9 @@ async def test_failed_write_keeps_lines_until_the_bucket_answers(store: objectst
     missing = "glue-" + secrets.token_hex(6)
     writer = objectstore.ArchiveWriter(store, _archive(missing), clock=lambda: DAY1)
     writer.dead_letter({"route": "r", "error": "boom"})
-    before = _metric("glue_archive_write_errors_total", kind="dead-letters")
+    before = metric("glue_archive_write_errors_total", kind="dead-letters")
     assert await writer.flush() == 0
-    assert _metric("glue_archive_write_errors_total", kind="dead-letters") == before + 1
+    assert metric("glue_archive_write_errors_total", kind="dead-letters") == before + 1
     assert writer.buffered_bytes > 0
     s3.create_bucket(Bucket=missing)
     assert await writer.flush() == 1
@@ -110,13 +105,13 @@ async def test_failed_write_keeps_lines_until_the_bucket_answers(store: objectst
 
 async def test_buffer_bound_drops_the_oldest_lines(store: objectstore.ObjectStore, bucket: str) -> None:
     writer = objectstore.ArchiveWriter(store, _archive(bucket, maxBufferBytes=1024), clock=lambda: DAY1)
-    before = _metric("glue_archive_dropped_lines_total", kind="dead-letters")
+    before = metric("glue_archive_dropped_lines_total", kind="dead-letters")
     for index in range(40):
         writer.dead_letter({"n": index, "pad": "x" * 40})
     assert writer.buffered_bytes <= 1024
     await writer.flush()
     kept = [line["n"] async for line in objectstore.read_archive(store, f"s3://{bucket}/")]
-    dropped = _metric("glue_archive_dropped_lines_total", kind="dead-letters") - before
+    dropped = metric("glue_archive_dropped_lines_total", kind="dead-letters") - before
     assert dropped == 40 - len(kept) > 0
     assert kept == list(range(40 - len(kept), 40))
 
@@ -155,22 +150,14 @@ async def test_read_deliveries_for_replay(store: objectstore.ObjectStore, bucket
 
 
 async def test_daemon_runs_the_archive_and_flushes_it_on_drain(minio_config, bucket: str, tmp_path) -> None:
-    config = settings_mod.from_mapping(
-        {
-            "server": {"host": "127.0.0.1", "port": 0},
-            "journal": {"path": str(tmp_path / "journal.db")},
-            "sources": {"minio": minio_config.model_dump(by_alias=True, exclude_none=True, mode="json")},
-            "archive": {"bucket": bucket, "prefix": "ops", "deadLetters": True, "flushSeconds": 3600},
-        },
-        "test",
+    config = daemon_settings(
+        tmp_path,
+        sources={"minio": minio_config.model_dump(by_alias=True, exclude_none=True, mode="json")},
+        archive={"bucket": bucket, "prefix": "ops", "deadLetters": True, "flushSeconds": 3600},
     )
-    daemon = app.Daemon(config)
-    await daemon.start()
-    try:
+    async with running(config) as daemon:
         assert daemon.runtime.archive is not None
         daemon.runtime.archive.dead_letter({"route": "reload", "error": "gave up"})
-    finally:
-        await daemon.stop()
     store = objectstore.ObjectStore(minio_config)
     try:
         lines = [line async for line in objectstore.read_archive(store, f"s3://{bucket}/ops/dead-letters")]
@@ -194,40 +181,31 @@ async def test_daemon_archives_what_arrives_and_what_dead_letters(
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     port = runner.addresses[0][1]
-    config = settings_mod.from_mapping(
-        {
-            "server": {"host": "127.0.0.1", "port": 0},
-            "journal": {"path": str(tmp_path / "journal.db")},
-            "execution": {"pollSeconds": 0.05},
-            "endpoints": [{"name": "minio", "path": "/minio", "format": "minio"}],
-            "sources": {"minio": minio_config.model_dump(by_alias=True, exclude_none=True, mode="json")},
-            "archive": {"bucket": bucket, "prefix": "ops", "recordings": True, "flushSeconds": 3600},
-            "routes": [
-                {"name": "notify", "handler": "http", "params": {"url": f"http://127.0.0.1:{port}/hook"}}
-            ],
-        },
-        "test",
+    config = daemon_settings(
+        tmp_path,
+        execution={"pollSeconds": 0.05},
+        endpoints=[{"name": "minio", "path": "/minio", "format": "minio"}],
+        sources={"minio": minio_config.model_dump(by_alias=True, exclude_none=True, mode="json")},
+        archive={"bucket": bucket, "prefix": "ops", "recordings": True, "flushSeconds": 3600},
+        routes=[{"name": "notify", "handler": "http", "params": {"url": f"http://127.0.0.1:{port}/hook"}}],
     )
     app.load_plugins(config)
     sent = _delivery(bucket, "models/z.bin", DAY1)
-    daemon = app.Daemon(config)
-    before = _metric("glue_dead_letters_total", route="notify")
-    await daemon.start()
+    before = metric("glue_dead_letters_total", route="notify")
     try:
-        assert daemon.http is not None
-        async with (
-            aiohttp.ClientSession() as http,
-            http.post(
-                f"http://127.0.0.1:{daemon.http.port}/minio",
-                data=sent.body,
-                headers={"Content-Type": "application/json"},
-            ) as response,
-        ):
-            assert response.status == 202
+        async with running(config) as daemon:
+            async with (
+                aiohttp.ClientSession() as http,
+                http.post(
+                    base_url(daemon) + "/minio",
+                    data=sent.body,
+                    headers={"Content-Type": "application/json"},
+                ) as response,
+            ):
+                assert response.status == 202
 
-        await eventually(lambda: _metric("glue_dead_letters_total", route="notify") > before)
+            await eventually(lambda: metric("glue_dead_letters_total", route="notify") > before)
     finally:
-        await daemon.stop()
         await runner.cleanup()
     store = objectstore.ObjectStore(minio_config)
     try:

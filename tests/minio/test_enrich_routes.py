@@ -18,8 +18,8 @@ from structlog.testing import capture_logs
 
 from glue import app
 from glue import settings as settings_mod
-from tests.minio.conftest import eventually
 from tests.minio.listen_double import record
+from tests.support import base_url, daemon_settings, eventually, running
 
 JSON = {"Content-Type": "application/json"}  # what MinIO's webhook target sends
 
@@ -57,36 +57,32 @@ async def sink() -> Any:
 
 
 def _settings(tmp_path: Path, minio: dict[str, Any], sink_port: int) -> settings_mod.Settings:
-    loaded = settings_mod.from_mapping(
-        {
-            "server": {"host": "127.0.0.1", "port": 0},
-            "journal": {"path": str(tmp_path / "journal.db")},
-            "execution": {"pollSeconds": 0.05},
-            "endpoints": [
-                {"name": "minio", "path": "/minio", "format": "minio"},
-                {"name": "events", "path": "/events", "format": "cloudevents"},
-            ],
-            "sources": {"minio": minio},
-            "routes": [
-                {
-                    "name": "reload-model",
-                    "enrich": {"tags": True, "json": "manifest.json", "timeout": 2},
-                    "match": 'type == "minio.ObjectCreated:Put" && object.tags.stage == "prod"',
-                    "handler": "http",
-                    "params": {
-                        "url": f"http://127.0.0.1:{sink_port}/models/{{{{ object.json.name }}}}",
-                        "headers": {"X-Format": "{{ object.json.format }}"},
-                    },
+    loaded = daemon_settings(
+        tmp_path,
+        execution={"pollSeconds": 0.05},
+        endpoints=[
+            {"name": "minio", "path": "/minio", "format": "minio"},
+            {"name": "events", "path": "/events", "format": "cloudevents"},
+        ],
+        sources={"minio": minio},
+        routes=[
+            {
+                "name": "reload-model",
+                "enrich": {"tags": True, "json": "manifest.json", "timeout": 2},
+                "match": 'type == "minio.ObjectCreated:Put" && object.tags.stage == "prod"',
+                "handler": "http",
+                "params": {
+                    "url": f"http://127.0.0.1:{sink_port}/models/{{{{ object.json.name }}}}",
+                    "headers": {"X-Format": "{{ object.json.format }}"},
                 },
-                {
-                    "name": "audit",
-                    "match": 'type == "com.example.audit"',
-                    "handler": "http",
-                    "params": {"url": f"http://127.0.0.1:{sink_port}/audit"},
-                },
-            ],
-        },
-        "test",
+            },
+            {
+                "name": "audit",
+                "match": 'type == "com.example.audit"',
+                "handler": "http",
+                "params": {"url": f"http://127.0.0.1:{sink_port}/audit"},
+            },
+        ],
     )
     app.load_plugins(loaded)  # the handler modules the routes name, as `glue run` does
     return loaded
@@ -111,19 +107,14 @@ async def test_route_matches_on_tags_and_renders_from_the_manifest(
     )
     s3.put_object(Bucket=bucket, Key="llm/draft/model.safetensors", Body=b"w", Tagging="stage=dev")
     minio = minio_config.model_dump(by_alias=True, exclude_none=True, mode="json")
-    daemon = app.Daemon(_settings(tmp_path, minio, sink.port))
-    await daemon.start()
-    try:
-        assert daemon.http is not None
-        base = f"http://127.0.0.1:{daemon.http.port}"
+    async with running(_settings(tmp_path, minio, sink.port)) as daemon:
+        base = base_url(daemon)
         async with aiohttp.ClientSession() as http:
             for key in ("llm/draft/model.safetensors", "llm/llama 3/model.safetensors"):
                 async with http.post(f"{base}/minio", data=_webhook(bucket, key), headers=JSON) as response:
                     assert response.status == 202
         await eventually(lambda: len(sink.received) >= 1)
         await asyncio.sleep(0.3)  # time for a wrong second delivery to show
-    finally:
-        await daemon.stop()
     assert [(path, headers["X-Format"]) for path, headers in sink.received] == [
         ("/models/llama-3", "safetensors")
     ]
@@ -139,12 +130,9 @@ async def test_unreachable_minio_delays_only_the_enriched_event(
         "accessKey": {"file": str(credential_files["access"])},
         "secretKey": {"file": str(credential_files["secret"])},
     }
-    daemon = app.Daemon(_settings(tmp_path, minio, sink.port))
     with capture_logs() as logs:
-        await daemon.start()
-        try:
-            assert daemon.http is not None
-            base = f"http://127.0.0.1:{daemon.http.port}"
+        async with running(_settings(tmp_path, minio, sink.port)) as daemon:
+            base = base_url(daemon)
             audit = {
                 "specversion": "1.0",
                 "id": secrets.token_hex(4),
@@ -167,8 +155,6 @@ async def test_unreachable_minio_delays_only_the_enriched_event(
                 lambda: any(entry["event"] == "event not routed yet: enrichment failed" for entry in logs)
             )
             stored = await daemon.journal.list()
-        finally:
-            await daemon.stop()
     statuses = {item.type: item.status for item in stored}
     assert statuses["minio.ObjectCreated:Put"] == "pending"
     assert statuses["com.example.audit"] != "pending"

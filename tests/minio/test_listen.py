@@ -11,19 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import prometheus_client
 import pytest
 from structlog.testing import capture_logs
 
 from glue import intake, journal
 from glue import settings as settings_mod
 from glue.sources import minio_listen
-from tests.minio.conftest import eventually
 from tests.minio.listen_double import ListenDouble, record
-
-
-def _metric(name: str, **labels: str) -> float:
-    return prometheus_client.REGISTRY.get_sample_value(name, labels) or 0.0
+from tests.support import eventually, metric
 
 
 def _line(*records: dict[str, Any]) -> bytes:
@@ -76,7 +71,7 @@ async def test_records_are_journaled_and_keepalives_skipped(
     await source.start()
     try:
         await eventually(
-            lambda: _metric("glue_minio_listen_lines_total", bucket=bucket_name, outcome="journaled") == 1
+            lambda: metric("glue_minio_listen_lines_total", bucket=bucket_name, outcome="journaled") == 1
         )
         stored = await journal_.list()
         assert len(stored) == 1
@@ -85,8 +80,8 @@ async def test_records_are_journaled_and_keepalives_skipped(
         assert event.get_type() == "minio.ObjectCreated:Put"
         delivery = await journal_.delivery(stored[0].delivery_id)
         assert delivery is not None and delivery.transport == "minio-listen"
-        assert _metric("glue_minio_listen_lines_total", bucket=bucket_name, outcome="keepalive") >= 3
-        assert _metric("glue_minio_listen_up", bucket=bucket_name) == 1
+        assert metric("glue_minio_listen_lines_total", bucket=bucket_name, outcome="keepalive") >= 3
+        assert metric("glue_minio_listen_up", bucket=bucket_name) == 1
         assert await source.readiness() is None and source.health() == {bucket_name: True}
     finally:
         await source.stop()
@@ -128,16 +123,16 @@ async def test_dropped_connection_reconnects_and_loses_nothing_it_read(
     await source.start()
     try:
         await eventually(watch)
-        await eventually(lambda: _metric("glue_minio_listen_up", bucket=bucket_name) == 1)
+        await eventually(lambda: metric("glue_minio_listen_up", bucket=bucket_name) == 1)
     finally:
         await source.stop()
     stored = await journal_.list()
     assert sorted(item.event().get_subject() for item in stored) == ["models/a.bin", "models/b.bin"]
     assert len(listen_double.seen) == 4
-    assert _metric("glue_minio_listen_reconnects_total", bucket=bucket_name) == 1
+    assert metric("glue_minio_listen_reconnects_total", bucket=bucket_name) == 1
     # the first record came twice (before and after the drop): journaled once
-    assert _metric("glue_minio_listen_lines_total", bucket=bucket_name, outcome="duplicate") == 1
-    assert _metric("glue_minio_listen_lines_total", bucket=bucket_name, outcome="rejected") == 0
+    assert metric("glue_minio_listen_lines_total", bucket=bucket_name, outcome="duplicate") == 1
+    assert metric("glue_minio_listen_lines_total", bucket=bucket_name, outcome="rejected") == 0
     assert any(
         reason and f"minio listen stream down: {bucket_name} (HTTP 503 SlowDown)" in reason
         for reason in reasons
@@ -163,7 +158,7 @@ async def test_wrong_secret_keeps_the_stream_down_and_never_logs_it(
         finally:
             await source.stop()
     assert reason is not None and "HTTP 403 SignatureDoesNotMatch" in reason
-    assert _metric("glue_minio_listen_up", bucket=bucket_name) == 0
+    assert metric("glue_minio_listen_up", bucket=bucket_name) == 0
     assert not source.ready
     assert any(entry.get("reason") == "HTTP 403 SignatureDoesNotMatch" for entry in logs)
     for secret in (wrong.read_text(), credential_files["secret"].read_text().strip()):
@@ -188,7 +183,7 @@ async def test_malformed_line_is_rejected_and_the_stream_goes_on(
     await source.start()
     try:
         await eventually(
-            lambda: _metric("glue_minio_listen_lines_total", bucket=bucket_name, outcome="journaled") == 1
+            lambda: metric("glue_minio_listen_lines_total", bucket=bucket_name, outcome="journaled") == 1
         )
     finally:
         await source.stop()
@@ -208,7 +203,7 @@ async def test_stop_is_prompt_while_streams_are_open(
     started = time.monotonic()
     await source.stop()
     assert time.monotonic() - started < 1.0
-    assert _metric("glue_minio_listen_up", bucket=bucket_name) == 0
+    assert metric("glue_minio_listen_up", bucket=bucket_name) == 0
     assert await source.readiness() == f"minio listen stream down: {bucket_name} (stopped)"
 
 

@@ -12,10 +12,9 @@ from pathlib import Path
 import aiohttp
 import orjson
 
-from glue import app, events
-from glue import settings as settings_mod
-from tests.minio.conftest import eventually
+from glue import events
 from tests.minio.listen_double import ListenDouble, record
+from tests.support import base_url, daemon_settings, eventually, running
 
 
 async def test_webhook_kafka_and_listen_yield_one_event(
@@ -32,31 +31,24 @@ async def test_webhook_kafka_and_listen_yield_one_event(
     listen_double.scripts.append(
         [("wait", release), ("line", orjson.dumps({"Records": [record(bucket, key)]})), ("hold",)]
     )
-    config = settings_mod.from_mapping(
-        {
-            "server": {"host": "127.0.0.1", "port": 0},
-            "journal": {"path": str(tmp_path / "journal.db")},
-            "endpoints": [{"name": "minio", "path": "/minio", "format": "minio"}],
-            "sources": {
-                "minio": {
-                    "endpoint": listen_double.endpoint,
-                    "secure": False,
-                    "accessKey": {"file": str(credential_files["access"])},
-                    "secretKey": {"file": str(credential_files["secret"])},
-                    "pingSeconds": 1,
-                    "reconnectInitial": 0.05,
-                    "reconnectMax": 0.1,
-                    "buckets": [{"name": bucket, "events": ["s3:ObjectCreated:*"]}],
-                }
-            },
+    config = daemon_settings(
+        tmp_path,
+        endpoints=[{"name": "minio", "path": "/minio", "format": "minio"}],
+        sources={
+            "minio": {
+                "endpoint": listen_double.endpoint,
+                "secure": False,
+                "accessKey": {"file": str(credential_files["access"])},
+                "secretKey": {"file": str(credential_files["secret"])},
+                "pingSeconds": 1,
+                "reconnectInitial": 0.05,
+                "reconnectMax": 0.1,
+                "buckets": [{"name": bucket, "events": ["s3:ObjectCreated:*"]}],
+            }
         },
-        "test",
     )
-    daemon = app.Daemon(config)
-    await daemon.start()
-    try:
-        assert daemon.http is not None
-        base = f"http://127.0.0.1:{daemon.http.port}"
+    async with running(config) as daemon:
+        base = base_url(daemon)
         async with aiohttp.ClientSession() as http:
             async with http.get(f"{base}/readyz") as response:
                 assert response.status == 503
@@ -89,5 +81,3 @@ async def test_webhook_kafka_and_listen_yield_one_event(
         stored = await daemon.journal.list()
         assert len(stored) == 1
         assert stored[0].event().get_subject() == key
-    finally:
-        await daemon.stop()

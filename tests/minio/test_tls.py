@@ -16,8 +16,8 @@ from glue import intake, journal, objectstore
 from glue import settings as settings_mod
 from glue.sources import minio_listen
 from tests.minio import tls
-from tests.minio.conftest import eventually
 from tests.minio.listen_double import ListenDouble, record
+from tests.support import eventually
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,62 @@
+"""What several test areas share: a real daemon on a loopback port, polling, metric values."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import prometheus_client
+
+from glue import app, settings
+
+
+def daemon_settings(tmp_path: Path, **groups: Any) -> settings.Settings:
+    """A daemon on a free loopback port with its SQLite journal in ``tmp_path``, plus ``groups``."""
+    config = {
+        "server": {"host": "127.0.0.1", "port": 0},
+        "journal": {"path": str(tmp_path / "journal.db")},
+        **groups,
+    }
+    return settings.from_mapping(config, "test")
+
+
+@contextlib.asynccontextmanager
+async def running(loaded: settings.Settings) -> AsyncIterator[app.Daemon]:
+    """The daemon started on ``loaded``, and drained when the block ends."""
+    daemon = app.Daemon(loaded)
+    await daemon.start()
+    try:
+        yield daemon
+    finally:
+        await daemon.stop()
+
+
+def base_url(daemon: app.Daemon) -> str:
+    """Where the daemon's HTTP intake listens."""
+    assert daemon.http is not None and daemon.http.port is not None
+    return f"http://127.0.0.1:{daemon.http.port}"
+
+
+async def eventually(check: Callable[[], Awaitable[Any] | Any], within: float = 10.0) -> Any:
+    """Poll ``check`` (plain or async) until it returns something true, and return that; fail after
+    ``within`` seconds."""
+    try:
+        async with asyncio.timeout(within):
+            while True:
+                value = check()
+                if inspect.isawaitable(value):
+                    value = await value
+                if value:
+                    return value
+                await asyncio.sleep(0.02)
+    except TimeoutError:
+        raise AssertionError(f"condition not met within {within:g} s") from None
+
+
+def metric(name: str, **labels: str) -> float:
+    """The current value of a sample in the default Prometheus registry (0 when it has none yet)."""
+    return prometheus_client.REGISTRY.get_sample_value(name, labels) or 0.0

@@ -10,7 +10,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from glue import app, journal, settings
+from glue import app, journal
+from tests import support
 
 ENDPOINTS = [
     {"name": "harbor", "path": "/hooks/harbor", "format": "harbor"},
@@ -32,10 +33,9 @@ class Glue:
     """The running daemon as a sender sees it (HTTP answers) and as an operator sees it (journal)."""
 
     def __init__(self, daemon: app.Daemon, session: aiohttp.ClientSession) -> None:
-        assert daemon.http is not None and daemon.http.port is not None
         self.daemon = daemon
         self.session = session
-        self.base = f"http://127.0.0.1:{daemon.http.port}"
+        self.base = support.base_url(daemon)
 
     async def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, Any]:
         # Like Go's client (Argo's HTTP trigger), send no Content-Type unless one is given.
@@ -51,15 +51,8 @@ class Glue:
 
 @pytest.fixture
 async def glue(tmp_path: Path) -> AsyncIterator[Glue]:
-    config = {
-        "server": {"host": "127.0.0.1", "port": 0},
-        "journal": {"path": str(tmp_path / "journal.db")},
-        "endpoints": ENDPOINTS,
-    }
-    daemon = app.Daemon(settings.from_mapping(config, "test"))
-    await daemon.start()
-    async with aiohttp.ClientSession() as session:
-        try:
-            yield Glue(daemon, session)
-        finally:
-            await daemon.stop()
+    async with (
+        support.running(support.daemon_settings(tmp_path, endpoints=ENDPOINTS)) as daemon,
+        aiohttp.ClientSession() as session,
+    ):
+        yield Glue(daemon, session)

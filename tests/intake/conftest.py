@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -9,15 +10,15 @@ from typing import Any
 import aiohttp
 import pytest
 
-from glue import app, settings
+from glue import app
+from tests import support
 
 
 class Running:
     def __init__(self, daemon: app.Daemon, session: aiohttp.ClientSession) -> None:
         self.daemon = daemon
         self.session = session
-        assert daemon.http is not None and daemon.http.port is not None
-        self.base = f"http://127.0.0.1:{daemon.http.port}"
+        self.base = support.base_url(daemon)
 
     async def post(
         self, path: str, body: bytes | str, headers: dict[str, str] | None = None
@@ -37,22 +38,13 @@ class Running:
 
 @pytest.fixture
 async def start_daemon(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Running]]]:
-    started: list[Running] = []
-    session = aiohttp.ClientSession()
+    async with contextlib.AsyncExitStack() as stack:
+        session = await stack.enter_async_context(aiohttp.ClientSession())
 
-    async def start(config: dict[str, Any]) -> Running:
-        config = {
-            "server": {"host": "127.0.0.1", "port": 0},
-            "journal": {"path": str(tmp_path / "journal.db")},
-            **config,
-        }
-        daemon = app.Daemon(settings.from_mapping(config, "test"))
-        await daemon.start()
-        running = Running(daemon, session)
-        started.append(running)
-        return running
+        async def start(config: dict[str, Any]) -> Running:
+            daemon = await stack.enter_async_context(
+                support.running(support.daemon_settings(tmp_path, **config))
+            )
+            return Running(daemon, session)
 
-    yield start
-    for running in started:
-        await running.daemon.stop()
-    await session.close()
+        yield start

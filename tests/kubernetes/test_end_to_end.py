@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -18,8 +17,9 @@ import aiohttp
 import pytest
 import yaml
 
-from glue import app, cli, settings
+from glue import app, cli
 from handlers import kubernetes
+from tests import support
 from tests.kubernetes.conftest import CERTIFICATES, DNSENDPOINTS, MODELS, WORKFLOWS
 
 ROUTES: list[dict[str, Any]] = [
@@ -70,10 +70,9 @@ ROUTES: list[dict[str, Any]] = [
 
 class Daemon:
     def __init__(self, daemon: app.Daemon, session: aiohttp.ClientSession) -> None:
-        assert daemon.http is not None
         self.daemon = daemon
         self.session = session
-        self.base = f"http://127.0.0.1:{daemon.http.port}"
+        self.base = support.base_url(daemon)
 
     async def post(self, path: str, body: Any, headers: dict[str, str]) -> int:
         async with self.session.post(self.base + path, data=json.dumps(body), headers=headers) as response:
@@ -82,41 +81,25 @@ class Daemon:
 
 @pytest.fixture
 async def daemon(kubeconfig: Path, tmp_path: Path) -> AsyncIterator[Daemon]:
-    config = settings.from_mapping(
-        {
-            "server": {"host": "127.0.0.1", "port": 0},
-            "journal": {"path": str(tmp_path / "journal.db")},
-            "execution": {"pollSeconds": 0.05},
-            "endpoints": [
-                {"name": "harbor", "path": "/hooks/harbor", "format": "harbor"},
-                {"name": "gitlab", "path": "/hooks/gitlab", "format": "gitlab"},
-                {"name": "events", "path": "/events", "format": "cloudevents"},
-            ],
-            "routes": ROUTES,
-            "clients": {"kubernetes": {"kubeconfig": str(kubeconfig)}},
-        },
-        "test",
+    config = support.daemon_settings(
+        tmp_path,
+        execution={"pollSeconds": 0.05},
+        endpoints=[
+            {"name": "harbor", "path": "/hooks/harbor", "format": "harbor"},
+            {"name": "gitlab", "path": "/hooks/gitlab", "format": "gitlab"},
+            {"name": "events", "path": "/events", "format": "cloudevents"},
+        ],
+        routes=ROUTES,
+        clients={"kubernetes": {"kubeconfig": str(kubeconfig)}},
     )
     app.load_plugins(config)
-    running = app.Daemon(config)
-    await running.start()
-    assert any(component.name == "executor" for component in running.workers)
-    async with aiohttp.ClientSession() as session:
-        try:
-            yield Daemon(running, session)
-        finally:
-            await running.stop()
+    async with support.running(config) as running, aiohttp.ClientSession() as session:
+        assert any(component.name == "executor" for component in running.workers)
+        yield Daemon(running, session)
 
 
-async def eventually(check: Callable[[], Any], within: float = 30.0) -> Any:
-    deadline = time.monotonic() + within
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
+async def eventually(check: Callable[[], Any]) -> Any:
+    return await support.eventually(check, within=30.0)
 
 
 async def settled(daemon: Daemon) -> None:

@@ -108,54 +108,14 @@ async def certificate(
     *, event: CloudEvent, params: CertificateParams, ctx: glue.Context, **_: Any
 ) -> glue.Plan | None:
     """Create, update (server-side apply) or delete a cert-manager Certificate."""
-    what = f"Certificate {params.namespace}/{params.name}"
-    api = await kubernetes.client(ctx)
-    per_request = kubernetes.request_timeout(api, ctx) if api is not None else None
-    if params.state == "absent":
-        call = glue.Call("DELETE", CERTIFICATE.path(params.namespace, params.name))
-        if api is None:
-            return glue.Plan([call], summary=f"delete {what} ({kubernetes.UNCHECKED})")
-        with kubernetes.errors(what):
-            deleted = await kubernetes.delete(
-                api, CERTIFICATE, params.namespace, params.name, dry_run=ctx.dry_run, per_request=per_request
-            )
-        if not deleted:
-            return glue.Plan([], summary=f"{what} is already absent") if ctx.dry_run else None
-        if ctx.dry_run:
-            return glue.Plan([call], summary=f"delete {what} ({kubernetes.CHECKED})")
-        ctx.log.info("certificate deleted", target=what)
-        return None
-
-    metadata: dict[str, Any] = {
-        "name": params.name,
-        "namespace": params.namespace,
-        "annotations": kubernetes.event_annotations(event),
-    }
-    if params.labels:
-        metadata["labels"] = params.labels
-    obj = {
-        "apiVersion": CERTIFICATE.api_version,
-        "kind": CERTIFICATE.kind,
-        "metadata": metadata,
-        "spec": params.spec(),
-    }
-    call = kubernetes.apply_call(CERTIFICATE, obj)
-    if api is None:
-        return glue.Plan([call], summary=f"apply {what} ({kubernetes.UNCHECKED})")
-    with kubernetes.errors(what):
-        before = await kubernetes.read(
-            api, CERTIFICATE, params.namespace, params.name, per_request=per_request
+    obj = None
+    if params.state == "present":
+        obj = kubernetes.manifest(
+            CERTIFICATE, params.namespace, params.name, params.spec(), event=event, labels=params.labels
         )
-        after = await kubernetes.server_side_apply(
-            api, CERTIFICATE, obj, dry_run=ctx.dry_run, per_request=per_request
-        )
-    changed = not kubernetes.unchanged(before, after)
-    if ctx.dry_run:
-        if not changed:
-            return glue.Plan([], summary=f"{what} is already as wanted")
-        return glue.Plan([call], summary=f"apply {what} ({kubernetes.CHECKED})")
-    ctx.log.info("certificate applied", target=what, changed=changed, created=before is None)
-    return None
+    return await kubernetes.converge(
+        ctx, CERTIFICATE, params.namespace, params.name, obj, log_as="certificate"
+    )
 
 
 # --------------------------------------------------------------------------------------------- renew

@@ -103,56 +103,21 @@ async def endpoint(
     *, event: CloudEvent, params: EndpointParams, ctx: glue.Context, **_: Any
 ) -> glue.Plan | None:
     """Create, update (server-side apply) or delete a DNSEndpoint."""
-    what = f"DNSEndpoint {params.namespace}/{params.name}"
-    api = await kubernetes.client(ctx)
-    per_request = kubernetes.request_timeout(api, ctx) if api is not None else None
-
-    if params.state == "absent":
-        call = glue.Call("DELETE", DNSENDPOINT.path(params.namespace, params.name), note="removal event")
-        if api is None:
-            return glue.Plan([call], summary=f"delete {what} ({kubernetes.UNCHECKED})")
-        with kubernetes.errors(what):
-            deleted = await kubernetes.delete(
-                api, DNSENDPOINT, params.namespace, params.name, dry_run=ctx.dry_run, per_request=per_request
-            )
-        if not deleted:
-            ctx.log.info("dnsendpoint already absent", target=what)
-            return glue.Plan([], summary=f"{what} is already absent") if ctx.dry_run else None
-        if ctx.dry_run:
-            return glue.Plan([call], summary=f"delete {what} ({kubernetes.CHECKED})")
-        ctx.log.info("dnsendpoint deleted", target=what)
-        return None
-
-    metadata: dict[str, Any] = {
-        "name": params.name,
-        "namespace": params.namespace,
-        "annotations": kubernetes.event_annotations(event),
-    }
-    if params.labels:
-        metadata["labels"] = params.labels
-    obj = {
-        "apiVersion": DNSENDPOINT.api_version,
-        "kind": DNSENDPOINT.kind,
-        "metadata": metadata,
-        "spec": {"endpoints": [e.to_spec() for e in params.endpoints]},
-    }
-    call = kubernetes.apply_call(DNSENDPOINT, obj)
-    if api is None:
-        return glue.Plan([call], summary=f"apply {what} ({kubernetes.UNCHECKED})")
-    with kubernetes.errors(what):
-        before = await kubernetes.read(
-            api, DNSENDPOINT, params.namespace, params.name, per_request=per_request
+    obj = None
+    if params.state == "present":
+        spec = {"endpoints": [e.to_spec() for e in params.endpoints]}
+        obj = kubernetes.manifest(
+            DNSENDPOINT, params.namespace, params.name, spec, event=event, labels=params.labels
         )
-        after = await kubernetes.server_side_apply(
-            api, DNSENDPOINT, obj, dry_run=ctx.dry_run, per_request=per_request
-        )
-    changed = not kubernetes.unchanged(before, after)
-    if ctx.dry_run:
-        if not changed:
-            return glue.Plan([], summary=f"{what} is already as wanted")
-        return glue.Plan([call], summary=f"apply {what} ({kubernetes.CHECKED})")
-    ctx.log.info("dnsendpoint applied", target=what, changed=changed, created=before is None)
-    return None
+    return await kubernetes.converge(
+        ctx,
+        DNSENDPOINT,
+        params.namespace,
+        params.name,
+        obj,
+        log_as="dnsendpoint",
+        delete_note="removal event",
+    )
 
 
 # --------------------------------------------------------------------------------------------- annotate

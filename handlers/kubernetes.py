@@ -63,6 +63,7 @@ __all__ = [
     "api_client",
     "apply_call",
     "client",
+    "converge",
     "core_v1",
     "custom_objects",
     "delete",
@@ -70,6 +71,7 @@ __all__ = [
     "event_annotations",
     "event_labels",
     "key_hash",
+    "manifest",
     "missing",
     "networking_v1",
     "on_conflict",
@@ -498,6 +500,71 @@ def unchanged(before: Any, after: Any) -> bool:
         return False
     version = (before.get("metadata") or {}).get("resourceVersion")
     return version is not None and version == (after.get("metadata") or {}).get("resourceVersion")
+
+
+def manifest(
+    res: Resource,
+    namespace: str,
+    name: str,
+    spec: Mapping[str, Any],
+    *,
+    event: CloudEvent,
+    labels: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """An object of ``res`` with ``spec``, its metadata linking it to ``event`` (and carrying ``labels``)."""
+    metadata: dict[str, Any] = {"name": name, "namespace": namespace, "annotations": event_annotations(event)}
+    if labels:
+        metadata["labels"] = dict(labels)
+    return {"apiVersion": res.api_version, "kind": res.kind, "metadata": metadata, "spec": dict(spec)}
+
+
+async def converge(
+    ctx: glue.Context,
+    res: Resource,
+    namespace: str,
+    name: str,
+    obj: Mapping[str, Any] | None,
+    *,
+    log_as: str,
+    delete_note: str = "",
+) -> glue.Plan | None:
+    """Make one object what ``obj`` says by server-side apply, or delete it when ``obj`` is None.
+
+    Idempotent: applying the same object again changes nothing, and deleting what is already gone is done.
+    In dry-run, returns the plan (checked with dryRun=All when a cluster is configured). Logs
+    ``<log_as> applied``, ``<log_as> deleted`` or ``<log_as> already absent``.
+    """
+    what = f"{res.kind} {namespace}/{name}"
+    api = await client(ctx)
+    per_request = request_timeout(api, ctx) if api is not None else None
+
+    if obj is None:
+        call = glue.Call("DELETE", res.path(namespace, name), note=delete_note)
+        if api is None:
+            return glue.Plan([call], summary=f"delete {what} ({UNCHECKED})")
+        with errors(what):
+            deleted = await delete(api, res, namespace, name, dry_run=ctx.dry_run, per_request=per_request)
+        if not deleted:
+            ctx.log.info(f"{log_as} already absent", target=what)
+            return glue.Plan([], summary=f"{what} is already absent") if ctx.dry_run else None
+        if ctx.dry_run:
+            return glue.Plan([call], summary=f"delete {what} ({CHECKED})")
+        ctx.log.info(f"{log_as} deleted", target=what)
+        return None
+
+    call = apply_call(res, obj)
+    if api is None:
+        return glue.Plan([call], summary=f"apply {what} ({UNCHECKED})")
+    with errors(what):
+        before = await read(api, res, namespace, name, per_request=per_request)
+        after = await server_side_apply(api, res, obj, dry_run=ctx.dry_run, per_request=per_request)
+    changed = not unchanged(before, after)
+    if ctx.dry_run:
+        if not changed:
+            return glue.Plan([], summary=f"{what} is already as wanted")
+        return glue.Plan([call], summary=f"apply {what} ({CHECKED})")
+    ctx.log.info(f"{log_as} applied", target=what, changed=changed, created=before is None)
+    return None
 
 
 # --------------------------------------------------------------------------------------------- restart

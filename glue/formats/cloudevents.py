@@ -55,9 +55,7 @@ def _kafka(delivery: events.Delivery, build: _common.Factory, binary: bool) -> e
         try:
             key.decode("utf-8")
         except UnicodeDecodeError:
-            raise formats.DecodeError(
-                "the Kafka record key is not valid UTF-8 (it becomes the 'partitionkey' attribute)"
-            ) from None
+            key = None  # a binary key (a hash, say) cannot be the 'partitionkey' attribute: not mapped
     message = ce_kafka.KafkaMessage(
         headers={name: value.encode("utf-8", "replace") for name, value in delivery.headers.items()},
         key=key,
@@ -96,6 +94,10 @@ def from_message(delivery: events.Delivery) -> list[events.CloudEvent] | None:
     build = _common.factory(delivery)
     kafka = delivery.transport == "kafka" or delivery.key is not None
     if mt == _common.CE_BATCH:
+        if kafka:
+            raise formats.UnsupportedMediaType(
+                f"{_common.CE_BATCH} is an HTTP mode; the Kafka binding carries one event per record"
+            )
         return _batch(delivery, build)
     if mt == _common.CE_JSON:
         if kafka:
@@ -122,6 +124,11 @@ def decode(delivery: events.Delivery, options: formats.Options) -> list[events.C
     mt = _common.media_type(delivery.headers)
     if mt is None:
         return [_common.structured(_common.load_json(delivery.body), _common.factory(delivery))]
+    if delivery.transport == "kafka" or delivery.key is not None:
+        raise formats.UnsupportedMediaType(
+            f"content type {_common.clip(mt)} and no ce_ headers: not a CloudEvent: send "
+            f"{_common.CE_JSON}, or binary mode with the ce_specversion, ce_id, ce_source and ce_type headers"
+        )
     raise formats.UnsupportedMediaType(
         f"content type {_common.clip(mt)} without ce- headers is not a CloudEvent: send "
         f"{_common.CE_JSON}, {_common.CE_BATCH}, or binary mode with the ce-specversion, ce-id, "

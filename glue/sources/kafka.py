@@ -37,7 +37,6 @@ from cloudevents.core.formats.json import JSONFormat
 
 from glue import events, formats, intake, journal
 from glue import settings as settings_mod
-from glue.formats import kafka_cloudevents
 
 log = structlog.get_logger(__name__)
 
@@ -63,7 +62,7 @@ BATCH_SECONDS = prometheus_client.Histogram(
 )
 
 #: Topic format in the settings -> decoder name in glue.formats (kept with each delivery for replay).
-DECODER = {"cloudevents": kafka_cloudevents.NAME, "minio": "minio", "argo": "argo"}
+DECODER = {"cloudevents": "cloudevents", "minio": "minio", "argo": "argo"}
 
 _LAG_INTERVAL = 1.0  # seconds between consumer lag updates
 _POLL_MS = 200  # how long one fetch waits for records

@@ -84,7 +84,7 @@ async def test_poison_records_are_rejected_visibly_and_the_partition_keeps_flowi
     assert [r.delivery.body for r in rejected] == [value for _, value, _ in poison]  # raw bytes kept
     assert all(r.delivery.endpoint == "orders" and r.delivery.transport == "kafka" for r in rejected)
     reasons = [r.reason for r in rejected]
-    assert "ce_type" in reasons[0]
+    assert "missing required attribute 'type'" in reasons[0]
     assert "JSON" in reasons[1]
     assert "not a CloudEvents record" in reasons[2]
     assert "specversion" in reasons[3]

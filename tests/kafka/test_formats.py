@@ -137,7 +137,7 @@ async def test_every_format_reaches_the_journal_with_its_identity(
     # The raw record is kept with the event, so a replay decodes it again the same way.
     delivery = await daemon.journal.delivery(binary.delivery_id)
     assert delivery is not None
-    assert (delivery.transport, delivery.endpoint, delivery.format) == ("kafka", "ce", "cloudevents-kafka")
+    assert (delivery.transport, delivery.endpoint, delivery.format) == ("kafka", "ce", "cloudevents")
     assert delivery.key == b"llama-3"
     assert delivery.headers["ce_id"] == "bin-7"
     assert json.loads(delivery.body) == {"replicas": 2}

@@ -44,7 +44,7 @@ async def read(broker: Broker, topic: str, count: int) -> list[events.CloudEvent
                 for record in records:
                     headers = {name: value.decode() for name, value in record.headers}
                     delivery = events.Delivery(
-                        "kafka", topic, "cloudevents-kafka", headers, record.value, key=record.key
+                        "kafka", topic, "cloudevents", headers, record.value, key=record.key
                     )
                     received.extend(formats.decode(delivery))
     finally:

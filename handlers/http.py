@@ -14,8 +14,6 @@ URLs are shown in plans, logs and errors without user info or query (they may ho
 from __future__ import annotations
 
 import contextlib
-import datetime
-import email.utils
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
@@ -27,6 +25,7 @@ from cloudevents.core.bindings import http as ce_http
 from cloudevents.core.formats.json import JSONFormat
 
 import glue
+from handlers import _retry
 
 _FORMAT = JSONFormat()
 
@@ -62,21 +61,6 @@ def shown(url: str) -> str:
     return str(parsed.with_user(None).with_query(None).with_fragment(None))
 
 
-def retry_after(value: str | None, now: datetime.datetime | None = None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or HTTP-date, RFC 9110 10.2.3)."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    now = now or datetime.datetime.now(datetime.UTC)
-    return max((when - now).total_seconds(), 0.0)
-
-
 def request_of(event: Any, params: HttpParams, idempotency_key: str) -> tuple[dict[str, str], bytes]:
     message = (
         ce_http.to_binary(event, _FORMAT)
@@ -109,7 +93,7 @@ async def post(*, event: Any, params: HttpParams, ctx: glue.Context, **_: Any) -
     try:
         async with client.post(url, data=body, headers=headers, allow_redirects=False) as response:
             status, reason = response.status, response.reason or ""
-            delay = retry_after(response.headers.get("Retry-After"))
+            delay = _retry.retry_after(response.headers.get("Retry-After"))
             await response.read()
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
         raise glue.TemporaryError(f"POST {shown(url)}: {type(exc).__name__}") from None

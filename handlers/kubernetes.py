@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime
-import email.utils
 import hashlib
 import json
 import os
@@ -43,6 +42,7 @@ from kubernetes_asyncio.config.config_exception import ConfigException
 from pydantic.alias_generators import to_camel
 
 import glue
+from handlers import _retry
 
 __all__ = [
     "ANNOTATION_EVENT_ID",
@@ -241,18 +241,7 @@ def status_message(exc: ApiException) -> str:
 def _retry_after(exc: ApiException) -> float | None:
     headers: Any = exc.headers or {}
     value = headers.get("Retry-After") if hasattr(headers, "get") else None
-    if not value:
-        return None
-    value = str(value).strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=datetime.UTC)
-    return max((when - datetime.datetime.now(datetime.UTC)).total_seconds(), 0.0)
+    return _retry.retry_after(str(value) if value else None)
 
 
 def classify(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +128,130 @@ SCHEMA_REJECTS = [
         "/metrics/prometheusRule/handlerErrorRatio",
         "",
     ),
+    ({"config": {"sourcse": {}}}, "/config", "additional properties 'sourcse' not allowed"),
+    (
+        {"config": {"endpoints": [{"name": "g", "path": "/g", "format": "gitlab", "auth": {"secret": {}}}]}},
+        "/config/endpoints/0/auth/secret",
+        "missing property 'file'",
+    ),
+    (
+        {"config": {"sources": {"minio": {"endpoint": "m:9000", "accessKey": {"file": "access-key"}}}}},
+        "/config/sources/minio/accessKey/file",
+        "does not match pattern '^/'",
+    ),
+    # sources.minio: credentials only from mounted files or the environment, the endpoint without scheme.
+    (
+        {"config": {"sources": {"minio": {"endpoint": "https://minio.storage:9000"}}}},
+        "/config/sources/minio/endpoint",
+        "does not match pattern",
+    ),
+    (
+        {"config": {"sources": {"minio": {"endpoint": "m:9000", "secretKey": {"value": "s3cret"}}}}},
+        "/config/sources/minio/secretKey",
+        "additional properties 'value' not allowed",
+    ),
+    (
+        {"config": {"sources": {"minio": {"endpoint": "m:9000", "accessKey": {"env": "MINIO_ACCESS_KEY"}}}}},
+        "/config/sources/minio",
+        "properties 'secretKey' required, if 'accessKey' exists",
+    ),
+    (
+        {"config": {"sources": {"minio": {"endpoint": "m:9000", "buckets": [{"name": "Models_1"}]}}}},
+        "/config/sources/minio/buckets/0/name",
+        "does not match pattern",
+    ),
+    (
+        {
+            "config": {
+                "sources": {
+                    "minio": {"endpoint": "m:9000", "buckets": [{"name": "models", "events": ["put"]}]}
+                }
+            }
+        },
+        "/config/sources/minio/buckets/0/events/0",
+        "does not match pattern",
+    ),
+    ({"config": {"archive": {"prefix": "prod"}}}, "/config/archive", "missing property 'bucket'"),
+    (
+        {"config": {"archive": {"bucket": "glue-archive", "flushSeconds": 0}}},
+        "/config/archive/flushSeconds",
+        "",
+    ),
+    # sources.kafka
+    (
+        {"config": {"sources": {"kafka": {"bootstrapServers": "PLAINTEXT://kafka:9092", "topics": []}}}},
+        "/config/sources/kafka/bootstrapServers",
+        "does not match pattern",
+    ),
+    (
+        {"config": {"sources": {"kafka": {"bootstrapServers": ["kafka:9092"]}}}},
+        "/config/sources/kafka",
+        "missing property 'topics'",
+    ),
+    (
+        {
+            "config": {
+                "sources": {
+                    "kafka": {"bootstrapServers": ["k:9092"], "topics": [{"name": "t", "format": "avro"}]}
+                }
+            }
+        },
+        "/config/sources/kafka/topics/0/format",
+        "'cloudevents', 'minio', 'argo'",
+    ),
+    (
+        {
+            "config": {
+                "sources": {
+                    "kafka": {
+                        "bootstrapServers": ["k:9092"],
+                        "topics": [{"name": "t", "format": "cloudevents"}],
+                        "sasl": {
+                            "mechanism": "GSSAPI",
+                            "username": "glue",
+                            "password": {"env": "KAFKA_PASSWORD"},
+                        },
+                    }
+                }
+            }
+        },
+        "/config/sources/kafka/sasl/mechanism",
+        "'PLAIN', 'SCRAM-SHA-256', 'SCRAM-SHA-512'",
+    ),
+    (
+        {
+            "config": {
+                "sources": {
+                    "kafka": {
+                        "bootstrapServers": ["k:9092"],
+                        "topics": [{"name": "t", "format": "cloudevents"}],
+                        "tls": {"certFile": "/var/run/secrets/glue/client.crt"},
+                    }
+                }
+            }
+        },
+        "/config/sources/kafka/tls",
+        "properties 'keyFile' required, if 'certFile' exists",
+    ),
+    # server, execution, journal tuning
+    ({"config": {"server": {"eventLoop": "trio"}}}, "/config/server/eventLoop", "'uvloop', 'asyncio'"),
+    ({"config": {"execution": {"concurrency": 0}}}, "/config/execution/concurrency", "minimum"),
+    ({"config": {"execution": {"owner": "glue-0"}}}, "/config/execution", "additional properties 'owner'"),
+    (
+        {"journal": {"backend": "postgres", "settings": {"poolSize": 500}}},
+        "/journal/settings/poolSize",
+        "maximum",
+    ),
+    (
+        {"journal": {"backend": "postgres", "settings": {"durableExecutionCommits": "yes"}}},
+        "/journal/settings/durableExecutionCommits",
+        "want boolean",
+    ),
+    (
+        {"networkPolicy": {"egress": {"kafka": {"ports": [0]}}}},
+        "/networkPolicy/egress/kafka/ports/0",
+        "minimum",
+    ),
 ]
 
 
@@ -160,6 +285,75 @@ TEMPLATE_REJECTS = [
             "config": {"endpoints": [{"name": "e", "path": "/e", "format": "cloudevents"}]},
         },
         "httpRoute.enabled needs httpRoute.parentRefs",
+    ),
+    ({"config": {"archive": {"bucket": "glue-archive"}}}, "config.archive needs config.sources.minio"),
+    (
+        {
+            "config": {
+                "sources": {"minio": {"endpoint": "m:9000", "secure": False, "caFile": "/etc/ssl/ca.crt"}}
+            }
+        },
+        "config.sources.minio.caFile needs secure: true",
+    ),
+    (
+        {
+            "secretFiles": {"minio-access-key": {"secretName": "glue-minio", "key": "accesskey"}},
+            "config": {
+                "sources": {
+                    "minio": {
+                        "endpoint": "m:9000",
+                        "accessKey": {"file": "/var/run/secrets/glue/minio-access-key"},
+                        "secretKey": {"file": "/var/run/secrets/glue/minio-secret-key"},
+                    }
+                }
+            },
+        },
+        "config.sources.minio.secretKey.file: /var/run/secrets/glue/minio-secret-key is not mounted: "
+        'add "minio-secret-key" to secretFiles',
+    ),
+    (
+        {
+            "config": {
+                "sources": {
+                    "kafka": {
+                        "bootstrapServers": ["k:9093"],
+                        "topics": [{"name": "t", "format": "cloudevents"}],
+                        "tls": {"caFile": "/var/run/secrets/glue/kafka-ca.crt"},
+                    }
+                }
+            }
+        },
+        "config.sources.kafka.tls.caFile: /var/run/secrets/glue/kafka-ca.crt is not mounted",
+    ),
+    (
+        {
+            "journal": {"backend": "postgres", "postgres": {"dsnSecret": {"name": "glue-journal"}}},
+            "secretFiles": {"journal-dsn": {"secretName": "other", "key": "dsn"}},
+        },
+        "secretFiles: journal-dsn is the file the chart mounts",
+    ),
+    (
+        {"journal": {"settings": {"poolSize": 4}}},
+        "journal.settings.poolSize applies to journal.backend=postgres",
+    ),
+    (
+        {"journal": {"settings": {"durableExecutionCommits": True}}},
+        "journal.settings.durableExecutionCommits applies to journal.backend=postgres",
+    ),
+    (
+        {
+            "journal": {
+                "backend": "postgres",
+                "postgres": {"dsnSecret": {"name": "glue-journal"}},
+                "settings": {"synchronous": "normal"},
+            }
+        },
+        "journal.settings.synchronous applies to journal.backend=sqlite",
+    ),
+    (
+        {"config": {"execution": {"drainSeconds": 60}}},
+        "terminationGracePeriodSeconds 30 is not longer than the drain "
+        "(config.server.shutdownTimeout + config.execution.drainSeconds = 70s)",
     ),
 ]
 
@@ -232,14 +426,47 @@ def test_postgres_journal_reads_the_dsn_from_a_secret(chart: helm.Chart) -> None
     assert {"secret": {"name": "glue-journal", "items": [{"key": "dsn", "path": "journal-dsn"}]}} in sources
 
 
-def test_secret_values_never_reach_the_rendered_objects(chart: helm.Chart) -> None:
-    objects = render(chart, PROFILES["postgres-3-replicas"]())
+#: Config keys holding a secretRef, and keys naming a certificate or key file.
+SECRET_KEYS = {"secret", "password", "keyPassword", "accessKey", "secretKey", "sessionToken", "dsn"}
+FILE_KEYS = {"caFile", "certFile", "keyFile"}
+
+
+def files_read(node: Any, where: str = "config") -> Iterator[tuple[str, str]]:
+    """(setting, path) of every secret and certificate file the glue config reads."""
+    if isinstance(node, list):
+        for index, item in enumerate(node):
+            yield from files_read(item, f"{where}[{index}]")
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            if key in SECRET_KEYS and isinstance(value, dict):
+                assert set(value) == {"file"}, f"{where}.{key} is not read from a file: {value}"
+                yield f"{where}.{key}", value["file"]
+            elif key in FILE_KEYS:
+                yield f"{where}.{key}", value
+            else:
+                yield from files_read(value, f"{where}.{key}")
+
+
+@pytest.mark.parametrize("profile", ["postgres-3-replicas", "minio-archive", "kafka"])
+def test_secret_values_never_reach_the_rendered_objects(chart: helm.Chart, profile: str) -> None:
+    """Secrets and certificates are keys of existing Secrets, mounted as files the config names."""
+    values = PROFILES[profile]()
+    objects = render(chart, values)
     assert "Secret" not in kinds(objects)
-    text = json.dumps(objects)
-    assert "glue-webhooks" in text  # referenced by name ...
-    for endpoint in glue_config(objects)["endpoints"]:
-        if "auth" in endpoint:  # ... and read from a mounted file
-            assert set(endpoint["auth"]["secret"]) == {"file"}
+    (volume,) = [v for v in pod_spec(objects)["volumes"] if v["name"] == "secrets"]
+    mounted = {
+        f"/var/run/secrets/glue/{item['path']}": (source["secret"]["name"], item["key"])
+        for source in volume["projected"]["sources"]
+        for item in source["secret"]["items"]
+    }
+    read = dict(files_read(glue_config(objects)))
+    assert read and {where: path for where, path in read.items() if path not in mounted} == {}
+    assert set(mounted) == set(read.values())  # nothing mounted that the config does not read
+    if profile == "minio-archive":
+        minio = "config.sources.minio"
+        assert mounted[read[f"{minio}.accessKey"]] == ("glue-minio", "accesskey")
+        assert mounted[read[f"{minio}.secretKey"]] == ("glue-minio", "secretkey")
+        assert mounted[read[f"{minio}.caFile"]] == ("minio-tls", "ca.crt")
 
 
 def test_a_config_change_rolls_the_pods(chart: helm.Chart) -> None:
@@ -288,6 +515,86 @@ def test_service_and_network_policy_open_only_the_daemon_port(chart: helm.Chart)
     assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
     assert [p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]] == ["http"]
     assert glue_config(objects)["server"] == {"host": "0.0.0.0", "port": 8080}
+
+
+Rule = tuple[list[int], list[dict[str, Any]]]
+
+
+def egress_rules(objects: list[dict[str, Any]]) -> list[Rule]:
+    """The NetworkPolicy's egress rules as (TCP/UDP ports, peers), in order."""
+    policy = one(objects, "NetworkPolicy")
+    validate(policy)
+    return [([p["port"] for p in rule["ports"]], rule.get("to", [])) for rule in policy["spec"]["egress"]]
+
+
+DNS: Rule = ([53, 53], [])
+KUBERNETES_API: Rule = ([443, 6443], [])
+
+
+def namespace(name: str) -> list[dict[str, Any]]:
+    return [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": name}}}]
+
+
+def test_egress_opens_only_the_services_the_config_uses(chart: helm.Chart) -> None:
+    assert egress_rules(render(chart)) == [DNS]
+    # kubeai.reload needs the Kubernetes API; MinIO's port from its endpoint, narrowed to its namespace.
+    assert egress_rules(render(chart, PROFILES["minio-archive"]())) == [
+        DNS,
+        KUBERNETES_API,
+        ([9000], namespace("storage")),
+    ]
+    # One rule for both brokers' port; the journal's database by address.
+    assert egress_rules(render(chart, PROFILES["kafka"]())) == [
+        DNS,
+        KUBERNETES_API,
+        ([9093], namespace("kafka")),
+        ([5432], [{"ipBlock": {"cidr": "10.20.0.0/16"}}]),
+    ]
+
+
+def test_egress_ports_come_from_the_addresses_in_the_config(chart: helm.Chart) -> None:
+    def http_route(name: str, url: str, enabled: bool = True) -> dict[str, Any]:
+        return {"name": name, "handler": "http", "enabled": enabled, "params": {"url": url}}
+
+    values: dict[str, Any] = {
+        "config": {
+            "clients": {
+                "openbao": {"address": "https://openbao.openbao.svc:8200"},
+                "argo-server": {"url": "http://argo-server.argo:2746"},
+            },
+            "sources": {
+                "kafka": {
+                    "bootstrapServers": ["kafka-a.kafka", "kafka-b.kafka:9094"],
+                    "topics": [{"name": "events", "format": "cloudevents"}],
+                },
+                "minio": {"endpoint": "minio.storage", "secure": False},
+            },
+            "routes": [
+                http_route("notify", "https://hooks.example.com:8443/glue"),
+                http_route("callback", "{{ data.callback }}"),
+                http_route("off", "https://old.example.com:9999/", enabled=False),
+            ],
+        },
+        "networkPolicy": {"egress": {"kafka": {"ports": [9095]}}, "egressPorts": [25]},
+    }
+    assert egress_rules(render(chart, values)) == [
+        DNS,
+        ([8200], []),  # OpenBao (clients.openbao.address); its Kubernetes auth needs no API access
+        ([2746], []),  # the Argo Server
+        (
+            [9092, 9094, 9095],
+            [],
+        ),  # Kafka: default port, the bootstrap list's, networkPolicy.egress.kafka.ports
+        ([80], []),  # MinIO without TLS, no port named
+        ([8443, 80, 443], []),  # the literal URL's port; a templated URL may be any http(s) address
+        ([25], []),  # networkPolicy.egressPorts
+    ]
+    values["config"]["clients"]["kubernetes"] = {}
+    values["networkPolicy"]["egress"]["kubernetesApi"] = {
+        "ports": [6443],
+        "to": [{"ipBlock": {"cidr": "10.0.0.1/32"}}],
+    }
+    assert egress_rules(render(chart, values))[1] == ([6443], [{"ipBlock": {"cidr": "10.0.0.1/32"}}])
 
 
 # --- RBAC ------------------------------------------------------------------------------------------------

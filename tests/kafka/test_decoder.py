@@ -1,6 +1,6 @@
-"""The cloudevents decoder on Kafka records: the CloudEvents Kafka binding (cloudevents/spec bindings/kafka-protocol-binding.md, as
-summarised in /work/shared/reference/formats.md §5): modes, key mapping, and clear reasons for bad
-records. Bad input only ever raises DecodeError."""
+"""The cloudevents decoder on Kafka records: the CloudEvents Kafka binding (cloudevents/spec,
+bindings/kafka-protocol-binding.md): modes, key mapping, and clear reasons for bad records. Bad input
+only ever raises DecodeError."""
 
 from __future__ import annotations
 

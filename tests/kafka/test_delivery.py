@@ -86,7 +86,7 @@ async def test_poison_records_are_rejected_visibly_and_the_partition_keeps_flowi
     reasons = [r.reason for r in rejected]
     assert "missing required attribute 'type'" in reasons[0]
     assert "JSON" in reasons[1]
-    assert "not a CloudEvents record" in reasons[2]
+    assert "no ce_ headers: not a CloudEvent" in reasons[2]
     assert "specversion" in reasons[3]
     assert metric("glue_kafka_records_total", topic="orders", outcome="rejected") - before == 4
 

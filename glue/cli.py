@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
@@ -35,8 +36,13 @@ class CliError(Exception):
 # -- helpers shared by commands --------------------------------------------------------------------
 
 
+def config_path(args: argparse.Namespace) -> str | None:
+    """The config file a command reads: ``--config``, else $GLUE_CONFIG, else None (the defaults)."""
+    return getattr(args, "config", None) or os.environ.get("GLUE_CONFIG")
+
+
 def load_settings(args: argparse.Namespace) -> settings_mod.Settings:
-    path = getattr(args, "config", None) or os.environ.get("GLUE_CONFIG")
+    path = config_path(args)
     try:
         return settings_mod.load(path)
     except settings_mod.ConfigError as exc:
@@ -75,18 +81,39 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-async def with_journal(
-    settings: settings_mod.Settings, fn: Callable[[journal.Journal], Awaitable[int]]
-) -> int:
+@contextlib.asynccontextmanager
+async def opened_journal(settings: settings_mod.Settings) -> AsyncIterator[journal.Journal]:
+    """The configured journal, open for the block; one that cannot be opened is a usage error (2)."""
     store = journal.create(settings.journal)
     try:
         await store.open()
     except journal.JournalUnavailable as exc:
         raise CliError(f"journal: {exc}", code=2) from None
     try:
-        return await fn(store)
+        yield store
     finally:
         await store.close()
+
+
+async def with_journal(
+    settings: settings_mod.Settings, fn: Callable[[journal.Journal], Awaitable[int]]
+) -> int:
+    async with opened_journal(settings) as store:
+        return await fn(store)
+
+
+def show(document: dict[str, Any]) -> None:
+    """One document for a reader: indented JSON."""
+    sys.stdout.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+async def with_delivery(store: journal.Journal, stored: journal.StoredEvent) -> dict[str, Any]:
+    """A journaled event's CloudEvent and the raw delivery it came in (None if pruned), for ``show``."""
+    delivery = await store.delivery(stored.delivery_id)
+    return {
+        "cloudevent": orjson.loads(stored.cloudevent),
+        "delivery": delivery.to_record() if delivery is not None else None,
+    }
 
 
 def parse_headers(values: Sequence[str]) -> dict[str, str]:
@@ -131,7 +158,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     settings = load_settings(args)
-    source = getattr(args, "config", None) or os.environ.get("GLUE_CONFIG") or "<defaults>"
+    source = config_path(args) or "<defaults>"
     from glue import app
 
     app.load_plugins(settings)
@@ -154,7 +181,7 @@ def cmd_rbac(args: argparse.Namespace) -> int:
     from glue import app, handlers, rbac
 
     settings = load_settings(args)
-    source = getattr(args, "config", None) or os.environ.get("GLUE_CONFIG") or "<defaults>"
+    source = config_path(args) or "<defaults>"
     account: tuple[str, str] | None = None
     if args.service_account:
         namespace, _, name = args.service_account.partition("/")
@@ -184,11 +211,8 @@ def cmd_decode(args: argparse.Namespace) -> int:
     delivery = events.Delivery(
         transport=args.transport, endpoint="cli", format=args.format, headers=headers, body=body
     )
-    options = formats.Options(
-        type=args.type, source=args.source, id_header=(args.id_header or "").lower() or None
-    )
     try:
-        batch = formats.decode(delivery, options)
+        batch = formats.decode(delivery, formats.Options.of(args))
     except formats.DecodeError as exc:
         raise CliError(f"{args.file}: {exc.reason} (HTTP {exc.status})") from None
     for event in batch:
@@ -217,14 +241,7 @@ def cmd_events_show(args: argparse.Namespace) -> int:
         stored = await store.get(args.event)
         if stored is None:
             raise CliError(f"no event {args.event!r} in the journal")
-        delivery = await store.delivery(stored.delivery_id)
-        result = {
-            **stored.summary(),
-            "identity": stored.identity,
-            "cloudevent": orjson.loads(stored.cloudevent),
-            "delivery": delivery.to_record() if delivery is not None else None,
-        }
-        sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
+        show({**stored.summary(), "identity": stored.identity, **await with_delivery(store, stored)})
         return 0
 
     return asyncio.run(with_journal(settings, run))

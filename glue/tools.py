@@ -37,7 +37,7 @@ def _router(settings: settings_mod.Settings, args: argparse.Namespace) -> routin
     from glue import app
 
     app.load_plugins(settings)
-    source = getattr(args, "config", None) or "<config>"
+    source = cli.config_path(args) or "<defaults>"
     try:
         return routing.load(settings.routes, handlers.registry, source=source)
     except settings_mod.ConfigError as exc:
@@ -74,17 +74,11 @@ def _options(settings: settings_mod.Settings, delivery: events.Delivery) -> form
     """The decoder options of the endpoint or topic a recorded delivery came in on."""
     for endpoint in settings.endpoints:
         if endpoint.name == delivery.endpoint:
-            return formats.Options(
-                type=endpoint.type,
-                source=endpoint.source,
-                id_header=(endpoint.id_header or "").lower() or None,
-            )
+            return formats.Options.of(endpoint)
     kafka = getattr(settings.sources, "kafka", None)
     for topic in getattr(kafka, "topics", None) or []:
         if topic.name == delivery.endpoint:
-            return formats.Options(
-                type=topic.type, source=topic.source, id_header=(topic.id_header or "").lower() or None
-            )
+            return formats.Options.of(topic)
     return formats.Options()
 
 
@@ -347,16 +341,9 @@ async def _replay_plans(
 
     try:
         if args.source == "journal":
-            store = journal.create(settings.journal)
-            try:
-                await store.open()
-            except journal.JournalUnavailable as exc:
-                raise cli.CliError(f"journal: {exc}", code=2) from None
-            try:
+            async with cli.opened_journal(settings) as store:
                 async for item in journal_items(store, since):
                     await take(item)
-            finally:
-                await store.close()
         else:
             for item in read_items(args.source, settings):
                 await take(item)
@@ -383,15 +370,10 @@ async def _replay_plans(
 async def _replay_into_journal(
     settings: settings_mod.Settings, args: argparse.Namespace, since: float | None
 ) -> int:
-    store = journal.create(settings.journal)
-    try:
-        await store.open()
-    except journal.JournalUnavailable as exc:
-        raise cli.CliError(f"journal: {exc}", code=2) from None
-    gate = intake.Intake(store, max_backlog=settings.server.max_backlog)
     pace = _Pace(args.rate)
     counts = {"deliveries": 0, "new": 0, "duplicate": 0, "failed": 0}
-    try:
+    async with cli.opened_journal(settings) as store:
+        gate = intake.Intake(store, max_backlog=settings.server.max_backlog)
         for number, document in _lines(args.source, settings):
             if "specversion" in document:
                 delivery = events.Delivery(
@@ -422,8 +404,6 @@ async def _replay_into_journal(
             counts["deliveries"] += 1
             counts["new"] += sum(1 for a in appended if a.new)
             counts["duplicate"] += sum(1 for a in appended if not a.new)
-    finally:
-        await store.close()
     print(
         f"{counts['deliveries']} deliveries replayed: {counts['new']} new events journaled,"
         f" {counts['duplicate']} already journaled, {counts['failed']} failed"
@@ -432,6 +412,11 @@ async def _replay_into_journal(
 
 
 # -- dlq -------------------------------------------------------------------------------------------
+
+
+def _iso(timestamp: float) -> str:
+    """Unix seconds as ISO-8601 UTC, to the second."""
+    return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).isoformat(timespec="seconds")
 
 
 async def _dead_rows(store: journal.Journal, invocations: list[journal.Invocation]) -> list[dict[str, Any]]:
@@ -443,9 +428,7 @@ async def _dead_rows(store: journal.Journal, invocations: list[journal.Invocatio
                 **item.summary(),
                 "event": stored.id if stored is not None else None,
                 "type": stored.type if stored is not None else None,
-                "deadAt": datetime.datetime.fromtimestamp(item.updated_at, datetime.UTC).isoformat(
-                    timespec="seconds"
-                ),
+                "deadAt": _iso(item.updated_at),
             }
         )
     return rows
@@ -498,10 +481,8 @@ def cmd_dlq_show(args: argparse.Namespace) -> int:
         stored = await store.get(item.event_seq)
         result: dict[str, Any] = {**item.summary(), "params": dict(item.params)}
         if stored is not None:
-            result["cloudevent"] = orjson.loads(stored.cloudevent)
-            delivery = await store.delivery(stored.delivery_id)
-            result["delivery"] = delivery.to_record() if delivery is not None else None
-        sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
+            result.update(await cli.with_delivery(store, stored))
+        cli.show(result)
         return 0
 
     return asyncio.run(cli.with_journal(settings, run))
@@ -542,9 +523,7 @@ def cmd_dlq_rejected(args: argparse.Namespace) -> int:
                 "transport": item.delivery.transport,
                 "endpoint": item.delivery.endpoint,
                 "format": item.delivery.format,
-                "receivedAt": datetime.datetime.fromtimestamp(
-                    item.delivery.received_at, datetime.UTC
-                ).isoformat(timespec="seconds"),
+                "receivedAt": _iso(item.delivery.received_at),
                 "reason": item.reason,
                 "record": item.delivery.to_record(),  # JSON output only: replayable as a recording line
             }

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import Protocol
 
 from glue import events
 
-__all__ = ["DECODERS", "DecodeError", "Options", "UnsupportedMediaType", "decode", "register"]
+__all__ = ["DECODERS", "DecodeError", "Defaults", "Options", "UnsupportedMediaType", "decode", "register"]
 
 
 class DecodeError(Exception):
@@ -39,6 +40,24 @@ class Options:
     type: str | None = None  # argo: CloudEvent type of a plain JSON body
     source: str | None = None  # argo / harbor: CloudEvent source where the body has none
     id_header: str | None = None  # argo: header (lower case) whose value is the event id
+
+    @classmethod
+    def of(cls, spec: Defaults) -> Options:
+        """The options an endpoint or a topic of the settings (or the command line) gives its format."""
+        return cls(type=spec.type, source=spec.source, id_header=(spec.id_header or "").lower() or None)
+
+
+class Defaults(Protocol):
+    """What an endpoint or a topic says about bodies that do not carry their own type, source or id."""
+
+    @property
+    def type(self) -> str | None: ...
+
+    @property
+    def source(self) -> str | None: ...
+
+    @property
+    def id_header(self) -> str | None: ...
 
 
 Decoder = Callable[[events.Delivery, Options], list[events.CloudEvent]]

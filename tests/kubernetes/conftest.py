@@ -32,6 +32,26 @@ WORKFLOWS = "argoproj.io/v1alpha1/workflows"
 SERVICES = "v1/services"
 
 
+def deployment(
+    name: str = "web", namespace: str = "apps", *, replicas: int = 1, **spec: Any
+) -> dict[str, Any]:
+    """A Deployment to seed the API double with (one container; ``spec`` adds or replaces fields)."""
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "app", "image": "registry.example/app:1"}]},
+            },
+            **spec,
+        },
+    }
+
+
 @pytest.fixture
 async def apiserver() -> AsyncIterator[ApiServer]:
     async with ApiServer() as api, kmock.Server(api):

@@ -10,7 +10,7 @@ import pytest
 from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from tests.kubernetes.conftest import CERTIFICATES, DEPLOYMENTS
+from tests.kubernetes.conftest import CERTIFICATES, DEPLOYMENTS, deployment
 
 G, V, P = "cert-manager.io", "v1", "certificates"
 
@@ -103,18 +103,7 @@ async def test_patch_types(apiserver, custom, clients):
             G, V, "ns", P, "c", {"spec": {}}, _content_type="application/strategic-merge-patch+json"
         )
     assert (raised.value.status, reason(raised.value)) == (415, "UnsupportedMediaType")
-    apiserver.seed(
-        DEPLOYMENTS,
-        {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": "d", "namespace": "ns"},
-            "spec": {
-                "selector": {"matchLabels": {"a": "b"}},
-                "template": {"metadata": {"labels": {"a": "b"}}},
-            },
-        },
-    )
+    apiserver.seed(DEPLOYMENTS, deployment("d", "ns"))
     apps = k8s.AppsV1Api(await clients.get("kubernetes"))
     patched = await apps.patch_namespaced_deployment("d", "ns", {"spec": {"paused": True}})  # SMP by default
     assert patched.spec.paused is True

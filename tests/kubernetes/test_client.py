@@ -11,7 +11,7 @@ import yaml
 
 import glue
 from handlers import kubernetes
-from tests.kubernetes.conftest import DEPLOYMENTS
+from tests.kubernetes.conftest import DEPLOYMENTS, deployment
 
 
 def two_contexts(apiserver, tmp_path: Path) -> Path:
@@ -39,18 +39,7 @@ def two_contexts(apiserver, tmp_path: Path) -> Path:
 
 async def test_the_configured_context_is_used_and_sends_the_token(apiserver, tmp_path):
     config = {"kubernetes": {"kubeconfig": str(two_contexts(apiserver, tmp_path)), "context": "test"}}
-    apiserver.seed(
-        DEPLOYMENTS,
-        {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": "web", "namespace": "a"},
-            "spec": {
-                "selector": {"matchLabels": {"a": "b"}},
-                "template": {"metadata": {"labels": {"a": "b"}}},
-            },
-        },
-    )
+    apiserver.seed(DEPLOYMENTS, deployment("web", "a"))
     shared = glue.Clients(glue.registry, config)
     async with shared.opened():
         api = await shared.get("kubernetes")

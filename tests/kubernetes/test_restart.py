@@ -12,26 +12,14 @@ import pytest
 
 import glue
 from handlers import kubernetes
+from tests.kubernetes import conftest as k8s_fixtures
 from tests.kubernetes.conftest import DEPLOYMENTS, STATEFULSETS, make_event
 
 NS = "apps"
 
 
 def deployment(name: str = "web", **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "namespace": NS},
-        "spec": {
-            "replicas": 2,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {"containers": [{"name": "app", "image": "registry.example/app:1"}]},
-            },
-            **spec,
-        },
-    }
+    return k8s_fixtures.deployment(name, NS, replicas=2, **spec)
 
 
 def template_annotations(api: Any, name: str = "web", resource: str = DEPLOYMENTS) -> dict[str, str]:

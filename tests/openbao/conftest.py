@@ -119,7 +119,8 @@ def no_secret_in_logs(bao: OpenBaoDouble) -> Iterator[list[dict[str, Any]]]:
 apiserver = k8s_fixtures.apiserver
 kubeconfig = k8s_fixtures.kubeconfig
 
-DEPLOYMENTS = "apps/v1/deployments"
+DEPLOYMENTS = k8s_fixtures.DEPLOYMENTS
+deployment = k8s_fixtures.deployment
 
 
 @pytest.fixture
@@ -128,19 +129,3 @@ async def clients_k8s(bao_config: dict[str, Any], kubeconfig: Path) -> AsyncIter
     shared = glue.Clients(glue.registry, config)
     async with shared.opened():
         yield shared
-
-
-def deployment(name: str = "web", namespace: str = "apps") -> dict[str, Any]:
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {"containers": [{"name": "app", "image": "registry.example/app:1"}]},
-            },
-        },
-    }

@@ -61,6 +61,10 @@ RETRY_ALWAYS = frozenset({412, 429, 503})
 RETRY_IF_SAFE = frozenset({500, 502, 504})
 
 
+#: A mount or a path: slash-separated segments of letters, digits, "_", "." and "-".
+_MOUNT_PATH = r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$"
+
+
 class _Model(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(
         alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
@@ -110,7 +114,7 @@ class KubernetesAuth(_SecretSource):
 
     method: Literal["kubernetes"] = "kubernetes"
     role: str = pydantic.Field(min_length=1)
-    mount_path: str = pydantic.Field(default="kubernetes", pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
+    mount_path: str = pydantic.Field(default="kubernetes", pattern=_MOUNT_PATH)
     token_file: Path = SERVICE_ACCOUNT_TOKEN
 
     def login_body(self) -> dict[str, str]:
@@ -122,7 +126,7 @@ class AppRoleAuth(_SecretSource):
 
     method: Literal["approle"] = "approle"
     role_id: str = pydantic.Field(min_length=1)
-    mount_path: str = pydantic.Field(default="approle", pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
+    mount_path: str = pydantic.Field(default="approle", pattern=_MOUNT_PATH)
     secret_id_file: Path | None = None
     secret_id_env: str | None = None
 
@@ -150,10 +154,8 @@ class Retry(_Model):
 class Ledger(_Model):
     """A KV v2 location where rotations that cannot carry their own marker record what they did."""
 
-    mount: str = pydantic.Field(default="secret", pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
-    prefix: str = pydantic.Field(
-        default="runtime-glue/rotations", pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$"
-    )
+    mount: str = pydantic.Field(default="secret", pattern=_MOUNT_PATH)
+    prefix: str = pydantic.Field(default="runtime-glue/rotations", pattern=_MOUNT_PATH)
 
 
 class Config(_Model):

@@ -47,8 +47,15 @@ def _check_time(value: str | None, header: str) -> None:
         _common.parse_time(value, f"header {header!r}")
 
 
+def _check_specversion(value: str | None) -> None:
+    """Refuse another CloudEvents version before its body is read by the rules of 1.0."""
+    if value is not None and value != "1.0":
+        raise formats.DecodeError(f"specversion {_common.clip(value)} is not supported: send CloudEvents 1.0")
+
+
 def _kafka(delivery: events.Delivery, build: _common.Factory, binary: bool) -> events.CloudEvent:
     if binary:
+        _check_specversion(delivery.headers.get("ce_specversion"))
         _check_time(delivery.headers.get("ce_time"), "ce_time")
     key = delivery.key
     if key is not None:
@@ -73,6 +80,7 @@ def _kafka(delivery: events.Delivery, build: _common.Factory, binary: bool) -> e
 
 
 def _http_binary(delivery: events.Delivery, build: _common.Factory) -> events.CloudEvent:
+    _check_specversion(delivery.headers.get("ce-specversion"))
     time = delivery.headers.get("ce-time")
     _check_time(None if time is None else urllib.parse.unquote(time), "ce-time")
     message = ce_http.HTTPMessage(headers=dict(delivery.headers), body=delivery.body)

@@ -512,12 +512,12 @@ def from_mapping(
     try:
         settings = Settings(**data)
     except ValidationError as exc:
-        problems = []
+        reasons = []
         for err in exc.errors(include_url=False):
             where = _location(err["loc"])
             origin = next((var for path, (var, _) in overrides.items() if where.startswith(path)), None)
-            problems.append((where + (f" (from {origin})" if origin else ""), err["msg"]))
-        raise ConfigError(source, problems) from None
+            reasons.append((where + (f" (from {origin})" if origin else ""), err["msg"]))
+        raise ConfigError(source, reasons) from None
     problems: list[tuple[str, str]] = []
     for index, endpoint in enumerate(settings.endpoints):
         if endpoint.auth.secret is not None:

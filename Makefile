@@ -39,7 +39,9 @@ services:
 
 lint: $(VENV)/.test
 	$(BIN)/ruff check glue handlers tests bench
+	$(BIN)/ruff format --check glue handlers tests bench
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 test: $(VENV)/.test services lint
 	$(BIN)/pytest -q

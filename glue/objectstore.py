@@ -189,12 +189,6 @@ class ObjectStore:
             credentials=self._provider,
         )
 
-    @classmethod
-    def from_settings(cls, settings: settings_mod.Settings) -> ObjectStore:
-        if settings.sources.minio is None:
-            raise settings_mod.ConfigError("<config>", [("sources.minio", "no MinIO connection configured")])
-        return cls(settings.sources.minio)
-
     def close(self) -> None:
         self._http.clear()
 

@@ -21,8 +21,11 @@ one expression (``"{{ data.endpoints }}"``) keeps the JSON type of its value (li
 bool, null), so a route can hand a list from the event to a handler; anything else renders to text
 (``"{{ data.count | string }}"`` forces text).
 
-Each route's CEL program is compiled once at load and sees only the variables it names; when several
-routes are evaluated for one event they share one converted CEL context.
+Each route's CEL program is compiled once at load. Handing a value to CEL converts it whole, which for a
+webhook payload of a few kilobytes costs far more than the evaluation, so a program is given only what
+it reads: the variables it names, and of those only the fields it selects (``data.project.name`` hands
+over ``{"project": {"name": ...}}``); a variable used in any other way (indexed, compared whole, iterated)
+is handed over whole. The routes evaluated for one event share one converted context.
 
 Everything that can be checked without an event is checked by :func:`load`: CEL syntax, template
 syntax, unknown handlers, parameters a handler's model cannot accept.
@@ -213,6 +216,66 @@ def _strip_parens(source: str) -> str:
                 return source
         source = source[1:-1].strip()
     return source
+
+
+#: In a :func:`reads` tree: the whole value is read.
+WHOLE = None
+
+
+def reads(source: str, variables: Iterable[str] = ()) -> dict[str, Any]:
+    """What an expression reads, as a tree: variable -> field -> ... -> ``WHOLE``.
+
+    Every dotted chain the expression selects is recorded down to its last field; whatever follows a
+    chain (an index, a call, a comparison) works on that field's whole value. ``variables`` (the
+    program's own list of names) are added whole unless the scan found them, as a safety net. Names
+    that are not variables (comprehension bindings, functions) end up in the tree and are ignored."""
+    tree: dict[str, Any] = {}
+
+    def add(parts: list[str]) -> None:
+        node = tree
+        for part in parts[:-1]:
+            child = node.get(part, {})
+            if child is WHOLE:
+                return
+            node = node.setdefault(part, child)
+        node[parts[-1]] = WHOLE
+
+    for match in _PATH.finditer(_blank_strings(source)):
+        parts = match.group(1).split(".")
+        if match.group(2):  # a call: ``size(...)`` reads nothing itself, ``a.b.startsWith(...)`` reads a.b
+            parts = parts[:-1]
+        if parts and parts[0] not in _KEYWORDS:
+            add(parts)
+    for name in variables:
+        if name not in tree:
+            tree[name] = WHOLE
+    return tree
+
+
+def _merge(trees: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for tree in trees:
+        for key, sub in tree.items():
+            if key in merged and (merged[key] is WHOLE or sub is WHOLE):
+                merged[key] = WHOLE
+            elif key in merged:
+                merged[key] = _merge([merged[key], sub])
+            else:
+                merged[key] = sub
+    return merged
+
+
+def _prune(value: Any, tree: Mapping[str, Any] | None) -> Any:
+    """``value`` reduced to what ``tree`` reads; absent fields stay absent (so errors and ``has()`` are
+    unchanged); a value that is not a map is kept whole."""
+    if tree is WHOLE or type(value) is not dict:
+        return value
+    return {key: _prune(value[key], sub) for key, sub in tree.items() if key in value}
+
+
+def _activation(context: Mapping[str, Any], tree: Mapping[str, Any]) -> dict[str, Any]:
+    """The variables of ``context`` that ``tree`` reads, pruned to the fields it selects."""
+    return {name: _prune(context[name], sub) for name, sub in tree.items() if name in context}
 
 
 def _paths(source: str, context: Mapping[str, Any]) -> list[str]:
@@ -420,8 +483,8 @@ class Compiled:
     handler: handlers.Handler
     params: _Templates
     ordering_key: _Template | None
-    #: The variables the match expression names: only these are converted for CEL.
-    variables: tuple[str, ...] = ()
+    #: What the match expression reads (see :func:`reads`): only that is converted for CEL.
+    reads: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -434,7 +497,7 @@ class Compiled:
         ``activation``: ``context`` already converted for CEL (shared by the routes of one event)."""
         try:
             if activation is None:
-                result = self.program.execute({k: context[k] for k in self.variables if k in context})
+                result = self.program.execute(_activation(context, self.reads))
             else:
                 result = self.program.execute(activation)
         except Exception as exc:  # the CEL binding raises KeyError/RuntimeError/TypeError on bad data
@@ -482,8 +545,8 @@ class Router:
         self.by_name = {route.name: route for route in self.routes}
         #: Routes that read the event's object before matching (see glue.enrich), by name.
         self.enriched = {r.name: r.route.enrich for r in self.routes if r.route.enrich is not None}
-        #: Every variable some route's match names: converted once per event, shared by the routes.
-        self.variables = tuple(sorted({name for route in self.routes for name in route.variables}))
+        #: What some route's match reads: converted once per event, shared by the routes.
+        self.reads = _merge(route.reads for route in self.routes)
 
     def decide(
         self,
@@ -511,7 +574,7 @@ class Router:
         """``context`` converted for CEL once; None when a value cannot be (each route then reports
         its own error, and routes that do not read that value are unaffected)."""
         try:
-            return cel.Context({name: context[name] for name in self.variables if name in context})
+            return cel.Context(_activation(context, self.reads))
         except (ValueError, TypeError, RuntimeError):
             return None
 
@@ -605,7 +668,9 @@ def load(
             problems.append((f"{where}.params", f"template syntax: {exc.message} (line {exc.lineno})"))
         problems.extend((f"{where}.{field}", reason) for field, reason in _check_params(route, handler))
         if program is not None and templates is not None:
-            compiled.append(Compiled(route, program, handler, templates, key, tuple(program.variables())))
+            compiled.append(
+                Compiled(route, program, handler, templates, key, reads(route.match, program.variables()))
+            )
     if problems:
         raise settings.ConfigError(source, problems)
     return Router(compiled)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
+import cel
 import pytest
 
 import glue
@@ -352,3 +353,63 @@ def test_routes_evaluated_together_each_see_the_event(registry: handlers.Registr
     assert decisions["by-data"].error is None
     (only,) = r.decide(pushed(), only=["by-data"])
     assert only.route == "by-data" and not only.matched
+
+
+# Expressions that read the event in every way CEL allows: each must decide exactly as it would over the
+# whole event, though only the fields it selects are handed to CEL.
+READS = [
+    'type == "harbor.artifact.pushed" && data.repository.name.startsWith("a")',
+    "data.repository.namespace + '/' + data.repository.name == data.repository.repo_full_name",
+    'data.resources[0].tag == "v1.2.0"',
+    "size(data.resources) == 1 && size(data.repository) == 4",
+    'data.resources.exists(r, r.tag.matches("^v[0-9]+"))',
+    'data.resources.all(data, data.tag == "v1.2.0")',  # the binding shadows the variable
+    "has(data.repository.date_created)",
+    "has(data.repository.name) && !has(data.nothing)",
+    '"repository" in data && "tag" in data.resources[0]',
+    'data.repository == {"name": "api"}',
+    'data["repository"]["name"] == "api"',
+    "data.repository.owner.id == 1",  # a missing field: the same error
+    "data.nothing.deeper == 1",
+    "data.resources.tag == 1",  # a field of a list: the same error
+    'data.repository.name == "data.repository.owner"',  # paths inside strings are not reads
+    "(data).repository.name == 'api'",
+    'operator == "robot$ci" && subject == null',
+    "data.repository.map(k, k).size() == 4",
+    'data.repository.name.size() > 2 && data.repository.name != ""',
+]
+
+
+@pytest.mark.parametrize("match", READS)
+def test_a_match_reads_only_what_it_selects_and_decides_as_over_the_whole_event(
+    registry: handlers.Registry, match: str
+) -> None:
+    event = pushed()
+    expected: Any
+    try:
+        expected = cel.compile(match).execute(routing.context_of(event))
+    except Exception as exc:  # what the route reports as its evaluation error
+        expected = routing._error_text(exc)
+    alone = router(registry, {"name": "r", "handler": "deploy", "match": match, "params": PARAMS})
+    shared = router(
+        registry,
+        {"name": "r", "handler": "deploy", "match": match, "params": PARAMS},
+        {
+            "name": "other",
+            "handler": "deploy",
+            "match": "data.repository.repo_type == 'private'",
+            "params": PARAMS,
+        },
+    )
+    for decisions in (alone.decide(event), shared.decide(event, only=["r", "other"])):
+        decision = decisions[0]
+        assert (decision.error if decision.error is not None else decision.matched) == expected, match
+
+
+def test_reads_records_selected_fields_and_whole_values() -> None:
+    assert routing.reads('type == "t" && data.a.b.startsWith("x") && data.c > 0', ["type", "data"]) == {
+        "type": routing.WHOLE,
+        "data": {"a": {"b": routing.WHOLE}, "c": routing.WHOLE},
+    }
+    assert routing.reads("data.a.b == 1 && size(data.a) == 2", ["data"]) == {"data": {"a": routing.WHOLE}}
+    assert routing.reads('"k" in data || data.x == 1', ["data"]) == {"data": routing.WHOLE}

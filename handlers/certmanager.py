@@ -209,16 +209,14 @@ async def renew(*, event: CloudEvent, params: RenewParams, ctx: glue.Context, **
                     "annotations": annotations,
                 }
             }
-            patched = await custom.patch_namespaced_custom_object(
-                CERTIFICATE.group,
-                CERTIFICATE.version,
+            patched = await kubernetes.merge_patch(
+                api,
+                CERTIFICATE,
                 params.namespace,
-                CERTIFICATE.plural,
                 params.name,
                 patch,
-                **kubernetes.write_options(
-                    content_type=kubernetes.MERGE_PATCH, dry_run=ctx.dry_run, per_request=per_request
-                ),
+                dry_run=ctx.dry_run,
+                per_request=per_request,
             )
             calls.append(annotate_call)
             if not ctx.dry_run:  # a dry-run answer is not stored: keep updating what was read

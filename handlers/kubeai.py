@@ -101,7 +101,6 @@ async def reload(*, event: CloudEvent, params: ReloadParams, ctx: glue.Context, 
     if api is None:
         return glue.Plan([call], summary=f"reload {what} ({kubernetes.UNCHECKED})")
     per_request = kubernetes.request_timeout(api, ctx)
-    custom = kubernetes.custom_objects(api)
 
     async def attempt() -> tuple[bool, dict[str, Any]]:
         model = await kubernetes.read(api, MODEL, params.namespace, params.name, per_request=per_request)
@@ -113,16 +112,8 @@ async def reload(*, event: CloudEvent, params: ReloadParams, ctx: glue.Context, 
             **body,
             "metadata": {**body["metadata"], "resourceVersion": model["metadata"]["resourceVersion"]},
         }
-        patched = await custom.patch_namespaced_custom_object(
-            MODEL.group,
-            MODEL.version,
-            params.namespace,
-            MODEL.plural,
-            params.name,
-            patch,
-            **kubernetes.write_options(
-                content_type=kubernetes.MERGE_PATCH, dry_run=ctx.dry_run, per_request=per_request
-            ),
+        patched = await kubernetes.merge_patch(
+            api, MODEL, params.namespace, params.name, patch, dry_run=ctx.dry_run, per_request=per_request
         )
         return True, patched
 

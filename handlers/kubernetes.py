@@ -72,6 +72,7 @@ __all__ = [
     "event_labels",
     "key_hash",
     "manifest",
+    "merge_patch",
     "missing",
     "networking_v1",
     "on_conflict",
@@ -436,6 +437,28 @@ async def server_side_apply(
             field_manager=field_manager,
             force=True,
         ),
+    )
+
+
+async def merge_patch(
+    api: Any,
+    res: Resource,
+    namespace: str,
+    name: str,
+    patch: Mapping[str, Any],
+    *,
+    dry_run: bool = False,
+    per_request: float | None = None,
+) -> Any:
+    """JSON merge patch of an object; with ``metadata.resourceVersion`` in ``patch``, a 409 if it moved on."""
+    return await custom_objects(api).patch_namespaced_custom_object(
+        res.group,
+        res.version,
+        namespace,
+        res.plural,
+        name,
+        dict(patch),
+        **write_options(content_type=MERGE_PATCH, dry_run=dry_run, per_request=per_request),
     )
 
 

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import prometheus_client
 
 from glue import app, settings
@@ -39,6 +40,15 @@ def base_url(daemon: app.Daemon) -> str:
     """Where the daemon's HTTP intake listens."""
     assert daemon.http is not None and daemon.http.port is not None
     return f"http://127.0.0.1:{daemon.http.port}"
+
+
+class Client:
+    """A running daemon and an HTTP session to talk to its intake; areas add the requests they send."""
+
+    def __init__(self, daemon: app.Daemon, session: aiohttp.ClientSession) -> None:
+        self.daemon = daemon
+        self.session = session
+        self.base = base_url(daemon)
 
 
 async def eventually(check: Callable[[], Awaitable[Any] | Any], within: float = 10.0) -> Any:

@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from glue import app, journal
+from glue import journal
 from tests import support
 
 ENDPOINTS = [
@@ -29,13 +29,8 @@ ENDPOINTS = [
 ]
 
 
-class Glue:
+class Glue(support.Client):
     """The running daemon as a sender sees it (HTTP answers) and as an operator sees it (journal)."""
-
-    def __init__(self, daemon: app.Daemon, session: aiohttp.ClientSession) -> None:
-        self.daemon = daemon
-        self.session = session
-        self.base = support.base_url(daemon)
 
     async def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, Any]:
         # Like Go's client (Argo's HTTP trigger), send no Content-Type unless one is given.

@@ -10,16 +10,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from glue import app
 from tests import support
 
 
-class Running:
-    def __init__(self, daemon: app.Daemon, session: aiohttp.ClientSession) -> None:
-        self.daemon = daemon
-        self.session = session
-        self.base = support.base_url(daemon)
-
+class Running(support.Client):
     async def post(
         self, path: str, body: bytes | str, headers: dict[str, str] | None = None
     ) -> tuple[int, Any]:

@@ -68,12 +68,7 @@ ROUTES: list[dict[str, Any]] = [
 ]
 
 
-class Daemon:
-    def __init__(self, daemon: app.Daemon, session: aiohttp.ClientSession) -> None:
-        self.daemon = daemon
-        self.session = session
-        self.base = support.base_url(daemon)
-
+class Daemon(support.Client):
     async def post(self, path: str, body: Any, headers: dict[str, str]) -> int:
         async with self.session.post(self.base + path, data=json.dumps(body), headers=headers) as response:
             return response.status

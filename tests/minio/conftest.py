@@ -7,6 +7,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -37,17 +38,25 @@ def credential_files(tmp_path: Path) -> dict[str, Path]:
     return {"access": access, "secret": secret}
 
 
+#: The discard port: nothing listens there.
+UNREACHABLE = "127.0.0.1:9"
+
+
+def connection(endpoint: str, files: dict[str, Path], **extra: Any) -> dict[str, Any]:
+    """``sources.minio`` as an operator writes it: ``endpoint`` over plain HTTP, the credentials from the
+    files of ``credential_files``, and ``extra`` settings."""
+    return {
+        "endpoint": endpoint,
+        "secure": False,
+        "accessKey": {"file": str(files["access"])},
+        "secretKey": {"file": str(files["secret"])},
+        **extra,
+    }
+
+
 @pytest.fixture
 def minio_config(moto_endpoint: str, credential_files: dict[str, Path]) -> settings_mod.Minio:
-    return settings_mod.Minio.model_validate(
-        {
-            "endpoint": moto_endpoint,
-            "secure": False,
-            "accessKey": {"file": str(credential_files["access"])},
-            "secretKey": {"file": str(credential_files["secret"])},
-            "timeout": 5,
-        }
-    )
+    return settings_mod.Minio.model_validate(connection(moto_endpoint, credential_files, timeout=5))
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ import pytest
 
 from glue import enrich, events, formats, handlers, objectstore
 from glue import settings as settings_mod
+from tests.minio.conftest import UNREACHABLE, connection
 from tests.minio.listen_double import record
 
 
@@ -85,15 +86,7 @@ async def test_not_a_minio_event_gets_null(store: objectstore.ObjectStore) -> No
 
 
 async def test_unreachable_store_is_a_temporary_error(credential_files: dict[str, Path]) -> None:
-    config = settings_mod.Minio.model_validate(
-        {
-            "endpoint": "127.0.0.1:9",
-            "secure": False,
-            "timeout": 1,
-            "accessKey": {"file": str(credential_files["access"])},
-            "secretKey": {"file": str(credential_files["secret"])},
-        }
-    )
+    config = settings_mod.Minio.model_validate(connection(UNREACHABLE, credential_files, timeout=1))
     store = objectstore.ObjectStore(config)
     try:
         with pytest.raises(handlers.TemporaryError, match=r"s3://models/w.bin tags: unreachable"):
@@ -108,15 +101,7 @@ async def test_a_silent_store_times_out_as_a_temporary_error(credential_files: d
     silent.bind(("127.0.0.1", 0))
     silent.listen(8)
     port = silent.getsockname()[1]
-    config = settings_mod.Minio.model_validate(
-        {
-            "endpoint": f"127.0.0.1:{port}",
-            "secure": False,
-            "timeout": 5,
-            "accessKey": {"file": str(credential_files["access"])},
-            "secretKey": {"file": str(credential_files["secret"])},
-        }
-    )
+    config = settings_mod.Minio.model_validate(connection(f"127.0.0.1:{port}", credential_files, timeout=5))
     store = objectstore.ObjectStore(config)
     try:
         started = asyncio.get_running_loop().time()

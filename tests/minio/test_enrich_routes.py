@@ -18,6 +18,7 @@ from structlog.testing import capture_logs
 
 from glue import app
 from glue import settings as settings_mod
+from tests.minio.conftest import UNREACHABLE, connection
 from tests.minio.listen_double import record
 from tests.support import base_url, daemon_settings, eventually, running
 
@@ -123,13 +124,7 @@ async def test_route_matches_on_tags_and_renders_from_the_manifest(
 async def test_unreachable_minio_delays_only_the_enriched_event(
     tmp_path: Path, credential_files: dict[str, Path], sink: Sink
 ) -> None:
-    minio = {
-        "endpoint": "127.0.0.1:9",
-        "secure": False,
-        "timeout": 1,
-        "accessKey": {"file": str(credential_files["access"])},
-        "secretKey": {"file": str(credential_files["secret"])},
-    }
+    minio = connection(UNREACHABLE, credential_files, timeout=1)
     with capture_logs() as logs:
         async with running(_settings(tmp_path, minio, sink.port)) as daemon:
             base = base_url(daemon)

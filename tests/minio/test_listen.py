@@ -17,6 +17,7 @@ from structlog.testing import capture_logs
 from glue import intake, journal
 from glue import settings as settings_mod
 from glue.sources import minio_listen
+from tests.minio.conftest import connection
 from tests.minio.listen_double import ListenDouble, record
 from tests.support import eventually, metric
 
@@ -26,22 +27,16 @@ def _line(*records: dict[str, Any]) -> bytes:
 
 
 def _config(double: ListenDouble, files: dict[str, Path], bucket: str, **extra: Any) -> settings_mod.Minio:
-    return settings_mod.Minio.model_validate(
-        {
-            "endpoint": double.endpoint,
-            "secure": False,
-            "accessKey": {"file": str(files["access"])},
-            "secretKey": {"file": str(files["secret"])},
-            "timeout": 2,
-            "pingSeconds": 1,
-            "reconnectInitial": 0.02,
-            "reconnectMax": 0.1,
-            "buckets": [
-                {"name": bucket, "prefix": "models/", "suffix": ".bin", "events": ["s3:ObjectCreated:*"]}
-            ],
-            **extra,
-        }
-    )
+    buckets = [{"name": bucket, "prefix": "models/", "suffix": ".bin", "events": ["s3:ObjectCreated:*"]}]
+    listen = {
+        "timeout": 2,
+        "pingSeconds": 1,
+        "reconnectInitial": 0.02,
+        "reconnectMax": 0.1,
+        "buckets": buckets,
+        **extra,
+    }
+    return settings_mod.Minio.model_validate(connection(double.endpoint, files, **listen))
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import pytest
 
 from glue import objectstore
 from glue import settings as settings_mod
+from tests.minio.conftest import UNREACHABLE, connection
 
 
 async def test_stat_returns_size_type_and_user_metadata(store: objectstore.ObjectStore, s3, bucket) -> None:
@@ -63,15 +64,7 @@ async def test_put_and_list(store: objectstore.ObjectStore, s3, bucket) -> None:
 
 
 async def test_unreachable_server_is_a_clear_error(credential_files: dict[str, Path]) -> None:
-    config = settings_mod.Minio.model_validate(
-        {
-            "endpoint": "127.0.0.1:9",  # discard port: nothing listens
-            "secure": False,
-            "accessKey": {"file": str(credential_files["access"])},
-            "secretKey": {"file": str(credential_files["secret"])},
-            "timeout": 1,
-        }
-    )
+    config = settings_mod.Minio.model_validate(connection(UNREACHABLE, credential_files, timeout=1))
     store = objectstore.ObjectStore(config)
     try:
         with pytest.raises(objectstore.ObjectStoreError, match=r"s3://b-x/k: unreachable") as caught:

@@ -13,6 +13,7 @@ import aiohttp
 import orjson
 
 from glue import events
+from tests.minio.conftest import connection
 from tests.minio.listen_double import ListenDouble, record
 from tests.support import base_url, daemon_settings, eventually, running
 
@@ -35,16 +36,14 @@ async def test_webhook_kafka_and_listen_yield_one_event(
         tmp_path,
         endpoints=[{"name": "minio", "path": "/minio", "format": "minio"}],
         sources={
-            "minio": {
-                "endpoint": listen_double.endpoint,
-                "secure": False,
-                "accessKey": {"file": str(credential_files["access"])},
-                "secretKey": {"file": str(credential_files["secret"])},
-                "pingSeconds": 1,
-                "reconnectInitial": 0.05,
-                "reconnectMax": 0.1,
-                "buckets": [{"name": bucket, "events": ["s3:ObjectCreated:*"]}],
-            }
+            "minio": connection(
+                listen_double.endpoint,
+                credential_files,
+                pingSeconds=1,
+                reconnectInitial=0.05,
+                reconnectMax=0.1,
+                buckets=[{"name": bucket, "events": ["s3:ObjectCreated:*"]}],
+            )
         },
     )
     async with running(config) as daemon:

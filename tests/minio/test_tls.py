@@ -16,6 +16,7 @@ from glue import intake, journal, objectstore
 from glue import settings as settings_mod
 from glue.sources import minio_listen
 from tests.minio import tls
+from tests.minio.conftest import connection
 from tests.minio.listen_double import ListenDouble, record
 from tests.support import eventually
 
@@ -33,14 +34,7 @@ def tls_endpoint(pki: tuple[Path, Path, Path]) -> Iterator[str]:
 
 
 def _config(endpoint: str, files: dict[str, Path], ca: Path | None, **extra: object) -> settings_mod.Minio:
-    data: dict[str, object] = {
-        "endpoint": endpoint,
-        "secure": True,
-        "timeout": 2,
-        "accessKey": {"file": str(files["access"])},
-        "secretKey": {"file": str(files["secret"])},
-        **extra,
-    }
+    data = connection(endpoint, files, secure=True, timeout=2, **extra)
     if ca is not None:
         data["caFile"] = str(ca)
     return settings_mod.Minio.model_validate(data)

@@ -168,11 +168,10 @@ async def renew(*, event: CloudEvent, params: RenewParams, ctx: glue.Context, **
     what = f"Certificate {params.namespace}/{params.name}"
     key = kubernetes.key_hash(ctx.idempotency_key, 32)
     target = CERTIFICATE.path(params.namespace, params.name)
-    annotate_call = glue.Call(
-        "PATCH",
-        f"{target}?fieldManager={kubernetes.FIELD_MANAGER}",
-        body={"metadata": {"annotations": {RENEW_ANNOTATION: f"{key}@<status.revision>"}}},
-        note=f"{kubernetes.MERGE_PATCH}: record the trigger, with the resourceVersion read",
+    annotate_call = kubernetes.merge_patch_call(
+        target,
+        {"metadata": {"annotations": {RENEW_ANNOTATION: f"{key}@<status.revision>"}}},
+        "record the trigger, with the resourceVersion read",
     )
     status_call = glue.Call(
         "PUT",

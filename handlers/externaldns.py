@@ -177,12 +177,7 @@ async def annotate(
         target = kubernetes.path("", "v1", "services", params.namespace, params.name)
     else:
         target = kubernetes.path("networking.k8s.io", "v1", "ingresses", params.namespace, params.name)
-    call = glue.Call(
-        "PATCH",
-        f"{target}?fieldManager={kubernetes.FIELD_MANAGER}",
-        body=body,
-        note=f"{kubernetes.MERGE_PATCH}: external-dns annotations",
-    )
+    call = kubernetes.merge_patch_call(target, body, "external-dns annotations")
     api = await kubernetes.client(ctx)
     if api is None:
         return glue.Plan([call], summary=f"annotate {what} ({kubernetes.UNCHECKED})")

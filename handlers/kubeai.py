@@ -91,11 +91,10 @@ async def reload(*, event: CloudEvent, params: ReloadParams, ctx: glue.Context, 
     what = f"Model {params.namespace}/{params.name}"
     changes = params.changes(ctx.idempotency_key)
     body: dict[str, Any] = {"metadata": {"annotations": kubernetes.event_annotations(event)}, "spec": changes}
-    call = glue.Call(
-        "PATCH",
-        MODEL.path(params.namespace, params.name) + f"?fieldManager={kubernetes.FIELD_MANAGER}",
-        body=body,
-        note=f"{kubernetes.MERGE_PATCH} with the resourceVersion read (409: re-read and retry)",
+    call = kubernetes.merge_patch_call(
+        MODEL.path(params.namespace, params.name),
+        body,
+        "with the resourceVersion read (409: re-read and retry)",
     )
     api = await kubernetes.client(ctx)
     if api is None:

@@ -73,6 +73,7 @@ __all__ = [
     "key_hash",
     "manifest",
     "merge_patch",
+    "merge_patch_call",
     "missing",
     "networking_v1",
     "on_conflict",
@@ -437,6 +438,13 @@ async def server_side_apply(
             field_manager=field_manager,
             force=True,
         ),
+    )
+
+
+def merge_patch_call(target: str, body: Mapping[str, Any], note: str) -> glue.Call:
+    """The plan entry of a JSON merge patch of the object at REST path ``target``."""
+    return glue.Call(
+        "PATCH", f"{target}?fieldManager={FIELD_MANAGER}", body=dict(body), note=f"{MERGE_PATCH}: {note}"
     )
 
 

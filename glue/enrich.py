@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import posixpath
+import typing
 from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -143,7 +144,11 @@ class Enricher:
         if spec.json_key is not None:
             parts.append(self._json(bucket, _json_key(key, spec.json_key), spec.max_bytes))
         result: dict[str, Any] = {"bucket": bucket, "key": key, "versionId": version, "exists": True}
-        for part in await asyncio.gather(*parts):
+        outcomes = await asyncio.gather(*parts, return_exceptions=True)
+        for outcome in outcomes:  # the first failure in the spec's order, whichever finished first
+            if isinstance(outcome, BaseException):
+                raise outcome
+        for part in typing.cast(list[dict[str, Any]], outcomes):
             exists = part.pop("exists", True)
             result.update(part)
             result["exists"] = result["exists"] and exists

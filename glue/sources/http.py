@@ -140,9 +140,7 @@ class _EndpointHandler:
         self.name = endpoint.name
         self.intake = intake_
         self.auth = _Authenticator.build(endpoint.auth)
-        self.options = formats.Options(
-            type=endpoint.type, source=endpoint.source, id_header=(endpoint.id_header or "").lower() or None
-        )
+        self.options = formats.Options.of(endpoint)
         self.scrub = [endpoint.auth.signature_header] if endpoint.auth.type == "hmac-sha256" else []
         self._counters: dict[str, Any] = {}
 

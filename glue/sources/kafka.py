@@ -152,14 +152,7 @@ class KafkaSource:
         self.intake = intake_
         self.journal = journal_
         self.topics = {topic.name: topic for topic in config.topics}
-        self.options = {
-            topic.name: formats.Options(
-                type=topic.type,
-                source=topic.source,
-                id_header=topic.id_header.lower() if topic.id_header else None,
-            )
-            for topic in config.topics
-        }
+        self.options = {topic.name: formats.Options.of(topic) for topic in config.topics}
         self.batch_lock = asyncio.Lock()
         self.revoked: set[aiokafka.TopicPartition] = set()
         self.consumer: aiokafka.AIOKafkaConsumer | None = None

@@ -84,6 +84,12 @@ GAUGE_SECONDS = 5.0
 #: How long finished attempts wait to be committed together (a group commit of outcomes).
 SETTLE_WINDOW = 0.002
 
+#: How long a routed event is kept parsed for the first attempt of its invocations. Routing runs ahead of
+#: dispatch only as far as the kept events allow (backpressure), so a backlog is parsed once; an event kept
+#: longer than this (its invocation waits behind its ordering key, or another replica took it) makes room,
+#: and is read from the journal again if its invocation runs here after all.
+KEEP_SECONDS = 2.0
+
 
 def backoff_delay(policy: routing.Backoff, attempt: int, rng: random.Random) -> float:
     """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
@@ -222,8 +228,11 @@ class Executor:
         self.in_flight: dict[int, asyncio.Task[None]] = {}
         self.per_route: dict[str, int] = {}
         self._outcomes: list[journal.Outcome] = []
-        self._events: dict[int, list[Any]] = {}  # seq -> [event id, parsed event, invocations to run]
+        # seq -> [event id, parsed event, invocations still to start, loop time kept at]
+        self._events: dict[int, list[Any]] = {}
         self._events_max = 4 * config.batch + config.concurrency
+        self.keep_seconds = KEEP_SECONDS
+        self._room = asyncio.Event()  # a kept event was used: routing may go on
         self._route_wake = asyncio.Event()
         self._dispatch_wake = asyncio.Event()
         self._settle_wake = asyncio.Event()
@@ -276,6 +285,7 @@ class Executor:
                 await self._settler
             self._settler = None
         await self._flush()
+        IN_FLIGHT.set(0)
         with contextlib.suppress(journal.JournalUnavailable):
             await self.journal.release(self.owner, now=self.clock())
 
@@ -296,6 +306,7 @@ class Executor:
 
     async def _route_loop(self) -> None:
         while True:
+            await self._make_room()
             try:
                 routed = await self.route_once()
             except journal.JournalUnavailable as exc:
@@ -346,7 +357,7 @@ class Executor:
         """Keep the parsed event for its ``uses`` new invocations (bounded; a miss reads the journal)."""
         if len(self._events) >= self._events_max:
             self._events.pop(next(iter(self._events)))
-        self._events[stored.seq] = [stored.id, event, uses]
+        self._events[stored.seq] = [stored.id, event, uses, asyncio.get_running_loop().time()]
 
     def _recall(self, seq: int) -> tuple[str, events.CloudEvent] | None:
         entry = self._events.get(seq)
@@ -355,7 +366,21 @@ class Executor:
         entry[2] -= 1
         if entry[2] <= 0:
             del self._events[seq]
+            self._room.set()
         return entry[0], entry[1]
+
+    async def _make_room(self) -> None:
+        """Route ahead of dispatch only while a batch more fits among the kept events: wait for dispatch
+        to use them, and drop those kept longer than ``keep_seconds``."""
+        limit = self._events_max - self.config.batch
+        loop = asyncio.get_running_loop()
+        while len(self._events) > limit:
+            seq, entry = next(iter(self._events.items()))
+            wait = entry[3] + self.keep_seconds - loop.time()
+            if wait <= 0:
+                del self._events[seq]
+                continue
+            await self._wait(self._room, wait)
 
     async def _enrich(self, event: events.CloudEvent) -> dict[str, dict[str, Any]] | None:
         """What routes with an ``enrich`` block read of the event's object ({} when none has one);
@@ -405,7 +430,6 @@ class Executor:
             self.per_route[item.route] = self.per_route.get(item.route, 0) + 1
             task = asyncio.create_task(self._run(item), name=f"invocation-{item.id}")
             self.in_flight[item.id] = task
-            IN_FLIGHT.set(len(self.in_flight))
             task.add_done_callback(functools.partial(self._finished, item))
             started += 1
         return started
@@ -415,12 +439,12 @@ class Executor:
         return route.route.concurrency if route is not None else None
 
     def _finished(self, item: journal.Invocation, _: asyncio.Task[None]) -> None:
-        self.in_flight.pop(item.id, None)
-        IN_FLIGHT.set(len(self.in_flight))
+        self.in_flight.pop(item.id, None)  # the gauge follows at the next dispatch round
         self.per_route[item.route] -= 1
         self._dispatch_wake.set()
 
     async def _update_gauges(self) -> None:
+        IN_FLIGHT.set(len(self.in_flight))  # once per dispatch round, not per invocation
         now = asyncio.get_running_loop().time()
         if self._last_gauge and now - self._last_gauge < GAUGE_SECONDS:
             return
@@ -464,21 +488,14 @@ class Executor:
         """One attempt of one invocation, from claim to a queued outcome. Never raises but
         cancellation (then the claim is released by :meth:`stop`)."""
         compiled = self.router.by_name.get(item.route)
-        bound = log.bind(
-            route=item.route,
-            handler=item.handler,
-            invocation=item.id,
-            attempt=item.attempt,
-            event_seq=item.event_seq,
-        )
         if compiled is None:
-            self._give_up(item, f"route {item.route!r} is no longer configured", dead_letter=True, log_=bound)
+            error = f"route {item.route!r} is no longer configured"
+            self._give_up(item, error, dead_letter=True, log_=self._logger(item))
             return
         policy = compiled.route.delivery
         if item.attempt > policy.attempts:  # attempts used up by crashes (expired leases)
-            self._give_up(
-                item, f"{policy.attempts} attempts used up", dead_letter=policy.dead_letter, log_=bound
-            )
+            error = f"{policy.attempts} attempts used up"
+            self._give_up(item, error, dead_letter=policy.dead_letter, log_=self._logger(item))
             return
         try:
             cached = self._recall(item.event_seq)
@@ -491,12 +508,12 @@ class Executor:
                 event_id, event = stored.id, stored.event()
             params = compiled.handler.params.model_validate(dict(item.params))
         except journal.JournalUnavailable as exc:
-            self._retry(item, policy, f"journal unavailable: {exc}", None, bound)
+            self._retry(item, policy, f"journal unavailable: {exc}", None, self._logger(item))
             return
         except Exception as exc:  # a missing event or params the handler's model now rejects
-            self._give_up(item, _reason(exc), dead_letter=True, log_=bound)
+            self._give_up(item, _reason(exc), dead_letter=True, log_=self._logger(item))
             return
-        bound = bound.bind(event_id=event_id)
+        bound = self._logger(item, event_id)
         dry_run = self.dry_run or compiled.route.dry_run
         ctx = handlers.Context(
             route=item.route,
@@ -544,6 +561,26 @@ class Executor:
             self._retry(
                 item, policy, attempt.error or "failed", attempt.delay, bound, duration_ms=duration_ms
             )
+
+    @staticmethod
+    def _logger(item: journal.Invocation, event_id: str | None = None) -> Any:
+        """The logger of one attempt, bound once: the handler's ``ctx.log`` and the dispatch line."""
+        if event_id is None:
+            return log.bind(
+                route=item.route,
+                handler=item.handler,
+                invocation=item.id,
+                attempt=item.attempt,
+                event_seq=item.event_seq,
+            )
+        return log.bind(
+            route=item.route,
+            handler=item.handler,
+            invocation=item.id,
+            attempt=item.attempt,
+            event_seq=item.event_seq,
+            event_id=event_id,
+        )
 
     def _retry(
         self,

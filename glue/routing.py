@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import cel
@@ -265,17 +265,22 @@ def _merge(trees: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     return merged
 
 
-def _prune(value: Any, tree: Mapping[str, Any] | None) -> Any:
-    """``value`` reduced to what ``tree`` reads; absent fields stay absent (so errors and ``has()`` are
-    unchanged); a value that is not a map is kept whole."""
-    if tree is WHOLE or type(value) is not dict:
-        return value
-    return {key: _prune(value[key], sub) for key, sub in tree.items() if key in value}
+def _pruner(tree: Mapping[str, Any]) -> Callable[[Any], Any]:
+    """A function reducing a value to what ``tree`` reads (built once per route): absent fields stay
+    absent (so errors and ``has()`` are unchanged), a value that is not a map is kept whole. Applied to
+    the variables, it gives what CEL is handed."""
+    fields = [(key, None if sub is WHOLE else _pruner(sub)) for key, sub in tree.items()]
 
+    def prune(value: Any) -> Any:
+        if type(value) is not dict:
+            return value
+        selected = {}
+        for key, inner in fields:
+            if key in value:
+                selected[key] = value[key] if inner is None else inner(value[key])
+        return selected
 
-def _activation(context: Mapping[str, Any], tree: Mapping[str, Any]) -> dict[str, Any]:
-    """The variables of ``context`` that ``tree`` reads, pruned to the fields it selects."""
-    return {name: _prune(context[name], sub) for name, sub in tree.items() if name in context}
+    return prune
 
 
 def _paths(source: str, context: Mapping[str, Any]) -> list[str]:
@@ -485,6 +490,10 @@ class Compiled:
     ordering_key: _Template | None
     #: What the match expression reads (see :func:`reads`): only that is converted for CEL.
     reads: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    select: Callable[[Any], Any] = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "select", _pruner(self.reads))
 
     @property
     def name(self) -> str:
@@ -497,7 +506,7 @@ class Compiled:
         ``activation``: ``context`` already converted for CEL (shared by the routes of one event)."""
         try:
             if activation is None:
-                result = self.program.execute(_activation(context, self.reads))
+                result = self.program.execute(self.select(context))
             else:
                 result = self.program.execute(activation)
         except Exception as exc:  # the CEL binding raises KeyError/RuntimeError/TypeError on bad data
@@ -547,6 +556,7 @@ class Router:
         self.enriched = {r.name: r.route.enrich for r in self.routes if r.route.enrich is not None}
         #: What some route's match reads: converted once per event, shared by the routes.
         self.reads = _merge(route.reads for route in self.routes)
+        self._select = _pruner(self.reads)
 
     def decide(
         self,
@@ -574,7 +584,7 @@ class Router:
         """``context`` converted for CEL once; None when a value cannot be (each route then reports
         its own error, and routes that do not read that value are unaffected)."""
         try:
-            return cel.Context(_activation(context, self.reads))
+            return cel.Context(self._select(context))
         except (ValueError, TypeError, RuntimeError):
             return None
 

@@ -156,9 +156,9 @@ class Journal(Model):
     )
     durable_execution_commits: bool = Field(
         default=False,
-        description="postgres: claims, routing and outcomes wait for the WAL flush too. Off (default): a "
-        "crash of the database server may lose its last moments of execution state, so those invocations "
-        "run again (handlers are idempotent); intake always waits for the flush.",
+        description="Claims, routing and outcomes wait for the WAL flush too. Off (default): a crash of "
+        "the database server (postgres) or a power loss (sqlite) may lose its last moments of execution "
+        "state, so those invocations run again (handlers are idempotent); intake always waits for the flush.",
     )
 
     @model_validator(mode="after")

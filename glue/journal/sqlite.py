@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import builtins
 import concurrent.futures
+import contextlib
 import sqlite3
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -80,8 +81,9 @@ CREATE TABLE IF NOT EXISTS invocations (
     owner           TEXT,
     lease_until     REAL
 );
-CREATE INDEX IF NOT EXISTS invocations_runnable ON invocations (state, due_at)
-    WHERE state IN ('pending', 'running');
+-- claims read pending invocations in due order and stop at the limit (no sort of the whole queue)
+DROP INDEX IF EXISTS invocations_runnable;
+CREATE INDEX IF NOT EXISTS invocations_due ON invocations (due_at) WHERE state = 'pending';
 CREATE INDEX IF NOT EXISTS invocations_ordering ON invocations (ordering_key, event_seq, id)
     WHERE ordering_key IS NOT NULL AND state IN ('pending', 'running');
 CREATE INDEX IF NOT EXISTS invocations_event ON invocations (event_seq);
@@ -132,6 +134,8 @@ class SQLiteJournal:
         self.path = Path(config.path)
         self.group_commit = config.group_commit_ms / 1000
         self.synchronous = config.synchronous.upper()
+        #: Execution state commits without waiting for the disk (see :meth:`_execution`).
+        self.relaxed = not config.durable_execution_commits and self.synchronous in ("FULL", "EXTRA")
         self._writer_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="journal-write")
         self._reader_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="journal-read")
         self._write_db: sqlite3.Connection | None = None
@@ -209,7 +213,9 @@ class SQLiteJournal:
 
     # -- intake -----------------------------------------------------------------------------------
 
-    async def append(self, delivery: events.Delivery, batch: Sequence[events.CloudEvent]) -> list[journal.Appended]:
+    async def append(
+        self, delivery: events.Delivery, batch: Sequence[events.CloudEvent]
+    ) -> list[journal.Appended]:
         if self._closing or self._wakeup is None:
             raise journal.JournalUnavailable("journal is closing")
         future: asyncio.Future[list[journal.Appended]] = asyncio.get_running_loop().create_future()
@@ -300,7 +306,17 @@ class SQLiteJournal:
                 "INSERT INTO events (identity, id, source, type, subject, received_at, updated_at,"
                 " delivery_id, cloudevent) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (identity) DO NOTHING",
-                (identity, event_id, source, type_, subject, delivery.received_at, now, delivery_id, document),
+                (
+                    identity,
+                    event_id,
+                    source,
+                    type_,
+                    subject,
+                    delivery.received_at,
+                    now,
+                    delivery_id,
+                    document,
+                ),
             )
             appended.append(journal.Appended(identity=identity, id=event_id, new=cursor.rowcount == 1))
         if not any(item.new for item in appended):  # a pure redelivery keeps no second copy
@@ -378,7 +394,8 @@ class SQLiteJournal:
     async def delivery(self, delivery_id: int) -> events.Delivery | None:
         def run(db: sqlite3.Connection) -> events.Delivery | None:
             row = db.execute(
-                "SELECT received_at, transport, endpoint, format, headers, body, key FROM deliveries WHERE id = ?",
+                "SELECT received_at, transport, endpoint, format, headers, body, key"
+                " FROM deliveries WHERE id = ?",
                 (delivery_id,),
             ).fetchone()
             return self._delivery(row) if row is not None else None
@@ -398,12 +415,34 @@ class SQLiteJournal:
 
     # -- execution --------------------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _execution(self, db: sqlite3.Connection) -> Iterator[None]:
+        """One transaction of execution state (claims, routing, outcomes, releases).
+
+        Unless ``journal.durableExecutionCommits``, it commits without waiting for the disk
+        (``synchronous=NORMAL``, the PostgreSQL journal's ``synchronous_commit=off``): the WAL stays
+        consistent, the next intake commit flushes it along, and a power loss can only forget the last
+        moments of execution state, whose invocations then run again (handlers are idempotent). Intake
+        commits always keep ``journal.synchronous``."""
+        if self.relaxed:
+            db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        finally:
+            if self.relaxed:
+                db.execute(f"PRAGMA synchronous={self.synchronous}")
+
     async def claim_events(
         self, owner: str, *, limit: int, lease: float, now: float
     ) -> builtins.list[journal.StoredEvent]:
         def run(db: sqlite3.Connection) -> list[journal.StoredEvent]:
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with self._execution(db):
                 rows = db.execute(
                     f"SELECT {_EVENT_COLUMNS} FROM events e WHERE status = 'pending' AND NOT EXISTS"
                     " (SELECT 1 FROM event_claims c"
@@ -415,10 +454,6 @@ class SQLiteJournal:
                     "INSERT OR REPLACE INTO event_claims (seq, owner, lease_until) VALUES (?, ?, ?)",
                     [(row[0], owner, now + lease) for row in rows],
                 )
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
             return [_stored(row) for row in rows]
 
         return await self.write(run)
@@ -427,8 +462,7 @@ class SQLiteJournal:
         self, owner: str, decisions: Mapping[int, Sequence[journal.NewInvocation]], *, now: float
     ) -> None:
         def run(db: sqlite3.Connection) -> None:
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with self._execution(db):
                 marks, seqs = _in(decisions)
                 held = {
                     row[0]
@@ -475,10 +509,6 @@ class SQLiteJournal:
                 if held:
                     marks, values = _in(held)
                     db.execute(f"DELETE FROM event_claims WHERE seq IN ({marks})", values)
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
 
         await self.write(run)
 
@@ -493,21 +523,30 @@ class SQLiteJournal:
     ) -> builtins.list[journal.Invocation]:
         def run(db: sqlite3.Connection) -> list[journal.Invocation]:
             marks, routes = ",".join("?" * len(exclude_routes)), list(exclude_routes)
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with self._execution(db):
                 unrouted = db.execute("SELECT min(seq) FROM events WHERE status = 'pending'").fetchone()[0]
-                rows = db.execute(
-                    f"SELECT {_INVOCATION_COLUMNS} FROM invocations i"
-                    " WHERE ((i.state = 'pending' AND i.due_at <= ?)"
-                    "   OR (i.state = 'running' AND i.lease_until <= ?))"
-                    + (f" AND i.route NOT IN ({marks})" if routes else "")
+                runnable = (
+                    (f" AND i.route NOT IN ({marks})" if routes else "")
                     + " AND (i.ordering_key IS NULL OR ((? IS NULL OR i.event_seq < ?) AND NOT EXISTS ("
                     "   SELECT 1 FROM invocations j WHERE j.ordering_key = i.ordering_key"
                     "   AND j.state IN ('pending', 'running')"
                     "   AND (j.event_seq < i.event_seq OR (j.event_seq = i.event_seq AND j.id < i.id)))))"
-                    " ORDER BY i.due_at, i.id LIMIT ?",
-                    (now, now, *routes, unrouted, unrouted, limit),
+                    " ORDER BY i.due_at, i.id LIMIT ?"
+                )
+                args = (*routes, unrouted, unrouted, limit)
+                # Two queries, each walking an index in due order and stopping at the limit: due
+                # pending invocations, and running ones whose owner's lease expired (few).
+                rows = db.execute(
+                    f"SELECT {_INVOCATION_COLUMNS} FROM invocations i"
+                    " WHERE i.state = 'pending' AND i.due_at <= ?" + runnable,
+                    (now, *args),
                 ).fetchall()
+                rows += db.execute(
+                    f"SELECT {_INVOCATION_COLUMNS} FROM invocations i"
+                    " WHERE i.state = 'running' AND i.lease_until <= ?" + runnable,
+                    (now, *args),
+                ).fetchall()
+                rows = sorted(rows, key=lambda row: (row[9], row[0]))[:limit]
                 claimed: list[journal.Invocation] = []
                 if rows:
                     marks, ids = _in([row[0] for row in rows])
@@ -522,10 +561,6 @@ class SQLiteJournal:
                     values[7], values[8], values[11] = "running", values[8] + 1, now
                     values[13], values[14] = owner, now + lease
                     claimed.append(journal.Invocation(*values))
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
             return claimed
 
         return await self.write(run)
@@ -534,8 +569,7 @@ class SQLiteJournal:
         def run(db: sqlite3.Connection) -> int:
             applied = 0
             done = [o.invocation_id for o in outcomes if o.state == "done" and o.error is None]
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with self._execution(db):
                 if done:  # the common case, in one statement
                     marks, ids = _in(done)
                     applied += db.execute(
@@ -569,10 +603,6 @@ class SQLiteJournal:
                         (*args, outcome.invocation_id, owner),
                     )
                     applied += cursor.rowcount
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
             return applied
 
         return await self.write(run)
@@ -588,15 +618,10 @@ class SQLiteJournal:
                 marks, values = _in(ids)
                 sql += f" AND id IN ({marks})"
                 args.extend(values)
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with self._execution(db):
                 released = db.execute(sql, args).rowcount
                 if ids is None:
                     db.execute("DELETE FROM event_claims WHERE owner = ?", (owner,))
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
             return released
 
         return await self.write(run)

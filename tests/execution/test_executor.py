@@ -261,3 +261,58 @@ async def _states(store: journal.Journal, states: set[str], count: int = 1) -> b
     """Every event routed, at least ``count`` invocations, all in ``states``."""
     rows = await store.invocations()
     return await store.backlog() == 0 and len(rows) >= count and {row.state for row in rows} == states
+
+
+async def test_a_backlog_larger_than_the_kept_events_runs_each_invocation_once(
+    harness: Harness, registry: handlers.Registry, append: Append, store: journal.Journal
+) -> None:
+    """Routing runs ahead of dispatch only as far as the parsed events it keeps (4 batches and the
+    concurrency, here 44); the rest of a backlog waits its turn and nothing is lost or run twice."""
+    calls: list[int] = []
+
+    class Numbered(glue.Params):
+        n: int
+
+    @glue.handler("count", params=Numbered, registry=registry)
+    async def count(*, params: Numbered, **_: Any) -> None:
+        calls.append(params.n)
+        await asyncio.sleep(0)
+
+    await append(*(cloudevent(f"e{n}", data={"n": n}) for n in range(200)))
+    await harness.start(
+        batch=10,
+        concurrency=4,
+        pollSeconds=0.02,
+        routes=[{"name": "c", "handler": "count", "params": {"n": "{{ data.n }}"}}],
+    )
+    await wait_for(lambda: all_done(store, 200), seconds=60, step=0.05)
+    assert sorted(calls) == list(range(200))
+
+
+async def test_routing_goes_on_while_dispatch_is_stuck(
+    harness: Harness, registry: handlers.Registry, append: Append, store: journal.Journal
+) -> None:
+    """Kept events whose invocations cannot start (their route is at its limit) make room after
+    keep_seconds: routing is slowed by backpressure, never stopped."""
+    gate = asyncio.Event()
+
+    @glue.handler("gated", registry=registry)
+    async def gated(**_: Any) -> None:
+        await gate.wait()
+
+    executor = await harness.start(
+        batch=5,
+        concurrency=2,
+        pollSeconds=0.02,
+        routes=[{"name": "g", "handler": "gated", "concurrency": 1}],
+    )
+    executor.keep_seconds = 0.1
+    await append(*(cloudevent(f"e{n}") for n in range(60)))
+    await wait_for(lambda: _routed(store, 60), seconds=20, step=0.05)
+    assert len(await store.invocations(state="running")) == 1, "the route's limit still holds"
+    gate.set()
+    await wait_for(lambda: all_done(store, 60), seconds=30, step=0.05)
+
+
+async def _routed(store: journal.Journal, count: int) -> bool:
+    return await store.backlog() == 0 and len(await store.invocations(limit=1000)) == count

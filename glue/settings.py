@@ -146,7 +146,11 @@ class Journal(Model):
     dsn: SecretRef | None = Field(default=None, description="postgres: DSN from a file or the environment.")
     pool_size: int = Field(default=8, ge=1, le=128)
     group_commit_ms: float = Field(
-        default=2.0, ge=0, le=100, description="How long a writer waits to gather concurrent appends."
+        default=0.0,
+        ge=0,
+        le=100,
+        description="Extra wait to gather concurrent appends. 0: appends that arrive while a commit is "
+        "being written share the next one (natural batching, no added latency).",
     )
     retention_days: float = Field(default=7.0, gt=0, description="Done events are pruned after this age.")
     synchronous: Literal["full", "normal"] = Field(

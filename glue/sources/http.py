@@ -141,7 +141,8 @@ class _EndpointHandler:
         self.intake = intake_
         self.auth = _Authenticator.build(endpoint.auth)
         self.options = formats.Options.of(endpoint)
-        self.scrub = [endpoint.auth.signature_header] if endpoint.auth.type == "hmac-sha256" else []
+        extra = [endpoint.auth.signature_header.lower()] if endpoint.auth.type == "hmac-sha256" else []
+        self.scrub = events.SENSITIVE_HEADERS.union(extra)  # credentials never reach the journal
         self._counters: dict[str, Any] = {}
 
     def _outcome(self, outcome: str, started: float, **fields: object) -> None:
@@ -159,9 +160,10 @@ class _EndpointHandler:
 
     async def _read_body(self, request: web.Request) -> bytes | None:
         limit = self.endpoint.max_body_bytes
-        if request.content_length is not None and request.content_length > limit:
-            return None
-        chunks: list[bytes] = []
+        if request.content_length is not None:
+            # aiohttp reads exactly Content-Length bytes (and the app's client_max_size bounds it).
+            return await request.read() if request.content_length <= limit else None
+        chunks: list[bytes] = []  # chunked transfer: count as it streams in
         size = 0
         async for chunk in request.content.iter_chunked(1 << 16):
             size += len(chunk)
@@ -172,7 +174,7 @@ class _EndpointHandler:
 
     async def handle(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
-        headers = {name.lower(): value for name, value in request.headers.items()}
+        headers = {name.lower(): value for name, value in request.headers.items()}  # names: lower case
         if not self.auth.needs_body():
             try:
                 self.auth.check(headers, b"")
@@ -193,7 +195,7 @@ class _EndpointHandler:
             transport="http",
             endpoint=self.name,
             format=self.endpoint.format,
-            headers=events.scrub_headers(headers.items(), self.scrub),
+            headers={name: value for name, value in headers.items() if name not in self.scrub},
             body=body,
         )
         try:

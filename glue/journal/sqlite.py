@@ -136,6 +136,9 @@ class SQLiteJournal:
         self.synchronous = config.synchronous.upper()
         #: Execution state commits without waiting for the disk (see :meth:`_execution`).
         self.relaxed = not config.durable_execution_commits and self.synchronous in ("FULL", "EXTRA")
+        #: ... and then runs on the event loop's own connection (see :meth:`_run_execution`).
+        self.direct = self.relaxed or self.synchronous in ("NORMAL", "OFF")
+        self._loop_db: sqlite3.Connection | None = None
         self._writer_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="journal-write")
         self._reader_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="journal-read")
         self._write_db: sqlite3.Connection | None = None
@@ -166,11 +169,23 @@ class SQLiteJournal:
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         return db
 
+    def _connect_loop(self) -> sqlite3.Connection:
+        """The event loop's connection for execution state: commits never wait for the disk, never
+        checkpoint (the writer thread's commits do) and never wait for the write lock (``timeout=0``:
+        a busy journal sends the transaction to the writer thread instead)."""
+        db = sqlite3.connect(self.path, isolation_level=None, timeout=0)
+        db.execute(f"PRAGMA synchronous={'OFF' if self.synchronous == 'OFF' else 'NORMAL'}")
+        db.execute("PRAGMA foreign_keys=ON")
+        db.execute("PRAGMA wal_autocheckpoint=0")
+        return db
+
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
         try:
             self._write_db = await loop.run_in_executor(self._writer_pool, self._migrate)
             self._read_db = await loop.run_in_executor(self._reader_pool, self._connect)
+            if self.direct:
+                self._loop_db = self._connect_loop()
         except sqlite3.Error as exc:
             raise journal.JournalUnavailable(f"cannot open {self.path}: {exc}") from exc
         self._wakeup = asyncio.Event()
@@ -184,6 +199,9 @@ class SQLiteJournal:
             await self._flusher
             self._flusher = None
         loop = asyncio.get_running_loop()
+        if self._loop_db is not None:
+            self._loop_db.close()
+            self._loop_db = None
         if self._write_db is not None:
             await loop.run_in_executor(self._writer_pool, self._write_db.close)
             self._write_db = None
@@ -424,7 +442,8 @@ class SQLiteJournal:
         consistent, the next intake commit flushes it along, and a power loss can only forget the last
         moments of execution state, whose invocations then run again (handlers are idempotent). Intake
         commits always keep ``journal.synchronous``."""
-        if self.relaxed:
+        relaxed = self.relaxed and db is self._write_db  # the loop's connection is relaxed already
+        if relaxed:
             db.execute("PRAGMA synchronous=NORMAL")
         try:
             db.execute("BEGIN IMMEDIATE")
@@ -435,8 +454,24 @@ class SQLiteJournal:
                 db.execute("ROLLBACK")
                 raise
         finally:
-            if self.relaxed:
+            if relaxed:
                 db.execute(f"PRAGMA synchronous={self.synchronous}")
+
+    async def _run_execution(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run an execution transaction ``fn(connection)``.
+
+        When its commit does not wait for the disk it runs right here on the event loop's connection:
+        a hand-off to the writer thread and back costs more CPU (~0.1 ms in a VM) than the transaction
+        itself (tens of microseconds for a live batch, a few milliseconds for a full one). When the
+        writer thread holds the write lock (an intake commit), it queues on the writer thread instead."""
+        db = self._loop_db
+        if db is not None:
+            try:
+                return fn(db)
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode & 0xFF not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                    raise journal.JournalUnavailable(str(exc)) from exc
+        return await self.write(fn)
 
     async def claim_events(
         self, owner: str, *, limit: int, lease: float, now: float
@@ -456,7 +491,7 @@ class SQLiteJournal:
                 )
             return [_stored(row) for row in rows]
 
-        return await self.write(run)
+        return await self._run_execution(run)
 
     async def record_routing(
         self, owner: str, decisions: Mapping[int, Sequence[journal.NewInvocation]], *, now: float
@@ -510,7 +545,7 @@ class SQLiteJournal:
                     marks, values = _in(held)
                     db.execute(f"DELETE FROM event_claims WHERE seq IN ({marks})", values)
 
-        await self.write(run)
+        await self._run_execution(run)
 
     async def claim_invocations(
         self,
@@ -563,7 +598,7 @@ class SQLiteJournal:
                     claimed.append(journal.Invocation(*values))
             return claimed
 
-        return await self.write(run)
+        return await self._run_execution(run)
 
     async def settle(self, owner: str, outcomes: Sequence[journal.Outcome], *, now: float) -> int:
         def run(db: sqlite3.Connection) -> int:
@@ -605,7 +640,7 @@ class SQLiteJournal:
                     applied += cursor.rowcount
             return applied
 
-        return await self.write(run)
+        return await self._run_execution(run)
 
     async def release(self, owner: str, *, now: float, ids: Collection[int] | None = None) -> int:
         def run(db: sqlite3.Connection) -> int:
@@ -624,7 +659,7 @@ class SQLiteJournal:
                     db.execute("DELETE FROM event_claims WHERE owner = ?", (owner,))
             return released
 
-        return await self.write(run)
+        return await self._run_execution(run)
 
     async def invocation(self, invocation_id: int) -> journal.Invocation | None:
         def run(db: sqlite3.Connection) -> journal.Invocation | None:

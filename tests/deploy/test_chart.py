@@ -337,10 +337,6 @@ TEMPLATE_REJECTS = [
         "journal.settings.poolSize applies to journal.backend=postgres",
     ),
     (
-        {"journal": {"settings": {"durableExecutionCommits": True}}},
-        "journal.settings.durableExecutionCommits applies to journal.backend=postgres",
-    ),
-    (
         {
             "journal": {
                 "backend": "postgres",

@@ -61,7 +61,7 @@ app.kubernetes.io/component: daemon
 {{- end -}}
 {{- $journal := .Values.journal.settings | default dict -}}
 {{- if eq .Values.journal.backend "sqlite" -}}
-{{- range $key := list "poolSize" "durableExecutionCommits" -}}
+{{- range $key := list "poolSize" -}}
 {{- if hasKey $journal $key -}}
 {{- fail (printf "journal.settings.%s applies to journal.backend=postgres only" $key) -}}
 {{- end -}}

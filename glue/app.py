@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import importlib
 import pkgutil
 import signal
@@ -185,6 +186,7 @@ async def run(settings: settings_mod.Settings, stop: asyncio.Event | None = None
     daemon = Daemon(settings)
     try:
         await daemon.start()
+        gc.freeze()  # what start-up built lives as long as the daemon: keep it out of every collection
         await stop.wait()
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):

@@ -248,6 +248,13 @@ class Executor:
         self._settler: asyncio.Task[None] | None = None
         self._stopping = False
         self._last_gauge = 0.0
+        #: Routes whose handler has nothing to reach (its first client, e.g. the cluster, is not
+        #: configured): they run in dry-run and log plans, so a laptop replays without a cluster.
+        self.unconfigured: dict[str, str] = {}
+        for compiled in router.routes:
+            needs = compiled.handler.clients[:1]
+            if needs and not clients.configured(needs[0]):
+                self.unconfigured[compiled.route.name] = needs[0]
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -257,6 +264,8 @@ class Executor:
         if released:
             log.info("released stale claims", owner=self.owner, invocations=released)
         self._stopping = False
+        for route, client in sorted(self.unconfigured.items()):
+            log.warning("route runs in dry-run: its client is not configured", route=route, client=client)
         self._settler = asyncio.create_task(self._settle_loop(), name="executor-settle")
         self._loops = [
             asyncio.create_task(self._route_loop(), name="executor-route"),
@@ -545,7 +554,7 @@ class Executor:
             self._give_up(item, _reason(exc), dead_letter=True, log_=self._logger(item))
             return
         bound = self._logger(item, event_id)
-        dry_run = self.dry_run or compiled.route.dry_run
+        dry_run = self.dry_run or compiled.route.dry_run or item.route in self.unconfigured
         ctx = handlers.Context(
             route=item.route,
             handler=item.handler,

@@ -73,9 +73,14 @@ class PermanentError(HandlerError):
 
 
 class Params(pydantic.BaseModel):
-    """Base for handler parameter models: unknown keys are an error, values are immutable."""
+    """Base for handler parameter models: unknown keys are an error, values are immutable.
 
-    model_config = pydantic.ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    A template that is one expression keeps its JSON type (``"{{ data.replicas }}"`` is a number), so
+    a text field also takes a number."""
+
+    model_config = pydantic.ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, coerce_numbers_to_str=True
+    )
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

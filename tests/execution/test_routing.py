@@ -298,7 +298,7 @@ def test_one_expression_params_render_to_native_values_and_others_to_text(
         ({"value": "{{ nothing }}"}, "params.value: template: 'nothing' is undefined"),
         ({"value": "{{ data.__class__ }}"}, "params.value: template: not allowed: "),
         ({"value": "{{ ''.__class__.__mro__ }}"}, "params.value: template: not allowed: "),
-        ({"text": "{{ data.replicas }}"}, "params.text: Input should be a valid string"),
+        ({"text": "{{ data.endpoints }}"}, "params.text: Input should be a valid string"),
         ({"endpoints": "{{ data.tag }}"}, "params.endpoints: Input should be a valid list"),
     ],
 )
@@ -310,6 +310,12 @@ def test_native_params_keep_strict_undefined_the_sandbox_and_validation(
     assert decision.params_error is not None and decision.params_error.startswith(error), (
         decision.params_error
     )
+
+
+def test_a_number_fills_a_text_param(native_registry: handlers.Registry) -> None:
+    decision = rendered(native_registry, {"text": "{{ data.replicas }}"})
+    assert decision.params_error is None
+    assert decision.params is not None and decision.params["text"] == "3"
 
 
 def test_the_ordering_key_is_always_text(native_registry: handlers.Registry) -> None:

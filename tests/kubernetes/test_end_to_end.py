@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
+from structlog.testing import capture_logs
 
 from glue import app, cli
 from handlers import kubernetes
@@ -290,3 +291,40 @@ async def test_replay_dry_run_plans_are_checked_by_the_api_server(
     assert code == 0, err
     for row in map(json.loads, out.splitlines()):
         assert row["plan"]["calls"] == [] and "already as wanted" in row["plan"]["summary"]
+
+
+async def test_without_a_cluster_kubernetes_routes_log_their_plan(tmp_path: Path, monkeypatch) -> None:
+    """No kubeconfig, not in a pod: the route plans instead of failing (the laptop default of `glue run`)."""
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.kube/config
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    config = support.daemon_settings(
+        tmp_path,
+        execution={"pollSeconds": 0.05},
+        endpoints=[{"name": "harbor", "path": "/hooks/harbor", "format": "harbor"}],
+        routes=ROUTES[:1],
+    )
+    app.load_plugins(config)
+    push = {
+        "type": "PUSH_ARTIFACT",
+        "occur_at": 1764244800,
+        "operator": "ci-bot",
+        "event_data": {
+            "resources": [{"digest": "sha256:" + "cd" * 32, "resource_url": "harbor.example/ai/vllm:0.9.2"}],
+            "repository": {"name": "vllm", "namespace": "ai", "repo_full_name": "ai/vllm"},
+        },
+    }
+    with capture_logs() as logs:
+        async with support.running(config) as running, aiohttp.ClientSession() as session:
+            client = Daemon(running, session)
+            assert await client.post("/hooks/harbor", push, {"Content-Type": "application/json"}) == 202
+            dispatched = await eventually(
+                lambda: next((e for e in logs if e["event"] == "dispatched"), None)
+            )
+    warning = next(e for e in logs if e["event"] == "route runs in dry-run: its client is not configured")
+    assert (warning["route"], warning["client"]) == ("vllm-image-pushed", "kubernetes")
+    assert dispatched["outcome"] == "planned"
+    [call] = dispatched["plan"]["calls"]
+    assert call["method"] == "PATCH"
+    assert call["target"].startswith("/apis/kubeai.org/v1/namespaces/ai/models/llama")
+    assert call["body"]["spec"]["image"] == "harbor.example/ai/vllm:0.9.2"

@@ -318,9 +318,7 @@ async def test_without_a_cluster_kubernetes_routes_log_their_plan(tmp_path: Path
         async with support.running(config) as running, aiohttp.ClientSession() as session:
             client = Daemon(running, session)
             assert await client.post("/hooks/harbor", push, {"Content-Type": "application/json"}) == 202
-            dispatched = await eventually(
-                lambda: next((e for e in logs if e["event"] == "dispatched"), None)
-            )
+            dispatched = await eventually(lambda: next((e for e in logs if e["event"] == "dispatched"), None))
     warning = next(e for e in logs if e["event"] == "route runs in dry-run: its client is not configured")
     assert (warning["route"], warning["client"]) == ("vllm-image-pushed", "kubernetes")
     assert dispatched["outcome"] == "planned"

@@ -96,6 +96,7 @@ class Retention:
         self.interval = min(interval, max(self.age / 4, 1.0))
         self.clock = clock
         self._task: asyncio.Task[None] | None = None
+        self._rng = random.Random()  # its own: the process-wide random state is left alone
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="journal-retention")
@@ -119,4 +120,4 @@ class Retention:
                 await self.run_once()
             except journal.JournalUnavailable as exc:
                 log.warning("journal prune failed", error=str(exc))
-            await asyncio.sleep(self.interval * random.uniform(0.9, 1.1))
+            await asyncio.sleep(self.interval * self._rng.uniform(0.9, 1.1))  # replicas drift apart

@@ -185,6 +185,8 @@ UNCHECKED = "not checked: no cluster configured"
 
 async def client(ctx: glue.Context) -> Any:
     """The shared ApiClient; in dry-run, None when no cluster is configured (the plan is then unchecked)."""
+    if ctx.dry_run and not ctx.clients.configured("kubernetes"):
+        return None  # nothing to load: no kubeconfig lookup, no "Config not found" on stdout
     try:
         return await ctx.clients.get("kubernetes")
     except glue.PermanentError:

@@ -1,25 +1,39 @@
 """One object event seen through MinIO's webhook target, its Kafka target and the listen stream is one
-journaled event: a real daemon (HTTP intake on loopback, SQLite journal, the listen source against the
-ListenBucketNotification double); the Kafka-shaped delivery (key ``bucket/object``, no headers, the
-webhook envelope as value, formats.md section 3) goes through the same intake the Kafka source uses."""
+journaled event: a real daemon (HTTP intake on loopback, SQLite journal, the Kafka source consuming from
+a Tansu broker, the listen source against the ListenBucketNotification double). The Kafka record is what
+MinIO's Kafka target sends (key ``bucket/object``, no headers, the webhook envelope as value,
+formats.md section 3)."""
 
 from __future__ import annotations
 
 import asyncio
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
+import aiokafka
 import orjson
+import pytest
 
-from glue import events
+from tests.kafka import support as kafka_support
 from tests.minio.conftest import connection
 from tests.minio.listen_double import ListenDouble, record
 from tests.support import base_url, daemon_settings, eventually, running
 
 
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[kafka_support.Broker]:
+    started = kafka_support.start_broker(tmp_path)
+    yield started
+    kafka_support.stop_broker(started)
+
+
 async def test_webhook_kafka_and_listen_yield_one_event(
-    listen_double: ListenDouble, credential_files: dict[str, Path], tmp_path: Path
+    listen_double: ListenDouble,
+    credential_files: dict[str, Path],
+    tmp_path: Path,
+    broker: kafka_support.Broker,
 ) -> None:
     bucket = "models-" + secrets.token_hex(4)
     key = "llm/llama 3+/weights 100%.safetensors"  # space, plus and percent: escaped differently per path
@@ -32,10 +46,19 @@ async def test_webhook_kafka_and_listen_yield_one_event(
     listen_double.scripts.append(
         [("wait", release), ("line", orjson.dumps({"Records": [record(bucket, key)]})), ("hold",)]
     )
+    await kafka_support.create_topic(broker.bootstrap, "minio-events")
+
+    def duplicates() -> float:
+        return kafka_support.metric("glue_kafka_records_total", topic="minio-events", outcome="duplicate")
+
+    duplicates_before = duplicates()
     config = daemon_settings(
         tmp_path,
         endpoints=[{"name": "minio", "path": "/minio", "format": "minio"}],
         sources={
+            "kafka": kafka_support.kafka_config(
+                broker.bootstrap, [{"name": "minio-events", "format": "minio"}]
+            ),
             "minio": connection(
                 listen_double.endpoint,
                 credential_files,
@@ -43,7 +66,7 @@ async def test_webhook_kafka_and_listen_yield_one_event(
                 reconnectInitial=0.05,
                 reconnectMax=0.1,
                 buckets=[{"name": bucket, "events": ["s3:ObjectCreated:*"]}],
-            )
+            ),
         },
     )
     async with running(config) as daemon:
@@ -58,11 +81,19 @@ async def test_webhook_kafka_and_listen_yield_one_event(
             ) as response:
                 assert response.status == 202
 
-            kafka = events.Delivery(
-                "kafka", "minio-events", "minio", {}, target_body, key=f"{bucket}/{key}".encode()
-            )
-            appended = await daemon.intake.accept(kafka)
-            assert [item.new for item in appended] == [False]
+            producer = aiokafka.AIOKafkaProducer(bootstrap_servers=broker.bootstrap, enable_idempotence=False)
+            await producer.start()
+            try:
+                await kafka_support.produce(
+                    producer, "minio-events", [(f"{bucket}/{key}".encode(), target_body, [])]
+                )
+            finally:
+                await producer.stop()
+
+            async def consumed() -> bool:
+                return duplicates() > duplicates_before
+
+            await eventually(consumed)
 
             async def ready() -> bool:
                 async with http.get(f"{base}/readyz") as response:

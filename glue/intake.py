@@ -15,12 +15,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import orjson
-import structlog
 
 from glue import events, formats, journal, observability
-
-log = structlog.get_logger(__name__)
-
 
 class Overloaded(Exception):
     """More events wait to be routed than the configured bound: the sender should retry later."""

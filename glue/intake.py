@@ -18,6 +18,7 @@ import orjson
 
 from glue import events, formats, journal, observability
 
+
 class Overloaded(Exception):
     """More events wait to be routed than the configured bound: the sender should retry later."""
 

@@ -1,9 +1,10 @@
 """Each topic format over a real broker: the events reach the journal with their documented identity.
 
-Record shapes follow /work/shared/reference/formats.md: the CloudEvents Kafka binding (§5, binary
+Record shapes follow the upstream formats: the CloudEvents Kafka binding (binary
 ``ce_`` headers and structured ``application/cloudevents+json``, key <-> ``partitionkey``), MinIO's
-Kafka target (§3: key ``bucket/object``, value ``{EventName, Key, Records}``, no headers) and Argo
-Events' Kafka trigger (§4: the payload JSON, configured headers only, no ``ce_`` headers).
+Kafka target (internal/event/target/kafka.go: key ``bucket/object``, value ``{EventName, Key,
+Records}``, no headers) and Argo Events' Kafka trigger (pkg/sensors/triggers/kafka: the payload JSON,
+configured headers only, no ``ce_`` headers).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """A loopback double of MinIO's ListenBucketNotification API (moto has none).
 
-It follows /work/shared/reference/formats.md section 3 (MinIO ``cmd/listen-notification-handlers.go``):
+It follows MinIO's ``cmd/listen-notification-handlers.go`` and ``internal/event/event.go``:
 ``GET /<bucket>?events=..&prefix=..&suffix=..&ping=N``; answer 200 with ``Content-Type:
 text/event-stream`` and newline-delimited JSON ``{"Records":[<one event>]}`` lines (json.Encoder, so
 each ends in a newline), ``{"Records":null}`` every ``ping`` seconds; a request without valid SigV4 gets

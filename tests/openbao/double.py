@@ -1,7 +1,7 @@
 """An in-memory HTTP double of the OpenBao API, served by aiohttp on loopback.
 
-It follows the OpenBao documentation and code summarised in ``/work/shared/reference/actions.md`` section 1
-(openbao/openbao at df6ce2ce): ``website/content/docs/api/index.mdx`` (``/v1`` prefix, ``X-Vault-Token``,
+It follows the OpenBao documentation and code (openbao/openbao at df6ce2ce):
+``website/content/docs/api/index.mdx`` (``/v1`` prefix, ``X-Vault-Token``,
 ``X-Vault-Namespace``, error bodies ``{"errors": [...]}``, status codes), ``api/system/health.mdx``,
 ``api/auth/kubernetes.mdx``, ``api/auth/approle.mdx``, ``api/auth/token.mdx`` (lookup-self, renew-self),
 ``api/secret/kv/kv-v2.mdx`` with ``internal/builtin/logical/kv/path_data.go`` / ``path_metadata.go``

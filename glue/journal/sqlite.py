@@ -109,6 +109,22 @@ def _invocation(row: tuple[Any, ...]) -> journal.Invocation:
     return journal.Invocation(*values)
 
 
+def _page(
+    select: str, key: str, after: int, limit: int, equal: dict[str, Any], since: float | None = None
+) -> tuple[str, list[Any]]:
+    """``select`` past ``after`` in ``key`` order: equality filters (None: none), updated since, a limit."""
+    sql = f"{select} WHERE {key} > ?"
+    args: list[Any] = [after]
+    for column, value in equal.items():
+        if value is not None:
+            sql += f" AND {column} = ?"
+            args.append(value)
+    if since is not None:
+        sql += " AND updated_at >= ?"
+        args.append(since)
+    return sql + f" ORDER BY {key} LIMIT ?", [*args, limit]
+
+
 def _in(ids: Collection[int]) -> tuple[str, list[int]]:
     values = [int(i) for i in ids]
     return ",".join("?" * len(values)), values
@@ -382,16 +398,9 @@ class SQLiteJournal:
         self, *, limit: int = 100, after: int = 0, status: str | None = None, type: str | None = None
     ) -> builtins.list[journal.StoredEvent]:
         def run(db: sqlite3.Connection) -> list[journal.StoredEvent]:
-            sql = f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq > ?"
-            args: list[Any] = [after]
-            if status is not None:
-                sql += " AND status = ?"
-                args.append(status)
-            if type is not None:
-                sql += " AND type = ?"
-                args.append(type)
-            sql += " ORDER BY seq LIMIT ?"
-            args.append(limit)
+            sql, args = _page(
+                f"SELECT {_EVENT_COLUMNS} FROM events", "seq", after, limit, {"status": status, "type": type}
+            )
             return [_stored(row) for row in db.execute(sql, args)]
 
         return await self.read(run)
@@ -681,17 +690,14 @@ class SQLiteJournal:
         limit: int = 100,
     ) -> builtins.list[journal.Invocation]:
         def run(db: sqlite3.Connection) -> list[journal.Invocation]:
-            sql = f"SELECT {_INVOCATION_COLUMNS} FROM invocations WHERE id > ?"
-            args: list[Any] = [after]
-            for column, value in (("state", state), ("route", route), ("event_seq", event_seq)):
-                if value is not None:
-                    sql += f" AND {column} = ?"
-                    args.append(value)
-            if since is not None:
-                sql += " AND updated_at >= ?"
-                args.append(since)
-            sql += " ORDER BY id LIMIT ?"
-            args.append(limit)
+            sql, args = _page(
+                f"SELECT {_INVOCATION_COLUMNS} FROM invocations",
+                "id",
+                after,
+                limit,
+                {"state": state, "route": route, "event_seq": event_seq},
+                since,
+            )
             return [_invocation(row) for row in db.execute(sql, args)]
 
         return await self.read(run)

@@ -1,16 +1,19 @@
-"""SQLite journal: where and how execution state commits (glue/journal/sqlite.py, ``_run_execution``).
+"""SQLite journal: where and how intake and execution state commit (glue/journal/sqlite.py).
 
-Execution state (claims, routing, outcomes) commits without waiting for the disk unless
-``journal.durableExecutionCommits``, as the PostgreSQL journal does, and then runs on the event loop's
-own connection rather than through the writer thread; intake commits keep ``journal.synchronous``.
+Intake groups and execution state (claims, routing, outcomes) commit on the event loop's own
+connection without waiting for the disk; an intake group is acknowledged only after an fsync of the
+WAL that started after its commit. With ``journal.durableExecutionCommits``, or while another process
+holds the write lock, transactions go through the writer thread at ``journal.synchronous``.
 What the writer connection runs is observed with sqlite3's statement trace
-(``Connection.set_trace_callback``) through the journal's ``write`` helper, and its setting with
-``PRAGMA synchronous`` (SQLite's pragma documentation: 0 OFF, 1 NORMAL, 2 FULL, 3 EXTRA).
+(``Connection.set_trace_callback``) through the journal's ``write`` helper, its setting with
+``PRAGMA synchronous`` (SQLite's pragma documentation: 0 OFF, 1 NORMAL, 2 FULL, 3 EXTRA), and the
+fsyncs through ``os.fsync``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -63,21 +66,70 @@ def transactions(statements: list[str]) -> list[tuple[str, str]]:
     return seen
 
 
-async def test_execution_commits_do_not_wait_for_the_disk_intake_commits_do(tmp_path: Path) -> None:
+def record_fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The path of every file fsync'd from now on (the call still reaches the disk)."""
+    synced: list[str] = []
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return synced
+
+
+async def test_execution_commits_do_not_wait_for_the_disk_intake_commits_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     store, statements = await open_store(tmp_path, synchronous="full")
+    synced = record_fsyncs(monkeypatch)
     try:
-        first = await one_event_through_execution(store, "a")
-        second = await one_event_through_execution(store, "b")
-        seen = transactions(statements)
-        assert [mode for first_sql, mode in seen if first_sql == "INSERT"] == ["FULL", "FULL"], seen
-        assert [mode for first_sql, mode in seen if first_sql != "INSERT"] == [], (
-            "execution ran on the event loop's connection, not through the writer thread"
+        for name in ("a", "b"):
+            event = cloudevent(name)
+            before = len(synced)
+            await store.append(delivery_of(event), [event])
+            assert synced[before:] == [f"{tmp_path / 'j.db'}-wal"], "acknowledged after an fsync of the WAL"
+        before = len(synced)
+        (claimed, _) = await store.claim_events("w", limit=10, lease=30, now=T0)
+        await store.record_routing(
+            "w",
+            {
+                claimed.seq: [
+                    journal.NewInvocation("r", "log", journal.idempotency_key(claimed.identity, "r"), {}, T0)
+                ]
+            },
+            now=T0,
         )
-        for invocation_id in (first, second):  # committed and visible to the other connections
-            assert (await store.invocation(invocation_id)).state == "done"  # type: ignore[union-attr]
+        (running,) = await store.claim_invocations("w", limit=10, lease=30, now=T0)
+        assert await store.settle("w", [journal.Outcome(running.id, "done")], now=T0) == 1
+        assert synced[before:] == [], "execution state waited for the disk"
+        assert transactions(statements) == [], (
+            "ran through the writer thread, not the event loop's connection"
+        )
+        assert (await store.invocation(running.id)).state == "done"  # type: ignore[union-attr]
         assert (await store.get(1)).status == "routed"  # type: ignore[union-attr]
         assert await store.write(lambda db: db.execute("PRAGMA synchronous").fetchone()[0]) == 2
     finally:
+        await store.close()
+
+
+async def test_an_intake_group_waits_for_a_journal_busy_in_another_process(tmp_path: Path) -> None:
+    store, statements = await open_store(tmp_path, synchronous="full")
+    other = sqlite3.connect(tmp_path / "j.db", isolation_level=None, check_same_thread=False)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # another process writing (a `glue` command, say)
+        event = cloudevent("a")
+        append = asyncio.create_task(store.append(delivery_of(event), [event]))
+        await asyncio.sleep(0.3)
+        assert not append.done(), "acknowledged while another process held the write lock"
+        other.execute("COMMIT")
+        (appended,) = await append
+        assert appended.new
+        assert ("INSERT", "FULL") in transactions(statements), "the group went to the writer thread"
+        assert [e.id for e in await store.list()] == ["a"]
+    finally:
+        other.close()
         await store.close()
 
 
@@ -86,7 +138,7 @@ async def test_durable_execution_commits_go_through_the_writer_at_full(tmp_path:
     try:
         await one_event_through_execution(store, "a")
         seen = transactions(statements)
-        expected = ["INSERT", "SELECT", "SELECT", "SELECT", "UPDATE"]  # append, claim, route, claim, settle
+        expected = ["SELECT", "SELECT", "SELECT", "UPDATE"]  # claim, route, claim, settle (append: loop)
         assert seen == [(first, "FULL") for first in expected], seen
     finally:
         await store.close()

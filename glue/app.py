@@ -106,7 +106,8 @@ def _workers(runtime: Runtime) -> list[Component]:
         executor = execution.Executor(
             runtime.journal, router, runtime.clients, runtime.settings.execution, enricher=enricher
         )
-        runtime.intake.on_journaled.append(executor.wake)
+        runtime.intake.router = executor.route_at_intake
+        runtime.intake.on_journaled.append(executor.journaled)
         if runtime.archive is not None:
             executor.on_dead_letter.append(runtime.archive.dead_letter)  # a no-op unless archive.deadLetters
         components.append(executor)  # stopped before retention and the archive: its last outcomes land

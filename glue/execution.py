@@ -26,7 +26,7 @@ import os
 import random
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import prometheus_client
@@ -354,31 +354,74 @@ class Executor:
                 decisions[stored.seq] = self.router.invocations(stored, now=now, event=event, extra=extra)
                 pending = sum(1 for item in decisions[stored.seq] if item.state == "pending")
                 if pending:
-                    self._remember(stored, event, pending)
+                    self._remember_event(stored.seq, stored.id, event, pending)
             except Exception as exc:  # an event the journal holds but cannot be parsed: unmatched
                 log.error("event cannot be routed", seq=stored.seq, id=stored.id, error=_reason(exc))
                 decisions[stored.seq] = []
-            _labelled(EVENTS_ROUTED, "matched" if decisions[stored.seq] else "unmatched").inc()
-            for item in decisions[stored.seq]:
-                if item.state == "dead":
-                    log.warning(
-                        "invocation dead on arrival",
-                        route=item.route,
-                        handler=item.handler,
-                        event_id=stored.id,
-                        error=item.error,
-                    )
-                    _labelled(DEAD_LETTERS, item.route).inc()
-                    _labelled(INVOCATIONS, item.route, item.handler, "dead").inc()
+            self._routed(stored.id, decisions[stored.seq])
         await self.journal.record_routing(self.owner, decisions, now=now)
         self._dispatch_wake.set()
         return len(claimed)
 
-    def _remember(self, stored: journal.StoredEvent, event: events.CloudEvent, uses: int) -> None:
+    @staticmethod
+    def _routed(event_id: str, decided: Sequence[journal.NewInvocation]) -> None:
+        """Count one routed event; an invocation whose parameters could not be rendered is dead."""
+        _labelled(EVENTS_ROUTED, "matched" if decided else "unmatched").inc()
+        for item in decided:
+            if item.state == "dead":
+                log.warning(
+                    "invocation dead on arrival",
+                    route=item.route,
+                    handler=item.handler,
+                    event_id=event_id,
+                    error=item.error,
+                )
+                _labelled(DEAD_LETTERS, item.route).inc()
+                _labelled(INVOCATIONS, item.route, item.handler, "dead").inc()
+
+    def route_at_intake(self, identity: str, event: events.CloudEvent) -> list[journal.NewInvocation] | None:
+        """The invocations of an event about to be journaled, stored with it in one transaction, so
+        no routing pass has to claim, read and parse it again. None leaves it pending for
+        :meth:`route_once`: when a route reads the object store first, when routing fails (the pass
+        logs why), and while dispatch is behind (pending events are the backlog that bounds intake)."""
+        if self.router.enriched or self._stopping or len(self._events) > self._events_max - self.config.batch:
+            return None
+        try:
+            return self.router.invocations_of(identity, event, now=self.clock())
+        except Exception:
+            return None
+
+    def journaled(
+        self,
+        appended: list[journal.Appended],
+        batch: list[events.CloudEvent],
+        routing: list[list[journal.NewInvocation] | None] | None,
+    ) -> None:
+        """Intake committed new events: keep those routed at intake for dispatch, wake the loops."""
+        pending = routing is None
+        runnable = False
+        for index, item in enumerate(appended):
+            decided = routing[index] if routing is not None else None
+            if not item.new:
+                continue
+            if decided is None or item.seq is None:
+                pending = True
+                continue
+            self._routed(item.id, decided)
+            uses = sum(1 for new in decided if new.state == "pending")
+            if uses:
+                runnable = True
+                self._remember_event(item.seq, item.id, batch[index], uses)
+        if pending:
+            self._route_wake.set()
+        if runnable:
+            self._dispatch_wake.set()
+
+    def _remember_event(self, seq: int, event_id: str, event: events.CloudEvent, uses: int) -> None:
         """Keep the parsed event for its ``uses`` new invocations (bounded; a miss reads the journal)."""
         if len(self._events) >= self._events_max:
             self._events.pop(next(iter(self._events)))
-        self._events[stored.seq] = [stored.id, event, uses, asyncio.get_running_loop().time()]
+        self._events[seq] = [event_id, event, uses, asyncio.get_running_loop().time()]
 
     def _recall(self, seq: int) -> tuple[str, events.CloudEvent] | None:
         entry = self._events.get(seq)

@@ -1,7 +1,8 @@
 """The one path from a delivery to the journal, shared by every source.
 
-decode -> (backlog bound) -> journal append (group commit) -> answer. A delivery is acknowledged only
-after :meth:`Intake.accept` returns: then every event in it is durably journaled. Any exception means
+decode -> (backlog bound) -> route -> journal append (group commit) -> answer. A delivery is
+acknowledged only after :meth:`Intake.accept` returns: then every event in it is durably journaled,
+together with its routing decision when the executor could route it at once. Any exception means
 nothing of the delivery was journaled (the journal writes one delivery in one transaction).
 """
 
@@ -17,6 +18,9 @@ from typing import IO, Any
 import orjson
 
 from glue import events, formats, journal, observability
+
+Routing = list[list[journal.NewInvocation] | None] | None
+Journaled = Callable[[list[journal.Appended], list[events.CloudEvent], Routing], None]
 
 
 class Overloaded(Exception):
@@ -54,8 +58,12 @@ class Intake:
         self._backlog_refresh = backlog_refresh
         self._refresher: asyncio.Task[None] | None = None
         self._journaled_counters: dict[str, Any] = {}
-        #: Called (no arguments) after new events are committed: the executor routes them at once.
-        self.on_journaled: list[Callable[[], None]] = []
+        #: Decides an event's invocations before it is journaled (the executor), or None to leave it
+        #: pending for the executor's routing pass.
+        self.router: Callable[[str, events.CloudEvent], list[journal.NewInvocation] | None] | None = None
+        #: Called after a delivery with new events is committed, with what was appended, the events
+        #: and their routing (None: left pending).
+        self.on_journaled: list[Journaled] = []
         #: Called with every delivery as it arrives, beside the file recorder (the bucket archive).
         self.taps: list[Callable[[events.Delivery], None]] = []
 
@@ -106,15 +114,22 @@ class Intake:
         batch = formats.decode(delivery, options)
         if self._backlog >= self.max_backlog:
             raise Overloaded(f"{self._backlog} events wait to be routed (bound {self.max_backlog})")
+        routing: Routing = None
+        if self.router is not None:
+            routing = [self.router(events.identity(event), event) for event in batch]
         started = time.perf_counter()
-        appended = await self.journal.append(delivery, batch)
+        appended = await self.journal.append(delivery, batch, routing)
         observability.JOURNAL_WRITE.observe(time.perf_counter() - started)
         new = sum(1 for item in appended if item.new)
-        self._backlog += new
         if new:
+            if routing is not None:  # events routed here are not waiting to be routed
+                new_pending = sum(
+                    1 for a, decided in zip(appended, routing, strict=True) if a.new and decided is None
+                )
+            self._backlog += new if routing is None else new_pending
             self._journaled(delivery.endpoint).inc(new)
             for listener in self.on_journaled:
-                listener()
+                listener(appended, batch, routing)
         if new < len(appended):
             observability.DUPLICATES.labels(delivery.endpoint).inc(len(appended) - new)
         return appended

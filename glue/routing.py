@@ -602,6 +602,17 @@ class Router:
         failure is visible in the dead-letter queue rather than lost. ``event`` is ``stored`` parsed,
         when the caller has it already."""
         event = event if event is not None else stored.event()
+        return self.invocations_of(stored.identity, event, now=now, extra=extra)
+
+    def invocations_of(
+        self,
+        identity: str,
+        event: events.CloudEvent,
+        *,
+        now: float,
+        extra: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> list[journal.NewInvocation]:
+        """:meth:`invocations` of an event known by its identity (before it is journaled)."""
         result: list[journal.NewInvocation] = []
         for decision in self.decide(event, extra=extra):
             if not decision.matched or not decision.enabled:
@@ -610,7 +621,7 @@ class Router:
                 journal.NewInvocation(
                     route=decision.route,
                     handler=decision.handler,
-                    idempotency_key=journal.idempotency_key(stored.identity, decision.route),
+                    idempotency_key=journal.idempotency_key(identity, decision.route),
                     params=decision.params or {},
                     due_at=now,
                     ordering_key=(

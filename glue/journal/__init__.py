@@ -37,11 +37,12 @@ class JournalUnavailable(Exception):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Appended:
-    """The outcome of appending one event: its identity and whether it was new."""
+    """The outcome of appending one event: its identity, whether it was new, and then its ``seq``."""
 
     identity: str
     id: str
     new: bool
+    seq: int | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -182,10 +183,20 @@ class Journal(Protocol):
 
     async def close(self) -> None: ...
 
-    async def append(self, delivery: events.Delivery, batch: Sequence[events.CloudEvent]) -> list[Appended]:
+    async def append(
+        self,
+        delivery: events.Delivery,
+        batch: Sequence[events.CloudEvent],
+        routing: Sequence[Sequence[NewInvocation] | None] | None = None,
+    ) -> list[Appended]:
         """Durably store the delivery and its events, deduplicated on identity, in one transaction.
 
-        Returns once committed. Raises JournalUnavailable when the write cannot be made."""
+        ``routing[i]``, when given and not None, is what the routes decided for ``batch[i]``: a new
+        event is then stored ``routed`` with those invocations (``unmatched`` when there are none) in
+        the same transaction, and the executor does not route it again. None leaves it ``pending``
+        (routes that read the object store route after the journal). A duplicate's routing is
+        dropped with it. Returns once committed. Raises JournalUnavailable when the write cannot be
+        made."""
         ...
 
     async def reject(self, delivery: events.Delivery, reason: str) -> int:

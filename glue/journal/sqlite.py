@@ -142,13 +142,42 @@ def _in(ids: Collection[int]) -> tuple[str, list[int]]:
 _Row = tuple[str, str, str, str, str | None, bytes]
 
 
-class _Pending:
-    __slots__ = ("delivery", "future", "rows")
+_Routing = Sequence[Sequence[journal.NewInvocation] | None] | None
 
-    def __init__(self, delivery: events.Delivery, rows: list[_Row], future: asyncio.Future[Any]) -> None:
+
+class _Pending:
+    __slots__ = ("delivery", "future", "routing", "rows")
+
+    def __init__(
+        self, delivery: events.Delivery, rows: list[_Row], routing: _Routing, future: asyncio.Future[Any]
+    ) -> None:
         self.delivery = delivery
         self.rows = rows
+        self.routing = routing
         self.future = future
+
+
+_INSERT_INVOCATION = (
+    "INSERT OR IGNORE INTO invocations (event_seq, route, handler, idempotency_key, ordering_key, params,"
+    " state, attempt, due_at, created_at, updated_at, last_error) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)"
+)
+
+
+def _invocation_row(seq: int, item: journal.NewInvocation, now: float) -> tuple[Any, ...]:
+    """The values of :data:`_INSERT_INVOCATION` for one routing decision."""
+    return (
+        seq,
+        item.route,
+        item.handler,
+        item.idempotency_key,
+        item.ordering_key,
+        orjson.dumps(dict(item.params)),
+        item.state,
+        item.due_at,
+        now,
+        now,
+        item.error,
+    )
 
 
 class SQLiteJournal:
@@ -267,7 +296,7 @@ class SQLiteJournal:
     # -- intake -----------------------------------------------------------------------------------
 
     async def append(
-        self, delivery: events.Delivery, batch: Sequence[events.CloudEvent]
+        self, delivery: events.Delivery, batch: Sequence[events.CloudEvent], routing: _Routing = None
     ) -> list[journal.Appended]:
         if self._closing or self._write_db is None:
             raise journal.JournalUnavailable("journal is closing")
@@ -284,7 +313,7 @@ class SQLiteJournal:
             )
             for event in batch
         ]
-        self._queue.append(_Pending(delivery, rows, future))
+        self._queue.append(_Pending(delivery, rows, routing, future))
         if self._flush_handle is None:
             # Appends made in this turn of the loop (every request that arrived together) share one
             # transaction; groupCommitMs widens the window.
@@ -398,7 +427,7 @@ class SQLiteJournal:
         db.execute("BEGIN IMMEDIATE")
         try:
             for item in pending:
-                results.append(self._insert(db, item.delivery, item.rows, now))
+                results.append(self._insert(db, item, now))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -426,16 +455,19 @@ class SQLiteJournal:
         assert cursor.lastrowid is not None
         return cursor.lastrowid
 
-    def _insert(
-        self, db: sqlite3.Connection, delivery: events.Delivery, rows: list[_Row], now: float
-    ) -> list[journal.Appended]:
-        """Insert the delivery and its new events; the unique identity makes redeliveries no-ops."""
+    def _insert(self, db: sqlite3.Connection, item: _Pending, now: float) -> list[journal.Appended]:
+        """Insert the delivery, its new events and their routing; the unique identity makes
+        redeliveries no-ops."""
+        delivery = item.delivery
         delivery_id = self._insert_delivery(db, delivery)
         appended: list[journal.Appended] = []
-        for identity, event_id, source, type_, subject, document in rows:
+        invocations: list[tuple[Any, ...]] = []
+        for index, (identity, event_id, source, type_, subject, document) in enumerate(item.rows):
+            decided = item.routing[index] if item.routing is not None else None
+            status = "pending" if decided is None else "routed" if decided else "unmatched"
             cursor = db.execute(
                 "INSERT INTO events (identity, id, source, type, subject, received_at, updated_at,"
-                " delivery_id, cloudevent) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " delivery_id, cloudevent, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (identity) DO NOTHING",
                 (
                     identity,
@@ -447,10 +479,20 @@ class SQLiteJournal:
                     now,
                     delivery_id,
                     document,
+                    status,
                 ),
             )
-            appended.append(journal.Appended(identity=identity, id=event_id, new=cursor.rowcount == 1))
-        if not any(item.new for item in appended):  # a pure redelivery keeps no second copy
+            if cursor.rowcount == 1:
+                seq = cursor.lastrowid
+                assert seq is not None
+                if decided:
+                    invocations.extend(_invocation_row(seq, new, now) for new in decided)
+                appended.append(journal.Appended(identity, event_id, True, seq))
+            else:
+                appended.append(journal.Appended(identity, event_id, False))
+        if invocations:
+            db.executemany(_INSERT_INVOCATION, invocations)
+        elif not any(item.new for item in appended):  # a pure redelivery keeps no second copy
             db.execute("DELETE FROM deliveries WHERE id = ?", (delivery_id,))
         return appended
 
@@ -616,29 +658,12 @@ class SQLiteJournal:
                     )
                 }
                 rows = [
-                    (
-                        seq,
-                        item.route,
-                        item.handler,
-                        item.idempotency_key,
-                        item.ordering_key,
-                        orjson.dumps(dict(item.params)),
-                        item.state,
-                        item.due_at,
-                        now,
-                        now,
-                        item.error,
-                    )
+                    _invocation_row(seq, item, now)
                     for seq, invocations in decisions.items()
                     if seq in held
                     for item in invocations
                 ]
-                db.executemany(
-                    "INSERT OR IGNORE INTO invocations (event_seq, route, handler, idempotency_key,"
-                    " ordering_key, params, state, attempt, due_at, created_at, updated_at, last_error)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)",
-                    rows,
-                )
+                db.executemany(_INSERT_INVOCATION, rows)
                 for status, chosen in (
                     ("routed", [seq for seq in held if decisions[seq]]),
                     ("unmatched", [seq for seq in held if not decisions[seq]]),

@@ -9,9 +9,9 @@ import pytest
 from structlog.testing import capture_logs
 
 import glue
-from glue import handlers, journal
+from glue import handlers, intake, journal
 
-from .conftest import Append, Harness, cloudevent, metric, wait_for
+from .conftest import Append, Harness, cloudevent, delivery_of, metric, wait_for
 
 
 class Tracker:
@@ -316,3 +316,65 @@ async def test_routing_goes_on_while_dispatch_is_stuck(
 
 async def _routed(store: journal.Journal, count: int) -> bool:
     return await store.backlog() == 0 and len(await store.invocations(limit=1000)) == count
+
+
+def wired_intake(store: journal.Journal, executor: Any) -> intake.Intake:
+    """Intake wired to the executor as the daemon wires it (glue/app.py)."""
+    entry = intake.Intake(store, max_backlog=10_000)
+    entry.router = executor.route_at_intake
+    entry.on_journaled.append(executor.journaled)
+    return entry
+
+
+async def test_events_are_journaled_with_their_routing_and_run_at_once(
+    harness: Harness, registry: handlers.Registry, store: journal.Journal
+) -> None:
+    calls: list[str] = []
+
+    @glue.handler("note", registry=registry)
+    async def note(*, event: Any, **_: Any) -> None:
+        calls.append(event.get_id())
+
+    executor = await harness.start(
+        pollSeconds=30,  # no routing pass runs on its own during the test
+        routes=[{"name": "n", "handler": "note", "match": 'type == "com.example.test"'}],
+    )
+    entry = wired_intake(store, executor)
+    await entry.accept(delivery_of(cloudevent("hit")))
+    await entry.accept(delivery_of(cloudevent("miss", type="com.example.other")))
+    assert [(e.id, e.status) for e in await store.list()] == [("hit", "routed"), ("miss", "unmatched")]
+    assert entry.backlog == 0
+    await wait_for(lambda: all_done(store, 1), seconds=5, step=0.02)
+    again = await entry.accept(delivery_of(cloudevent("hit")))  # a redelivery: nothing new to run
+    assert not again[0].new
+    await asyncio.sleep(0.1)
+    assert calls == ["hit"]
+    assert metric("glue_events_routed_total", outcome="matched") >= 1
+
+
+async def test_intake_leaves_events_pending_while_dispatch_is_behind(
+    harness: Harness, registry: handlers.Registry, store: journal.Journal
+) -> None:
+    """Routing at intake stops while the parsed events kept for dispatch are full: later events wait
+    pending, count in the backlog that bounds intake, and still run once each."""
+    gate = asyncio.Event()
+    calls: list[str] = []
+
+    @glue.handler("gated", registry=registry)
+    async def gated(*, event: Any, **_: Any) -> None:
+        await gate.wait()
+        calls.append(event.get_id())
+
+    executor = await harness.start(
+        batch=5, concurrency=2, pollSeconds=0.02, routes=[{"name": "g", "handler": "gated"}]
+    )
+    entry = wired_intake(store, executor)
+    for n in range(60):
+        await entry.accept(delivery_of(cloudevent(f"e{n}")))
+    statuses = [e.status for e in await store.list(limit=100)]
+    assert statuses[0] == "routed"
+    assert "pending" in statuses, "intake routed past what dispatch keeps"
+    assert entry.backlog == statuses.count("pending")
+    gate.set()
+    await wait_for(lambda: all_done(store, 60), seconds=30, step=0.05)
+    assert sorted(calls) == sorted(f"e{n}" for n in range(60))

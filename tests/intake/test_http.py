@@ -173,8 +173,13 @@ async def test_body_over_the_limit_is_413(start_daemon) -> None:
 
 
 async def test_backlog_over_its_bound_is_503_with_retry_after(start_daemon) -> None:
+    # An intake-only daemon: its events wait for another replica's executor to route them.
     glue = await start_daemon(
-        {"endpoints": [endpoint()], "server": {"host": "127.0.0.1", "port": 0, "maxBacklog": 1}}
+        {
+            "endpoints": [endpoint()],
+            "server": {"host": "127.0.0.1", "port": 0, "maxBacklog": 1},
+            "execution": {"enabled": False},
+        }
     )
     body, headers = cloudevent()
     assert (await glue.post("/events", body, headers))[0] == 202

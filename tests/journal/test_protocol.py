@@ -22,11 +22,11 @@ async def test_append_stores_the_delivery_and_its_events(store: journal.Journal)
 
     appended = await store.append(raw, batch)
 
-    assert appended == [
-        journal.Appended(identity="/test a", id="a", new=True),
-        journal.Appended(identity="/test b", id="b", new=True),
-    ]
     stored = await store.list()
+    assert appended == [
+        journal.Appended(identity="/test a", id="a", new=True, seq=stored[0].seq),
+        journal.Appended(identity="/test b", id="b", new=True, seq=stored[1].seq),
+    ]
     assert [(e.seq, e.id, e.source, e.type, e.subject, e.status) for e in stored] == [
         (stored[0].seq, "a", "/test", "com.example.test", "s1", "pending"),
         (stored[0].seq + 1, "b", "/test", "com.example.other", None, "pending"),
@@ -47,6 +47,61 @@ async def test_redelivery_is_recognised_by_identity(store: journal.Journal) -> N
     assert [(a.id, a.new) for a in again] == [("b", False), ("c", True), ("a", False)]
     assert [e.id for e in await store.list()] == ["a", "b", "c"]
     assert await store.backlog() == 3
+
+
+def invocation_for(name: str, route: str = "r", **fields: object) -> journal.NewInvocation:
+    return journal.NewInvocation(
+        route=route,
+        handler="log",
+        idempotency_key=journal.idempotency_key(f"/test {name}", route),
+        params={"n": 1},
+        due_at=100.0,
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+async def test_append_with_routing_stores_the_decision_in_the_same_transaction(
+    store: journal.Journal,
+) -> None:
+    batch = [cloudevent("a"), cloudevent("b"), cloudevent("c"), cloudevent("d")]
+    routing = [
+        [invocation_for("a"), invocation_for("a", route="r2", ordering_key="r2 k")],
+        [],
+        None,
+        [invocation_for("d", state="dead", error="params.n: not an integer")],
+    ]
+
+    appended = await store.append(delivery(), batch, routing)
+
+    stored = await store.list()
+    assert [(e.id, e.status) for e in stored] == [
+        ("a", "routed"),
+        ("b", "unmatched"),
+        ("c", "pending"),
+        ("d", "routed"),
+    ]
+    assert [a.seq for a in appended] == [e.seq for e in stored]
+    assert await store.backlog() == 1  # only the event left for the executor
+    made = await store.invocations(limit=10)
+    assert [(i.event_seq, i.route, i.state, i.ordering_key, dict(i.params)) for i in made] == [
+        (stored[0].seq, "r", "pending", None, {"n": 1}),
+        (stored[0].seq, "r2", "pending", "r2 k", {"n": 1}),
+        (stored[3].seq, "r", "dead", None, {"n": 1}),
+    ]
+    assert made[2].last_error == "params.n: not an integer"
+    claimed = await store.claim_invocations("w", limit=10, lease=30, now=100.0)
+    assert [i.route for i in claimed] == ["r", "r2"]  # runnable at once, no routing pass
+
+
+async def test_a_redelivery_with_routing_adds_no_invocation(store: journal.Journal) -> None:
+    await store.append(delivery(), [cloudevent("a")], [[invocation_for("a")]])
+    again = await store.append(
+        delivery(b"again"), [cloudevent("a"), cloudevent("a")], [[invocation_for("a")], None]
+    )
+    assert [a.new for a in again] == [False, False]
+    assert [a.seq for a in again] == [None, None]
+    assert len(await store.invocations(limit=10)) == 1
+    assert [(e.id, e.status) for e in await store.list()] == [("a", "routed")]
 
 
 async def test_same_id_from_another_source_is_another_event(store: journal.Journal) -> None:

@@ -8,10 +8,15 @@ cardinality (endpoint names come from the config, outcomes from a fixed set).
 
 from __future__ import annotations
 
+import asyncio
+import atexit
+import contextlib
+import datetime as dt
 import logging
 import sys
+import threading
 from collections.abc import MutableMapping
-from typing import Any
+from typing import IO, Any
 
 import orjson
 import prometheus_client
@@ -61,23 +66,75 @@ def redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapp
     return event_dict
 
 
+def render_json(logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> bytes:
+    """Level, UTC timestamp, redaction, exception text and orjson in one step: the same line as
+    structlog's add_log_level, TimeStamper(fmt="iso", utc=True), redact, format_exc_info and
+    JSONRenderer in a row, for a fraction of the cost on the per-delivery path."""
+    event_dict["level"] = "warning" if method == "warn" else "error" if method == "exception" else method
+    event_dict["timestamp"] = dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z")
+    for key in event_dict:
+        if _is_secret_key(key):
+            event_dict[key] = "[redacted]"
+    if "exc_info" in event_dict:
+        event_dict = structlog.processors.format_exc_info(logger, method, event_dict)
+    return orjson.dumps(event_dict, default=str)
+
+
+class LineBuffer:
+    """A structlog logger for JSON lines: what is logged during one turn of the event loop is written
+    with one call at its end (outside a loop, at once), since a write per line costs a system call."""
+
+    def __init__(self, file: IO[bytes]) -> None:
+        self._file = file
+        self._lines: list[bytes] = []
+        self._lock = threading.Lock()
+        self._scheduled_on: asyncio.AbstractEventLoop | None = None
+        atexit.register(self._flush_at_exit)
+
+    def msg(self, message: bytes) -> None:
+        self._lines.append(message)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        if self._scheduled_on is not loop:  # a flush left on a loop that has ended never runs
+            self._scheduled_on = loop
+            loop.call_soon(self.flush)
+
+    log = debug = info = warn = warning = err = error = critical = fatal = exception = msg
+
+    def _flush_at_exit(self) -> None:
+        with contextlib.suppress(ValueError, OSError):  # the stream may be closed by then
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            self._scheduled_on = None
+            lines, self._lines = self._lines, []
+            if lines:
+                self._file.write(b"\n".join(lines) + b"\n")
+                self._file.flush()
+
+
 def configure_logging(config: settings_mod.Logging, stream: Any = None) -> None:
     """Configure structlog once, at start. JSON (orjson) off a terminal, key=value lines on one."""
     stream = stream if stream is not None else sys.stderr
     as_json = config.format == "json" or (config.format == "auto" and not stream.isatty())
-    processors: list[Any] = [
-        structlog.contextvars.merge_contextvars,
-        structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-        redact,
-        structlog.processors.format_exc_info,
-    ]
+    processors: list[Any] = [structlog.contextvars.merge_contextvars]
     factory: Any
     if as_json:
-        processors.append(structlog.processors.JSONRenderer(serializer=orjson.dumps, default=str))
-        factory = structlog.BytesLoggerFactory(file=getattr(stream, "buffer", stream))
+        processors.append(render_json)
+        lines = LineBuffer(getattr(stream, "buffer", stream))
+        factory = lambda *_: lines  # noqa: E731
     else:
-        processors.append(structlog.dev.ConsoleRenderer(colors=False))
+        processors += [
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            redact,
+            structlog.processors.format_exc_info,
+            structlog.dev.ConsoleRenderer(colors=False),
+        ]
         factory = structlog.WriteLoggerFactory(file=stream)
     structlog.configure(
         processors=processors,

@@ -1,0 +1,74 @@
+"""JSON log lines (glue/observability.py): what an operator reads from the daemon's stderr."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import io
+import re
+
+import orjson
+import structlog
+
+from glue import observability, settings
+
+
+class Stream(io.BytesIO):
+    def isatty(self) -> bool:
+        return False
+
+
+def lines(stream: Stream) -> list[dict[str, object]]:
+    return [orjson.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def configured() -> Stream:
+    stream = Stream()
+    observability.configure_logging(settings.Logging(level="info", format="json"), stream=stream)
+    return stream
+
+
+def test_a_line_carries_level_time_fields_and_no_credential() -> None:
+    stream = configured()
+    try:
+        log = structlog.get_logger("test")
+        log.info("delivery", endpoint="harbor", ids=["a"], api_token="s3cret-value")
+        log.debug("not shown at info")
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            log.exception("handler failed", route="r")
+        first, second = lines(stream)
+        assert first["event"] == "delivery" and first["level"] == "info"
+        assert first["endpoint"] == "harbor" and first["ids"] == ["a"]
+        assert first["api_token"] == "[redacted]" and b"s3cret-value" not in stream.getvalue()
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", str(first["timestamp"]))
+        stamp = dt.datetime.fromisoformat(str(first["timestamp"]))
+        assert abs((dt.datetime.now(dt.UTC) - stamp).total_seconds()) < 60
+        assert second["level"] == "error" and second["route"] == "r"
+        assert "ValueError: boom" in str(second["exception"])
+    finally:
+        structlog.reset_defaults()
+
+
+async def test_lines_of_one_loop_turn_are_written_together_at_its_end() -> None:
+    stream = configured()
+    try:
+        log = structlog.get_logger("test")
+        log.info("one")
+        log.info("two")
+        assert stream.getvalue() == b"", "written line by line"
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert [line["event"] for line in lines(stream)] == ["one", "two"]
+    finally:
+        structlog.reset_defaults()
+
+
+def test_outside_a_loop_a_line_is_written_at_once() -> None:
+    stream = configured()
+    try:
+        structlog.get_logger("test").info("outside a loop")
+        assert [line["event"] for line in lines(stream)] == ["outside a loop"]
+    finally:
+        structlog.reset_defaults()

@@ -1,8 +1,9 @@
 """CloudEvents 1.0 in every content mode: binary, structured and batch, over HTTP and Kafka.
 
-Attributes are kept exactly as sent; ``(source, id)`` is the identity. The SDK's HTTP and Kafka
-bindings (``cloudevents.core.bindings``) read the headers; :class:`glue.formats._common.Format` parses
-the JSON with orjson and reports bad input as DecodeError.
+Attributes are kept exactly as sent; ``(source, id)`` is the identity. The SDK's Kafka binding
+(``cloudevents.core.bindings``) reads Kafka headers; HTTP binary mode is read here by the rules of its
+HTTP binding; :class:`glue.formats._common.Format` parses the JSON with orjson and reports bad input
+as DecodeError.
 
 - Structured: ``Content-Type: application/cloudevents+json``, the event is the JSON body.
 - Batch: ``application/cloudevents-batch+json``, a non-empty JSON array of structured events.
@@ -16,8 +17,8 @@ from __future__ import annotations
 
 import typing
 import urllib.parse
+from typing import Any
 
-from cloudevents.core.bindings import http as ce_http
 from cloudevents.core.bindings import kafka as ce_kafka
 
 from glue import events, formats
@@ -80,16 +81,19 @@ def _kafka(delivery: events.Delivery, build: _common.Factory, binary: bool) -> e
 
 
 def _http_binary(delivery: events.Delivery, build: _common.Factory) -> events.CloudEvent:
-    _check_specversion(delivery.headers.get("ce-specversion"))
-    time = delivery.headers.get("ce-time")
-    _check_time(None if time is None else urllib.parse.unquote(time), "ce-time")
-    message = ce_http.HTTPMessage(headers=dict(delivery.headers), body=delivery.body)
-    try:
-        event = ce_http.from_binary(message, _common.FORMAT, build)
-    except (ValueError, OverflowError):
-        # The binding's own parsing is the ce-time header, checked above: not expected.
-        raise formats.DecodeError("header 'ce-time' is not an RFC 3339 timestamp") from None
-    return typing.cast(events.CloudEvent, event)  # built by our factory
+    """Binary mode as the SDK's ``ce_http.from_binary`` reads it (``ce-`` headers percent-decoded,
+    Content-Type as ``datacontenttype``, the body read by the format), in one pass over headers that
+    are lower case already: this is the busiest decoder of the intake."""
+    attributes: dict[str, Any] = {}
+    for name, value in delivery.headers.items():
+        if name.startswith("ce-"):
+            attributes[name[3:]] = urllib.parse.unquote(value)
+        elif name == "content-type":
+            attributes["datacontenttype"] = value
+    _check_specversion(attributes.get("specversion"))
+    if "time" in attributes:
+        attributes["time"] = _common.parse_time(attributes["time"], "header 'ce-time'")
+    return build(attributes, _common.FORMAT.read_data(delivery.body, attributes.get("datacontenttype")))
 
 
 def from_message(delivery: events.Delivery) -> list[events.CloudEvent] | None:

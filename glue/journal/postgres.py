@@ -7,7 +7,8 @@ journal can be exported from one backend and imported into the other (:mod:`glue
   in one transaction under an advisory lock, so replicas that start together migrate once.
 - Intake: appends that arrive together are committed by one multi-row statement (group commit);
   dedup is the unique constraint on ``events.identity`` (``ON CONFLICT DO NOTHING``), which also holds
-  between replicas. Statements are prepared once per pooled connection (asyncpg's statement cache).
+  between replicas. Events routed at intake are stored ``routed`` with their invocations by that same
+  statement. Statements are prepared once per pooled connection (asyncpg's statement cache).
 - Coordination between replicas is PostgreSQL's own: row locks (``FOR UPDATE SKIP LOCKED``) and
   leases with an expiry, no home-made consensus.
 """
@@ -110,20 +111,23 @@ _DELIVERY_COLUMNS = "received_at, transport, endpoint, format, headers, body, ke
 
 # One statement per group commit. Deliveries get their ids from the sequence up front so the events
 # can reference them in the same statement; a delivery whose events all exist already is not stored.
-# ``ON CONFLICT`` covers the race where another replica inserts the same identity meanwhile.
+# ``ON CONFLICT`` covers the race where another replica inserts the same identity meanwhile. An event
+# routed at intake comes with its status and its invocations, which are inserted for the events this
+# statement really inserted (joined on identity), so a duplicate's routing is dropped with it; the
+# invocations' ``ON CONFLICT`` is record_routing's (an existing idempotency key is skipped).
 _APPEND = """
 WITH ev AS (
     SELECT * FROM unnest($1::int4[], $2::int4[], $3::text[], $4::text[], $5::text[], $6::text[],
-                         $7::text[], $8::bytea[])
-        AS t(item, n, identity, id, source, type, subject, cloudevent)
+                         $7::text[], $8::bytea[], $9::text[])
+        AS t(item, n, identity, id, source, type, subject, cloudevent, status)
 ),
 fresh AS (
     SELECT * FROM ev WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.identity = ev.identity)
 ),
 dl AS (
     SELECT t.*, nextval('deliveries_id_seq') AS delivery_id
-    FROM unnest($9::int4[], $10::float8[], $11::text[], $12::text[], $13::text[], $14::jsonb[],
-                $15::bytea[], $16::bytea[])
+    FROM unnest($10::int4[], $11::float8[], $12::text[], $13::text[], $14::text[], $15::jsonb[],
+                $16::bytea[], $17::bytea[])
         AS t(item, received_at, transport, endpoint, format, headers, body, key)
     WHERE t.item IN (SELECT item FROM fresh)
 ),
@@ -133,17 +137,30 @@ stored AS (
     RETURNING id
 ),
 inserted AS (
-    INSERT INTO events (identity, id, source, type, subject, received_at, updated_at, delivery_id, cloudevent)
-    SELECT fresh.identity, fresh.id, fresh.source, fresh.type, fresh.subject, dl.received_at, $17,
-           dl.delivery_id, fresh.cloudevent
+    INSERT INTO events (identity, id, source, type, subject, received_at, status, updated_at, delivery_id,
+                        cloudevent)
+    SELECT fresh.identity, fresh.id, fresh.source, fresh.type, fresh.subject, dl.received_at, fresh.status,
+           $18, dl.delivery_id, fresh.cloudevent
     FROM fresh JOIN dl USING (item)
     ORDER BY fresh.item, fresh.n
     ON CONFLICT (identity) DO NOTHING
-    RETURNING identity, delivery_id
+    RETURNING seq, identity, delivery_id
+),
+invoked AS (
+    INSERT INTO invocations (event_seq, route, handler, idempotency_key, ordering_key, params, state,
+                             attempt, due_at, created_at, updated_at, last_error)
+    SELECT inserted.seq, t.route, t.handler, t.key, t.ordering_key, t.params, t.state, 0, t.due_at,
+           $18, $18, t.error
+    FROM unnest($19::text[], $20::text[], $21::text[], $22::text[], $23::text[], $24::jsonb[],
+                $25::text[], $26::float8[], $27::text[]) WITH ORDINALITY
+        AS t(identity, route, handler, key, ordering_key, params, state, due_at, error, k)
+    JOIN inserted USING (identity)
+    ORDER BY t.k
+    ON CONFLICT (idempotency_key) DO NOTHING
 )
-SELECT identity, delivery_id FROM inserted
+SELECT identity, delivery_id, seq FROM inserted
 UNION ALL
-SELECT NULL, id FROM stored WHERE id NOT IN (SELECT delivery_id FROM inserted)
+SELECT NULL, id, NULL FROM stored WHERE id NOT IN (SELECT delivery_id FROM inserted)
 """
 
 # Deliveries left without events because another replica won every identity race (committed after
@@ -274,14 +291,22 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     every release; an open transaction is still rolled back by the pool itself."""
 
 
+_Routing = Sequence[Sequence[journal.NewInvocation] | None] | None
+
+
 class _Pending:
-    __slots__ = ("batch", "delivery", "future")
+    __slots__ = ("batch", "delivery", "future", "routing")
 
     def __init__(
-        self, delivery: events.Delivery, batch: Sequence[events.CloudEvent], future: asyncio.Future[Any]
+        self,
+        delivery: events.Delivery,
+        batch: Sequence[events.CloudEvent],
+        routing: _Routing,
+        future: asyncio.Future[Any],
     ) -> None:
         self.delivery = delivery
         self.batch = batch
+        self.routing = routing
         self.future = future
 
 
@@ -444,12 +469,14 @@ class PostgresJournal:
     # -- intake -----------------------------------------------------------------------------------
 
     async def append(
-        self, delivery: events.Delivery, batch: Sequence[events.CloudEvent]
+        self, delivery: events.Delivery, batch: Sequence[events.CloudEvent], routing: _Routing = None
     ) -> list[journal.Appended]:
+        if routing is not None and len(routing) != len(batch):
+            raise ValueError(f"routing has {len(routing)} entries for a batch of {len(batch)} events")
         if self._closing or self._wakeup is None:
             raise journal.JournalUnavailable("journal is closing")
         future: asyncio.Future[list[journal.Appended]] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(delivery, batch, future))
+        self._queue.append(_Pending(delivery, batch, routing, future))
         self._wakeup.set()
         return await future
 
@@ -493,6 +520,8 @@ class PostgresJournal:
     async def _insert(conn: asyncpg.Connection, pending: list[_Pending]) -> list[list[journal.Appended]]:
         ev: list[tuple[Any, ...]] = []
         dl: list[tuple[Any, ...]] = []
+        # Invocations of the candidates routed at intake, one array per column (see _APPEND).
+        inv: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [], [])
         identities: list[list[str]] = []
         first: set[str] = set()  # an identity's first occurrence in this group is the candidate
         for item_no, item in enumerate(pending):
@@ -501,9 +530,33 @@ class PostgresJournal:
             candidate = False
             for n, (event, identity) in enumerate(zip(item.batch, names, strict=True)):
                 if identity in first:
-                    continue
+                    continue  # a later copy is a duplicate: its routing goes with it
                 first.add(identity)
                 candidate = True
+                decided = item.routing[n] if item.routing is not None else None
+                if decided is None:
+                    status = "pending"
+                elif not decided:
+                    status = "unmatched"
+                else:
+                    status = "routed"
+                    for invocation in decided:
+                        for column, value in zip(
+                            inv,
+                            (
+                                identity,
+                                invocation.route,
+                                invocation.handler,
+                                invocation.idempotency_key,
+                                invocation.ordering_key,
+                                orjson.dumps(dict(invocation.params)).decode(),
+                                invocation.state,
+                                invocation.due_at,
+                                invocation.error,
+                            ),
+                            strict=True,
+                        ):
+                            column.append(value)
                 ev.append(
                     (
                         item_no,
@@ -514,6 +567,7 @@ class PostgresJournal:
                         event.get_type(),
                         event.get_subject(),
                         events.to_json(event),
+                        status,
                     )
                 )
             if candidate:
@@ -523,8 +577,8 @@ class PostgresJournal:
                 )
         new: dict[str, int] = {}
         if ev:
-            rows = await conn.fetch(_APPEND, *_columns(ev), *_columns(dl), time.time())
-            new = {row["identity"]: row["delivery_id"] for row in rows if row["identity"] is not None}
+            rows = await conn.fetch(_APPEND, *_columns(ev), *_columns(dl), time.time(), *inv)
+            new = {row["identity"]: row["seq"] for row in rows if row["identity"] is not None}
             orphans = [row["delivery_id"] for row in rows if row["identity"] is None]
             if orphans:
                 await conn.execute(_DROP_ORPHANS, orphans)
@@ -533,10 +587,12 @@ class PostgresJournal:
         for item, names in zip(pending, identities, strict=True):
             appended = []
             for event, identity in zip(item.batch, names, strict=True):
-                is_new = identity in new and identity not in claimed
-                if is_new:
+                seq = new.get(identity) if identity not in claimed else None
+                if seq is not None:
                     claimed.add(identity)
-                appended.append(journal.Appended(identity=identity, id=event.get_id(), new=is_new))
+                appended.append(
+                    journal.Appended(identity=identity, id=event.get_id(), new=seq is not None, seq=seq)
+                )
             results.append(appended)
         return results
 

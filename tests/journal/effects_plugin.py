@@ -21,7 +21,10 @@ import pydantic
 import glue
 
 TABLES = """
-CREATE TABLE calls (key text NOT NULL, pid integer NOT NULL, attempt integer NOT NULL);
+CREATE TABLE calls (
+    key text NOT NULL, pid integer NOT NULL, attempt integer NOT NULL,
+    at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
 CREATE TABLE effects (key text PRIMARY KEY, pid integer NOT NULL);
 """
 

@@ -34,6 +34,8 @@ SCHEMA_VERSION = 1
 
 #: WAL size past which the writer thread checkpoints it into the database file (after an fsync).
 _CHECKPOINT_BYTES = 8 << 20
+#: Without fsyncs (``synchronous: normal``), the WAL's size is looked at every this many commits.
+_CHECKPOINT_EVERY = 64
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS deliveries (
@@ -209,6 +211,7 @@ class SQLiteJournal:
         self._unsynced: list[tuple[list[_Pending], list[list[journal.Appended]]]] = []
         self._syncing: asyncio.Future[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._flushes = 0
         self._closing = False
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -360,6 +363,13 @@ class SQLiteJournal:
             return
         if not self.durable:
             self._resolve(pending, results)
+            self._flushes += 1
+            if self._flushes % _CHECKPOINT_EVERY == 0 and self._syncing is None:
+                # Nothing waits for this one: it only checkpoints the WAL once it has grown.
+                self._syncing = asyncio.get_running_loop().run_in_executor(
+                    self._writer_pool, self._maintain_wal, False
+                )
+                self._syncing.add_done_callback(functools.partial(self._synced, []))
             return
         self._unsynced.append((pending, results))
         self._sync()
@@ -370,7 +380,7 @@ class SQLiteJournal:
             return
         groups, self._unsynced = self._unsynced, []
         loop = asyncio.get_running_loop()
-        self._syncing = loop.run_in_executor(self._writer_pool, self._fsync_wal)
+        self._syncing = loop.run_in_executor(self._writer_pool, self._maintain_wal, True)
         self._syncing.add_done_callback(functools.partial(self._synced, groups))
 
     def _synced(self, groups: list[tuple[list[_Pending], list[list[journal.Appended]]]], done: Any) -> None:
@@ -383,19 +393,22 @@ class SQLiteJournal:
                 self._resolve(pending, results)
         self._sync()
 
-    def _fsync_wal(self) -> None:
-        """On the writer thread: make the WAL durable, then checkpoint it once it has grown."""
+    def _maintain_wal(self, fsync: bool) -> None:
+        """On the writer thread: make the WAL durable (``fsync``), then checkpoint it once it has grown."""
         wal = f"{self.path}-wal"
         fd = os.open(wal, os.O_RDONLY)
         try:
-            os.fsync(fd)
+            if fsync:
+                os.fsync(fd)
             size = os.fstat(fd).st_size
         finally:
             os.close(fd)
         if size > _CHECKPOINT_BYTES and self._write_db is not None:
-            # PASSIVE: copies what no reader still needs and never blocks the event loop's writes;
-            # the next transaction then starts the WAL over from its beginning. No write lock is taken.
-            self._write_db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            # Under the write lock, so that no commit lands meanwhile: the checkpoint then copies the
+            # whole WAL (PASSIVE: what no reader still needs), and the next transaction starts the
+            # WAL over from its beginning. Groups arriving meanwhile queue for this thread.
+            with self._write_lock:
+                self._write_db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     async def _commit_on_writer(self, pending: list[_Pending]) -> None:
         loop = asyncio.get_running_loop()

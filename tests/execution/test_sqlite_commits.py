@@ -190,3 +190,23 @@ async def test_a_failed_execution_transaction_rolls_back(tmp_path: Path) -> None
         assert [e.status for e in await store.list()] == ["pending"]
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize("synchronous", ["full", "normal"])
+async def test_the_wal_is_checkpointed_and_stays_bounded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, synchronous: str
+) -> None:
+    monkeypatch.setattr(sqlite, "_CHECKPOINT_BYTES", 256 << 10)
+    monkeypatch.setattr(sqlite, "_CHECKPOINT_EVERY", 4)
+    store, _ = await open_store(tmp_path, synchronous=synchronous)
+    try:
+        database = tmp_path / "j.db"
+        before = database.stat().st_size
+        for n in range(300):  # one transaction each: several MB of WAL frames without checkpoints
+            event = cloudevent(f"e{n}", data={"padding": "x" * 2000})
+            await store.append(delivery_of(event), [event])
+        assert database.stat().st_size > before + (300 * 2000), "nothing was copied into the database"
+        assert (tmp_path / "j.db-wal").stat().st_size < (2 << 20), "the WAL grew without bound"
+        assert len(await store.list(limit=1000)) == 300
+    finally:
+        await store.close()

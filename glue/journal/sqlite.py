@@ -34,6 +34,11 @@ SCHEMA_VERSION = 1
 
 #: WAL size past which the writer thread checkpoints it into the database file (after an fsync).
 _CHECKPOINT_BYTES = 8 << 20
+#: What a WAL that starts over is cut back to (SQLite's ``journal_size_limit``): its size then says how
+#: much it holds, and a WAL that has started over is not checkpointed again at once.
+_WAL_KEEP_BYTES = _CHECKPOINT_BYTES // 2
+#: How soon a group retries the write lock held by the writer thread (seconds).
+_LOCK_RETRY = 0.0005
 #: Without fsyncs (``synchronous: normal``), the WAL's size is looked at every this many commits.
 _CHECKPOINT_EVERY = 64
 
@@ -219,6 +224,7 @@ class SQLiteJournal:
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
         db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA journal_size_limit={_WAL_KEEP_BYTES}")
         db.execute(f"PRAGMA synchronous={self.synchronous}")
         db.execute("PRAGMA foreign_keys=ON")
         return db
@@ -244,6 +250,7 @@ class SQLiteJournal:
         db.execute(f"PRAGMA synchronous={'OFF' if self.synchronous == 'OFF' else 'NORMAL'}")
         db.execute("PRAGMA foreign_keys=ON")
         db.execute("PRAGMA wal_autocheckpoint=0")
+        db.execute(f"PRAGMA journal_size_limit={_WAL_KEEP_BYTES}")
         return db
 
     async def open(self) -> None:
@@ -336,15 +343,22 @@ class SQLiteJournal:
         fsync of the WAL on the writer thread covers every transaction committed before it started
         (group commit), and only then are the appends acknowledged. A power loss before that fsync
         leaves a WAL whose checksums end at the last whole transaction, as with ``synchronous=FULL``.
-        When another process holds the write lock, the group goes to the writer thread (which waits
-        for the lock) instead."""
+        While this process's writer thread holds the write lock (a checkpoint), the group waits for
+        it; when another process holds it, the group goes to the writer thread (which waits for the
+        lock) instead."""
         self._flush_handle = None
-        pending, self._queue = self._queue, []
-        if not pending:
+        if not self._queue:
             return
         db = self._loop_db
+        locked = db is not None and self._write_lock.acquire(blocking=False)
+        if db is not None and not locked and not self._closing:
+            # Briefly: handing the group to the writer thread would keep the lock busy for the next.
+            self._flush_handle = asyncio.get_running_loop().call_later(_LOCK_RETRY, self._flush)
+            return
+        pending, self._queue = self._queue, []
         results: list[list[journal.Appended]] | None = None
-        if db is not None and self._write_lock.acquire(blocking=False):
+        if locked:
+            assert db is not None
             try:
                 results = self._commit(pending, db)
             except sqlite3.OperationalError as exc:

@@ -210,3 +210,26 @@ async def test_the_wal_is_checkpointed_and_stays_bounded(
         assert len(await store.list(limit=1000)) == 300
     finally:
         await store.close()
+
+
+async def test_appends_wait_for_the_writer_threads_lock_and_stay_on_the_loops_connection(
+    tmp_path: Path,
+) -> None:
+    """A checkpoint (or any job of the writer thread) holds the write lock for a moment: appends made
+    meanwhile commit after it on the loop's connection, not one by one through the writer thread."""
+    store, statements = await open_store(tmp_path, synchronous="full")
+    try:
+
+        def hold_the_write_lock(db: sqlite3.Connection) -> None:
+            time.sleep(0.3)
+
+        holder = asyncio.create_task(store.write(hold_the_write_lock))
+        await asyncio.sleep(0.05)
+        batch = [cloudevent(f"e{n}") for n in range(20)]
+        appended = await asyncio.gather(*(store.append(delivery_of(e), [e]) for e in batch))
+        await holder
+        assert all(result[0].new for result in appended)
+        assert transactions(statements) == [], "appends went through the writer thread"
+        assert len(await store.list(limit=100)) == 20
+    finally:
+        await store.close()

@@ -639,10 +639,14 @@ class SQLiteJournal:
 
         When its commit does not wait for the disk it runs right here on the event loop's connection:
         a hand-off to the writer thread and back costs more CPU (~0.1 ms in a VM) than the transaction
-        itself (tens of microseconds for a live batch, a few milliseconds for a full one). When the
-        writer thread holds the write lock (an intake commit), it queues on the writer thread instead."""
+        itself (tens of microseconds for a live batch, a few milliseconds for a full one). While the
+        writer thread holds the write lock (a checkpoint) it waits; when another process holds it,
+        it goes to the writer thread (which waits for the lock) instead."""
         db = self._loop_db if self.direct else None
-        if db is not None and self._write_lock.acquire(blocking=False):
+        if db is not None:
+            # A threading lock, released by the writer thread: polled, for as long as a checkpoint.
+            while not self._write_lock.acquire(blocking=False):  # noqa: ASYNC110
+                await asyncio.sleep(_LOCK_RETRY)
             try:
                 return fn(db)
             except sqlite3.OperationalError as exc:  # busy: another process (a `glue` command) writes

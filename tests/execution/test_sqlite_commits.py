@@ -144,21 +144,15 @@ async def test_durable_execution_commits_go_through_the_writer_at_full(tmp_path:
         await store.close()
 
 
-async def test_a_busy_journal_sends_execution_to_the_writer_without_blocking_the_loop(
+async def test_a_journal_busy_in_another_process_sends_execution_to_the_writer_without_blocking_the_loop(
     tmp_path: Path,
 ) -> None:
     store, statements = await open_store(tmp_path, synchronous="full")
+    other = sqlite3.connect(tmp_path / "j.db", isolation_level=None, check_same_thread=False)
     try:
         event = cloudevent("a")
         await store.append(delivery_of(event), [event])
-
-        def hold_the_write_lock(db: sqlite3.Connection) -> None:
-            db.execute("BEGIN IMMEDIATE")
-            time.sleep(0.5)
-            db.execute("COMMIT")
-
-        holder = asyncio.create_task(store.write(hold_the_write_lock))
-        await asyncio.sleep(0.1)  # the writer thread holds the lock now
+        other.execute("BEGIN IMMEDIATE")  # another process writing (a `glue` command, say)
         ticks = 0
 
         async def tick() -> None:
@@ -168,13 +162,31 @@ async def test_a_busy_journal_sends_execution_to_the_writer_without_blocking_the
                 ticks += 1
 
         ticker = asyncio.create_task(tick())
-        claimed = await store.claim_events("w", limit=10, lease=30, now=T0)
+        claim = asyncio.create_task(store.claim_events("w", limit=10, lease=30, now=T0))
+        await asyncio.sleep(0.3)
+        other.execute("COMMIT")
+        claimed = await claim
         ticker.cancel()
-        await holder
         assert [e.id for e in claimed] == ["a"]
         assert ticks >= 10, "the loop kept running while the claim waited for the lock"
         assert ("SELECT", "NORMAL") in transactions(statements), "the claim ran on the writer, relaxed"
         assert await store.write(lambda db: db.execute("PRAGMA synchronous").fetchone()[0]) == 2
+    finally:
+        other.close()
+        await store.close()
+
+
+async def test_execution_waits_for_the_writer_threads_lock_on_the_loops_connection(tmp_path: Path) -> None:
+    store, statements = await open_store(tmp_path, synchronous="full")
+    try:
+        event = cloudevent("a")
+        await store.append(delivery_of(event), [event])
+        holder = asyncio.create_task(store.write(lambda db: time.sleep(0.3)))
+        await asyncio.sleep(0.05)
+        claimed = await store.claim_events("w", limit=10, lease=30, now=T0)
+        await holder
+        assert [e.id for e in claimed] == ["a"]
+        assert transactions(statements) == [], "the claim went through the writer thread"
     finally:
         await store.close()
 

@@ -19,6 +19,7 @@ released for another attempt.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import math
@@ -236,6 +237,8 @@ class Executor:
         # seq -> [event id, parsed event, invocations still to start, loop time kept at]
         self._events: dict[int, list[Any]] = {}
         self._events_max = 4 * config.batch + config.concurrency
+        # seq -> invocations that started before intake could keep their event (read from the journal)
+        self._started_unkept: collections.Counter[int] = collections.Counter()
         self.keep_seconds = KEEP_SECONDS
         self._room = asyncio.Event()  # a kept event was used: routing may go on
         self._route_wake = asyncio.Event()
@@ -408,8 +411,9 @@ class Executor:
                 pending = True
                 continue
             self._routed(item.id, decided)
-            uses = sum(1 for new in decided if new.state == "pending")
-            if uses:
+            # Dispatch may have claimed one already (between the commit and now): it read the event.
+            uses = sum(1 for new in decided if new.state == "pending") - self._started_unkept.pop(item.seq, 0)
+            if uses > 0:
                 runnable = True
                 self._remember_event(item.seq, item.id, batch[index], uses)
         if pending:
@@ -585,6 +589,9 @@ class Executor:
             if cached is not None:
                 event_id, event = cached
             else:
+                if len(self._started_unkept) > self._events_max:
+                    self._started_unkept.clear()
+                self._started_unkept[item.event_seq] += 1
                 stored = await self.journal.get(item.event_seq)
                 if stored is None:
                     raise LookupError(f"event {item.event_seq} is no longer in the journal")

@@ -37,6 +37,8 @@ _CHECKPOINT_BYTES = 8 << 20
 #: What a WAL that starts over is cut back to (SQLite's ``journal_size_limit``): its size then says how
 #: much it holds, and a WAL that has started over is not checkpointed again at once.
 _WAL_KEEP_BYTES = _CHECKPOINT_BYTES // 2
+#: Above every seq (no event is waiting for its fsync).
+_NO_SEQ = 1 << 62
 #: How soon a group retries the write lock held by the writer thread (seconds).
 _LOCK_RETRY = 0.0005
 #: Without fsyncs (``synchronous: normal``), the WAL's size is looked at every this many commits.
@@ -154,6 +156,10 @@ _Row = tuple[str, str, str, str, str | None, bytes]
 _Routing = Sequence[Sequence[journal.NewInvocation] | None] | None
 
 
+#: Appends committed together, what they appended, and the first new seq among them (None: none new).
+_Group = tuple[list["_Pending"], list[list[journal.Appended]], int | None]
+
+
 class _Pending:
     __slots__ = ("delivery", "future", "routing", "rows")
 
@@ -213,7 +219,8 @@ class SQLiteJournal:
         self.durable = self.synchronous in ("FULL", "EXTRA")
         self._queue: list[_Pending] = []
         self._flush_handle: asyncio.Handle | None = None
-        self._unsynced: list[tuple[list[_Pending], list[list[journal.Appended]]]] = []
+        self._unsynced: list[_Group] = []
+        self._in_sync: list[_Group] = []
         self._syncing: asyncio.Future[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._flushes = 0
@@ -385,7 +392,8 @@ class SQLiteJournal:
                 )
                 self._syncing.add_done_callback(functools.partial(self._synced, []))
             return
-        self._unsynced.append((pending, results))
+        first = min((a.seq for result in results for a in result if a.seq is not None), default=None)
+        self._unsynced.append((pending, results, first))
         self._sync()
 
     def _sync(self) -> None:
@@ -393,19 +401,27 @@ class SQLiteJournal:
         if self._syncing is not None or not self._unsynced:
             return
         groups, self._unsynced = self._unsynced, []
+        self._in_sync = groups
         loop = asyncio.get_running_loop()
         self._syncing = loop.run_in_executor(self._writer_pool, self._maintain_wal, True)
         self._syncing.add_done_callback(functools.partial(self._synced, groups))
 
-    def _synced(self, groups: list[tuple[list[_Pending], list[list[journal.Appended]]]], done: Any) -> None:
+    def _synced(self, groups: list[_Group], done: Any) -> None:
         self._syncing = None
+        self._in_sync = []
         error = done.exception()
-        for pending, results in groups:
+        for pending, results, _ in groups:
             if error is not None:
                 self._fail(pending, error)
             else:
                 self._resolve(pending, results)
         self._sync()
+
+    def _undurable_from(self) -> int:
+        """The first seq committed but not yet fsync'd: invocations of events from there on are not
+        claimed yet (nothing acts on an event before its delivery is acknowledged)."""
+        firsts = [first for _, _, first in (*self._in_sync, *self._unsynced) if first is not None]
+        return min(firsts) if firsts else _NO_SEQ
 
     def _maintain_wal(self, fsync: bool) -> None:
         """On the writer thread: make the WAL durable (``fsync``), then checkpoint it once it has grown."""
@@ -736,11 +752,12 @@ class SQLiteJournal:
                 )
                 args = (*routes, unrouted, unrouted, limit)
                 # Two queries, each walking an index in due order and stopping at the limit: due
-                # pending invocations, and running ones whose owner's lease expired (few).
+                # pending invocations (of acknowledged events), and running ones whose owner's lease
+                # expired (few).
                 rows = db.execute(
                     f"SELECT {_INVOCATION_COLUMNS} FROM invocations i"
-                    " WHERE i.state = 'pending' AND i.due_at <= ?" + runnable,
-                    (now, *args),
+                    " WHERE i.state = 'pending' AND i.due_at <= ? AND i.event_seq < ?" + runnable,
+                    (now, self._undurable_from(), *args),
                 ).fetchall()
                 rows += db.execute(
                     f"SELECT {_INVOCATION_COLUMNS} FROM invocations i"

@@ -9,7 +9,7 @@ import pytest
 from structlog.testing import capture_logs
 
 import glue
-from glue import handlers, intake, journal
+from glue import events, handlers, intake, journal
 
 from .conftest import Append, Harness, cloudevent, delivery_of, metric, wait_for
 
@@ -378,3 +378,30 @@ async def test_intake_leaves_events_pending_while_dispatch_is_behind(
     gate.set()
     await wait_for(lambda: all_done(store, 60), seconds=30, step=0.05)
     assert sorted(calls) == sorted(f"e{n}" for n in range(60))
+
+
+async def test_an_invocation_started_before_intake_kept_its_event_is_not_kept_after(
+    harness: Harness, registry: handlers.Registry, store: journal.Journal
+) -> None:
+    """Dispatch may claim an invocation routed at intake before the intake code that committed it
+    runs again: its event is then read from the journal, and must not stay counted as kept, or
+    intake would soon stop routing as if dispatch were behind."""
+    calls: list[str] = []
+
+    @glue.handler("fast", registry=registry)
+    async def fast(*, event: Any, **_: Any) -> None:
+        calls.append(event.get_id())
+
+    executor = await harness.start(
+        batch=1, concurrency=1, pollSeconds=30, routes=[{"name": "f", "handler": "fast"}]
+    )
+    for n in range(10):  # more than the events it keeps (4 batches + the concurrency)
+        event = cloudevent(f"e{n}")
+        routing = [executor.route_at_intake(events.identity(event), event)]
+        assert routing[0] is not None, f"intake stopped routing at event {n}"
+        appended = await store.append(delivery_of(event), [event], routing)
+        assert await executor.dispatch_once() == 1  # dispatch claims it and starts it first ...
+        await asyncio.sleep(0)
+        executor.journaled(appended, [event], routing)  # ... then intake learns its seq
+        await wait_for(lambda count=n + 1: all_done(store, count), seconds=5, step=0.01)
+    assert calls == [f"e{n}" for n in range(10)]

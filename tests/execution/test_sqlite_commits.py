@@ -245,3 +245,31 @@ async def test_appends_wait_for_the_writer_threads_lock_and_stay_on_the_loops_co
         assert len(await store.list(limit=100)) == 20
     finally:
         await store.close()
+
+
+async def test_nothing_claims_an_invocation_before_its_event_is_durable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Routed at intake, an invocation is committed with its event before the WAL's fsync; it is not
+    claimed (so no handler acts on the event) until that fsync has made the delivery durable."""
+    store, _ = await open_store(tmp_path, synchronous="full")
+    real = os.fsync
+
+    def slow_fsync(fd: int) -> None:
+        time.sleep(0.3)
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    try:
+        event = cloudevent("a")
+        invocation = journal.NewInvocation("r", "log", journal.idempotency_key("/test a", "r"), {}, T0)
+        append = asyncio.create_task(store.append(delivery_of(event), [event], [[invocation]]))
+        await asyncio.sleep(0.1)  # committed, its fsync running
+        assert not append.done()
+        assert [e.status for e in await store.list()] == ["routed"], "not committed yet"
+        assert await store.claim_invocations("w", limit=10, lease=30, now=T0) == []
+        await append
+        (claimed,) = await store.claim_invocations("w", limit=10, lease=30, now=T0)
+        assert claimed.route == "r"
+    finally:
+        await store.close()

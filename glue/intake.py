@@ -122,11 +122,12 @@ class Intake:
         observability.JOURNAL_WRITE.observe(time.perf_counter() - started)
         new = sum(1 for item in appended if item.new)
         if new:
-            if routing is not None:  # events routed here are not waiting to be routed
-                new_pending = sum(
+            waiting = new  # the backlog: events left for the executor to route
+            if routing is not None:
+                waiting = sum(
                     1 for a, decided in zip(appended, routing, strict=True) if a.new and decided is None
                 )
-            self._backlog += new if routing is None else new_pending
+            self._backlog += waiting
             self._journaled(delivery.endpoint).inc(new)
             for listener in self.on_journaled:
                 listener(appended, batch, routing)

@@ -92,7 +92,8 @@ class LineBuffer:
         atexit.register(self._flush_at_exit)
 
     def msg(self, message: bytes) -> None:
-        self._lines.append(message)
+        with self._lock:
+            self._lines.append(message)
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:

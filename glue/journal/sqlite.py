@@ -436,7 +436,7 @@ class SQLiteJournal:
         if size > _CHECKPOINT_BYTES and self._write_db is not None:
             # Under the write lock, so that no commit lands meanwhile: the checkpoint then copies the
             # whole WAL (PASSIVE: what no reader still needs), and the next transaction starts the
-            # WAL over from its beginning. Groups arriving meanwhile queue for this thread.
+            # WAL over from its beginning. Groups and execution arriving meanwhile wait for it.
             with self._write_lock:
                 self._write_db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 

@@ -33,7 +33,7 @@ T = TypeVar("T")
 SCHEMA_VERSION = 1
 
 #: WAL size past which the writer thread checkpoints it into the database file (after an fsync).
-_CHECKPOINT_BYTES = 8 << 20
+_CHECKPOINT_BYTES = 2 << 20
 #: What a WAL that starts over is cut back to (SQLite's ``journal_size_limit``): its size then says how
 #: much it holds, and a WAL that has started over is not checkpointed again at once.
 _WAL_KEEP_BYTES = _CHECKPOINT_BYTES // 2

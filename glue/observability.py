@@ -118,6 +118,20 @@ class LineBuffer:
                 self._file.flush()
 
 
+class _ToStructlog(logging.Handler):
+    """Sends the standard library's log records (aiokafka, aiohttp, asyncio) through structlog, so
+    every line on stderr has one format, the same redaction and the configured level."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            fields: dict[str, Any] = {"logger": record.name}
+            if record.exc_info:
+                fields["exc_info"] = record.exc_info
+            structlog.get_logger(record.name).log(record.levelno, record.getMessage(), **fields)
+        except Exception:  # a log line must never break the caller
+            self.handleError(record)
+
+
 def configure_logging(config: settings_mod.Logging, stream: Any = None) -> None:
     """Configure structlog once, at start. JSON (orjson) off a terminal, key=value lines on one."""
     stream = stream if stream is not None else sys.stderr
@@ -137,11 +151,14 @@ def configure_logging(config: settings_mod.Logging, stream: Any = None) -> None:
             structlog.dev.ConsoleRenderer(colors=False),
         ]
         factory = structlog.WriteLoggerFactory(file=stream)
+    level = logging.getLevelNamesMapping()[config.level.upper()]
+    root = logging.getLogger()
+    root.handlers = [handler for handler in root.handlers if not isinstance(handler, _ToStructlog)]
+    root.addHandler(_ToStructlog())
+    root.setLevel(max(level, logging.WARNING))  # libraries' warnings and errors, not their chatter
     structlog.configure(
         processors=processors,
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[config.level.upper()]
-        ),
+        wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=factory,
         cache_logger_on_first_use=True,
     )

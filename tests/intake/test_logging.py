@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import io
+import logging
 import re
 
 import orjson
@@ -70,5 +71,22 @@ def test_outside_a_loop_a_line_is_written_at_once() -> None:
     try:
         structlog.get_logger("test").info("outside a loop")
         assert [line["event"] for line in lines(stream)] == ["outside a loop"]
+    finally:
+        structlog.reset_defaults()
+
+
+def test_library_log_records_become_json_lines_too() -> None:
+    stream = configured()
+    try:
+        logging.getLogger("aiokafka.consumer").warning("heartbeat failed for group %s", "glue")
+        logging.getLogger("aiokafka.consumer").info("joined group")  # below the libraries' level
+        try:
+            raise ConnectionError("broker gone")
+        except ConnectionError:
+            logging.getLogger("aiohttp.server").exception("Error handling request")
+        first, second = lines(stream)
+        assert first["event"] == "heartbeat failed for group glue"
+        assert first["logger"] == "aiokafka.consumer" and first["level"] == "warning"
+        assert second["level"] == "error" and "ConnectionError: broker gone" in str(second["exception"])
     finally:
         structlog.reset_defaults()

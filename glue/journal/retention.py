@@ -45,14 +45,8 @@ _SQLITE_PRUNE = {
 
 
 def _delete_chunk(db: sqlite3.Connection, sql: str, before: float, chunk: int) -> int:
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        deleted = db.execute(sql, (before, chunk)).rowcount
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    return deleted
+    with sqlite.transaction(db):
+        return db.execute(sql, (before, chunk)).rowcount
 
 
 async def prune(store: journal.Journal, *, before: float, chunk: int = 5000) -> dict[str, int]:

@@ -118,6 +118,18 @@ _INVOCATION_COLUMNS = (
 )
 
 
+@contextlib.contextmanager
+def transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """``BEGIN IMMEDIATE`` (the write lock at once) ... ``COMMIT``, or ``ROLLBACK`` on any exception."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
 def _stored(row: sqlite3.Row | tuple[Any, ...]) -> journal.StoredEvent:
     return journal.StoredEvent(*row)
 
@@ -468,16 +480,8 @@ class SQLiteJournal:
         db = db if db is not None else self._write_db
         assert db is not None
         now = time.time()
-        results: list[list[journal.Appended]] = []
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            for item in pending:
-                results.append(self._insert(db, item, now))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        return results
+        with transaction(db):
+            return [self._insert(db, item, now) for item in pending]
 
     @staticmethod
     def _insert_delivery(
@@ -543,8 +547,7 @@ class SQLiteJournal:
 
     async def reject(self, delivery: events.Delivery, reason: str) -> int:
         def run(db: sqlite3.Connection) -> int:
-            with db:
-                db.execute("BEGIN IMMEDIATE")
+            with transaction(db):
                 return self._insert_delivery(db, delivery, rejected=reason)
 
         return await self.write(run)
@@ -639,13 +642,8 @@ class SQLiteJournal:
         if relaxed:
             db.execute("PRAGMA synchronous=NORMAL")
         try:
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with transaction(db):
                 yield
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
         finally:
             if relaxed:
                 db.execute(f"PRAGMA synchronous={self.synchronous}")
@@ -881,17 +879,12 @@ class SQLiteJournal:
             marks, values = _in(ids)
             if not values:
                 return []
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with transaction(db):
                 rows = db.execute(
                     f"UPDATE invocations SET state = 'pending', attempt = 0, due_at = ?, updated_at = ?"
                     f" WHERE state = 'dead' AND id IN ({marks}) RETURNING id",
                     (now, now, *values),
                 ).fetchall()
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
             return sorted(row[0] for row in rows)
 
         return await self.write(run)
@@ -901,15 +894,10 @@ class SQLiteJournal:
             marks, values = _in(ids)
             if not values:
                 return []
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with transaction(db):
                 rows = db.execute(
                     f"DELETE FROM invocations WHERE state = 'dead' AND id IN ({marks}) RETURNING id", values
                 ).fetchall()
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
             return sorted(row[0] for row in rows)
 
         return await self.write(run)

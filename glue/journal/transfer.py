@@ -239,18 +239,13 @@ async def load(store: journal.Journal, rows: Iterable[tuple[str, dict[str, Any]]
 
 
 def _load_sqlite(db: sqlite3.Connection, by_table: dict[str, list[tuple[Any, ...]]]) -> None:
-    db.execute("BEGIN IMMEDIATE")
-    try:
+    with sqlite.transaction(db):
         for table, values in by_table.items():
             columns = TABLES[table]
             db.executemany(
                 f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
                 [tuple(_sqlite_param(c, v) for c, v in zip(columns, row, strict=True)) for row in values],
             )
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
 
 
 async def _load_postgres(conn: asyncpg.Connection, by_table: dict[str, list[tuple[Any, ...]]]) -> None:

@@ -142,6 +142,17 @@ class _Rebalance(aiokafka.ConsumerRebalanceListener):  # type: ignore[misc]
         log.info("kafka partitions assigned", partitions=_names(assigned))
 
 
+async def _start(client: Any, what: str, config: settings_mod.Kafka) -> None:
+    """Start an aiokafka consumer or producer; a broker that cannot be reached is KafkaUnavailable."""
+    try:
+        await client.start()
+    except kafka_errors.KafkaError as exc:
+        with contextlib.suppress(Exception):
+            await client.stop()
+        servers = ", ".join(config.bootstrap_servers)
+        raise KafkaUnavailable(f"cannot start the Kafka {what} ({servers}): {exc}") from None
+
+
 class KafkaSource:
     """The Kafka component of the daemon (``name``, ``start()``, ``stop()``)."""
 
@@ -173,13 +184,7 @@ class KafkaSource:
             heartbeat_interval_ms=max(100, self.config.session_timeout_ms // 5),
         )
         consumer.subscribe(list(self.topics), listener=_Rebalance(self))
-        try:
-            await consumer.start()
-        except kafka_errors.KafkaError as exc:
-            with contextlib.suppress(Exception):
-                await consumer.stop()
-            servers = ", ".join(self.config.bootstrap_servers)
-            raise KafkaUnavailable(f"cannot start the Kafka consumer ({servers}): {exc}") from None
+        await _start(consumer, "consumer", self.config)
         self.consumer = consumer
         self._task = asyncio.create_task(self._run(), name="kafka-consume")
         log.info("kafka source started", topics=sorted(self.topics), group=self.config.group_id)
@@ -431,13 +436,7 @@ class KafkaOutput:
 
     async def start(self) -> None:
         producer = aiokafka.AIOKafkaProducer(**client_options(self.config), acks="all")
-        try:
-            await producer.start()
-        except kafka_errors.KafkaError as exc:
-            with contextlib.suppress(Exception):
-                await producer.stop()
-            servers = ", ".join(self.config.bootstrap_servers)
-            raise KafkaUnavailable(f"cannot start the Kafka producer ({servers}): {exc}") from None
+        await _start(producer, "producer", self.config)
         self.producer = producer
         self._since = time.time() - self.output.lookback_seconds
         self._task = asyncio.create_task(self._run(), name="kafka-output")

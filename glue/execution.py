@@ -655,22 +655,16 @@ class Executor:
     @staticmethod
     def _logger(item: journal.Invocation, event_id: str | None = None) -> Any:
         """The logger of one attempt, bound once: the handler's ``ctx.log`` and the dispatch line."""
-        if event_id is None:
-            return log.bind(
-                route=item.route,
-                handler=item.handler,
-                invocation=item.id,
-                attempt=item.attempt,
-                event_seq=item.event_seq,
-            )
-        return log.bind(
-            route=item.route,
-            handler=item.handler,
-            invocation=item.id,
-            attempt=item.attempt,
-            event_seq=item.event_seq,
-            event_id=event_id,
-        )
+        fields: dict[str, Any] = {
+            "route": item.route,
+            "handler": item.handler,
+            "invocation": item.id,
+            "attempt": item.attempt,
+            "event_seq": item.event_seq,
+        }
+        if event_id is not None:
+            fields["event_id"] = event_id
+        return log.bind(**fields)
 
     def _retry(
         self,

@@ -296,6 +296,7 @@ def minio_record(
     escaped: bool = True,
     version_id: str | None = "1",
     sequencer: str = "187C3D4A5B6C7D8E",
+    size: int = 4_200_000,
 ) -> dict[str, Any]:
     """One S3 event record (minio internal/event/event.go); ``escaped`` as targets send the key."""
     import urllib.parse
@@ -306,7 +307,7 @@ def minio_record(
     }
     if not event_name.startswith("s3:ObjectRemoved"):
         obj |= {
-            "size": 4_200_000,
+            "size": size,
             "eTag": "d41d8cd98f00b204e9800998ecf8427e",
             "contentType": "application/octet-stream",
             "userMetadata": {"content-type": "application/octet-stream"},

@@ -31,6 +31,8 @@ from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
+from tests.formats import payloads
+
 _EVENT = re.compile(r"^s3:[A-Za-z]+:(\*|[A-Za-z]+)$")
 _AUTH = re.compile(
     r"^AWS4-HMAC-SHA256 Credential=(?P<key>[^/]+)/(?P<date>\d{8})/(?P<region>[^/]+)/s3/aws4_request, "
@@ -168,45 +170,13 @@ def record(
     sequencer: str = "17B2D3C4E5F60718",
     size: int = 4096,
 ) -> dict[str, Any]:
-    """One S3 event record in the documented schema (formats.md section 3)."""
-    from urllib.parse import quote_plus
-
-    created = event_name.startswith("s3:ObjectCreated")
-    obj: dict[str, Any] = {
-        "key": quote_plus(key) if escaped else key,
-        "sequencer": sequencer,
-    }
-    if created:
-        obj.update(
-            {
-                "size": size,
-                "eTag": "d41d8cd98f00b204e9800998ecf8427e",
-                "contentType": "application/octet-stream",
-                "userMetadata": {"content-type": "application/octet-stream"},
-            }
-        )
-    return {
-        "eventVersion": "2.0",
-        "eventSource": "minio:s3",
-        "awsRegion": "",
-        "eventTime": "2026-11-27T23:59:01.123Z",
-        "eventName": event_name,
-        "userIdentity": {"principalId": "glue-access"},
-        "requestParameters": {"principalId": "glue-access", "region": "", "sourceIPAddress": "10.0.0.7"},
-        "responseElements": {
-            "x-amz-request-id": "17B2D3C4E5F60718",
-            "x-minio-deployment-id": "5f1e6a1c-8a51-4d7b-9a3b-0d6f2f1e9a77",
-            "x-minio-origin-endpoint": "https://minio.platform.svc:9000",
-        },
-        "s3": {
-            "s3SchemaVersion": "1.0",
-            "configurationId": "Config",
-            "bucket": {
-                "name": bucket,
-                "ownerIdentity": {"principalId": "glue-access"},
-                "arn": f"arn:aws:s3:::{bucket}",
-            },
-            "object": obj,
-        },
-        "source": {"host": "10.0.0.7", "port": "", "userAgent": "MinIO (linux; amd64) minio-go/v7.0.70"},
-    }
+    """One S3 event record in the documented schema (formats.md section 3), of an unversioned bucket."""
+    return payloads.minio_record(
+        key,
+        bucket=bucket,
+        event_name=event_name,
+        escaped=escaped,
+        version_id=None,
+        sequencer=sequencer,
+        size=size,
+    )

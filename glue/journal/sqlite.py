@@ -236,6 +236,7 @@ class SQLiteJournal:
         self._syncing: asyncio.Future[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._flushes = 0
+        self._deferred = False
         self._closing = False
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -345,7 +346,7 @@ class SQLiteJournal:
             for event in batch
         ]
         self._queue.append(_Pending(delivery, rows, routing, future))
-        if self._flush_handle is None:
+        if self._flush_handle is None and not self._deferred:
             # Appends made in this turn of the loop (every request that arrived together) share one
             # transaction; groupCommitMs widens the window.
             if self.group_commit:
@@ -360,13 +361,19 @@ class SQLiteJournal:
         The inserts and the commit are a few tens of microseconds of C per event, less than handing
         them to a thread costs; the commit does not wait for the disk. Durability comes after: one
         fsync of the WAL on the writer thread covers every transaction committed before it started
-        (group commit), and only then are the appends acknowledged. A power loss before that fsync
-        leaves a WAL whose checksums end at the last whole transaction, as with ``synchronous=FULL``.
+        (group commit), and only then are the appends acknowledged. Appends that arrive while an
+        fsync runs wait for it and then commit together: one transaction per fsync writes each
+        touched page to the WAL once (measured: 16 instead of 23 us per event under load). A power
+        loss before that fsync leaves a WAL whose checksums end at the last whole transaction, as
+        with ``synchronous=FULL``.
         While this process's writer thread holds the write lock (a checkpoint), the group waits for
         it; when another process holds it, the group goes to the writer thread (which waits for the
         lock) instead."""
         self._flush_handle = None
         if not self._queue:
+            return
+        if self.durable and self._syncing is not None and not self._closing:
+            self._deferred = True  # _synced commits the queue
             return
         db = self._loop_db
         locked = db is not None and self._write_lock.acquire(blocking=False)
@@ -427,6 +434,9 @@ class SQLiteJournal:
                 self._fail(pending, error)
             else:
                 self._resolve(pending, results)
+        if self._deferred:
+            self._deferred = False
+            self._flush()
         self._sync()
 
     def _undurable_from(self) -> int:

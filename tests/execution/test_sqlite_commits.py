@@ -273,3 +273,36 @@ async def test_nothing_claims_an_invocation_before_its_event_is_durable(
         assert claimed.route == "r"
     finally:
         await store.close()
+
+
+async def test_appends_during_an_fsync_share_the_next_commit_and_fsync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While one group's fsync runs, later appends wait for it, then commit and sync as one group:
+    each is acknowledged only after an fsync that started after its own commit."""
+    store, _ = await open_store(tmp_path, synchronous="full")
+    real = os.fsync
+    synced: list[float] = []
+
+    def slow_fsync(fd: int) -> None:
+        time.sleep(0.2)
+        real(fd)
+        synced.append(time.monotonic())
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    try:
+        first = asyncio.create_task(store.append(delivery_of(cloudevent("a")), [cloudevent("a")]))
+        await asyncio.sleep(0.05)  # a committed, its fsync running
+        later = []
+        for name in ("b", "c"):  # in different turns of the loop
+            later.append(asyncio.create_task(store.append(delivery_of(cloudevent(name)), [cloudevent(name)])))
+            await asyncio.sleep(0.02)
+        assert [e.id for e in await store.list()] == ["a"], "b and c committed before a's fsync ended"
+        await first
+        assert not any(task.done() for task in later)
+        results = await asyncio.gather(*later)
+        assert all(appended.new for (appended,) in results)
+        assert sorted(e.id for e in await store.list()) == ["a", "b", "c"]
+        assert len(synced) == 2, "b and c did not share one fsync"
+    finally:
+        await store.close()

@@ -3,7 +3,9 @@
 Both servers run as subprocesses of this script, one after the other, and wrk drives each with the
 same script (32 connections, unique CloudEvent ids so every request is a new event that glue journals
 with an fsync'd group commit). Glue then keeps taking load until it has journaled 100,000 deliveries,
-and its resident memory is read from /proc.
+and its resident memory is read from /proc. Between the two, glue's HTTP intake over a journal that
+answers at once (_glue_without_journal.py) shows how far the ratio could go if the journal cost
+nothing.
 
     python bench/ingest.py [--duration 10] [--connections 32]
 
@@ -122,6 +124,14 @@ def main() -> None:
             f"journal: {{path: {Path(tmp) / 'j.db'}, synchronous: {args.synchronous}}}\n"
             "logging: {level: info, format: json}\n"
             "endpoints: [{name: bench, path: /events, format: cloudevents}]\n"
+        )
+        helper = [sys.executable, str(HERE / "_glue_without_journal.py"), str(config)]
+        with server(helper, f"http://127.0.0.1:{port}/readyz"):
+            wrk(port, 2, args.connections, "free-warm")
+            free = wrk(port, args.duration, args.connections, "free")
+        print(
+            f"glue intake over a journal that answers at once: {free['rps']:.0f} req/s "
+            f"({free['rps'] / bare['rps']:.2f} of bare, the ceiling of the ratio)"
         )
         argv = [sys.executable, "-m", "glue.cli", "run", "--config", str(config)]
         with server(argv, f"http://127.0.0.1:{port}/readyz") as glue:

@@ -121,8 +121,10 @@ WITH ev AS (
                          $7::text[], $8::bytea[], $9::text[])
         AS t(item, n, identity, id, source, type, subject, cloudevent, status)
 ),
+-- A subquery per row, not NOT EXISTS: the planner turns the latter into an anti-join, and with no
+-- statistics yet (a new journal) caches a plan that scans the whole events table for every group.
 fresh AS (
-    SELECT * FROM ev WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.identity = ev.identity)
+    SELECT * FROM ev WHERE (SELECT e.seq FROM events e WHERE e.identity = ev.identity) IS NULL
 ),
 dl AS (
     SELECT t.*, nextval('deliveries_id_seq') AS delivery_id
@@ -517,7 +519,9 @@ class PostgresJournal:
             self._slots.release()
 
     @staticmethod
-    async def _insert(conn: asyncpg.Connection, pending: list[_Pending]) -> list[list[journal.Appended]]:
+    def _arguments(pending: list[_Pending]) -> tuple[list[Any], list[list[str]]]:
+        """The parameters of _APPEND for a group (empty if it holds no new event), and each
+        delivery's identities."""
         ev: list[tuple[Any, ...]] = []
         dl: list[tuple[Any, ...]] = []
         # Invocations of the candidates routed at intake, one array per column (see _APPEND).
@@ -575,9 +579,16 @@ class PostgresJournal:
                 dl.append(
                     (item_no, d.received_at, d.transport, d.endpoint, d.format, _headers(d), d.body, d.key)
                 )
+        if not ev:
+            return [], identities
+        return [*_columns(ev), *_columns(dl), time.time(), *inv], identities
+
+    @classmethod
+    async def _insert(cls, conn: asyncpg.Connection, pending: list[_Pending]) -> list[list[journal.Appended]]:
+        arguments, identities = cls._arguments(pending)
         new: dict[str, int] = {}
-        if ev:
-            rows = await conn.fetch(_APPEND, *_columns(ev), *_columns(dl), time.time(), *inv)
+        if arguments:
+            rows = await conn.fetch(_APPEND, *arguments)
             new = {row["identity"]: row["seq"] for row in rows if row["identity"] is not None}
             orphans = [row["delivery_id"] for row in rows if row["identity"] is None]
             if orphans:

@@ -96,6 +96,41 @@ async def test_the_dsn_can_come_from_a_file(pg_dsn: str, tmp_path) -> None:  # t
         await store.close()
 
 
+async def test_a_new_journals_appends_probe_the_identity_index(pg_dsn: str) -> None:
+    """The duplicate check of an append looks each identity up in its unique index, whatever the
+    planner knows of the table. On a new journal PostgreSQL has no statistics yet (autovacuum analyses
+    a minute later at the earliest), and a plan cached then that scans the whole events table for every
+    group made a new journal three times slower, and slower as it grew (bench/scaleout.py)."""
+    store = postgres.PostgresJournal(pg_config(pg_dsn))
+    await store.open()
+    try:
+        await store.append(delivery(), [cloudevent("first")])  # the tables exist and are nearly empty
+        loop = asyncio.get_running_loop()
+        group = [
+            postgres._Pending(delivery(), [cloudevent(f"e{n}")], None, loop.create_future()) for n in range(8)
+        ]
+        arguments, _ = store._arguments(group)
+        conn = await asyncpg.connect(pg_dsn)
+        try:
+            # What the journal's connections cache after a few executions of the statement.
+            await conn.execute("SET plan_cache_mode = force_generic_plan")
+            plan = await (await conn.prepare(postgres._APPEND)).explain(*arguments)
+        finally:
+            await conn.close()
+    finally:
+        await store.close()
+
+    def scans(node: dict[str, object]) -> list[tuple[object, object]]:
+        found = [(node["Node Type"], node.get("Relation Name"))]
+        for child in node.get("Plans", []):  # type: ignore[attr-defined]
+            found += scans(child)
+        return found
+
+    on_events = [kind for kind, relation in scans(plan[0]["Plan"]) if relation == "events"]
+    assert on_events, "the plan does not read the events table"
+    assert "Seq Scan" not in on_events, f"the events table is scanned whole: {on_events}"
+
+
 # -- several replicas -----------------------------------------------------------------------------------
 
 

@@ -371,10 +371,12 @@ async def test_intake_leaves_events_pending_while_dispatch_is_behind(
     entry = wired_intake(store, executor)
     for n in range(60):
         await entry.accept(delivery_of(cloudevent(f"e{n}")))
+    counted = entry.backlog
     statuses = [e.status for e in await store.list(limit=100)]
     assert statuses[0] == "routed"
     assert "pending" in statuses, "intake routed past what dispatch keeps"
-    assert entry.backlog == statuses.count("pending")
+    # Intake counted what it left pending; the route loop may have taken one batch since.
+    assert 0 <= counted - statuses.count("pending") <= 5
     gate.set()
     await wait_for(lambda: all_done(store, 60), seconds=30, step=0.05)
     assert sorted(calls) == sorted(f"e{n}" for n in range(60))

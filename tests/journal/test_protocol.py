@@ -42,17 +42,17 @@ async def test_append_stores_the_delivery_and_its_events(store: journal.Journal)
 async def test_bytes_and_text_come_back_exactly(store: journal.Journal) -> None:
     raw = delivery(
         b"\x00\xff\xfe not UTF-8 \r\n",
-        headers={"content-type": "application/octet-stream", "x-name": "caf\u00e9 \u2603 \"q\" \\"},
+        headers={"content-type": "application/octet-stream", "x-name": 'caf\u00e9 \u2603 "q" \\'},
         key=b"\xff",
         received_at=1_700_000_000.123456789,
     )
-    event = cloudevent("\u00e9\u2603 \"x\"", subject="a\\b\nc", source="/caf\u00e9", data=b"\x00\xff")
+    event = cloudevent('\u00e9\u2603 "x"', subject="a\\b\nc", source="/caf\u00e9", data=b"\x00\xff")
 
     (appended,) = await store.append(raw, [event])
 
     (stored,) = await store.list()
     assert stored.event().get_data() == b"\x00\xff"
-    assert (stored.id, stored.source, stored.subject) == ("\u00e9\u2603 \"x\"", "/caf\u00e9", "a\\b\nc")
+    assert (stored.id, stored.source, stored.subject) == ('\u00e9\u2603 "x"', "/caf\u00e9", "a\\b\nc")
     assert appended.identity == events.identity(stored.event())
     assert await store.delivery(stored.delivery_id) == raw
 

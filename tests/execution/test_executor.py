@@ -52,6 +52,11 @@ def tracked(registry: handlers.Registry, tracker: Tracker, *, pause: float = 0.0
             tracker.leave(params.key, params.n)
 
 
+async def all_claimed(store: journal.Journal, count: int) -> bool:
+    rows = await store.invocations(limit=10_000)
+    return len(rows) == count and all(row.state != "pending" for row in rows)
+
+
 async def all_done(store: journal.Journal, count: int) -> bool:
     rows = await store.invocations(limit=10_000)
     return len(rows) == count and all(row.state == "done" for row in rows)
@@ -402,8 +407,8 @@ async def test_an_invocation_started_before_intake_kept_its_event_is_not_kept_af
         routing = [executor.route_at_intake(events.identity(event), event)]
         assert routing[0] is not None, f"intake stopped routing at event {n}"
         appended = await store.append(delivery_of(event), [event], routing)
-        assert await executor.dispatch_once() == 1  # dispatch claims it and starts it first ...
-        await asyncio.sleep(0)
+        await executor.dispatch_once()  # dispatch (this call or its own loop) claims and starts it ...
+        await wait_for(lambda count=n + 1: all_claimed(store, count), seconds=5, step=0.01)
         executor.journaled(appended, [event], routing)  # ... then intake learns its seq
         await wait_for(lambda count=n + 1: all_done(store, count), seconds=5, step=0.01)
     assert calls == [f"e{n}" for n in range(10)]

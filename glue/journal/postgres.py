@@ -103,6 +103,16 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX invocations_owner ON invocations (owner) WHERE owner IS NOT NULL;
         """,
     ),
+    (
+        3,
+        "events without a foreign key to deliveries",
+        """
+        -- An event and its delivery are inserted by one statement, and nothing deletes a delivery that
+        -- an event still names (retention and orphan removal check); the constraint's check locked the
+        -- delivery row for every event inserted, which cost 10 % of the ingest rate.
+        ALTER TABLE events DROP CONSTRAINT IF EXISTS events_delivery_id_fkey;
+        """,
+    ),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]

@@ -226,6 +226,7 @@ async def load(store: journal.Journal, rows: Iterable[tuple[str, dict[str, Any]]
     for table, row in rows:
         by_table[table].append(tuple(row[c] for c in TABLES[table]))
     counts = {table: len(values) for table, values in by_table.items()}
+    _check_references(by_table)
     try:
         if isinstance(store, sqlite.SQLiteJournal):
             await store.write(lambda db: _load_sqlite(db, by_table))
@@ -236,6 +237,23 @@ async def load(store: journal.Journal, rows: Iterable[tuple[str, dict[str, Any]]
     except (sqlite3.IntegrityError, asyncpg.IntegrityConstraintViolationError) as exc:
         raise TransferError(f"the export is inconsistent: {exc}") from None
     return counts
+
+
+def _check_references(by_table: dict[str, list[tuple[Any, ...]]]) -> None:
+    """Every event names a delivery of the export, every invocation an event of it (the target is
+    empty, so an export must hold what its rows refer to)."""
+    for table, column, parent in (
+        ("events", "delivery_id", "deliveries"),
+        ("invocations", "event_seq", "events"),
+    ):
+        held = {row[0] for row in by_table[parent]}  # the parent's key is its first column
+        at = TABLES[table].index(column)
+        for row in by_table[table]:
+            if row[at] not in held:
+                raise TransferError(
+                    f"the export is inconsistent: {KINDS[table]} {row[0]} refers to {KINDS[parent]} "
+                    f"{row[at]}, which the export does not hold"
+                )
 
 
 def _load_sqlite(db: sqlite3.Connection, by_table: dict[str, list[tuple[Any, ...]]]) -> None:

@@ -140,13 +140,25 @@ def test_a_broken_export_is_refused_with_the_line(text: bytes, message: str) -> 
         list(transfer.parse(text.splitlines()))
 
 
-async def test_an_export_that_breaks_references_changes_nothing(both) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(("left_out", "referrer"), [("delivery", "event"), ("event", "invocation")])
+async def test_an_export_that_breaks_references_changes_nothing(  # type: ignore[no-untyped-def]
+    both, tmp_path: Path, left_out: str, referrer: str
+) -> None:
     lite, pg = both
     await populate(lite)
-    exported = [line for line in await lines(lite) if b'"kind":"delivery"' not in line]
-    with pytest.raises(transfer.TransferError, match="inconsistent"):
-        await transfer.load(pg, transfer.parse(exported))
-    assert await pg.list() == []
+    exported = [line for line in await lines(lite) if f'"kind":"{left_out}"'.encode() not in line]
+    other = journal.create(settings.Journal(backend="sqlite", path=tmp_path / "other.db"))
+    await other.open()
+    try:
+        for target in (pg, other):
+            with pytest.raises(
+                transfer.TransferError, match=rf"inconsistent: {referrer} \d+ refers to {left_out} \d+"
+            ):
+                await transfer.load(target, transfer.parse(exported))
+            assert await target.list() == []
+            assert await target.invocations() == []
+    finally:
+        await other.close()
 
 
 pg_database = pgserver.pg_database

@@ -434,6 +434,12 @@ class PostgresJournal:
                     " applied_at timestamptz NOT NULL DEFAULT now())"
                 )
                 current = await conn.fetchval("SELECT coalesce(max(version), 0) FROM glue_schema_migrations")
+                encoding = await conn.fetchval("SHOW server_encoding")
+                if encoding != "UTF8":  # events and their JSON documents are stored as UTF-8 text
+                    raise journal.JournalUnavailable(
+                        f"the postgres journal needs a database with UTF8 encoding, not {encoding}"
+                        " (CREATE DATABASE ... ENCODING 'UTF8' TEMPLATE template0)"
+                    )
                 if current > SCHEMA_VERSION:
                     raise journal.JournalUnavailable(
                         f"the postgres journal has schema version {current},"

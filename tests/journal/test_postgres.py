@@ -75,6 +75,24 @@ async def test_a_newer_schema_is_refused(pg_dsn: str) -> None:
         await store.open()
 
 
+async def test_a_database_not_in_utf8_is_refused(pg_dsn: str) -> None:
+    server, _, _ = pg_dsn.partition("?")[0].rpartition("/")
+    name = f"glue_latin1_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(f"{server}/postgres")
+    try:
+        await admin.execute(
+            f"CREATE DATABASE {name} ENCODING 'LATIN1' TEMPLATE template0 LC_COLLATE 'C' LC_CTYPE 'C'"
+        )
+        store = postgres.PostgresJournal(pg_config(f"{server}/{name}"))
+        with pytest.raises(
+            journal.JournalUnavailable, match="needs a database with UTF8 encoding, not LATIN1"
+        ):
+            await store.open()
+    finally:
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await admin.close()
+
+
 async def test_an_unreachable_database_is_unavailable_and_the_password_stays_secret() -> None:
     store = postgres.PostgresJournal(pg_config("postgresql://glue:s3cr3t-pw@127.0.0.1:1/glue"))
     with pytest.raises(journal.JournalUnavailable) as raised:

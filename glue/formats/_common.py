@@ -38,6 +38,14 @@ _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]
 #: Attributes CloudEvents 1.0 requires; the SDK would invent id/specversion/time, so check them first.
 REQUIRED: Final = ("specversion", "id", "source", "type")
 
+#: What CloudEvents 1.0 (type system, String) disallows in a string attribute: control characters
+#: U+0000-U+001F and U+007F-U+009F, surrogates, and Unicode's noncharacters.
+DISALLOWED: Final = re.compile(
+    "[\x00-\x1f\x7f-\x9f\ud800-\udfff\ufdd0-\ufdef"
+    + "".join(f"{chr(plane << 16 | 0xFFFE)}{chr(plane << 16 | 0xFFFF)}" for plane in range(17))
+    + "]"
+)
+
 Data = Any  # whatever JSON value (or bytes, str for non-JSON binary data) the event carries
 Factory = Callable[[dict[str, Any], Data], events.CloudEvent]
 E = TypeVar("E", bound=ce_base.BaseCloudEvent)
@@ -180,7 +188,14 @@ def cloudevent(
             f"specversion {clip(attributes['specversion'])} is not supported: send CloudEvents 1.0"
         )
     for name, value in attributes.items():
-        if isinstance(value, dict | list):
+        if isinstance(value, str):
+            found = DISALLOWED.search(value)
+            if found:
+                raise formats.DecodeError(
+                    f"attribute {clip(name)} holds U+{ord(found.group()):04X}, a character CloudEvents 1.0 "
+                    "does not allow in a string (control characters, surrogates, noncharacters)"
+                )
+        elif isinstance(value, dict | list):
             raise formats.DecodeError(
                 f"attribute {clip(name)} must be a string, number or boolean, got {kind(value)}"
             )

@@ -66,7 +66,11 @@ def _event(record: Any, escaped: bool) -> events.CloudEvent:
         "datacontenttype": _common.JSON,
     }
     if key:
-        attributes["subject"] = key
+        # S3 keys may hold control characters, which CloudEvents strings may not: the subject
+        # percent-encodes them, the data keeps the key as it is.
+        attributes["subject"] = _common.DISALLOWED.sub(
+            lambda found: urllib.parse.quote(found.group(), errors="surrogatepass"), key
+        )
     data = {
         "bucket": bucket,
         "key": key,

@@ -143,6 +143,11 @@ def test_decoded_events_survive_the_journal_round_trip() -> None:
         ({"Model": "llama"}, "invalid CloudEvent: extension attribute 'Model' is not a valid name"),
         ({"labels": {"a": "b"}}, "attribute 'labels' must be a string, number or boolean, got object"),
         ({"data_base64": "!!"}, "an event carries either 'data' or 'data_base64', not both"),
+        # CloudEvents 1.0 type system: a String holds no control character, surrogate or noncharacter.
+        ({"id": "evt\u0000"}, "attribute 'id' holds U+0000, a character CloudEvents 1.0 does not allow"),
+        ({"subject": "a\nb"}, "attribute 'subject' holds U+000A"),
+        ({"source": "/x\u0085"}, "attribute 'source' holds U+0085"),
+        ({"comexamplenote": "\ufffe"}, "attribute 'comexamplenote' holds U+FFFE"),
     ],
 )
 def test_invalid_structured_events_are_rejected_naming_the_attribute(

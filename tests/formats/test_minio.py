@@ -55,6 +55,14 @@ def test_escaped_keys_are_decoded_on_targets() -> None:
     assert event.get_data()["record"]["s3"]["object"]["key"] == "Tile_%2B002+x"  # type: ignore[index]
 
 
+def test_control_characters_of_a_key_are_percent_encoded_in_the_subject_only() -> None:
+    record = p.minio_record()
+    record["s3"]["object"]["key"] = "logs/a%0Ab%09c.txt"  # url.QueryEscape("logs/a\nb\tc.txt")
+    [event] = decode(p.delivery("minio", p.minio_envelope(record), JSON))
+    assert event.get_subject() == "logs/a%0Ab%09c.txt"  # a CloudEvents string holds no control character
+    assert event.get_data()["key"] == "logs/a\nb\tc.txt"  # type: ignore[index]
+
+
 def test_listen_stream_keys_are_taken_as_they_are() -> None:
     [event] = decode(_listen(p.minio_listen_line(p.minio_record("Tile_+002 x", escaped=False))))
     assert event.get_subject() == "Tile_+002 x"

@@ -113,6 +113,16 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         ALTER TABLE events DROP CONSTRAINT IF EXISTS events_delivery_id_fkey;
         """,
     ),
+    (
+        4,
+        "headers and params as json text",
+        """
+        -- jsonb refuses a NUL in a string ("\\u0000"), which event data and Kafka headers may hold: one
+        -- such event failed its whole group commit. json keeps the text as written.
+        ALTER TABLE deliveries ALTER COLUMN headers TYPE json USING headers::json;
+        ALTER TABLE invocations ALTER COLUMN params TYPE json USING params::json;
+        """,
+    ),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]
@@ -122,9 +132,10 @@ _DELIVERY_COLUMNS = "received_at, transport, endpoint, format, headers, body, ke
 
 # One statement per group commit. Its rows come as JSON documents (json_to_recordset): one parameter
 # per table instead of an array per column, which asyncpg encodes element by element (measured: half
-# the client CPU per event). Bytes travel as base64 (the body) or as the UTF-8 text they are (the
-# CloudEvent's JSON). Deliveries get their ids from the sequence up front so the events
-# can reference them in the same statement; a delivery whose events all exist already is not stored.
+# the client CPU per event). A body travels as base64; the CloudEvent, headers and params as JSON text
+# in a string (json_to_recordset unescapes nested strings too, and a NUL cannot become text).
+# Deliveries get their ids from the sequence up front so the events can reference them in the same
+# statement; a delivery whose events all exist already is not stored.
 # ``ON CONFLICT`` covers the race where another replica inserts the same identity meanwhile. An event
 # routed at intake comes with its status and its invocations, which are inserted for the events this
 # statement really inserted (joined on identity), so a duplicate's routing is dropped with it; the
@@ -142,11 +153,11 @@ fresh AS (
     SELECT * FROM ev WHERE (SELECT e.seq FROM events e WHERE e.identity = ev.identity) IS NULL
 ),
 dl AS (
-    SELECT t.item, t.received_at, t.transport, t.endpoint, t.format, t.headers,
+    SELECT t.item, t.received_at, t.transport, t.endpoint, t.format, t.headers::json AS headers,
            decode(t.body, 'base64') AS body, decode(t.key, 'base64') AS key,
            nextval('deliveries_id_seq') AS delivery_id
     FROM json_to_recordset($2::json) AS t(item int4, received_at float8, transport text, endpoint text,
-                                          format text, headers jsonb, body text, key text)
+                                          format text, headers text, body text, key text)
     WHERE t.item IN (SELECT item FROM fresh)
 ),
 stored AS (
@@ -167,10 +178,10 @@ inserted AS (
 invoked AS (
     INSERT INTO invocations (event_seq, route, handler, idempotency_key, ordering_key, params, state,
                              attempt, due_at, created_at, updated_at, last_error)
-    SELECT inserted.seq, t.route, t.handler, t.key, t.ordering_key, t.params, t.state, 0, t.due_at,
+    SELECT inserted.seq, t.route, t.handler, t.key, t.ordering_key, t.params::json, t.state, 0, t.due_at,
            $3, $3, t.error
     FROM ROWS FROM (json_to_recordset($4::json) AS (identity text, route text, handler text, key text,
-                                                   ordering_key text, params jsonb, state text,
+                                                   ordering_key text, params text, state text,
                                                    due_at float8, error text)) WITH ORDINALITY
         AS t(identity, route, handler, key, ordering_key, params, state, due_at, error, k)
     JOIN inserted USING (identity)
@@ -298,6 +309,12 @@ def _count(status: str) -> int:
 def _json(rows: list[dict[str, Any]]) -> str:
     """Rows for ``json_to_recordset`` (see _APPEND)."""
     return orjson.dumps(rows).decode()
+
+
+def _text(value: str | None) -> str | None:
+    """A text column's value: PostgreSQL text holds no NUL, so one (from event data, through an ordering
+    key or an error message) becomes U+FFFD."""
+    return value.replace("\x00", "\ufffd") if value is not None and "\x00" in value else value
 
 
 def _headers(delivery: events.Delivery) -> str:
@@ -574,11 +591,11 @@ class PostgresJournal:
                             "route": invocation.route,
                             "handler": invocation.handler,
                             "key": invocation.idempotency_key,
-                            "ordering_key": invocation.ordering_key,
-                            "params": dict(invocation.params),
+                            "ordering_key": _text(invocation.ordering_key),
+                            "params": orjson.dumps(dict(invocation.params)).decode(),
                             "state": invocation.state,
                             "due_at": invocation.due_at,
-                            "error": invocation.error,
+                            "error": _text(invocation.error),
                         }
                         for invocation in decided
                     )
@@ -604,7 +621,7 @@ class PostgresJournal:
                         "transport": d.transport,
                         "endpoint": d.endpoint,
                         "format": d.format,
-                        "headers": dict(d.headers),
+                        "headers": _headers(d),
                         "body": base64.b64encode(d.body).decode(),
                         "key": base64.b64encode(d.key).decode() if d.key is not None else None,
                     }
@@ -774,11 +791,11 @@ class PostgresJournal:
                         item.route,
                         item.handler,
                         item.idempotency_key,
-                        item.ordering_key,
+                        _text(item.ordering_key),
                         orjson.dumps(dict(item.params)).decode(),
                         item.state,
                         item.due_at,
-                        item.error,
+                        _text(item.error),
                     ),
                     strict=True,
                 ):
@@ -803,7 +820,7 @@ class PostgresJournal:
                         " SELECT t.seq, t.route, t.handler, t.key, t.ordering_key, t.params, t.state, 0,"
                         "  t.due_at, $10, $10, t.error"
                         " FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[],"
-                        "  $6::jsonb[], $7::text[], $8::float8[], $9::text[]) WITH ORDINALITY"
+                        "  $6::json[], $7::text[], $8::float8[], $9::text[]) WITH ORDINALITY"
                         "  AS t(seq, route, handler, key, ordering_key, params, state, due_at, error, n)"
                         " WHERE t.seq = ANY($11::int8[]) ORDER BY t.n"
                         " ON CONFLICT (idempotency_key) DO NOTHING",
@@ -849,7 +866,7 @@ class PostgresJournal:
                 [o.invocation_id for o in outcomes],
                 [o.state for o in outcomes],
                 [o.due_at for o in outcomes],
-                [o.error for o in outcomes],
+                [_text(o.error) for o in outcomes],
                 now,
                 owner,
             )

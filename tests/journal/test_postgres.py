@@ -62,6 +62,47 @@ async def test_replicas_starting_together_migrate_once(replicas, pg_dsn: str) ->
     assert [e.id for e in await stores[4].list()] == ["a"]
 
 
+async def test_a_journal_of_schema_2_is_migrated_with_its_rows(pg_dsn: str) -> None:
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        await conn.execute(
+            "CREATE TABLE glue_schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        for version, name, sql in postgres.MIGRATIONS[:2]:
+            await conn.execute(sql)
+            await conn.execute(
+                "INSERT INTO glue_schema_migrations (version, name) VALUES ($1, $2)", version, name
+            )
+        delivery_id = await conn.fetchval(
+            "INSERT INTO deliveries (received_at, transport, endpoint, format, headers, body)"
+            " VALUES (1.5, 'http', 'e', 'cloudevents', '{\"x-a\": \"1\"}', '\\x7b7d') RETURNING id"
+        )
+        seq = await conn.fetchval(
+            "INSERT INTO events (identity, id, source, type, received_at, status, updated_at, delivery_id,"
+            " cloudevent) VALUES ('/s a', 'a', '/s', 't', 1.5, 'routed', 1.5, $1, '\\x7b7d') RETURNING seq",
+            delivery_id,
+        )
+        await conn.execute(
+            "INSERT INTO invocations (event_seq, route, handler, idempotency_key, params, state, due_at,"
+            " created_at, updated_at)"
+            " VALUES ($1, 'r', 'log', 'r /s a', '{\"n\": 1}', 'pending', 1.5, 1.5, 1.5)",
+            seq,
+        )
+    finally:
+        await conn.close()
+    store = postgres.PostgresJournal(pg_config(pg_dsn))
+    await store.open()
+    try:
+        assert store.applied == [v for v, _, _ in postgres.MIGRATIONS[2:]]
+        assert (await store.delivery(delivery_id)).headers == {"x-a": "1"}  # type: ignore[union-attr]
+        assert [i.params for i in await store.invocations()] == [{"n": 1}]
+        await store.append(delivery(headers={"x-b": "\x00"}), [cloudevent("b")])
+        assert [e.id for e in await store.list()] == ["a", "b"]
+    finally:
+        await store.close()
+
+
 async def test_a_newer_schema_is_refused(pg_dsn: str) -> None:
     first = postgres.PostgresJournal(pg_config(pg_dsn))
     await first.open()

@@ -68,14 +68,36 @@ async def test_redelivery_is_recognised_by_identity(store: journal.Journal) -> N
 
 
 def invocation_for(name: str, route: str = "r", **fields: object) -> journal.NewInvocation:
+    values: dict[str, object] = {"params": {"n": 1}, "due_at": 100.0, **fields}
     return journal.NewInvocation(
         route=route,
         handler="log",
         idempotency_key=journal.idempotency_key(f"/test {name}", route),
-        params={"n": 1},
-        due_at=100.0,
-        **fields,  # type: ignore[arg-type]
+        **values,  # type: ignore[arg-type]
     )
+
+
+async def test_a_nul_in_event_data_or_a_kafka_header_is_stored_like_any_text(store: journal.Journal) -> None:
+    """Data may hold "\\u0000" and a Kafka header any byte: both reach the journal (routed at intake
+    and by the route loop) and come back exactly, and other deliveries are not held up by them."""
+    raw = delivery(b"{}", transport="kafka", headers={"x-trace": "a\x00b"})
+    event = cloudevent("a", data={"name": "x\x00y"})
+    routed = invocation_for("a", params={"name": "x\x00y"}, ordering_key="k\x00")
+
+    (appended,) = await store.append(raw, [event], [[routed]])
+
+    (stored,) = await store.list()
+    assert stored.event().get_data() == {"name": "x\x00y"}
+    assert await store.delivery(stored.delivery_id) == raw
+    (invocation,) = await store.invocations(event_seq=appended.seq)
+    assert invocation.params == {"name": "x\x00y"}
+    # PostgreSQL text holds no NUL: an ordering key keeps U+FFFD in its place there.
+    assert invocation.ordering_key in ("k\x00", "k\ufffd")
+    other = cloudevent("b")
+    await store.append(delivery(), [other])
+    (claimed,) = await store.claim_events("w", limit=10, lease=30, now=100.0)
+    await store.record_routing("w", {claimed.seq: [invocation_for("b", params={"name": "\x00"})]}, now=100.0)
+    assert [i.params for i in await store.invocations(event_seq=claimed.seq)] == [{"name": "\x00"}]
 
 
 async def test_append_with_routing_stores_the_decision_in_the_same_transaction(

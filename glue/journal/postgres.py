@@ -667,7 +667,7 @@ class PostgresJournal:
                     _headers(delivery),
                     delivery.body,
                     delivery.key,
-                    reason,
+                    _text(reason),
                 )
             )
 

@@ -37,9 +37,15 @@ async def open_store(tmp_path: Path, **config: object) -> tuple[sqlite.SQLiteJou
     return store, statements
 
 
+async def append_one(store: sqlite.SQLiteJournal, name: str, **data: object) -> journal.Appended:
+    """Journal one delivery of one event ``name`` (``data``: its data, if any)."""
+    event = cloudevent(name, data=data or None)
+    (appended,) = await store.append(delivery_of(event), [event])
+    return appended
+
+
 async def one_event_through_execution(store: sqlite.SQLiteJournal, name: str) -> int:
-    event = cloudevent(name)
-    await store.append(delivery_of(event), [event])
+    await append_one(store, name)
     (claimed,) = await store.claim_events("w", limit=10, lease=30, now=T0)
     invocation = journal.NewInvocation(
         route="r",
@@ -86,9 +92,8 @@ async def test_execution_commits_do_not_wait_for_the_disk_intake_commits_do(
     synced = record_fsyncs(monkeypatch)
     try:
         for name in ("a", "b"):
-            event = cloudevent(name)
             before = len(synced)
-            await store.append(delivery_of(event), [event])
+            await append_one(store, name)
             assert synced[before:] == [f"{tmp_path / 'j.db'}-wal"], "acknowledged after an fsync of the WAL"
         before = len(synced)
         (claimed, _) = await store.claim_events("w", limit=10, lease=30, now=T0)
@@ -119,13 +124,11 @@ async def test_an_intake_group_waits_for_a_journal_busy_in_another_process(tmp_p
     other = sqlite3.connect(tmp_path / "j.db", isolation_level=None, check_same_thread=False)
     try:
         other.execute("BEGIN IMMEDIATE")  # another process writing (a `glue` command, say)
-        event = cloudevent("a")
-        append = asyncio.create_task(store.append(delivery_of(event), [event]))
+        append = asyncio.create_task(append_one(store, "a"))
         await asyncio.sleep(0.3)
         assert not append.done(), "acknowledged while another process held the write lock"
         other.execute("COMMIT")
-        (appended,) = await append
-        assert appended.new
+        assert (await append).new
         assert ("INSERT", "FULL") in transactions(statements), "the group went to the writer thread"
         assert [e.id for e in await store.list()] == ["a"]
     finally:
@@ -150,8 +153,7 @@ async def test_a_journal_busy_in_another_process_sends_execution_to_the_writer_w
     store, statements = await open_store(tmp_path, synchronous="full")
     other = sqlite3.connect(tmp_path / "j.db", isolation_level=None, check_same_thread=False)
     try:
-        event = cloudevent("a")
-        await store.append(delivery_of(event), [event])
+        await append_one(store, "a")
         other.execute("BEGIN IMMEDIATE")  # another process writing (a `glue` command, say)
         ticks = 0
 
@@ -179,8 +181,7 @@ async def test_a_journal_busy_in_another_process_sends_execution_to_the_writer_w
 async def test_execution_waits_for_the_writer_threads_lock_on_the_loops_connection(tmp_path: Path) -> None:
     store, statements = await open_store(tmp_path, synchronous="full")
     try:
-        event = cloudevent("a")
-        await store.append(delivery_of(event), [event])
+        await append_one(store, "a")
         holder = asyncio.create_task(store.write(lambda db: time.sleep(0.3)))
         await asyncio.sleep(0.05)
         claimed = await store.claim_events("w", limit=10, lease=30, now=T0)
@@ -194,8 +195,7 @@ async def test_execution_waits_for_the_writer_threads_lock_on_the_loops_connecti
 async def test_a_failed_execution_transaction_rolls_back(tmp_path: Path) -> None:
     store, _ = await open_store(tmp_path, synchronous="full")
     try:
-        event = cloudevent("a")
-        await store.append(delivery_of(event), [event])
+        await append_one(store, "a")
         await store.write(lambda db: db.execute("DROP TABLE event_claims"))
         with pytest.raises(journal.JournalUnavailable, match="no such table"):
             await store.claim_events("w", limit=10, lease=30, now=T0)
@@ -215,8 +215,7 @@ async def test_the_wal_is_checkpointed_and_stays_bounded(
         database = tmp_path / "j.db"
         before = database.stat().st_size
         for n in range(300):  # one transaction each: several MB of WAL frames without checkpoints
-            event = cloudevent(f"e{n}", data={"padding": "x" * 2000})
-            await store.append(delivery_of(event), [event])
+            await append_one(store, f"e{n}", padding="x" * 2000)
         assert database.stat().st_size > before + (300 * 2000), "nothing was copied into the database"
         assert (tmp_path / "j.db-wal").stat().st_size < (2 << 20), "the WAL grew without bound"
         assert len(await store.list(limit=1000)) == 300
@@ -291,17 +290,17 @@ async def test_appends_during_an_fsync_share_the_next_commit_and_fsync(
 
     monkeypatch.setattr(os, "fsync", slow_fsync)
     try:
-        first = asyncio.create_task(store.append(delivery_of(cloudevent("a")), [cloudevent("a")]))
+        first = asyncio.create_task(append_one(store, "a"))
         await asyncio.sleep(0.05)  # a committed, its fsync running
         later = []
         for name in ("b", "c"):  # in different turns of the loop
-            later.append(asyncio.create_task(store.append(delivery_of(cloudevent(name)), [cloudevent(name)])))
+            later.append(asyncio.create_task(append_one(store, name)))
             await asyncio.sleep(0.02)
         assert [e.id for e in await store.list()] == ["a"], "b and c committed before a's fsync ended"
         await first
         assert not any(task.done() for task in later)
         results = await asyncio.gather(*later)
-        assert all(appended.new for (appended,) in results)
+        assert all(appended.new for appended in results)
         assert sorted(e.id for e in await store.list()) == ["a", "b", "c"]
         assert len(synced) == 2, "b and c did not share one fsync"
     finally:

@@ -72,9 +72,7 @@ def render_json(logger: Any, method: str, event_dict: MutableMapping[str, Any]) 
     JSONRenderer in a row, for a fraction of the cost on the per-delivery path."""
     event_dict["level"] = "warning" if method == "warn" else "error" if method == "exception" else method
     event_dict["timestamp"] = dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z")
-    for key in event_dict:
-        if _is_secret_key(key):
-            event_dict[key] = "[redacted]"
+    redact(logger, method, event_dict)
     if "exc_info" in event_dict:
         event_dict = structlog.processors.format_exc_info(logger, method, event_dict)
     return orjson.dumps(event_dict, default=str)

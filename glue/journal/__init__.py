@@ -103,6 +103,19 @@ def idempotency_key(identity: str, route: str) -> str:
     return f"{route} {identity}"
 
 
+def appended_status(decided: Sequence[NewInvocation] | None) -> str:
+    """The status a new event is journaled with: ``pending`` when not routed at intake (None), else
+    ``routed`` or ``unmatched`` (no route matched)."""
+    return "pending" if decided is None else "routed" if decided else "unmatched"
+
+
+def check_routing(batch: Sequence[Any], routing: Sequence[Any] | None) -> None:
+    """An append's routing has one entry per event of its batch (a programming error otherwise,
+    raised before the delivery joins a group, whose other appends it would fail)."""
+    if routing is not None and len(routing) != len(batch):
+        raise ValueError(f"routing has {len(routing)} entries for a batch of {len(batch)} events")
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class NewInvocation:
     """What routing decided for one matched route, to be persisted by :meth:`Journal.record_routing`.

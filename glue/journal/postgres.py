@@ -515,8 +515,7 @@ class PostgresJournal:
     async def append(
         self, delivery: events.Delivery, batch: Sequence[events.CloudEvent], routing: _Routing = None
     ) -> list[journal.Appended]:
-        if routing is not None and len(routing) != len(batch):
-            raise ValueError(f"routing has {len(routing)} entries for a batch of {len(batch)} events")
+        journal.check_routing(batch, routing)
         if self._closing or self._wakeup is None:
             raise journal.JournalUnavailable("journal is closing")
         future: asyncio.Future[list[journal.Appended]] = asyncio.get_running_loop().create_future()
@@ -579,12 +578,7 @@ class PostgresJournal:
                 first.add(identity)
                 candidate = True
                 decided = item.routing[n] if item.routing is not None else None
-                if decided is None:
-                    status = "pending"
-                elif not decided:
-                    status = "unmatched"
-                else:
-                    status = "routed"
+                if decided:
                     inv.extend(
                         {
                             "identity": identity,
@@ -608,7 +602,7 @@ class PostgresJournal:
                         "source": event.get_source(),
                         "type": event.get_type(),
                         "subject": event.get_subject(),
-                        "status": status,
+                        "status": journal.appended_status(decided),
                         "cloudevent": events.to_json(event).decode(),
                     }
                 )

@@ -330,6 +330,7 @@ class SQLiteJournal:
     async def append(
         self, delivery: events.Delivery, batch: Sequence[events.CloudEvent], routing: _Routing = None
     ) -> list[journal.Appended]:
+        journal.check_routing(batch, routing)
         if self._closing or self._write_db is None:
             raise journal.JournalUnavailable("journal is closing")
         loop = asyncio.get_running_loop()
@@ -523,7 +524,6 @@ class SQLiteJournal:
         invocations: list[tuple[Any, ...]] = []
         for index, (identity, event_id, source, type_, subject, document) in enumerate(item.rows):
             decided = item.routing[index] if item.routing is not None else None
-            status = "pending" if decided is None else "routed" if decided else "unmatched"
             cursor = db.execute(
                 "INSERT INTO events (identity, id, source, type, subject, received_at, updated_at,"
                 " delivery_id, cloudevent, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -538,7 +538,7 @@ class SQLiteJournal:
                     now,
                     delivery_id,
                     document,
-                    status,
+                    journal.appended_status(decided),
                 ),
             )
             if cursor.rowcount == 1:

@@ -100,6 +100,16 @@ async def test_a_nul_in_event_data_or_a_kafka_header_is_stored_like_any_text(sto
     assert [i.params for i in await store.invocations(event_seq=claimed.seq)] == [{"name": "\x00"}]
 
 
+async def test_routing_that_does_not_fit_the_batch_is_refused_before_anything_is_written(
+    store: journal.Journal,
+) -> None:
+    with pytest.raises(ValueError, match="routing has 1 entries for a batch of 2 events"):
+        await store.append(delivery(), [cloudevent("a"), cloudevent("b")], [[]])
+    assert await store.list() == []
+    (appended,) = await store.append(delivery(), [cloudevent("c")], [[]])
+    assert appended.new
+
+
 async def test_append_with_routing_stores_the_decision_in_the_same_transaction(
     store: journal.Journal,
 ) -> None:

@@ -171,3 +171,13 @@ async def event_count(store: journal.Journal) -> int:
 
 def metric(name: str, **labels: str) -> float:
     return prometheus_client.REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def counted(name: str, since: float, n: int, **labels: str) -> None:
+    """Wait until the metric has grown by ``n`` since ``since``. A record is counted once its append is
+    acknowledged (after the fsync), a little after its event can be read in the journal."""
+    await wait_for(lambda: _grown(name, since, n, labels), what=f"{n} more {name} {labels}")
+
+
+async def _grown(name: str, since: float, n: int, labels: dict[str, str]) -> bool:
+    return metric(name, **labels) - since >= n

@@ -19,6 +19,7 @@ from tests.kafka.support import (
     Broker,
     Record,
     committed,
+    counted,
     create_topic,
     event_count,
     kafka_config,
@@ -196,6 +197,7 @@ async def test_two_daemons_in_one_group_split_partitions_and_handle_each_record_
     await wait_for(split, what="the partitions split between both daemons")
     await produce(producer, "orders", [binary_ce(n) for n in range(400)])
     await wait_for(lambda: _count_is(a, 400), what="400 events")
+    await counted("glue_kafka_records_total", journaled, 400, topic="orders", outcome="journaled")
     assert metric("glue_kafka_records_total", topic="orders", outcome="journaled") - journaled == 400
     assert metric("glue_kafka_records_total", topic="orders", outcome="duplicate") == duplicates
 

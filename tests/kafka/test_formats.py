@@ -16,7 +16,16 @@ import aiokafka
 import orjson
 
 from glue import app, events
-from tests.kafka.support import Broker, create_topic, event_count, kafka_config, metric, produce, wait_for
+from tests.kafka.support import (
+    Broker,
+    counted,
+    create_topic,
+    event_count,
+    kafka_config,
+    metric,
+    produce,
+    wait_for,
+)
 
 CE_STRUCTURED = {
     "specversion": "1.0",
@@ -142,6 +151,7 @@ async def test_every_format_reaches_the_journal_with_its_identity(
     assert delivery.key == b"llama-3"
     assert delivery.headers["ce_id"] == "bin-7"
     assert json.loads(delivery.body) == {"replicas": 2}
+    await counted("glue_kafka_records_total", before, 2, topic="ce", outcome="journaled")
     assert metric("glue_kafka_records_total", topic="ce", outcome="journaled") - before == 2
 
 

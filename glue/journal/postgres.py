@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import builtins
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Any, TypeVar
@@ -369,6 +370,9 @@ class PostgresJournal:
         self._flusher: asyncio.Task[None] | None = None
         self._commits: set[asyncio.Task[None]] = set()
         self._slots: asyncio.Semaphore | None = None
+        # Connections the group commits keep between groups (at most ``writers``): a pool acquire and
+        # release per group cost more client CPU than the statement itself (bench/scaleout.py).
+        self._held: list[asyncpg.pool.PoolConnectionProxy] = []
         self._closing = False
         self.applied: list[int] = []  # migrations applied by the last open()
 
@@ -492,6 +496,7 @@ class PostgresJournal:
             self._flusher = None
         if self._commits:
             await asyncio.gather(*self._commits, return_exceptions=True)
+        await self._release_held()
         await self._close_pools()
 
     # -- helpers ----------------------------------------------------------------------------------
@@ -539,10 +544,35 @@ class PostgresJournal:
             if self._closing and not self._queue:
                 return
 
+    async def _release_held(self) -> None:
+        held, self._held = self._held, []
+        for conn in held:
+            with contextlib.suppress(Exception):
+                await self.pool.release(conn)
+
+    async def _write(self, pending: list[_Pending]) -> list[list[journal.Appended]]:
+        """Insert a group on a held writer connection (acquired from the pool when none is held).
+
+        A connection that fails goes back to the pool, which closes or resets it."""
+        try:
+            conn = self._held.pop() if self._held else await self.pool.acquire(timeout=self.command_timeout)
+        except _UNAVAILABLE as exc:
+            raise journal.JournalUnavailable(f"postgres journal: {exc or type(exc).__name__}") from exc
+        try:
+            results = await self._insert(conn, pending)
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                await self.pool.release(conn)
+            if isinstance(exc, _UNAVAILABLE):
+                raise journal.JournalUnavailable(f"postgres journal: {exc or type(exc).__name__}") from exc
+            raise
+        self._held.append(conn)
+        return results
+
     async def _commit(self, pending: list[_Pending]) -> None:
         assert self._slots is not None
         try:
-            results = await self.run(lambda conn: self._insert(conn, pending))
+            results = await self._write(pending)
         except Exception as exc:  # the whole group fails together: nobody is acknowledged
             error = (
                 exc

@@ -80,20 +80,25 @@ def _kafka(delivery: events.Delivery, build: _common.Factory, binary: bool) -> e
     return typing.cast(events.CloudEvent, event)  # built by our factory
 
 
-def _http_binary(delivery: events.Delivery, build: _common.Factory) -> events.CloudEvent:
+def _http_binary(delivery: events.Delivery, build: _common.Factory) -> events.CloudEvent | None:
     """Binary mode as the SDK's ``ce_http.from_binary`` reads it (``ce-`` headers percent-decoded,
     Content-Type as ``datacontenttype``, the body read by the format), in one pass over headers that
-    are lower case already: this is the busiest decoder of the intake."""
+    are lower case already: this is the busiest decoder of the intake. None without ``ce-`` headers."""
     attributes: dict[str, Any] = {}
+    content_type = None
     for name, value in delivery.headers.items():
         if name.startswith("ce-"):
-            attributes[name[3:]] = urllib.parse.unquote(value)
+            attributes[name[3:]] = value if "%" not in value else urllib.parse.unquote(value)
         elif name == "content-type":
-            attributes["datacontenttype"] = value
+            content_type = value
+    if not attributes:
+        return None
+    if content_type is not None:
+        attributes["datacontenttype"] = content_type
     _check_specversion(attributes.get("specversion"))
     if "time" in attributes:
         attributes["time"] = _common.parse_time(attributes["time"], "header 'ce-time'")
-    return build(attributes, _common.FORMAT.read_data(delivery.body, attributes.get("datacontenttype")))
+    return build(attributes, _common.FORMAT.read_data(delivery.body, content_type))
 
 
 def from_message(delivery: events.Delivery) -> list[events.CloudEvent] | None:
@@ -120,11 +125,11 @@ def from_message(delivery: events.Delivery) -> list[events.CloudEvent] | None:
             f"content type {_common.clip(mt)} is not supported: CloudEvents are taken as "
             f"{_common.CE_JSON}, {_common.CE_BATCH} or in binary mode"
         )
-    prefix = "ce_" if kafka else "ce-"
-    if any(name.startswith(prefix) for name in delivery.headers):
-        if kafka:
-            return [_kafka(delivery, build, binary=True)]
-        return [_http_binary(delivery, build)]
+    if not kafka:
+        event = _http_binary(delivery, build)
+        return [event] if event is not None else None
+    if any(name.startswith("ce_") for name in delivery.headers):
+        return [_kafka(delivery, build, binary=True)]
     return None
 
 

@@ -1,8 +1,10 @@
 """Scale-out benchmark (issue 9): PostgreSQL journal ingest, and dispatch with 3 replicas vs 1.
 
 Ingest: bare aiohttp, `glue run` with the SQLite journal and `glue run` with the PostgreSQL journal,
-one after the other under the same wrk load as bench/ingest.py (unique CloudEvent ids, every request
-a new journaled event; the workers are off, so this is intake alone).
+under the same wrk load as bench/ingest.py (unique CloudEvent ids, every request a new journaled
+event; the workers are off, so this is intake alone). The three run side by side and are driven in
+turn, round after round; each ratio is the median of the rounds' ratios, so that the machine's speed,
+which drifts by tens of percent over a minute on a shared host, does not decide it.
 
 Dispatch: 1, then 3 `glue run` replicas on one PostgreSQL journal, each with the same per-replica
 concurrency, routing every event to a handler that waits 20 ms (I/O bound, like an API call). Events
@@ -14,7 +16,8 @@ CPU: a dispatched invocation costs about 1.5 ms of replica CPU and 1 ms of Postg
 2-core machine three replicas at concurrency 8 (1200/s ideal) would need about 3 cores and the figure
 would measure the core count rather than the coordination. Raise --concurrency on a bigger machine.
 
-    python bench/scaleout.py [--duration 5] [--events 2000] [--concurrency 2] [--wait-ms 20] [--only ...]
+    python bench/scaleout.py [--duration 5] [--rounds 5] [--events 2000] [--concurrency 2]
+                             [--wait-ms 20] [--only ingest|dispatch]
 
 Needs wrk and the PostgreSQL server ($GLUE_BENCH_POSTGRES, default postgresql://postgres@127.0.0.1:5432);
 a throwaway database is created and dropped. Last line:
@@ -29,6 +32,7 @@ import collections
 import contextlib
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -89,15 +93,14 @@ def glue_argv(config: Path) -> list[str]:
 
 
 def measure_ingest(args: argparse.Namespace, tmp: Path, dsn: str) -> dict[str, float]:
-    rates: dict[str, float] = {}
+    """Median over ``args.rounds`` rounds of each glue journal's rate over bare aiohttp's.
+
+    The three servers run side by side (idle but for the one under load), and each round drives
+    bare, SQLite and PostgreSQL in turn for ``args.duration`` seconds: a ratio compares runs seconds
+    apart, so a slow drift of the machine's speed cancels out instead of deciding the figure."""
+    servers: dict[str, tuple[list[str], int, str]] = {}
     port = ingest.free_port()
-    with ingest.server(
-        [sys.executable, str(HERE / "_bare_server.py"), str(port)], f"http://127.0.0.1:{port}/"
-    ):
-        ingest.wrk(port, 2, args.connections, "bare-warm")
-        bare = ingest.wrk(port, args.duration, args.connections, "bare")
-    rates["bare"] = bare["rps"]
-    print(f"bare aiohttp:        {bare['rps']:7.0f} req/s p99 {bare['p99_us'] / 1000:6.1f} ms")
+    servers["bare"] = ([sys.executable, str(HERE / "_bare_server.py"), str(port)], port, "/")
     backends = {
         "sqlite": f"{{backend: sqlite, path: {tmp / 'ingest.db'}}}",
         "postgres": f'{{backend: postgres, dsn: {{value: "{schema(dsn)}"}}}}',
@@ -112,15 +115,27 @@ def measure_ingest(args: argparse.Namespace, tmp: Path, dsn: str) -> dict[str, f
             "logging: {level: warning}\n"
             "endpoints: [{name: bench, path: /events, format: cloudevents}]\n"
         )
-        with ingest.server(glue_argv(config), f"http://127.0.0.1:{port}/readyz"):
+        servers[name] = (glue_argv(config), port, "/readyz")
+    ratios: dict[str, list[float]] = {"sqlite": [], "postgres": []}
+    with contextlib.ExitStack() as stack:
+        for name, (argv, port, ready) in servers.items():
+            stack.enter_context(ingest.server(argv, f"http://127.0.0.1:{port}{ready}"))
             ingest.wrk(port, 2, args.connections, f"{name}-warm")
-            result = ingest.wrk(port, args.duration, args.connections, name)
-        rates[name] = result["rps"]
-        print(
-            f"glue ({name + ')':9} {result['rps']:7.0f} req/s p99 {result['p99_us'] / 1000:6.1f} ms"
-            f" non-2xx {result['non2xx']:.0f}"
-        )
-    return rates
+        for round_no in range(1, args.rounds + 1):
+            rates = {}
+            line = []
+            for name, (_, port, _) in servers.items():
+                result = ingest.wrk(port, args.duration, args.connections, f"{name}-{round_no}")
+                if result["non2xx"] or result["sockerr"]:
+                    raise SystemExit(
+                        f"{name}: {result['non2xx']:.0f} non-2xx, {result['sockerr']:.0f} socket errors"
+                    )
+                rates[name] = result["rps"]
+                line.append(f"{name} {result['rps']:.0f} req/s (p99 {result['p99_us'] / 1000:.1f} ms)")
+            for name in ratios:
+                ratios[name].append(rates[name] / rates["bare"])
+            print(f"round {round_no}: " + ", ".join(line) + f"; pg/bare {ratios['postgres'][-1]:.2f}")
+    return {name: statistics.median(values) for name, values in ratios.items()}
 
 
 async def feed_and_watch(dsn: str, count: int) -> tuple[float, float]:
@@ -208,6 +223,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     parser.add_argument("--duration", type=float, default=5, help="seconds of wrk load per ingest run")
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=5, help="ingest rounds; the ratios are medians")
     parser.add_argument("--events", type=int, default=2000, help="events per dispatch run")
     parser.add_argument("--concurrency", type=int, default=2, help="invocations in flight per replica")
     parser.add_argument("--wait-ms", type=float, default=20, help="how long the handler waits")
@@ -220,9 +236,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as name, database() as dsn:
         tmp = Path(name)
         if args.only != "dispatch":
-            rates = measure_ingest(args, tmp, dsn)
-            pg_ratio = f"{rates['postgres'] / rates['bare']:.2f}"
-            print(f"sqlite_ratio={rates['sqlite'] / rates['bare']:.2f}")
+            ratios = measure_ingest(args, tmp, dsn)
+            pg_ratio = f"{ratios['postgres']:.2f}"
+            print(f"sqlite_ratio={ratios['sqlite']:.2f} (medians over {args.rounds} rounds)")
         if args.only != "ingest":
             one, twice_one = measure_dispatch(args, tmp, dsn, 1)
             three, twice_three = measure_dispatch(args, tmp, dsn, 3)

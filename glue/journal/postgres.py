@@ -322,6 +322,14 @@ def _headers(delivery: events.Delivery) -> str:
     return orjson.dumps(dict(delivery.headers)).decode()
 
 
+def _usable(conn: Any) -> bool:
+    """Whether a writer's connection still works: the pool takes back one whose server went away."""
+    try:
+        return not conn.is_closed()
+    except asyncpg.InterfaceError:  # "connection has been released back to the pool"
+        return False
+
+
 async def _keep_session(conn: asyncpg.Connection) -> None:
     """Pool reset hook: nothing to undo. The journal never changes session state (no SET, LISTEN,
     cursors or session advisory locks), so the default reset query would be a wasted round trip on
@@ -367,12 +375,7 @@ class PostgresJournal:
         self._exec_pool: asyncpg.Pool | None = None
         self._queue: list[_Pending] = []
         self._wakeup: asyncio.Event | None = None
-        self._flusher: asyncio.Task[None] | None = None
-        self._commits: set[asyncio.Task[None]] = set()
-        self._slots: asyncio.Semaphore | None = None
-        # Connections the group commits keep between groups (at most ``writers``): a pool acquire and
-        # release per group cost more client CPU than the statement itself (bench/scaleout.py).
-        self._held: list[asyncpg.pool.PoolConnectionProxy] = []
+        self._writer_tasks: list[asyncio.Task[None]] = []
         self._closing = False
         self.applied: list[int] = []  # migrations applied by the last open()
 
@@ -415,9 +418,10 @@ class PostgresJournal:
             await self._close_pools()
             raise
         self._wakeup = asyncio.Event()
-        self._slots = asyncio.Semaphore(self.writers)
         self._closing = False
-        self._flusher = asyncio.create_task(self._flush_loop(), name="journal-group-commit")
+        self._writer_tasks = [
+            asyncio.create_task(self._writer(), name=f"journal-writer-{n}") for n in range(self.writers)
+        ]
 
     async def _create_pool(self, dsn: str, size: int, *, durable: bool) -> asyncpg.Pool:
         settings = {"application_name": "runtime-glue"}
@@ -489,14 +493,11 @@ class PostgresJournal:
 
     async def close(self) -> None:
         self._closing = True
-        if self._flusher is not None:
+        if self._writer_tasks:
             assert self._wakeup is not None
-            self._wakeup.set()
-            await self._flusher
-            self._flusher = None
-        if self._commits:
-            await asyncio.gather(*self._commits, return_exceptions=True)
-        await self._release_held()
+            self._wakeup.set()  # the writers commit what is queued, then stop
+            await asyncio.gather(*self._writer_tasks, return_exceptions=True)
+            self._writer_tasks = []
         await self._close_pools()
 
     # -- helpers ----------------------------------------------------------------------------------
@@ -528,66 +529,60 @@ class PostgresJournal:
         self._wakeup.set()
         return await future
 
-    async def _flush_loop(self) -> None:
-        assert self._wakeup is not None and self._slots is not None
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            if self.group_commit and not self._closing:
-                await asyncio.sleep(self.group_commit)
-            while self._queue:
-                await self._slots.acquire()  # wait for a free writer; the queue keeps growing meanwhile
+    async def _writer(self) -> None:
+        """Commit groups, one after the other: each takes every append queued so far.
+
+        A writer takes the next group in the same step as it settles the last, without a task
+        switch in between, and keeps its connection from group to group: a pool acquire and release
+        per group cost more client CPU than the statement (bench/scaleout.py)."""
+        assert self._wakeup is not None
+        conn: Any = None
+        try:
+            while True:
+                while not self._queue:
+                    if self._closing:
+                        return
+                    self._wakeup.clear()
+                    await self._wakeup.wait()
+                if self.group_commit and not self._closing:
+                    await asyncio.sleep(self.group_commit)
                 pending, self._queue = self._queue, []
-                task = asyncio.create_task(self._commit(pending), name="journal-commit")
-                self._commits.add(task)
-                task.add_done_callback(self._commits.discard)
-            if self._closing and not self._queue:
-                return
+                conn = await self._commit(conn, pending)
+        finally:
+            if conn is not None:
+                await self._release(conn)
 
-    async def _release_held(self) -> None:
-        held, self._held = self._held, []
-        for conn in held:
-            with contextlib.suppress(Exception):
-                await self.pool.release(conn)
+    async def _release(self, conn: Any) -> None:
+        """Give a writer's connection back to the pool, which resets it, or closes it if it failed."""
+        with contextlib.suppress(Exception):
+            await self.pool.release(conn)
 
-    async def _write(self, pending: list[_Pending]) -> list[list[journal.Appended]]:
-        """Insert a group on a held writer connection (acquired from the pool when none is held).
-
-        A connection that fails goes back to the pool, which closes or resets it."""
+    async def _commit(self, conn: Any, pending: list[_Pending]) -> Any:
+        """Insert one group and settle its callers. Returns the connection for the next group, or
+        None when it failed: the whole group fails together, and nobody is acknowledged."""
         try:
-            conn = self._held.pop() if self._held else await self.pool.acquire(timeout=self.command_timeout)
-        except _UNAVAILABLE as exc:
-            raise journal.JournalUnavailable(f"postgres journal: {exc or type(exc).__name__}") from exc
-        try:
+            if conn is not None and not _usable(conn):
+                conn = None
+            if conn is None:
+                conn = await self.pool.acquire(timeout=self.command_timeout)
             results = await self._insert(conn, pending)
-        except BaseException as exc:
-            with contextlib.suppress(Exception):
-                await self.pool.release(conn)
-            if isinstance(exc, _UNAVAILABLE):
-                raise journal.JournalUnavailable(f"postgres journal: {exc or type(exc).__name__}") from exc
-            raise
-        self._held.append(conn)
-        return results
-
-    async def _commit(self, pending: list[_Pending]) -> None:
-        assert self._slots is not None
-        try:
-            results = await self._write(pending)
-        except Exception as exc:  # the whole group fails together: nobody is acknowledged
-            error = (
-                exc
-                if isinstance(exc, journal.JournalUnavailable)
-                else journal.JournalUnavailable(f"journal write failed: {exc}")
-            )
+        except Exception as exc:
+            if conn is not None:
+                await self._release(conn)
+            if isinstance(exc, journal.JournalUnavailable):
+                error = exc
+            elif isinstance(exc, _UNAVAILABLE):
+                error = journal.JournalUnavailable(f"postgres journal: {exc or type(exc).__name__}")
+            else:
+                error = journal.JournalUnavailable(f"journal write failed: {exc}")
             for item in pending:
                 if not item.future.done():
                     item.future.set_exception(error)
-        else:
-            for item, result in zip(pending, results, strict=True):
-                if not item.future.done():
-                    item.future.set_result(result)
-        finally:
-            self._slots.release()
+            return None
+        for item, result in zip(pending, results, strict=True):
+            if not item.future.done():
+                item.future.set_result(result)
+        return conn
 
     @staticmethod
     def _arguments(pending: list[_Pending]) -> tuple[list[Any], list[list[str]]]:

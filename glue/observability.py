@@ -43,6 +43,9 @@ JOURNAL_WRITE = prometheus_client.Histogram(
 )
 BACKLOG = prometheus_client.Gauge("glue_backlog_events", "Journaled events not yet routed.")
 
+#: Whether info lines are written (set by configure_logging): hot paths skip building one when not.
+INFO_ENABLED = True
+
 _SECRET_WORDS = ("token", "secret", "password", "authorization", "signature", "credential", "dsn")
 
 
@@ -150,6 +153,8 @@ def configure_logging(config: settings_mod.Logging, stream: Any = None) -> None:
         ]
         factory = structlog.WriteLoggerFactory(file=stream)
     level = logging.getLevelNamesMapping()[config.level.upper()]
+    global INFO_ENABLED
+    INFO_ENABLED = level <= logging.INFO
     root = logging.getLogger()
     root.handlers = [handler for handler in root.handlers if not isinstance(handler, _ToStructlog)]
     root.addHandler(_ToStructlog())

@@ -12,6 +12,7 @@ import orjson
 import structlog
 
 from glue import observability, settings
+from tests import support
 
 
 class Stream(io.BytesIO):
@@ -89,4 +90,21 @@ def test_library_log_records_become_json_lines_too() -> None:
         assert first["logger"] == "aiokafka.consumer" and first["level"] == "warning"
         assert second["level"] == "error" and "ConnectionError: broker gone" in str(second["exception"])
     finally:
+        structlog.reset_defaults()
+
+
+async def test_at_warning_level_a_delivery_writes_no_line_but_is_counted(start_daemon) -> None:
+    stream = Stream()
+    observability.configure_logging(settings.Logging(level="warning", format="json"), stream=stream)
+    try:
+        glue = await start_daemon({"endpoints": [{"name": "ce", "path": "/events", "format": "cloudevents"}]})
+        before = support.metric("glue_deliveries_total", endpoint="ce", outcome="accepted")
+        headers = {"ce-specversion": "1.0", "ce-id": "quiet", "ce-source": "/t", "ce-type": "t"}
+        assert (await glue.post("/events", b"{}", headers))[0] == 202
+        structlog.get_logger("test").warning("after the delivery")
+        await asyncio.sleep(0)
+        assert [line["event"] for line in lines(stream)] == ["after the delivery"]
+        assert support.metric("glue_deliveries_total", endpoint="ce", outcome="accepted") == before + 1
+    finally:
+        observability.configure_logging(settings.Logging(level="info", format="json"), stream=Stream())
         structlog.reset_defaults()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import builtins
 import dataclasses
 from collections.abc import Collection, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
 
 from glue import events
 
@@ -35,9 +35,10 @@ class JournalUnavailable(Exception):
     """The journal cannot take writes now (disk full, locked, database down): answer 503."""
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Appended:
-    """The outcome of appending one event: its identity, whether it was new, and then its ``seq``."""
+class Appended(NamedTuple):
+    """The outcome of appending one event: its identity, whether it was new, and then its ``seq``.
+
+    A named tuple: one is made per journaled event, at half the cost of a frozen dataclass."""
 
     identity: str
     id: str

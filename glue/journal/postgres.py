@@ -618,15 +618,16 @@ class PostgresJournal:
                         }
                         for invocation in decided
                     )
+                attributes = event.get_attributes()
                 ev.append(
                     {
                         "item": item_no,
                         "n": n,
                         "identity": identity,
-                        "id": event.get_id(),
-                        "source": event.get_source(),
-                        "type": event.get_type(),
-                        "subject": event.get_subject(),
+                        "id": attributes["id"],
+                        "source": attributes["source"],
+                        "type": attributes["type"],
+                        "subject": attributes.get("subject"),
                         "status": journal.appended_status(decided),
                         "cloudevent": events.to_json(event).decode(),
                     }

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import json
 
 import pytest
+from cloudevents.core.formats.json import JSONFormat
 
 from glue import events
 from tests.formats import payloads as p
@@ -212,3 +214,21 @@ def test_other_content_types_are_unsupported(content_type: str, hint: str) -> No
     error = rejected(p.delivery("cloudevents", p.ce_structured(), {"content-type": content_type}))
     assert error.status == 415
     assert hint in error.reason
+
+
+@pytest.mark.parametrize(
+    "sent_time",
+    [
+        "2025-11-28T10:20:30Z",
+        "2025-11-28T10:20:30.000001Z",
+        "2025-11-28T10:20:30.5+02:00",
+        "2025-11-28T10:20:30-05:30",
+    ],
+)
+def test_the_journal_writes_an_event_as_the_sdk_does(sent_time: str) -> None:
+    """The journal's JSON (events.to_json, with orjson) is the SDK's JSON format, time included."""
+    sent = p.ce_structured(time=sent_time, comexampleothervalue=5, subject="llama")
+    [event] = decode(p.delivery("cloudevents", sent, STRUCTURED))
+    ours = json.loads(events.to_json(event))
+    assert ours == json.loads(JSONFormat().write(event))
+    assert ours["time"] == sent_time.replace(".5+", ".500000+")  # Python writes fractions in microseconds

@@ -16,7 +16,7 @@ CPU: a dispatched invocation costs about 1.5 ms of replica CPU and 1 ms of Postg
 2-core machine three replicas at concurrency 8 (1200/s ideal) would need about 3 cores and the figure
 would measure the core count rather than the coordination. Raise --concurrency on a bigger machine.
 
-    python bench/scaleout.py [--duration 5] [--rounds 5] [--events 2000] [--concurrency 2]
+    python bench/scaleout.py [--duration 5] [--rounds 7] [--events 2000] [--concurrency 2]
                              [--wait-ms 20] [--only ingest|dispatch]
 
 Needs wrk and the PostgreSQL server ($GLUE_BENCH_POSTGRES, default postgresql://postgres@127.0.0.1:5432);
@@ -223,7 +223,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     parser.add_argument("--duration", type=float, default=5, help="seconds of wrk load per ingest run")
     parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=5, help="ingest rounds; the ratios are medians")
+    parser.add_argument("--rounds", type=int, default=7, help="ingest rounds; the ratios are medians")
     parser.add_argument("--events", type=int, default=2000, help="events per dispatch run")
     parser.add_argument("--concurrency", type=int, default=2, help="invocations in flight per replica")
     parser.add_argument("--wait-ms", type=float, default=20, help="how long the handler waits")

@@ -9,6 +9,7 @@ rate: the kernel's share (socket reads and writes, fsync) is not counted, and un
 runs about fifty times slower, so the journal's groups form differently than at full speed.
 
     python bench/instructions.py [--duration 20] [--only bare,free,sqlite,postgres]
+                                 (also bare-uvloop: bare aiohttp on the loop glue runs on)
 
 Needs valgrind and wrk, and for postgres the server of bench/scaleout.py. Last line:
     bare=<Ir/request> free=<Ir/request> sqlite=<Ir/request> postgres=<Ir/request>
@@ -30,7 +31,8 @@ sys.path.insert(0, str(HERE))
 import ingest  # noqa: E402  (wrk driver and server helpers)
 import scaleout  # noqa: E402  (throwaway PostgreSQL database and schema)
 
-SERVERS = ("bare", "free", "sqlite", "postgres")
+SERVERS = ("bare", "bare-uvloop", "free", "sqlite", "postgres")
+DEFAULT = ("bare", "free", "sqlite", "postgres")
 
 
 def glue_config(tmp: Path, name: str, port: int, dsn: str | None) -> Path:
@@ -77,7 +79,7 @@ def count(name: str, argv: list[str], port: int, ready: str, duration: float, tm
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     parser.add_argument("--duration", type=float, default=20, help="seconds of measured load per server")
-    parser.add_argument("--only", default=",".join(SERVERS), help="comma-separated: " + ",".join(SERVERS))
+    parser.add_argument("--only", default=",".join(DEFAULT), help="comma-separated: " + ",".join(SERVERS))
     args = parser.parse_args()
     chosen = [name for name in args.only.split(",") if name]
     if unknown := set(chosen) - set(SERVERS):
@@ -91,8 +93,9 @@ def main() -> None:
         tmp = Path(name)
         for server in chosen:
             port = ingest.free_port()
-            if server == "bare":
-                argv, ready = [sys.executable, str(HERE / "_bare_server.py"), str(port)], "/"
+            if server in ("bare", "bare-uvloop"):
+                argv = [sys.executable, str(HERE / "_bare_server.py"), str(port)]
+                argv, ready = argv + (["uvloop"] if server == "bare-uvloop" else []), "/"
             elif server == "free":
                 config = glue_config(tmp, server, port, None)
                 argv, ready = [sys.executable, str(HERE / "_glue_without_journal.py"), str(config)], "/readyz"
@@ -100,7 +103,7 @@ def main() -> None:
                 config = glue_config(tmp, server, port, dsn)
                 argv, ready = scaleout.glue_argv(config), "/readyz"
             figures[server] = count(server, argv, port, ready, args.duration, tmp)
-            print(f"{server:9} {figures[server]:9,} instructions per request")
+            print(f"{server:11} {figures[server]:9,} instructions per request")
     print(" ".join(f"{server}={value}" for server, value in figures.items()))
 
 

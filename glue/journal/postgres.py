@@ -322,6 +322,11 @@ def _headers(delivery: events.Delivery) -> str:
     return orjson.dumps(dict(delivery.headers)).decode()
 
 
+def _unavailable(exc: BaseException) -> journal.JournalUnavailable:
+    """Connection trouble (one of _UNAVAILABLE) as the error intake answers 503 with."""
+    return journal.JournalUnavailable(f"postgres journal: {exc or type(exc).__name__}")
+
+
 def _usable(conn: Any) -> bool:
     """Whether a writer's connection still works: the pool takes back one whose server went away."""
     try:
@@ -409,7 +414,7 @@ class PostgresJournal:
             self.applied = await self.migrate()
         except _UNAVAILABLE as exc:
             await self._close_pools()
-            raise journal.JournalUnavailable(f"postgres journal: {exc}") from None
+            raise _unavailable(exc) from None
         except BaseException:
             await self._close_pools()
             raise
@@ -508,7 +513,7 @@ class PostgresJournal:
             async with pool.acquire(timeout=self.command_timeout) as conn:
                 return await fn(conn)
         except _UNAVAILABLE as exc:
-            raise journal.JournalUnavailable(f"postgres journal: {exc or type(exc).__name__}") from exc
+            raise _unavailable(exc) from exc
 
     # -- intake -----------------------------------------------------------------------------------
 
@@ -568,7 +573,7 @@ class PostgresJournal:
             if isinstance(exc, journal.JournalUnavailable):
                 error = exc
             elif isinstance(exc, _UNAVAILABLE):
-                error = journal.JournalUnavailable(f"postgres journal: {exc or type(exc).__name__}")
+                error = _unavailable(exc)
             else:
                 error = journal.JournalUnavailable(f"journal write failed: {exc}")
             for item in pending:

@@ -376,3 +376,40 @@ async def test_intake_always_waits_for_the_flush_execution_only_when_asked(
         assert await store.run(setting, execution=True) == execution_setting  # claims, routing, outcomes
     finally:
         await store.close()
+
+
+async def test_a_group_the_database_refuses_fails_together_and_the_next_one_commits(  # type: ignore[no-untyped-def]
+    replicas, pg_dsn: str
+) -> None:
+    """Every append of a group that fails gets JournalUnavailable (503) and nothing of it is stored;
+    the writer goes on with the next group."""
+    (store,) = await replicas(1)
+    admin = await asyncpg.connect(pg_dsn)
+    try:
+        await admin.execute(
+            "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+            " IF NEW.id = 'poison' THEN RAISE EXCEPTION 'poison refused'; END IF; RETURN NEW; END $$;"
+            " CREATE TRIGGER refuse_poison BEFORE INSERT ON events"
+            " FOR EACH ROW EXECUTE FUNCTION refuse_poison()"
+        )
+    finally:
+        await admin.close()
+
+    # Appends made in one turn of the loop share one group commit.
+    outcomes = await asyncio.gather(
+        store.append(delivery(), [cloudevent("good")]),
+        store.append(delivery(), [cloudevent("poison")]),
+        return_exceptions=True,
+    )
+
+    assert [type(outcome) for outcome in outcomes] == [journal.JournalUnavailable] * 2
+    assert "poison refused" in str(outcomes[0])
+    assert await store.list() == []
+    (after,) = await asyncio.wait_for(store.append(delivery(), [cloudevent("after")]), 10)  # writer alive
+    assert after.new
+    assert [e.id for e in await store.list()] == ["after"]
+    admin = await asyncpg.connect(pg_dsn)
+    try:  # the failed group's deliveries went with it
+        assert await admin.fetchval("SELECT count(*) FROM deliveries") == 1
+    finally:
+        await admin.close()

@@ -68,8 +68,12 @@ def _event(record: Any, escaped: bool) -> events.CloudEvent:
     if key:
         # S3 keys may hold control characters, which CloudEvents strings may not: the subject
         # percent-encodes them, the data keeps the key as it is.
-        attributes["subject"] = _common.DISALLOWED.sub(
-            lambda found: urllib.parse.quote(found.group(), errors="surrogatepass"), key
+        attributes["subject"] = (
+            _common.DISALLOWED.sub(
+                lambda found: urllib.parse.quote(found.group(), errors="surrogatepass"), key
+            )
+            if _common.disallowed(key)
+            else key
         )
     data = {
         "bucket": bucket,

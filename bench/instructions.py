@@ -18,6 +18,7 @@ Needs valgrind and wrk, and for postgres the server of bench/scaleout.py. Last l
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import shutil
 import subprocess
@@ -89,7 +90,8 @@ def main() -> None:
             raise SystemExit(f"bench/instructions needs {tool} (Debian: apt-get install valgrind wrk)")
 
     figures: dict[str, int] = {}
-    with tempfile.TemporaryDirectory() as name, scaleout.database() as dsn:
+    database = scaleout.database() if "postgres" in chosen else contextlib.nullcontext(None)
+    with tempfile.TemporaryDirectory() as name, database as dsn:
         tmp = Path(name)
         for server in chosen:
             port = ingest.free_port()

@@ -36,7 +36,7 @@ from typing import Any
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 import glue
-from glue import app, events, execution, handlers, journal, observability, routing, settings
+from glue import app, contract, events, execution, journal, observability, routing, settings
 
 MATCH = 'type == "com.example.model.updated" && data.model.name.startsWith("llm-") && data.replicas > 0'
 PARAMS = {"name": "{{ data.model.name }}", "replicas": "{{ data.replicas }}"}
@@ -123,12 +123,12 @@ async def throughput(count: int, directory: pathlib.Path, synchronous: str) -> t
     try:
         await fill(store, count)
         router = routing.load(
-            [{"name": "scale", "match": MATCH, "handler": "bench.noop", "params": PARAMS}], handlers.registry
+            [{"name": "scale", "match": MATCH, "handler": "bench.noop", "params": PARAMS}], contract.registry
         )
         executor = execution.Executor(
             store,
             router,
-            handlers.Clients(handlers.registry, {}),
+            contract.Clients(contract.registry, {}),
             settings.Execution(concurrency=256, batch=500, poll_seconds=0.01, owner="bench"),
         )
         PROBE.count, PROBE.target = 0, count

@@ -4,7 +4,7 @@ This module is the public API for handler plugins (``handlers/`` and your own): 
 here, not from the submodules.
 """
 
-from glue.handlers import (
+from glue.contract import (
     Call,
     Clients,
     Context,

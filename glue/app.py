@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
-from glue import handlers, intake, journal
+from glue import contract, intake, journal
 from glue import settings as settings_mod
 from glue.journal import retention
 from glue.sources import http
@@ -44,8 +44,8 @@ class Runtime:
     settings: settings_mod.Settings
     journal: journal.Journal
     intake: intake.Intake
-    registry: handlers.Registry
-    clients: handlers.Clients
+    registry: contract.Registry
+    clients: contract.Clients
     readiness: list[http.ReadinessCheck] = dataclasses.field(default_factory=list)
     archive: objectstore.ArchiveWriter | None = None  # set by _workers when settings.archive is given
 
@@ -57,10 +57,10 @@ def load_plugins(settings: settings_mod.Settings, *, everything: bool = False) -
     imported, so a daemon without Kubernetes routes never loads the Kubernetes client. ``everything``
     imports every built-in (for listings). Modules register their handlers on import.
     """
-    import handlers as builtin
+    import handlers
 
     if everything:
-        names = [m.name for m in pkgutil.iter_modules(builtin.__path__, prefix="handlers.")]
+        names = [m.name for m in pkgutil.iter_modules(handlers.__path__, prefix="handlers.")]
     else:
         wanted = {str(route.get("handler", "")).split(".", 1)[0] for route in settings.routes}
         wanted.update(settings.clients)  # clients.kubernetes is registered by handlers.kubernetes
@@ -137,14 +137,14 @@ def _sources(runtime: Runtime) -> list[Component]:
 class Daemon:
     """One running glue: usable in-process (tests) or from ``glue run``."""
 
-    def __init__(self, settings: settings_mod.Settings, *, registry: handlers.Registry | None = None) -> None:
+    def __init__(self, settings: settings_mod.Settings, *, registry: contract.Registry | None = None) -> None:
         self.settings = settings
-        self.registry = registry if registry is not None else handlers.registry
+        self.registry = registry if registry is not None else contract.registry
         self.journal = journal.create(settings.journal)
         self.intake = intake.Intake(
             self.journal, max_backlog=settings.server.max_backlog, record=settings.record
         )
-        self.clients = handlers.Clients(self.registry, settings.clients)
+        self.clients = contract.Clients(self.registry, settings.clients)
         self.runtime = Runtime(settings, self.journal, self.intake, self.registry, self.clients)
         self.workers: list[Component] = []
         self.sources: list[Component] = []

@@ -25,7 +25,7 @@ replayed event sees what the first delivery saw. Events without a bucket and key
 get ``object: null``.
 
 A failure to reach MinIO (unreachable, timeout, access denied, server error) raises
-:class:`EnrichmentFailed`, a :class:`glue.handlers.TemporaryError`: that event is routed again later;
+:class:`EnrichmentFailed`, a :class:`glue.contract.TemporaryError`: that event is routed again later;
 the daemon goes on.
 """
 
@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from pydantic import Field
 
-from glue import events, handlers
+from glue import contract, events
 from glue import settings as settings_mod
 
 if TYPE_CHECKING:  # the minio SDK is imported only where an Enricher is built (routing needs only Spec)
@@ -65,7 +65,7 @@ class Spec(settings_mod.Model):
     timeout: float = Field(default=5.0, gt=0, le=120, description="Seconds for the whole enrichment.")
 
 
-class EnrichmentFailed(handlers.TemporaryError):
+class EnrichmentFailed(contract.TemporaryError):
     """MinIO could not be asked now; route the event again later."""
 
 

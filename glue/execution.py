@@ -33,7 +33,7 @@ from typing import Any
 import prometheus_client
 import structlog
 
-from glue import enrich, events, handlers, journal, routing
+from glue import contract, enrich, events, journal, routing
 from glue import settings as settings_mod
 
 log = structlog.get_logger(__name__)
@@ -120,7 +120,7 @@ class Attempt:
         *,
         error: str | None = None,
         delay: float | None = None,
-        plan: handlers.Plan | None = None,
+        plan: contract.Plan | None = None,
     ) -> None:
         self.outcome = outcome  # done | planned | temporary | permanent | failed
         self.error = error
@@ -134,11 +134,11 @@ def _reason(exc: BaseException) -> str:
 
 
 async def run_attempt(
-    handler: handlers.Handler,
+    handler: contract.Handler,
     *,
     event: Any,
-    params: handlers.Params,
-    ctx: handlers.Context,
+    params: contract.Params,
+    ctx: contract.Context,
     seconds: float,
 ) -> Attempt:
     """Call the handler with ``seconds`` to finish and classify how it ended. Never raises, except
@@ -147,9 +147,9 @@ async def run_attempt(
     try:
         async with deadline:
             result = await handler.fn(event=event, params=params, ctx=ctx)
-    except handlers.TemporaryError as exc:
+    except contract.TemporaryError as exc:
         return Attempt("temporary", error=_reason(exc), delay=exc.delay)
-    except handlers.PermanentError as exc:
+    except contract.PermanentError as exc:
         return Attempt("permanent", error=_reason(exc))
     except TimeoutError as exc:
         if deadline.expired():
@@ -158,7 +158,7 @@ async def run_attempt(
     except Exception as exc:  # any other handler failure follows the route's delivery policy
         return Attempt("failed", error=_reason(exc))
     if ctx.dry_run:
-        return Attempt("planned", plan=result if isinstance(result, handlers.Plan) else handlers.Plan())
+        return Attempt("planned", plan=result if isinstance(result, contract.Plan) else contract.Plan())
     return Attempt("done")
 
 
@@ -168,7 +168,7 @@ async def plan(
     params: Mapping[str, Any],
     *,
     identity: str,
-    clients: handlers.Clients,
+    clients: contract.Clients,
     options: Mapping[str, Any] | None = None,
 ) -> Attempt:
     """What the route's handler would do for ``event``: its dry-run attempt, as the live executor runs
@@ -178,7 +178,7 @@ async def plan(
         model = compiled.handler.params.model_validate(dict(params))
     except Exception as exc:  # params the handler's model rejects
         return Attempt("permanent", error=_reason(exc))
-    ctx = handlers.Context(
+    ctx = contract.Context(
         route=compiled.name,
         handler=compiled.handler.name,
         idempotency_key=key,
@@ -207,7 +207,7 @@ class Executor:
         self,
         journal_: journal.Journal,
         router: routing.Router,
-        clients: handlers.Clients,
+        clients: contract.Clients,
         config: settings_mod.Execution | None = None,
         *,
         dry_run: bool = False,
@@ -605,7 +605,7 @@ class Executor:
             return
         bound = self._logger(item, event_id)
         dry_run = self.dry_run or compiled.route.dry_run or item.route in self.unconfigured
-        ctx = handlers.Context(
+        ctx = contract.Context(
             route=item.route,
             handler=item.handler,
             idempotency_key=item.idempotency_key,

@@ -20,7 +20,7 @@ import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from glue import handlers, routing
+from glue import contract, routing
 from glue import settings as settings_mod
 
 __all__ = ["Grant", "grants", "manifests", "merge", "render"]
@@ -40,7 +40,7 @@ class Grant:
     routes: tuple[str, ...]  # the routes that need them
 
 
-def _permissions(rules: Iterable[handlers.RbacRule]) -> set[Permission]:
+def _permissions(rules: Iterable[contract.RbacRule]) -> set[Permission]:
     return {
         (group, resource, verb)
         for rule in rules
@@ -154,7 +154,7 @@ def manifests(
 
 def render(
     settings: settings_mod.Settings,
-    registry: handlers.Registry,
+    registry: contract.Registry,
     *,
     name: str = "runtime-glue",
     service_account: tuple[str, str] | None = None,

@@ -47,8 +47,8 @@ import jinja2.sandbox
 import pydantic
 from pydantic.alias_generators import to_camel
 
+from glue import contract, events, journal, settings
 from glue import enrich as enrich_mod
-from glue import events, handlers, journal, settings
 
 __all__ = [
     "Backoff",
@@ -485,7 +485,7 @@ class Compiled:
 
     route: Route
     program: cel.Program
-    handler: handlers.Handler
+    handler: contract.Handler
     params: _Templates
     ordering_key: _Template | None
     #: What the match expression reads (see :func:`reads`): only that is converted for CEL.
@@ -634,7 +634,7 @@ class Router:
         return result
 
 
-def _check_params(route: Route, handler: handlers.Handler) -> list[tuple[str, str]]:
+def _check_params(route: Route, handler: contract.Handler) -> list[tuple[str, str]]:
     """Literal (template-free) params are validated now; keys unknown to the model are always caught."""
     problems: list[tuple[str, str]] = []
     fields = handler.params.model_fields
@@ -650,7 +650,7 @@ def _check_params(route: Route, handler: handlers.Handler) -> list[tuple[str, st
 
 
 def load(
-    raw: Sequence[Mapping[str, Any]], registry: handlers.Registry, *, source: str = "<config>"
+    raw: Sequence[Mapping[str, Any]], registry: contract.Registry, *, source: str = "<config>"
 ) -> Router:
     """Validate and compile ``settings.routes``. Raises settings.ConfigError listing every problem."""
     problems: list[tuple[str, str]] = []

@@ -269,14 +269,14 @@ def kafka_profile(secrets: str = "/var/run/secrets/glue") -> dict[str, Any]:
 
 def registered_handlers() -> dict[str, Any]:
     """Every handler the daemon ships (the built-in handler modules register on import)."""
-    from glue import app, handlers
+    from glue import app, contract
     from glue import settings as settings_mod
 
     app.load_plugins(settings_mod.from_mapping({}), everything=True)
     # Only the shipped modules: other test areas register test handlers in the same process.
     return {
         name: entry
-        for name, entry in handlers.registry.handlers.items()
+        for name, entry in contract.registry.handlers.items()
         if entry.fn.__module__.startswith("handlers.")
     }
 

@@ -12,7 +12,7 @@ import prometheus_client
 import pytest
 from cloudevents.core.v1.event import CloudEvent
 
-from glue import events, execution, handlers, journal, routing, settings
+from glue import contract, events, execution, journal, routing, settings
 from tests.journal import pgserver
 
 #: Backends the contract tests run against.
@@ -113,11 +113,11 @@ class Harness:
 
     T0 = 1_700_000_000.0
 
-    def __init__(self, store: journal.Journal, registry: handlers.Registry) -> None:
+    def __init__(self, store: journal.Journal, registry: contract.Registry) -> None:
         self.store = store
         self.registry = registry
         self.executors: list[execution.Executor] = []
-        self.clients = handlers.Clients(registry, {})
+        self.clients = contract.Clients(registry, {})
 
     def clock(self) -> float:
         return self.T0 + asyncio.get_running_loop().time()
@@ -149,12 +149,12 @@ class Harness:
 
 
 @pytest.fixture
-def registry() -> handlers.Registry:
-    return handlers.Registry()
+def registry() -> contract.Registry:
+    return contract.Registry()
 
 
 @pytest.fixture
-async def harness(store: journal.Journal, registry: handlers.Registry) -> AsyncIterator[Harness]:
+async def harness(store: journal.Journal, registry: contract.Registry) -> AsyncIterator[Harness]:
     h = Harness(store, registry)
     try:
         yield h

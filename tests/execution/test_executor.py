@@ -9,7 +9,7 @@ import pytest
 from structlog.testing import capture_logs
 
 import glue
-from glue import events, handlers, intake, journal
+from glue import contract, events, intake, journal
 
 from .conftest import Append, Harness, cloudevent, delivery_of, metric, wait_for
 
@@ -37,7 +37,7 @@ class Tracker:
         self.running.discard(f"{key}/{n}")
 
 
-def tracked(registry: handlers.Registry, tracker: Tracker, *, pause: float = 0.01) -> None:
+def tracked(registry: contract.Registry, tracker: Tracker, *, pause: float = 0.01) -> None:
     class KeyParams(glue.Params):
         key: str
         n: int
@@ -63,7 +63,7 @@ async def all_done(store: journal.Journal, count: int) -> bool:
 
 
 async def test_per_key_order_holds_and_keys_interleave(
-    harness: Harness, registry: handlers.Registry, append: Append, store: journal.Journal
+    harness: Harness, registry: contract.Registry, append: Append, store: journal.Journal
 ) -> None:
     tracker = Tracker()
     tracked(registry, tracker)
@@ -91,7 +91,7 @@ async def test_per_key_order_holds_and_keys_interleave(
 
 
 async def test_without_ordering_key_the_global_bound_holds(
-    harness: Harness, registry: handlers.Registry, append: Append, store: journal.Journal
+    harness: Harness, registry: contract.Registry, append: Append, store: journal.Journal
 ) -> None:
     tracker = Tracker()
     tracked(registry, tracker, pause=0.05)
@@ -103,7 +103,7 @@ async def test_without_ordering_key_the_global_bound_holds(
 
 
 async def test_route_concurrency_bounds_one_route_only(
-    harness: Harness, registry: handlers.Registry, append: Append, store: journal.Journal
+    harness: Harness, registry: contract.Registry, append: Append, store: journal.Journal
 ) -> None:
     tracker = Tracker()
     tracked(registry, tracker, pause=0.05)
@@ -122,7 +122,7 @@ async def test_route_concurrency_bounds_one_route_only(
 
 
 async def test_drain_finishes_quick_work_and_releases_the_rest(
-    harness: Harness, registry: handlers.Registry, append: Append, store: journal.Journal
+    harness: Harness, registry: contract.Registry, append: Append, store: journal.Journal
 ) -> None:
     class Pause(glue.Params):
         seconds: float
@@ -143,7 +143,7 @@ async def test_drain_finishes_quick_work_and_releases_the_rest(
 
 
 async def test_params_that_do_not_render_are_dead_on_arrival_not_a_crash(
-    harness: Harness, registry: handlers.Registry, append: Append, store: journal.Journal
+    harness: Harness, registry: contract.Registry, append: Append, store: journal.Journal
 ) -> None:
     class UrlParams(glue.Params):
         url: str
@@ -169,7 +169,7 @@ async def test_params_that_do_not_render_are_dead_on_arrival_not_a_crash(
 
 
 async def test_events_no_route_matches_are_marked_unmatched(
-    harness: Harness, registry: handlers.Registry, append: Append, store: journal.Journal
+    harness: Harness, registry: contract.Registry, append: Append, store: journal.Journal
 ) -> None:
     @glue.handler("noop", registry=registry)
     async def noop(**_: Any) -> None:
@@ -184,7 +184,7 @@ async def test_events_no_route_matches_are_marked_unmatched(
 
 
 async def test_handler_context_and_one_summary_line_per_dispatch(
-    harness: Harness, registry: handlers.Registry, append: Append, store: journal.Journal
+    harness: Harness, registry: contract.Registry, append: Append, store: journal.Journal
 ) -> None:
     seen: list[glue.Context] = []
 
@@ -213,7 +213,7 @@ async def test_handler_context_and_one_summary_line_per_dispatch(
 
 
 async def test_dry_run_route_logs_the_plan_and_acts_not(
-    harness: Harness, registry: handlers.Registry, append: Append, store: journal.Journal
+    harness: Harness, registry: contract.Registry, append: Append, store: journal.Journal
 ) -> None:
     acted: list[str] = []
 
@@ -242,7 +242,7 @@ async def test_dry_run_route_logs_the_plan_and_acts_not(
 
 @pytest.mark.parametrize("raised", [KeyError("x"), ZeroDivisionError("y"), RuntimeError("")])
 async def test_no_handler_exception_escapes(
-    harness: Harness, registry: handlers.Registry, append: Append, store: journal.Journal, raised: Exception
+    harness: Harness, registry: contract.Registry, append: Append, store: journal.Journal, raised: Exception
 ) -> None:
     @glue.handler("broken", registry=registry)
     async def broken(**_: Any) -> None:
@@ -269,7 +269,7 @@ async def _states(store: journal.Journal, states: set[str], count: int = 1) -> b
 
 
 async def test_a_backlog_larger_than_the_kept_events_runs_each_invocation_once(
-    harness: Harness, registry: handlers.Registry, append: Append, store: journal.Journal
+    harness: Harness, registry: contract.Registry, append: Append, store: journal.Journal
 ) -> None:
     """Routing runs ahead of dispatch only as far as the parsed events it keeps (4 batches and the
     concurrency, here 44); the rest of a backlog waits its turn and nothing is lost or run twice."""
@@ -295,7 +295,7 @@ async def test_a_backlog_larger_than_the_kept_events_runs_each_invocation_once(
 
 
 async def test_routing_goes_on_while_dispatch_is_stuck(
-    harness: Harness, registry: handlers.Registry, append: Append, store: journal.Journal
+    harness: Harness, registry: contract.Registry, append: Append, store: journal.Journal
 ) -> None:
     """Kept events whose invocations cannot start (their route is at its limit) make room after
     keep_seconds: routing is slowed by backpressure, never stopped."""
@@ -332,7 +332,7 @@ def wired_intake(store: journal.Journal, executor: Any) -> intake.Intake:
 
 
 async def test_events_are_journaled_with_their_routing_and_run_at_once(
-    harness: Harness, registry: handlers.Registry, store: journal.Journal
+    harness: Harness, registry: contract.Registry, store: journal.Journal
 ) -> None:
     calls: list[str] = []
 
@@ -358,7 +358,7 @@ async def test_events_are_journaled_with_their_routing_and_run_at_once(
 
 
 async def test_intake_leaves_events_pending_while_dispatch_is_behind(
-    harness: Harness, registry: handlers.Registry, store: journal.Journal
+    harness: Harness, registry: contract.Registry, store: journal.Journal
 ) -> None:
     """Routing at intake stops while the parsed events kept for dispatch are full: later events wait
     pending, count in the backlog that bounds intake, and still run once each."""
@@ -388,7 +388,7 @@ async def test_intake_leaves_events_pending_while_dispatch_is_behind(
 
 
 async def test_an_invocation_started_before_intake_kept_its_event_is_not_kept_after(
-    harness: Harness, registry: handlers.Registry, store: journal.Journal
+    harness: Harness, registry: contract.Registry, store: journal.Journal
 ) -> None:
     """Dispatch may claim an invocation routed at intake before the intake code that committed it
     runs again: its event is then read from the journal, and must not stay counted as kept, or

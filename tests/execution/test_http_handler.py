@@ -18,7 +18,7 @@ from aiohttp import web
 
 import glue
 import handlers.http as http_handler
-from glue import handlers, journal
+from glue import contract, journal
 
 from .conftest import Append, Harness, cloudevent, wait_for
 
@@ -51,8 +51,8 @@ async def receiver() -> AsyncIterator[Receiver]:
 
 
 @pytest.fixture
-def registry() -> handlers.Registry:
-    registry = handlers.Registry()
+def registry() -> contract.Registry:
+    registry = contract.Registry()
     registry.add(glue.registry.handlers["http"])
     registry.add_client(glue.registry.clients["http"])
     return registry
@@ -180,8 +180,8 @@ async def test_secrets_in_the_url_stay_out_of_errors(
     assert row.last_error.endswith("/nowhere: HTTP 404 Not Found")
 
 
-async def test_dry_run_plan_is_the_request_it_would_make(registry: handlers.Registry) -> None:
-    clients = handlers.Clients(registry, {})
+async def test_dry_run_plan_is_the_request_it_would_make(registry: contract.Registry) -> None:
+    clients = contract.Clients(registry, {})
     ctx = glue.Context(
         route="forward",
         handler="http",

@@ -14,7 +14,7 @@ import pytest
 from structlog.testing import capture_logs
 
 import glue
-from glue import execution, handlers, journal, routing
+from glue import contract, execution, journal, routing
 
 from .conftest import Append, Harness, Recorder, cloudevent, metric, wait_for
 
@@ -24,7 +24,7 @@ POLL = 0.1
 
 
 def flaky(
-    registry: handlers.Registry, recorder: Recorder, *, succeed_on: int | None = None, error: Any = None
+    registry: contract.Registry, recorder: Recorder, *, succeed_on: int | None = None, error: Any = None
 ) -> None:
     """Register handler ``flaky``: fails (``error``, default TemporaryError) until attempt ``succeed_on``."""
 
@@ -47,7 +47,7 @@ def gaps(times: list[float]) -> list[float]:
 
 
 async def test_backoff_schedule_is_exponential_and_capped(
-    harness: Harness, registry: handlers.Registry, append: Append, store: journal.Journal
+    harness: Harness, registry: contract.Registry, append: Append, store: journal.Journal
 ) -> None:
     recorder = Recorder()
     flaky(registry, recorder, succeed_on=6)
@@ -74,7 +74,7 @@ async def test_jitter_stays_within_its_bounds() -> None:
 
 
 async def test_retry_after_from_the_handler_overrides_the_backoff(
-    harness: Harness, registry: handlers.Registry, append: Append, store: journal.Journal
+    harness: Harness, registry: contract.Registry, append: Append, store: journal.Journal
 ) -> None:
     recorder = Recorder()
     flaky(registry, recorder, succeed_on=2, error=glue.TemporaryError("busy", delay=30))
@@ -88,7 +88,7 @@ async def test_retry_after_from_the_handler_overrides_the_backoff(
 
 
 async def test_poison_event_dead_letters_after_its_attempts(
-    harness: Harness, registry: handlers.Registry, append: Append, store: journal.Journal
+    harness: Harness, registry: contract.Registry, append: Append, store: journal.Journal
 ) -> None:
     recorder = Recorder()
     flaky(registry, recorder, error=ValueError("cannot parse the tag"))
@@ -110,7 +110,7 @@ async def test_poison_event_dead_letters_after_its_attempts(
 
 
 async def test_permanent_error_dead_letters_at_once(
-    harness: Harness, registry: handlers.Registry, append: Append, store: journal.Journal
+    harness: Harness, registry: contract.Registry, append: Append, store: journal.Journal
 ) -> None:
     recorder = Recorder()
     flaky(registry, recorder, error=glue.PermanentError("HTTP 404 Not Found"))
@@ -126,7 +126,7 @@ async def test_permanent_error_dead_letters_at_once(
 
 
 async def test_route_without_dead_letters_drops_after_its_attempts(
-    harness: Harness, registry: handlers.Registry, append: Append, store: journal.Journal
+    harness: Harness, registry: contract.Registry, append: Append, store: journal.Journal
 ) -> None:
     flaky(registry, Recorder(), error=RuntimeError("boom"))
     await harness.start(
@@ -140,7 +140,7 @@ async def test_route_without_dead_letters_drops_after_its_attempts(
 
 
 async def test_timeout_counts_as_a_failed_attempt(
-    harness: Harness, registry: handlers.Registry, append: Append, store: journal.Journal
+    harness: Harness, registry: contract.Registry, append: Append, store: journal.Journal
 ) -> None:
     @glue.handler("slow", registry=registry)
     async def slow(**_: Any) -> None:
@@ -158,7 +158,7 @@ async def test_timeout_counts_as_a_failed_attempt(
 
 
 async def test_restart_in_the_middle_of_a_backoff_resumes_it(
-    harness: Harness, registry: handlers.Registry, append: Append, store: journal.Journal, reopen: Any
+    harness: Harness, registry: contract.Registry, append: Append, store: journal.Journal, reopen: Any
 ) -> None:
     import asyncio
 
@@ -199,7 +199,7 @@ async def _count(recorder: Recorder, n: int) -> bool:
 
 
 async def test_age_of_the_oldest_pending_invocation_is_exported(
-    harness: Harness, registry: handlers.Registry, append: Append, store: journal.Journal
+    harness: Harness, registry: contract.Registry, append: Append, store: journal.Journal
 ) -> None:
     import asyncio
 

@@ -14,7 +14,7 @@ import cel
 import pytest
 
 import glue
-from glue import handlers, routing, settings
+from glue import contract, routing, settings
 
 from .conftest import cloudevent
 
@@ -52,8 +52,8 @@ class Deploy(glue.Params):
 
 
 @pytest.fixture
-def registry() -> handlers.Registry:
-    registry = handlers.Registry()
+def registry() -> contract.Registry:
+    registry = contract.Registry()
 
     @glue.handler("deploy", params=Deploy, registry=registry)
     async def deploy(**_: Any) -> None:
@@ -62,11 +62,11 @@ def registry() -> handlers.Registry:
     return registry
 
 
-def router(registry: handlers.Registry, *routes: dict[str, Any]) -> routing.Router:
+def router(registry: contract.Registry, *routes: dict[str, Any]) -> routing.Router:
     return routing.load(list(routes), registry)
 
 
-def one(registry: handlers.Registry, match: str, **route: Any) -> routing.Decision:
+def one(registry: contract.Registry, match: str, **route: Any) -> routing.Decision:
     r = router(registry, {"name": "r", "handler": "deploy", "match": match, **route})
     (decision,) = r.decide(pushed(), explain=True)
     return decision
@@ -90,14 +90,14 @@ PARAMS = {"namespace": "{{ data.repository.namespace }}", "name": "{{ data.repos
     ],
 )
 def test_match_over_attributes_and_nested_data(
-    registry: handlers.Registry, match: str, matched: bool
+    registry: contract.Registry, match: str, matched: bool
 ) -> None:
     decision = one(registry, match, params=PARAMS)
     assert decision.matched is matched
     assert decision.error is None
 
 
-def test_explain_names_the_false_condition_and_the_values_it_saw(registry: handlers.Registry) -> None:
+def test_explain_names_the_false_condition_and_the_values_it_saw(registry: contract.Registry) -> None:
     decision = one(
         registry,
         'type == "harbor.artifact.pushed"'
@@ -112,25 +112,25 @@ def test_explain_names_the_false_condition_and_the_values_it_saw(registry: handl
     assert decision.to_dict()["values"]["data.repository.namespace"] == "team-a"
 
 
-def test_explain_goes_down_to_the_leaf_of_nested_conjunctions(registry: handlers.Registry) -> None:
+def test_explain_goes_down_to_the_leaf_of_nested_conjunctions(registry: contract.Registry) -> None:
     decision = one(registry, '(type != "" && (operator == "admin" && true))', params=PARAMS)
     assert decision.condition == 'operator == "admin"'
     assert dict(decision.values) == {"operator": "robot$ci"}
 
 
-def test_a_missing_field_is_a_non_match_with_the_reason(registry: handlers.Registry) -> None:
+def test_a_missing_field_is_a_non_match_with_the_reason(registry: contract.Registry) -> None:
     decision = one(registry, 'data.repository.owner == "me"', params=PARAMS)
     assert not decision.matched
     assert decision.error == "no field 'owner'"
     assert str(decision.values["data.repository.owner"]) == "<no field 'owner'>"
 
 
-def test_a_non_bool_match_is_reported(registry: handlers.Registry) -> None:
+def test_a_non_bool_match_is_reported(registry: contract.Registry) -> None:
     decision = one(registry, "data.repository.name", params=PARAMS)
     assert not decision.matched and decision.error == "match must yield a bool, got str"
 
 
-def test_params_render_from_the_event_and_are_validated(registry: handlers.Registry) -> None:
+def test_params_render_from_the_event_and_are_validated(registry: contract.Registry) -> None:
     params = {
         **PARAMS,
         "replicas": "{{ data.resources | length + 1 }}",
@@ -163,7 +163,7 @@ def test_params_render_from_the_event_and_are_validated(registry: handlers.Regis
     ],
 )
 def test_params_errors_are_reported_not_raised(
-    registry: handlers.Registry, params: dict[str, Any], error: str
+    registry: contract.Registry, params: dict[str, Any], error: str
 ) -> None:
     decision = one(registry, "true", params=params)
     assert decision.matched
@@ -173,7 +173,7 @@ def test_params_errors_are_reported_not_raised(
     )
 
 
-def test_load_reports_every_problem_with_its_place(registry: handlers.Registry) -> None:
+def test_load_reports_every_problem_with_its_place(registry: contract.Registry) -> None:
     with pytest.raises(settings.ConfigError) as caught:
         routing.load(
             [
@@ -201,7 +201,7 @@ def test_load_reports_every_problem_with_its_place(registry: handlers.Registry) 
     assert str(caught.value).startswith("glue.yaml: routes[0] (bad-cel).match: not valid CEL")
 
 
-def test_disabled_routes_are_decided_but_not_invoked(registry: handlers.Registry) -> None:
+def test_disabled_routes_are_decided_but_not_invoked(registry: contract.Registry) -> None:
     r = router(registry, {"name": "off", "handler": "deploy", "params": PARAMS, "enabled": False})
     (decision,) = r.decide(pushed())
     assert decision.matched and not decision.enabled
@@ -214,8 +214,8 @@ class Native(glue.Params):
 
 
 @pytest.fixture
-def native_registry() -> handlers.Registry:
-    registry = handlers.Registry()
+def native_registry() -> contract.Registry:
+    registry = contract.Registry()
 
     @glue.handler("native", params=Native, registry=registry)
     async def native(**_: Any) -> None:
@@ -224,7 +224,7 @@ def native_registry() -> handlers.Registry:
     return registry
 
 
-def rendered(registry: handlers.Registry, params: dict[str, Any], **attributes: Any) -> routing.Decision:
+def rendered(registry: contract.Registry, params: dict[str, Any], **attributes: Any) -> routing.Decision:
     endpoints = [
         {"dnsName": "api.example.com", "recordType": "A", "targets": ["10.0.0.7"]},
         {"dnsName": "www.example.com", "recordType": "CNAME", "targets": ["api.example.com"]},
@@ -247,7 +247,7 @@ def rendered(registry: handlers.Registry, params: dict[str, Any], **attributes: 
 
 
 def test_a_one_expression_param_keeps_the_value_a_list_from_the_event(
-    native_registry: handlers.Registry,
+    native_registry: contract.Registry,
 ) -> None:
     decision = rendered(native_registry, {"endpoints": "{{ data.endpoints }}"})
     assert decision.params_error is None
@@ -282,7 +282,7 @@ def test_a_one_expression_param_keeps_the_value_a_list_from_the_event(
     ],
 )
 def test_one_expression_params_render_to_native_values_and_others_to_text(
-    native_registry: handlers.Registry, template: str, value: Any
+    native_registry: contract.Registry, template: str, value: Any
 ) -> None:
     when = datetime.datetime(2024, 5, 1, 12, tzinfo=datetime.UTC)
     decision = rendered(native_registry, {"value": template}, time=when)
@@ -303,7 +303,7 @@ def test_one_expression_params_render_to_native_values_and_others_to_text(
     ],
 )
 def test_native_params_keep_strict_undefined_the_sandbox_and_validation(
-    native_registry: handlers.Registry, params: dict[str, Any], error: str
+    native_registry: contract.Registry, params: dict[str, Any], error: str
 ) -> None:
     decision = rendered(native_registry, params)
     assert decision.params is None
@@ -312,13 +312,13 @@ def test_native_params_keep_strict_undefined_the_sandbox_and_validation(
     )
 
 
-def test_a_number_fills_a_text_param(native_registry: handlers.Registry) -> None:
+def test_a_number_fills_a_text_param(native_registry: contract.Registry) -> None:
     decision = rendered(native_registry, {"text": "{{ data.replicas }}"})
     assert decision.params_error is None
     assert decision.params is not None and decision.params["text"] == "3"
 
 
-def test_the_ordering_key_is_always_text(native_registry: handlers.Registry) -> None:
+def test_the_ordering_key_is_always_text(native_registry: contract.Registry) -> None:
     r = router(
         native_registry,
         {
@@ -333,7 +333,7 @@ def test_the_ordering_key_is_always_text(native_registry: handlers.Registry) -> 
     assert decision.ordering_key == "7"
 
 
-def test_routes_evaluated_together_each_see_the_event(registry: handlers.Registry) -> None:
+def test_routes_evaluated_together_each_see_the_event(registry: contract.Registry) -> None:
     """Several routes share one converted CEL context; each still matches on its own expression, and
     one route reading a field the event lacks does not affect the others."""
     r = router(
@@ -388,7 +388,7 @@ READS = [
 
 @pytest.mark.parametrize("match", READS)
 def test_a_match_reads_only_what_it_selects_and_decides_as_over_the_whole_event(
-    registry: handlers.Registry, match: str
+    registry: contract.Registry, match: str
 ) -> None:
     event = pushed()
     expected: Any

@@ -11,7 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from glue import enrich, events, formats, handlers, objectstore
+from glue import contract, enrich, events, formats, objectstore
 from glue import settings as settings_mod
 from tests.minio.conftest import UNREACHABLE, connection
 from tests.minio.listen_double import record
@@ -89,7 +89,7 @@ async def test_unreachable_store_is_a_temporary_error(credential_files: dict[str
     config = settings_mod.Minio.model_validate(connection(UNREACHABLE, credential_files, timeout=1))
     store = objectstore.ObjectStore(config)
     try:
-        with pytest.raises(handlers.TemporaryError, match=r"s3://models/w.bin tags: unreachable"):
+        with pytest.raises(contract.TemporaryError, match=r"s3://models/w.bin tags: unreachable"):
             await enrich.Enricher(store).variables(_event("models", "w.bin"), enrich.Spec(tags=True))
     finally:
         store.close()

@@ -8,18 +8,14 @@
   (``s3://bucket/prefix``, see :mod:`glue.objectstore`). With ``--dry-run`` it prints the plan of every
   handler that would run, exactly as a live ``dryRun`` route computes it; without, it journals the
   deliveries through the same decoders as live traffic (duplicates are recognised and skipped).
-- ``dlq list|show|retry|purge``: the dead-letter queue; ``retry`` and ``purge`` take ids or a filter
-  and show what would go with ``--dry-run``.
 
-Output is a table on a terminal and JSON lines otherwise (see :func:`glue.cli.emit`).
+Output is a table on a terminal and JSON lines otherwise (see :func:`glue.common.emit`).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
-import re
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -27,47 +23,20 @@ from typing import Any
 
 import orjson
 
-from glue import cli, events, execution, formats, handlers, intake, journal, routing
+from glue import contract, events, execution, formats, intake, journal, routing
 from glue import settings as settings_mod
-
-# -- shared ----------------------------------------------------------------------------------------
+from glue.cli import common
 
 
 def _router(settings: settings_mod.Settings, args: argparse.Namespace) -> routing.Router:
     from glue import app
 
     app.load_plugins(settings)
-    source = cli.config_path(args) or "<defaults>"
+    source = common.config_path(args) or "<defaults>"
     try:
-        return routing.load(settings.routes, handlers.registry, source=source)
+        return routing.load(settings.routes, contract.registry, source=source)
     except settings_mod.ConfigError as exc:
-        raise cli.CliError(str(exc), code=2) from None
-
-
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
-
-
-def parse_since(value: str | None, now: float | None = None) -> float | None:
-    """``--since``: unix seconds, an ISO-8601 time, or a duration back from now (``15m``, ``2h``, ``7d``)."""
-    if value is None:
-        return None
-    now = time.time() if now is None else now
-    match = _DURATION.match(value.strip())
-    if match:
-        return now - float(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        parsed = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise cli.CliError(
-            f"--since {value!r}: expected unix seconds, ISO-8601 or a duration like 2h", code=2
-        ) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=datetime.UTC)
-    return parsed.timestamp()
+        raise common.CliError(str(exc), code=2) from None
 
 
 def _options(settings: settings_mod.Settings, delivery: events.Delivery) -> formats.Options:
@@ -104,7 +73,7 @@ def _lines(path: str, settings: settings_mod.Settings | None = None) -> Iterator
     if path.startswith("s3://"):
         yield from _archive_lines(path, settings)
         return
-    raw = cli.read_input(path)
+    raw = common.read_input(path)
     stripped = raw.strip()
     if stripped.startswith(b"{") and b"\n" in stripped:
         try:  # one pretty-printed JSON document rather than JSON lines
@@ -118,16 +87,16 @@ def _lines(path: str, settings: settings_mod.Settings | None = None) -> Iterator
         try:
             document = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
-            raise cli.CliError(f"{path}:{number}: not JSON: {exc}") from None
+            raise common.CliError(f"{path}:{number}: not JSON: {exc}") from None
         if not isinstance(document, dict):
-            raise cli.CliError(f"{path}:{number}: expected a JSON object")
+            raise common.CliError(f"{path}:{number}: expected a JSON object")
         yield number, document
 
 
 def _archive_lines(url: str, settings: settings_mod.Settings | None) -> Iterator[tuple[int, dict[str, Any]]]:
     """The lines of an archive in a bucket (``archive.recordings`` writes them), numbered across objects."""
     if settings is None or settings.sources.minio is None:
-        raise cli.CliError(f"{url}: reading a bucket needs sources.minio in the config", code=2)
+        raise common.CliError(f"{url}: reading a bucket needs sources.minio in the config", code=2)
     from glue import objectstore  # the minio SDK is loaded only when a bucket is read
 
     store = objectstore.ObjectStore(settings.sources.minio)
@@ -135,7 +104,7 @@ def _archive_lines(url: str, settings: settings_mod.Settings | None) -> Iterator
         for number, (_, document) in enumerate(objectstore.iter_archive(store, url), start=1):
             yield number, document
     except objectstore.ObjectStoreError as exc:
-        raise cli.CliError(str(exc)) from None
+        raise common.CliError(str(exc)) from None
     finally:
         store.close()
 
@@ -203,24 +172,24 @@ def _decision_row(item: Item, decision: routing.Decision) -> dict[str, Any]:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    settings = cli.load_settings(args)
+    settings = common.load_settings(args)
     router = _router(settings, args)
     if args.event is not None:
-        return asyncio.run(cli.with_journal(settings, lambda store: _explain_stored(store, router, args)))
+        return asyncio.run(common.with_journal(settings, lambda store: _explain_stored(store, router, args)))
     if args.file is None:
-        raise cli.CliError("give a FILE or --event", code=2)
+        raise common.CliError("give a FILE or --event", code=2)
     if args.format is not None:
         delivery = events.Delivery(
             transport="cli",
             endpoint="cli",
             format=args.format,
-            headers=cli.parse_headers(args.header),
-            body=cli.read_input(args.file),
+            headers=common.parse_headers(args.header),
+            body=common.read_input(args.file),
         )
         try:
             batch = formats.decode(delivery, _options(settings, delivery))
         except formats.DecodeError as exc:
-            raise cli.CliError(f"{args.file}: {exc.reason} (HTTP {exc.status})") from None
+            raise common.CliError(f"{args.file}: {exc.reason} (HTTP {exc.status})") from None
         items = [Item(event, args.file, None) for event in batch]
     else:
         items = list(read_items(args.file, settings))
@@ -230,14 +199,14 @@ def cmd_explain(args: argparse.Namespace) -> int:
             print(f"glue: {item.origin}", file=sys.stderr)
             continue
         rows.extend(_decision_row(item, d) for d in router.decide(item.event, explain=True, only=args.route))
-    cli.emit(rows, ["event", "route", "handler", "matched", "why", "params"])
+    common.emit(rows, ["event", "route", "handler", "matched", "why", "params"])
     return 0
 
 
 async def _explain_stored(store: journal.Journal, router: routing.Router, args: argparse.Namespace) -> int:
     stored = await store.get(args.event)
     if stored is None:
-        raise cli.CliError(f"no event {args.event!r} in the journal")
+        raise common.CliError(f"no event {args.event!r} in the journal")
     ran = {i.route: i for i in await store.invocations(event_seq=stored.seq, limit=1000)}
     rows = []
     for decision in router.decide(stored.event(), explain=True, only=args.route):
@@ -246,7 +215,7 @@ async def _explain_stored(store: journal.Journal, router: routing.Router, args: 
         if invocation is not None:
             row.update(invocation=invocation.id, state=invocation.state, lastError=invocation.last_error)
         rows.append(row)
-    cli.emit(rows, ["event", "route", "handler", "matched", "why", "state", "invocation"])
+    common.emit(rows, ["event", "route", "handler", "matched", "why", "state", "invocation"])
     return 0
 
 
@@ -254,7 +223,7 @@ async def _explain_stored(store: journal.Journal, router: routing.Router, args: 
 
 
 async def _plans(
-    router: routing.Router, item: Item, clients: handlers.Clients, routes: list[str] | None
+    router: routing.Router, item: Item, clients: contract.Clients, routes: list[str] | None
 ) -> list[dict[str, Any]]:
     assert item.event is not None
     identity = events.identity(item.event)
@@ -301,12 +270,12 @@ class _Pace:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    settings = cli.load_settings(args)
-    since = parse_since(args.since)
+    settings = common.load_settings(args)
+    since = common.parse_since(args.since)
     if args.rate is not None and args.rate <= 0:
-        raise cli.CliError("--rate must be positive", code=2)
+        raise common.CliError("--rate must be positive", code=2)
     if args.source == "journal" and not args.dry_run:
-        raise cli.CliError(
+        raise common.CliError(
             "replaying the journal into itself changes nothing (events are deduplicated);"
             " use --dry-run to see plans, or `glue dlq retry` to run dead-lettered work again",
             code=2,
@@ -315,7 +284,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         router = _router(settings, args)
         unknown = [r for r in args.route or [] if r not in router.by_name]
         if unknown:
-            raise cli.CliError(f"--route: no route named {', '.join(map(repr, unknown))}", code=2)
+            raise common.CliError(f"--route: no route named {', '.join(map(repr, unknown))}", code=2)
         return asyncio.run(_replay_plans(settings, router, args, since))
     return asyncio.run(_replay_into_journal(settings, args, since))
 
@@ -323,7 +292,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 async def _replay_plans(
     settings: settings_mod.Settings, router: routing.Router, args: argparse.Namespace, since: float | None
 ) -> int:
-    clients = handlers.Clients(handlers.registry, settings.clients)
+    clients = contract.Clients(contract.registry, settings.clients)
     pace = _Pace(args.rate)
     rows: list[dict[str, Any]] = []
     problems = 0
@@ -341,7 +310,7 @@ async def _replay_plans(
 
     try:
         if args.source == "journal":
-            async with cli.opened_journal(settings) as store:
+            async with common.opened_journal(settings) as store:
                 async for item in journal_items(store, since):
                     await take(item)
         else:
@@ -361,9 +330,9 @@ async def _replay_plans(
             }
             for row in rows
         ]
-        cli.emit(table, ["event", "route", "handler", "outcome", "calls"], out)
+        common.emit(table, ["event", "route", "handler", "outcome", "calls"], out)
     else:
-        cli.emit(rows, [], out)
+        common.emit(rows, [], out)
     return 1 if problems else 0
 
 
@@ -372,7 +341,7 @@ async def _replay_into_journal(
 ) -> int:
     pace = _Pace(args.rate)
     counts = {"deliveries": 0, "new": 0, "duplicate": 0, "failed": 0}
-    async with cli.opened_journal(settings) as store:
+    async with common.opened_journal(settings) as store:
         gate = intake.Intake(store, max_backlog=settings.server.max_backlog)
         for number, document in _lines(args.source, settings):
             if "specversion" in document:
@@ -400,7 +369,7 @@ async def _replay_into_journal(
                 counts["failed"] += 1
                 continue
             except (intake.Overloaded, journal.JournalUnavailable) as exc:
-                raise cli.CliError(f"{args.source}:{number}: journal: {exc}") from None
+                raise common.CliError(f"{args.source}:{number}: journal: {exc}") from None
             counts["deliveries"] += 1
             counts["new"] += sum(1 for a in appended if a.new)
             counts["duplicate"] += sum(1 for a in appended if not a.new)
@@ -411,144 +380,9 @@ async def _replay_into_journal(
     return 1 if counts["failed"] else 0
 
 
-# -- dlq -------------------------------------------------------------------------------------------
-
-
-def _iso(timestamp: float) -> str:
-    """Unix seconds as ISO-8601 UTC, to the second."""
-    return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).isoformat(timespec="seconds")
-
-
-async def _dead_rows(store: journal.Journal, invocations: list[journal.Invocation]) -> list[dict[str, Any]]:
-    rows = []
-    for item in invocations:
-        stored = await store.get(item.event_seq)
-        rows.append(
-            {
-                **item.summary(),
-                "event": stored.id if stored is not None else None,
-                "type": stored.type if stored is not None else None,
-                "deadAt": _iso(item.updated_at),
-            }
-        )
-    return rows
-
-
-_DLQ_COLUMNS = ["id", "route", "handler", "event", "type", "attempt", "deadAt", "lastError"]
-
-
-async def _select(store: journal.Journal, args: argparse.Namespace) -> list[journal.Invocation]:
-    since = parse_since(getattr(args, "since", None))
-    ids = [int(i) for i in getattr(args, "ids", None) or []]
-    if ids:
-        found = [await store.invocation(i) for i in ids]
-        missing = [i for i, row in zip(ids, found, strict=True) if row is None or row.state != "dead"]
-        if missing:
-            raise cli.CliError(f"not in the dead-letter queue: {', '.join(map(str, missing))}")
-        return [row for row in found if row is not None]
-    if hasattr(args, "all") and not (args.all or args.route or since is not None):
-        raise cli.CliError("give invocation ids, or a filter (--route, --since) or --all", code=2)
-    selected: list[journal.Invocation] = []
-    after = 0
-    limit = getattr(args, "limit", None)
-    while True:
-        batch = await store.invocations(state="dead", route=args.route, since=since, after=after, limit=500)
-        if not batch:
-            return selected
-        selected.extend(batch)
-        after = batch[-1].id
-        if limit is not None and len(selected) >= limit:
-            return selected[:limit]
-
-
-def cmd_dlq_list(args: argparse.Namespace) -> int:
-    settings = cli.load_settings(args)
-
-    async def run(store: journal.Journal) -> int:
-        cli.emit(await _dead_rows(store, await _select(store, args)), _DLQ_COLUMNS)
-        return 0
-
-    return asyncio.run(cli.with_journal(settings, run))
-
-
-def cmd_dlq_show(args: argparse.Namespace) -> int:
-    settings = cli.load_settings(args)
-
-    async def run(store: journal.Journal) -> int:
-        item = await store.invocation(args.id)
-        if item is None:
-            raise cli.CliError(f"no invocation {args.id}")
-        stored = await store.get(item.event_seq)
-        result: dict[str, Any] = {**item.summary(), "params": dict(item.params)}
-        if stored is not None:
-            result.update(await cli.with_delivery(store, stored))
-        cli.show(result)
-        return 0
-
-    return asyncio.run(cli.with_journal(settings, run))
-
-
-def _cmd_dlq_change(args: argparse.Namespace, verb: str) -> int:
-    settings = cli.load_settings(args)
-
-    async def run(store: journal.Journal) -> int:
-        selected = await _select(store, args)
-        if args.dry_run:
-            rows = await _dead_rows(store, selected)
-            cli.emit(rows, _DLQ_COLUMNS)
-            print(f"{len(rows)} invocations would be {verb} (dry run)", file=sys.stderr)
-            return 0
-        ids = [item.id for item in selected]
-        if verb == "retried":
-            changed = await store.redrive(ids, now=time.time())
-        else:
-            changed = await store.purge(ids)
-        print(f"{len(changed)} invocations {verb}")
-        return 0
-
-    return asyncio.run(cli.with_journal(settings, run))
-
-
-_REJECTED_COLUMNS = ["delivery", "transport", "endpoint", "format", "receivedAt", "reason"]
-
-
-def cmd_dlq_rejected(args: argparse.Namespace) -> int:
-    """Deliveries that could not be decoded (Kafka poison records), newest first, with their raw bytes."""
-    settings = cli.load_settings(args)
-
-    async def run(store: journal.Journal) -> int:
-        rows = [
-            {
-                "delivery": item.delivery_id,
-                "transport": item.delivery.transport,
-                "endpoint": item.delivery.endpoint,
-                "format": item.delivery.format,
-                "receivedAt": _iso(item.delivery.received_at),
-                "reason": item.reason,
-                "record": item.delivery.to_record(),  # JSON output only: replayable as a recording line
-            }
-            for item in await store.rejected(limit=args.limit)
-        ]
-        cli.emit(rows, _REJECTED_COLUMNS)
-        return 0
-
-    return asyncio.run(cli.with_journal(settings, run))
-
-
-def cmd_dlq_retry(args: argparse.Namespace) -> int:
-    return _cmd_dlq_change(args, "retried")
-
-
-def cmd_dlq_purge(args: argparse.Namespace) -> int:
-    return _cmd_dlq_change(args, "purged")
-
-
-# -- parser ----------------------------------------------------------------------------------------
-
-
 def add_commands(sub: Any) -> None:
-    """Add ``explain``, ``replay`` and ``dlq`` to the ``glue`` parser's subcommands."""
-    config = cli._config_arg
+    """Add ``explain`` and ``replay`` to the ``glue`` parser's subcommands."""
+    config = common.config_arg
 
     p = sub.add_parser("explain", help="why each route did (not) match an event, with the values it saw")
     config(p)
@@ -577,29 +411,3 @@ def add_commands(sub: Any) -> None:
     )
     p.add_argument("--rate", type=float, metavar="N", help="at most N events per second")
     p.set_defaults(func=cmd_replay)
-
-    p = sub.add_parser("dlq", help="the dead-letter queue: list, show, retry, purge")
-    dlq_sub = p.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
-    q = dlq_sub.add_parser("list", help="dead-lettered invocations")
-    config(q)
-    q.add_argument("--route", "-r")
-    q.add_argument("--since", metavar="T")
-    q.add_argument("--limit", type=int, default=100)
-    q.set_defaults(func=cmd_dlq_list)
-    q = dlq_sub.add_parser("rejected", help="deliveries that could not be decoded (Kafka poison records)")
-    config(q)
-    q.add_argument("--limit", type=int, default=100)
-    q.set_defaults(func=cmd_dlq_rejected)
-    q = dlq_sub.add_parser("show", help="one invocation with its params, event and raw delivery")
-    config(q)
-    q.add_argument("id", type=int, metavar="ID")
-    q.set_defaults(func=cmd_dlq_show)
-    for name, func, verb in (("retry", cmd_dlq_retry, "run again"), ("purge", cmd_dlq_purge, "delete")):
-        q = dlq_sub.add_parser(name, help=f"{verb} dead-lettered invocations (ids or a filter)")
-        config(q)
-        q.add_argument("ids", nargs="*", type=int, metavar="ID")
-        q.add_argument("--route", "-r")
-        q.add_argument("--since", metavar="T")
-        q.add_argument("--all", action="store_true", help="every dead-lettered invocation")
-        q.add_argument("--dry-run", "-n", action="store_true", help="show what would go; change nothing")
-        q.set_defaults(func=func)

@@ -1,0 +1,41 @@
+"""Command line: ``glue run|check|decode|events ...``.
+
+Every command that reads a config accepts ``--config F`` (default: $GLUE_CONFIG, else the built-in
+defaults). Exit codes: 0 success, 1 the command's subject is wrong (a payload does not decode, an
+event is not found), 2 the invocation or the configuration is wrong. Errors name the file, the field and
+the reason; no command prints a stack trace for bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from glue.cli import common, daemon, dlq, replay, store
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="glue", description=__doc__.split("\n")[0] if __doc__ else None)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in (daemon, store, replay, dlq):
+        module.add_commands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except common.CliError as exc:
+        print(f"glue: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

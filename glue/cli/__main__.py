@@ -1,0 +1,5 @@
+import sys
+
+from glue.cli import main
+
+sys.exit(main())

@@ -1,0 +1,132 @@
+"""Commands of the daemon itself: ``glue run``, ``check``, ``rbac``, ``decode``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+from glue import contract, events, formats, journal, observability, routing
+from glue import settings as settings_mod
+from glue.cli import common
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from glue import app
+
+    settings = common.load_settings(args)
+    overrides: dict[str, Any] = {}
+    if args.record:
+        overrides["record"] = Path(args.record)
+    if overrides:
+        settings = settings.model_copy(update=overrides)
+    observability.configure_logging(settings.logging)
+    loop_factory = None
+    if settings.server.event_loop == "uvloop":
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    try:
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(app.run(settings))
+    except settings_mod.ConfigError as exc:  # routes are compiled when the daemon starts
+        raise common.CliError(str(exc), code=2) from None
+    except journal.JournalUnavailable as exc:
+        raise common.CliError(f"journal: {exc}", code=2) from None
+    except OSError as exc:  # e.g. the port is taken
+        raise common.CliError(f"cannot start: {exc.strerror or exc}", code=2) from None
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    settings = common.load_settings(args)
+    source = common.config_path(args) or "<defaults>"
+    from glue import app
+
+    app.load_plugins(settings)
+
+    try:  # CEL syntax, templates, unknown handlers, parameters their models reject
+        routing.load(settings.routes, contract.registry, source=source)
+    except settings_mod.ConfigError as exc:
+        raise common.CliError(str(exc), code=2) from None
+    problems = contract.registry.check_clients(settings.clients)
+    if problems:
+        raise common.CliError(str(settings_mod.ConfigError(source, problems)), code=2)
+    print(f"{source}: ok ({len(settings.endpoints)} endpoints, {len(settings.routes)} routes)")
+    return 0
+
+
+def cmd_rbac(args: argparse.Namespace) -> int:
+    import yaml
+
+    from glue import app, rbac
+
+    settings = common.load_settings(args)
+    source = common.config_path(args) or "<defaults>"
+    account: tuple[str, str] | None = None
+    if args.service_account:
+        namespace, _, name = args.service_account.partition("/")
+        if not namespace or not name:
+            raise common.CliError("--service-account must be NAMESPACE/NAME", code=2)
+        account = (namespace, name)
+    app.load_plugins(settings)
+    try:
+        objects = rbac.render(
+            settings, contract.registry, name=args.name, service_account=account, source=source
+        )
+    except settings_mod.ConfigError as exc:
+        raise common.CliError(str(exc), code=2) from None
+    if not objects:
+        print("# the configured routes need no Kubernetes permissions")
+        return 0
+    sys.stdout.write(yaml.safe_dump_all(objects, sort_keys=False))
+    return 0
+
+
+# -- decode ------------------------------------------------------------------------------------------
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    body = common.read_input(args.file)
+    headers = common.parse_headers(args.header)
+    delivery = events.Delivery(
+        transport=args.transport, endpoint="cli", format=args.format, headers=headers, body=body
+    )
+    try:
+        batch = formats.decode(delivery, formats.Options.of(args))
+    except formats.DecodeError as exc:
+        raise common.CliError(f"{args.file}: {exc.reason} (HTTP {exc.status})") from None
+    for event in batch:
+        sys.stdout.write(events.to_json(event).decode() + "\n")
+    return 0
+
+
+def add_commands(sub: Any) -> None:
+    p = sub.add_parser("run", help="run the daemon")
+    common.config_arg(p)
+    p.add_argument("--record", metavar="FILE", help="append every delivery to FILE as a replayable line")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("check", help="validate a config and exit")
+    common.config_arg(p)
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("rbac", help="print the least Role/ClusterRole the configured routes need, as YAML")
+    common.config_arg(p)
+    p.add_argument(
+        "--name", default="runtime-glue", help="name of the Role/ClusterRole (default: %(default)s)"
+    )
+    p.add_argument("--service-account", metavar="NAMESPACE/NAME", help="also print bindings to this account")
+    p.set_defaults(func=cmd_rbac)
+
+    p = sub.add_parser("decode", help="print the CloudEvents a payload decodes to, as JSON lines")
+    p.add_argument("--format", "-f", required=True, choices=sorted(formats.DECODERS))
+    p.add_argument("--header", "-H", action="append", default=[], metavar="'Name: value'")
+    p.add_argument("--type", help="argo: type for plain JSON bodies")
+    p.add_argument("--source", help="argo/harbor: source for bodies without one")
+    p.add_argument("--id-header", help="argo: header holding the event id")
+    p.add_argument("--transport", default="http", help=argparse.SUPPRESS)
+    p.add_argument("file", metavar="FILE", help="payload file, or - for stdin")
+    p.set_defaults(func=cmd_decode)

@@ -18,7 +18,9 @@ if TYPE_CHECKING:
     from glue import settings as settings_mod
 
 __all__ = [
+    "Admin",
     "Appended",
+    "Inbox",
     "Invocation",
     "Journal",
     "JournalUnavailable",
@@ -26,6 +28,7 @@ __all__ = [
     "Outcome",
     "Rejected",
     "StoredEvent",
+    "WorkQueue",
     "create",
     "idempotency_key",
 ]
@@ -192,10 +195,8 @@ class Outcome:
     error: str | None = None
 
 
-class Journal(Protocol):
-    async def open(self) -> None: ...
-
-    async def close(self) -> None: ...
+class Inbox(Protocol):
+    """What intake writes: deliveries in, undecodable deliveries kept, and the backlog that bounds intake."""
 
     async def append(
         self,
@@ -225,19 +226,17 @@ class Journal(Protocol):
         """Events journaled but not yet routed."""
         ...
 
+
+class WorkQueue(Protocol):
+    """What execution reads and writes: routing claims, invocation claims under leases, outcomes."""
+
+    async def backlog(self) -> int:
+        """Events journaled but not yet routed."""
+        ...
+
     async def get(self, key: int | str) -> StoredEvent | None:
         """An event by sequence number, identity or CloudEvent id."""
         ...
-
-    async def list(
-        self, *, limit: int = 100, after: int = 0, status: str | None = None, type: str | None = None
-    ) -> builtins.list[StoredEvent]: ...
-
-    async def delivery(self, delivery_id: int) -> events.Delivery | None: ...
-
-    async def rejected(self, *, limit: int = 100) -> builtins.list[Rejected]: ...
-
-    # -- execution: routing -----------------------------------------------------------------------
 
     async def claim_events(
         self, owner: str, *, limit: int, lease: float, now: float
@@ -291,7 +290,26 @@ class Journal(Protocol):
         dropped. Returns how many invocations were released."""
         ...
 
-    # -- execution: queries and the dead-letter queue ---------------------------------------------
+    async def oldest_pending(self) -> float | None:
+        """``created_at`` of the oldest unfinished (pending or running) invocation, None when none:
+        ``now`` minus it is the age metric."""
+        ...
+
+
+class Admin(Protocol):
+    """What operators read and change: events, deliveries, rejected deliveries, invocations, dead letters."""
+
+    async def get(self, key: int | str) -> StoredEvent | None:
+        """An event by sequence number, identity or CloudEvent id."""
+        ...
+
+    async def list(
+        self, *, limit: int = 100, after: int = 0, status: str | None = None, type: str | None = None
+    ) -> builtins.list[StoredEvent]: ...
+
+    async def delivery(self, delivery_id: int) -> events.Delivery | None: ...
+
+    async def rejected(self, *, limit: int = 100) -> builtins.list[Rejected]: ...
 
     async def invocation(self, invocation_id: int) -> Invocation | None: ...
 
@@ -317,10 +335,13 @@ class Journal(Protocol):
         """Delete dead invocations; others are skipped. Returns the ids deleted."""
         ...
 
-    async def oldest_pending(self) -> float | None:
-        """``created_at`` of the oldest unfinished (pending or running) invocation, None when none:
-        ``now`` minus it is the age metric."""
-        ...
+
+class Journal(Inbox, WorkQueue, Admin, Protocol):
+    """A whole journal backend: every role, opened and closed by the daemon or a command."""
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
 
 
 def create(config: settings_mod.Journal) -> Journal:

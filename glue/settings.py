@@ -23,6 +23,35 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 from pydantic.alias_generators import to_camel, to_snake
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
+__all__ = [
+    "ENV_PREFIX",
+    "Archive",
+    "Auth",
+    "AuthType",
+    "ConfigError",
+    "Endpoint",
+    "Execution",
+    "FormatName",
+    "Journal",
+    "Kafka",
+    "KafkaFormat",
+    "KafkaOutput",
+    "KafkaSasl",
+    "KafkaTls",
+    "KafkaTopic",
+    "Logging",
+    "Minio",
+    "MinioBucket",
+    "Model",
+    "SecretRef",
+    "Server",
+    "Settings",
+    "Sources",
+    "environment_overrides",
+    "from_mapping",
+    "load",
+]
+
 
 class ConfigError(Exception):
     """A configuration problem, phrased for the operator: the file, the field and the reason."""

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 import glue
 
+__all__ = ["LogParams", "log_event"]
+
 
 class LogParams(glue.Params):
     message: str = "event"

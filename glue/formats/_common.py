@@ -23,6 +23,33 @@ from cloudevents.core.v1 import event as ce_v1
 
 from glue import events, formats
 
+__all__ = [
+    "CE_BATCH",
+    "CE_JSON",
+    "DISALLOWED",
+    "FORMAT",
+    "JSON",
+    "MAX_DEPTH",
+    "REQUIRED",
+    "Data",
+    "Factory",
+    "Format",
+    "clip",
+    "cloudevent",
+    "disallowed",
+    "factory",
+    "is_json",
+    "kind",
+    "load_json",
+    "load_object",
+    "media_type",
+    "parse_time",
+    "path",
+    "received_time",
+    "scalar",
+    "structured",
+]
+
 JSON: Final = "application/json"
 CE_JSON: Final = "application/cloudevents+json"
 CE_BATCH: Final = "application/cloudevents-batch+json"

@@ -28,6 +28,7 @@ import orjson
 
 from glue import events, journal
 from glue import settings as settings_mod
+from glue.journal import rows
 
 T = TypeVar("T")
 
@@ -520,7 +521,7 @@ class PostgresJournal:
     async def append(
         self, delivery: events.Delivery, batch: Sequence[events.CloudEvent], routing: _Routing = None
     ) -> list[journal.Appended]:
-        journal.check_routing(batch, routing)
+        rows.check_routing(batch, routing)
         if self._closing or self._wakeup is None:
             raise journal.JournalUnavailable("journal is closing")
         future: asyncio.Future[list[journal.Appended]] = asyncio.get_running_loop().create_future()
@@ -629,7 +630,7 @@ class PostgresJournal:
                         "source": attributes["source"],
                         "type": attributes["type"],
                         "subject": attributes.get("subject"),
-                        "status": journal.appended_status(decided),
+                        "status": rows.appended_status(decided),
                         "cloudevent": events.to_json(event).decode(),
                     }
                 )

@@ -7,7 +7,7 @@ the backends use them without importing the package that chooses between the bac
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal, NamedTuple
 
 from glue import events
@@ -20,6 +20,7 @@ __all__ = [
     "NewInvocation",
     "Outcome",
     "Rejected",
+    "Routing",
     "StoredEvent",
     "idempotency_key",
 ]
@@ -115,6 +116,11 @@ class NewInvocation:
     ordering_key: str | None = None
     state: Literal["pending", "dead"] = "pending"
     error: str | None = None
+
+
+#: What the routes decided at intake for an appended batch (see ``Inbox.append``): None, or for each
+#: event its new invocations (None: that event is routed after the journal).
+Routing = Sequence[Sequence[NewInvocation] | None] | None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -21,10 +21,7 @@ from glue import events
 from glue.journal import records, rows
 from glue.journal.postgres import store
 
-__all__ = ["APPEND", "DROP_ORPHANS", "Intake", "Pending", "Routing", "arguments", "insert"]
-
-#: What the routes decided at intake for each event of a batch (see ``Inbox.append``).
-Routing = Sequence[Sequence[records.NewInvocation] | None] | None
+__all__ = ["APPEND", "DROP_ORPHANS", "Intake", "Pending", "arguments", "insert"]
 
 
 class Pending:
@@ -36,7 +33,7 @@ class Pending:
         self,
         delivery: events.Delivery,
         batch: Sequence[events.CloudEvent],
-        routing: Routing,
+        routing: records.Routing,
         future: asyncio.Future[Any],
     ) -> None:
         self.delivery = delivery

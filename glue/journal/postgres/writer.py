@@ -38,7 +38,7 @@ class GroupCommit(store.Store):
         self._closing = False
 
     async def append(
-        self, delivery: events.Delivery, batch: Sequence[events.CloudEvent], routing: intake.Routing = None
+        self, delivery: events.Delivery, batch: Sequence[events.CloudEvent], routing: records.Routing = None
     ) -> list[records.Appended]:
         rows.check_routing(batch, routing)
         if self._closing or self._wakeup is None:

@@ -4,7 +4,6 @@ undecodable deliveries kept, the write path probed, the backlog counted."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -13,13 +12,10 @@ from glue import events
 from glue.journal import records, rows
 from glue.journal.sqlite import store
 
-__all__ = ["INSERT_INVOCATION", "Intake", "Routing", "Row", "insert", "insert_delivery", "invocation_row"]
+__all__ = ["INSERT_INVOCATION", "Intake", "Row", "insert", "insert_delivery", "invocation_row"]
 
 #: One event as intake inserts it: identity, id, source, type, subject, structured JSON.
 Row = tuple[str, str, str, str, str | None, bytes]
-
-#: What the routes decided at intake for each event of a batch (see ``Inbox.append``).
-Routing = Sequence[Sequence[records.NewInvocation] | None] | None
 
 INSERT_INVOCATION = (
     "INSERT OR IGNORE INTO invocations (event_seq, route, handler, idempotency_key, ordering_key, params,"
@@ -65,7 +61,7 @@ def insert_delivery(db: sqlite3.Connection, delivery: events.Delivery, rejected:
 
 
 def insert(
-    db: sqlite3.Connection, delivery: events.Delivery, batch: list[Row], routing: Routing, now: float
+    db: sqlite3.Connection, delivery: events.Delivery, batch: list[Row], routing: records.Routing, now: float
 ) -> list[records.Appended]:
     """Insert the delivery, its new events and their routing; the unique identity makes
     redeliveries no-ops."""

@@ -15,7 +15,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 from glue import events
 from glue import settings as settings_mod
@@ -37,7 +37,7 @@ class Pending:
         self,
         delivery: events.Delivery,
         rows: list[intake.Row],
-        routing: intake.Routing,
+        routing: records.Routing,
         future: asyncio.Future[Any],
     ) -> None:
         self.delivery = delivery
@@ -46,12 +46,9 @@ class Pending:
         self.future = future
 
 
-class _Group(NamedTuple):
-    """Appends committed together, what they appended, and the first new seq among them (None: none)."""
-
-    pending: list[Pending]
-    results: list[list[records.Appended]]
-    first: int | None
+#: Appends committed together, what they appended, and the first new seq among them (None: none new).
+#: A plain tuple: one is made per group on the ingest path.
+_Group = tuple[list[Pending], list[list[records.Appended]], int | None]
 
 
 class GroupCommit(store.Store):
@@ -72,7 +69,7 @@ class GroupCommit(store.Store):
         self._closing = False
 
     async def append(
-        self, delivery: events.Delivery, batch: Sequence[events.CloudEvent], routing: intake.Routing = None
+        self, delivery: events.Delivery, batch: Sequence[events.CloudEvent], routing: records.Routing = None
     ) -> list[records.Appended]:
         rows.check_routing(batch, routing)
         if self._closing or self._write_db is None:
@@ -165,7 +162,7 @@ class GroupCommit(store.Store):
                 self._syncing.add_done_callback(functools.partial(self._synced, []))
             return
         first = min((a.seq for result in results for a in result if a.seq is not None), default=None)
-        self._unsynced.append(_Group(pending, results, first))
+        self._unsynced.append((pending, results, first))
         self._sync()
 
     def _sync(self) -> None:
@@ -182,18 +179,18 @@ class GroupCommit(store.Store):
         self._syncing = None
         self._in_sync = []
         error = done.exception()
-        for group in groups:
+        for pending, results, _ in groups:
             if error is not None:
-                self._fail(group.pending, error)
+                self._fail(pending, error)
             else:
-                self._resolve(group.pending, group.results)
+                self._resolve(pending, results)
         if self._deferred:
             self._deferred = False
             self._flush()
         self._sync()
 
     def _undurable_from(self) -> int:
-        firsts = [group.first for group in (*self._in_sync, *self._unsynced) if group.first is not None]
+        firsts = [first for _, _, first in (*self._in_sync, *self._unsynced) if first is not None]
         return min(firsts) if firsts else store.NO_SEQ
 
     def _maintain_wal(self, fsync: bool) -> None:

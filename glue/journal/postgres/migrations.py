@@ -113,9 +113,9 @@ SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 
 async def apply(pool: asyncpg.Pool) -> list[int]:
-    """Apply the migrations this database lacks, once even if replicas start together.
-
-    Returns the versions applied now. All or nothing: one transaction."""
+    """Apply the migrations the database behind ``pool`` lacks, in one transaction under
+    :data:`MIGRATION_LOCK` (a replica that waited for it finds them applied); returns the versions
+    applied now. A database that is not UTF8, or newer than :data:`SCHEMA_VERSION`, is refused."""
     step = "the migrations table"
     try:
         async with pool.acquire() as conn, conn.transaction():

@@ -24,6 +24,8 @@ import structlog
 from glue import journal
 from glue.journal import postgres, sqlite
 
+__all__ = ["PRUNED", "Retention", "prune"]
+
 log = structlog.get_logger(__name__)
 
 PRUNED = prometheus_client.Counter(

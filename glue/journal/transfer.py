@@ -25,6 +25,8 @@ import orjson
 from glue import journal
 from glue.journal import postgres, sqlite
 
+__all__ = ["FORMAT_VERSION", "KINDS", "TABLES", "TransferError", "export", "load", "parse"]
+
 FORMAT_VERSION = 1
 
 #: Table -> the columns both backends have, in export order (the first is the id).

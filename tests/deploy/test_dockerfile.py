@@ -165,7 +165,7 @@ def test_wheel_holds_the_packages_and_declares_the_dependencies(wheel: Path) -> 
         entry_points = archive.read(metadata_name.replace("METADATA", "entry_points.txt")).decode()
     packages = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
     assert packages == {"glue", "handlers"}
-    assert "glue/journal/sqlite.py" in names and "handlers/kubernetes.py" in names
+    assert "glue/journal/sqlite/__init__.py" in names and "handlers/kubernetes.py" in names
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     declared = {str(Requirement(r)) for r in metadata.get_all("Requires-Dist") or [] if "extra ==" not in r}
     assert declared == {str(Requirement(r)) for r in project["dependencies"]}

@@ -10,10 +10,17 @@ import pytest
 from cloudevents.core.v1.event import CloudEvent
 
 from glue import events, journal, settings
+from tests.execution import conftest as execution_fixtures
 from tests.journal import pgserver
 
 pg_database = pgserver.pg_database
 pg_dsn = pgserver.pg_dsn
+
+# Events appended one delivery each through the intake API, as the execution tests append them (the
+# journal contract and commit tests came from there and keep their helpers).
+append = execution_fixtures.append
+Append = execution_fixtures.Append
+delivery_of = execution_fixtures.delivery_of
 
 BACKENDS = ["sqlite", "postgres"]
 

@@ -16,6 +16,7 @@ import pytest
 
 from glue import journal, settings
 from glue.journal import postgres
+from glue.journal.postgres import intake as postgres_intake
 from tests.journal.conftest import cloudevent, delivery
 
 
@@ -166,14 +167,15 @@ async def test_a_new_journals_appends_probe_the_identity_index(pg_dsn: str) -> N
         await store.append(delivery(), [cloudevent("first")])  # the tables exist and are nearly empty
         loop = asyncio.get_running_loop()
         group = [
-            postgres._Pending(delivery(), [cloudevent(f"e{n}")], None, loop.create_future()) for n in range(8)
+            postgres_intake.Pending(delivery(), [cloudevent(f"e{n}")], None, loop.create_future())
+            for n in range(8)
         ]
-        arguments, _ = store._arguments(group)
+        arguments, _ = postgres_intake.arguments(group)
         conn = await asyncpg.connect(pg_dsn)
         try:
             # What the journal's connections cache after a few executions of the statement.
             await conn.execute("SET plan_cache_mode = force_generic_plan")
-            plan = await (await conn.prepare(postgres._APPEND)).explain(*arguments)
+            plan = await (await conn.prepare(postgres_intake.APPEND)).explain(*arguments)
         finally:
             await conn.close()
     finally:

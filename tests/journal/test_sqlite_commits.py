@@ -1,4 +1,4 @@
-"""SQLite journal: where and how intake and execution state commit (glue/journal/sqlite.py).
+"""SQLite journal: where and how intake and execution state commit (glue/journal/sqlite/).
 
 Intake groups and execution state (claims, routing, outcomes) commit on the event loop's own
 connection without waiting for the disk; an intake group is acknowledged only after an fsync of the
@@ -22,6 +22,8 @@ import pytest
 
 from glue import journal, settings
 from glue.journal import sqlite
+from glue.journal.sqlite import store as sqlite_store
+from glue.journal.sqlite import writer as sqlite_writer
 
 from .conftest import cloudevent, delivery_of
 
@@ -208,8 +210,8 @@ async def test_a_failed_execution_transaction_rolls_back(tmp_path: Path) -> None
 async def test_the_wal_is_checkpointed_and_stays_bounded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, synchronous: str
 ) -> None:
-    monkeypatch.setattr(sqlite, "_CHECKPOINT_BYTES", 256 << 10)
-    monkeypatch.setattr(sqlite, "_CHECKPOINT_EVERY", 4)
+    monkeypatch.setattr(sqlite_store, "CHECKPOINT_BYTES", 256 << 10)
+    monkeypatch.setattr(sqlite_writer, "CHECKPOINT_EVERY", 4)
     store, _ = await open_store(tmp_path, synchronous=synchronous)
     try:
         database = tmp_path / "j.db"

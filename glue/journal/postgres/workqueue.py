@@ -1,0 +1,198 @@
+"""The PostgreSQL journal's execution SQL: routing claims, invocation claims under leases, outcomes.
+
+Every claim is one statement: pick rows with FOR UPDATE SKIP LOCKED (replicas never wait for each other
+and never pick the same row), then mark them with owner and lease in the same statement. A replica that
+dies keeps its rows until ``lease_until`` passes; then they are claimable again by anyone. Execution
+state commits on the execution pool (see ``Store.run``).
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
+
+import asyncpg
+import orjson
+
+from glue.journal import records, rows
+from glue.journal.postgres import store
+
+__all__ = ["WorkQueue"]
+
+# Runnable: pending and due, or running under an expired lease; its route not excluded; and, with an
+# ordering key, nothing unfinished before it on that key and no earlier event still waiting for routing.
+# SKIP LOCKED: rows another replica is claiming right now are left to it. The scan walks the partial
+# index invocations_runnable in (due_at, id) order and stops at the limit, whatever the backlog.
+_CLAIM_INVOCATIONS = f"""
+UPDATE invocations SET state = 'running', owner = $1, lease_until = $2, attempt = attempt + 1, updated_at = $3
+WHERE id IN (
+    SELECT i.id FROM invocations i
+    WHERE i.state IN ('pending', 'running') AND i.due_at <= $3  -- a running one was due when claimed
+      AND (i.state = 'pending' OR i.lease_until <= $3)
+      AND NOT (i.route = ANY($5::text[]))
+      AND (i.ordering_key IS NULL OR (
+            NOT EXISTS (SELECT 1 FROM events e WHERE e.status = 'pending' AND e.seq < i.event_seq)
+            AND NOT EXISTS (
+                SELECT 1 FROM invocations j WHERE j.ordering_key = i.ordering_key
+                AND j.state IN ('pending', 'running')
+                AND (j.event_seq < i.event_seq OR (j.event_seq = i.event_seq AND j.id < i.id)))))
+    ORDER BY i.due_at, i.id
+    LIMIT $4
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING {rows.INVOCATION_COLUMNS}
+"""
+
+
+class WorkQueue(store.Store):
+    """The ``WorkQueue`` role."""
+
+    async def claim_events(
+        self, owner: str, *, limit: int, lease: float, now: float
+    ) -> builtins.list[records.StoredEvent]:
+        async def run(conn: asyncpg.Connection) -> builtins.list[records.StoredEvent]:
+            found = await conn.fetch(
+                f"UPDATE events SET owner = $1, lease_until = $2 WHERE seq IN ("
+                "  SELECT seq FROM events WHERE status = 'pending'"
+                "  AND (owner IS NULL OR owner = $1 OR lease_until <= $3)"
+                "  ORDER BY seq LIMIT $4 FOR UPDATE SKIP LOCKED)"
+                f" RETURNING {rows.EVENT_COLUMNS}",
+                owner,
+                now + lease,
+                now,
+                limit,
+            )
+            return sorted((rows.stored(row) for row in found), key=lambda event: event.seq)
+
+        return await self.run(run, execution=True)
+
+    async def record_routing(
+        self, owner: str, decisions: Mapping[int, Sequence[records.NewInvocation]], *, now: float
+    ) -> None:
+        if not decisions:
+            return
+        seqs = builtins.list(decisions)
+        columns: tuple[builtins.list[Any], ...] = ([], [], [], [], [], [], [], [], [])
+        for seq, invocations in decisions.items():
+            for item in invocations:
+                for column, value in zip(
+                    columns,
+                    (
+                        seq,
+                        item.route,
+                        item.handler,
+                        item.idempotency_key,
+                        store.text(item.ordering_key),
+                        orjson.dumps(dict(item.params)).decode(),
+                        item.state,
+                        item.due_at,
+                        store.text(item.error),
+                    ),
+                    strict=True,
+                ):
+                    column.append(value)
+
+        async def run(conn: asyncpg.Connection) -> None:
+            async with conn.transaction():
+                held = await conn.fetch(
+                    "UPDATE events e SET status = CASE WHEN d.routed THEN 'routed' ELSE 'unmatched' END,"
+                    " updated_at = $3, owner = NULL, lease_until = NULL"
+                    " FROM unnest($1::int8[], $2::bool[]) AS d(seq, routed)"
+                    " WHERE e.seq = d.seq AND e.status = 'pending' AND e.owner = $4 RETURNING e.seq",
+                    seqs,
+                    [bool(decisions[seq]) for seq in seqs],
+                    now,
+                    owner,
+                )
+                if columns[0] and held:
+                    await conn.execute(
+                        "INSERT INTO invocations (event_seq, route, handler, idempotency_key, ordering_key,"
+                        " params, state, attempt, due_at, created_at, updated_at, last_error)"
+                        " SELECT t.seq, t.route, t.handler, t.key, t.ordering_key, t.params, t.state, 0,"
+                        "  t.due_at, $10, $10, t.error"
+                        " FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[],"
+                        "  $6::json[], $7::text[], $8::float8[], $9::text[]) WITH ORDINALITY"
+                        "  AS t(seq, route, handler, key, ordering_key, params, state, due_at, error, n)"
+                        " WHERE t.seq = ANY($11::int8[]) ORDER BY t.n"
+                        " ON CONFLICT (idempotency_key) DO NOTHING",
+                        *columns,
+                        now,
+                        [row["seq"] for row in held],
+                    )
+
+        await self.run(run, execution=True)
+
+    async def claim_invocations(
+        self,
+        owner: str,
+        *,
+        limit: int,
+        lease: float,
+        now: float,
+        exclude_routes: Collection[str] = (),
+    ) -> builtins.list[records.Invocation]:
+        async def run(conn: asyncpg.Connection) -> builtins.list[records.Invocation]:
+            found = await conn.fetch(
+                _CLAIM_INVOCATIONS, owner, now + lease, now, limit, builtins.list(exclude_routes)
+            )
+            return sorted((rows.invocation(row) for row in found), key=lambda item: (item.due_at, item.id))
+
+        return await self.run(run, execution=True)
+
+    async def settle(self, owner: str, outcomes: Sequence[records.Outcome], *, now: float) -> int:
+        if not outcomes:
+            return 0
+        settlements = [rows.settlement(outcome, now) for outcome in outcomes]
+
+        async def run(conn: asyncpg.Connection) -> int:
+            status = await conn.execute(
+                "UPDATE invocations i SET state = o.state, owner = NULL, lease_until = NULL, updated_at = $6,"
+                " due_at = coalesce(o.due_at, i.due_at),"
+                " last_error = CASE WHEN o.keep_error THEN coalesce(o.error, i.last_error) ELSE o.error END"
+                " FROM (SELECT DISTINCT ON (id) * FROM"
+                "   unnest($1::int8[], $2::text[], $3::float8[], $4::text[], $5::bool[])"
+                "   WITH ORDINALITY AS u(id, state, due_at, error, keep_error, n) ORDER BY id, n) AS o"
+                " WHERE i.id = o.id AND i.state = 'running' AND i.owner = $7",
+                [s.invocation_id for s in settlements],
+                [s.state for s in settlements],
+                [s.due_at for s in settlements],
+                [store.text(s.error) for s in settlements],
+                [s.keep_error for s in settlements],
+                now,
+                owner,
+            )
+            return store.count(status)
+
+        return await self.run(run, execution=True)
+
+    async def release(self, owner: str, *, now: float, ids: Collection[int] | None = None) -> int:
+        async def run(conn: asyncpg.Connection) -> int:
+            async with conn.transaction():
+                status = await conn.execute(
+                    "UPDATE invocations SET state = 'pending', owner = NULL, lease_until = NULL, due_at = $1,"
+                    " updated_at = $1, attempt = greatest(attempt - 1, 0)"
+                    " WHERE state = 'running' AND owner = $2"
+                    " AND ($3::int8[] IS NULL OR id = ANY($3::int8[]))",
+                    now,
+                    owner,
+                    [int(i) for i in ids] if ids is not None else None,
+                )
+                if ids is None:
+                    await conn.execute(
+                        "UPDATE events SET owner = NULL, lease_until = NULL"
+                        " WHERE owner = $1 AND status = 'pending'",
+                        owner,
+                    )
+                return store.count(status)
+
+        return await self.run(run, execution=True)
+
+    async def oldest_pending(self) -> float | None:
+        async def run(conn: asyncpg.Connection) -> float | None:
+            value = await conn.fetchval(
+                "SELECT min(created_at) FROM invocations WHERE state IN ('pending', 'running')"
+            )
+            return float(value) if value is not None else None
+
+        return await self.run(run)

@@ -1,0 +1,188 @@
+"""What both journal backends share about rows, so that each keeps only its SQL and its connections.
+
+- The columns a backend selects for each record, in the order the records take them.
+- Rows -> records (:class:`~glue.journal.records.StoredEvent`, ``Invocation``, ``Delivery``,
+  ``Rejected``): a row is any sequence of those columns (an ``sqlite3`` tuple, an ``asyncpg.Record``).
+- The rules that decide what is written: the status an event is appended with, what an outcome does to
+  its invocation, what a key of ``get`` names, and the filters and limit of a listing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import orjson
+
+from glue import events
+from glue.journal import records
+
+__all__ = [
+    "DELIVERY_COLUMNS",
+    "EVENT_COLUMNS",
+    "INVOCATION_COLUMNS",
+    "PARAMS",
+    "REJECTED_COLUMNS",
+    "Page",
+    "Settlement",
+    "appended_status",
+    "check_routing",
+    "delivery",
+    "events_page",
+    "invocation",
+    "invocations_page",
+    "rejected",
+    "seq_of",
+    "settlement",
+    "stored",
+]
+
+EVENT_COLUMNS = "seq, identity, id, source, type, subject, received_at, status, delivery_id, cloudevent"
+INVOCATION_COLUMNS = (
+    "id, event_seq, route, handler, idempotency_key, ordering_key, params, state, attempt, due_at,"
+    " created_at, updated_at, last_error, owner, lease_until"
+)
+DELIVERY_COLUMNS = "received_at, transport, endpoint, format, headers, body, key"
+REJECTED_COLUMNS = f"id, rejected, {DELIVERY_COLUMNS}"
+
+#: Where the field ``params`` is in a row of INVOCATION_COLUMNS (stored as JSON).
+PARAMS = 6
+
+#: Sequence numbers are below this (PostgreSQL's bigint); a larger number is no seq.
+_SEQ_LIMIT = 1 << 63
+
+
+# -- rows -> records ------------------------------------------------------------------------------
+
+
+def stored(row: Sequence[Any]) -> records.StoredEvent:
+    """An event from a row of EVENT_COLUMNS."""
+    return records.StoredEvent(*row)
+
+
+def invocation(row: Sequence[Any]) -> records.Invocation:
+    """An invocation from a row of INVOCATION_COLUMNS (its params decoded)."""
+    values = list(row)
+    values[PARAMS] = orjson.loads(values[PARAMS])
+    return records.Invocation(*values)
+
+
+def delivery(row: Sequence[Any]) -> events.Delivery:
+    """A delivery from a row of DELIVERY_COLUMNS."""
+    received_at, transport, endpoint, format_, headers, body, key = row
+    return events.Delivery(
+        transport=transport,
+        endpoint=endpoint,
+        format=format_,
+        headers=orjson.loads(headers),
+        body=bytes(body),
+        received_at=received_at,
+        key=bytes(key) if key is not None else None,
+    )
+
+
+def rejected(row: Sequence[Any]) -> records.Rejected:
+    """A rejected delivery from a row of REJECTED_COLUMNS."""
+    delivery_id, reason, *fields = row
+    return records.Rejected(delivery_id, reason, delivery(fields))
+
+
+# -- rules ----------------------------------------------------------------------------------------
+
+
+def appended_status(decided: Sequence[records.NewInvocation] | None) -> str:
+    """The status a new event is journaled with: ``pending`` when not routed at intake (None), else
+    ``routed`` or ``unmatched`` (no route matched)."""
+    return "pending" if decided is None else "routed" if decided else "unmatched"
+
+
+def check_routing(batch: Sequence[Any], routing: Sequence[Any] | None) -> None:
+    """An append's routing has one entry per event of its batch (a programming error otherwise,
+    raised before the delivery joins a group, whose other appends it would fail)."""
+    if routing is not None and len(routing) != len(batch):
+        raise ValueError(f"routing has {len(routing)} entries for a batch of {len(batch)} events")
+
+
+class Settlement(NamedTuple):
+    """What an outcome writes to its running invocation (which also loses its owner and lease).
+
+    ``due_at`` None keeps the invocation's due time; ``keep_error``: a None ``error`` keeps its
+    ``last_error`` (else ``error`` replaces it)."""
+
+    invocation_id: int
+    state: records.InvocationState
+    due_at: float | None
+    error: str | None
+    keep_error: bool
+
+    @property
+    def plain(self) -> bool:
+        """Done without an error: only the state changes (the common case, settled in bulk)."""
+        return self.state == "done" and self.error is None
+
+
+def settlement(outcome: records.Outcome, now: float) -> Settlement:
+    """What ``outcome`` does to its invocation (see :class:`~glue.journal.records.Outcome`): ``done``
+    keeps the previous error unless it brings one, ``retry`` goes back to ``pending`` due at its
+    ``due_at`` (``now`` when it has none), ``dead`` is dead-lettered."""
+    if outcome.state == "done":
+        return Settlement(outcome.invocation_id, "done", None, outcome.error, True)
+    if outcome.state == "retry":
+        due_at = outcome.due_at if outcome.due_at is not None else now
+        return Settlement(outcome.invocation_id, "pending", due_at, outcome.error, False)
+    return Settlement(outcome.invocation_id, "dead", None, outcome.error, False)
+
+
+def seq_of(key: int | str) -> int | None:
+    """The sequence number a key of ``get`` names, if it can name one (an int, or a string of digits,
+    in range); whatever else it is, and when no event has that seq, the key is an identity or an id."""
+    if isinstance(key, int) or key.isdigit():
+        seq = int(key)
+        if seq < _SEQ_LIMIT:
+            return seq
+    return None
+
+
+class Page(NamedTuple):
+    """One page of a listing: rows past ``after`` in ``key`` order, at most ``limit`` of them, whose
+    columns equal the ``equal`` filters that are set, updated at or after ``since`` when given."""
+
+    key: str
+    after: int
+    limit: int
+    equal: tuple[tuple[str, Any], ...]
+    since: float | None = None
+
+    def query(self, select: str, mark: Callable[[int], str]) -> tuple[str, list[Any]]:
+        """``select`` narrowed to this page, with its arguments; ``mark(n)`` is the placeholder of the
+        n-th argument (from 1) in the backend's SQL."""
+        args: list[Any] = [self.after]
+        sql = f"{select} WHERE {self.key} > {mark(1)}"
+        for column, value in self.equal:
+            if value is not None:
+                args.append(value)
+                sql += f" AND {column} = {mark(len(args))}"
+        if self.since is not None:
+            args.append(self.since)
+            sql += f" AND updated_at >= {mark(len(args))}"
+        args.append(self.limit)
+        return f"{sql} ORDER BY {self.key} LIMIT {mark(len(args))}", args
+
+
+def events_page(*, after: int, limit: int, status: str | None, type: str | None) -> Page:
+    """The page of ``Admin.list``: events in seq order, by status and type."""
+    return Page("seq", after, limit, (("status", status), ("type", type)))
+
+
+def invocations_page(
+    *,
+    after: int,
+    limit: int,
+    state: str | None,
+    route: str | None,
+    event_seq: int | None,
+    since: float | None,
+) -> Page:
+    """The page of ``Admin.invocations``: invocations in id order, by state, route and event, updated
+    since ``since`` (a dead one: since it died)."""
+    return Page("id", after, limit, (("state", state), ("route", route), ("event_seq", event_seq)), since)

@@ -1,0 +1,126 @@
+"""The SQLite journal's intake SQL: deliveries and their events (with their routing) inserted,
+undecodable deliveries kept, the write path probed, the backlog counted."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+import orjson
+
+from glue import events
+from glue.journal import records, rows
+from glue.journal.sqlite import store
+
+__all__ = ["INSERT_INVOCATION", "Intake", "Row", "insert", "insert_delivery", "invocation_row"]
+
+#: One event as intake inserts it: identity, id, source, type, subject, structured JSON.
+Row = tuple[str, str, str, str, str | None, bytes]
+
+INSERT_INVOCATION = (
+    "INSERT OR IGNORE INTO invocations (event_seq, route, handler, idempotency_key, ordering_key, params,"
+    " state, attempt, due_at, created_at, updated_at, last_error) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)"
+)
+
+
+def invocation_row(seq: int, item: records.NewInvocation, now: float) -> tuple[Any, ...]:
+    """The values of :data:`INSERT_INVOCATION` for one routing decision."""
+    return (
+        seq,
+        item.route,
+        item.handler,
+        item.idempotency_key,
+        item.ordering_key,
+        orjson.dumps(dict(item.params)),
+        item.state,
+        item.due_at,
+        now,
+        now,
+        item.error,
+    )
+
+
+def insert_delivery(db: sqlite3.Connection, delivery: events.Delivery, rejected: str | None = None) -> int:
+    """Insert a delivery (``rejected``: why it could not be decoded); returns its id."""
+    cursor = db.execute(
+        "INSERT INTO deliveries (received_at, transport, endpoint, format, headers, body, key, rejected)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            delivery.received_at,
+            delivery.transport,
+            delivery.endpoint,
+            delivery.format,
+            orjson.dumps(dict(delivery.headers)),
+            delivery.body,
+            delivery.key,
+            rejected,
+        ),
+    )
+    assert cursor.lastrowid is not None
+    return cursor.lastrowid
+
+
+def insert(
+    db: sqlite3.Connection, delivery: events.Delivery, batch: list[Row], routing: records.Routing, now: float
+) -> list[records.Appended]:
+    """Insert the delivery, its new events and their routing; the unique identity makes
+    redeliveries no-ops."""
+    delivery_id = insert_delivery(db, delivery)
+    appended: list[records.Appended] = []
+    invocations: list[tuple[Any, ...]] = []
+    for index, (identity, event_id, source, type_, subject, document) in enumerate(batch):
+        decided = routing[index] if routing is not None else None
+        cursor = db.execute(
+            "INSERT INTO events (identity, id, source, type, subject, received_at, updated_at,"
+            " delivery_id, cloudevent, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (identity) DO NOTHING",
+            (
+                identity,
+                event_id,
+                source,
+                type_,
+                subject,
+                delivery.received_at,
+                now,
+                delivery_id,
+                document,
+                rows.appended_status(decided),
+            ),
+        )
+        if cursor.rowcount == 1:
+            seq = cursor.lastrowid
+            assert seq is not None
+            if decided:
+                invocations.extend(invocation_row(seq, new, now) for new in decided)
+            appended.append(records.Appended(identity, event_id, True, seq))
+        else:
+            appended.append(records.Appended(identity, event_id, False))
+    if invocations:
+        db.executemany(INSERT_INVOCATION, invocations)
+    elif not any(item.new for item in appended):  # a pure redelivery keeps no second copy
+        db.execute("DELETE FROM deliveries WHERE id = ?", (delivery_id,))
+    return appended
+
+
+class Intake(store.Store):
+    """The intake part of the journal besides ``append`` (the group writer's): rejects, ping, backlog."""
+
+    async def reject(self, delivery: events.Delivery, reason: str) -> int:
+        def run(db: sqlite3.Connection) -> int:
+            with store.transaction(db):
+                return insert_delivery(db, delivery, rejected=reason)
+
+        return await self.write(run)
+
+    async def ping(self) -> None:
+        def run(db: sqlite3.Connection) -> None:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("ROLLBACK")
+
+        await self.write(run)
+
+    async def backlog(self) -> int:
+        def run(db: sqlite3.Connection) -> int:
+            return int(db.execute("SELECT count(*) FROM events WHERE status = 'pending'").fetchone()[0])
+
+        return await self.read(run)

@@ -1,0 +1,286 @@
+"""The SQLite journal's connections and transactions, which every part of the journal runs on.
+
+Three connections to one file in WAL mode: the event loop's own (intake groups and execution state,
+commits that never wait for the disk), the writer thread's (fsyncs, checkpoints, commands, and what
+cannot take the write lock at once) and the reader thread's (operators' reads, which never delay
+intake). A threading lock is held around every write transaction of this process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import sqlite3
+import threading
+from collections.abc import Callable, Collection, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+from glue import settings as settings_mod
+from glue.journal import records
+
+__all__ = [
+    "CHECKPOINT_BYTES",
+    "LOCK_RETRY",
+    "NO_SEQ",
+    "SCHEMA",
+    "SCHEMA_VERSION",
+    "Store",
+    "busy",
+    "marks",
+    "transaction",
+]
+
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+
+#: WAL size past which the writer thread checkpoints it into the database file (after an fsync).
+CHECKPOINT_BYTES = 2 << 20
+#: What a WAL that starts over is cut back to (SQLite's ``journal_size_limit``): its size then says how
+#: much it holds, and a WAL that has started over is not checkpointed again at once.
+_WAL_KEEP_BYTES = CHECKPOINT_BYTES // 2
+#: Above every seq (no event is waiting for its fsync).
+NO_SEQ = 1 << 62
+#: How soon a transaction of the event loop retries the write lock held by the writer thread (seconds).
+LOCK_RETRY = 0.0005
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS deliveries (
+    id          INTEGER PRIMARY KEY,
+    received_at REAL NOT NULL,
+    transport   TEXT NOT NULL,
+    endpoint    TEXT NOT NULL,
+    format      TEXT NOT NULL,
+    headers     BLOB NOT NULL,
+    body        BLOB NOT NULL,
+    key         BLOB,
+    rejected    TEXT
+);
+CREATE INDEX IF NOT EXISTS deliveries_rejected ON deliveries (id) WHERE rejected IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS events (
+    seq         INTEGER PRIMARY KEY,
+    identity    TEXT NOT NULL UNIQUE,
+    id          TEXT NOT NULL,
+    source      TEXT NOT NULL,
+    type        TEXT NOT NULL,
+    subject     TEXT,
+    received_at REAL NOT NULL,
+    status      TEXT NOT NULL DEFAULT 'pending',
+    updated_at  REAL NOT NULL,
+    delivery_id INTEGER NOT NULL REFERENCES deliveries (id),
+    cloudevent  BLOB NOT NULL
+);
+-- only events still to be routed: most are journaled routed already and never enter this index
+DROP INDEX IF EXISTS events_status;
+CREATE INDEX IF NOT EXISTS events_pending ON events (seq) WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS events_id ON events (id);
+
+-- execution: claims on events being routed, and one invocation per (event, matched route)
+CREATE TABLE IF NOT EXISTS event_claims (
+    seq         INTEGER PRIMARY KEY REFERENCES events (seq),
+    owner       TEXT NOT NULL,
+    lease_until REAL NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS invocations (
+    id              INTEGER PRIMARY KEY,
+    event_seq       INTEGER NOT NULL REFERENCES events (seq),
+    route           TEXT NOT NULL,
+    handler         TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL UNIQUE,
+    ordering_key    TEXT,
+    params          BLOB NOT NULL,
+    state           TEXT NOT NULL,
+    attempt         INTEGER NOT NULL DEFAULT 0,
+    due_at          REAL NOT NULL,
+    created_at      REAL NOT NULL,
+    updated_at      REAL NOT NULL,
+    last_error      TEXT,
+    owner           TEXT,
+    lease_until     REAL
+);
+-- claims read pending invocations in due order and stop at the limit (no sort of the whole queue)
+DROP INDEX IF EXISTS invocations_runnable;
+CREATE INDEX IF NOT EXISTS invocations_due ON invocations (due_at) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS invocations_ordering ON invocations (ordering_key, event_seq, id)
+    WHERE ordering_key IS NOT NULL AND state IN ('pending', 'running');
+CREATE INDEX IF NOT EXISTS invocations_event ON invocations (event_seq);
+CREATE INDEX IF NOT EXISTS invocations_state ON invocations (state, id);
+"""
+
+
+@contextlib.contextmanager
+def transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """``BEGIN IMMEDIATE`` (the write lock at once) ... ``COMMIT``, or ``ROLLBACK`` on any exception."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
+def marks(ids: Collection[int]) -> tuple[str, list[int]]:
+    """The placeholders of an ``IN (...)`` list of ids, and its values."""
+    values = [int(i) for i in ids]
+    return ",".join("?" * len(values)), values
+
+
+def busy(exc: sqlite3.OperationalError) -> bool:
+    """Whether the write lock is held by another connection (another process: a `glue` command)."""
+    return exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+class Store:
+    """The connections, threads and write lock of one journal file, and how transactions run on them."""
+
+    def __init__(self, config: settings_mod.Journal) -> None:
+        self.path = Path(config.path)
+        self.synchronous = config.synchronous.upper()
+        #: Execution state commits without waiting for the disk (see :meth:`_execution`).
+        self.relaxed = not config.durable_execution_commits and self.synchronous in ("FULL", "EXTRA")
+        #: ... and then runs on the event loop's own connection (see :meth:`_run_execution`).
+        self.direct = self.relaxed or self.synchronous in ("NORMAL", "OFF")
+        #: Intake commits wait for an fsync of the WAL before they are acknowledged.
+        self.durable = self.synchronous in ("FULL", "EXTRA")
+        self._loop_db: sqlite3.Connection | None = None
+        #: Held around every write transaction of this process. The writer thread waits on it (and wakes
+        #: the moment it is free) instead of meeting SQLite's busy handler, which sleeps for milliseconds
+        #: at a time; the event loop only ever tries it.
+        self._write_lock = threading.Lock()
+        self._writer_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="journal-write")
+        self._reader_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="journal-read")
+        self._write_db: sqlite3.Connection | None = None
+        self._read_db: sqlite3.Connection | None = None
+
+    # -- connections ------------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA journal_size_limit={_WAL_KEEP_BYTES}")
+        db.execute(f"PRAGMA synchronous={self.synchronous}")
+        db.execute("PRAGMA foreign_keys=ON")
+        return db
+
+    def _migrate(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = self._connect()
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise records.JournalUnavailable(
+                f"{self.path} has schema version {version}, newer than this glue ({SCHEMA_VERSION})"
+            )
+        db.executescript(SCHEMA)
+        db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        return db
+
+    def _connect_loop(self) -> sqlite3.Connection:
+        """The event loop's connection for intake and execution state: its commits never wait for the
+        disk (intake waits for a separate fsync), never checkpoint (the writer thread does) and never
+        wait for the write lock (``timeout=0``: a journal busy in another process sends the
+        transaction to the writer thread instead)."""
+        db = sqlite3.connect(self.path, isolation_level=None, timeout=0)
+        db.execute(f"PRAGMA synchronous={'OFF' if self.synchronous == 'OFF' else 'NORMAL'}")
+        db.execute("PRAGMA foreign_keys=ON")
+        db.execute("PRAGMA wal_autocheckpoint=0")
+        db.execute(f"PRAGMA journal_size_limit={_WAL_KEEP_BYTES}")
+        return db
+
+    async def _open_connections(self) -> None:
+        """Migrate the file and open the three connections."""
+        loop = asyncio.get_running_loop()
+        try:
+            self._write_db = await loop.run_in_executor(self._writer_pool, self._migrate)
+            self._read_db = await loop.run_in_executor(self._reader_pool, self._connect)
+            self._loop_db = self._connect_loop()
+        except sqlite3.Error as exc:
+            raise records.JournalUnavailable(f"cannot open {self.path}: {exc}") from exc
+
+    async def _close_connections(self) -> None:
+        """Close the connections, each on its own thread, then the threads."""
+        loop = asyncio.get_running_loop()
+        if self._loop_db is not None:
+            self._loop_db.close()
+            self._loop_db = None
+        if self._write_db is not None:
+            await loop.run_in_executor(self._writer_pool, self._write_db.close)
+            self._write_db = None
+        if self._read_db is not None:
+            await loop.run_in_executor(self._reader_pool, self._read_db.close)
+            self._read_db = None
+        self._writer_pool.shutdown(wait=True)
+        self._reader_pool.shutdown(wait=True)
+
+    # -- transactions -----------------------------------------------------------------------------
+
+    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(connection)`` on the writer thread (for layers that extend the schema)."""
+        if self._write_db is None:
+            raise records.JournalUnavailable("journal is not open")
+        db = self._write_db
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._writer_pool, self._locked, fn, db)
+        except sqlite3.OperationalError as exc:
+            raise records.JournalUnavailable(str(exc)) from exc
+
+    def _locked(self, fn: Callable[[Any], T], arg: Any) -> T:
+        with self._write_lock:
+            return fn(arg)
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(connection)`` on the reader thread."""
+        if self._read_db is None:
+            raise records.JournalUnavailable("journal is not open")
+        db = self._read_db
+        return await asyncio.get_running_loop().run_in_executor(self._reader_pool, fn, db)
+
+    @contextlib.contextmanager
+    def _execution(self, db: sqlite3.Connection) -> Iterator[None]:
+        """One transaction of execution state (claims, routing, outcomes, releases).
+
+        Unless ``journal.durableExecutionCommits``, it commits without waiting for the disk
+        (``synchronous=NORMAL``, the PostgreSQL journal's ``synchronous_commit=off``): the WAL stays
+        consistent, the next intake commit flushes it along, and a power loss can only forget the last
+        moments of execution state, whose invocations then run again (handlers are idempotent). Intake
+        commits always keep ``journal.synchronous``."""
+        relaxed = self.relaxed and db is self._write_db  # the loop's connection is relaxed already
+        if relaxed:
+            db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            with transaction(db):
+                yield
+        finally:
+            if relaxed:
+                db.execute(f"PRAGMA synchronous={self.synchronous}")
+
+    async def _run_execution(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run an execution transaction ``fn(connection)``.
+
+        When its commit does not wait for the disk it runs right here on the event loop's connection:
+        a hand-off to the writer thread and back costs more CPU than such a transaction itself. While
+        the writer thread holds the write lock (a checkpoint) it waits; when another process holds it,
+        it goes to the writer thread (which waits for the lock) instead."""
+        db = self._loop_db if self.direct else None
+        if db is not None:
+            # A threading lock, released by the writer thread: polled, for as long as a checkpoint.
+            while not self._write_lock.acquire(blocking=False):  # noqa: ASYNC110
+                await asyncio.sleep(LOCK_RETRY)
+            try:
+                return fn(db)
+            except sqlite3.OperationalError as exc:
+                if not busy(exc):
+                    raise records.JournalUnavailable(str(exc)) from exc
+            finally:
+                self._write_lock.release()
+        return await self.write(fn)
+
+    def _undurable_from(self) -> int:
+        """The first seq committed but not yet made durable: invocations of events from there on are
+        not claimed yet (nothing acts on an event before its delivery is acknowledged). The group
+        writer, which knows which commits await their fsync, tells; here every commit is durable."""
+        return NO_SEQ

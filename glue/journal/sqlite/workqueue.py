@@ -1,0 +1,189 @@
+"""The SQLite journal's execution SQL: routing claims, invocation claims under leases, outcomes."""
+
+from __future__ import annotations
+
+import builtins
+import sqlite3
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
+
+import orjson
+
+from glue.journal import records, rows
+from glue.journal.sqlite import intake, store
+
+__all__ = ["WorkQueue"]
+
+# One statement for each way an outcome leaves a claimed invocation (see rows.settlement).
+_SETTLE = (
+    "UPDATE invocations SET state = ?, owner = NULL, lease_until = NULL, updated_at = ?,"
+    " due_at = coalesce(?, due_at), last_error = CASE WHEN ? THEN coalesce(?, last_error) ELSE ? END"
+    " WHERE id = ? AND state = 'running' AND owner = ?"
+)
+
+
+class WorkQueue(store.Store):
+    """The ``WorkQueue`` role: every transaction is execution state (see ``Store._run_execution``)."""
+
+    async def claim_events(
+        self, owner: str, *, limit: int, lease: float, now: float
+    ) -> builtins.list[records.StoredEvent]:
+        def run(db: sqlite3.Connection) -> list[records.StoredEvent]:
+            with self._execution(db):
+                found = db.execute(
+                    f"SELECT {rows.EVENT_COLUMNS} FROM events e WHERE status = 'pending' AND NOT EXISTS"
+                    " (SELECT 1 FROM event_claims c"
+                    "  WHERE c.seq = e.seq AND c.lease_until > ? AND c.owner != ?)"
+                    " ORDER BY seq LIMIT ?",
+                    (now, owner, limit),
+                ).fetchall()
+                db.executemany(
+                    "INSERT OR REPLACE INTO event_claims (seq, owner, lease_until) VALUES (?, ?, ?)",
+                    [(row[0], owner, now + lease) for row in found],
+                )
+            return [rows.stored(row) for row in found]
+
+        return await self._run_execution(run)
+
+    async def record_routing(
+        self, owner: str, decisions: Mapping[int, Sequence[records.NewInvocation]], *, now: float
+    ) -> None:
+        def run(db: sqlite3.Connection) -> None:
+            with self._execution(db):
+                marks, seqs = store.marks(decisions)
+                held = {
+                    row[0]
+                    for row in db.execute(
+                        f"SELECT e.seq FROM events e JOIN event_claims c ON c.seq = e.seq"
+                        f" WHERE e.seq IN ({marks}) AND e.status = 'pending' AND c.owner = ?",
+                        (*seqs, owner),
+                    )
+                }
+                db.executemany(
+                    intake.INSERT_INVOCATION,
+                    [
+                        intake.invocation_row(seq, item, now)
+                        for seq, invocations in decisions.items()
+                        if seq in held
+                        for item in invocations
+                    ],
+                )
+                for status, chosen in (
+                    ("routed", [seq for seq in held if decisions[seq]]),
+                    ("unmatched", [seq for seq in held if not decisions[seq]]),
+                ):
+                    if chosen:
+                        marks, values = store.marks(chosen)
+                        db.execute(
+                            f"UPDATE events SET status = ?, updated_at = ? WHERE seq IN ({marks})",
+                            (status, now, *values),
+                        )
+                if held:
+                    marks, values = store.marks(held)
+                    db.execute(f"DELETE FROM event_claims WHERE seq IN ({marks})", values)
+
+        await self._run_execution(run)
+
+    async def claim_invocations(
+        self,
+        owner: str,
+        *,
+        limit: int,
+        lease: float,
+        now: float,
+        exclude_routes: Collection[str] = (),
+    ) -> builtins.list[records.Invocation]:
+        def run(db: sqlite3.Connection) -> list[records.Invocation]:
+            marks, routes = ",".join("?" * len(exclude_routes)), list(exclude_routes)
+            with self._execution(db):
+                unrouted = db.execute("SELECT min(seq) FROM events WHERE status = 'pending'").fetchone()[0]
+                runnable = (
+                    (f" AND i.route NOT IN ({marks})" if routes else "")
+                    + " AND (i.ordering_key IS NULL OR ((? IS NULL OR i.event_seq < ?) AND NOT EXISTS ("
+                    "   SELECT 1 FROM invocations j WHERE j.ordering_key = i.ordering_key"
+                    "   AND j.state IN ('pending', 'running')"
+                    "   AND (j.event_seq < i.event_seq OR (j.event_seq = i.event_seq AND j.id < i.id)))))"
+                    " ORDER BY i.due_at, i.id LIMIT ?"
+                )
+                args = (*routes, unrouted, unrouted, limit)
+                # Two queries, each walking an index in due order and stopping at the limit: due
+                # pending invocations (of acknowledged events), and running ones whose owner's lease
+                # expired (few).
+                found = db.execute(
+                    f"SELECT {rows.INVOCATION_COLUMNS} FROM invocations i"
+                    " WHERE i.state = 'pending' AND i.due_at <= ? AND i.event_seq < ?" + runnable,
+                    (now, self._undurable_from(), *args),
+                ).fetchall()
+                found += db.execute(
+                    f"SELECT {rows.INVOCATION_COLUMNS} FROM invocations i"
+                    " WHERE i.state = 'running' AND i.lease_until <= ?" + runnable,
+                    (now, *args),
+                ).fetchall()
+                found = sorted(found, key=lambda row: (row[9], row[0]))[:limit]
+                claimed: list[records.Invocation] = []
+                if found:
+                    marks, ids = store.marks([row[0] for row in found])
+                    db.execute(
+                        f"UPDATE invocations SET state = 'running', owner = ?, lease_until = ?,"
+                        f" attempt = attempt + 1, updated_at = ? WHERE id IN ({marks})",
+                        (owner, now + lease, now, *ids),
+                    )
+                for row in found:  # as the UPDATE left them
+                    values = list(row)
+                    values[rows.PARAMS] = orjson.loads(values[rows.PARAMS])
+                    values[7], values[8], values[11] = "running", values[8] + 1, now
+                    values[13], values[14] = owner, now + lease
+                    claimed.append(records.Invocation(*values))
+            return claimed
+
+        return await self._run_execution(run)
+
+    async def settle(self, owner: str, outcomes: Sequence[records.Outcome], *, now: float) -> int:
+        settlements = [rows.settlement(outcome, now) for outcome in outcomes]
+
+        def run(db: sqlite3.Connection) -> int:
+            applied = 0
+            done = [s.invocation_id for s in settlements if s.plain]
+            with self._execution(db):
+                if done:  # the common case, in one statement
+                    marks, ids = store.marks(done)
+                    applied += db.execute(
+                        f"UPDATE invocations SET state = 'done', owner = NULL, lease_until = NULL,"
+                        f" updated_at = ? WHERE id IN ({marks}) AND state = 'running' AND owner = ?",
+                        (now, *ids, owner),
+                    ).rowcount
+                for s in settlements:
+                    if not s.plain:
+                        args: tuple[Any, ...] = (s.state, now, s.due_at, s.keep_error, s.error, s.error)
+                        applied += db.execute(_SETTLE, (*args, s.invocation_id, owner)).rowcount
+            return applied
+
+        return await self._run_execution(run)
+
+    async def release(self, owner: str, *, now: float, ids: Collection[int] | None = None) -> int:
+        def run(db: sqlite3.Connection) -> int:
+            sql = (
+                "UPDATE invocations SET state = 'pending', owner = NULL, lease_until = NULL, due_at = ?,"
+                " updated_at = ?, attempt = max(attempt - 1, 0) WHERE state = 'running' AND owner = ?"
+            )
+            args: list[Any] = [now, now, owner]
+            if ids is not None:
+                marks, values = store.marks(ids)
+                sql += f" AND id IN ({marks})"
+                args.extend(values)
+            with self._execution(db):
+                released = db.execute(sql, args).rowcount
+                if ids is None:
+                    db.execute("DELETE FROM event_claims WHERE owner = ?", (owner,))
+            return released
+
+        return await self._run_execution(run)
+
+    async def oldest_pending(self) -> float | None:
+        def run(db: sqlite3.Connection) -> float | None:
+            value = db.execute(
+                "SELECT min(created_at) FROM invocations WHERE state IN ('pending', 'running')"
+            ).fetchone()[0]
+            return float(value) if value is not None else None
+
+        return await self.read(run)

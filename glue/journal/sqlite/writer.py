@@ -1,0 +1,242 @@
+"""The SQLite journal's group-commit writer: how appends become durable together.
+
+Appends made in the same turn of the event loop are inserted and committed together on the loop's own
+connection, and acknowledged after one fsync of the WAL on the writer thread; groups committed while an
+fsync runs share the next one (group commit), so concurrent requests share the cost of one fsync. The
+writer thread's connection takes over while another process holds the write lock, and checkpoints the
+WAL once it has grown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import sqlite3
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from glue import events
+from glue import settings as settings_mod
+from glue.journal import records, rows
+from glue.journal.sqlite import intake, store
+
+__all__ = ["CHECKPOINT_EVERY", "GroupCommit", "Pending"]
+
+#: Without fsyncs (``synchronous: normal``), the WAL's size is looked at every this many commits.
+CHECKPOINT_EVERY = 64
+
+
+class Pending:
+    """One append waiting for its group's commit: what it stores, and its caller's future."""
+
+    __slots__ = ("delivery", "future", "routing", "rows")
+
+    def __init__(
+        self,
+        delivery: events.Delivery,
+        rows: list[intake.Row],
+        routing: records.Routing,
+        future: asyncio.Future[Any],
+    ) -> None:
+        self.delivery = delivery
+        self.rows = rows
+        self.routing = routing
+        self.future = future
+
+
+#: Appends committed together, what they appended, and the first new seq among them (None: none new).
+#: A plain tuple: one is made per group on the ingest path.
+_Group = tuple[list[Pending], list[list[records.Appended]], int | None]
+
+
+class GroupCommit(store.Store):
+    """``append``: queue an append, commit the queue as one transaction, make it durable with one fsync
+    shared by every group committed before it started, then resolve the callers' futures."""
+
+    def __init__(self, config: settings_mod.Journal) -> None:
+        super().__init__(config)
+        self.group_commit = config.group_commit_ms / 1000
+        self._queue: list[Pending] = []
+        self._flush_handle: asyncio.Handle | None = None
+        self._unsynced: list[_Group] = []
+        self._in_sync: list[_Group] = []
+        self._syncing: asyncio.Future[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._flushes = 0
+        self._deferred = False
+        self._closing = False
+
+    async def append(
+        self, delivery: events.Delivery, batch: Sequence[events.CloudEvent], routing: records.Routing = None
+    ) -> list[records.Appended]:
+        rows.check_routing(batch, routing)
+        if self._closing or self._write_db is None:
+            raise records.JournalUnavailable("journal is closing")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[records.Appended]] = loop.create_future()
+        inserted: list[intake.Row] = [
+            (
+                events.identity(event),
+                event.get_id(),
+                event.get_source(),
+                event.get_type(),
+                event.get_subject(),
+                events.to_json(event),
+            )
+            for event in batch
+        ]
+        self._queue.append(Pending(delivery, inserted, routing, future))
+        if self._flush_handle is None and not self._deferred:
+            # Appends made in this turn of the loop (every request that arrived together) share one
+            # transaction; groupCommitMs widens the window.
+            if self.group_commit:
+                self._flush_handle = loop.call_later(self.group_commit, self._flush)
+            else:
+                self._flush_handle = loop.call_soon(self._flush)
+        return await future
+
+    async def _drain(self) -> None:
+        """Stop taking appends; commit what is queued and answer every group before returning."""
+        self._closing = True
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush()
+        while self._tasks or self._syncing is not None:
+            await asyncio.wait([*self._tasks, *([self._syncing] if self._syncing else [])])
+
+    def _flush(self) -> None:
+        """Commit the queued appends in one transaction on the event loop's connection.
+
+        The inserts and the commit cost less CPU than handing them to a thread; the commit does not
+        wait for the disk. Durability comes after: one fsync of the WAL on the writer thread covers
+        every transaction committed before it started (group commit), and only then are the appends
+        acknowledged. Appends that arrive while an fsync runs wait for it and then commit together:
+        one transaction per fsync writes each touched page to the WAL once. A power loss before that
+        fsync leaves a WAL whose checksums end at the last whole transaction, as with
+        ``synchronous=FULL``.
+        While this process's writer thread holds the write lock (a checkpoint), the group waits for
+        it; when another process holds it, the group goes to the writer thread (which waits for the
+        lock) instead."""
+        self._flush_handle = None
+        if not self._queue:
+            return
+        if self.durable and self._syncing is not None and not self._closing:
+            self._deferred = True  # _synced commits the queue
+            return
+        db = self._loop_db
+        locked = db is not None and self._write_lock.acquire(blocking=False)
+        if db is not None and not locked and not self._closing:
+            # Briefly: handing the group to the writer thread would keep the lock busy for the next.
+            self._flush_handle = asyncio.get_running_loop().call_later(store.LOCK_RETRY, self._flush)
+            return
+        pending, self._queue = self._queue, []
+        results: list[list[records.Appended]] | None = None
+        if locked:
+            assert db is not None
+            try:
+                results = self._commit(pending, db)
+            except sqlite3.OperationalError as exc:
+                if not store.busy(exc):
+                    self._fail(pending, exc)
+                    return
+            except Exception as exc:  # the whole group fails together: nobody is acknowledged
+                self._fail(pending, exc)
+                return
+            finally:
+                self._write_lock.release()
+        if results is None:
+            task = asyncio.get_running_loop().create_task(self._commit_on_writer(pending))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return
+        if not self.durable:
+            self._resolve(pending, results)
+            self._flushes += 1
+            if self._flushes % CHECKPOINT_EVERY == 0 and self._syncing is None:
+                # Nothing waits for this one: it only checkpoints the WAL once it has grown.
+                self._syncing = asyncio.get_running_loop().run_in_executor(
+                    self._writer_pool, self._maintain_wal, False
+                )
+                self._syncing.add_done_callback(functools.partial(self._synced, []))
+            return
+        first = min((a.seq for result in results for a in result if a.seq is not None), default=None)
+        self._unsynced.append((pending, results, first))
+        self._sync()
+
+    def _sync(self) -> None:
+        """Start one fsync of the WAL for every group committed so far, unless one is running."""
+        if self._syncing is not None or not self._unsynced:
+            return
+        groups, self._unsynced = self._unsynced, []
+        self._in_sync = groups
+        loop = asyncio.get_running_loop()
+        self._syncing = loop.run_in_executor(self._writer_pool, self._maintain_wal, True)
+        self._syncing.add_done_callback(functools.partial(self._synced, groups))
+
+    def _synced(self, groups: list[_Group], done: Any) -> None:
+        self._syncing = None
+        self._in_sync = []
+        error = done.exception()
+        for pending, results, _ in groups:
+            if error is not None:
+                self._fail(pending, error)
+            else:
+                self._resolve(pending, results)
+        if self._deferred:
+            self._deferred = False
+            self._flush()
+        self._sync()
+
+    def _undurable_from(self) -> int:
+        firsts = [first for _, _, first in (*self._in_sync, *self._unsynced) if first is not None]
+        return min(firsts) if firsts else store.NO_SEQ
+
+    def _maintain_wal(self, fsync: bool) -> None:
+        """On the writer thread: make the WAL durable (``fsync``), then checkpoint it once it has grown."""
+        wal = f"{self.path}-wal"
+        fd = os.open(wal, os.O_RDONLY)
+        try:
+            if fsync:
+                os.fsync(fd)
+            size = os.fstat(fd).st_size
+        finally:
+            os.close(fd)
+        if size > store.CHECKPOINT_BYTES and self._write_db is not None:
+            # Under the write lock, so that no commit lands meanwhile: the checkpoint then copies the
+            # whole WAL (PASSIVE: what no reader still needs), and the next transaction starts the
+            # WAL over from its beginning. Groups and execution arriving meanwhile wait for it.
+            with self._write_lock:
+                self._write_db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    async def _commit_on_writer(self, pending: list[Pending]) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            results = await loop.run_in_executor(self._writer_pool, self._locked, self._commit, pending)
+        except Exception as exc:
+            self._fail(pending, exc)
+        else:
+            self._resolve(pending, results)
+
+    @staticmethod
+    def _resolve(pending: list[Pending], results: list[list[records.Appended]]) -> None:
+        for item, result in zip(pending, results, strict=True):
+            if not item.future.done():
+                item.future.set_result(result)
+
+    @staticmethod
+    def _fail(pending: list[Pending], exc: BaseException) -> None:
+        error = records.JournalUnavailable(f"journal write failed: {exc}")
+        for item in pending:
+            if not item.future.done():
+                item.future.set_exception(error)
+
+    def _commit(
+        self, pending: list[Pending], db: sqlite3.Connection | None = None
+    ) -> list[list[records.Appended]]:
+        db = db if db is not None else self._write_db
+        assert db is not None
+        now = time.time()
+        with store.transaction(db):
+            return [intake.insert(db, item.delivery, item.rows, item.routing, now) for item in pending]

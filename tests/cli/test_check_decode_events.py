@@ -18,7 +18,7 @@ def write(path: Path, text: str) -> Path:
 
 
 def test_check_accepts_a_valid_config(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("HARBOR_AUTH", "x")
     config = write(
@@ -55,7 +55,9 @@ endpoints:
     ],
     ids=["range", "unknown-format", "missing-secret", "yaml", "dsn", "unknown-key", "secret-file"],
 )
-def test_check_names_file_field_and_reason(tmp_path: Path, capsys, text: str, expected: str) -> None:
+def test_check_names_file_field_and_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, expected: str
+) -> None:
     config = write(tmp_path / "glue.yaml", text)
     assert cli.main(["check", "--config", str(config)]) == 2
     err = capsys.readouterr().err
@@ -63,13 +65,15 @@ def test_check_names_file_field_and_reason(tmp_path: Path, capsys, text: str, ex
     assert "Traceback" not in err
 
 
-def test_environment_overrides_the_file(tmp_path: Path, monkeypatch) -> None:
+def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = write(tmp_path / "glue.yaml", "server: {port: 8080}\n")
     monkeypatch.setenv("GLUE_SERVER__PORT", "9191")
     assert settings.load(config).server.port == 9191
 
 
-def test_decode_prints_cloudevents_through_the_live_decoder(tmp_path: Path, capsys) -> None:
+def test_decode_prints_cloudevents_through_the_live_decoder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     body = write(
         tmp_path / "push.json",
         json.dumps(
@@ -102,7 +106,7 @@ def test_decode_prints_cloudevents_through_the_live_decoder(tmp_path: Path, caps
     )
 
 
-def test_decode_error_names_the_file(tmp_path: Path, capsys) -> None:
+def test_decode_error_names_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     body = write(tmp_path / "bad.json", '{"object_kind": ')
     assert cli.main(["decode", "--format", "gitlab", str(body)]) == 1
     err = capsys.readouterr().err
@@ -155,7 +159,9 @@ async def test_events_list_and_show_read_the_journal(tmp_path: Path) -> None:
     assert code == 1 and err == "glue: no event 'nope' in the journal\n"
 
 
-def test_environment_overrides_a_multi_word_key_the_file_also_sets(tmp_path: Path, monkeypatch) -> None:
+def test_environment_overrides_a_multi_word_key_the_file_also_sets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     config = write(tmp_path / "glue.yaml", "server: {maxBacklog: 10}\njournal: {groupCommitMs: 1}\n")
     monkeypatch.setenv("GLUE_SERVER__MAX_BACKLOG", "55")
     monkeypatch.setenv("GLUE_JOURNAL__GROUPCOMMITMS", "3")
@@ -164,7 +170,9 @@ def test_environment_overrides_a_multi_word_key_the_file_also_sets(tmp_path: Pat
     assert (loaded.server.max_backlog, loaded.journal.group_commit_ms) == (55, 3.0)
 
 
-def test_a_bad_environment_value_names_the_variable(tmp_path: Path, capsys, monkeypatch) -> None:
+def test_a_bad_environment_value_names_the_variable(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     config = write(tmp_path / "glue.yaml", "server: {port: 8080}\n")
     monkeypatch.setenv("GLUE_SERVER__PORT", "eighty")
     assert cli.main(["check", "--config", str(config)]) == 2

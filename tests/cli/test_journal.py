@@ -13,6 +13,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from pydantic import SecretStr
 
 from glue import cli, journal, settings
 from glue.journal import postgres
@@ -145,7 +146,9 @@ async def test_prune_now(
     tmp_path: Path, pg_dsn: str, capsysbinary: pytest.CaptureFixture[bytes], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _, pg_config = write_configs(tmp_path)
-    store = journal.create(settings.Journal(backend="postgres", dsn=settings.SecretRef(value=pg_dsn)))
+    store = journal.create(
+        settings.Journal(backend="postgres", dsn=settings.SecretRef(value=SecretStr(pg_dsn)))
+    )
     await store.open()
     await store.append(delivery(), [cloudevent("old"), cloudevent("new")])
     claimed = await store.claim_events("r", limit=10, lease=30, now=time.time())

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import secrets
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import orjson
@@ -40,7 +41,7 @@ def _delivery(bucket: str, key: str, at: float) -> events.Delivery:
     )
 
 
-async def test_round_trip_partitioned_by_date(store: objectstore.ObjectStore, s3, bucket: str) -> None:
+async def test_round_trip_partitioned_by_date(store: objectstore.ObjectStore, s3: Any, bucket: str) -> None:
     clock = [DAY2]
     writer = objectstore.ArchiveWriter(store, _archive(bucket), clock=lambda: clock[0], writer_id="w1")
     first, second = _delivery(bucket, "models/a b.bin", DAY1), _delivery(bucket, "models/c.bin", DAY2)
@@ -75,7 +76,9 @@ async def test_round_trip_partitioned_by_date(store: objectstore.ObjectStore, s3
     assert dead == [{"route": "reload", "error": "HTTP 500", "eventId": "abc"}]
 
 
-async def test_objects_are_cut_at_the_size_bound(store: objectstore.ObjectStore, s3, bucket: str) -> None:
+async def test_objects_are_cut_at_the_size_bound(
+    store: objectstore.ObjectStore, s3: Any, bucket: str
+) -> None:
     writer = objectstore.ArchiveWriter(store, _archive(bucket, maxObjectBytes=2048), clock=lambda: DAY1)
     for index in range(10):
         writer.record(_delivery(bucket, f"k{index}", DAY1))
@@ -87,7 +90,9 @@ async def test_objects_are_cut_at_the_size_bound(store: objectstore.ObjectStore,
     assert [orjson.loads(line["body"])["Key"] for line in back] == [f"{bucket}/k{i}" for i in range(10)]
 
 
-async def test_failed_write_keeps_lines_until_the_bucket_answers(store: objectstore.ObjectStore, s3) -> None:
+async def test_failed_write_keeps_lines_until_the_bucket_answers(
+    store: objectstore.ObjectStore, s3: Any
+) -> None:
     missing = "glue-" + secrets.token_hex(6)
     writer = objectstore.ArchiveWriter(store, _archive(missing), clock=lambda: DAY1)
     writer.dead_letter({"route": "r", "error": "boom"})
@@ -125,7 +130,7 @@ async def test_stop_flushes_what_is_buffered(store: objectstore.ObjectStore, buc
 
 
 async def test_bad_archive_url_and_bad_line_are_clear_errors(
-    store: objectstore.ObjectStore, s3, bucket: str
+    store: objectstore.ObjectStore, s3: Any, bucket: str
 ) -> None:
     with pytest.raises(objectstore.ObjectStoreError, match="is not an s3://bucket/prefix URL"):
         [line async for line in objectstore.read_archive(store, "https://example.com/x")]
@@ -149,7 +154,9 @@ async def test_read_deliveries_for_replay(store: objectstore.ObjectStore, bucket
         [d async for d in objectstore.read_deliveries(store, f"s3://{bucket}/glue/prod/dead-letters")]
 
 
-async def test_daemon_runs_the_archive_and_flushes_it_on_drain(minio_config, bucket: str, tmp_path) -> None:
+async def test_daemon_runs_the_archive_and_flushes_it_on_drain(
+    minio_config: settings_mod.Minio, bucket: str, tmp_path: Path
+) -> None:
     config = daemon_settings(
         tmp_path,
         sources={"minio": minio_config.model_dump(by_alias=True, exclude_none=True, mode="json")},

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -31,7 +32,7 @@ def _event(bucket: str, key: str, event_name: str = "s3:ObjectCreated:Put") -> e
     return event
 
 
-async def test_metadata_tags_and_manifest(store: objectstore.ObjectStore, s3, bucket: str) -> None:
+async def test_metadata_tags_and_manifest(store: objectstore.ObjectStore, s3: Any, bucket: str) -> None:
     s3.put_object(
         Bucket=bucket,
         Key="models/llama 3/model.safetensors",
@@ -53,7 +54,7 @@ async def test_metadata_tags_and_manifest(store: objectstore.ObjectStore, s3, bu
     assert obj["json"] == {"name": "llama-3", "format": "safetensors"}
 
 
-async def test_absolute_json_key_and_size_bound(store: objectstore.ObjectStore, s3, bucket: str) -> None:
+async def test_absolute_json_key_and_size_bound(store: objectstore.ObjectStore, s3: Any, bucket: str) -> None:
     s3.put_object(Bucket=bucket, Key="a/b/w.bin", Body=b"w")
     s3.put_object(Bucket=bucket, Key="catalog.json", Body=b'{"models": ["a"]}')
     enricher = enrich.Enricher(store)

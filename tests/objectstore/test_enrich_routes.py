@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,7 @@ class Sink:
 
 
 @pytest.fixture
-async def sink() -> Any:
+async def sink() -> AsyncIterator[Sink]:
     server = Sink()
     await server.start()
     yield server

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,7 +15,9 @@ from glue import settings as settings_mod
 from tests.minio_access import UNREACHABLE, connection
 
 
-async def test_stat_returns_size_type_and_user_metadata(store: objectstore.ObjectStore, s3, bucket) -> None:
+async def test_stat_returns_size_type_and_user_metadata(
+    store: objectstore.ObjectStore, s3: Any, bucket: str
+) -> None:
     s3.put_object(
         Bucket=bucket,
         Key="models/llama 3/weights.bin",
@@ -29,12 +32,12 @@ async def test_stat_returns_size_type_and_user_metadata(store: objectstore.Objec
     assert info.etag
 
 
-async def test_tags_of_an_object(store: objectstore.ObjectStore, s3, bucket) -> None:
+async def test_tags_of_an_object(store: objectstore.ObjectStore, s3: Any, bucket: str) -> None:
     s3.put_object(Bucket=bucket, Key="a.json", Body=b"{}", Tagging="team=ml&stage=canary")
     assert await store.tags(bucket, "a.json") == {"team": "ml", "stage": "canary"}
 
 
-async def test_read_within_and_over_the_bound(store: objectstore.ObjectStore, s3, bucket) -> None:
+async def test_read_within_and_over_the_bound(store: objectstore.ObjectStore, s3: Any, bucket: str) -> None:
     s3.put_object(Bucket=bucket, Key="manifest.json", Body=b'{"name": "m"}')
     assert await store.read(bucket, "manifest.json", max_bytes=13) == b'{"name": "m"}'
     with pytest.raises(
@@ -43,19 +46,19 @@ async def test_read_within_and_over_the_bound(store: objectstore.ObjectStore, s3
         await store.read(bucket, "manifest.json", max_bytes=12)
 
 
-async def test_empty_object_reads_as_empty(store: objectstore.ObjectStore, s3, bucket) -> None:
+async def test_empty_object_reads_as_empty(store: objectstore.ObjectStore, s3: Any, bucket: str) -> None:
     s3.put_object(Bucket=bucket, Key="empty", Body=b"")
     assert await store.read(bucket, "empty", max_bytes=10) == b""
 
 
-async def test_missing_object_is_not_found_with_its_name(store: objectstore.ObjectStore, bucket) -> None:
+async def test_missing_object_is_not_found_with_its_name(store: objectstore.ObjectStore, bucket: str) -> None:
     with pytest.raises(objectstore.ObjectNotFound, match=rf"s3://{bucket}/nope: NoSuchKey"):
         await store.stat(bucket, "nope")
     with pytest.raises(objectstore.ObjectNotFound, match="NoSuchKey"):
         await store.read(bucket, "nope", max_bytes=10)
 
 
-async def test_put_and_list(store: objectstore.ObjectStore, s3, bucket) -> None:
+async def test_put_and_list(store: objectstore.ObjectStore, s3: Any, bucket: str) -> None:
     await store.put(bucket, "p/b.jsonl", b"2\n")
     await store.put(bucket, "p/a.jsonl", b"1\n")
     await store.put(bucket, "q/c.jsonl", b"3\n")

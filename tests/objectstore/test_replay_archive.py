@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -88,7 +89,7 @@ async def test_replay_from_a_bucket(
 
 
 async def test_replay_from_a_bucket_reports_problems(
-    tmp_path: Path, minio_config: settings_mod.Minio, bucket: str, s3, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, minio_config: settings_mod.Minio, bucket: str, s3: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = str(_config(tmp_path, minio_config))
     s3.put_object(Bucket=bucket, Key="prod/recordings/date=2026-11-27/x.jsonl", Body=b"not json\n")

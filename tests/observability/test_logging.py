@@ -13,6 +13,7 @@ import structlog
 
 from glue import observability, settings
 from tests import support
+from tests.sources.http.conftest import StartDaemon
 
 
 class Stream(io.BytesIO):
@@ -93,7 +94,7 @@ def test_library_log_records_become_json_lines_too() -> None:
         structlog.reset_defaults()
 
 
-async def test_at_warning_level_a_delivery_writes_no_line_but_is_counted(start_daemon) -> None:
+async def test_at_warning_level_a_delivery_writes_no_line_but_is_counted(start_daemon: StartDaemon) -> None:
     stream = Stream()
     observability.configure_logging(settings.Logging(level="warning", format="json"), stream=stream)
     # The daemon's module loggers would be cached at this level and with this stream, past the test.

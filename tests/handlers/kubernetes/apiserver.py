@@ -239,11 +239,16 @@ class ApiServer(kmock.KubernetesEmulator):
         stored.history.append(new)
         return new
 
-    def get(self, resource: str, namespace: str | None, name: str) -> dict[str, Any] | None:
-        key = (kmock.resource(resource), namespace, name)
-        if key not in self.objects or self.objects[key].deleted:
-            return None
-        return copy.deepcopy(self.objects[key].raw)
+    def find(self, resource: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+        """The stored object, or None when there is none (never created, or deleted)."""
+        return self._live((kmock.resource(resource), namespace, name))
+
+    def read(self, resource: str, namespace: str | None, name: str) -> dict[str, Any]:
+        """The stored object, which the caller knows exists."""
+        found = self.find(resource, namespace, name)
+        if found is None:
+            raise KeyError(f"no {resource} {namespace}/{name} in the API server")
+        return found
 
     def versions(self, resource: str, namespace: str | None, name: str) -> int:
         """How many versions were persisted (creates and changing writes)."""
@@ -471,7 +476,8 @@ class ApiServer(kmock.KubernetesEmulator):
     def _live(self, key: tuple[Any, ...]) -> dict[str, Any] | None:
         if key not in self.objects or self.objects[key].deleted:
             return None
-        return copy.deepcopy(self.objects[key].raw)
+        live: dict[str, Any] = copy.deepcopy(self.objects[key].raw)
+        return live
 
     def _precondition(
         self, res: kmock.resource, name: str, live: dict[str, Any], body: dict[str, Any]

@@ -68,7 +68,7 @@ class ArgoServerDouble:
         if wf_name and (namespace, wf_name) in self.workflows:
             return _error(409, 6, f'workflows.argoproj.io "{wf_name}" already exists')
         labels = dict(pair.split("=", 1) for pair in options.get("labels", "").split(",") if "=" in pair)
-        workflow = {
+        workflow: dict[str, Any] = {
             "apiVersion": "argoproj.io/v1alpha1",
             "kind": "Workflow",
             "metadata": {"name": wf_name or f"{name}-x7k2p", "namespace": namespace, "labels": labels},

@@ -31,6 +31,9 @@ MODELS = "kubeai.org/v1/models"
 WORKFLOWS = "argoproj.io/v1alpha1/workflows"
 SERVICES = "v1/services"
 
+#: The ``make_ctx`` fixture: a handler context, with keyword arguments for its fields.
+MakeContext = Callable[..., glue.Context]
+
 
 def deployment(
     name: str = "web", namespace: str = "apps", *, replicas: int = 1, **spec: Any
@@ -93,7 +96,7 @@ async def clients(kubeconfig: Path) -> AsyncIterator[glue.Clients]:
 
 
 @pytest.fixture
-def make_ctx(clients: glue.Clients) -> Callable[..., glue.Context]:
+def make_ctx(clients: glue.Clients) -> MakeContext:
     def make(
         key: str = "src 1 route", *, dry_run: bool = False, route: str = "test-route", **kw: Any
     ) -> glue.Context:

@@ -13,11 +13,13 @@ from typing import Any
 
 import pytest
 from aiohttp import test_utils
+from cloudevents.core.v1.event import CloudEvent
 
 import glue
 from handlers import argo, kubernetes
+from tests.handlers.kubernetes.apiserver import ApiServer
 from tests.handlers.kubernetes.argo_server import ArgoServerDouble
-from tests.handlers.kubernetes.conftest import WORKFLOWS, make_event
+from tests.handlers.kubernetes.conftest import WORKFLOWS, MakeContext, make_event
 
 NS = "ci"
 
@@ -32,7 +34,7 @@ def params(**overrides: Any) -> argo.SubmitParams:
     return argo.SubmitParams.model_validate(values)
 
 
-def workflows(apiserver: Any) -> list[dict[str, Any]]:
+def workflows(apiserver: ApiServer) -> list[dict[str, Any]]:
     return [
         obj.raw
         for (res, namespace, _), obj in apiserver.objects.items()
@@ -40,7 +42,9 @@ def workflows(apiserver: Any) -> list[dict[str, Any]]:
     ]
 
 
-async def test_submit_creates_one_workflow_from_the_template(apiserver, make_ctx, event):
+async def test_submit_creates_one_workflow_from_the_template(
+    apiserver: ApiServer, make_ctx: MakeContext, event: CloudEvent
+) -> None:
     await argo.submit(event=event, params=params(), ctx=make_ctx("gitlab evt-1 release"))
 
     [wf] = workflows(apiserver)
@@ -58,7 +62,9 @@ async def test_submit_creates_one_workflow_from_the_template(apiserver, make_ctx
     assert apiserver.writes[-1]["method"] == "POST"
 
 
-async def test_second_delivery_submits_nothing_more(apiserver, make_ctx, event):
+async def test_second_delivery_submits_nothing_more(
+    apiserver: ApiServer, make_ctx: MakeContext, event: CloudEvent
+) -> None:
     await argo.submit(event=event, params=params(), ctx=make_ctx("k"))
     assert await argo.submit(event=event, params=params(), ctx=make_ctx("k", attempt=2)) is None
     plan = await argo.submit(event=event, params=params(), ctx=make_ctx("k", dry_run=True))
@@ -67,13 +73,17 @@ async def test_second_delivery_submits_nothing_more(apiserver, make_ctx, event):
     assert plan is not None and plan.calls == [] and "already submitted" in plan.summary
 
 
-async def test_another_event_is_another_workflow(apiserver, make_ctx, event):
+async def test_another_event_is_another_workflow(
+    apiserver: ApiServer, make_ctx: MakeContext, event: CloudEvent
+) -> None:
     await argo.submit(event=event, params=params(), ctx=make_ctx("k1"))
     await argo.submit(event=make_event(id="evt-2"), params=params(), ctx=make_ctx("k2"))
     assert len(workflows(apiserver)) == 2
 
 
-async def test_cluster_template_and_options(apiserver, make_ctx, event):
+async def test_cluster_template_and_options(
+    apiserver: ApiServer, make_ctx: MakeContext, event: CloudEvent
+) -> None:
     p = params(cluster_scope=True, entrypoint="main", service_account_name="ci-runner", name_prefix="release")
     await argo.submit(event=event, params=p, ctx=make_ctx())
     [wf] = workflows(apiserver)
@@ -83,21 +93,25 @@ async def test_cluster_template_and_options(apiserver, make_ctx, event):
     assert (wf["spec"]["entrypoint"], wf["spec"]["serviceAccountName"]) == ("main", "ci-runner")
 
 
-def test_workflow_names_are_valid_and_bounded():
+def test_workflow_names_are_valid_and_bounded() -> None:
     name = argo.workflow_name("A_Very.Long Template Name " * 5, "key")
     assert len(name) <= 63
     assert name == name.lower() and name[0].isalnum() and name[-1].isalnum()
     assert argo.workflow_name("x", "key") == argo.workflow_name("x", "key") != argo.workflow_name("x", "key2")
 
 
-async def test_dry_run_is_checked_and_creates_nothing(apiserver, make_ctx, event):
+async def test_dry_run_is_checked_and_creates_nothing(
+    apiserver: ApiServer, make_ctx: MakeContext, event: CloudEvent
+) -> None:
     plan = await argo.submit(event=event, params=params(), ctx=make_ctx(dry_run=True))
     assert plan is not None and [c.method for c in plan.calls] == ["POST"]
     assert apiserver.writes[-1]["query"]["dryRun"] == "All"
     assert workflows(apiserver) == []
 
 
-async def test_a_name_taken_by_another_event_is_permanent(apiserver, make_ctx, event):
+async def test_a_name_taken_by_another_event_is_permanent(
+    apiserver: ApiServer, make_ctx: MakeContext, event: CloudEvent
+) -> None:
     apiserver.seed(
         WORKFLOWS,
         {
@@ -120,7 +134,9 @@ async def test_a_name_taken_by_another_event_is_permanent(apiserver, make_ctx, e
         (500, glue.TemporaryError),
     ],
 )
-async def test_errors(apiserver, make_ctx, event, status, error):
+async def test_errors(
+    apiserver: ApiServer, make_ctx: MakeContext, event: CloudEvent, status: int, error: type[Exception]
+) -> None:
     apiserver.fail("POST", "/workflows$", status, message="from the API server")
     with pytest.raises(error, match="from the API server"):
         await argo.submit(event=event, params=params(), ctx=make_ctx())
@@ -147,7 +163,9 @@ async def argo_server(tmp_path: Path) -> AsyncIterator[tuple[ArgoServerDouble, g
         await server.close()
 
 
-async def test_submit_via_the_argo_server_once(argo_server, make_ctx, event):
+async def test_submit_via_the_argo_server_once(
+    argo_server: tuple[ArgoServerDouble, glue.Clients], make_ctx: MakeContext, event: CloudEvent
+) -> None:
     double, clients = argo_server
     p = params(via="server")
 
@@ -163,7 +181,12 @@ async def test_submit_via_the_argo_server_once(argo_server, make_ctx, event):
     assert f"{kubernetes.LABEL_EVENT}=" in options["labels"]
 
 
-async def test_server_dry_run_and_errors(argo_server, make_ctx, event, tmp_path):
+async def test_server_dry_run_and_errors(
+    argo_server: tuple[ArgoServerDouble, glue.Clients],
+    make_ctx: MakeContext,
+    event: CloudEvent,
+    tmp_path: Path,
+) -> None:
     double, clients = argo_server
     plan = await argo.submit(
         event=event, params=params(via="server"), ctx=make_ctx(clients=clients, dry_run=True)
@@ -182,7 +205,7 @@ async def test_server_dry_run_and_errors(argo_server, make_ctx, event, tmp_path)
     assert "rotated-elsewhere" not in str(raised.value)
 
 
-async def test_server_not_configured(make_ctx, event):
+async def test_server_not_configured(make_ctx: MakeContext, event: CloudEvent) -> None:
     bare = glue.Clients(glue.registry, {})
     plan = await argo.submit(
         event=event, params=params(via="server"), ctx=make_ctx(clients=bare, dry_run=True)

@@ -12,10 +12,12 @@ from typing import Any
 
 import pydantic
 import pytest
+from cloudevents.core.v1.event import CloudEvent
 
 import glue
 from handlers import certmanager, kubernetes
-from tests.handlers.kubernetes.conftest import CERTIFICATES, make_event
+from tests.handlers.kubernetes.apiserver import ApiServer
+from tests.handlers.kubernetes.conftest import CERTIFICATES, MakeContext, make_event
 
 NS = "web"
 
@@ -35,7 +37,7 @@ def cert_params(**overrides: Any) -> certmanager.CertificateParams:
     return certmanager.CertificateParams.model_validate(values)
 
 
-def seed_certificate(apiserver: Any, *, revision: int = 1, issuing: bool = False) -> None:
+def seed_certificate(apiserver: ApiServer, *, revision: int = 1, issuing: bool = False) -> None:
     apiserver.seed(
         CERTIFICATES,
         {
@@ -52,29 +54,31 @@ def seed_certificate(apiserver: Any, *, revision: int = 1, issuing: bool = False
     )
 
 
-def issuing(apiserver: Any) -> dict[str, Any] | None:
-    conditions = apiserver.get(CERTIFICATES, NS, "shop-tls")["status"]["conditions"]
+def issuing(apiserver: ApiServer) -> dict[str, Any] | None:
+    conditions = apiserver.read(CERTIFICATES, NS, "shop-tls")["status"]["conditions"]
     return next((c for c in conditions if c["type"] == "Issuing"), None)
 
 
-def complete_issuance(apiserver: Any) -> None:
+def complete_issuance(apiserver: ApiServer) -> None:
     """What cert-manager's issuing controller does when done: new revision, condition removed."""
-    status = apiserver.get(CERTIFICATES, NS, "shop-tls")["status"]
+    status = apiserver.read(CERTIFICATES, NS, "shop-tls")["status"]
     conditions = [c for c in status["conditions"] if c["type"] != "Issuing"]
     apiserver.set_status(
         CERTIFICATES, NS, "shop-tls", {"revision": status["revision"] + 1, "conditions": conditions}
     )
 
 
-async def test_certificate_apply_replay_and_dry_run(apiserver, make_ctx, event):
+async def test_certificate_apply_replay_and_dry_run(
+    apiserver: ApiServer, make_ctx: MakeContext, event: CloudEvent
+) -> None:
     plan = await certmanager.certificate(event=event, params=cert_params(), ctx=make_ctx(dry_run=True))
     assert plan is not None and [c.method for c in plan.calls] == ["PATCH"]
-    assert apiserver.get(CERTIFICATES, NS, "shop-tls") is None
+    assert apiserver.find(CERTIFICATES, NS, "shop-tls") is None
 
     await certmanager.certificate(event=event, params=cert_params(), ctx=make_ctx())
     await certmanager.certificate(event=event, params=cert_params(), ctx=make_ctx(attempt=2))
 
-    obj = apiserver.get(CERTIFICATES, NS, "shop-tls")
+    obj = apiserver.read(CERTIFICATES, NS, "shop-tls")
     assert obj["spec"] == {
         "secretName": "shop-tls",
         "issuerRef": {"name": "letsencrypt", "kind": "ClusterIssuer", "group": "cert-manager.io"},
@@ -87,22 +91,24 @@ async def test_certificate_apply_replay_and_dry_run(apiserver, make_ctx, event):
     assert apiserver.versions(CERTIFICATES, NS, "shop-tls") == 1
 
 
-def test_certificate_params_are_checked_when_the_config_loads():
+def test_certificate_params_are_checked_when_the_config_loads() -> None:
     with pytest.raises(pydantic.ValidationError, match="needs secretName"):
         cert_params(secretName=None)
     with pytest.raises(pydantic.ValidationError, match="duration"):
         cert_params(duration="90 days")
 
 
-async def test_certificate_removal(apiserver, make_ctx, event):
+async def test_certificate_removal(apiserver: ApiServer, make_ctx: MakeContext, event: CloudEvent) -> None:
     await certmanager.certificate(event=event, params=cert_params(), ctx=make_ctx())
     gone = cert_params(state="absent")
     await certmanager.certificate(event=event, params=gone, ctx=make_ctx())
-    assert apiserver.get(CERTIFICATES, NS, "shop-tls") is None
+    assert apiserver.find(CERTIFICATES, NS, "shop-tls") is None
     assert await certmanager.certificate(event=event, params=gone, ctx=make_ctx()) is None
 
 
-async def test_renew_sets_the_condition_cmctl_sets(apiserver, make_ctx, event):
+async def test_renew_sets_the_condition_cmctl_sets(
+    apiserver: ApiServer, make_ctx: MakeContext, event: CloudEvent
+) -> None:
     seed_certificate(apiserver)
     params = certmanager.RenewParams(namespace=NS, name="shop-tls")
 
@@ -112,7 +118,7 @@ async def test_renew_sets_the_condition_cmctl_sets(apiserver, make_ctx, event):
     assert condition is not None
     assert (condition["status"], condition["reason"]) == ("True", "ManuallyTriggered")
     assert condition["observedGeneration"] == 1
-    obj = apiserver.get(CERTIFICATES, NS, "shop-tls")
+    obj = apiserver.read(CERTIFICATES, NS, "shop-tls")
     assert obj["metadata"]["annotations"][kubernetes.ANNOTATION_EVENT_ID] == "evt-1"
     assert obj["metadata"]["generation"] == 1  # status and metadata only: the spec did not change
     put = apiserver.writes[-1]
@@ -123,7 +129,9 @@ async def test_renew_sets_the_condition_cmctl_sets(apiserver, make_ctx, event):
     assert put["body"]["metadata"]["resourceVersion"]
 
 
-async def test_a_replay_does_not_renew_twice(apiserver, make_ctx, event):
+async def test_a_replay_does_not_renew_twice(
+    apiserver: ApiServer, make_ctx: MakeContext, event: CloudEvent
+) -> None:
     seed_certificate(apiserver)
     params = certmanager.RenewParams(namespace=NS, name="shop-tls")
     await certmanager.renew(event=event, params=params, ctx=make_ctx())
@@ -135,13 +143,15 @@ async def test_a_replay_does_not_renew_twice(apiserver, make_ctx, event):
 
     assert issuing(apiserver) is None
     assert apiserver.versions(CERTIFICATES, NS, "shop-tls") == versions
-    assert apiserver.get(CERTIFICATES, NS, "shop-tls")["status"]["revision"] == 2
+    assert apiserver.read(CERTIFICATES, NS, "shop-tls")["status"]["revision"] == 2
 
     await certmanager.renew(event=make_event(id="evt-2"), params=params, ctx=make_ctx("other event"))
     assert issuing(apiserver) is not None  # a new event does renew again
 
 
-async def test_nothing_while_an_issuance_is_in_progress(apiserver, make_ctx, event):
+async def test_nothing_while_an_issuance_is_in_progress(
+    apiserver: ApiServer, make_ctx: MakeContext, event: CloudEvent
+) -> None:
     seed_certificate(apiserver, issuing=True)
     params = certmanager.RenewParams(namespace=NS, name="shop-tls")
 
@@ -150,10 +160,13 @@ async def test_nothing_while_an_issuance_is_in_progress(apiserver, make_ctx, eve
 
     assert plan is not None and plan.calls == [] and "in progress" in plan.summary
     assert apiserver.versions(CERTIFICATES, NS, "shop-tls") == 1
-    assert issuing(apiserver)["reason"] == "Renewing"
+    condition = issuing(apiserver)
+    assert condition is not None and condition["reason"] == "Renewing"
 
 
-async def test_renew_dry_run_is_checked_and_changes_nothing(apiserver, make_ctx, event):
+async def test_renew_dry_run_is_checked_and_changes_nothing(
+    apiserver: ApiServer, make_ctx: MakeContext, event: CloudEvent
+) -> None:
     seed_certificate(apiserver)
     params = certmanager.RenewParams(namespace=NS, name="shop-tls")
 
@@ -165,7 +178,9 @@ async def test_renew_dry_run_is_checked_and_changes_nothing(apiserver, make_ctx,
     assert issuing(apiserver) is None
 
 
-async def test_a_conflict_rereads_and_retries(apiserver, make_ctx, event):
+async def test_a_conflict_rereads_and_retries(
+    apiserver: ApiServer, make_ctx: MakeContext, event: CloudEvent
+) -> None:
     seed_certificate(apiserver)
     apiserver.fail(
         "PUT",
@@ -178,11 +193,14 @@ async def test_a_conflict_rereads_and_retries(apiserver, make_ctx, event):
 
     await certmanager.renew(event=event, params=params, ctx=make_ctx())
 
-    assert issuing(apiserver)["reason"] == "ManuallyTriggered"
+    condition = issuing(apiserver)
+    assert condition is not None and condition["reason"] == "ManuallyTriggered"
     assert [w["method"] for w in apiserver.writes] == ["PATCH", "PUT", "PUT"]  # the mark is not written twice
 
 
-async def test_stale_resource_version_from_a_concurrent_writer(apiserver, make_ctx, event):
+async def test_stale_resource_version_from_a_concurrent_writer(
+    apiserver: ApiServer, make_ctx: MakeContext, event: CloudEvent
+) -> None:
     """A controller writes between our read and our update: the API server answers 409, we re-read."""
     seed_certificate(apiserver)
     params = certmanager.RenewParams(namespace=NS, name="shop-tls")
@@ -193,12 +211,13 @@ async def test_stale_resource_version_from_a_concurrent_writer(apiserver, make_c
     )
     await certmanager.renew(event=event, params=params, ctx=make_ctx())
 
-    obj = apiserver.get(CERTIFICATES, NS, "shop-tls")
-    assert issuing(apiserver)["reason"] == "ManuallyTriggered"
+    obj = apiserver.read(CERTIFICATES, NS, "shop-tls")
+    condition = issuing(apiserver)
+    assert condition is not None and condition["reason"] == "ManuallyTriggered"
     assert obj["status"]["notAfter"] == "2027-01-01T00:00:00Z"  # the concurrent write is kept
 
 
-async def test_renew_errors(apiserver, make_ctx, event):
+async def test_renew_errors(apiserver: ApiServer, make_ctx: MakeContext, event: CloudEvent) -> None:
     params = certmanager.RenewParams(namespace=NS, name="shop-tls")
     with pytest.raises(glue.PermanentError, match="not found"):
         await certmanager.renew(event=event, params=params, ctx=make_ctx())

@@ -4,6 +4,7 @@ in-cluster service account), opened once through the handler contract and closed
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pydantic
 import pytest
@@ -11,10 +12,11 @@ import yaml
 
 import glue
 from handlers import kubernetes
+from tests.handlers.kubernetes.apiserver import ApiServer
 from tests.handlers.kubernetes.conftest import DEPLOYMENTS, deployment
 
 
-def two_contexts(apiserver, tmp_path: Path) -> Path:
+def two_contexts(apiserver: ApiServer, tmp_path: Path) -> Path:
     path = tmp_path / "kubeconfig"
     path.write_text(
         yaml.safe_dump(
@@ -37,7 +39,9 @@ def two_contexts(apiserver, tmp_path: Path) -> Path:
     return path
 
 
-async def test_the_configured_context_is_used_and_sends_the_token(apiserver, tmp_path):
+async def test_the_configured_context_is_used_and_sends_the_token(
+    apiserver: ApiServer, tmp_path: Path
+) -> None:
     config = {"kubernetes": {"kubeconfig": str(two_contexts(apiserver, tmp_path)), "context": "test"}}
     apiserver.seed(DEPLOYMENTS, deployment("web", "a"))
     shared = glue.Clients(glue.registry, config)
@@ -52,22 +56,25 @@ async def test_the_configured_context_is_used_and_sends_the_token(apiserver, tmp
     assert api.rest_client.pool_manager.closed  # closed with the other shared clients
 
 
-async def test_unusable_configurations_are_clear_permanent_errors(tmp_path, monkeypatch):
+async def test_unusable_configurations_are_clear_permanent_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    for config, message in [
+    cases: list[tuple[dict[str, Any], str]] = [
         (
             {"inCluster": True},
             "cannot load the Kubernetes client configuration: Service host/port is not set",
         ),
         ({"kubeconfig": str(tmp_path / "absent")}, "cannot load the Kubernetes client configuration"),
-    ]:
+    ]
+    for config, message in cases:
         shared = glue.Clients(glue.registry, {"kubernetes": config})
         with pytest.raises(glue.PermanentError, match=message):
             await shared.get("kubernetes")
         await shared.aclose()
 
 
-def test_config_is_validated_when_the_settings_load():
+def test_config_is_validated_when_the_settings_load() -> None:
     with pytest.raises(pydantic.ValidationError, match="inCluster excludes kubeconfig"):
         kubernetes.KubernetesConfig.model_validate({"inCluster": True, "kubeconfig": "/x"})
     with pytest.raises(pydantic.ValidationError):

@@ -18,9 +18,10 @@ import pytest
 import yaml
 from structlog.testing import capture_logs
 
-from glue import app, cli
+from glue import app, cli, execution
 from handlers import kubernetes
 from tests import support
+from tests.handlers.kubernetes.apiserver import ApiServer
 from tests.handlers.kubernetes.conftest import CERTIFICATES, DNSENDPOINTS, MODELS, WORKFLOWS
 
 ROUTES: list[dict[str, Any]] = [
@@ -100,11 +101,11 @@ async def eventually(check: Callable[[], Any]) -> Any:
 
 async def settled(daemon: Daemon) -> None:
     """Nothing left to route or run (the executor's own idle check)."""
-    executor = next(c for c in daemon.daemon.workers if c.name == "executor")
-    await asyncio.wait_for(executor.idle(), 30)  # type: ignore[attr-defined]
+    executor = next(c for c in daemon.daemon.workers if isinstance(c, execution.Executor))
+    await asyncio.wait_for(executor.idle(), 30)
 
 
-async def test_harbor_push_updates_the_kubeai_model(apiserver, daemon):
+async def test_harbor_push_updates_the_kubeai_model(apiserver: ApiServer, daemon: Daemon) -> None:
     apiserver.seed(
         MODELS,
         {
@@ -143,7 +144,7 @@ async def test_harbor_push_updates_the_kubeai_model(apiserver, daemon):
     assert await daemon.post("/hooks/harbor", push, headers) == 202
     model = await eventually(
         lambda: (
-            (m := apiserver.get(MODELS, "ai", "llama")) and m["spec"].get("image") != "ai/vllm:0.9.0" and m
+            (m := apiserver.find(MODELS, "ai", "llama")) and m["spec"].get("image") != "ai/vllm:0.9.0" and m
         )
     )
     assert model["spec"]["image"] == "harbor.example/ai/vllm:0.9.1"
@@ -155,7 +156,7 @@ async def test_harbor_push_updates_the_kubeai_model(apiserver, daemon):
     assert apiserver.versions(MODELS, "ai", "llama") == 2
 
 
-async def test_gitlab_tag_push_delivered_twice_is_one_workflow(apiserver, daemon):
+async def test_gitlab_tag_push_delivered_twice_is_one_workflow(apiserver: ApiServer, daemon: Daemon) -> None:
     tag_push = {
         "object_kind": "tag_push",
         "event_name": "tag_push",
@@ -200,10 +201,12 @@ async def test_gitlab_tag_push_delivered_twice_is_one_workflow(apiserver, daemon
         {"name": "sha", "value": "3f2a" * 10},
     ]
     assert workflow["metadata"]["annotations"][kubernetes.ANNOTATION_EVENT_ID] == headers["Idempotency-Key"]
-    assert apiserver.get(WORKFLOWS, "ci", workflow["metadata"]["name"]) is not None
+    assert apiserver.find(WORKFLOWS, "ci", workflow["metadata"]["name"]) is not None
 
 
-async def test_cloudevent_announcing_an_endpoint_gives_dns_and_a_certificate(apiserver, daemon):
+async def test_cloudevent_announcing_an_endpoint_gives_dns_and_a_certificate(
+    apiserver: ApiServer, daemon: Daemon
+) -> None:
     announced = {
         "specversion": "1.0",
         "id": "ep-7f3c",
@@ -216,8 +219,8 @@ async def test_cloudevent_announcing_an_endpoint_gives_dns_and_a_certificate(api
     headers = {"Content-Type": "application/cloudevents+json"}
 
     assert await daemon.post("/events", announced, headers) == 202
-    dns = await eventually(lambda: apiserver.get(DNSENDPOINTS, "web", "shop"))
-    cert = await eventually(lambda: apiserver.get(CERTIFICATES, "web", "shop-tls"))
+    dns = await eventually(lambda: apiserver.find(DNSENDPOINTS, "web", "shop"))
+    cert = await eventually(lambda: apiserver.find(CERTIFICATES, "web", "shop-tls"))
 
     assert dns["spec"]["endpoints"] == [
         {"dnsName": "shop.example.com", "recordType": "A", "targets": ["203.0.113.10"]}
@@ -244,8 +247,8 @@ async def glue_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int,
 
 
 async def test_replay_dry_run_plans_are_checked_by_the_api_server(
-    apiserver, daemon, kubeconfig, tmp_path, capsys
-):
+    apiserver: ApiServer, daemon: Daemon, kubeconfig: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     announced = {
         "specversion": "1.0",
         "id": "ep-9",
@@ -278,13 +281,13 @@ async def test_replay_dry_run_plans_are_checked_by_the_api_server(
         assert call["method"] == "PATCH"
     assert {w["query"].get("dryRun") for w in apiserver.writes} == {"All"}
     assert (
-        apiserver.get(DNSENDPOINTS, "web", "cart") is None
-        and apiserver.get(CERTIFICATES, "web", "cart-tls") is None
+        apiserver.find(DNSENDPOINTS, "web", "cart") is None
+        and apiserver.find(CERTIFICATES, "web", "cart-tls") is None
     )
 
     assert await daemon.post("/events", announced, {"Content-Type": "application/cloudevents+json"}) == 202
-    await eventually(lambda: apiserver.get(CERTIFICATES, "web", "cart-tls"))
-    await eventually(lambda: apiserver.get(DNSENDPOINTS, "web", "cart"))
+    await eventually(lambda: apiserver.find(CERTIFICATES, "web", "cart-tls"))
+    await eventually(lambda: apiserver.find(DNSENDPOINTS, "web", "cart"))
     await settled(daemon)
 
     code, out, err = await glue_cli(capsys, "replay", "--dry-run", str(recording), "--config", str(config))
@@ -293,7 +296,9 @@ async def test_replay_dry_run_plans_are_checked_by_the_api_server(
         assert row["plan"]["calls"] == [] and "already as wanted" in row["plan"]["summary"]
 
 
-async def test_without_a_cluster_kubernetes_routes_log_their_plan(tmp_path: Path, monkeypatch) -> None:
+async def test_without_a_cluster_kubernetes_routes_log_their_plan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """No kubeconfig, not in a pod: the route plans instead of failing (the laptop default of `glue run`)."""
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.kube/config
     monkeypatch.delenv("KUBECONFIG", raising=False)

@@ -13,15 +13,17 @@ from typing import Any
 
 import pydantic
 import pytest
+from cloudevents.core.v1.event import CloudEvent
 
 import glue
 from handlers import kubeai, kubernetes
-from tests.handlers.kubernetes.conftest import MODELS, make_event
+from tests.handlers.kubernetes.apiserver import ApiServer
+from tests.handlers.kubernetes.conftest import MODELS, MakeContext, make_event
 
 NS = "ai"
 
 
-def seed_model(apiserver: Any, **spec: Any) -> None:
+def seed_model(apiserver: ApiServer, **spec: Any) -> None:
     apiserver.seed(
         MODELS,
         {
@@ -41,11 +43,13 @@ def seed_model(apiserver: Any, **spec: Any) -> None:
     )
 
 
-def model(apiserver: Any) -> dict[str, Any]:
-    return apiserver.get(MODELS, NS, "llama")
+def model(apiserver: ApiServer) -> dict[str, Any]:
+    return apiserver.read(MODELS, NS, "llama")
 
 
-async def test_new_artifact_url_rolls_the_model_once(apiserver, make_ctx, event):
+async def test_new_artifact_url_rolls_the_model_once(
+    apiserver: ApiServer, make_ctx: MakeContext, event: CloudEvent
+) -> None:
     seed_model(apiserver)
     params = kubeai.ReloadParams(namespace=NS, name="llama", url="s3://models/llama/v2/")
 
@@ -61,7 +65,9 @@ async def test_new_artifact_url_rolls_the_model_once(apiserver, make_ctx, event)
     assert [w["contentType"] for w in apiserver.writes] == ["application/merge-patch+json"]
 
 
-async def test_env_marker_from_the_event_identity(apiserver, make_ctx, event):
+async def test_env_marker_from_the_event_identity(
+    apiserver: ApiServer, make_ctx: MakeContext, event: CloudEvent
+) -> None:
     seed_model(apiserver)
     params = kubeai.ReloadParams(namespace=NS, name="llama")
 
@@ -77,7 +83,9 @@ async def test_env_marker_from_the_event_identity(apiserver, make_ctx, event):
     assert model(apiserver)["metadata"]["generation"] == 3  # two events, two rollouts; the replay none
 
 
-async def test_image_tag_and_a_named_marker(apiserver, make_ctx, event):
+async def test_image_tag_and_a_named_marker(
+    apiserver: ApiServer, make_ctx: MakeContext, event: CloudEvent
+) -> None:
     seed_model(apiserver)
     params = kubeai.ReloadParams(
         namespace=NS, name="llama", image="harbor.example/ai/vllm:0.9.1", env_marker="MODEL_REVISION"
@@ -88,7 +96,9 @@ async def test_image_tag_and_a_named_marker(apiserver, make_ctx, event):
     assert "MODEL_REVISION" in spec["env"] and kubeai.DEFAULT_ENV_MARKER not in spec["env"]
 
 
-async def test_dry_run_is_checked_and_changes_nothing(apiserver, make_ctx, event):
+async def test_dry_run_is_checked_and_changes_nothing(
+    apiserver: ApiServer, make_ctx: MakeContext, event: CloudEvent
+) -> None:
     seed_model(apiserver)
     params = kubeai.ReloadParams(namespace=NS, name="llama", url="s3://models/llama/v2/")
 
@@ -100,7 +110,9 @@ async def test_dry_run_is_checked_and_changes_nothing(apiserver, make_ctx, event
     assert model(apiserver)["spec"]["url"] == "s3://models/llama/v1/"
 
 
-async def test_url_of_a_cached_model_is_refused_permanently(apiserver, make_ctx, event):
+async def test_url_of_a_cached_model_is_refused_permanently(
+    apiserver: ApiServer, make_ctx: MakeContext, event: CloudEvent
+) -> None:
     def cel(old: dict[str, Any] | None, new: dict[str, Any]) -> list[str]:
         if old and "cacheProfile" in new["spec"] and old["spec"]["url"] != new["spec"]["url"]:
             return ['spec: Invalid value: "object": url is immutable when using cacheProfile.']
@@ -115,7 +127,9 @@ async def test_url_of_a_cached_model_is_refused_permanently(apiserver, make_ctx,
     assert model(apiserver)["spec"]["url"] == "s3://models/llama/v1/"
 
 
-async def test_a_concurrent_writer_is_not_overwritten(apiserver, make_ctx, event):
+async def test_a_concurrent_writer_is_not_overwritten(
+    apiserver: ApiServer, make_ctx: MakeContext, event: CloudEvent
+) -> None:
     seed_model(apiserver)
 
     def autoscaler() -> None:
@@ -135,7 +149,9 @@ async def test_a_concurrent_writer_is_not_overwritten(apiserver, make_ctx, event
     assert [w["method"] for w in apiserver.writes] == ["PATCH", "PATCH"]  # 409, re-read, retried
 
 
-async def test_wait_until_the_rollout_is_ready(apiserver, make_ctx, event):
+async def test_wait_until_the_rollout_is_ready(
+    apiserver: ApiServer, make_ctx: MakeContext, event: CloudEvent
+) -> None:
     seed_model(apiserver)
     params = kubeai.ReloadParams(
         namespace=NS, name="llama", url="s3://models/llama/v2/", wait=True, poll_interval=0.02
@@ -157,7 +173,9 @@ async def test_wait_until_the_rollout_is_ready(apiserver, make_ctx, event):
     assert model(apiserver)["status"]["replicas"] == {"all": 2, "ready": 2}
 
 
-async def test_wait_times_out_as_a_temporary_error(apiserver, make_ctx, event):
+async def test_wait_times_out_as_a_temporary_error(
+    apiserver: ApiServer, make_ctx: MakeContext, event: CloudEvent
+) -> None:
     seed_model(apiserver)
     params = kubeai.ReloadParams(
         namespace=NS,
@@ -172,14 +190,14 @@ async def test_wait_times_out_as_a_temporary_error(apiserver, make_ctx, event):
     assert model(apiserver)["spec"]["url"] == "s3://models/llama/v2/"  # the change itself is made
 
 
-def test_params():
+def test_params() -> None:
     with pytest.raises(pydantic.ValidationError):
         kubeai.ReloadParams(namespace=NS, name="x" * 41)
     with pytest.raises(pydantic.ValidationError):
         kubeai.ReloadParams(namespace=NS, name="llama", url="ftp://models/x")
 
 
-async def test_errors(apiserver, make_ctx, event):
+async def test_errors(apiserver: ApiServer, make_ctx: MakeContext, event: CloudEvent) -> None:
     params = kubeai.ReloadParams(namespace=NS, name="llama")
     with pytest.raises(glue.PermanentError, match="not found"):
         await kubeai.reload(event=event, params=params, ctx=make_ctx())

@@ -7,6 +7,7 @@ the way kubectl would apply them.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import kubernetes_validate
 import pytest
@@ -52,11 +53,13 @@ def rbac(
     return code, out, err
 
 
-def by_kind(objects: list[dict]) -> dict[tuple[str, str | None], dict]:
+def by_kind(objects: list[dict[str, Any]]) -> dict[tuple[str, str | None], dict[str, Any]]:
     return {(o["kind"], o["metadata"].get("namespace")): o for o in objects}
 
 
-def test_roles_per_literal_namespace_and_a_cluster_role_for_templated_ones(tmp_path, capsys):
+def test_roles_per_literal_namespace_and_a_cluster_role_for_templated_ones(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, out, _ = rbac(tmp_path, capsys, CONFIG)
 
     assert code == 0
@@ -88,7 +91,9 @@ def test_roles_per_literal_namespace_and_a_cluster_role_for_templated_ones(tmp_p
     assert ("Role", "legacy") not in found  # a disabled route needs nothing
 
 
-def test_merging_verbs_and_what_the_cluster_role_already_grants(tmp_path, capsys):
+def test_merging_verbs_and_what_the_cluster_role_already_grants(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     config = """
 routes:
   - {name: a, handler: certmanager.certificate, params: {namespace: "{{ data.ns }}", name: x}}
@@ -111,7 +116,7 @@ routes:
     ]
 
 
-def test_bindings_for_a_service_account(tmp_path, capsys):
+def test_bindings_for_a_service_account(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = rbac(tmp_path, capsys, CONFIG, "--service-account", "platform/runtime-glue")
     objects = list(yaml.safe_load_all(out))
     bindings = [o for o in objects if o["kind"].endswith("Binding")]
@@ -124,12 +129,12 @@ def test_bindings_for_a_service_account(tmp_path, capsys):
         assert binding["roleRef"]["kind"] == binding["kind"].removesuffix("Binding")
 
 
-def test_no_kubernetes_routes(tmp_path, capsys):
+def test_no_kubernetes_routes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = rbac(tmp_path, capsys, "routes: []\n")
     assert code == 0 and out.startswith("# the configured routes need no Kubernetes permissions")
 
 
-def test_bad_input_is_a_clear_error(tmp_path, capsys):
+def test_bad_input_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = rbac(tmp_path, capsys, "routes: [{name: x, handler: kubeai.nope, params: {}}]\n")
     assert code == 2 and out == ""
     assert "routes[0] (x).handler" in err and "unknown handler 'kubeai.nope'" in err

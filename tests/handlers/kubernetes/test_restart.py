@@ -6,14 +6,17 @@ kubectl's objectrestarter.go / rollout_restart.go as summarised in reference/act
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+from cloudevents.core.v1.event import CloudEvent
 
 import glue
 from handlers import kubernetes
 from tests.handlers.kubernetes import conftest as k8s_fixtures
-from tests.handlers.kubernetes.conftest import DEPLOYMENTS, STATEFULSETS, make_event
+from tests.handlers.kubernetes.apiserver import ApiServer
+from tests.handlers.kubernetes.conftest import DEPLOYMENTS, STATEFULSETS, MakeContext, make_event
 
 NS = "apps"
 
@@ -22,19 +25,23 @@ def deployment(name: str = "web", **spec: Any) -> dict[str, Any]:
     return k8s_fixtures.deployment(name, NS, replicas=2, **spec)
 
 
-def template_annotations(api: Any, name: str = "web", resource: str = DEPLOYMENTS) -> dict[str, str]:
-    obj = api.get(resource, NS, name)
-    return obj["spec"]["template"]["metadata"].get("annotations", {})
+def template_annotations(api: ApiServer, name: str = "web", resource: str = DEPLOYMENTS) -> dict[str, str]:
+    annotations: dict[str, str] = api.read(resource, NS, name)["spec"]["template"]["metadata"].get(
+        "annotations", {}
+    )
+    return annotations
 
 
-async def test_restart_sets_restarted_at_from_the_event(apiserver, make_ctx, event):
+async def test_restart_sets_restarted_at_from_the_event(
+    apiserver: ApiServer, make_ctx: MakeContext, event: CloudEvent
+) -> None:
     apiserver.seed(DEPLOYMENTS, deployment())
     params = kubernetes.RestartParams(namespace=NS, name="web")
 
     result = await kubernetes.restart(event=event, params=params, ctx=make_ctx())
 
     assert result is None
-    obj = apiserver.get(DEPLOYMENTS, NS, "web")
+    obj = apiserver.read(DEPLOYMENTS, NS, "web")
     assert obj["metadata"]["generation"] == 2  # the pod template changed: a rollout
     annotations = template_annotations(apiserver)
     assert annotations[kubernetes.RESTARTED_AT] == "2026-11-27T12:00:00Z"
@@ -45,7 +52,9 @@ async def test_restart_sets_restarted_at_from_the_event(apiserver, make_ctx, eve
     assert patch["query"]["fieldManager"] == kubernetes.FIELD_MANAGER
 
 
-async def test_same_event_again_rolls_nothing(apiserver, make_ctx, event):
+async def test_same_event_again_rolls_nothing(
+    apiserver: ApiServer, make_ctx: MakeContext, event: CloudEvent
+) -> None:
     apiserver.seed(DEPLOYMENTS, deployment())
     params = kubernetes.RestartParams(namespace=NS, name="web")
     await kubernetes.restart(event=event, params=params, ctx=make_ctx())
@@ -54,10 +63,12 @@ async def test_same_event_again_rolls_nothing(apiserver, make_ctx, event):
     await kubernetes.restart(event=event, params=params, ctx=make_ctx(attempt=2))
 
     assert apiserver.versions(DEPLOYMENTS, NS, "web") == versions
-    assert apiserver.get(DEPLOYMENTS, NS, "web")["metadata"]["generation"] == 2
+    assert apiserver.read(DEPLOYMENTS, NS, "web")["metadata"]["generation"] == 2
 
 
-async def test_another_event_with_the_same_time_rolls_again(apiserver, make_ctx, event):
+async def test_another_event_with_the_same_time_rolls_again(
+    apiserver: ApiServer, make_ctx: MakeContext, event: CloudEvent
+) -> None:
     apiserver.seed(DEPLOYMENTS, deployment())
     params = kubernetes.RestartParams(namespace=NS, name="web")
     await kubernetes.restart(event=event, params=params, ctx=make_ctx("src evt-1 r"))
@@ -65,10 +76,12 @@ async def test_another_event_with_the_same_time_rolls_again(apiserver, make_ctx,
     other = make_event(id="evt-2")
     await kubernetes.restart(event=other, params=params, ctx=make_ctx("src evt-2 r"))
 
-    assert apiserver.get(DEPLOYMENTS, NS, "web")["metadata"]["generation"] == 3
+    assert apiserver.read(DEPLOYMENTS, NS, "web")["metadata"]["generation"] == 3
 
 
-async def test_dry_run_changes_nothing_and_is_checked_by_the_server(apiserver, make_ctx, event):
+async def test_dry_run_changes_nothing_and_is_checked_by_the_server(
+    apiserver: ApiServer, make_ctx: MakeContext, event: CloudEvent
+) -> None:
     apiserver.seed(DEPLOYMENTS, deployment())
     params = kubernetes.RestartParams(namespace=NS, name="web")
 
@@ -84,7 +97,9 @@ async def test_dry_run_changes_nothing_and_is_checked_by_the_server(apiserver, m
     assert kubernetes.RESTARTED_AT not in template_annotations(apiserver)
 
 
-async def test_dry_run_without_a_cluster_still_plans(event, make_ctx, tmp_path):
+async def test_dry_run_without_a_cluster_still_plans(
+    event: CloudEvent, make_ctx: MakeContext, tmp_path: Path
+) -> None:
     missing = glue.Clients(glue.registry, {"kubernetes": {"kubeconfig": str(tmp_path / "absent")}})
     params = kubernetes.RestartParams(namespace=NS, name="web")
 
@@ -96,7 +111,7 @@ async def test_dry_run_without_a_cluster_still_plans(event, make_ctx, tmp_path):
         await kubernetes.restart(event=event, params=params, ctx=make_ctx(clients=missing))
 
 
-async def test_statefulset_through_the_plain_function(apiserver, clients):
+async def test_statefulset_through_the_plain_function(apiserver: ApiServer, clients: glue.Clients) -> None:
     sts = deployment("db")
     sts["kind"] = "StatefulSet"
     sts["spec"]["serviceName"] = "db"
@@ -111,7 +126,9 @@ async def test_statefulset_through_the_plain_function(apiserver, clients):
     assert apiserver.versions(STATEFULSETS, NS, "db") == 2
 
 
-async def test_missing_workload_is_permanent_unless_the_route_waits(apiserver, make_ctx, event):
+async def test_missing_workload_is_permanent_unless_the_route_waits(
+    apiserver: ApiServer, make_ctx: MakeContext, event: CloudEvent
+) -> None:
     params = kubernetes.RestartParams(namespace=NS, name="absent")
     with pytest.raises(glue.PermanentError, match=r'deployments.apps "absent" not found'):
         await kubernetes.restart(event=event, params=params, ctx=make_ctx())
@@ -121,7 +138,9 @@ async def test_missing_workload_is_permanent_unless_the_route_waits(apiserver, m
         await kubernetes.restart(event=event, params=waiting, ctx=make_ctx())
 
 
-async def test_paused_deployment_is_refused(apiserver, make_ctx, event):
+async def test_paused_deployment_is_refused(
+    apiserver: ApiServer, make_ctx: MakeContext, event: CloudEvent
+) -> None:
     apiserver.seed(DEPLOYMENTS, deployment(paused=True))
     params = kubernetes.RestartParams(namespace=NS, name="web")
     with pytest.raises(glue.PermanentError, match="paused"):
@@ -139,7 +158,15 @@ async def test_paused_deployment_is_refused(apiserver, make_ctx, event):
         (403, {}, glue.PermanentError, None),
     ],
 )
-async def test_api_errors_are_classified(apiserver, make_ctx, event, status, headers, error, delay):
+async def test_api_errors_are_classified(
+    apiserver: ApiServer,
+    make_ctx: MakeContext,
+    event: CloudEvent,
+    status: int,
+    headers: dict[str, str],
+    error: type[Exception],
+    delay: float | None,
+) -> None:
     apiserver.seed(DEPLOYMENTS, deployment())
     apiserver.fail("PATCH", r"/deployments/web$", status, message="the server says no", headers=headers)
     params = kubernetes.RestartParams(namespace=NS, name="web")
@@ -151,7 +178,9 @@ async def test_api_errors_are_classified(apiserver, make_ctx, event, status, hea
         assert raised.value.delay == delay
 
 
-async def test_connection_refused_is_temporary(make_ctx, event, tmp_path):
+async def test_connection_refused_is_temporary(
+    make_ctx: MakeContext, event: CloudEvent, tmp_path: Path
+) -> None:
     import socket
 
     with socket.socket() as sock:  # a port nobody listens on
@@ -173,7 +202,9 @@ async def test_connection_refused_is_temporary(make_ctx, event, tmp_path):
             )
 
 
-async def test_plain_function_decides_by_its_template_annotations(apiserver, clients):
+async def test_plain_function_decides_by_its_template_annotations(
+    apiserver: ApiServer, clients: glue.Clients
+) -> None:
     """What a secret rotation does: same time, another version -> a restart; the same version -> none."""
     apiserver.seed(DEPLOYMENTS, deployment())
     api = await clients.get("kubernetes")
@@ -186,4 +217,4 @@ async def test_plain_function_decides_by_its_template_annotations(apiserver, cli
     v2 = await kubernetes.rollout_restart(api, "Deployment", NS, "web", when, template_annotations={"v": "2"})
 
     assert (v1.changed, v1_again.changed, v2.changed) == (True, False, True)
-    assert apiserver.get(DEPLOYMENTS, NS, "web")["metadata"]["generation"] == 3
+    assert apiserver.read(DEPLOYMENTS, NS, "web")["metadata"]["generation"] == 3

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +62,7 @@ async def clients(bao_config: dict[str, Any]) -> AsyncIterator[glue.Clients]:
 
 
 @pytest.fixture
-def make_ctx(clients: glue.Clients) -> Callable[..., glue.Context]:
+def make_ctx(clients: glue.Clients) -> k8s_fixtures.MakeContext:
     def make(
         key: str = "/test evt-1 rotate", *, dry_run: bool = False, timeout: float = 30.0, **kw: Any
     ) -> glue.Context:
@@ -99,7 +99,7 @@ def event() -> CloudEvent:
 
 
 @pytest.fixture(autouse=True)
-def no_secret_in_logs(bao: OpenBaoDouble) -> Iterator[list[dict[str, Any]]]:
+def no_secret_in_logs(bao: OpenBaoDouble) -> Iterator[list[MutableMapping[str, Any]]]:
     """Every log record of the test, checked at teardown against every value OpenBao holds or issued."""
     with capture_logs() as records:
         yield records

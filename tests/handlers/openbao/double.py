@@ -119,7 +119,7 @@ class OpenBaoDouble:
         self.connections: dict[str, dict[str, Connection]] = {"database": {}}
         self.denied: list[re.Pattern[str]] = []
         self.faults: list[Fault] = []
-        self.before: list[tuple[str, re.Pattern[str], Callable[[], None]]] = []
+        self.before: list[tuple[str, re.Pattern[str], Callable[[], object]]] = []
         self.seen: list[Seen] = []
         self.url = ""
         self._runner: web.AppRunner | None = None
@@ -155,7 +155,7 @@ class OpenBaoDouble:
             Fault(method.upper(), re.compile(path), status, errors or [], times, after, headers or {})
         )
 
-    def on(self, method: str, path: str, action: Callable[[], None]) -> None:
+    def on(self, method: str, path: str, action: Callable[[], object]) -> None:
         """Run ``action`` once, just before the next matching request is served (a concurrent writer)."""
         self.before.append((method.upper(), re.compile(path), action))
 

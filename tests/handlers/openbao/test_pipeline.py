@@ -93,7 +93,7 @@ async def test_rotation_dead_lettered_on_its_follow_up_then_redriven_rotates_onc
         await until(done)
         assert bao.kv["secret"]["app/db"].current_version == 2
         assert len(bao.kv_data("secret", "app/db")["password"]) == 40
-        template = apiserver.get(DEPLOYMENTS, "apps", "web")["spec"]["template"]["metadata"]
+        template = apiserver.read(DEPLOYMENTS, "apps", "web")["spec"]["template"]["metadata"]
         assert template["annotations"][openbao.ANNOTATION_VERSION] == "secret/app/db@2"
     finally:
         await executor.stop()

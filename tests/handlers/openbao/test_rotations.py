@@ -10,12 +10,16 @@ import base64
 import json
 import re
 import string
+from collections.abc import MutableMapping
 from typing import Any
 
 import pytest
+from cloudevents.core.v1.event import CloudEvent
 
 import glue
 from handlers import kubernetes, openbao
+from tests.handlers.kubernetes.apiserver import ApiServer
+from tests.handlers.kubernetes.conftest import MakeContext
 from tests.handlers.openbao.conftest import DEPLOYMENTS, deployment, make_event
 from tests.handlers.openbao.double import Connection, OpenBaoDouble, StaticRole, TransitKey
 
@@ -33,7 +37,12 @@ def seed_kv(bao: OpenBaoDouble) -> None:
 # --------------------------------------------------------------------------------------------- KV v2
 
 
-async def test_kv_same_event_twice_rotates_once(bao, make_ctx, event, no_secret_in_logs):
+async def test_kv_same_event_twice_rotates_once(
+    bao: OpenBaoDouble,
+    make_ctx: MakeContext,
+    event: CloudEvent,
+    no_secret_in_logs: list[MutableMapping[str, Any]],
+) -> None:
     seed_kv(bao)
 
     await openbao.kv_rotate(event=event, params=kv_params(), ctx=make_ctx())
@@ -51,7 +60,9 @@ async def test_kv_same_event_twice_rotates_once(bao, make_ctx, event, no_secret_
     assert messages == ["secret rotated", "secret already rotated by this event"]
 
 
-async def test_kv_another_event_rotates_again(bao, make_ctx, event):
+async def test_kv_another_event_rotates_again(
+    bao: OpenBaoDouble, make_ctx: MakeContext, event: CloudEvent
+) -> None:
     seed_kv(bao)
 
     await openbao.kv_rotate(event=event, params=kv_params(), ctx=make_ctx("/test evt-1 rotate"))
@@ -62,7 +73,9 @@ async def test_kv_another_event_rotates_again(bao, make_ctx, event):
     assert bao.kv["secret"]["app/db"].current_version == 3
 
 
-async def test_kv_password_follows_the_declared_policy(bao, make_ctx, event):
+async def test_kv_password_follows_the_declared_policy(
+    bao: OpenBaoDouble, make_ctx: MakeContext, event: CloudEvent
+) -> None:
     seed_kv(bao)
     policy = {
         "type": "password",
@@ -83,7 +96,7 @@ async def test_kv_password_follows_the_declared_policy(bao, make_ctx, event):
     assert set(password) <= set(string.digits + openbao.CHARSETS["symbols"] + string.ascii_lowercase)
 
 
-async def test_kv_random_bytes_base64(bao, make_ctx, event):
+async def test_kv_random_bytes_base64(bao: OpenBaoDouble, make_ctx: MakeContext, event: CloudEvent) -> None:
     seed_kv(bao)
 
     params = kv_params(field="key", generate={"type": "bytes", "bytes": 48, "encoding": "base64url"})
@@ -93,14 +106,16 @@ async def test_kv_random_bytes_base64(bao, make_ctx, event):
     assert len(base64.urlsafe_b64decode(value)) == 48
 
 
-def test_policy_that_cannot_be_met_is_rejected_when_the_route_loads():
+def test_policy_that_cannot_be_met_is_rejected_when_the_route_loads() -> None:
     with pytest.raises(ValueError, match="more characters than length"):
         kv_params(generate={"type": "password", "length": 8, "rules": [{"charset": "digits", "minChars": 9}]})
     with pytest.raises(ValueError):
         kv_params(path="../other")
 
 
-async def test_kv_lost_answer_of_the_write_is_recognised(bao, make_ctx, event):
+async def test_kv_lost_answer_of_the_write_is_recognised(
+    bao: OpenBaoDouble, make_ctx: MakeContext, event: CloudEvent
+) -> None:
     seed_kv(bao)
     bao.fail("POST", "secret/data/app/db", 502, ["upstream connection reset"], after=True)
 
@@ -111,7 +126,9 @@ async def test_kv_lost_answer_of_the_write_is_recognised(bao, make_ctx, event):
     assert bao.kv["secret"]["app/db"].current_version == 2
 
 
-async def test_kv_concurrent_writer_rotation_retries_from_the_read(bao, make_ctx, event):
+async def test_kv_concurrent_writer_rotation_retries_from_the_read(
+    bao: OpenBaoDouble, make_ctx: MakeContext, event: CloudEvent
+) -> None:
     seed_kv(bao)
     theirs = {"username": "app2", "password": "someone-elses-value-2"}
     bao.on("POST", "secret/data/app/db", lambda: bao.kv_put("secret", "app/db", theirs))
@@ -126,7 +143,9 @@ async def test_kv_concurrent_writer_rotation_retries_from_the_read(bao, make_ctx
     assert secret.custom_metadata is not None and secret.custom_metadata[openbao.MARK_FROM] == "2"
 
 
-async def test_kv_interrupted_attempt_is_completed_once_by_the_replay(bao, make_ctx, event):
+async def test_kv_interrupted_attempt_is_completed_once_by_the_replay(
+    bao: OpenBaoDouble, make_ctx: MakeContext, event: CloudEvent
+) -> None:
     seed_kv(bao)
     bao.fail("POST", "secret/data/app/db", 500, ["internal error"], times=6)
 
@@ -140,7 +159,9 @@ async def test_kv_interrupted_attempt_is_completed_once_by_the_replay(bao, make_
     assert bao.kv["secret"]["app/db"].current_version == 2
 
 
-async def test_kv_missing_secret_is_permanent_unless_create(bao, make_ctx, event):
+async def test_kv_missing_secret_is_permanent_unless_create(
+    bao: OpenBaoDouble, make_ctx: MakeContext, event: CloudEvent
+) -> None:
     with pytest.raises(glue.PermanentError, match="secret/app/db does not exist"):
         await openbao.kv_rotate(event=event, params=kv_params(), ctx=make_ctx())
 
@@ -150,7 +171,9 @@ async def test_kv_missing_secret_is_permanent_unless_create(bao, make_ctx, event
     assert set(bao.kv_data("secret", "app/db")) == {"password"}
 
 
-async def test_kv_permission_denied_is_permanent_and_names_no_value(bao, make_ctx, event):
+async def test_kv_permission_denied_is_permanent_and_names_no_value(
+    bao: OpenBaoDouble, make_ctx: MakeContext, event: CloudEvent
+) -> None:
     seed_kv(bao)
     bao.denied.append(re.compile(r"secret/data/app/db"))
 
@@ -161,7 +184,9 @@ async def test_kv_permission_denied_is_permanent_and_names_no_value(bao, make_ct
     assert OLD["password"] not in str(caught.value)
 
 
-async def test_kv_sealed_past_the_deadline_is_temporary(bao, make_ctx, event):
+async def test_kv_sealed_past_the_deadline_is_temporary(
+    bao: OpenBaoDouble, make_ctx: MakeContext, event: CloudEvent
+) -> None:
     seed_kv(bao)
     bao.sealed = True
 
@@ -172,7 +197,9 @@ async def test_kv_sealed_past_the_deadline_is_temporary(bao, make_ctx, event):
     assert bao.kv["secret"]["app/db"].current_version == 1
 
 
-async def test_kv_dry_run_plan_names_paths_and_versions_never_values(bao, make_ctx, event):
+async def test_kv_dry_run_plan_names_paths_and_versions_never_values(
+    bao: OpenBaoDouble, make_ctx: MakeContext, event: CloudEvent
+) -> None:
     seed_kv(bao)
     params = kv_params(restart=[{"namespace": "apps", "name": "web"}])
 
@@ -195,7 +222,7 @@ async def test_kv_dry_run_plan_names_paths_and_versions_never_values(bao, make_c
     )
 
 
-async def test_dry_run_without_openbao_still_plans(make_ctx, event):
+async def test_dry_run_without_openbao_still_plans(make_ctx: MakeContext, event: CloudEvent) -> None:
     unreachable = glue.Clients(
         glue.registry,
         {
@@ -216,7 +243,9 @@ async def test_dry_run_without_openbao_still_plans(make_ctx, event):
     assert plan.calls[-1].body["options"] == {"cas": "<current version>"}
 
 
-async def test_unconfigured_client_is_a_clear_permanent_error(make_ctx, event):
+async def test_unconfigured_client_is_a_clear_permanent_error(
+    make_ctx: MakeContext, event: CloudEvent
+) -> None:
     empty = glue.Clients(glue.registry, {})
     async with empty.opened():
         with pytest.raises(
@@ -233,7 +262,9 @@ def seed_role(bao: OpenBaoDouble) -> StaticRole:
     return role
 
 
-async def test_rotate_role_same_event_twice_rotates_once(bao, make_ctx, event):
+async def test_rotate_role_same_event_twice_rotates_once(
+    bao: OpenBaoDouble, make_ctx: MakeContext, event: CloudEvent
+) -> None:
     role = seed_role(bao)
     params = openbao.DatabaseRoleParams(role="app")
 
@@ -247,7 +278,9 @@ async def test_rotate_role_same_event_twice_rotates_once(bao, make_ctx, event):
     assert entry.versions[2]["data"]["after"] == role.last_vault_rotation
 
 
-async def test_rotate_role_lost_answer_then_replay_does_not_rotate_again(bao, make_ctx, event):
+async def test_rotate_role_lost_answer_then_replay_does_not_rotate_again(
+    bao: OpenBaoDouble, make_ctx: MakeContext, event: CloudEvent
+) -> None:
     role = seed_role(bao)
     params = openbao.DatabaseRoleParams(role="app")
     bao.fail("POST", "database/rotate-role/app", 502, ["upstream error"], after=True)
@@ -261,7 +294,9 @@ async def test_rotate_role_lost_answer_then_replay_does_not_rotate_again(bao, ma
     assert role.rotations == 1
 
 
-async def test_rotate_role_another_event_rotates_again(bao, make_ctx, event):
+async def test_rotate_role_another_event_rotates_again(
+    bao: OpenBaoDouble, make_ctx: MakeContext, event: CloudEvent
+) -> None:
     role = seed_role(bao)
     params = openbao.DatabaseRoleParams(role="app")
 
@@ -273,14 +308,18 @@ async def test_rotate_role_another_event_rotates_again(bao, make_ctx, event):
     assert role.rotations == 2
 
 
-async def test_rotate_role_missing_role_is_permanent(bao, make_ctx, event):
+async def test_rotate_role_missing_role_is_permanent(
+    bao: OpenBaoDouble, make_ctx: MakeContext, event: CloudEvent
+) -> None:
     with pytest.raises(glue.PermanentError, match="database/app does not exist"):
         await openbao.database_rotate_role(
             event=event, params=openbao.DatabaseRoleParams(role="app"), ctx=make_ctx()
         )
 
 
-async def test_rotate_root_same_event_twice_rotates_once(bao, make_ctx, event):
+async def test_rotate_root_same_event_twice_rotates_once(
+    bao: OpenBaoDouble, make_ctx: MakeContext, event: CloudEvent
+) -> None:
     connection = bao.connections["database"]["pg"] = Connection()
     params = openbao.DatabaseRootParams(connection="pg")
 
@@ -290,7 +329,9 @@ async def test_rotate_root_same_event_twice_rotates_once(bao, make_ctx, event):
     assert connection.root_rotations == 1
 
 
-async def test_rotate_root_dry_run_changes_nothing(bao, make_ctx, event):
+async def test_rotate_root_dry_run_changes_nothing(
+    bao: OpenBaoDouble, make_ctx: MakeContext, event: CloudEvent
+) -> None:
     connection = bao.connections["database"]["pg"] = Connection()
 
     plan = await openbao.database_rotate_root(
@@ -307,7 +348,9 @@ async def test_rotate_root_dry_run_changes_nothing(bao, make_ctx, event):
 # --------------------------------------------------------------------------------------------- transit
 
 
-async def test_transit_same_event_twice_rotates_once(bao, make_ctx, event):
+async def test_transit_same_event_twice_rotates_once(
+    bao: OpenBaoDouble, make_ctx: MakeContext, event: CloudEvent
+) -> None:
     key = bao.transit["transit"]["orders"] = TransitKey({1: 1_700_000_000})
     params = openbao.TransitParams(key="orders")
 
@@ -321,7 +364,9 @@ async def test_transit_same_event_twice_rotates_once(bao, make_ctx, event):
     assert key.latest_version == 3
 
 
-async def test_transit_lost_answer_then_replay_does_not_rotate_again(bao, make_ctx, event):
+async def test_transit_lost_answer_then_replay_does_not_rotate_again(
+    bao: OpenBaoDouble, make_ctx: MakeContext, event: CloudEvent
+) -> None:
     key = bao.transit["transit"]["orders"] = TransitKey({1: 1_700_000_000})
     params = openbao.TransitParams(key="orders")
     bao.fail("POST", "transit/keys/orders/rotate", 502, ["upstream error"], after=True)
@@ -333,7 +378,9 @@ async def test_transit_lost_answer_then_replay_does_not_rotate_again(bao, make_c
     assert key.latest_version == 2
 
 
-async def test_transit_done_record_failing_after_the_rotation_resumes_without_rotating(bao, make_ctx, event):
+async def test_transit_done_record_failing_after_the_rotation_resumes_without_rotating(
+    bao: OpenBaoDouble, make_ctx: MakeContext, event: CloudEvent
+) -> None:
     key = bao.transit["transit"]["orders"] = TransitKey({1: 1_700_000_000})
     params = openbao.TransitParams(key="orders")
     # Once the rotation is under way, the ledger cannot be written: the "done" record fails.
@@ -360,14 +407,20 @@ async def test_transit_done_record_failing_after_the_rotation_resumes_without_ro
 # --------------------------------------------------------------------------------------------- follow-ups
 
 
-def template_annotations(apiserver: Any) -> dict[str, str]:
-    obj = apiserver.get(DEPLOYMENTS, "apps", "web")
-    return obj["spec"]["template"]["metadata"].get("annotations", {})
+def template_annotations(apiserver: ApiServer) -> dict[str, str]:
+    annotations: dict[str, str] = apiserver.read(DEPLOYMENTS, "apps", "web")["spec"]["template"][
+        "metadata"
+    ].get("annotations", {})
+    return annotations
 
 
 async def test_kv_rotation_restarts_the_workload_with_the_new_version(
-    bao, apiserver, clients_k8s, make_ctx, event
-):
+    bao: OpenBaoDouble,
+    apiserver: ApiServer,
+    clients_k8s: glue.Clients,
+    make_ctx: MakeContext,
+    event: CloudEvent,
+) -> None:
     seed_kv(bao)
     apiserver.seed(DEPLOYMENTS, deployment())
     params = kv_params(restart=[{"namespace": "apps", "name": "web"}])
@@ -382,8 +435,12 @@ async def test_kv_rotation_restarts_the_workload_with_the_new_version(
 
 
 async def test_failure_between_write_and_follow_up_resumes_without_second_rotation(
-    bao, apiserver, clients_k8s, make_ctx, event
-):
+    bao: OpenBaoDouble,
+    apiserver: ApiServer,
+    clients_k8s: glue.Clients,
+    make_ctx: MakeContext,
+    event: CloudEvent,
+) -> None:
     seed_kv(bao)
     apiserver.seed(DEPLOYMENTS, deployment())
     apiserver.fail("PATCH", r"/deployments/web$", 503, message="etcd leader changed")
@@ -403,12 +460,18 @@ async def test_failure_between_write_and_follow_up_resumes_without_second_rotati
 
 
 async def test_transit_follow_up_failure_resumes_without_second_rotation(
-    bao, apiserver, clients_k8s, make_ctx, event
-):
+    bao: OpenBaoDouble,
+    apiserver: ApiServer,
+    clients_k8s: glue.Clients,
+    make_ctx: MakeContext,
+    event: CloudEvent,
+) -> None:
     key = bao.transit["transit"]["orders"] = TransitKey({1: 1_700_000_000})
     apiserver.seed(DEPLOYMENTS, deployment())
     apiserver.fail("PATCH", r"/deployments/web$", 503, message="etcd leader changed")
-    params = openbao.TransitParams(key="orders", restart=[{"namespace": "apps", "name": "web"}])
+    params = openbao.TransitParams.model_validate(
+        {"key": "orders", "restart": [{"namespace": "apps", "name": "web"}]}
+    )
 
     with pytest.raises(glue.TemporaryError):
         await openbao.transit_rotate(event=event, params=params, ctx=make_ctx(clients=clients_k8s))
@@ -423,11 +486,17 @@ async def test_transit_follow_up_failure_resumes_without_second_rotation(
 
 
 async def test_rotate_root_restart_value_is_stable_across_replays(
-    bao, apiserver, clients_k8s, make_ctx, event
-):
+    bao: OpenBaoDouble,
+    apiserver: ApiServer,
+    clients_k8s: glue.Clients,
+    make_ctx: MakeContext,
+    event: CloudEvent,
+) -> None:
     connection = bao.connections["database"]["pg"] = Connection()
     apiserver.seed(DEPLOYMENTS, deployment())
-    params = openbao.DatabaseRootParams(connection="pg", restart=[{"namespace": "apps", "name": "web"}])
+    params = openbao.DatabaseRootParams.model_validate(
+        {"connection": "pg", "restart": [{"namespace": "apps", "name": "web"}]}
+    )
 
     for _ in range(3):
         await openbao.database_rotate_root(event=event, params=params, ctx=make_ctx(clients=clients_k8s))
@@ -437,10 +506,18 @@ async def test_rotate_root_restart_value_is_stable_across_replays(
     assert template_annotations(apiserver)[openbao.ANNOTATION_VERSION].startswith("database/config/pg@")
 
 
-async def test_dry_run_after_the_rotation_plans_nothing(bao, apiserver, clients_k8s, make_ctx, event):
+async def test_dry_run_after_the_rotation_plans_nothing(
+    bao: OpenBaoDouble,
+    apiserver: ApiServer,
+    clients_k8s: glue.Clients,
+    make_ctx: MakeContext,
+    event: CloudEvent,
+) -> None:
     key = bao.transit["transit"]["orders"] = TransitKey({1: 1_700_000_000})
     apiserver.seed(DEPLOYMENTS, deployment())
-    params = openbao.TransitParams(key="orders", restart=[{"namespace": "apps", "name": "web"}])
+    params = openbao.TransitParams.model_validate(
+        {"key": "orders", "restart": [{"namespace": "apps", "name": "web"}]}
+    )
     await openbao.transit_rotate(event=event, params=params, ctx=make_ctx(clients=clients_k8s))
     writes = len(apiserver.writes)
 

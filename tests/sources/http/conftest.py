@@ -30,8 +30,12 @@ class Running(support.Client):
         return await self.daemon.journal.list(limit=10_000)
 
 
+#: The ``start_daemon`` fixture: start a daemon with this configuration (camelCase groups).
+StartDaemon = Callable[[dict[str, Any]], Awaitable[Running]]
+
+
 @pytest.fixture
-async def start_daemon(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Running]]]:
+async def start_daemon(tmp_path: Path) -> AsyncIterator[StartDaemon]:
     async with contextlib.AsyncExitStack() as stack:
         session = await stack.enter_async_context(aiohttp.ClientSession())
 

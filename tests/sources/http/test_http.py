@@ -9,12 +9,13 @@ import json
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 from structlog.testing import capture_logs
 
-from tests.sources.http.conftest import Running
+from tests.sources.http.conftest import Running, StartDaemon
 
 
 def cloudevent(event_id: str | None = None, source: str = "/tests") -> tuple[bytes, dict[str, str]]:
@@ -29,7 +30,7 @@ def cloudevent(event_id: str | None = None, source: str = "/tests") -> tuple[byt
     return b'{"name": "model-a"}', headers
 
 
-def endpoint(auth: dict | None = None, **extra: object) -> dict:
+def endpoint(auth: dict[str, Any] | None = None, **extra: object) -> dict[str, Any]:
     return {
         "name": "ce",
         "path": "/events",
@@ -39,7 +40,7 @@ def endpoint(auth: dict | None = None, **extra: object) -> dict:
     }
 
 
-async def test_accepted_event_is_journaled_and_answered_with_its_id(start_daemon) -> None:
+async def test_accepted_event_is_journaled_and_answered_with_its_id(start_daemon: StartDaemon) -> None:
     glue: Running = await start_daemon({"endpoints": [endpoint()]})
     body, headers = cloudevent("evt-1")
     status, answer = await glue.post("/events", body, headers)
@@ -49,7 +50,7 @@ async def test_accepted_event_is_journaled_and_answered_with_its_id(start_daemon
     assert orjson.loads(stored.cloudevent)["data"] == {"name": "model-a"}
 
 
-async def test_redelivery_is_answered_200_and_journaled_once(start_daemon) -> None:
+async def test_redelivery_is_answered_200_and_journaled_once(start_daemon: StartDaemon) -> None:
     glue = await start_daemon({"endpoints": [endpoint()]})
     body, headers = cloudevent("evt-dup")
     first = await glue.post("/events", body, headers)
@@ -59,7 +60,7 @@ async def test_redelivery_is_answered_200_and_journaled_once(start_daemon) -> No
     assert len(await glue.events()) == 1
 
 
-async def test_delivery_keeps_headers_without_secrets(start_daemon) -> None:
+async def test_delivery_keeps_headers_without_secrets(start_daemon: StartDaemon) -> None:
     glue = await start_daemon(
         {"endpoints": [endpoint({"type": "bearer", "secret": {"value": "s3cret-token"}})]}
     )
@@ -97,7 +98,9 @@ async def test_delivery_keeps_headers_without_secrets(start_daemon) -> None:
     ],
     ids=["harbor-header", "minio-bearer", "gitlab-token"],
 )
-async def test_header_credentials(start_daemon, auth, good, bad) -> None:
+async def test_header_credentials(
+    start_daemon: StartDaemon, auth: dict[str, Any], good: dict[str, str], bad: dict[str, str]
+) -> None:
     glue = await start_daemon({"endpoints": [endpoint(auth)]})
     body, headers = cloudevent()
     assert (await glue.post("/events", body, headers))[0] == 401
@@ -108,7 +111,7 @@ async def test_header_credentials(start_daemon, auth, good, bad) -> None:
 
 
 async def test_previous_secret_is_accepted_during_a_rotation(
-    start_daemon, tmp_path: Path, monkeypatch
+    start_daemon: StartDaemon, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (tmp_path / "current").write_text("new-token\n")
     monkeypatch.setenv("OLD_TOKEN", "old-token")
@@ -125,7 +128,7 @@ def _hmac_headers(secret: bytes, body: bytes) -> dict[str, str]:
     return {"X-Signature-256": "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()}
 
 
-async def test_hmac_of_the_body(start_daemon) -> None:
+async def test_hmac_of_the_body(start_daemon: StartDaemon) -> None:
     glue = await start_daemon({"endpoints": [endpoint({"type": "hmac-sha256", "secret": {"value": "k1"}})]})
     body, headers = cloudevent("evt-hmac")
     assert (await glue.post("/events", body, {**headers, **_hmac_headers(b"k2", body)}))[0] == 401
@@ -143,7 +146,7 @@ def _standard_webhook(key: bytes, msg_id: str, stamp: int, body: bytes) -> dict[
     return {"webhook-id": msg_id, "webhook-timestamp": str(stamp), "webhook-signature": f"v1,{signature}"}
 
 
-async def test_gitlab_signing_token(start_daemon) -> None:
+async def test_gitlab_signing_token(start_daemon: StartDaemon) -> None:
     key = b"0123456789abcdef0123456789abcdef"
     secret = "whsec_" + base64.b64encode(key).decode()
     auth = {"type": "gitlab-signature", "secret": {"value": secret}, "toleranceSeconds": 60}
@@ -163,7 +166,7 @@ async def test_gitlab_signing_token(start_daemon) -> None:
     assert len(await glue.events()) == 1
 
 
-async def test_body_over_the_limit_is_413(start_daemon) -> None:
+async def test_body_over_the_limit_is_413(start_daemon: StartDaemon) -> None:
     glue = await start_daemon({"endpoints": [endpoint(maxBodyBytes=64)]})
     _, headers = cloudevent()
     big = json.dumps({"blob": "x" * 200}).encode()
@@ -172,7 +175,7 @@ async def test_body_over_the_limit_is_413(start_daemon) -> None:
     assert await glue.events() == []
 
 
-async def test_backlog_over_its_bound_is_503_with_retry_after(start_daemon) -> None:
+async def test_backlog_over_its_bound_is_503_with_retry_after(start_daemon: StartDaemon) -> None:
     # An intake-only daemon: its events wait for another replica's executor to route them.
     glue = await start_daemon(
         {
@@ -190,7 +193,7 @@ async def test_backlog_over_its_bound_is_503_with_retry_after(start_daemon) -> N
     assert len(await glue.events()) == 1
 
 
-async def test_health_readiness_and_metrics(start_daemon) -> None:
+async def test_health_readiness_and_metrics(start_daemon: StartDaemon) -> None:
     glue = await start_daemon({"endpoints": [endpoint()]})
     body, headers = cloudevent()
     await glue.post("/events", body, headers)
@@ -213,7 +216,7 @@ async def test_health_readiness_and_metrics(start_daemon) -> None:
     assert "glue_backlog_events" in text
 
 
-async def test_one_log_line_per_delivery(start_daemon) -> None:
+async def test_one_log_line_per_delivery(start_daemon: StartDaemon) -> None:
     glue = await start_daemon({"endpoints": [endpoint()]})
     body, headers = cloudevent("evt-log")
     with capture_logs() as logs:

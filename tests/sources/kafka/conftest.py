@@ -4,7 +4,7 @@ glue daemons."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +28,13 @@ async def producer(broker: Broker) -> AsyncIterator[aiokafka.AIOKafkaProducer]:
     await client.stop()
 
 
+#: The ``start_daemon`` fixture: start a daemon with this ``sources.kafka`` group, an optional handler
+#: registry and other settings groups.
+StartDaemon = Callable[..., Coroutine[Any, Any, app.Daemon]]
+
+
 @pytest.fixture
-async def start_daemon(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[app.Daemon]]]:
+async def start_daemon(tmp_path: Path) -> AsyncIterator[StartDaemon]:
     """Start in-process daemons (HTTP on port 0, SQLite journal shared by all daemons of the test)."""
     started: list[app.Daemon] = []
 

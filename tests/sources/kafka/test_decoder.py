@@ -35,7 +35,8 @@ def test_binary_mode_maps_headers_to_attributes_and_the_key_to_partitionkey() ->
     event = decode(record(BINARY, b'{"size": 3}', key=b"thing-9"))
     assert events.identity(event) == "/tenants/a 42"
     assert event.get_type() == "com.example.thing.changed"
-    assert event.get_time().isoformat() == "2026-11-27T10:00:00+00:00"
+    time = event.get_time()
+    assert time is not None and time.isoformat() == "2026-11-27T10:00:00+00:00"
     assert event.get_datacontenttype() == "application/json"
     assert event.get_extension("tenant") == "a"
     assert event.get_extension("partitionkey") == "thing-9"

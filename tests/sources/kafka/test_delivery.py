@@ -7,7 +7,6 @@ import asyncio
 import sqlite3
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiokafka
@@ -15,6 +14,7 @@ import orjson
 
 from glue import app, events
 from glue.sources import kafka
+from tests.sources.kafka.conftest import StartDaemon
 from tests.sources.kafka.support import (
     Broker,
     Record,
@@ -27,8 +27,6 @@ from tests.sources.kafka.support import (
     produce,
     wait_for,
 )
-
-Start = Callable[..., Awaitable[app.Daemon]]
 
 
 def binary_ce(n: int, source: str = "/orders") -> Record:
@@ -54,7 +52,7 @@ def assignment(daemon: app.Daemon) -> set[int]:
 
 
 async def test_poison_records_are_rejected_visibly_and_the_partition_keeps_flowing(
-    broker: Broker, producer: aiokafka.AIOKafkaProducer, start_daemon: Start, tmp_path: Path
+    broker: Broker, producer: aiokafka.AIOKafkaProducer, start_daemon: StartDaemon, tmp_path: Path
 ) -> None:
     await create_topic(broker.bootstrap, "orders")
     before = metric("glue_kafka_records_total", topic="orders", outcome="rejected")
@@ -112,7 +110,7 @@ async def test_poison_records_are_rejected_visibly_and_the_partition_keeps_flowi
 
 
 async def test_offsets_wait_for_the_journal_under_backpressure(
-    broker: Broker, producer: aiokafka.AIOKafkaProducer, start_daemon: Start
+    broker: Broker, producer: aiokafka.AIOKafkaProducer, start_daemon: StartDaemon
 ) -> None:
     """With the backlog bound reached, records are not journaled, so their offsets are not committed;
     once the backlog drains, consumption resumes where it stopped."""
@@ -154,7 +152,7 @@ async def test_offsets_wait_for_the_journal_under_backpressure(
 
 
 async def test_restart_resumes_from_the_committed_offset_without_duplicates(
-    broker: Broker, producer: aiokafka.AIOKafkaProducer, start_daemon: Start
+    broker: Broker, producer: aiokafka.AIOKafkaProducer, start_daemon: StartDaemon
 ) -> None:
     await create_topic(broker.bootstrap, "orders", partitions=2)
     config = kafka_config(broker.bootstrap, [{"name": "orders", "format": "cloudevents"}])
@@ -181,7 +179,7 @@ async def _count_more(daemon: app.Daemon, n: int) -> bool:
 
 
 async def test_two_daemons_in_one_group_split_partitions_and_handle_each_record_once(
-    broker: Broker, producer: aiokafka.AIOKafkaProducer, start_daemon: Start
+    broker: Broker, producer: aiokafka.AIOKafkaProducer, start_daemon: StartDaemon
 ) -> None:
     await create_topic(broker.bootstrap, "orders", partitions=4)
     config = kafka_config(broker.bootstrap, [{"name": "orders", "format": "cloudevents"}])
@@ -242,7 +240,7 @@ async def _committed_total(broker: Broker, partitions: int, total: int) -> bool:
 
 
 async def test_redelivered_records_are_recognised_and_not_journaled_again(
-    broker: Broker, producer: aiokafka.AIOKafkaProducer, start_daemon: Start
+    broker: Broker, producer: aiokafka.AIOKafkaProducer, start_daemon: StartDaemon
 ) -> None:
     """A second consumer group reads the whole topic again (as after a lost commit): every record is
     recognised by its event identity; the journal gains nothing."""
@@ -270,7 +268,7 @@ async def test_redelivered_records_are_recognised_and_not_journaled_again(
 
 
 async def test_a_rebalance_waits_for_the_batch_in_hand(
-    broker: Broker, producer: aiokafka.AIOKafkaProducer, start_daemon: Start, tmp_path: Path
+    broker: Broker, producer: aiokafka.AIOKafkaProducer, start_daemon: StartDaemon, tmp_path: Path
 ) -> None:
     """A member joins while the others are stuck journaling a batch (another process holds the SQLite
     write lock). The rebalance completes only once that batch is journaled and committed, so the
@@ -302,7 +300,7 @@ async def test_a_rebalance_waits_for_the_batch_in_hand(
 
 
 async def test_scale_out_on_a_postgresql_journal(
-    broker: Broker, producer: aiokafka.AIOKafkaProducer, start_daemon: Start, pg_dsn: str
+    broker: Broker, producer: aiokafka.AIOKafkaProducer, start_daemon: StartDaemon, pg_dsn: str
 ) -> None:
     """The documented scale-out: replicas in one consumer group sharing a PostgreSQL journal."""
     await create_topic(broker.bootstrap, "orders", partitions=4)

@@ -10,12 +10,12 @@ configured headers only, no ``ce_`` headers).
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
 
 import aiokafka
 import orjson
 
 from glue import app, events
+from tests.sources.kafka.conftest import StartDaemon
 from tests.sources.kafka.support import (
     Broker,
     counted,
@@ -69,7 +69,7 @@ def minio_record(bucket: str, name: str, event: str, sequencer: str) -> dict[str
 
 
 async def test_every_format_reaches_the_journal_with_its_identity(
-    broker: Broker, producer: aiokafka.AIOKafkaProducer, start_daemon: Callable[..., Awaitable[app.Daemon]]
+    broker: Broker, producer: aiokafka.AIOKafkaProducer, start_daemon: StartDaemon
 ) -> None:
     for topic in ("ce", "minio", "argo"):
         await create_topic(broker.bootstrap, topic)
@@ -160,7 +160,7 @@ async def _at_least(daemon: app.Daemon, n: int) -> bool:
 
 
 async def test_secret_headers_do_not_reach_the_journal(
-    broker: Broker, producer: aiokafka.AIOKafkaProducer, start_daemon: Callable[..., Awaitable[app.Daemon]]
+    broker: Broker, producer: aiokafka.AIOKafkaProducer, start_daemon: StartDaemon
 ) -> None:
     # Argo's Kafka trigger copies secureHeaders into record headers (formats.md §4).
     await create_topic(broker.bootstrap, "argo")

@@ -3,14 +3,15 @@ read back by a plain consumer and decoded with the binding, as a downstream syst
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiokafka
 import orjson
 
 import glue
-from glue import app, events, formats
+from glue import events, formats
+from tests import support
+from tests.sources.kafka.conftest import StartDaemon
 from tests.sources.kafka.support import Broker, create_topic, kafka_config, metric, produce
 from tests.sources.kafka.test_delivery import binary_ce
 
@@ -53,7 +54,7 @@ async def read(broker: Broker, topic: str, count: int) -> list[events.CloudEvent
 
 
 async def test_dead_letters_and_outcomes_are_published_as_cloudevents(
-    broker: Broker, producer: aiokafka.AIOKafkaProducer, start_daemon: Callable[..., Awaitable[app.Daemon]]
+    broker: Broker, producer: aiokafka.AIOKafkaProducer, start_daemon: StartDaemon
 ) -> None:
     await create_topic(broker.bootstrap, "orders")
     await create_topic(broker.bootstrap, "glue-outcomes")
@@ -71,11 +72,11 @@ async def test_dead_letters_and_outcomes_are_published_as_cloudevents(
     )
     published = await read(broker, "glue-outcomes", 6)
 
-    by_subject = {e.get_subject(): e for e in published}
+    by_subject = {str(e.get_subject()): e for e in published}
     assert sorted(by_subject) == sorted(f"/orders {n}" for n in range(6))
     for n in range(6):
         event = by_subject[f"/orders {n}"]
-        data = event.get_data()
+        data = support.json_data(event)
         assert event.get_source() == "runtime-glue/routes/ship"
         assert event.get_extension("partitionkey") == f"/orders {n}"
         assert data["route"] == "ship" and data["handler"] == "test.ship"

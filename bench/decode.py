@@ -10,6 +10,7 @@ so other load on the machine counts less; orjson.loads alone on the same body is
 from __future__ import annotations
 
 import argparse
+import functools
 import pathlib
 import sys
 import time
@@ -54,7 +55,7 @@ def main() -> None:
         formats.decode(delivery, options)  # warm up, and fail loudly on a broken case
         best = min(
             timeit.repeat(
-                lambda d=delivery, o=options: formats.decode(d, o),
+                functools.partial(formats.decode, delivery, options),
                 number=args.number,
                 repeat=args.rounds,
                 timer=time.process_time,
@@ -62,7 +63,7 @@ def main() -> None:
         )
         parse = min(
             timeit.repeat(
-                lambda b=delivery.body: orjson.loads(b),
+                functools.partial(orjson.loads, delivery.body),
                 number=args.number,
                 repeat=args.rounds,
                 timer=time.process_time,

@@ -37,7 +37,7 @@ import glue
 from glue import app, observability
 from glue import settings as settings_mod
 from glue.sources import kafka
-from tests.kafka import support
+from tests.sources.kafka import support
 
 TOPIC = "bench"
 

@@ -1,6 +1,6 @@
 """Kubernetes handler benchmark: calls per second and latency of each handler against the API double
-(tests/kubernetes/apiserver.py, kmock over loopback HTTP), for a first application and for a replay of
-the same event (which must send no write).
+(tests/handlers/kubernetes/apiserver.py, kmock over loopback HTTP), for a first application and for a
+replay of the same event (which must send no write).
 
     python bench/kubernetes_handlers.py [--calls 300] [--concurrency 16]
 
@@ -31,7 +31,7 @@ from cloudevents.core.v1.event import CloudEvent
 
 import glue
 from handlers import argo, externaldns, kubeai, kubernetes
-from tests.kubernetes.apiserver import ApiServer
+from tests.handlers.kubernetes.apiserver import ApiServer
 
 Call = Callable[[int, glue.Context], Awaitable[Any]]
 

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from glue import intake, journal
 from glue import settings as settings_mod
 from glue.sources import minio_listen
-from tests.minio.listen_double import record
+from tests.sources.minio_listen.listen_double import record
 
 
 async def main(count: int) -> None:

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import glue
 from handlers import openbao
-from tests.openbao.double import OpenBaoDouble, TransitKey
+from tests.handlers.openbao.double import OpenBaoDouble, TransitKey
 
 JWT = "bench-service-account-token"
 

@@ -42,6 +42,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
+from pydantic import SecretStr
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -140,7 +141,7 @@ def measure_ingest(args: argparse.Namespace, tmp: Path, dsn: str) -> dict[str, f
 
 async def feed_and_watch(dsn: str, count: int) -> tuple[float, float]:
     """Append ``count`` events; return (seconds from 10% to 90% done, total seconds)."""
-    store = journal.create(settings.Journal(backend="postgres", dsn=settings.SecretRef(value=dsn)))
+    store = journal.create(settings.Journal(backend="postgres", dsn=settings.SecretRef(value=SecretStr(dsn))))
     await store.open()
     conn = await asyncpg.connect(dsn)
     try:

@@ -7,12 +7,12 @@ import contextlib
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import prometheus_client
 
-from glue import app, settings
+from glue import app, events, settings
 
 
 def daemon_settings(tmp_path: Path, **groups: Any) -> settings.Settings:
@@ -65,6 +65,11 @@ async def eventually(check: Callable[[], Awaitable[Any] | Any], within: float = 
                 await asyncio.sleep(0.02)
     except TimeoutError:
         raise AssertionError(f"condition not met within {within:g} s") from None
+
+
+def json_data(event: events.CloudEvent) -> dict[str, Any]:
+    """The data of an event whose payload is a JSON object (the SDK types it as any payload)."""
+    return cast(dict[str, Any], event.get_data())
 
 
 def metric(name: str, **labels: str) -> float:

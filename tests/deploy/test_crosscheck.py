@@ -31,7 +31,7 @@ from tests.deploy.conftest import (
     render,
     write_secret_files,
 )
-from tests.kafka import support as kafka_support
+from tests.sources.kafka import support as kafka_support
 
 Glue = Callable[..., Result]
 RBAC_KINDS = ("Role", "ClusterRole")

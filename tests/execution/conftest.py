@@ -11,6 +11,7 @@ from typing import Any
 import prometheus_client
 import pytest
 from cloudevents.core.v1.event import CloudEvent
+from pydantic import SecretStr
 
 from glue import contract, events, execution, journal, routing, settings
 from tests.journal import pgserver
@@ -26,7 +27,9 @@ async def journal_settings(backend: str, tmp_path: Path, request: pytest.Fixture
         return settings.Journal(backend="sqlite", path=tmp_path / "journal.db", group_commit_ms=0)
     if backend == "postgres":
         dsn = await pgserver.create_schema(request.getfixturevalue("pg_database"))
-        return settings.Journal(backend="postgres", dsn=settings.SecretRef(value=dsn), group_commit_ms=0)
+        return settings.Journal(
+            backend="postgres", dsn=settings.SecretRef(value=SecretStr(dsn)), group_commit_ms=0
+        )
     raise NotImplementedError(backend)
 
 

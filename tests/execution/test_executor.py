@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Any
 
 import pytest
@@ -408,7 +409,7 @@ async def test_an_invocation_started_before_intake_kept_its_event_is_not_kept_af
         assert routing[0] is not None, f"intake stopped routing at event {n}"
         appended = await store.append(delivery_of(event), [event], routing)
         await executor.dispatch_once()  # dispatch (this call or its own loop) claims and starts it ...
-        await wait_for(lambda count=n + 1: all_claimed(store, count), seconds=5, step=0.01)
+        await wait_for(functools.partial(all_claimed, store, n + 1), seconds=5, step=0.01)
         executor.journaled(appended, [event], routing)  # ... then intake learns its seq
-        await wait_for(lambda count=n + 1: all_done(store, count), seconds=5, step=0.01)
+        await wait_for(functools.partial(all_done, store, n + 1), seconds=5, step=0.01)
     assert calls == [f"e{n}" for n in range(10)]

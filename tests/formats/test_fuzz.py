@@ -249,7 +249,7 @@ def test_extreme_inputs(fmt: str) -> None:
             "application/cloudevents+json",
             "application/cloudevents-batch+json",
         ):
-            headers = {} if content_type is None else {"content-type": content_type}
+            headers: dict[str, str] = {} if content_type is None else {"content-type": content_type}
             check(p.delivery(fmt, raw, headers), OPTIONS[1])
             check(
                 p.delivery(fmt, raw, headers | p.ce_binary_headers(**{"ce-time": "x" * 100_000})), OPTIONS[1]

@@ -133,8 +133,9 @@ def test_decoded_events_survive_the_journal_round_trip() -> None:
 def test_undated_events_are_dated_at_arrival() -> None:
     delivery = p.delivery("gitlab", p.gitlab_push(), p.gitlab_headers())
     [event] = decode(delivery)
-    assert event.get_time() is not None
-    assert event.get_time().timestamp() == delivery.received_at  # type: ignore[union-attr]
+    time = event.get_time()
+    assert time is not None
+    assert time.timestamp() == delivery.received_at
 
 
 def test_a_body_without_any_kind_is_rejected() -> None:

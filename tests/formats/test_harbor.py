@@ -9,6 +9,7 @@ import pytest
 
 from glue import events
 from glue.formats import harbor
+from tests import support
 from tests.formats import payloads as p
 from tests.formats.helpers import decode, rejected, roundtrip
 
@@ -91,7 +92,7 @@ def test_quota_event_with_empty_operator_and_no_tag() -> None:
     [event] = decode(p.delivery("harbor", payload, p.HARBOR_JSON))
     assert event.get_type() == "harbor.quota.exceeded"
     assert event.get_extension("operator") == ""
-    assert event.get_data()["custom_attributes"]["Details"].startswith("adding")  # type: ignore[index]
+    assert support.json_data(event)["custom_attributes"]["Details"].startswith("adding")
 
 
 def test_unlabelled_bodies_are_read_as_json_in_either_form() -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from cloudevents.core.v1.event import CloudEvent
+from pydantic import SecretStr
 
 from glue import events, journal, settings
 from tests.execution import conftest as execution_fixtures
@@ -35,7 +36,9 @@ async def config(backend: str, tmp_path: Path, pg_database: str) -> settings.Jou
     if backend == "sqlite":
         return settings.Journal(backend="sqlite", path=tmp_path / "journal.db", group_commit_ms=0)
     dsn = await pgserver.create_schema(pg_database)
-    return settings.Journal(backend="postgres", dsn=settings.SecretRef(value=dsn), group_commit_ms=0)
+    return settings.Journal(
+        backend="postgres", dsn=settings.SecretRef(value=SecretStr(dsn)), group_commit_ms=0
+    )
 
 
 Opener = Callable[[], Awaitable[journal.Journal]]

@@ -304,7 +304,7 @@ async def test_a_dead_routers_events_are_routed_by_another_after_the_lease(repli
     taken = await alive.claim_events("alive", limit=10, lease=5, now=now + 5)
     assert [e.id for e in taken] == ["a"]
     await dying.record_routing("dying", {taken[0].seq: []}, now=now + 6)  # too late: ignored
-    assert (await alive.get("a")).status == "pending"  # type: ignore[union-attr]
+    assert (await alive.get("a")).status == "pending"
 
 
 async def test_ordering_key_holds_across_replicas(replicas) -> None:  # type: ignore[no-untyped-def]

@@ -1,0 +1,158 @@
+"""Enrichment inside the daemon: a route with an ``enrich`` block matches on the object's tags and renders
+its parameters from the manifest next to the weights (moto's S3 server), and the built-in http handler
+delivers to a loopback sink what the route decided. MinIO unreachable leaves the event unrouted (a
+temporary error of that event) while other events are routed."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from aiohttp import web
+from structlog.testing import capture_logs
+
+from glue import app
+from glue import settings as settings_mod
+from tests.minio_access import UNREACHABLE, connection
+from tests.sources.minio_listen.listen_double import record
+from tests.support import base_url, daemon_settings, eventually, running
+
+JSON = {"Content-Type": "application/json"}  # what MinIO's webhook target sends
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.received: list[tuple[str, dict[str, str]]] = []
+        self.port = 0
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        app_ = web.Application()
+        app_.router.add_post("/{tail:.*}", self._take)
+        self._runner = web.AppRunner(app_)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        self.port = self._runner.addresses[0][1]
+
+    async def _take(self, request: web.Request) -> web.Response:
+        await request.read()
+        self.received.append((request.path, dict(request.headers)))
+        return web.Response(status=204)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+@pytest.fixture
+async def sink() -> AsyncIterator[Sink]:
+    server = Sink()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+def _settings(tmp_path: Path, minio: dict[str, Any], sink_port: int) -> settings_mod.Settings:
+    loaded = daemon_settings(
+        tmp_path,
+        execution={"pollSeconds": 0.05},
+        endpoints=[
+            {"name": "minio", "path": "/minio", "format": "minio"},
+            {"name": "events", "path": "/events", "format": "cloudevents"},
+        ],
+        sources={"minio": minio},
+        routes=[
+            {
+                "name": "reload-model",
+                "enrich": {"tags": True, "json": "manifest.json", "timeout": 2},
+                "match": 'type == "minio.ObjectCreated:Put" && object.tags.stage == "prod"',
+                "handler": "http",
+                "params": {
+                    "url": f"http://127.0.0.1:{sink_port}/models/{{{{ object.json.name }}}}",
+                    "headers": {"X-Format": "{{ object.json.format }}"},
+                },
+            },
+            {
+                "name": "audit",
+                "match": 'type == "com.example.audit"',
+                "handler": "http",
+                "params": {"url": f"http://127.0.0.1:{sink_port}/audit"},
+            },
+        ],
+    )
+    app.load_plugins(loaded)  # the handler modules the routes name, as `glue run` does
+    return loaded
+
+
+def _webhook(bucket: str, key: str) -> bytes:
+    return orjson.dumps(
+        {
+            "EventName": "s3:ObjectCreated:Put",
+            "Key": f"{bucket}/{key}",
+            "Records": [record(bucket, key, escaped=True)],
+        }
+    )
+
+
+async def test_route_matches_on_tags_and_renders_from_the_manifest(
+    tmp_path: Path, minio_config: settings_mod.Minio, s3: Any, bucket: str, sink: Sink
+) -> None:
+    s3.put_object(Bucket=bucket, Key="llm/llama 3/model.safetensors", Body=b"w", Tagging="stage=prod")
+    s3.put_object(
+        Bucket=bucket, Key="llm/llama 3/manifest.json", Body=b'{"name": "llama-3", "format": "safetensors"}'
+    )
+    s3.put_object(Bucket=bucket, Key="llm/draft/model.safetensors", Body=b"w", Tagging="stage=dev")
+    minio = minio_config.model_dump(by_alias=True, exclude_none=True, mode="json")
+    async with running(_settings(tmp_path, minio, sink.port)) as daemon:
+        base = base_url(daemon)
+        async with aiohttp.ClientSession() as http:
+            for key in ("llm/draft/model.safetensors", "llm/llama 3/model.safetensors"):
+                async with http.post(f"{base}/minio", data=_webhook(bucket, key), headers=JSON) as response:
+                    assert response.status == 202
+        await eventually(lambda: len(sink.received) >= 1)
+        await asyncio.sleep(0.3)  # time for a wrong second delivery to show
+    assert [(path, headers["X-Format"]) for path, headers in sink.received] == [
+        ("/models/llama-3", "safetensors")
+    ]
+
+
+async def test_unreachable_minio_delays_only_the_enriched_event(
+    tmp_path: Path, credential_files: dict[str, Path], sink: Sink
+) -> None:
+    minio = connection(UNREACHABLE, credential_files, timeout=1)
+    with capture_logs() as logs:
+        async with running(_settings(tmp_path, minio, sink.port)) as daemon:
+            base = base_url(daemon)
+            audit = {
+                "specversion": "1.0",
+                "id": secrets.token_hex(4),
+                "source": "test",
+                "type": "com.example.audit",
+            }
+            async with aiohttp.ClientSession() as http:
+                async with http.post(
+                    f"{base}/minio", data=_webhook("models", "llm/x/model.safetensors"), headers=JSON
+                ) as response:
+                    assert response.status == 202
+                async with http.post(
+                    f"{base}/events",
+                    data=orjson.dumps(audit),
+                    headers={"Content-Type": "application/cloudevents+json"},
+                ) as response:
+                    assert response.status == 202
+            await eventually(lambda: any(path == "/audit" for path, _ in sink.received))
+            await eventually(
+                lambda: any(entry["event"] == "event not routed yet: enrichment failed" for entry in logs)
+            )
+            stored = await daemon.journal.list()
+    statuses = {item.type: item.status for item in stored}
+    assert statuses["minio.ObjectCreated:Put"] == "pending"
+    assert statuses["com.example.audit"] != "pending"
+    failed = next(entry for entry in logs if entry["event"] == "event not routed yet: enrichment failed")
+    assert "s3://models/llm/x/model.safetensors tags: unreachable" in failed["error"]

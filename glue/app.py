@@ -104,12 +104,16 @@ def _workers(runtime: Runtime) -> list[Component]:
 
             enricher = enrich.Enricher(objectstore.ObjectStore(runtime.settings.sources.minio))
         executor = execution.Executor(
-            runtime.journal, router, runtime.clients, runtime.settings.execution, enricher=enricher
+            runtime.journal,
+            router,
+            runtime.clients,
+            runtime.settings.execution,
+            enricher=enricher,
+            # a no-op unless archive.deadLetters
+            on_dead_letter=runtime.archive.dead_letter if runtime.archive is not None else None,
         )
-        runtime.intake.router = executor.route_at_intake
-        runtime.intake.on_journaled.append(executor.journaled)
-        if runtime.archive is not None:
-            executor.on_dead_letter.append(runtime.archive.dead_letter)  # a no-op unless archive.deadLetters
+        runtime.intake.router = executor.routing.route_at_intake
+        runtime.intake.on_journaled.append(executor.routing.journaled)
         components.append(executor)  # stopped before retention and the archive: its last outcomes land
     return components
 

@@ -9,7 +9,7 @@ import pytest
 from structlog.testing import capture_logs
 
 import glue
-from glue import contract, events, execution, intake, journal
+from glue import contract, events, execution, intake, journal, pipeline
 
 from .conftest import Append, Harness, cloudevent, delivery_of, metric, wait_for
 
@@ -324,11 +324,8 @@ async def _routed(store: journal.Journal, count: int) -> bool:
 
 
 def wired_intake(store: journal.Journal, executor: execution.Executor) -> intake.Intake:
-    """Intake wired to the executor as the daemon wires it (glue/app.py)."""
-    entry = intake.Intake(store, max_backlog=10_000)
-    entry.router = executor.routing.route_at_intake
-    entry.on_journaled.append(executor.routing.journaled)
-    return entry
+    """Intake in front of the executor, built as the daemon builds it (glue.pipeline)."""
+    return pipeline.make_intake(store, max_backlog=10_000, executor=executor)
 
 
 async def test_events_are_journaled_with_their_routing_and_run_at_once(

@@ -13,7 +13,7 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from glue import intake, journal, objectstore
+from glue import intake, journal, objectstore, pipeline
 from glue import settings as settings_mod
 from tests.minio.listen_double import ListenDouble
 
@@ -111,7 +111,7 @@ async def journal_(tmp_path: Path) -> AsyncIterator[journal.Journal]:
 
 @pytest.fixture
 async def intake_(journal_: journal.Journal) -> AsyncIterator[intake.Intake]:
-    accepting = intake.Intake(journal_, max_backlog=10_000)
+    accepting = pipeline.make_intake(journal_, max_backlog=10_000)
     await accepting.start()
     try:
         yield accepting

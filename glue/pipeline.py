@@ -57,7 +57,7 @@ def make_intake(
         journal_,
         max_backlog=max_backlog,
         record=record,
-        router=executor.routing if executor is not None else None,
+        router=executor.routing_loop if executor is not None else None,
         taps=(archive.record,) if archive is not None else (),
     )
 

@@ -10,14 +10,10 @@ from glue.execution.attempt import Attempt, backoff_delay, plan, run_attempt
 from glue.execution.cache import KEEP_SECONDS
 from glue.execution.dispatcher import GAUGE_SECONDS
 from glue.execution.executor import Executor, default_owner
-from glue.execution.routing_loop import ROUTE_WINDOW
-from glue.execution.settler import SETTLE_WINDOW
 
 __all__ = [
     "GAUGE_SECONDS",
     "KEEP_SECONDS",
-    "ROUTE_WINDOW",
-    "SETTLE_WINDOW",
     "Attempt",
     "Executor",
     "backoff_delay",

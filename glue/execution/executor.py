@@ -45,7 +45,7 @@ def default_owner() -> str:
 class Executor:
     """Routes and runs journaled events. ``clock`` gives wall time (persisted due times).
 
-    ``routing`` is what intake calls to route events as it journals them; ``on_dead_letter`` is
+    ``routing_loop`` is what intake calls to route events as it journals them; ``on_dead_letter`` is
     called with a record of every dead-lettered invocation."""
 
     name = "executor"
@@ -109,7 +109,7 @@ class Executor:
             clock=clock,
             wake_=dispatch_wake,
         )
-        self.routing = routing_loop.RoutingLoop(
+        self.routing_loop = routing_loop.RoutingLoop(
             journal_,
             router,
             config,
@@ -128,22 +128,22 @@ class Executor:
         released = await self.journal.release(self.owner, now=self.clock())
         if released:
             log.info("released stale claims", owner=self.owner, invocations=released)
-        self.routing.stopping = False
+        self.routing_loop.stopping = False
         for route, client in sorted(self.unconfigured.items()):
             log.warning("route runs in dry-run: its client is not configured", route=route, client=client)
         self._settling = asyncio.create_task(self.settler.run(), name="executor-settle")
         self._loops = [
-            asyncio.create_task(self.routing.run(), name="executor-route"),
+            asyncio.create_task(self.routing_loop.run(), name="executor-route"),
             asyncio.create_task(self.dispatcher.run(), name="executor-dispatch"),
         ]
 
     def wake(self) -> None:
         """New events were journaled: route them now rather than at the next poll."""
-        self.routing.wake.set()
+        self.routing_loop.wake.set()
 
     async def stop(self) -> None:
         """Drain: no new claims; in-flight attempts finish within drainSeconds or are released."""
-        self.routing.stopping = True
+        self.routing_loop.stopping = True
         for task in self._loops:
             task.cancel()
         for task in self._loops:

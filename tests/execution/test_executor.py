@@ -401,13 +401,13 @@ async def test_an_invocation_started_before_intake_kept_its_event_is_not_kept_af
     )
     for n in range(10):  # more than the events it keeps (4 batches + the concurrency)
         event = cloudevent(f"e{n}")
-        routing = [executor.routing.route_at_intake(events.identity(event), event)]
+        routing = [executor.routing_loop.route_at_intake(events.identity(event), event)]
         assert routing[0] is not None, f"intake stopped routing at event {n}"
         appended = await store.append(delivery_of(event), [event], routing)
         await (
             executor.dispatcher.dispatch_once()
         )  # dispatch (this call or its own loop) claims and starts it ...
         await wait_for(lambda count=n + 1: all_claimed(store, count), seconds=5, step=0.01)
-        executor.routing.journaled(appended, [event], routing)  # ... then intake learns its seq
+        executor.routing_loop.journaled(appended, [event], routing)  # ... then intake learns its seq
         await wait_for(lambda count=n + 1: all_done(store, count), seconds=5, step=0.01)
     assert calls == [f"e{n}" for n in range(10)]

@@ -145,7 +145,8 @@ class RoutingLoop:
                 pending = True
                 continue
             self._routed(item.id, decided)
-            # Dispatch may have claimed one already (between the commit and now): it read the event.
+            # Kept for the invocations still to start: dispatch may have claimed one between the
+            # commit and now (it read the event from the journal), and the cache leaves that one out.
             uses = sum(1 for new in decided if new.state == "pending")
             if self.event_cache.keep(item.seq, item.id, batch[index], uses):
                 runnable = True

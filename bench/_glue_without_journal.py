@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import uvloop
 
-from glue import events, intake, journal, observability, settings
+from glue import events, journal, observability, pipeline, settings
 from glue.sources import http
 
 
@@ -45,7 +45,7 @@ async def main(config: str) -> None:
     loaded = settings.load(config)
     observability.configure_logging(loaded.logging)
     store = AnswersAtOnce()
-    intake_ = intake.Intake(store, max_backlog=loaded.server.max_backlog)  # type: ignore[arg-type]
+    intake_ = pipeline.make_intake(store, max_backlog=loaded.server.max_backlog)  # type: ignore[arg-type]
     source = http.HttpSource(loaded, intake_, store)  # type: ignore[arg-type]
     await source.start()
     await asyncio.Event().wait()

@@ -36,7 +36,7 @@ from typing import Any
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 import glue
-from glue import app, contract, events, execution, journal, observability, routing, settings
+from glue import app, contract, events, journal, observability, pipeline, settings
 
 MATCH = 'type == "com.example.model.updated" && data.model.name.startsWith("llm-") && data.replicas > 0'
 PARAMS = {"name": "{{ data.model.name }}", "replicas": "{{ data.replicas }}"}
@@ -122,15 +122,16 @@ async def throughput(count: int, directory: pathlib.Path, synchronous: str) -> t
     await store.open()
     try:
         await fill(store, count)
-        router = routing.load(
-            [{"name": "scale", "match": MATCH, "handler": "bench.noop", "params": PARAMS}], contract.registry
+        loaded = settings.from_mapping(
+            {
+                "routes": [{"name": "scale", "match": MATCH, "handler": "bench.noop", "params": PARAMS}],
+                "execution": {"concurrency": 256, "batch": 500, "pollSeconds": 0.01, "owner": "bench"},
+            },
+            "bench",
         )
-        executor = execution.Executor(
-            store,
-            router,
-            contract.Clients(contract.registry, {}),
-            settings.Execution(concurrency=256, batch=500, poll_seconds=0.01, owner="bench"),
-        )
+        clients = contract.Clients(contract.registry, {})
+        executor = pipeline.make_executor(loaded, store, contract.registry, clients)
+        assert executor is not None
         PROBE.count, PROBE.target = 0, count
         PROBE.done.clear()
         started, cpu = time.perf_counter(), cpu_seconds()

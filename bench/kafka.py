@@ -131,7 +131,8 @@ async def glue_rate(bootstrap: str, count: int, batch: int, directory: Path, han
     observability.configure_logging(config.logging)
     daemon = app.Daemon(config)
     await daemon.start()
-    (source,) = [c for c in daemon.sources if isinstance(c, kafka.KafkaSource)]
+    assert daemon.pipeline is not None
+    (source,) = [c for c in daemon.pipeline.sources if isinstance(c, kafka.KafkaSource)]
     consumer = source.consumer
     assert consumer is not None
     try:

@@ -24,7 +24,7 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from glue import intake, journal
+from glue import journal, pipeline
 from glue import settings as settings_mod
 from glue.sources import minio_listen
 from tests.sources.minio_listen.listen_double import record
@@ -59,7 +59,7 @@ async def main(count: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         store = journal.create(settings_mod.Journal(path=Path(tmp) / "bench.db"))
         await store.open()
-        accepting = intake.Intake(store, max_backlog=10 * count)
+        accepting = pipeline.make_intake(store, max_backlog=10 * count)
         await accepting.start()
         config = settings_mod.Minio.model_validate(
             {"endpoint": f"127.0.0.1:{port}", "secure": False, "buckets": [{"name": "bench"}]}

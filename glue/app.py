@@ -1,4 +1,4 @@
-"""The supervisor: open the journal, start the workers and sources, wait for a signal, drain.
+"""The supervisor: open the journal, start the data path (:mod:`glue.pipeline`), wait for a signal, drain.
 
 Drain order on SIGTERM/SIGINT: stop intake (sources stop accepting; in-flight requests finish) ->
 stop the workers (no new claims; in-flight invocations finish or are released for retry) -> close the
@@ -9,45 +9,19 @@ bounded by each component's own timeout.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import gc
 import importlib
 import pkgutil
 import signal
-from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
-from glue import contract, intake, journal
+from glue import contract, journal, pipeline
 from glue import settings as settings_mod
-from glue.journal import retention
-from glue.sources import http
 
-if TYPE_CHECKING:
-    from glue import objectstore
+__all__ = ["Daemon", "load_plugins", "run"]
 
 log = structlog.get_logger(__name__)
-
-
-class Component(Protocol):
-    name: str
-
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
-
-
-@dataclasses.dataclass
-class Runtime:
-    """What the components of one daemon share."""
-
-    settings: settings_mod.Settings
-    journal: journal.Journal
-    intake: intake.Intake
-    registry: contract.Registry
-    clients: contract.Clients
-    readiness: list[http.ReadinessCheck] = dataclasses.field(default_factory=list)
-    archive: objectstore.ArchiveWriter | None = None  # set by _workers when settings.archive is given
 
 
 def load_plugins(settings: settings_mod.Settings, *, everything: bool = False) -> None:
@@ -77,101 +51,26 @@ def load_plugins(settings: settings_mod.Settings, *, everything: bool = False) -
         importlib.import_module(name)
 
 
-def _workers(runtime: Runtime) -> list[Component]:
-    """Components that act on journaled events. Started first, stopped after the sources."""
-    components: list[Component] = []
-    if runtime.settings.archive is not None and runtime.settings.sources.minio is not None:
-        from glue import objectstore
-
-        store = objectstore.ObjectStore(runtime.settings.sources.minio)
-        runtime.archive = objectstore.ArchiveWriter(store, runtime.settings.archive, close_store=True)
-        components.append(runtime.archive)  # started first, stopped last: takes lines until the end
-        runtime.intake.taps.append(runtime.archive.record)  # a no-op unless archive.recordings
-    components.append(retention.Retention(runtime.journal, days=runtime.settings.journal.retention_days))
-    kafka_config = runtime.settings.sources.kafka
-    if kafka_config is not None and kafka_config.output is not None:
-        from glue.sources import kafka
-
-        # Before the executor, so stopped after it: the last outcomes are published too.
-        components.append(kafka.KafkaOutput(kafka_config, runtime.journal))
-    if runtime.settings.execution.enabled:
-        from glue import execution, routing
-
-        router = routing.load(runtime.settings.routes, runtime.registry, source="routes")
-        enricher = None
-        if router.enriched and runtime.settings.sources.minio is not None:  # settings require the latter
-            from glue import enrich, objectstore
-
-            enricher = enrich.Enricher(objectstore.ObjectStore(runtime.settings.sources.minio))
-        executor = execution.Executor(
-            runtime.journal, router, runtime.clients, runtime.settings.execution, enricher=enricher
-        )
-        runtime.intake.router = executor.route_at_intake
-        runtime.intake.on_journaled.append(executor.journaled)
-        if runtime.archive is not None:
-            executor.on_dead_letter.append(runtime.archive.dead_letter)  # a no-op unless archive.deadLetters
-        components.append(executor)  # stopped before retention and the archive: its last outcomes land
-    return components
-
-
-def _sources(runtime: Runtime) -> list[Component]:
-    """Ways in besides HTTP. Started before HTTP, stopped with it."""
-    components: list[Component] = []
-    # Each source's client library is imported only when the source is configured (memory, start time).
-    if runtime.settings.sources.kafka is not None:
-        from glue.sources import kafka
-
-        source = kafka.KafkaSource(runtime.settings.sources.kafka, runtime.intake, runtime.journal)
-        runtime.readiness.append(source.ready)
-        components.append(source)
-    minio = runtime.settings.sources.minio
-    if minio is not None and minio.buckets:
-        from glue.sources import minio_listen
-
-        listen = minio_listen.ListenSource(minio, runtime.intake.accept, reject=runtime.journal.reject)
-        runtime.readiness.append(listen.readiness)
-        components.append(listen)
-    return components
-
-
 class Daemon:
-    """One running glue: usable in-process (tests) or from ``glue run``."""
+    """One running glue: usable in-process (tests) or from ``glue run``. Its data path is a
+    :class:`glue.pipeline.Pipeline`, built once the journal is open."""
 
     def __init__(self, settings: settings_mod.Settings, *, registry: contract.Registry | None = None) -> None:
         self.settings = settings
         self.registry = registry if registry is not None else contract.registry
         self.journal = journal.create(settings.journal)
-        self.intake = intake.Intake(
-            self.journal, max_backlog=settings.server.max_backlog, record=settings.record
-        )
         self.clients = contract.Clients(self.registry, settings.clients)
-        self.runtime = Runtime(settings, self.journal, self.intake, self.registry, self.clients)
-        self.workers: list[Component] = []
-        self.sources: list[Component] = []
-        self.http: http.HttpSource | None = None
+        self.pipeline: pipeline.Pipeline | None = None
 
     async def start(self) -> None:
         await self.journal.open()
-        await self.intake.start()
-        self.workers = _workers(self.runtime)
-        for component in self.workers:
-            await component.start()
-        self.sources = _sources(self.runtime)
-        for component in self.sources:
-            await component.start()
-        self.http = http.HttpSource(self.settings, self.intake, self.journal, self.runtime.readiness)
-        await self.http.start()
-        log.info("started", workers=[c.name for c in self.workers], sources=[c.name for c in self.sources])
+        self.pipeline = pipeline.build(self.settings, self.journal, self.registry, self.clients)
+        await self.pipeline.start()
 
     async def stop(self) -> None:
         log.info("draining")
-        intake_side: list[Component] = [*([self.http] if self.http else []), *reversed(self.sources)]
-        for component in [*intake_side, *reversed(self.workers)]:
-            try:
-                await component.stop()
-            except Exception:
-                log.exception("stop failed", component=component.name)
-        await self.intake.stop()
+        if self.pipeline is not None:
+            await self.pipeline.stop()
         await self.clients.aclose()
         await self.journal.close()
         log.info("stopped")

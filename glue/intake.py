@@ -4,6 +4,9 @@ decode -> (backlog bound) -> route -> journal append (group commit) -> answer. A
 acknowledged only after :meth:`Intake.accept` returns: then every event in it is durably journaled,
 together with its routing decision when the executor could route it at once. Any exception means
 nothing of the delivery was journaled (the journal writes one delivery in one transaction).
+
+What intake is tied to is given to its constructor (see :mod:`glue.pipeline`): the :class:`Router`
+that routes events as they are journaled, and the taps that copy each delivery.
 """
 
 from __future__ import annotations
@@ -11,16 +14,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import orjson
 
 from glue import events, formats, journal, observability
 
+__all__ = ["Intake", "Overloaded", "Recorder", "Router", "Routing", "Tap"]
+
+#: The routing decided at intake of each event of a delivery (None: left pending), or None for all.
 Routing = list[list[journal.NewInvocation] | None] | None
-Journaled = Callable[[list[journal.Appended], list[events.CloudEvent], Routing], None]
+
+#: Called with every delivery as it arrives, beside the file recorder (the bucket archive).
+Tap = Callable[[events.Delivery], None]
+
+
+class Router(Protocol):
+    """Routes events as intake journals them (the executor's routing loop)."""
+
+    def route_at_intake(self, identity: str, event: events.CloudEvent) -> list[journal.NewInvocation] | None:
+        """The invocations to journal with the event, or None to leave it pending."""
+
+    def journaled(
+        self, appended: list[journal.Appended], batch: list[events.CloudEvent], routing: Routing
+    ) -> None:
+        """A delivery with new events was committed: what was appended, the events, their routing."""
 
 
 class Overloaded(Exception):
@@ -43,13 +63,21 @@ class Recorder:
 
 
 class Intake:
+    """Decodes deliveries and journals their events, within the bound of events waiting to be routed.
+
+    ``router`` routes events as they are journaled (None: they wait pending for a routing pass);
+    ``taps`` see every delivery that passed authentication; ``record`` is the file recorder's path.
+    """
+
     def __init__(
         self,
-        journal_: journal.Journal,
+        journal_: journal.Inbox,
         *,
         max_backlog: int,
         record: Path | None = None,
         backlog_refresh: float = 1.0,
+        router: Router | None = None,
+        taps: Sequence[Tap] = (),
     ) -> None:
         self.journal = journal_
         self.max_backlog = max_backlog
@@ -58,14 +86,10 @@ class Intake:
         self._backlog_refresh = backlog_refresh
         self._refresher: asyncio.Task[None] | None = None
         self._journaled_counters: dict[str, Any] = {}
-        #: Decides an event's invocations before it is journaled (the executor), or None to leave it
-        #: pending for the executor's routing pass.
-        self.router: Callable[[str, events.CloudEvent], list[journal.NewInvocation] | None] | None = None
-        #: Called after a delivery with new events is committed, with what was appended, the events
-        #: and their routing (None: left pending).
-        self.on_journaled: list[Journaled] = []
-        #: Called with every delivery as it arrives, beside the file recorder (the bucket archive).
-        self.taps: list[Callable[[events.Delivery], None]] = []
+        # The router's methods, looked up once: accept calls them per event and per delivery.
+        self._route = router.route_at_intake if router is not None else None
+        self._on_journaled = router.journaled if router is not None else None
+        self._taps = tuple(taps)
 
     async def start(self) -> None:
         await self._refresh_backlog()
@@ -109,14 +133,14 @@ class Intake:
         journal.JournalUnavailable (503); returns once the events are committed."""
         if self.recorder is not None:
             self.recorder.write(delivery)
-        for tap in self.taps:
+        for tap in self._taps:
             tap(delivery)
         batch = formats.decode(delivery, options)
         if self._backlog >= self.max_backlog:
             raise Overloaded(f"{self._backlog} events wait to be routed (bound {self.max_backlog})")
         routing: Routing = None
-        if self.router is not None:
-            routing = [self.router(events.identity(event), event) for event in batch]
+        if self._route is not None:
+            routing = [self._route(events.identity(event), event) for event in batch]
         started = time.perf_counter()
         appended = await self.journal.append(delivery, batch, routing)
         observability.JOURNAL_WRITE.observe(time.perf_counter() - started)
@@ -129,8 +153,8 @@ class Intake:
                 )
             self._backlog += waiting
             self._journaled(delivery.endpoint).inc(new)
-            for listener in self.on_journaled:
-                listener(appended, batch, routing)
+            if self._on_journaled is not None:
+                self._on_journaled(appended, batch, routing)
         if new < len(appended):
             observability.DUPLICATES.labels(delivery.endpoint).inc(len(appended) - new)
         return appended

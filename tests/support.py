@@ -38,8 +38,8 @@ async def running(loaded: settings.Settings) -> AsyncIterator[app.Daemon]:
 
 def base_url(daemon: app.Daemon) -> str:
     """Where the daemon's HTTP intake listens."""
-    assert daemon.http is not None and daemon.http.port is not None
-    return f"http://127.0.0.1:{daemon.http.port}"
+    assert daemon.pipeline is not None and daemon.pipeline.http.port is not None
+    return f"http://127.0.0.1:{daemon.pipeline.http.port}"
 
 
 class Client:

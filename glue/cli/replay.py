@@ -339,10 +339,12 @@ async def _replay_plans(
 async def _replay_into_journal(
     settings: settings_mod.Settings, args: argparse.Namespace, since: float | None
 ) -> int:
+    from glue import pipeline  # the daemon's parts are loaded only when a replay journals
+
     pace = _Pace(args.rate)
     counts = {"deliveries": 0, "new": 0, "duplicate": 0, "failed": 0}
     async with common.opened_journal(settings) as store:
-        gate = intake.Intake(store, max_backlog=settings.server.max_backlog)
+        gate = pipeline.make_intake(store, max_backlog=settings.server.max_backlog)
         for number, document in _lines(args.source, settings):
             if "specversion" in document:
                 delivery = events.Delivery(

@@ -122,8 +122,8 @@ async def test_replay_of_a_recording_in_dry_run_yields_the_plans_of_the_live_run
     with capture_logs() as logs:
         await daemon.start()
         try:
-            assert daemon.http is not None
-            url = f"http://127.0.0.1:{daemon.http.port}/events"
+            assert daemon.pipeline is not None
+            url = f"http://127.0.0.1:{daemon.pipeline.http.port}/events"
             async with aiohttp.ClientSession() as session:
                 for event in sent:
                     headers = {"Content-Type": "application/cloudevents+json"}

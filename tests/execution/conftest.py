@@ -129,7 +129,12 @@ class Harness:
         return routing.load(routes, self.registry, source="test")
 
     async def start(
-        self, routes: list[dict[str, Any]], *, store: journal.Journal | None = None, **config: Any
+        self,
+        routes: list[dict[str, Any]],
+        *,
+        store: journal.Journal | None = None,
+        keep_seconds: float = execution.KEEP_SECONDS,
+        **config: Any,
     ) -> execution.Executor:
         config.setdefault("pollSeconds", 0.05)
         config.setdefault("owner", "test")
@@ -140,6 +145,7 @@ class Harness:
             settings.Execution.model_validate(config),
             clock=self.clock,
             rng=random.Random(7),
+            keep_seconds=keep_seconds,
         )
         await executor.start()
         self.executors.append(executor)

@@ -10,7 +10,7 @@ import pytest
 from structlog.testing import capture_logs
 
 import glue
-from glue import contract, events, intake, journal
+from glue import contract, events, execution, intake, journal, pipeline
 
 from .conftest import Append, Harness, cloudevent, delivery_of, metric, wait_for
 
@@ -306,13 +306,13 @@ async def test_routing_goes_on_while_dispatch_is_stuck(
     async def gated(**_: Any) -> None:
         await gate.wait()
 
-    executor = await harness.start(
+    await harness.start(
         batch=5,
         concurrency=2,
         pollSeconds=0.02,
         routes=[{"name": "g", "handler": "gated", "concurrency": 1}],
+        keep_seconds=0.1,
     )
-    executor.keep_seconds = 0.1
     await append(*(cloudevent(f"e{n}") for n in range(60)))
     await wait_for(lambda: _routed(store, 60), seconds=20, step=0.05)
     assert len(await store.invocations(state="running")) == 1, "the route's limit still holds"
@@ -324,12 +324,9 @@ async def _routed(store: journal.Journal, count: int) -> bool:
     return await store.backlog() == 0 and len(await store.invocations(limit=1000)) == count
 
 
-def wired_intake(store: journal.Journal, executor: Any) -> intake.Intake:
-    """Intake wired to the executor as the daemon wires it (glue/app.py)."""
-    entry = intake.Intake(store, max_backlog=10_000)
-    entry.router = executor.route_at_intake
-    entry.on_journaled.append(executor.journaled)
-    return entry
+def wired_intake(store: journal.Journal, executor: execution.Executor) -> intake.Intake:
+    """Intake in front of the executor, built as the daemon builds it (glue.pipeline)."""
+    return pipeline.make_intake(store, max_backlog=10_000, executor=executor)
 
 
 async def test_events_are_journaled_with_their_routing_and_run_at_once(
@@ -405,11 +402,11 @@ async def test_an_invocation_started_before_intake_kept_its_event_is_not_kept_af
     )
     for n in range(10):  # more than the events it keeps (4 batches + the concurrency)
         event = cloudevent(f"e{n}")
-        routing = [executor.route_at_intake(events.identity(event), event)]
+        routing = [executor.routing_loop.route_at_intake(events.identity(event), event)]
         assert routing[0] is not None, f"intake stopped routing at event {n}"
         appended = await store.append(delivery_of(event), [event], routing)
-        await executor.dispatch_once()  # dispatch (this call or its own loop) claims and starts it ...
+        await executor.dispatcher.dispatch_once()  # dispatch (this call or its own loop) claims it ...
         await wait_for(functools.partial(all_claimed, store, n + 1), seconds=5, step=0.01)
-        executor.journaled(appended, [event], routing)  # ... then intake learns its seq
+        executor.routing_loop.journaled(appended, [event], routing)  # ... then intake learns its seq
         await wait_for(functools.partial(all_done, store, n + 1), seconds=5, step=0.01)
     assert calls == [f"e{n}" for n in range(10)]

@@ -163,8 +163,8 @@ async def test_daemon_runs_the_archive_and_flushes_it_on_drain(
         archive={"bucket": bucket, "prefix": "ops", "deadLetters": True, "flushSeconds": 3600},
     )
     async with running(config) as daemon:
-        assert daemon.runtime.archive is not None
-        daemon.runtime.archive.dead_letter({"route": "reload", "error": "gave up"})
+        assert daemon.pipeline is not None and daemon.pipeline.archive is not None
+        daemon.pipeline.archive.dead_letter({"route": "reload", "error": "gave up"})
     store = objectstore.ObjectStore(minio_config)
     try:
         lines = [line async for line in objectstore.read_archive(store, f"s3://{bucket}/ops/dead-letters")]

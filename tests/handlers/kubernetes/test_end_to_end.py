@@ -91,7 +91,8 @@ async def daemon(kubeconfig: Path, tmp_path: Path) -> AsyncIterator[Daemon]:
     )
     app.load_plugins(config)
     async with support.running(config) as running, aiohttp.ClientSession() as session:
-        assert any(component.name == "executor" for component in running.workers)
+        assert running.pipeline is not None
+        assert any(component.name == "executor" for component in running.pipeline.workers)
         yield Daemon(running, session)
 
 
@@ -101,7 +102,8 @@ async def eventually(check: Callable[[], Any]) -> Any:
 
 async def settled(daemon: Daemon) -> None:
     """Nothing left to route or run (the executor's own idle check)."""
-    executor = next(c for c in daemon.daemon.workers if isinstance(c, execution.Executor))
+    assert daemon.daemon.pipeline is not None
+    executor = next(c for c in daemon.daemon.pipeline.workers if isinstance(c, execution.Executor))
     await asyncio.wait_for(executor.idle(), 30)
 
 

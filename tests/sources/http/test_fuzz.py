@@ -102,8 +102,8 @@ def daemon_in_thread(tmp_path: Path) -> Iterator[tuple[app.Daemon, int, asyncio.
     thread.start()
     asyncio.run_coroutine_threadsafe(daemon.start(), loop).result(30)
     try:
-        assert daemon.http is not None and daemon.http.port is not None
-        yield daemon, daemon.http.port, loop
+        assert daemon.pipeline is not None and daemon.pipeline.http.port is not None
+        yield daemon, daemon.pipeline.http.port, loop
     finally:
         asyncio.run_coroutine_threadsafe(daemon.stop(), loop).result(30)
         loop.call_soon_threadsafe(loop.stop)

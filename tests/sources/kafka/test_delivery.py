@@ -42,7 +42,8 @@ def binary_ce(n: int, source: str = "/orders") -> Record:
 
 
 def source_of(daemon: app.Daemon) -> kafka.KafkaSource:
-    (source,) = [c for c in daemon.sources if isinstance(c, kafka.KafkaSource)]
+    assert daemon.pipeline is not None
+    (source,) = [c for c in daemon.pipeline.sources if isinstance(c, kafka.KafkaSource)]
     return source
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from glue import intake, journal
+from glue import intake, journal, pipeline
 from glue import settings as settings_mod
 
 
@@ -23,7 +23,7 @@ async def journal_(tmp_path: Path) -> AsyncIterator[journal.Journal]:
 
 @pytest.fixture
 async def intake_(journal_: journal.Journal) -> AsyncIterator[intake.Intake]:
-    accepting = intake.Intake(journal_, max_backlog=10_000)
+    accepting = pipeline.make_intake(journal_, max_backlog=10_000)
     await accepting.start()
     try:
         yield accepting

@@ -1,0 +1,121 @@
+"""One attempt of a handler: run it under a deadline and classify how it ended.
+
+:func:`run_attempt` is the one place a handler is called; it turns every ending into an
+:class:`Attempt` and never lets a handler error escape (only cancellation passes through).
+:func:`plan` runs a route's handler in dry-run for replay and explain, exactly as the executor runs a
+``dryRun`` route. :func:`backoff_delay` is the wait before the next attempt of a failed one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+from collections.abc import Mapping
+from typing import Any
+
+import structlog
+
+from glue import contract, journal, routing
+
+__all__ = ["Attempt", "backoff_delay", "plan", "reason", "run_attempt"]
+
+log = structlog.get_logger(__name__)
+
+
+def backoff_delay(policy: routing.Backoff, attempt: int, rng: random.Random) -> float:
+    """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+    try:
+        base = policy.initial * policy.multiplier ** (attempt - 1)
+    except OverflowError:
+        base = math.inf
+    base = min(base, policy.max)
+    if policy.jitter:
+        base *= rng.uniform(1 - policy.jitter, 1 + policy.jitter)
+    return min(base, policy.max)
+
+
+class Attempt:
+    """The outcome of one attempt, as :func:`run_attempt` classifies it."""
+
+    __slots__ = ("delay", "error", "outcome", "plan")
+
+    def __init__(
+        self,
+        outcome: str,
+        *,
+        error: str | None = None,
+        delay: float | None = None,
+        plan: contract.Plan | None = None,
+    ) -> None:
+        self.outcome = outcome  # done | planned | temporary | permanent | failed
+        self.error = error
+        self.delay = delay
+        self.plan = plan
+
+
+def reason(exc: BaseException) -> str:
+    """An exception as one line for the journal and the log: its type and the first line of its text."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+async def run_attempt(
+    handler: contract.Handler,
+    *,
+    event: Any,
+    params: contract.Params,
+    ctx: contract.Context,
+    seconds: float,
+) -> Attempt:
+    """Call the handler with ``seconds`` to finish and classify how it ended. Never raises, except
+    cancellation of the caller."""
+    deadline = asyncio.timeout(seconds)
+    try:
+        async with deadline:
+            result = await handler.fn(event=event, params=params, ctx=ctx)
+    except contract.TemporaryError as exc:
+        return Attempt("temporary", error=reason(exc), delay=exc.delay)
+    except contract.PermanentError as exc:
+        return Attempt("permanent", error=reason(exc))
+    except TimeoutError as exc:
+        if deadline.expired():
+            return Attempt("failed", error=f"timed out after {seconds:g} s")
+        return Attempt("failed", error=reason(exc))  # the handler's own client timed out
+    except Exception as exc:  # any other handler failure follows the route's delivery policy
+        return Attempt("failed", error=reason(exc))
+    if ctx.dry_run:
+        return Attempt("planned", plan=result if isinstance(result, contract.Plan) else contract.Plan())
+    return Attempt("done")
+
+
+async def plan(
+    compiled: routing.Compiled,
+    event: Any,
+    params: Mapping[str, Any],
+    *,
+    identity: str,
+    clients: contract.Clients,
+    options: Mapping[str, Any] | None = None,
+) -> Attempt:
+    """What the route's handler would do for ``event``: its dry-run attempt, as the live executor runs
+    it for a ``dryRun`` route (same context, same idempotency key). Used by replay and explain."""
+    key = journal.idempotency_key(identity, compiled.name)
+    try:
+        model = compiled.handler.params.model_validate(dict(params))
+    except Exception as exc:  # params the handler's model rejects
+        return Attempt("permanent", error=reason(exc))
+    ctx = contract.Context(
+        route=compiled.name,
+        handler=compiled.handler.name,
+        idempotency_key=key,
+        attempt=1,
+        dry_run=True,
+        log=log.bind(route=compiled.name, handler=compiled.handler.name, event_id=event.get_id()),
+        clients=clients,
+        deadline=asyncio.get_running_loop().time() + compiled.route.delivery.timeout,
+        options=options or {},
+    )
+    return await run_attempt(
+        compiled.handler, event=event, params=model, ctx=ctx, seconds=compiled.route.delivery.timeout
+    )

@@ -1,0 +1,173 @@
+"""The executor: the daemon component that routes journaled events, runs handlers, retries and
+dead-letters, built from its parts:
+
+- :class:`~glue.execution.routing_loop.RoutingLoop`: claim pending events, evaluate the routes,
+  persist one invocation per matched route (all of a batch in one transaction); and routing at
+  intake, for events intake is about to journal;
+- :class:`~glue.execution.dispatcher.Dispatcher`: claim due invocations within the global and
+  per-route concurrency bounds (the journal keeps per-key order), start each attempt in its own task;
+- :class:`~glue.execution.runner.Runner`: run one attempt under its route's timeout and classify it;
+- :class:`~glue.execution.settler.Settler`: write the outcomes of finished attempts back in batches;
+- :class:`~glue.execution.cache.EventCache`: routed events kept parsed for their first attempts.
+
+A handler exception never escapes; only cancellation passes through. On stop no new work is claimed,
+in-flight attempts get ``execution.drainSeconds`` to finish, and the rest are cancelled and released
+for another attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import socket
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import structlog
+
+from glue import contract, enrich, journal, routing
+from glue import settings as settings_mod
+from glue.execution import cache, dispatcher, metrics, routing_loop, runner, settler, wake
+
+__all__ = ["Executor", "default_owner"]
+
+log = structlog.get_logger(__name__)
+
+
+def default_owner() -> str:
+    """The name this process claims work under unless ``execution.owner`` is set: host and pid."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class Executor:
+    """Routes and runs journaled events. ``clock`` gives wall time (persisted due times).
+
+    ``routing_loop`` is what intake calls to route events as it journals them; ``on_dead_letter`` is
+    called with a record of every dead-lettered invocation."""
+
+    name = "executor"
+
+    def __init__(
+        self,
+        journal_: journal.WorkQueue,
+        router: routing.Router,
+        clients: contract.Clients,
+        config: settings_mod.Execution | None = None,
+        *,
+        dry_run: bool = False,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+        options: Mapping[str, Any] | None = None,
+        enricher: enrich.Enricher | None = None,
+        on_dead_letter: runner.DeadLetterTap | None = None,
+        keep_seconds: float = cache.KEEP_SECONDS,
+    ) -> None:
+        config = config if config is not None else settings_mod.Execution()
+        self.journal = journal_
+        self.config = config
+        self.clock = clock
+        self.owner = config.owner or default_owner()
+        longest = max((route.route.delivery.timeout for route in router.routes), default=0.0)
+        self.lease = max(config.lease_seconds, longest + 10.0)
+        #: Routes whose handler has nothing to reach (its first client, e.g. the cluster, is not
+        #: configured): they run in dry-run and log plans, so a laptop replays without a cluster.
+        self.unconfigured: dict[str, str] = {}
+        for compiled in router.routes:
+            needs = compiled.handler.clients[:1]
+            if needs and not clients.configured(needs[0]):
+                self.unconfigured[compiled.route.name] = needs[0]
+        dispatch_wake = wake.Wake()
+        self.event_cache = cache.EventCache(
+            4 * config.batch + config.concurrency, batch=config.batch, keep_seconds=keep_seconds
+        )
+        self.settler = settler.Settler(
+            journal_, self.owner, clock=clock, poll_seconds=config.poll_seconds, unblocked=dispatch_wake
+        )
+        self.runner = runner.Runner(
+            journal_,
+            router,
+            clients,
+            event_cache=self.event_cache,
+            outcomes=self.settler,
+            clock=clock,
+            rng=rng if rng is not None else random.Random(),
+            dry_run=dry_run,
+            unconfigured=self.unconfigured,
+            options=options or {},
+            on_dead_letter=on_dead_letter,
+        )
+        self.dispatcher = dispatcher.Dispatcher(
+            journal_,
+            router,
+            self.runner,
+            config,
+            owner=self.owner,
+            lease=self.lease,
+            clock=clock,
+            wake_=dispatch_wake,
+        )
+        self.routing_loop = routing_loop.RoutingLoop(
+            journal_,
+            router,
+            config,
+            event_cache=self.event_cache,
+            owner=self.owner,
+            lease=self.lease,
+            clock=clock,
+            routed=dispatch_wake,
+            enricher=enricher,
+        )
+        self._loops: list[asyncio.Task[None]] = []
+        self._settling: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Take back this owner's claims left by a previous run, then start the loops."""
+        released = await self.journal.release(self.owner, now=self.clock())
+        if released:
+            log.info("released stale claims", owner=self.owner, invocations=released)
+        self.routing_loop.stopping = False
+        for route, client in sorted(self.unconfigured.items()):
+            log.warning("route runs in dry-run: its client is not configured", route=route, client=client)
+        self._settling = asyncio.create_task(self.settler.run(), name="executor-settle")
+        self._loops = [
+            asyncio.create_task(self.routing_loop.run(), name="executor-route"),
+            asyncio.create_task(self.dispatcher.run(), name="executor-dispatch"),
+        ]
+
+    def wake(self) -> None:
+        """New events were journaled: route them now rather than at the next poll."""
+        self.routing_loop.wake.set()
+
+    async def stop(self) -> None:
+        """Drain: no new claims; in-flight attempts finish within drainSeconds or are released."""
+        self.routing_loop.stopping = True
+        for task in self._loops:
+            task.cancel()
+        for task in self._loops:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._loops = []
+        await self.dispatcher.drain()
+        if self._settling is not None:
+            self._settling.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._settling
+            self._settling = None
+        await self.settler.flush()
+        metrics.IN_FLIGHT.set(0)
+        with contextlib.suppress(journal.JournalUnavailable):
+            await self.journal.release(self.owner, now=self.clock())
+
+    async def idle(self) -> None:
+        """Wait until no event is pending routing and nothing is in flight or unsettled (tests, replay)."""
+        while True:
+            if (
+                not self.dispatcher.in_flight
+                and not self.settler.pending
+                and await self.journal.backlog() == 0
+            ):
+                return
+            await asyncio.sleep(self.config.poll_seconds / 10)

@@ -1,0 +1,167 @@
+"""Turning journaled events into invocations: the routing pass over pending events, and routing at
+intake (before the event is journaled, stored with it in one transaction).
+
+Either way the routed event is kept parsed for its first attempts (:mod:`glue.execution.cache`) and
+dispatch is woken. Routing runs ahead of dispatch only as far as the cache allows; while it is full,
+intake leaves events pending, and they count in the backlog that bounds intake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import structlog
+
+from glue import enrich, events, journal, routing
+from glue import settings as settings_mod
+from glue.execution import attempt, cache, metrics, wake
+
+__all__ = ["ROUTE_WINDOW", "RoutingLoop"]
+
+log = structlog.get_logger(__name__)
+
+#: After new events are announced, how long routing waits for more to route them together: every
+#: journal round trip costs a thread hand-off however few rows it moves, so under steady traffic
+#: batching is what keeps dispatch cheap; the wait is small beside the latency budget.
+ROUTE_WINDOW = 0.003
+
+
+class RoutingLoop:
+    """Routes events with the router: those intake journals (:meth:`route_at_intake`,
+    :meth:`journaled`, called by :class:`glue.intake.Intake`) and those left pending (:meth:`run`).
+
+    ``stopping`` is set when the executor drains: intake then leaves new events pending."""
+
+    def __init__(
+        self,
+        journal_: journal.WorkQueue,
+        router: routing.Router,
+        config: settings_mod.Execution,
+        *,
+        event_cache: cache.EventCache,
+        owner: str,
+        lease: float,
+        clock: Callable[[], float],
+        routed: wake.Wake,
+        enricher: enrich.Enricher | None,
+    ) -> None:
+        self.journal = journal_
+        self.router = router
+        self.config = config
+        self.event_cache = event_cache
+        self.owner = owner
+        self.lease = lease
+        self.clock = clock
+        self.routed = routed
+        self.enricher = enricher
+        self.stopping = False
+        self.wake = wake.Wake()  # new events are pending: route them now rather than at the next poll
+
+    async def run(self) -> None:
+        """Route pending events until cancelled."""
+        while True:
+            await self.event_cache.make_room()
+            try:
+                routed = await self.route_once()
+            except journal.JournalUnavailable as exc:
+                log.warning("routing paused: journal unavailable", error=str(exc))
+                routed = 0
+            if routed >= self.config.batch:
+                await asyncio.sleep(0)  # more are waiting; let intake and dispatch run in between
+            elif await self.wake.sleep(self.config.poll_seconds):
+                await asyncio.sleep(ROUTE_WINDOW)  # events arriving together are routed together
+
+    async def route_once(self) -> int:
+        """Route one batch of pending events; returns how many were claimed."""
+        now = self.clock()
+        claimed = await self.journal.claim_events(
+            self.owner, limit=self.config.batch, lease=self.lease, now=now
+        )
+        if not claimed:
+            return 0
+        decisions: dict[int, list[journal.NewInvocation]] = {}
+        for stored in claimed:
+            try:
+                event = stored.event()
+                extra = await self._enrich(event)
+                if extra is None:
+                    continue  # keeps its claim: routed again when the lease lapses
+                decisions[stored.seq] = self.router.invocations(stored, now=now, event=event, extra=extra)
+                pending = sum(1 for item in decisions[stored.seq] if item.state == "pending")
+                if pending:
+                    self.event_cache.keep(stored.seq, stored.id, event, pending)
+            except Exception as exc:  # an event the journal holds but cannot be parsed: unmatched
+                log.error("event cannot be routed", seq=stored.seq, id=stored.id, error=attempt.reason(exc))
+                decisions[stored.seq] = []
+            self._routed(stored.id, decisions[stored.seq])
+        await self.journal.record_routing(self.owner, decisions, now=now)
+        self.routed.set()
+        return len(claimed)
+
+    @staticmethod
+    def _routed(event_id: str, decided: Sequence[journal.NewInvocation]) -> None:
+        """Count one routed event; an invocation whose parameters could not be rendered is dead."""
+        metrics.labelled(metrics.EVENTS_ROUTED, "matched" if decided else "unmatched").inc()
+        for item in decided:
+            if item.state == "dead":
+                log.warning(
+                    "invocation dead on arrival",
+                    route=item.route,
+                    handler=item.handler,
+                    event_id=event_id,
+                    error=item.error,
+                )
+                metrics.labelled(metrics.DEAD_LETTERS, item.route).inc()
+                metrics.labelled(metrics.INVOCATIONS, item.route, item.handler, "dead").inc()
+
+    def route_at_intake(self, identity: str, event: events.CloudEvent) -> list[journal.NewInvocation] | None:
+        """The invocations of an event about to be journaled, stored with it in one transaction, so
+        no routing pass has to claim, read and parse it again. None leaves it pending for
+        :meth:`route_once`: when a route reads the object store first, when routing fails (the pass
+        logs why), and while dispatch is behind (pending events are the backlog that bounds intake)."""
+        if self.router.enriched or self.stopping or len(self.event_cache.kept) > self.event_cache.limit:
+            return None
+        try:
+            return self.router.invocations_of(identity, event, now=self.clock())
+        except Exception:
+            return None
+
+    def journaled(
+        self,
+        appended: list[journal.Appended],
+        batch: list[events.CloudEvent],
+        routing: list[list[journal.NewInvocation] | None] | None,
+    ) -> None:
+        """Intake committed new events: keep those routed at intake for dispatch, wake the loops."""
+        pending = routing is None
+        runnable = False
+        for index, item in enumerate(appended):
+            decided = routing[index] if routing is not None else None
+            if not item.new:
+                continue
+            if decided is None or item.seq is None:
+                pending = True
+                continue
+            self._routed(item.id, decided)
+            # Kept for the invocations still to start: dispatch may have claimed one between the
+            # commit and now (it read the event from the journal), and the cache leaves that one out.
+            uses = sum(1 for new in decided if new.state == "pending")
+            if self.event_cache.keep(item.seq, item.id, batch[index], uses):
+                runnable = True
+        if pending:
+            self.wake.set()
+        if runnable:
+            self.routed.set()
+
+    async def _enrich(self, event: events.CloudEvent) -> dict[str, dict[str, Any]] | None:
+        """What routes with an ``enrich`` block read of the event's object ({} when none has one);
+        None when MinIO could not be asked: a temporary error of this event, not of the executor."""
+        if not self.router.enriched or self.enricher is None:
+            return {}
+        try:
+            return await self.enricher.for_routes(event, self.router.enriched)
+        except enrich.EnrichmentFailed as exc:
+            log.warning("event not routed yet: enrichment failed", event_id=event.get_id(), error=str(exc))
+            return None

@@ -1,0 +1,202 @@
+"""One claimed invocation, from claim to a queued outcome: its event, its handler's context, the
+attempt, and what the attempt's ending means under the route's delivery policy.
+
+Every attempt ends in exactly one outcome: ``done``; ``retry`` at a time persisted in the journal (so
+a restart resumes the schedule); ``dead`` (dead-letter queue) or ``dropped`` (the route keeps no dead
+letters). Each logs one ``dispatched`` line and counts in the metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import structlog
+
+from glue import contract, journal, routing
+from glue.execution import attempt, cache, metrics, settler
+
+__all__ = ["DeadLetterTap", "Runner"]
+
+log = structlog.get_logger(__name__)
+
+#: Called with a JSON-able record of every dead-lettered invocation (the bucket archive).
+DeadLetterTap = Callable[[dict[str, Any]], None]
+
+
+class Runner:
+    """Runs claimed invocations of the router's routes and queues their outcomes with the settler.
+
+    ``unconfigured`` names the routes run in dry-run because their handler's client is not configured.
+    """
+
+    def __init__(
+        self,
+        journal_: journal.WorkQueue,
+        router: routing.Router,
+        clients: contract.Clients,
+        *,
+        event_cache: cache.EventCache,
+        outcomes: settler.Settler,
+        clock: Callable[[], float],
+        rng: random.Random,
+        dry_run: bool,
+        unconfigured: Mapping[str, str],
+        options: Mapping[str, Any],
+        on_dead_letter: DeadLetterTap | None,
+    ) -> None:
+        self.journal = journal_
+        self.router = router
+        self.clients = clients
+        self.event_cache = event_cache
+        self.outcomes = outcomes
+        self.clock = clock
+        self.rng = rng
+        self.dry_run = dry_run
+        self.unconfigured = unconfigured
+        self.options = options
+        self.on_dead_letter = on_dead_letter
+
+    async def run(self, item: journal.Invocation) -> None:
+        """One attempt of one invocation, from claim to a queued outcome. Never raises but
+        cancellation (then the claim is released by the executor's stop)."""
+        compiled = self.router.by_name.get(item.route)
+        if compiled is None:
+            error = f"route {item.route!r} is no longer configured"
+            self._give_up(item, error, dead_letter=True, log_=self._logger(item))
+            return
+        policy = compiled.route.delivery
+        if item.attempt > policy.attempts:  # attempts used up by crashes (expired leases)
+            error = f"{policy.attempts} attempts used up"
+            self._give_up(item, error, dead_letter=policy.dead_letter, log_=self._logger(item))
+            return
+        try:
+            kept = self.event_cache.recall(item.event_seq)
+            if kept is not None:
+                event_id, event = kept.event_id, kept.event
+            else:
+                self.event_cache.started_unkept(item.event_seq)
+                stored = await self.journal.get(item.event_seq)
+                if stored is None:
+                    raise LookupError(f"event {item.event_seq} is no longer in the journal")
+                event_id, event = stored.id, stored.event()
+            params = compiled.handler.params.model_validate(dict(item.params))
+        except journal.JournalUnavailable as exc:
+            self._retry(item, policy, f"journal unavailable: {exc}", None, self._logger(item))
+            return
+        except Exception as exc:  # a missing event or params the handler's model now rejects
+            self._give_up(item, attempt.reason(exc), dead_letter=True, log_=self._logger(item))
+            return
+        bound = self._logger(item, event_id)
+        dry_run = self.dry_run or compiled.route.dry_run or item.route in self.unconfigured
+        ctx = contract.Context(
+            route=item.route,
+            handler=item.handler,
+            idempotency_key=item.idempotency_key,
+            attempt=item.attempt,
+            dry_run=dry_run,
+            log=bound,
+            clients=self.clients,
+            deadline=asyncio.get_running_loop().time() + policy.timeout,
+            options=self.options,
+        )
+        started = time.perf_counter()
+        try:
+            ended = await attempt.run_attempt(
+                compiled.handler, event=event, params=params, ctx=ctx, seconds=policy.timeout
+            )
+        finally:
+            metrics.labelled(metrics.HANDLER_DURATION, item.route, item.handler).observe(
+                time.perf_counter() - started
+            )
+        duration_ms = round((time.perf_counter() - started) * 1000, 3)
+        if ended.outcome in ("done", "planned"):
+            self.outcomes.settle(item, journal.Outcome(item.id, "done"))
+            metrics.labelled(metrics.INVOCATIONS, item.route, item.handler, ended.outcome).inc()
+            extra: dict[str, Any] = {}
+            if ended.plan is not None:
+                extra["plan"] = ended.plan.to_dict()
+            bound.info("dispatched", outcome=ended.outcome, duration_ms=duration_ms, **extra)
+        elif ended.outcome == "permanent":
+            self._give_up(
+                item,
+                ended.error or "permanent error",
+                dead_letter=policy.dead_letter,
+                log_=bound,
+                duration_ms=duration_ms,
+            )
+        elif item.attempt >= policy.attempts:
+            self._give_up(
+                item,
+                f"{ended.error} (after {item.attempt} attempts)",
+                dead_letter=policy.dead_letter,
+                log_=bound,
+                duration_ms=duration_ms,
+            )
+        else:
+            self._retry(item, policy, ended.error or "failed", ended.delay, bound, duration_ms=duration_ms)
+
+    @staticmethod
+    def _logger(item: journal.Invocation, event_id: str | None = None) -> Any:
+        """The logger of one attempt, bound once: the handler's ``ctx.log`` and the dispatch line."""
+        fields: dict[str, Any] = {
+            "route": item.route,
+            "handler": item.handler,
+            "invocation": item.id,
+            "attempt": item.attempt,
+            "event_seq": item.event_seq,
+        }
+        if event_id is not None:
+            fields["event_id"] = event_id
+        return log.bind(**fields)
+
+    def _retry(
+        self,
+        item: journal.Invocation,
+        policy: routing.DeliveryPolicy,
+        error: str,
+        delay: float | None,
+        log_: Any,
+        duration_ms: float | None = None,
+    ) -> None:
+        if delay is None:
+            delay = attempt.backoff_delay(policy.backoff, item.attempt, self.rng)
+        delay = min(max(delay, 0.0), policy.backoff.max)
+        self.outcomes.settle(
+            item, journal.Outcome(item.id, "retry", due_at=self.clock() + delay, error=error)
+        )
+        metrics.labelled(metrics.INVOCATIONS, item.route, item.handler, "retry").inc()
+        metrics.labelled(metrics.RETRIES, item.route, item.handler).inc()
+        log_.info(
+            "dispatched", outcome="retry", duration_ms=duration_ms, retry_in_s=round(delay, 3), error=error
+        )
+
+    def _give_up(
+        self,
+        item: journal.Invocation,
+        error: str,
+        *,
+        dead_letter: bool,
+        log_: Any,
+        duration_ms: float | None = None,
+    ) -> None:
+        if dead_letter:
+            self.outcomes.settle(item, journal.Outcome(item.id, "dead", error=error))
+            metrics.labelled(metrics.DEAD_LETTERS, item.route).inc()
+            outcome = "dead"
+            if self.on_dead_letter is not None:
+                record = {
+                    **item.summary(),
+                    "params": dict(item.params),
+                    "error": error,
+                    "deadAt": self.clock(),
+                }
+                self.on_dead_letter(record)
+        else:
+            self.outcomes.settle(item, journal.Outcome(item.id, "done", error=error))
+            outcome = "dropped"
+        metrics.labelled(metrics.INVOCATIONS, item.route, item.handler, outcome).inc()
+        log_.warning("dispatched", outcome=outcome, duration_ms=duration_ms, error=error)

@@ -1,0 +1,78 @@
+"""Writing the outcomes of finished attempts back to the journal, several in one commit."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import structlog
+
+from glue import journal
+from glue.execution import wake
+
+__all__ = ["SETTLE_WINDOW", "Settler"]
+
+log = structlog.get_logger(__name__)
+
+#: How long finished attempts wait to be committed together (a group commit of outcomes).
+SETTLE_WINDOW = 0.005
+
+
+class Settler:
+    """Queues outcomes and commits them in groups; wakes dispatch when a commit may have made another
+    invocation runnable (the next of an ordering key, or a retry due at once)."""
+
+    def __init__(
+        self,
+        journal_: journal.WorkQueue,
+        owner: str,
+        *,
+        clock: Callable[[], float],
+        poll_seconds: float,
+        unblocked: wake.Wake,
+    ) -> None:
+        self.journal = journal_
+        self.owner = owner
+        self.clock = clock
+        self.poll_seconds = poll_seconds
+        self.unblocked = unblocked
+        #: Outcomes queued and not yet committed.
+        self.pending: list[journal.Outcome] = []
+        self._unblocks = False  # an unsettled outcome may make another invocation runnable
+        self._wake = asyncio.Event()
+
+    def settle(self, item: journal.Invocation, outcome: journal.Outcome) -> None:
+        """Queue the outcome of ``item``'s attempt for the next commit."""
+        self.pending.append(outcome)
+        # Once committed, the next invocation of the same ordering key may run, or an immediate retry.
+        if item.ordering_key is not None or (outcome.due_at is not None and outcome.due_at <= self.clock()):
+            self._unblocks = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Commit queued outcomes until cancelled; a journal outage delays them, never drops them."""
+        while True:
+            await self._wake.wait()
+            await asyncio.sleep(SETTLE_WINDOW)  # let outcomes that finish together share one commit
+            self._wake.clear()
+            try:
+                await self.flush()
+            except journal.JournalUnavailable as exc:
+                log.warning("settling paused: journal unavailable", error=str(exc))
+                await asyncio.sleep(self.poll_seconds)
+                self._wake.set()
+
+    async def flush(self) -> None:
+        """Commit what is queued now; on failure it stays queued and the error is raised."""
+        if not self.pending:
+            return
+        batch, self.pending = self.pending, []
+        unblocks, self._unblocks = self._unblocks, False
+        try:
+            await self.journal.settle(self.owner, batch, now=self.clock())
+        except BaseException:
+            self.pending[:0] = batch
+            self._unblocks = self._unblocks or unblocks
+            raise
+        if unblocks:
+            self.unblocked.set()

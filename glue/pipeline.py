@@ -1,0 +1,200 @@
+"""The data path of one daemon, assembled in one place from parts passed to their constructors.
+
+    sources (HTTP, Kafka, MinIO listen)
+      -> intake (decode, identity, backlog bound, routing at intake by the executor's routing loop)
+      -> journal (append: the event is acknowledged once this commits)
+      -> executor (routing loop -> dispatcher -> runner -> handlers; settler writes outcomes back)
+
+Beside it run the workers that read the journal too: the bucket archive (a tap of intake and the
+executor's dead-letter hook), journal retention and the Kafka output. Every hook between parts is a
+constructor argument, fixed here before the daemon starts; :mod:`glue.app` supervises the result.
+Client libraries (the MinIO SDK, aiokafka, the route compiler) are imported only when configured.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import structlog
+
+from glue import contract, intake, journal
+from glue import settings as settings_mod
+from glue.journal import retention
+from glue.sources import http
+
+if TYPE_CHECKING:
+    from glue import execution, objectstore
+
+__all__ = ["Component", "Pipeline", "build", "make_executor", "make_intake"]
+
+log = structlog.get_logger(__name__)
+
+
+class Component(Protocol):
+    """A long-running part of the daemon: started in order, stopped in reverse."""
+
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+def make_intake(
+    journal_: journal.Inbox,
+    *,
+    max_backlog: int,
+    record: Path | None = None,
+    executor: execution.Executor | None = None,
+    archive: objectstore.ArchiveWriter | None = None,
+) -> intake.Intake:
+    """Intake in front of the journal: events are routed as they are journaled by the executor's
+    routing loop (without an executor they wait pending for a routing pass, here or on another
+    replica), and every delivery is copied to the archive (a no-op unless ``archive.recordings``)."""
+    return intake.Intake(
+        journal_,
+        max_backlog=max_backlog,
+        record=record,
+        router=executor.routing_loop if executor is not None else None,
+        taps=(archive.record,) if archive is not None else (),
+    )
+
+
+def make_executor(
+    settings: settings_mod.Settings,
+    journal_: journal.WorkQueue,
+    registry: contract.Registry,
+    clients: contract.Clients,
+    *,
+    archive: objectstore.ArchiveWriter | None = None,
+) -> execution.Executor | None:
+    """The executor of the configured routes (None when ``execution.enabled`` is off); it reads the
+    object store first for routes with an ``enrich`` block, and dead letters go to the archive (a
+    no-op unless ``archive.deadLetters``)."""
+    if not settings.execution.enabled:
+        return None
+    from glue import execution, routing
+
+    router = routing.load(settings.routes, registry, source="routes")
+    enricher = None
+    if router.enriched and settings.sources.minio is not None:  # settings require the latter
+        from glue import enrich, objectstore
+
+        enricher = enrich.Enricher(objectstore.ObjectStore(settings.sources.minio))
+    return execution.Executor(
+        journal_,
+        router,
+        clients,
+        settings.execution,
+        enricher=enricher,
+        on_dead_letter=archive.dead_letter if archive is not None else None,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Pipeline:
+    """The parts of one daemon's data path. Started workers first (they act on what is journaled),
+    then the sources, HTTP last; stopped in reverse: intake stops before the executor drains, and
+    the archive takes lines until the end."""
+
+    intake: intake.Intake
+    workers: tuple[Component, ...]
+    sources: tuple[Component, ...]
+    http: http.HttpSource
+    archive: objectstore.ArchiveWriter | None
+    _started: list[Component] = dataclasses.field(default_factory=list, init=False, repr=False)
+
+    async def start(self) -> None:
+        """Start every part in order; on failure :meth:`stop` stops those already started."""
+        await self.intake.start()
+        for component in (*self.workers, *self.sources, self.http):
+            self._started.append(component)
+            await component.start()
+        log.info("started", workers=[c.name for c in self.workers], sources=[c.name for c in self.sources])
+
+    async def stop(self) -> None:
+        """Stop what was started, in reverse; a part that fails to stop is logged, the rest go on."""
+        while self._started:
+            component = self._started.pop()
+            try:
+                await component.stop()
+            except Exception:
+                log.exception("stop failed", component=component.name)
+        await self.intake.stop()
+
+
+def build(
+    settings: settings_mod.Settings,
+    journal_: journal.Journal,
+    registry: contract.Registry,
+    clients: contract.Clients,
+) -> Pipeline:
+    """Assemble the daemon's data path from the settings, over an open journal."""
+    archive = None
+    if settings.archive is not None and settings.sources.minio is not None:
+        from glue import objectstore
+
+        store = objectstore.ObjectStore(settings.sources.minio)
+        archive = objectstore.ArchiveWriter(store, settings.archive, close_store=True)
+    executor = make_executor(settings, journal_, registry, clients, archive=archive)
+    accepting = make_intake(
+        journal_,
+        max_backlog=settings.server.max_backlog,
+        record=settings.record,
+        executor=executor,
+        archive=archive,
+    )
+    sources, readiness = _sources(settings, accepting, journal_)
+    return Pipeline(
+        intake=accepting,
+        workers=_workers(settings, journal_, archive, executor),
+        sources=sources,
+        http=http.HttpSource(settings, accepting, journal_, readiness),
+        archive=archive,
+    )
+
+
+def _workers(
+    settings: settings_mod.Settings,
+    journal_: journal.Journal,
+    archive: objectstore.ArchiveWriter | None,
+    executor: execution.Executor | None,
+) -> tuple[Component, ...]:
+    """Components that act on journaled events, in start order."""
+    workers: list[Component] = []
+    if archive is not None:
+        workers.append(archive)  # started first, stopped last: takes lines until the end
+    workers.append(retention.Retention(journal_, days=settings.journal.retention_days))
+    kafka_config = settings.sources.kafka
+    if kafka_config is not None and kafka_config.output is not None:
+        from glue.sources import kafka
+
+        # Before the executor, so stopped after it: the last outcomes are published too.
+        workers.append(kafka.KafkaOutput(kafka_config, journal_))
+    if executor is not None:
+        workers.append(executor)  # stopped before retention and the archive: its last outcomes land
+    return tuple(workers)
+
+
+def _sources(
+    settings: settings_mod.Settings, accepting: intake.Intake, journal_: journal.Journal
+) -> tuple[tuple[Component, ...], tuple[http.ReadinessCheck, ...]]:
+    """Ways in besides HTTP, and what the HTTP source's readiness asks of them."""
+    sources: list[Component] = []
+    readiness: list[http.ReadinessCheck] = []
+    if settings.sources.kafka is not None:
+        from glue.sources import kafka
+
+        source = kafka.KafkaSource(settings.sources.kafka, accepting, journal_)
+        readiness.append(source.ready)
+        sources.append(source)
+    minio = settings.sources.minio
+    if minio is not None and minio.buckets:
+        from glue.sources import minio_listen
+
+        listen = minio_listen.ListenSource(minio, accepting.accept, reject=journal_.reject)
+        readiness.append(listen.readiness)
+        sources.append(listen)
+    return tuple(sources), tuple(readiness)

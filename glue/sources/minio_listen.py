@@ -36,7 +36,7 @@ import prometheus_client
 import structlog
 import yarl
 
-from glue import events, formats, intake, journal, objectstore
+from glue import events, formats, intake, journal, objectstore, retry
 from glue import settings as settings_mod
 
 __all__ = ["TRANSPORT", "ListenSource"]
@@ -100,7 +100,7 @@ class ListenSource:
         *,
         reject: Reject | None = None,
         store: objectstore.ObjectStore | None = None,
-        rng: Callable[[], float] = random.random,
+        rng: random.Random | None = None,
         max_in_flight: int = 256,
         drain_seconds: float = 5.0,
     ) -> None:
@@ -109,7 +109,9 @@ class ListenSource:
         self._reject = reject
         self._store = store
         self._own_store = store is None
-        self._rng = rng
+        self._rng = rng if rng is not None else random.Random()
+        #: Reconnects and journal retries: from half to one and a half of the exponential step, capped.
+        self._backoff = retry.Policy(config.reconnect_initial, 2.0, config.reconnect_max, jitter=0.5)
         self._streams = {bucket.name: _Stream(bucket) for bucket in config.buckets}
         self._session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -185,11 +187,6 @@ class ListenSource:
 
     # -- the stream loop
 
-    def _backoff(self, attempt: int) -> float:
-        """Capped exponential backoff with jitter: between half and all of initial * 2**attempt."""
-        ceiling = min(self.config.reconnect_max, self.config.reconnect_initial * 2.0 ** min(attempt, 30))
-        return ceiling * (0.5 + 0.5 * self._rng())
-
     async def _follow(self, stream: _Stream) -> None:
         name = stream.bucket.name
         attempt = 0
@@ -212,8 +209,8 @@ class ListenSource:
             stream.down(reason)
             if was_connected:
                 RECONNECTS.labels(name).inc()
-            delay = self._backoff(attempt)
             attempt += 1
+            delay = self._backoff.delay(attempt, self._rng)
             log.warning("minio listen stream down", bucket=name, reason=reason, retry_in=round(delay, 3))
             await asyncio.sleep(delay)
 
@@ -276,8 +273,8 @@ class ListenSource:
                 await self._rejected(bucket, delivery, exc.reason)
                 return
             except (journal.JournalUnavailable, intake.Overloaded) as exc:
-                delay = self._backoff(attempt)
                 attempt += 1
+                delay = self._backoff.delay(attempt, self._rng)
                 log.warning(
                     "journal cannot take a listen line yet",
                     bucket=bucket,

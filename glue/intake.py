@@ -13,11 +13,11 @@ import contextlib
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import orjson
 
-from glue import events, formats, journal, observability
+from glue import events, formats, journal, metrics
 
 Routing = list[list[journal.NewInvocation] | None] | None
 Journaled = Callable[[list[journal.Appended], list[events.CloudEvent], Routing], None]
@@ -57,7 +57,7 @@ class Intake:
         self._backlog = 0
         self._backlog_refresh = backlog_refresh
         self._refresher: asyncio.Task[None] | None = None
-        self._journaled_counters: dict[str, Any] = {}
+        self._journaled = metrics.Children(metrics.EVENTS_JOURNALED)
         #: Decides an event's invocations before it is journaled (the executor), or None to leave it
         #: pending for the executor's routing pass.
         self.router: Callable[[str, events.CloudEvent], list[journal.NewInvocation] | None] | None = None
@@ -85,18 +85,12 @@ class Intake:
             self._backlog = await self.journal.backlog()
         except journal.JournalUnavailable:
             return
-        observability.BACKLOG.set(self._backlog)
+        metrics.BACKLOG.set(self._backlog)
 
     async def _refresh_loop(self) -> None:
         while True:
             await asyncio.sleep(self._backlog_refresh)
             await self._refresh_backlog()
-
-    def _journaled(self, endpoint: str) -> Any:
-        counter = self._journaled_counters.get(endpoint)
-        if counter is None:
-            counter = self._journaled_counters[endpoint] = observability.EVENTS_JOURNALED.labels(endpoint)
-        return counter
 
     @property
     def backlog(self) -> int:
@@ -119,7 +113,7 @@ class Intake:
             routing = [self.router(events.identity(event), event) for event in batch]
         started = time.perf_counter()
         appended = await self.journal.append(delivery, batch, routing)
-        observability.JOURNAL_WRITE.observe(time.perf_counter() - started)
+        metrics.JOURNAL_WRITE.observe(time.perf_counter() - started)
         new = sum(1 for item in appended if item.new)
         if new:
             waiting = new  # the backlog: events left for the executor to route
@@ -128,9 +122,9 @@ class Intake:
                     1 for a, decided in zip(appended, routing, strict=True) if a.new and decided is None
                 )
             self._backlog += waiting
-            self._journaled(delivery.endpoint).inc(new)
+            self._journaled[delivery.endpoint].inc(new)
             for listener in self.on_journaled:
                 listener(appended, batch, routing)
         if new < len(appended):
-            observability.DUPLICATES.labels(delivery.endpoint).inc(len(appended) - new)
+            metrics.DUPLICATES.labels(delivery.endpoint).inc(len(appended) - new)
         return appended

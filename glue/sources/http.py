@@ -172,7 +172,8 @@ class _EndpointHandler:
     async def handle(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
         headers = {name.lower(): value for name, value in request.headers.items()}  # names: lower case
-        if not self.auth.needs_body():
+        needs_body = self.auth.needs_body()
+        if not needs_body:
             try:
                 self.auth.check(headers, b"")
             except Unauthorized as exc:
@@ -182,7 +183,7 @@ class _EndpointHandler:
         if body is None:
             self._outcome("too_large", started)
             return _answer(413, error=f"body larger than {self.endpoint.max_body_bytes} bytes")
-        if self.auth.needs_body():
+        if needs_body:
             try:
                 self.auth.check(headers, body)
             except Unauthorized as exc:
@@ -192,11 +193,7 @@ class _EndpointHandler:
             transport="http",
             endpoint=self.name,
             format=self.endpoint.format,
-            headers=(
-                headers
-                if self.scrub.isdisjoint(headers)
-                else {name: value for name, value in headers.items() if name not in self.scrub}
-            ),
+            headers=events.scrub_headers(headers, self.scrub),
             body=body,
         )
         try:

@@ -80,12 +80,14 @@ def client_options(config: settings_mod.Kafka) -> dict[str, Any]:
 def delivery_of(record: Any, decoder: str) -> events.Delivery:
     """The raw delivery of one record: lower-case header names, UTF-8 values, credentials removed."""
     headers: Iterable[tuple[str, bytes | None]] = record.headers or ()
-    pairs = [(name, value.decode("utf-8", "replace") if value is not None else "") for name, value in headers]
+    decoded = {
+        name.lower(): value.decode("utf-8", "replace") if value is not None else "" for name, value in headers
+    }
     return events.Delivery(
         transport="kafka",
         endpoint=record.topic,
         format=decoder,
-        headers=events.scrub_headers(pairs),
+        headers=events.scrub_headers(decoded),
         body=record.value if record.value is not None else b"",
         key=record.key,
     )

@@ -22,6 +22,8 @@ import structlog
 
 from glue import settings as settings_mod
 
+__all__ = ["INFO_ENABLED", "LineBuffer", "configure_logging", "redact", "render_json"]
+
 #: Whether info lines are written (set by configure_logging): hot paths skip building one when not.
 INFO_ENABLED = True
 

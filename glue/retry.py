@@ -30,6 +30,14 @@ class Policy:
     max: float
     jitter: float
 
+    @classmethod
+    def equal_jitter(cls, initial: float, maximum: float) -> Policy:
+        """Doubling steps ``min(initial * 2 ** (n - 1), maximum)``, each delay between half and all of
+        its step: three quarters of it, spread by a third either way (uniform until the steps reach
+        ``maximum``, where the cap also bounds the spread). For clients that must never wait longer
+        than the step."""
+        return cls(initial=initial * 0.75, multiplier=2.0, max=maximum, jitter=1 / 3)
+
     def delay(self, attempt: int, rng: random.Random) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based); any attempt number is
         safe (far down the schedule the power overflows to the cap, not to an error)."""

@@ -81,7 +81,9 @@ class Backoff(_Model):
 
     def policy(self) -> retry.Policy:
         """The retry policy these settings describe (what the executor waits between attempts)."""
-        return retry.Policy(self.initial, self.multiplier, self.max, self.jitter)
+        return retry.Policy(
+            initial=self.initial, multiplier=self.multiplier, max=self.max, jitter=self.jitter
+        )
 
 
 class DeliveryPolicy(_Model):

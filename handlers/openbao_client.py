@@ -146,12 +146,16 @@ class AppRoleAuth(_SecretSource):
 
 
 class Retry(_Model):
-    """Backoff for answers that mean "not now" (sealed, standby, quota): doubling from ``initial``,
-    spread by half either way, never over ``maximum`` (a :class:`glue.RetryPolicy`)."""
+    """Backoff for answers that mean "not now" (sealed, standby, quota)."""
 
     initial: float = pydantic.Field(default=0.25, gt=0, description="First delay, seconds.")
     maximum: float = pydantic.Field(default=5.0, gt=0, description="Cap on one delay, seconds.")
     attempts: int = pydantic.Field(default=8, ge=1, description="Tries per call, the first one included.")
+
+    def policy(self) -> glue.RetryPolicy:
+        """The delays between tries: doubling from ``initial``, each between half and all of its step,
+        never over ``maximum``."""
+        return glue.RetryPolicy.equal_jitter(self.initial, self.maximum)
 
 
 class Ledger(_Model):
@@ -270,7 +274,7 @@ class _Transport:
         self.base = str(config.address).rstrip("/")
         self.session = session
         self._own_session = session is None
-        self._backoff = glue.RetryPolicy(config.retry.initial, 2.0, config.retry.maximum, jitter=0.5)
+        self._backoff = config.retry.policy()
         self._rng = random.Random()
 
     def open(self) -> None:

@@ -83,3 +83,15 @@ def test_retry_after_measures_from_the_current_time_by_default() -> None:
 )
 def test_retry_after_garbage_is_none(value: str | None) -> None:
     assert glue.retry_after(value, NOW) is None
+
+
+def test_equal_jitter_waits_between_half_and_all_of_each_step() -> None:
+    policy = glue.RetryPolicy.equal_jitter(initial=0.25, maximum=5)
+    rng = random.Random(3)
+    for attempt in range(1, 12):
+        step = min(0.25 * 2 ** (attempt - 1), 5)
+        samples = [policy.delay(attempt, rng) for _ in range(500)]
+        assert step * 0.5 - 1e-9 <= min(samples)
+        assert max(samples) <= step + 1e-9
+    first = [policy.delay(1, rng) for _ in range(2000)]
+    assert min(first) < 0.25 * 0.55 and max(first) > 0.25 * 0.95, "the whole range is used"

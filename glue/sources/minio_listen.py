@@ -97,8 +97,8 @@ class ListenSource:
         self._store = store
         self._own_store = store is None
         self._rng = rng if rng is not None else random.Random()
-        #: Reconnects and journal retries: from half to one and a half of the exponential step, capped.
-        self._backoff = retry.Policy(config.reconnect_initial, 2.0, config.reconnect_max, jitter=0.5)
+        #: Reconnects and journal retries: between half and all of a doubling step, capped.
+        self._backoff = retry.Policy.equal_jitter(config.reconnect_initial, config.reconnect_max)
         self._streams = {bucket.name: _Stream(bucket) for bucket in config.buckets}
         self._session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task[None]] = []

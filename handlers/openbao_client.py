@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import os
 import random
 import ssl
@@ -319,12 +320,13 @@ class _Transport:
         self,
         method: str,
         path: str,
-        body: Mapping[str, Any] | None,
-        params: Mapping[str, str] | None,
-        token: str | None,
-        deadline: float | None,
-        safe: bool,
-        secrets: tuple[str, ...],
+        *,
+        body: Mapping[str, Any] | None = None,
+        params: Mapping[str, str] | None = None,
+        token: str | None = None,
+        deadline: float | None = None,
+        safe: bool = True,
+        secrets: tuple[str, ...] = (),
     ) -> dict[str, Any] | None:
         """Call ``/v1/<path>`` until it succeeds, fails for good, or runs out of attempts or time."""
         if self.session is None:
@@ -475,7 +477,7 @@ class _Tokens:
         self.logins += 1
         try:
             answer = await self._transport.send(
-                "POST", f"auth/{auth.mount_path}/login", body, None, None, deadline, True, secrets
+                "POST", f"auth/{auth.mount_path}/login", body=body, deadline=deadline, secrets=secrets
             )
         except OpenBaoError as exc:
             if isinstance(exc, Unavailable):
@@ -498,7 +500,7 @@ class _Tokens:
         self.logins += 1
         try:
             answer = await self._transport.send(
-                "GET", "auth/token/lookup-self", None, None, value, deadline, True, ()
+                "GET", "auth/token/lookup-self", token=value, deadline=deadline
             )
         except OpenBaoError as exc:
             if isinstance(exc, Unavailable):
@@ -513,7 +515,7 @@ class _Tokens:
         """Extend the lease; None when a fresh login is needed instead."""
         try:
             answer = await self._transport.send(
-                "POST", "auth/token/renew-self", {}, None, current.value, deadline, True, ()
+                "POST", "auth/token/renew-self", body={}, token=current.value, deadline=deadline
             )
         except Unavailable:
             raise
@@ -577,19 +579,27 @@ class OpenBao:
         are ambiguous failures (500/502, a dropped connection) retried. ``deadline`` is a ``loop.time()``
         after which no new attempt starts. ``sensitive`` values are masked in any error raised.
         """
-        secrets = tuple(sensitive)
-        send = self._transport.send
+        send = functools.partial(
+            self._transport.send,
+            method,
+            path,
+            body=json,
+            params=params,
+            deadline=deadline,
+            safe=safe,
+            secrets=tuple(sensitive),
+        )
         if not authenticated:
-            return await send(method, path, json, params, None, deadline, safe, secrets)
+            return await send()
         token = await self._tokens.current(deadline)
         try:
-            return await send(method, path, json, params, token, deadline, safe, secrets)
+            return await send(token=token)
         except OpenBaoError as exc:
             if exc.status != 403:
                 raise
         # Expired or revoked: one fresh login, one more try.
         token = await self._tokens.current(deadline, stale=token)
-        return await send(method, path, json, params, token, deadline, safe, secrets)
+        return await send(token=token)
 
     # -- health -----------------------------------------------------------------------------------------
 

@@ -18,6 +18,8 @@ from glue.contract import (
     handler,
     registry,
 )
+from glue.retry import Policy as RetryPolicy
+from glue.retry import retry_after
 
 __all__ = [
     "Call",
@@ -28,9 +30,11 @@ __all__ = [
     "Plan",
     "RbacRule",
     "Registry",
+    "RetryPolicy",
     "TemporaryError",
     "client",
     "handler",
     "registry",
+    "retry_after",
 ]
 __version__ = "0.1.0"

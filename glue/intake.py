@@ -16,11 +16,11 @@ import contextlib
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Protocol
 
 import orjson
 
-from glue import events, formats, journal, observability
+from glue import events, formats, journal, metrics
 
 __all__ = ["Intake", "Overloaded", "Recorder", "Router", "Routing", "Tap"]
 
@@ -85,7 +85,7 @@ class Intake:
         self._backlog = 0
         self._backlog_refresh = backlog_refresh
         self._refresher: asyncio.Task[None] | None = None
-        self._journaled_counters: dict[str, Any] = {}
+        self._journaled = metrics.Children(metrics.EVENTS_JOURNALED)
         # The router's methods, looked up once: accept calls them per event and per delivery.
         self._route = router.route_at_intake if router is not None else None
         self._on_journaled = router.journaled if router is not None else None
@@ -109,18 +109,12 @@ class Intake:
             self._backlog = await self.journal.backlog()
         except journal.JournalUnavailable:
             return
-        observability.BACKLOG.set(self._backlog)
+        metrics.BACKLOG.set(self._backlog)
 
     async def _refresh_loop(self) -> None:
         while True:
             await asyncio.sleep(self._backlog_refresh)
             await self._refresh_backlog()
-
-    def _journaled(self, endpoint: str) -> Any:
-        counter = self._journaled_counters.get(endpoint)
-        if counter is None:
-            counter = self._journaled_counters[endpoint] = observability.EVENTS_JOURNALED.labels(endpoint)
-        return counter
 
     @property
     def backlog(self) -> int:
@@ -143,7 +137,7 @@ class Intake:
             routing = [self._route(events.identity(event), event) for event in batch]
         started = time.perf_counter()
         appended = await self.journal.append(delivery, batch, routing)
-        observability.JOURNAL_WRITE.observe(time.perf_counter() - started)
+        metrics.JOURNAL_WRITE.observe(time.perf_counter() - started)
         new = sum(1 for item in appended if item.new)
         if new:
             waiting = new  # the backlog: events left for the executor to route
@@ -152,9 +146,9 @@ class Intake:
                     1 for a, decided in zip(appended, routing, strict=True) if a.new and decided is None
                 )
             self._backlog += waiting
-            self._journaled(delivery.endpoint).inc(new)
+            self._journaled[delivery.endpoint].inc(new)
             if self._on_journaled is not None:
                 self._on_journaled(appended, batch, routing)
         if new < len(appended):
-            observability.DUPLICATES.labels(delivery.endpoint).inc(len(appended) - new)
+            metrics.DUPLICATES.labels(delivery.endpoint).inc(len(appended) - new)
         return appended

@@ -32,7 +32,6 @@ from urllib.parse import SplitResult, quote, urlsplit, urlunsplit
 
 import minio
 import orjson
-import prometheus_client
 import structlog
 import urllib3
 from minio import error as minio_error
@@ -42,7 +41,7 @@ from minio import time as minio_time
 from minio.credentials import credentials as minio_creds
 from minio.credentials import providers as minio_providers
 
-from glue import events
+from glue import events, metrics
 from glue import settings as settings_mod
 
 __all__ = [
@@ -62,22 +61,6 @@ log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 
-ARCHIVE_OBJECTS = prometheus_client.Counter(
-    "glue_archive_objects_total", "Objects written to the archive bucket, by kind.", ["kind"]
-)
-ARCHIVE_LINES = prometheus_client.Counter(
-    "glue_archive_lines_total", "Lines written to the archive bucket, by kind.", ["kind"]
-)
-ARCHIVE_ERRORS = prometheus_client.Counter(
-    "glue_archive_write_errors_total",
-    "Failed archive writes (the lines are kept and retried), by kind.",
-    ["kind"],
-)
-ARCHIVE_DROPPED = prometheus_client.Counter(
-    "glue_archive_dropped_lines_total",
-    "Lines dropped because the archive buffer was full while the bucket was unreachable, by kind.",
-    ["kind"],
-)
 
 _SECRET_REFRESH = 10.0  # seconds between re-reads of mounted credential files (rotation without restart)
 _NOT_FOUND = frozenset({"NoSuchKey", "NoSuchBucket", "NoSuchVersion", "NoSuchTagSet", "ResourceNotFound"})
@@ -411,7 +394,7 @@ class ArchiveWriter:
             line = orjson.dumps(record) + b"\n"
         except TypeError as exc:
             log.error("archive line is not JSON-able, dropped", kind=kind, reason=str(exc))
-            ARCHIVE_DROPPED.labels(kind).inc()
+            metrics.ARCHIVE_DROPPED.labels(kind).inc()
             return
         date = datetime.datetime.fromtimestamp(at, datetime.UTC).strftime("%Y-%m-%d")
         pending = self._pending.setdefault((kind, date), _Pending(date))
@@ -429,7 +412,7 @@ class ArchiveWriter:
             line = oldest.lines.pop(0)
             oldest.size -= len(line)
             self._buffered -= len(line)
-            ARCHIVE_DROPPED.labels(kind).inc()
+            metrics.ARCHIVE_DROPPED.labels(kind).inc()
             if not oldest.lines:
                 del self._pending[(kind, oldest.date)]
 
@@ -475,14 +458,14 @@ class ArchiveWriter:
                             self.config.bucket, key, b"".join(chunk), content_type="application/x-ndjson"
                         )
                     except ObjectStoreError as exc:
-                        ARCHIVE_ERRORS.labels(kind).inc()
+                        metrics.ARCHIVE_ERRORS.labels(kind).inc()
                         log.warning("archive write failed, lines kept", kind=kind, key=key, reason=str(exc))
                         self._requeue(kind, date, chunk)
                         continue
                     size = sum(len(line) for line in chunk)
                     self._buffered -= size
-                    ARCHIVE_OBJECTS.labels(kind).inc()
-                    ARCHIVE_LINES.labels(kind).inc(len(chunk))
+                    metrics.ARCHIVE_OBJECTS.labels(kind).inc()
+                    metrics.ARCHIVE_LINES.labels(kind).inc(len(chunk))
                     written += 1
             return written
 

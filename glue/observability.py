@@ -1,131 +1,28 @@
-"""Logging (structlog) and the intake metrics (Prometheus).
+"""Logging (structlog); the metrics are declared in :mod:`glue.metrics`.
 
 Logs are JSON lines on stderr when it is not a terminal and readable key=value lines when it is. A
 redaction processor drops any field whose name says it holds a credential, as a second line of defence
-behind the code that never passes one. Metric names follow Prometheus conventions; labels are of bounded
-cardinality (endpoint names come from the config, outcomes from a fixed set).
+behind the code that never passes one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import atexit
-import bisect
 import contextlib
 import datetime as dt
 import logging
 import sys
 import threading
-import time
-from collections.abc import Iterator, MutableMapping, Sequence
+from collections.abc import MutableMapping
 from typing import IO, Any
 
 import orjson
-import prometheus_client
 import structlog
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
-from prometheus_client.registry import CollectorRegistry
-from prometheus_client.utils import floatToGoString
 
 from glue import settings as settings_mod
 
-
-class LoopCounter:
-    """A labelled Prometheus counter that only the event loop's thread increments.
-
-    Its values are plain numbers, read when the registry is scraped: prometheus_client's own counter
-    takes a lock on every increment, and the intake counts every delivery (with the histogram below,
-    3 % of the intake's CPU). The exposition is the same, ``_created`` series included."""
-
-    def __init__(
-        self,
-        name: str,
-        documentation: str,
-        labelnames: Sequence[str],
-        registry: CollectorRegistry = prometheus_client.REGISTRY,
-    ) -> None:
-        self.name = name.removesuffix("_total")
-        self.documentation = documentation
-        self.labelnames = list(labelnames)
-        self._children: dict[tuple[str, ...], _Count] = {}
-        registry.register(self)
-
-    def labels(self, *values: str) -> _Count:
-        child = self._children.get(values)
-        if child is None:
-            child = self._children[values] = _Count()
-        return child
-
-    def collect(self) -> Iterator[Metric]:
-        family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
-        for values, child in list(self._children.items()):
-            family.add_metric(values, child.value, created=child.created)
-        yield family
-
-
-class _Count:
-    __slots__ = ("created", "value")
-
-    def __init__(self) -> None:
-        self.value = 0.0
-        self.created = time.time()
-
-    def inc(self, amount: float = 1) -> None:
-        self.value += amount
-
-
-class LoopHistogram:
-    """A Prometheus histogram without labels that only the event loop's thread observes (see
-    :class:`LoopCounter`)."""
-
-    def __init__(
-        self,
-        name: str,
-        documentation: str,
-        buckets: Sequence[float],
-        registry: CollectorRegistry = prometheus_client.REGISTRY,
-    ) -> None:
-        self.name = name
-        self.documentation = documentation
-        self.bounds = sorted(buckets)
-        self.counts = [0] * (len(self.bounds) + 1)  # the last: above every bound (+Inf)
-        self.sum = 0.0
-        self.created = time.time()
-        registry.register(self)
-
-    def observe(self, amount: float) -> None:
-        self.counts[bisect.bisect_left(self.bounds, amount)] += 1
-        self.sum += amount
-
-    def collect(self) -> Iterator[Metric]:
-        cumulative, total = [], 0
-        for bound, count in zip([*map(floatToGoString, self.bounds), "+Inf"], self.counts, strict=True):
-            total += count
-            cumulative.append((bound, float(total)))
-        histogram = HistogramMetricFamily(self.name, self.documentation)
-        histogram.add_metric([], cumulative, self.sum)
-        yield histogram
-        yield GaugeMetricFamily(f"{self.name}_created", self.documentation, value=self.created)
-
-
-DELIVERIES = LoopCounter(
-    "glue_deliveries_total",
-    "Inbound deliveries by endpoint and outcome (accepted, duplicate, rejected, unauthorized, "
-    "too_large, unsupported, unavailable).",
-    ["endpoint", "outcome"],
-)
-EVENTS_JOURNALED = LoopCounter(
-    "glue_events_journaled_total", "Events newly written to the journal, by endpoint.", ["endpoint"]
-)
-DUPLICATES = LoopCounter(
-    "glue_duplicate_events_total", "Events recognised as already journaled, by endpoint.", ["endpoint"]
-)
-JOURNAL_WRITE = LoopHistogram(
-    "glue_journal_write_seconds",
-    "Time from handing a delivery to the journal to its commit.",
-    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
-)
-BACKLOG = prometheus_client.Gauge("glue_backlog_events", "Journaled events not yet routed.")
+__all__ = ["INFO_ENABLED", "LineBuffer", "configure_logging", "redact", "render_json"]
 
 #: Whether info lines are written (set by configure_logging): hot paths skip building one when not.
 INFO_ENABLED = True
@@ -249,8 +146,3 @@ def configure_logging(config: settings_mod.Logging, stream: Any = None) -> None:
         logger_factory=factory,
         cache_logger_on_first_use=True,
     )
-
-
-def metrics_text() -> tuple[bytes, str]:
-    """The Prometheus exposition of every glue metric, and its content type."""
-    return prometheus_client.generate_latest(), prometheus_client.CONTENT_TYPE_LATEST

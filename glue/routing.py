@@ -47,7 +47,7 @@ import jinja2.sandbox
 import pydantic
 from pydantic.alias_generators import to_camel
 
-from glue import contract, events, journal, settings
+from glue import contract, events, journal, retry, settings
 from glue import enrich as enrich_mod
 
 __all__ = [
@@ -71,13 +71,19 @@ class _Model(pydantic.BaseModel):
 
 
 class Backoff(_Model):
-    """Exponential backoff: ``initial * multiplier ** (attempt - 1)``, capped at ``max``, then spread
-    by ``jitter`` (0.2 = a uniformly random factor in [0.8, 1.2])."""
+    """A route's backoff as the config writes it; :meth:`policy` is the :class:`glue.retry.Policy`
+    (exponential, capped at ``max``, spread by ``jitter``) that computes the delays."""
 
     initial: float = pydantic.Field(default=1.0, gt=0, description="Seconds before the second attempt.")
     multiplier: float = pydantic.Field(default=2.0, ge=1)
     max: float = pydantic.Field(default=300.0, gt=0, description="Longest wait between attempts.")
     jitter: float = pydantic.Field(default=0.1, ge=0, le=1)
+
+    def policy(self) -> retry.Policy:
+        """The retry policy these settings describe (what the executor waits between attempts)."""
+        return retry.Policy(
+            initial=self.initial, multiplier=self.multiplier, max=self.max, jitter=self.jitter
+        )
 
 
 class DeliveryPolicy(_Model):

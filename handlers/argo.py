@@ -208,9 +208,8 @@ class ArgoServer:
                 message = _grpc_message(text) or response.reason or "no reason given"
                 if response.status == 409:
                     return None
-                retry_after = response.headers.get("Retry-After", "")
                 if response.status in (401, 429) or response.status >= 500:
-                    delay = float(retry_after) if retry_after.isdigit() else None
+                    delay = glue.retry_after(response.headers.get("Retry-After"))
                     raise glue.TemporaryError(f"{what}: {message} (HTTP {response.status})", delay=delay)
                 raise glue.PermanentError(f"{what}: {message} (HTTP {response.status})")
         except (aiohttp.ClientError, TimeoutError) as exc:

@@ -25,7 +25,6 @@ from cloudevents.core.bindings import http as ce_http
 from cloudevents.core.formats.json import JSONFormat
 
 import glue
-from handlers import _retry
 
 _FORMAT = JSONFormat()
 
@@ -93,7 +92,7 @@ async def post(*, event: Any, params: HttpParams, ctx: glue.Context, **_: Any) -
     try:
         async with client.post(url, data=body, headers=headers, allow_redirects=False) as response:
             status, reason = response.status, response.reason or ""
-            delay = _retry.retry_after(response.headers.get("Retry-After"))
+            delay = glue.retry_after(response.headers.get("Retry-After"))
             await response.read()
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
         raise glue.TemporaryError(f"POST {shown(url)}: {type(exc).__name__}") from None

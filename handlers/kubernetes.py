@@ -42,7 +42,6 @@ from kubernetes_asyncio.config.config_exception import ConfigException
 from pydantic.alias_generators import to_camel
 
 import glue
-from handlers import _retry
 
 __all__ = [
     "ANNOTATION_EVENT_ID",
@@ -245,7 +244,7 @@ def status_message(exc: ApiException) -> str:
 def _retry_after(exc: ApiException) -> float | None:
     headers: Any = exc.headers or {}
     value = headers.get("Retry-After") if hasattr(headers, "get") else None
-    return _retry.retry_after(str(value) if value else None)
+    return glue.retry_after(str(value) if value else None)
 
 
 def classify(

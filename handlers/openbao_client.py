@@ -25,19 +25,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import os
 import random
 import ssl
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 from urllib.parse import quote
 
 import aiohttp
 import orjson
 import pydantic
 from pydantic.alias_generators import to_camel
+
+import glue
 
 __all__ = [
     "AppRoleAuth",
@@ -150,6 +153,11 @@ class Retry(_Model):
     maximum: float = pydantic.Field(default=5.0, gt=0, description="Cap on one delay, seconds.")
     attempts: int = pydantic.Field(default=8, ge=1, description="Tries per call, the first one included.")
 
+    def policy(self) -> glue.RetryPolicy:
+        """The delays between tries: doubling from ``initial``, each between half and all of its step,
+        never over ``maximum``."""
+        return glue.RetryPolicy.equal_jitter(self.initial, self.maximum)
+
 
 class Ledger(_Model):
     """A KV v2 location where rotations that cannot carry their own marker record what they did."""
@@ -223,6 +231,194 @@ def _segment(value: str) -> str:
     return quote(value.strip("/"), safe="/@:-_.~")
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Call:
+    """One call as the caller asked for it: what to send and how to treat its failures."""
+
+    method: str
+    path: str
+    body: Mapping[str, Any] | None
+    params: Mapping[str, str] | None
+    headers: dict[str, str]
+    deadline: float | None  # loop.time() after which no new attempt starts
+    safe: bool  # repeating it is harmless: ambiguous failures are retried
+    secrets: tuple[str, ...]  # masked in any error message
+
+    @property
+    def where(self) -> str:
+        return f"{self.method} /v1/{self.path.lstrip('/')}"
+
+
+class _Answer(NamedTuple):
+    """What one HTTP exchange brought back."""
+
+    status: int
+    body: bytes
+    retry_after: str | None
+
+
+class _NotNow(Exception):
+    """An attempt failed in a way that may pass: the call is tried again after a pause."""
+
+    def __init__(self, failure: Unavailable, retry_after: float | None = None) -> None:
+        super().__init__(str(failure))
+        self.failure = failure
+        self.retry_after = retry_after
+
+
+class _Transport:
+    """The connection pool and the requests: one call is sent, and sent again while OpenBao answers
+    "not now", with the capped, jittered backoff of ``retry`` and within the call's deadline."""
+
+    def __init__(self, config: Config, session: aiohttp.ClientSession | None) -> None:
+        self.config = config
+        self.base = str(config.address).rstrip("/")
+        self.session = session
+        self._own_session = session is None
+        self._backoff = config.retry.policy()
+        self._rng = random.Random()
+
+    def open(self) -> None:
+        if self.session is not None:
+            return
+        ssl_context: ssl.SSLContext | bool = True
+        if self.config.ca_file is not None:
+            try:
+                ssl_context = ssl.create_default_context(cafile=str(self.config.ca_file))
+            except (OSError, ssl.SSLError) as exc:
+                raise OpenBaoError(f"cannot load the CA bundle {self.config.ca_file}: {exc}") from None
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=ssl_context), json_serialize=_json_dumps
+        )
+
+    async def close(self) -> None:
+        if self.session is not None and self._own_session:
+            await self.session.close()
+        self.session = None
+
+    def headers(self, token: str | None) -> dict[str, str]:
+        headers = {"X-Vault-Request": "true"}
+        if token is not None:
+            headers["X-Vault-Token"] = token
+        if self.config.namespace:
+            headers["X-Vault-Namespace"] = self.config.namespace
+        return headers
+
+    async def post_quietly(self, path: str, token: str) -> None:
+        """POST once with a short timeout, ignoring any failure (a courtesy such as revoking a token)."""
+        if self.session is None:
+            return
+        with contextlib.suppress(aiohttp.ClientError, TimeoutError, OSError):
+            async with self.session.post(
+                f"{self.base}/v1/{path}",
+                headers=self.headers(token),
+                timeout=aiohttp.ClientTimeout(total=min(2.0, self.config.request_timeout)),
+            ):
+                pass
+
+    async def send(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Mapping[str, Any] | None = None,
+        params: Mapping[str, str] | None = None,
+        token: str | None = None,
+        deadline: float | None = None,
+        safe: bool = True,
+        secrets: tuple[str, ...] = (),
+    ) -> dict[str, Any] | None:
+        """Call ``/v1/<path>`` until it succeeds, fails for good, or runs out of attempts or time."""
+        if self.session is None:
+            raise OpenBaoError("the OpenBao client is not open")
+        if token is not None:
+            secrets = (*secrets, token)
+        call = _Call(method, path, body, params, self.headers(token), deadline, safe, secrets)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await self._attempt(call)
+            except _NotNow as not_now:
+                await self._pause(call, attempt, not_now)
+
+    async def _attempt(self, call: _Call) -> dict[str, Any] | None:
+        """One exchange: the decoded answer, or an error (:class:`_NotNow` when worth another try)."""
+        try:
+            answer = await self._exchange(call, self._time_left(call))
+        except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError) as exc:
+            # The server's certificate is not trusted (caFile?): retrying cannot help.
+            raise self._error(call, f"TLS failed: {exc}") from None
+        except aiohttp.ClientConnectorError as exc:
+            # Not connected: nothing was sent, always safe to try again.
+            raise _NotNow(self._unavailable(call, f"cannot connect: {exc.os_error}")) from None
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            reason = type(exc).__name__ if isinstance(exc, TimeoutError) else str(exc) or type(exc).__name__
+            failure = self._unavailable(call, f"no answer ({reason})", ambiguous=not call.safe)
+            if not call.safe:
+                raise failure from None
+            raise _NotNow(failure) from None
+        if answer.status < 400:
+            return _decode(answer.body, call.where)
+        raise self._refusal(call, answer)
+
+    def _time_left(self, call: _Call) -> float:
+        """The timeout of the next exchange: the request timeout, cut short by the call's deadline."""
+        timeout = self.config.request_timeout
+        if call.deadline is not None:
+            timeout = min(timeout, call.deadline - asyncio.get_running_loop().time())
+            if timeout <= 0:
+                raise self._unavailable(call, "no time left before the deadline")
+        return timeout
+
+    async def _exchange(self, call: _Call, seconds: float) -> _Answer:
+        assert self.session is not None  # checked by send()
+        async with self.session.request(
+            call.method,
+            f"{self.base}/v1/{call.path.lstrip('/')}",
+            json=call.body,
+            params=call.params,
+            headers=call.headers,
+            timeout=aiohttp.ClientTimeout(total=seconds),
+        ) as response:
+            return _Answer(response.status, await response.read(), response.headers.get("Retry-After"))
+
+    def _refusal(self, call: _Call, answer: _Answer) -> OpenBaoError | _NotNow:
+        """The error an answer of 400 or more stands for."""
+        errors = [_mask(str(e), call.secrets) for e in _errors(answer.body)]
+        message = f"OpenBao {call.where}: {answer.status} {'; '.join(errors) or 'no error message'}"
+        fields: dict[str, Any] = {
+            "status": answer.status,
+            "errors": errors,
+            "method": call.method,
+            "path": call.path,
+        }
+        if answer.status in RETRY_ALWAYS or (call.safe and answer.status in RETRY_IF_SAFE):
+            return _NotNow(Unavailable(message, **fields), glue.retry_after(answer.retry_after))
+        return OpenBaoError(message, **fields)
+
+    async def _pause(self, call: _Call, attempt: int, not_now: _NotNow) -> None:
+        """Wait before the next attempt; raise the failure when no attempt or time is left for it."""
+        if attempt >= self.config.retry.attempts:
+            raise not_now.failure from None
+        delay = self._backoff.delay(attempt, self._rng)
+        if not_now.retry_after is not None:
+            delay = max(delay, min(not_now.retry_after, self.config.retry.maximum))
+        if call.deadline is not None and asyncio.get_running_loop().time() + delay >= call.deadline:
+            raise not_now.failure from None
+        await asyncio.sleep(delay)
+
+    @staticmethod
+    def _error(call: _Call, what: str) -> OpenBaoError:
+        return OpenBaoError(f"OpenBao {call.where}: {what}", method=call.method, path=call.path)
+
+    @staticmethod
+    def _unavailable(call: _Call, what: str, *, ambiguous: bool = False) -> Unavailable:
+        return Unavailable(
+            f"OpenBao {call.where}: {what}", method=call.method, path=call.path, ambiguous=ambiguous
+        )
+
+
 @dataclasses.dataclass(slots=True)
 class _Token:
     value: str
@@ -232,17 +428,114 @@ class _Token:
     expires_at: float | None
 
 
+class _Tokens:
+    """The client's one token: logs in, renews at two thirds of the lease, logs in again when a renewal
+    cannot extend it or the token was refused, and revokes a token it logged in for at the end."""
+
+    def __init__(self, config: Config, transport: _Transport) -> None:
+        self.config = config
+        self._transport = transport
+        self._token: _Token | None = None
+        self._lock = asyncio.Lock()
+        self.logins = 0
+
+    async def current(self, deadline: float | None, stale: str | None = None) -> str:
+        """A token to send, ``stale`` (one OpenBao refused) replaced by a fresh login."""
+        async with self._lock:
+            now = asyncio.get_running_loop().time()
+            current = self._token
+            if current is not None and stale is not None and current.value == stale:
+                current = self._token = None
+            if current is not None and current.expires_at is not None and now >= current.expires_at:
+                current = self._token = None
+            if current is not None and current.renew_at is not None and now >= current.renew_at:
+                current = self._token = await self._renew(current, deadline)
+            if current is None:
+                current = self._token = await self._login(deadline)
+            return current.value
+
+    async def revoke(self) -> None:
+        """Revoke the token this client logged in for (it would live until its TTL); keep none."""
+        token, self._token = self._token, None
+        if token is not None and not isinstance(self.config.auth, TokenAuth):
+            await self._transport.post_quietly("auth/token/revoke-self", token.value)
+
+    def _lease(self, value: str, auth: Mapping[str, Any]) -> _Token:
+        now = asyncio.get_running_loop().time()
+        lease = float(auth.get("lease_duration") or auth.get("ttl") or 0)
+        renewable = bool(auth.get("renewable"))
+        if lease <= 0:  # a token that does not expire (root, or a periodic token looked up with ttl 0)
+            return _Token(value, 0, renewable, None, None)
+        return _Token(value, lease, renewable, now + lease * 2 / 3 if renewable else None, now + lease)
+
+    async def _login(self, deadline: float | None) -> _Token:
+        auth = self.config.auth
+        if isinstance(auth, TokenAuth):
+            return await self._look_up(auth.token(), deadline)
+        body = auth.login_body()
+        secrets = tuple(v for k, v in body.items() if k != "role" and k != "role_id")
+        self.logins += 1
+        try:
+            answer = await self._transport.send(
+                "POST", f"auth/{auth.mount_path}/login", body=body, deadline=deadline, secrets=secrets
+            )
+        except OpenBaoError as exc:
+            if isinstance(exc, Unavailable):
+                raise
+            raise LoginFailed(
+                f"OpenBao login ({auth.method}, mount {auth.mount_path}) refused: {exc}",
+                status=exc.status,
+                errors=exc.errors,
+                method=exc.method,
+                path=exc.path,
+            ) from None
+        grant = (answer or {}).get("auth") or {}
+        token = grant.get("client_token")
+        if not isinstance(token, str) or not token:
+            raise LoginFailed(f"OpenBao login ({auth.method}) answered without a client token")
+        return self._lease(token, grant)
+
+    async def _look_up(self, value: str, deadline: float | None) -> _Token:
+        """A provisioned token, checked and its lease read with ``lookup-self``."""
+        self.logins += 1
+        try:
+            answer = await self._transport.send(
+                "GET", "auth/token/lookup-self", token=value, deadline=deadline
+            )
+        except OpenBaoError as exc:
+            if isinstance(exc, Unavailable):
+                raise
+            raise LoginFailed(
+                f"OpenBao refused the configured token: {exc}", status=exc.status, errors=exc.errors
+            ) from None
+        data = (answer or {}).get("data") or {}
+        return self._lease(value, {"ttl": data.get("ttl"), "renewable": data.get("renewable")})
+
+    async def _renew(self, current: _Token, deadline: float | None) -> _Token | None:
+        """Extend the lease; None when a fresh login is needed instead."""
+        try:
+            answer = await self._transport.send(
+                "POST", "auth/token/renew-self", body={}, token=current.value, deadline=deadline
+            )
+        except Unavailable:
+            raise
+        except OpenBaoError:
+            return None  # refused (403: revoked or expired): log in again
+        grant = (answer or {}).get("auth") or {}
+        renewed = self._lease(current.value, grant)
+        if renewed.lease < current.lease:
+            # Capped by the token's max TTL: the lease no longer grows. Log in while the old one still works.
+            return None
+        return renewed
+
+
 class OpenBao:
     """One connection pool and one token, shared by every invocation; safe for concurrent use."""
 
     def __init__(self, config: Config, *, session: aiohttp.ClientSession | None = None) -> None:
         self.config = config
-        self._base = str(config.address).rstrip("/")
-        self._session = session
-        self._own_session = session is None
-        self._token: _Token | None = None
-        self._auth_lock = asyncio.Lock()
-        self._logins = 0
+        self._transport = _Transport(config, session)
+        self._tokens = _Tokens(config, self._transport)
 
     async def __aenter__(self) -> OpenBao:
         await self.open()
@@ -254,40 +547,17 @@ class OpenBao:
         await self.aclose()
 
     async def open(self) -> None:
-        if self._session is None:
-            ssl_context: ssl.SSLContext | bool = True
-            if self.config.ca_file is not None:
-                try:
-                    ssl_context = ssl.create_default_context(cafile=str(self.config.ca_file))
-                except (OSError, ssl.SSLError) as exc:
-                    raise OpenBaoError(f"cannot load the CA bundle {self.config.ca_file}: {exc}") from None
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=ssl_context),
-                json_serialize=_json_dumps,
-            )
+        self._transport.open()
 
     async def aclose(self) -> None:
         """Revoke the token this client logged in for (it would live until its TTL), then close."""
-        token, self._token = self._token, None
-        if token is not None and self._session is not None and not isinstance(self.config.auth, TokenAuth):
-            headers = {"X-Vault-Request": "true", "X-Vault-Token": token.value}
-            if self.config.namespace:
-                headers["X-Vault-Namespace"] = self.config.namespace
-            with contextlib.suppress(aiohttp.ClientError, TimeoutError, OSError):
-                async with self._session.post(
-                    f"{self._base}/v1/auth/token/revoke-self",
-                    headers=headers,
-                    timeout=aiohttp.ClientTimeout(total=min(2.0, self.config.request_timeout)),
-                ):
-                    pass
-        if self._session is not None and self._own_session:
-            await self._session.close()
-        self._session = None
+        await self._tokens.revoke()
+        await self._transport.close()
 
     @property
     def logins(self) -> int:
         """How many times this client has logged in (tokens leak until their TTL, so fewer is better)."""
-        return self._logins
+        return self._tokens.logins
 
     # -- the generic call -------------------------------------------------------------------------------
 
@@ -309,198 +579,38 @@ class OpenBao:
         are ambiguous failures (500/502, a dropped connection) retried. ``deadline`` is a ``loop.time()``
         after which no new attempt starts. ``sensitive`` values are masked in any error raised.
         """
-        secrets = tuple(sensitive)
+        send = functools.partial(
+            self._transport.send,
+            method,
+            path,
+            body=json,
+            params=params,
+            deadline=deadline,
+            safe=safe,
+            secrets=tuple(sensitive),
+        )
         if not authenticated:
-            return await self._send(method, path, json, params, None, deadline, safe, secrets)
-        token = await self._ensure_token(deadline)
+            return await send()
+        token = await self._tokens.current(deadline)
         try:
-            return await self._send(method, path, json, params, token, deadline, safe, secrets)
+            return await send(token=token)
         except OpenBaoError as exc:
             if exc.status != 403:
                 raise
         # Expired or revoked: one fresh login, one more try.
-        token = await self._ensure_token(deadline, stale=token)
-        return await self._send(method, path, json, params, token, deadline, safe, secrets)
-
-    async def _send(
-        self,
-        method: str,
-        path: str,
-        body: Mapping[str, Any] | None,
-        params: Mapping[str, str] | None,
-        token: str | None,
-        deadline: float | None,
-        safe: bool,
-        secrets: tuple[str, ...],
-    ) -> dict[str, Any] | None:
-        if self._session is None:
-            raise OpenBaoError("the OpenBao client is not open")
-        loop = asyncio.get_running_loop()
-        url = f"{self._base}/v1/{path.lstrip('/')}"
-        headers = {"X-Vault-Request": "true"}
-        if token is not None:
-            headers["X-Vault-Token"] = token
-            secrets = (*secrets, token)
-        if self.config.namespace:
-            headers["X-Vault-Namespace"] = self.config.namespace
-        retry = self.config.retry
-        where = f"{method} /v1/{path.lstrip('/')}"
-        attempt = 0
-        while True:
-            attempt += 1
-            timeout = self.config.request_timeout
-            if deadline is not None:
-                timeout = min(timeout, deadline - loop.time())
-                if timeout <= 0:
-                    raise Unavailable(
-                        f"OpenBao {where}: no time left before the deadline", method=method, path=path
-                    )
-            failure: OpenBaoError
-            try:
-                async with self._session.request(
-                    method,
-                    url,
-                    json=body,
-                    params=params,
-                    headers=headers,
-                    timeout=aiohttp.ClientTimeout(total=timeout),
-                ) as response:
-                    status = response.status
-                    raw = await response.read()
-                    retry_after = response.headers.get("Retry-After")
-            except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError) as exc:
-                # The server's certificate is not trusted (caFile?): retrying cannot help.
-                raise OpenBaoError(f"OpenBao {where}: TLS failed: {exc}", method=method, path=path) from None
-            except aiohttp.ClientConnectorError as exc:
-                # Not connected: nothing was sent, always safe to try again.
-                failure = Unavailable(
-                    f"OpenBao {where}: cannot connect: {exc.os_error}", method=method, path=path
-                )
-                retry_after = None
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                reason = (
-                    type(exc).__name__ if isinstance(exc, TimeoutError) else str(exc) or type(exc).__name__
-                )
-                failure = Unavailable(
-                    f"OpenBao {where}: no answer ({reason})", method=method, path=path, ambiguous=not safe
-                )
-                if not safe:
-                    raise failure from None
-                retry_after = None
-            else:
-                if status < 400:
-                    return _decode(raw, where)
-                errors = [_mask(str(e), secrets) for e in _errors(raw)]
-                message = f"OpenBao {where}: {status} {'; '.join(errors) or 'no error message'}"
-                retryable = status in RETRY_ALWAYS or (safe and status in RETRY_IF_SAFE)
-                if not retryable:
-                    raise OpenBaoError(message, status=status, errors=errors, method=method, path=path)
-                failure = Unavailable(message, status=status, errors=errors, method=method, path=path)
-            if attempt >= retry.attempts:
-                raise failure
-            delay = min(retry.maximum, retry.initial * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
-            with contextlib.suppress(ValueError, TypeError):
-                if retry_after is not None:
-                    delay = max(delay, min(float(retry_after), retry.maximum))
-            if deadline is not None and loop.time() + delay >= deadline:
-                raise failure
-            await asyncio.sleep(delay)
-
-    # -- authentication ---------------------------------------------------------------------------------
-
-    async def _ensure_token(self, deadline: float | None, stale: str | None = None) -> str:
-        async with self._auth_lock:
-            loop = asyncio.get_running_loop()
-            now = loop.time()
-            current = self._token
-            if current is not None and stale is not None and current.value == stale:
-                current = self._token = None
-            if current is not None and current.expires_at is not None and now >= current.expires_at:
-                current = self._token = None
-            if current is not None and current.renew_at is not None and now >= current.renew_at:
-                current = self._token = await self._renew(current, deadline)
-            if current is None:
-                current = self._token = await self._login(deadline)
-            return current.value
-
-    def _lease(self, value: str, auth: Mapping[str, Any]) -> _Token:
-        now = asyncio.get_running_loop().time()
-        lease = float(auth.get("lease_duration") or auth.get("ttl") or 0)
-        renewable = bool(auth.get("renewable"))
-        if lease <= 0:  # a token that does not expire (root, or a periodic token looked up with ttl 0)
-            return _Token(value, 0, renewable, None, None)
-        return _Token(value, lease, renewable, now + lease * 2 / 3 if renewable else None, now + lease)
-
-    async def _login(self, deadline: float | None) -> _Token:
-        auth = self.config.auth
-        if isinstance(auth, TokenAuth):
-            value = auth.token()
-            self._logins += 1
-            try:
-                answer = await self._send(
-                    "GET", "auth/token/lookup-self", None, None, value, deadline, True, ()
-                )
-            except OpenBaoError as exc:
-                if isinstance(exc, Unavailable):
-                    raise
-                raise LoginFailed(
-                    f"OpenBao refused the configured token: {exc}", status=exc.status, errors=exc.errors
-                ) from None
-            data = (answer or {}).get("data") or {}
-            return self._lease(value, {"ttl": data.get("ttl"), "renewable": data.get("renewable")})
-        body = auth.login_body()
-        secrets = tuple(v for k, v in body.items() if k != "role" and k != "role_id")
-        self._logins += 1
-        try:
-            answer = await self._send(
-                "POST", f"auth/{auth.mount_path}/login", body, None, None, deadline, True, secrets
-            )
-        except OpenBaoError as exc:
-            if isinstance(exc, Unavailable):
-                raise
-            raise LoginFailed(
-                f"OpenBao login ({auth.method}, mount {auth.mount_path}) refused: {exc}",
-                status=exc.status,
-                errors=exc.errors,
-                method=exc.method,
-                path=exc.path,
-            ) from None
-        grant = (answer or {}).get("auth") or {}
-        token = grant.get("client_token")
-        if not isinstance(token, str) or not token:
-            raise LoginFailed(f"OpenBao login ({auth.method}) answered without a client token")
-        return self._lease(token, grant)
-
-    async def _renew(self, current: _Token, deadline: float | None) -> _Token | None:
-        """Extend the lease; None when a fresh login is needed instead."""
-        try:
-            answer = await self._send(
-                "POST", "auth/token/renew-self", {}, None, current.value, deadline, True, ()
-            )
-        except Unavailable:
-            raise
-        except OpenBaoError:
-            return None  # refused (403: revoked or expired): log in again
-        grant = (answer or {}).get("auth") or {}
-        renewed = self._lease(current.value, grant)
-        if renewed.lease < current.lease:
-            # Capped by the token's max TTL: the lease no longer grows. Log in while the old one still works.
-            return None
-        return renewed
+        token = await self._tokens.current(deadline, stale=token)
+        return await send(token=token)
 
     # -- health -----------------------------------------------------------------------------------------
 
     async def health(self, deadline: float | None = None) -> dict[str, Any]:
         """``/v1/sys/health`` with standby and sealed answered as 200 so the body can be read."""
-        answer = await self._send(
+        answer = await self.request(
             "GET",
             "sys/health",
-            None,
-            {"standbyok": "true", "sealedcode": "200", "uninitcode": "200"},
-            None,
-            deadline,
-            True,
-            (),
+            params={"standbyok": "true", "sealedcode": "200", "uninitcode": "200"},
+            deadline=deadline,
+            authenticated=False,
         )
         return answer or {}
 

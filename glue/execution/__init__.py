@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from glue.execution.attempt import Attempt, backoff_delay, plan, run_attempt
+from glue.execution.attempt import Attempt, plan, run_attempt
 from glue.execution.cache import KEEP_SECONDS
 from glue.execution.dispatcher import GAUGE_SECONDS
 from glue.execution.executor import Executor, default_owner
@@ -16,7 +16,6 @@ __all__ = [
     "KEEP_SECONDS",
     "Attempt",
     "Executor",
-    "backoff_delay",
     "default_owner",
     "plan",
     "run_attempt",

@@ -3,14 +3,12 @@
 :func:`run_attempt` is the one place a handler is called; it turns every ending into an
 :class:`Attempt` and never lets a handler error escape (only cancellation passes through).
 :func:`plan` runs a route's handler in dry-run for replay and explain, exactly as the executor runs a
-``dryRun`` route. :func:`backoff_delay` is the wait before the next attempt of a failed one.
+``dryRun`` route.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
-import random
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,21 +16,9 @@ import structlog
 
 from glue import contract, journal, routing
 
-__all__ = ["Attempt", "backoff_delay", "plan", "reason", "run_attempt"]
+__all__ = ["Attempt", "plan", "reason", "run_attempt"]
 
 log = structlog.get_logger(__name__)
-
-
-def backoff_delay(policy: routing.Backoff, attempt: int, rng: random.Random) -> float:
-    """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
-    try:
-        base = policy.initial * policy.multiplier ** (attempt - 1)
-    except OverflowError:
-        base = math.inf
-    base = min(base, policy.max)
-    if policy.jitter:
-        base *= rng.uniform(1 - policy.jitter, 1 + policy.jitter)
-    return min(base, policy.max)
 
 
 class Attempt:

@@ -14,9 +14,9 @@ from collections.abc import Callable
 
 import structlog
 
-from glue import journal, routing
+from glue import journal, metrics, routing
 from glue import settings as settings_mod
-from glue.execution import metrics, runner, wake
+from glue.execution import runner, wake
 
 __all__ = ["GAUGE_SECONDS", "Dispatcher"]
 

@@ -28,9 +28,9 @@ from typing import Any
 
 import structlog
 
-from glue import contract, enrich, journal, routing
+from glue import contract, enrich, journal, metrics, routing
 from glue import settings as settings_mod
-from glue.execution import cache, dispatcher, metrics, routing_loop, runner, settler, wake
+from glue.execution import cache, dispatcher, routing_loop, runner, settler, wake
 
 __all__ = ["Executor", "default_owner"]
 

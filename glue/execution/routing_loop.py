@@ -14,9 +14,9 @@ from typing import Any
 
 import structlog
 
-from glue import enrich, events, journal, routing
+from glue import enrich, events, journal, metrics, routing
 from glue import settings as settings_mod
-from glue.execution import attempt, cache, metrics, wake
+from glue.execution import attempt, cache, wake
 
 __all__ = ["ROUTE_WINDOW", "RoutingLoop"]
 
@@ -57,6 +57,9 @@ class RoutingLoop:
         self.routed = routed
         self.enricher = enricher
         self.stopping = False
+        self._events_routed = metrics.Children(metrics.EVENTS_ROUTED)
+        self._attempts = metrics.Children(metrics.INVOCATIONS)
+        self._dead = metrics.Children(metrics.DEAD_LETTERS)
         self.wake = wake.Wake()  # new events are pending: route them now rather than at the next poll
 
     async def run(self) -> None:
@@ -100,10 +103,9 @@ class RoutingLoop:
         self.routed.set()
         return len(claimed)
 
-    @staticmethod
-    def _routed(event_id: str, decided: Sequence[journal.NewInvocation]) -> None:
+    def _routed(self, event_id: str, decided: Sequence[journal.NewInvocation]) -> None:
         """Count one routed event; an invocation whose parameters could not be rendered is dead."""
-        metrics.labelled(metrics.EVENTS_ROUTED, "matched" if decided else "unmatched").inc()
+        self._events_routed["matched" if decided else "unmatched"].inc()
         for item in decided:
             if item.state == "dead":
                 log.warning(
@@ -113,8 +115,8 @@ class RoutingLoop:
                     event_id=event_id,
                     error=item.error,
                 )
-                metrics.labelled(metrics.DEAD_LETTERS, item.route).inc()
-                metrics.labelled(metrics.INVOCATIONS, item.route, item.handler, "dead").inc()
+                self._dead[item.route].inc()
+                self._attempts[item.route, item.handler, "dead"].inc()
 
     def route_at_intake(self, identity: str, event: events.CloudEvent) -> list[journal.NewInvocation] | None:
         """The invocations of an event about to be journaled, stored with it in one transaction, so

@@ -16,8 +16,8 @@ from typing import Any
 
 import structlog
 
-from glue import contract, journal, routing
-from glue.execution import attempt, cache, metrics, settler
+from glue import contract, journal, metrics, routing
+from glue.execution import attempt, cache, settler
 
 __all__ = ["DeadLetterTap", "Runner"]
 
@@ -55,6 +55,10 @@ class Runner:
         self.outcomes = outcomes
         self.clock = clock
         self.rng = rng
+        self._durations = metrics.Children(metrics.HANDLER_DURATION)
+        self._attempts = metrics.Children(metrics.INVOCATIONS)
+        self._retries = metrics.Children(metrics.RETRIES)
+        self._dead = metrics.Children(metrics.DEAD_LETTERS)
         self.dry_run = dry_run
         self.unconfigured = unconfigured
         self.options = options
@@ -109,13 +113,11 @@ class Runner:
                 compiled.handler, event=event, params=params, ctx=ctx, seconds=policy.timeout
             )
         finally:
-            metrics.labelled(metrics.HANDLER_DURATION, item.route, item.handler).observe(
-                time.perf_counter() - started
-            )
+            self._durations[item.route, item.handler].observe(time.perf_counter() - started)
         duration_ms = round((time.perf_counter() - started) * 1000, 3)
         if ended.outcome in ("done", "planned"):
             self.outcomes.settle(item, journal.Outcome(item.id, "done"))
-            metrics.labelled(metrics.INVOCATIONS, item.route, item.handler, ended.outcome).inc()
+            self._attempts[item.route, item.handler, ended.outcome].inc()
             extra: dict[str, Any] = {}
             if ended.plan is not None:
                 extra["plan"] = ended.plan.to_dict()
@@ -163,13 +165,13 @@ class Runner:
         duration_ms: float | None = None,
     ) -> None:
         if delay is None:
-            delay = attempt.backoff_delay(policy.backoff, item.attempt, self.rng)
+            delay = policy.backoff.policy().delay(item.attempt, self.rng)
         delay = min(max(delay, 0.0), policy.backoff.max)
         self.outcomes.settle(
             item, journal.Outcome(item.id, "retry", due_at=self.clock() + delay, error=error)
         )
-        metrics.labelled(metrics.INVOCATIONS, item.route, item.handler, "retry").inc()
-        metrics.labelled(metrics.RETRIES, item.route, item.handler).inc()
+        self._attempts[item.route, item.handler, "retry"].inc()
+        self._retries[item.route, item.handler].inc()
         log_.info(
             "dispatched", outcome="retry", duration_ms=duration_ms, retry_in_s=round(delay, 3), error=error
         )
@@ -185,7 +187,7 @@ class Runner:
     ) -> None:
         if dead_letter:
             self.outcomes.settle(item, journal.Outcome(item.id, "dead", error=error))
-            metrics.labelled(metrics.DEAD_LETTERS, item.route).inc()
+            self._dead[item.route].inc()
             outcome = "dead"
             if self.on_dead_letter is not None:
                 record = {
@@ -198,5 +200,5 @@ class Runner:
         else:
             self.outcomes.settle(item, journal.Outcome(item.id, "done", error=error))
             outcome = "dropped"
-        metrics.labelled(metrics.INVOCATIONS, item.route, item.handler, outcome).inc()
+        self._attempts[item.route, item.handler, outcome].inc()
         log_.warning("dispatched", outcome=outcome, duration_ms=duration_ms, error=error)

@@ -18,19 +18,14 @@ import sqlite3
 import time
 from collections.abc import Callable
 
-import prometheus_client
 import structlog
 
-from glue import journal
+from glue import journal, metrics
 from glue.journal import postgres, sqlite
 
-__all__ = ["PRUNED", "Retention", "prune"]
+__all__ = ["Retention", "prune"]
 
 log = structlog.get_logger(__name__)
-
-PRUNED = prometheus_client.Counter(
-    "glue_journal_pruned_rows_total", "Rows removed by retention, by table.", ["table"]
-)
 
 
 _SQLITE_PRUNE = {
@@ -70,7 +65,7 @@ async def prune(store: journal.Journal, *, before: float, chunk: int = 5000) -> 
         raise TypeError(f"no retention for {type(store).__name__}")
     for table, count in counts.items():
         if count:
-            PRUNED.labels(table).inc(count)
+            metrics.JOURNAL_PRUNED.labels(table).inc(count)
     return counts
 
 

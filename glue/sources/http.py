@@ -15,13 +15,12 @@ import hashlib
 import hmac
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
 
 import orjson
 import structlog
 from aiohttp import web
 
-from glue import events, formats, intake, journal, observability
+from glue import events, formats, intake, journal, metrics, observability
 from glue import settings as settings_mod
 
 log = structlog.get_logger(__name__)
@@ -143,13 +142,10 @@ class _EndpointHandler:
         self.options = formats.Options.of(endpoint)
         extra = [endpoint.auth.signature_header.lower()] if endpoint.auth.type == "hmac-sha256" else []
         self.scrub = events.SENSITIVE_HEADERS.union(extra)  # credentials never reach the journal
-        self._counters: dict[str, Any] = {}
+        self._deliveries = metrics.Children(metrics.DELIVERIES, self.name)
 
     def _outcome(self, outcome: str, started: float, **fields: object) -> None:
-        counter = self._counters.get(outcome)
-        if counter is None:
-            counter = self._counters[outcome] = observability.DELIVERIES.labels(self.name, outcome)
-        counter.inc()
+        self._deliveries[outcome].inc()
         if observability.INFO_ENABLED:  # else the line's fields are not even built
             log.info(
                 "delivery",
@@ -176,7 +172,8 @@ class _EndpointHandler:
     async def handle(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
         headers = {name.lower(): value for name, value in request.headers.items()}  # names: lower case
-        if not self.auth.needs_body():
+        needs_body = self.auth.needs_body()
+        if not needs_body:
             try:
                 self.auth.check(headers, b"")
             except Unauthorized as exc:
@@ -186,7 +183,7 @@ class _EndpointHandler:
         if body is None:
             self._outcome("too_large", started)
             return _answer(413, error=f"body larger than {self.endpoint.max_body_bytes} bytes")
-        if self.auth.needs_body():
+        if needs_body:
             try:
                 self.auth.check(headers, body)
             except Unauthorized as exc:
@@ -196,11 +193,7 @@ class _EndpointHandler:
             transport="http",
             endpoint=self.name,
             format=self.endpoint.format,
-            headers=(
-                headers
-                if self.scrub.isdisjoint(headers)
-                else {name: value for name, value in headers.items() if name not in self.scrub}
-            ),
+            headers=events.scrub_headers(headers, self.scrub),
             body=body,
         )
         try:
@@ -264,7 +257,7 @@ class HttpSource:
         return web.Response(text="ready\n")
 
     async def _metrics(self, _: web.Request) -> web.Response:
-        body, content_type = observability.metrics_text()
+        body, content_type = metrics.text()
         response = web.Response(body=body)
         response.headers["Content-Type"] = content_type
         return response

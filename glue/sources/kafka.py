@@ -28,38 +28,16 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import aiokafka
-import prometheus_client
 import structlog
 from aiokafka import errors as kafka_errors
 from aiokafka import helpers as kafka_helpers
 from cloudevents.core.bindings import kafka as ce_kafka
 from cloudevents.core.formats.json import JSONFormat
 
-from glue import events, formats, intake, journal
+from glue import events, formats, intake, journal, metrics
 from glue import settings as settings_mod
 
 log = structlog.get_logger(__name__)
-
-RECORDS = prometheus_client.Counter(
-    "glue_kafka_records_total",
-    "Kafka records consumed, by topic and outcome (journaled, duplicate, rejected, retried).",
-    ["topic", "outcome"],
-)
-LAG = prometheus_client.Gauge(
-    "glue_kafka_consumer_lag",
-    "Records in a partition after this member's position (high watermark - position).",
-    ["topic", "partition"],
-)
-COMMIT_SECONDS = prometheus_client.Histogram(
-    "glue_kafka_commit_seconds",
-    "Time to commit a batch's offsets to the group coordinator.",
-    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
-)
-BATCH_SECONDS = prometheus_client.Histogram(
-    "glue_kafka_batch_seconds",
-    "Time from fetching a batch to its offsets being committed (decode, journal, commit).",
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
-)
 
 #: Topic format in the settings -> decoder name in glue.formats (kept with each delivery for replay).
 DECODER = {"cloudevents": "cloudevents", "minio": "minio", "argo": "argo"}
@@ -102,12 +80,14 @@ def client_options(config: settings_mod.Kafka) -> dict[str, Any]:
 def delivery_of(record: Any, decoder: str) -> events.Delivery:
     """The raw delivery of one record: lower-case header names, UTF-8 values, credentials removed."""
     headers: Iterable[tuple[str, bytes | None]] = record.headers or ()
-    pairs = [(name, value.decode("utf-8", "replace") if value is not None else "") for name, value in headers]
+    decoded = {
+        name.lower(): value.decode("utf-8", "replace") if value is not None else "" for name, value in headers
+    }
     return events.Delivery(
         transport="kafka",
         endpoint=record.topic,
         format=decoder,
-        headers=events.scrub_headers(pairs),
+        headers=events.scrub_headers(decoded),
         body=record.value if record.value is not None else b"",
         key=record.key,
     )
@@ -133,7 +113,7 @@ class _Rebalance(aiokafka.ConsumerRebalanceListener):  # type: ignore[misc]
             self.source.revoked = set(revoked)
         for tp in revoked:
             with contextlib.suppress(KeyError):
-                LAG.remove(tp.topic, str(tp.partition))
+                metrics.KAFKA_LAG.remove(tp.topic, str(tp.partition))
         if revoked:
             log.info("kafka partitions revoked", partitions=_names(revoked))
 
@@ -297,10 +277,10 @@ class KafkaSource:
             for record, outcome in zip(records, outcomes, strict=True)
         )
         for (topic, label), count in counts.items():
-            RECORDS.labels(topic, label).inc(count)
+            metrics.KAFKA_RECORDS.labels(topic, label).inc(count)
         if commit:
             await self._commit(consumer, commit)
-        BATCH_SECONDS.observe(time.perf_counter() - started)
+        metrics.KAFKA_BATCH_SECONDS.observe(time.perf_counter() - started)
         return bool(rewound)
 
     async def _accept(self, record: Any) -> str:
@@ -353,7 +333,7 @@ class KafkaSource:
             # A later batch commits a higher offset; until then a restart reads these again.
             log.warning("kafka commit failed", error=str(exc))
             return
-        COMMIT_SECONDS.observe(time.perf_counter() - started)
+        metrics.KAFKA_COMMIT_SECONDS.observe(time.perf_counter() - started)
 
     async def _update_lag(self, consumer: aiokafka.AIOKafkaConsumer) -> None:
         now = time.monotonic()
@@ -368,16 +348,10 @@ class KafkaSource:
                 position = await consumer.position(tp)
             except kafka_errors.KafkaError:
                 continue
-            LAG.labels(tp.topic, str(tp.partition)).set(max(0, highwater - position))
+            metrics.KAFKA_LAG.labels(tp.topic, str(tp.partition)).set(max(0, highwater - position))
 
 
 # -- output: handler outcomes and dead letters as CloudEvents -------------------------------------
-
-PUBLISHED = prometheus_client.Counter(
-    "glue_kafka_published_total",
-    "Invocation outcomes published as CloudEvents to the output topic, by state (done, dead).",
-    ["state"],
-)
 
 OUTCOME_TYPE = "io.runtime-glue.invocation.{state}"
 _SEEN_LIMIT = 100_000  # CloudEvent ids remembered to avoid publishing an outcome twice in one process
@@ -487,7 +461,7 @@ class KafkaOutput:
                     pending.append((ce_id, future))
         for ce_id, future in pending:
             await future  # raises KafkaError: the sweep is repeated from the same point
-            PUBLISHED.labels(ce_id.rsplit("/", 2)[1]).inc()
+            metrics.KAFKA_PUBLISHED.labels(ce_id.rsplit("/", 2)[1]).inc()
             self._seen[ce_id] = None
             if len(self._seen) > _SEEN_LIMIT:
                 self._seen.popitem(last=False)

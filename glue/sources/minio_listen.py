@@ -32,11 +32,10 @@ from typing import Any
 
 import aiohttp
 import orjson
-import prometheus_client
 import structlog
 import yarl
 
-from glue import events, formats, intake, journal, objectstore
+from glue import events, formats, intake, journal, metrics, objectstore, retry
 from glue import settings as settings_mod
 
 __all__ = ["TRANSPORT", "ListenSource"]
@@ -48,18 +47,6 @@ TRANSPORT = "minio-listen"
 
 Accept = Callable[[events.Delivery], Awaitable[list[journal.Appended]]]
 Reject = Callable[[events.Delivery, str], Awaitable[Any]]
-
-UP = prometheus_client.Gauge(
-    "glue_minio_listen_up", "1 while the bucket's MinIO listen stream is connected, else 0.", ["bucket"]
-)
-RECONNECTS = prometheus_client.Counter(
-    "glue_minio_listen_reconnects_total", "Listen streams lost and reopened, by bucket.", ["bucket"]
-)
-LINES = prometheus_client.Counter(
-    "glue_minio_listen_lines_total",
-    "Lines read from a listen stream by bucket and outcome (journaled, duplicate, keepalive, rejected).",
-    ["bucket", "outcome"],
-)
 
 _ERROR_CODE = re.compile(rb"<Code>([^<]{1,64})</Code>")
 
@@ -77,15 +64,15 @@ class _Stream:
         self.reason = "not connected yet"
         self.since = time.monotonic()
         self.lines = 0  # lines read on the current connection
-        UP.labels(bucket.name).set(0)
+        metrics.MINIO_LISTEN_UP.labels(bucket.name).set(0)
 
     def up(self) -> None:
         self.connected, self.reason, self.since, self.lines = True, "", time.monotonic(), 0
-        UP.labels(self.bucket.name).set(1)
+        metrics.MINIO_LISTEN_UP.labels(self.bucket.name).set(1)
 
     def down(self, reason: str) -> None:
         self.connected, self.reason, self.since = False, reason, time.monotonic()
-        UP.labels(self.bucket.name).set(0)
+        metrics.MINIO_LISTEN_UP.labels(self.bucket.name).set(0)
 
 
 class ListenSource:
@@ -100,7 +87,7 @@ class ListenSource:
         *,
         reject: Reject | None = None,
         store: objectstore.ObjectStore | None = None,
-        rng: Callable[[], float] = random.random,
+        rng: random.Random | None = None,
         max_in_flight: int = 256,
         drain_seconds: float = 5.0,
     ) -> None:
@@ -109,7 +96,9 @@ class ListenSource:
         self._reject = reject
         self._store = store
         self._own_store = store is None
-        self._rng = rng
+        self._rng = rng if rng is not None else random.Random()
+        #: Reconnects and journal retries: between half and all of a doubling step, capped.
+        self._backoff = retry.Policy.equal_jitter(config.reconnect_initial, config.reconnect_max)
         self._streams = {bucket.name: _Stream(bucket) for bucket in config.buckets}
         self._session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -185,11 +174,6 @@ class ListenSource:
 
     # -- the stream loop
 
-    def _backoff(self, attempt: int) -> float:
-        """Capped exponential backoff with jitter: between half and all of initial * 2**attempt."""
-        ceiling = min(self.config.reconnect_max, self.config.reconnect_initial * 2.0 ** min(attempt, 30))
-        return ceiling * (0.5 + 0.5 * self._rng())
-
     async def _follow(self, stream: _Stream) -> None:
         name = stream.bucket.name
         attempt = 0
@@ -211,9 +195,9 @@ class ListenSource:
             was_connected = stream.connected
             stream.down(reason)
             if was_connected:
-                RECONNECTS.labels(name).inc()
-            delay = self._backoff(attempt)
+                metrics.MINIO_LISTEN_RECONNECTS.labels(name).inc()
             attempt += 1
+            delay = self._backoff.delay(attempt, self._rng)
             log.warning("minio listen stream down", bucket=name, reason=reason, retry_in=round(delay, 3))
             await asyncio.sleep(delay)
 
@@ -259,7 +243,7 @@ class ListenSource:
     async def _handle(self, bucket: str, line: bytes, content_type: str) -> None:
         body = line.strip()
         if _keepalive(body):
-            LINES.labels(bucket, "keepalive").inc()
+            metrics.MINIO_LISTEN_LINES.labels(bucket, "keepalive").inc()
             return
         delivery = events.Delivery(
             transport=TRANSPORT,
@@ -276,8 +260,8 @@ class ListenSource:
                 await self._rejected(bucket, delivery, exc.reason)
                 return
             except (journal.JournalUnavailable, intake.Overloaded) as exc:
-                delay = self._backoff(attempt)
                 attempt += 1
+                delay = self._backoff.delay(attempt, self._rng)
                 log.warning(
                     "journal cannot take a listen line yet",
                     bucket=bucket,
@@ -291,12 +275,12 @@ class ListenSource:
                 await self._rejected(bucket, delivery, f"decoder failed: {type(exc).__name__}")
                 return
             fresh = any(item.new for item in appended)
-            LINES.labels(bucket, "journaled" if fresh else "duplicate").inc()
+            metrics.MINIO_LISTEN_LINES.labels(bucket, "journaled" if fresh else "duplicate").inc()
             return
 
     async def _rejected(self, bucket: str, delivery: events.Delivery, reason: str) -> None:
         """An undecodable line: counted, logged, and journaled as rejected when a journal is given."""
-        LINES.labels(bucket, "rejected").inc()
+        metrics.MINIO_LISTEN_LINES.labels(bucket, "rejected").inc()
         log.warning("minio listen line rejected", bucket=bucket, reason=reason)
         if self._reject is not None:
             try:

@@ -62,15 +62,15 @@ async def test_backoff_schedule_is_exponential_and_capped(
 
 
 async def test_jitter_stays_within_its_bounds() -> None:
-    policy = routing.Backoff(initial=2, multiplier=3, max=40, jitter=0.25)
+    policy = routing.Backoff(initial=2, multiplier=3, max=40, jitter=0.25).policy()
     rng = random.Random(1)
     for attempt in range(1, 8):
         base = min(2 * 3 ** (attempt - 1), 40)
-        samples = [execution.backoff_delay(policy, attempt, rng) for _ in range(500)]
+        samples = [policy.delay(attempt, rng) for _ in range(500)]
         assert min(samples) >= base * 0.75
         assert max(samples) <= min(base * 1.25, 40)
         assert max(samples) - min(samples) > base * 0.1, "jitter actually spreads the delays"
-    assert execution.backoff_delay(policy, 5000, rng) <= 40, "no overflow far down the schedule"
+    assert policy.delay(5000, rng) <= 40, "no overflow far down the schedule"
 
 
 async def test_retry_after_from_the_handler_overrides_the_backoff(

@@ -1,0 +1,274 @@
+"""Glue's Prometheus metrics, declared in one place, and what serves them.
+
+Every part reads its metrics from here (``metrics.DELIVERIES``), so /metrics offers the same
+families whichever parts run. Names follow Prometheus conventions (``_total``, ``_seconds``); labels
+are of bounded cardinality (endpoint, topic and bucket names come from the config, outcomes and kinds
+from fixed sets).
+
+The intake's per-delivery metrics are :class:`LoopCounter` and :class:`LoopHistogram`: plain numbers
+the event loop's thread updates without a lock. Where a labelled metric is updated on a hot path,
+:class:`Children` keeps its label children so each update is one dictionary look-up.
+"""
+
+from __future__ import annotations
+
+import bisect
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import prometheus_client
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import CollectorRegistry
+from prometheus_client.utils import floatToGoString
+
+__all__ = [
+    "ARCHIVE_DROPPED",
+    "ARCHIVE_ERRORS",
+    "ARCHIVE_LINES",
+    "ARCHIVE_OBJECTS",
+    "BACKLOG",
+    "DEAD_LETTERS",
+    "DELIVERIES",
+    "DUPLICATES",
+    "EVENTS_JOURNALED",
+    "EVENTS_ROUTED",
+    "HANDLER_DURATION",
+    "INVOCATIONS",
+    "IN_FLIGHT",
+    "JOURNAL_PRUNED",
+    "JOURNAL_WRITE",
+    "KAFKA_BATCH_SECONDS",
+    "KAFKA_COMMIT_SECONDS",
+    "KAFKA_LAG",
+    "KAFKA_PUBLISHED",
+    "KAFKA_RECORDS",
+    "MINIO_LISTEN_LINES",
+    "MINIO_LISTEN_RECONNECTS",
+    "MINIO_LISTEN_UP",
+    "OLDEST_PENDING",
+    "RETRIES",
+    "Children",
+    "LoopCounter",
+    "LoopHistogram",
+    "text",
+]
+
+
+class LoopCounter:
+    """A labelled Prometheus counter that only the event loop's thread increments.
+
+    Its values are plain numbers, read when the registry is scraped: prometheus_client's own counter
+    takes a lock on every increment, and the intake counts every delivery. The exposition is the same,
+    ``_created`` series included."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        registry: CollectorRegistry = prometheus_client.REGISTRY,
+    ) -> None:
+        self.name = name.removesuffix("_total")
+        self.documentation = documentation
+        self.labelnames = list(labelnames)
+        self._children: dict[tuple[str, ...], _Count] = {}
+        registry.register(self)
+
+    def labels(self, *values: str) -> _Count:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = _Count()
+        return child
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for values, child in list(self._children.items()):
+            family.add_metric(values, child.value, created=child.created)
+        yield family
+
+
+class _Count:
+    __slots__ = ("created", "value")
+
+    def __init__(self) -> None:
+        self.value = 0.0
+        self.created = time.time()
+
+    def inc(self, amount: float = 1) -> None:
+        self.value += amount
+
+
+class LoopHistogram:
+    """A Prometheus histogram without labels that only the event loop's thread observes (see
+    :class:`LoopCounter`)."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        buckets: Sequence[float],
+        registry: CollectorRegistry = prometheus_client.REGISTRY,
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.bounds = sorted(buckets)
+        self.counts = [0] * (len(self.bounds) + 1)  # the last: above every bound (+Inf)
+        self.sum = 0.0
+        self.created = time.time()
+        registry.register(self)
+
+    def observe(self, amount: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, amount)] += 1
+        self.sum += amount
+
+    def collect(self) -> Iterator[Metric]:
+        cumulative, total = [], 0
+        for bound, count in zip([*map(floatToGoString, self.bounds), "+Inf"], self.counts, strict=True):
+            total += count
+            cumulative.append((bound, float(total)))
+        histogram = HistogramMetricFamily(self.name, self.documentation)
+        histogram.add_metric([], cumulative, self.sum)
+        yield histogram
+        yield GaugeMetricFamily(f"{self.name}_created", self.documentation, value=self.created)
+
+
+class Children(dict[Any, Any]):
+    """The label children of one metric, made on first use and kept.
+
+    ``Children(metric, *fixed)[value]`` is ``metric.labels(*fixed, value)``; a tuple key gives several
+    label values (``children[route, handler]``). A hit is a plain dictionary look-up: ``labels()``
+    builds an argument tuple and looks the child up on every call, which counts on paths that update a
+    metric for every delivery or attempt."""
+
+    __slots__ = ("_fixed", "_metric")
+
+    def __init__(self, metric: Any, *fixed: str) -> None:
+        super().__init__()
+        self._metric = metric
+        self._fixed = fixed
+
+    def __missing__(self, key: Any) -> Any:
+        values = key if isinstance(key, tuple) else (key,)
+        child = self[key] = self._metric.labels(*self._fixed, *values)
+        return child
+
+
+def text() -> tuple[bytes, str]:
+    """The Prometheus exposition of every glue metric, and its content type."""
+    return prometheus_client.generate_latest(), prometheus_client.CONTENT_TYPE_LATEST
+
+
+# -- intake: every source's way into the journal ---------------------------------------------------
+
+DELIVERIES = LoopCounter(
+    "glue_deliveries_total",
+    "Inbound deliveries by endpoint and outcome (accepted, duplicate, rejected, unauthorized, "
+    "too_large, unsupported, unavailable).",
+    ["endpoint", "outcome"],
+)
+EVENTS_JOURNALED = LoopCounter(
+    "glue_events_journaled_total", "Events newly written to the journal, by endpoint.", ["endpoint"]
+)
+DUPLICATES = LoopCounter(
+    "glue_duplicate_events_total", "Events recognised as already journaled, by endpoint.", ["endpoint"]
+)
+JOURNAL_WRITE = LoopHistogram(
+    "glue_journal_write_seconds",
+    "Time from handing a delivery to the journal to its commit.",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+BACKLOG = prometheus_client.Gauge("glue_backlog_events", "Journaled events not yet routed.")
+
+# -- journal ---------------------------------------------------------------------------------------
+
+JOURNAL_PRUNED = prometheus_client.Counter(
+    "glue_journal_pruned_rows_total", "Rows removed by retention, by table.", ["table"]
+)
+
+# -- Kafka: the consumer, and the output topic of outcomes -----------------------------------------
+
+KAFKA_RECORDS = prometheus_client.Counter(
+    "glue_kafka_records_total",
+    "Kafka records consumed, by topic and outcome (journaled, duplicate, rejected, retried).",
+    ["topic", "outcome"],
+)
+KAFKA_LAG = prometheus_client.Gauge(
+    "glue_kafka_consumer_lag",
+    "Records in a partition after this member's position (high watermark - position).",
+    ["topic", "partition"],
+)
+KAFKA_COMMIT_SECONDS = prometheus_client.Histogram(
+    "glue_kafka_commit_seconds",
+    "Time to commit a batch's offsets to the group coordinator.",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+KAFKA_BATCH_SECONDS = prometheus_client.Histogram(
+    "glue_kafka_batch_seconds",
+    "Time from fetching a batch to its offsets being committed (decode, journal, commit).",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+KAFKA_PUBLISHED = prometheus_client.Counter(
+    "glue_kafka_published_total",
+    "Invocation outcomes published as CloudEvents to the output topic, by state (done, dead).",
+    ["state"],
+)
+
+# -- MinIO: the listen source and the archive bucket -----------------------------------------------
+
+MINIO_LISTEN_UP = prometheus_client.Gauge(
+    "glue_minio_listen_up", "1 while the bucket's MinIO listen stream is connected, else 0.", ["bucket"]
+)
+MINIO_LISTEN_RECONNECTS = prometheus_client.Counter(
+    "glue_minio_listen_reconnects_total", "Listen streams lost and reopened, by bucket.", ["bucket"]
+)
+MINIO_LISTEN_LINES = prometheus_client.Counter(
+    "glue_minio_listen_lines_total",
+    "Lines read from a listen stream by bucket and outcome (journaled, duplicate, keepalive, rejected).",
+    ["bucket", "outcome"],
+)
+ARCHIVE_OBJECTS = prometheus_client.Counter(
+    "glue_archive_objects_total", "Objects written to the archive bucket, by kind.", ["kind"]
+)
+ARCHIVE_LINES = prometheus_client.Counter(
+    "glue_archive_lines_total", "Lines written to the archive bucket, by kind.", ["kind"]
+)
+ARCHIVE_ERRORS = prometheus_client.Counter(
+    "glue_archive_write_errors_total",
+    "Failed archive writes (the lines are kept and retried), by kind.",
+    ["kind"],
+)
+ARCHIVE_DROPPED = prometheus_client.Counter(
+    "glue_archive_dropped_lines_total",
+    "Lines dropped because the archive buffer was full while the bucket was unreachable, by kind.",
+    ["kind"],
+)
+
+
+# -- execution: routing, attempts, dead letters ------------------------------------------------
+
+INVOCATIONS = prometheus_client.Counter(
+    "glue_invocations_total",
+    "Handler attempts by route, handler and outcome (done, planned, retry, dead, dropped).",
+    ["route", "handler", "outcome"],
+)
+HANDLER_DURATION = prometheus_client.Histogram(
+    "glue_handler_duration_seconds",
+    "Time a handler attempt took, by route and handler.",
+    ["route", "handler"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+)
+RETRIES = prometheus_client.Counter(
+    "glue_invocation_retries_total", "Attempts scheduled again, by route and handler.", ["route", "handler"]
+)
+DEAD_LETTERS = prometheus_client.Counter(
+    "glue_dead_letters_total", "Invocations moved to the dead-letter queue, by route.", ["route"]
+)
+EVENTS_ROUTED = prometheus_client.Counter(
+    "glue_events_routed_total", "Journaled events routed, by outcome (matched, unmatched).", ["outcome"]
+)
+OLDEST_PENDING = prometheus_client.Gauge(
+    "glue_oldest_pending_invocation_age_seconds",
+    "Age of the oldest invocation not yet done (0 when none).",
+)
+IN_FLIGHT = prometheus_client.Gauge("glue_invocations_in_flight", "Handler attempts running now.")

@@ -26,6 +26,8 @@ from cloudevents.core.formats.json import JSONFormat
 
 import glue
 
+__all__ = ["HttpClientConfig", "HttpParams", "post", "request_of", "session", "shown"]
+
 _FORMAT = JSONFormat()
 
 

@@ -18,6 +18,22 @@ import orjson
 from glue import journal
 from glue import settings as settings_mod
 
+__all__ = [
+    "CliError",
+    "config_arg",
+    "config_path",
+    "emit",
+    "iso",
+    "load_settings",
+    "opened_journal",
+    "parse_headers",
+    "parse_since",
+    "read_input",
+    "show",
+    "with_delivery",
+    "with_journal",
+]
+
 
 class CliError(Exception):
     """A problem to print as one line (or a few) and exit with ``code``."""

@@ -12,6 +12,8 @@ from glue import contract, events, formats, journal, observability, routing
 from glue import settings as settings_mod
 from glue.cli import common
 
+__all__ = ["add_commands"]
+
 
 def cmd_run(args: argparse.Namespace) -> int:
     from glue import app

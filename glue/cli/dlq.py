@@ -12,6 +12,8 @@ from typing import Any
 from glue import journal
 from glue.cli import common
 
+__all__ = ["add_commands"]
+
 
 async def _dead_rows(store: journal.Journal, invocations: list[journal.Invocation]) -> list[dict[str, Any]]:
     rows = []

@@ -27,6 +27,8 @@ from glue import contract, events, execution, formats, intake, journal, routing
 from glue import settings as settings_mod
 from glue.cli import common
 
+__all__ = ["add_commands"]
+
 
 def _router(settings: settings_mod.Settings, args: argparse.Namespace) -> routing.Router:
     from glue import app

@@ -11,6 +11,8 @@ from typing import Any, BinaryIO
 from glue import journal
 from glue.cli import common
 
+__all__ = ["add_commands"]
+
 
 def cmd_events_list(args: argparse.Namespace) -> int:
     settings = common.load_settings(args)

@@ -23,6 +23,8 @@ from aiohttp import web
 from glue import events, formats, intake, journal, metrics, observability
 from glue import settings as settings_mod
 
+__all__ = ["HttpSource", "ReadinessCheck", "Unauthorized"]
+
 log = structlog.get_logger(__name__)
 
 #: A readiness check: returns None when ready, else the reason it is not.

@@ -37,6 +37,17 @@ from cloudevents.core.formats.json import JSONFormat
 from glue import events, formats, intake, journal, metrics
 from glue import settings as settings_mod
 
+__all__ = [
+    "DECODER",
+    "OUTCOME_TYPE",
+    "KafkaOutput",
+    "KafkaSource",
+    "KafkaUnavailable",
+    "client_options",
+    "delivery_of",
+    "outcome_event",
+]
+
 log = structlog.get_logger(__name__)
 
 #: Topic format in the settings -> decoder name in glue.formats (kept with each delivery for replay).

@@ -11,6 +11,7 @@ from typing import Any, cast
 
 import aiohttp
 import prometheus_client
+from cloudevents.core.v1.event import CloudEvent
 
 from glue import app, events, settings
 
@@ -75,3 +76,13 @@ def json_data(event: events.CloudEvent) -> dict[str, Any]:
 def metric(name: str, **labels: str) -> float:
     """The current value of a sample in the default Prometheus registry (0 when it has none yet)."""
     return prometheus_client.REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def cloudevent(
+    id: str, *, type: str = "com.example.test", source: str = "/test", data: Any = None, **extra: Any
+) -> CloudEvent:
+    """A CloudEvent for a test: JSON data (when given) unless ``extra`` names another content type."""
+    attributes: dict[str, Any] = {"id": id, "source": source, "type": type, "specversion": "1.0", **extra}
+    if data is not None:
+        attributes.setdefault("datacontenttype", "application/json")
+    return CloudEvent(attributes, data)

@@ -15,7 +15,7 @@ import pytest
 
 import glue
 from glue import contract, routing, settings
-from tests.execution.conftest import cloudevent
+from tests.support import cloudevent
 
 
 def pushed(namespace: str = "team-a", name: str = "api", tag: str = "v1.2.0", **extra: Any) -> Any:

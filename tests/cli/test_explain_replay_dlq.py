@@ -20,7 +20,8 @@ from structlog.testing import capture_logs
 import handlers.http
 import handlers.log
 from glue import app, cli, events, journal, settings
-from tests.execution.conftest import cloudevent, delivery_of
+from tests.execution.conftest import delivery_of
+from tests.support import cloudevent
 
 ROUTES = [
     {

@@ -17,7 +17,8 @@ from pydantic import SecretStr
 
 from glue import cli, journal, settings
 from glue.journal import postgres
-from tests.journal.conftest import cloudevent, delivery
+from tests.journal.conftest import delivery
+from tests.support import cloudevent
 
 
 def glue(

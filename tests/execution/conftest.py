@@ -62,15 +62,6 @@ async def store(reopen: Callable[[], Awaitable[journal.Journal]]) -> journal.Jou
     return await reopen()
 
 
-def cloudevent(
-    id: str, *, type: str = "com.example.test", source: str = "/test", data: Any = None, **extra: Any
-) -> CloudEvent:
-    attributes: dict[str, Any] = {"id": id, "source": source, "type": type, "specversion": "1.0", **extra}
-    if data is not None:
-        attributes.setdefault("datacontenttype", "application/json")
-    return CloudEvent(attributes, data)
-
-
 def delivery_of(event: CloudEvent) -> events.Delivery:
     return events.Delivery(
         transport="http",

@@ -11,8 +11,9 @@ from structlog.testing import capture_logs
 
 import glue
 from glue import contract, events, execution, intake, journal, pipeline
+from tests.support import cloudevent
 
-from .conftest import Append, Harness, cloudevent, delivery_of, metric, wait_for
+from .conftest import Append, Harness, delivery_of, metric, wait_for
 
 
 class Tracker:

@@ -15,8 +15,9 @@ from structlog.testing import capture_logs
 
 import glue
 from glue import contract, execution, journal, routing
+from tests.support import cloudevent
 
-from .conftest import Append, Harness, Recorder, cloudevent, metric, wait_for
+from .conftest import Append, Harness, Recorder, metric, wait_for
 
 pytestmark = [pytest.mark.looptime, pytest.mark.usefixtures("virtual_clock")]
 

@@ -19,7 +19,8 @@ from aiohttp import web
 import glue
 import handlers.http as http_handler
 from glue import contract, journal
-from tests.execution.conftest import Append, Harness, cloudevent, wait_for
+from tests.execution.conftest import Append, Harness, wait_for
+from tests.support import cloudevent
 
 
 class Receiver:

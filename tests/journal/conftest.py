@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cloudevents.core.v1.event import CloudEvent
 from pydantic import SecretStr
 
 from glue import events, journal, settings
@@ -63,15 +62,6 @@ async def open_journal(config: settings.Journal) -> AsyncIterator[Opener]:
 @pytest.fixture
 async def store(open_journal: Opener) -> journal.Journal:
     return await open_journal()
-
-
-def cloudevent(
-    id: str, *, source: str = "/test", type: str = "com.example.test", data: Any = None, **extra: Any
-) -> CloudEvent:
-    attributes: dict[str, Any] = {"id": id, "source": source, "type": type, "specversion": "1.0", **extra}
-    if data is not None:
-        attributes["datacontenttype"] = "application/json"
-    return CloudEvent(attributes, data)
 
 
 def delivery(body: bytes = b"{}", **changes: Any) -> events.Delivery:

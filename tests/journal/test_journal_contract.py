@@ -7,8 +7,9 @@ hands back, at explicit ``now`` values, so leases and due times need no waiting.
 from __future__ import annotations
 
 from glue import events, journal
+from tests.support import cloudevent
 
-from .conftest import Append, cloudevent
+from .conftest import Append
 
 T0 = 1_000_000.0
 

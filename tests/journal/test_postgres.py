@@ -17,7 +17,8 @@ import pytest
 from glue import journal, settings
 from glue.journal import postgres
 from glue.journal.postgres import intake as postgres_intake
-from tests.journal.conftest import cloudevent, delivery
+from tests.journal.conftest import delivery
+from tests.support import cloudevent
 
 
 def pg_config(dsn: str, **changes: object) -> settings.Journal:

@@ -11,7 +11,8 @@ import asyncio
 import pytest
 
 from glue import events, journal
-from tests.journal.conftest import Opener, cloudevent, delivery
+from tests.journal.conftest import Opener, delivery
+from tests.support import cloudevent
 
 
 async def test_append_stores_the_delivery_and_its_events(store: journal.Journal) -> None:

@@ -7,7 +7,8 @@ import time
 
 from glue import journal
 from glue.journal import retention
-from tests.journal.conftest import cloudevent, delivery
+from tests.journal.conftest import delivery
+from tests.support import cloudevent
 
 
 async def test_prune_removes_only_finished_work_older_than_the_cutoff(store: journal.Journal) -> None:

@@ -24,8 +24,9 @@ from glue import journal, settings
 from glue.journal import sqlite
 from glue.journal.sqlite import store as sqlite_store
 from glue.journal.sqlite import writer as sqlite_writer
+from tests.support import cloudevent
 
-from .conftest import cloudevent, delivery_of
+from .conftest import delivery_of
 
 T0 = 1_000_000.0
 

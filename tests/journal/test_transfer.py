@@ -12,7 +12,8 @@ from pydantic import SecretStr
 from glue import journal, settings
 from glue.journal import transfer
 from tests.journal import pgserver
-from tests.journal.conftest import cloudevent, delivery
+from tests.journal.conftest import delivery
+from tests.support import cloudevent
 
 
 async def populate(store: journal.Journal) -> None:

@@ -7,14 +7,13 @@ journal, the loop's timers and the test's assertions all read one virtual time.
 from __future__ import annotations
 
 import itertools
-import random
 from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
 
 import glue
-from glue import contract, execution, journal, routing
+from glue import contract, execution, journal
 from tests.support import cloudevent
 
 from .conftest import Append, Harness, Recorder, metric, wait_for
@@ -60,18 +59,6 @@ async def test_backoff_schedule_is_exponential_and_capped(
     # 1, 2, 4, then capped at 5; each attempt starts at the first poll after it is due
     for gap, expected in zip(gaps(recorder.times()), [1, 2, 4, 5, 5], strict=True):
         assert expected - 1e-6 <= gap <= expected + 2 * POLL + 0.01, (gap, expected)
-
-
-async def test_jitter_stays_within_its_bounds() -> None:
-    policy = routing.Backoff(initial=2, multiplier=3, max=40, jitter=0.25).policy()
-    rng = random.Random(1)
-    for attempt in range(1, 8):
-        base = min(2 * 3 ** (attempt - 1), 40)
-        samples = [policy.delay(attempt, rng) for _ in range(500)]
-        assert min(samples) >= base * 0.75
-        assert max(samples) <= min(base * 1.25, 40)
-        assert max(samples) - min(samples) > base * 0.1, "jitter actually spreads the delays"
-    assert policy.delay(5000, rng) <= 40, "no overflow far down the schedule"
 
 
 async def test_retry_after_from_the_handler_overrides_the_backoff(

@@ -99,10 +99,29 @@ def client_options(config: settings_mod.Kafka) -> dict[str, Any]:
     return options
 
 
+def _text(value: bytes | None) -> str:
+    return value.decode("utf-8", "replace") if value is not None else ""
+
+
+def not_utf8(record: Any) -> str | None:
+    """Why a record is not a CloudEvents message the Kafka binding allows: a ``ce_`` or content-type
+    header whose value is not UTF-8 (binding 3.2.3: "header values MUST be encoded as UTF-8"). Other
+    headers are the producer's own business and are kept with replacement characters."""
+    for name, value in record.headers or ():
+        if value is not None and not value.isascii():
+            lower = name.lower()
+            if lower.startswith("ce_") or lower == "content-type":
+                try:
+                    value.decode("utf-8")
+                except UnicodeDecodeError:
+                    return f"header {lower!r} is not valid UTF-8 (Kafka binding 3.2.3)"
+    return None
+
+
 def delivery_of(record: Any, decoder: str) -> events.Delivery:
     """The raw delivery of one record: lower-case header names, UTF-8 values, credentials removed."""
     headers: Iterable[tuple[str, bytes | None]] = record.headers or ()
-    pairs = [(name, value.decode("utf-8", "replace") if value is not None else "") for name, value in headers]
+    pairs = [(name, _text(value)) for name, value in headers]
     return events.Delivery(
         transport="kafka",
         endpoint=record.topic,
@@ -307,6 +326,9 @@ class KafkaSource:
         """Journal one record; returns journaled / duplicate / rejected, raises _Retry."""
         topic = self.topics[record.topic]
         delivery = delivery_of(record, DECODER[topic.format])
+        problem = not_utf8(record)
+        if problem is not None:
+            return await self._reject(delivery, record, problem)
         try:
             appended = await self.intake.accept(delivery, self.options[record.topic])
         except formats.DecodeError as exc:

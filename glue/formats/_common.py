@@ -296,7 +296,7 @@ def _check_formats(attributes: dict[str, Any]) -> None:
     if isinstance(content_type, str) and content_type:
         problem = media_type_problem(content_type)
         if problem:
-            raise formats.DecodeError(f"attribute 'datacontenttype' is {problem}")
+            raise formats.DecodeError(f"attribute 'datacontenttype': {problem}")
     schema = attributes.get("dataschema")
     if isinstance(schema, str) and schema and not _is_absolute_uri(schema):
         raise formats.DecodeError(

@@ -61,7 +61,7 @@ def _check_content_type(value: str | None, header: str) -> None:
     if value is not None:
         problem = _common.media_type_problem(value)
         if problem:
-            raise formats.DecodeError(f"header {header!r} (attribute 'datacontenttype') is {problem}")
+            raise formats.DecodeError(f"header {header!r} (attribute 'datacontenttype'): {problem}")
 
 
 def _kafka(delivery: events.Delivery, build: _common.Factory, binary: bool) -> events.CloudEvent:

@@ -333,12 +333,12 @@ def cloudevent(
         elif isinstance(value, int):
             if not _INT_MIN <= value <= _INT_MAX:
                 raise formats.DecodeError(
-                    f"attribute {clip(name)} is {clip(value, 24)}, outside the CloudEvents Integer range "
+                    f"attribute {clip(name)} is {value}, outside the CloudEvents Integer range "
                     f"(signed 32 bits: {_INT_MIN} to {_INT_MAX})"
                 )
         elif isinstance(value, float):
             raise formats.DecodeError(
-                f"attribute {clip(name)} is {clip(value, 24)}: a CloudEvents Integer has no fraction or "
+                f"attribute {clip(name)} is {value!r}: a CloudEvents Integer has no fraction or "
                 "exponent (send a whole number, or a string)"
             )
         else:

@@ -31,6 +31,7 @@ and a repeated HTTP header keeps the last.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from typing import Any
 
@@ -431,6 +432,28 @@ async def test_percent_encoded_bytes_that_are_not_utf8_are_refused(glue: Glue) -
         reason = f"header {name!r} (attribute {name[3:]!r}) percent-encodes bytes that are not valid UTF-8"
         assert (status, answer) == (400, {"error": reason})
     assert await glue.journaled() == []
+
+
+async def test_raw_header_bytes_that_are_not_utf8_are_refused(glue: Glue) -> None:
+    """HTTP 3.1.3.2: header values are printable ASCII, anything else percent-encoded, and bytes that
+    are not UTF-8 MUST be rejected; a sender that writes raw bytes instead is held to the same rule
+    (raw UTF-8 is taken leniently)."""
+    assert glue.daemon.http is not None and glue.daemon.http.port is not None
+    answers = []
+    for subject in (b"caf\xe9", b"caf\xc3\xa9"):
+        reader, writer = await asyncio.open_connection("127.0.0.1", glue.daemon.http.port)
+        writer.write(
+            b"POST /events HTTP/1.1\r\nHost: glue\r\nConnection: close\r\nContent-Length: 0\r\n"
+            b"ce-specversion: 1.0\r\nce-id: raw\r\nce-source: /raw\r\nce-type: t\r\n"
+            b"ce-subject: " + subject + b"\r\n\r\n"
+        )
+        response = await reader.read()
+        answers.append((response.partition(b"\r\n")[0], response.partition(b"\r\n\r\n")[2]))
+        writer.close()
+        await writer.wait_closed()
+    assert [status for status, _ in answers] == [b"HTTP/1.1 400 Bad Request", b"HTTP/1.1 202 Accepted"]
+    assert orjson.loads(answers[0][1])["error"].startswith("attribute 'subject' holds U+DCE9")
+    assert [row["subject"] for row in await stored(glue)] == ["caf\u00e9"]
 
 
 async def test_percent_decoded_control_characters_are_refused(glue: Glue) -> None:

@@ -103,18 +103,25 @@ def _text(value: bytes | None) -> str:
     return value.decode("utf-8", "replace") if value is not None else ""
 
 
-def not_utf8(record: Any) -> str | None:
-    """Why a record is not a CloudEvents message the Kafka binding allows: a ``ce_`` or content-type
-    header whose value is not UTF-8 (binding 3.2.3: "header values MUST be encoded as UTF-8"). Other
-    headers are the producer's own business and are kept with replacement characters."""
+def header_problem(record: Any) -> str | None:
+    """Why a record's headers break the CloudEvents Kafka binding, or None: a ``ce_`` or content-type
+    header whose value is not UTF-8 (3.2.3: "header values MUST be encoded as UTF-8"), or a ``ce_``
+    header that appears twice (spec 1.0.3: each context attribute at most once). Other headers are the
+    producer's own business: they are kept, with replacement characters where they are not UTF-8."""
+    seen: set[str] = set()
     for name, value in record.headers or ():
+        lower = name.lower()
+        if lower.startswith("ce_"):
+            if lower in seen:
+                return f"header {lower!r} appears more than once: an attribute is sent at most once"
+            seen.add(lower)
+        elif lower != "content-type":
+            continue
         if value is not None and not value.isascii():
-            lower = name.lower()
-            if lower.startswith("ce_") or lower == "content-type":
-                try:
-                    value.decode("utf-8")
-                except UnicodeDecodeError:
-                    return f"header {lower!r} is not valid UTF-8 (Kafka binding 3.2.3)"
+            try:
+                value.decode("utf-8")
+            except UnicodeDecodeError:
+                return f"header {lower!r} is not valid UTF-8 (Kafka binding 3.2.3)"
     return None
 
 
@@ -326,7 +333,7 @@ class KafkaSource:
         """Journal one record; returns journaled / duplicate / rejected, raises _Retry."""
         topic = self.topics[record.topic]
         delivery = delivery_of(record, DECODER[topic.format])
-        problem = not_utf8(record)
+        problem = header_problem(record)
         if problem is not None:
             return await self._reject(delivery, record, problem)
         try:

@@ -24,9 +24,9 @@ MUSTs that bind a producer, an intermediary or a spec author, not a receiver:
   writer; the journal row is one, and the tests below read it.
 - current spec: "Each Event Format MUST define a structured-mode representation" binds format authors.
 
-Not enforced (a known gap, see the README): current spec "Each context attribute MUST only appear at
-most once": a JSON object that repeats a member keeps the last (as orjson and most parsers read it),
-and a repeated HTTP header keeps the last.
+Not enforced over HTTP (a known gap, see the README): current spec "Each context attribute MUST only
+appear at most once": a JSON object that repeats a member keeps the last (as orjson and most parsers
+read it), and a repeated HTTP header keeps the last. Kafka enforces it for headers (tested there).
 """
 
 from __future__ import annotations

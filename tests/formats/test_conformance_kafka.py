@@ -236,7 +236,8 @@ async def test_over_a_broker_valid_records_are_journaled_and_bad_ones_rejected_w
 ) -> None:
     """Both modes through the real consumer: binary without content-type keeps the bytes (JSON
     3.1.2), structured is chosen case-insensitively (3); a ce_ header that is not UTF-8 (3.2.3), a
-    fraction in an Integer and a content-type that is no media type are rejected with the reason."""
+    fraction in an Integer, a content-type that is no media type and an attribute sent twice (current
+    spec: "Each context attribute MUST only appear at most once") are rejected with the reason."""
     await create_topic(broker.bootstrap, "ce")
     untyped = [(name, value.encode()) for name, value in BINARY.items() if name != "content-type"]
     records = [
@@ -245,6 +246,7 @@ async def test_over_a_broker_valid_records_are_journaled_and_bad_ones_rejected_w
         (None, b"", [*untyped, ("ce_subject", b"caf\xe9")]),
         (None, orjson.dumps(structured(id="f", x=1.5)), [("content-type", CE_JSON.encode())]),
         (None, b"x", [*untyped, ("content-type", b"xyz")]),
+        (None, b"", [*untyped, ("CE_ID", b"other")]),
     ]
     await produce(producer, "ce", records)
     daemon = await start_daemon(kafka_config(broker.bootstrap, [{"name": "ce", "format": "cloudevents"}]))
@@ -266,4 +268,5 @@ async def test_over_a_broker_valid_records_are_journaled_and_bad_ones_rejected_w
         "or a string)",
         "header 'content-type' (attribute 'datacontenttype'): 'xyz' is not an RFC 2046 media type "
         "(type/subtype, then ;name=value parameters)",
+        "header 'ce_id' appears more than once: an attribute is sent at most once",
     ]

@@ -24,6 +24,7 @@ from cloudevents.core.v1 import event as ce_v1
 from glue import events, formats
 
 __all__ = [
+    "ACCEPTED_MEDIA_TYPES",
     "CE_BATCH",
     "CE_JSON",
     "DISALLOWED",
@@ -116,35 +117,28 @@ _INT_MIN: Final = -(2**31)
 _INT_MAX: Final = 2**31 - 1
 
 
-class _Valid:
-    """The strings a grammar has accepted: a producer sends the same few sources and content types
-    over and over, and a set lookup costs a fraction of the match. Bounded, so a sender cannot grow it."""
-
-    LIMIT: Final = 4096
-
-    def __init__(self, grammar: re.Pattern[str], *known: str) -> None:
-        self.grammar = grammar
-        self.seen = set(known)
-
-    def __call__(self, value: str) -> bool:
-        if value in self.seen:
-            return True
-        if not self.grammar.fullmatch(value):
-            return False
-        if len(self.seen) >= self.LIMIT:
-            self.seen.clear()
-        self.seen.add(value)
-        return True
+#: Values the grammars above accepted: a producer sends the same few sources and content types over
+#: and over, and a set lookup costs a fraction of a match. Each set is bounded (cleared when full), so
+#: a sender cannot grow it. ACCEPTED_MEDIA_TYPES lets binary mode check its content type header first.
+ACCEPTED_MEDIA_TYPES: Final[set[str]] = {JSON, CE_JSON, "application/json; charset=utf-8", "text/plain"}
+_ACCEPTED_SOURCES: Final[set[str]] = set()
+_ACCEPTED_SCHEMAS: Final[set[str]] = set()
+_ACCEPTED_LIMIT: Final = 4096
 
 
-_is_media_type = _Valid(_MEDIA_TYPE, JSON, CE_JSON, "application/json; charset=utf-8", "text/plain")
-_is_uri_reference = _Valid(_URI_REFERENCE)
-_is_absolute_uri = _Valid(_ABSOLUTE_URI)
+def _accepted(grammar: re.Pattern[str], accepted: set[str], value: str) -> bool:
+    """Match ``value`` against ``grammar`` (for a value not in ``accepted`` yet) and remember it."""
+    if not grammar.fullmatch(value):
+        return False
+    if len(accepted) >= _ACCEPTED_LIMIT:
+        accepted.clear()
+    accepted.add(value)
+    return True
 
 
 def media_type_problem(value: str) -> str | None:
     """Why ``value`` is not an RFC 2046 media type (``type/subtype`` and parameters), or None."""
-    if _is_media_type(value):
+    if value in ACCEPTED_MEDIA_TYPES or _accepted(_MEDIA_TYPE, ACCEPTED_MEDIA_TYPES, value):
         return None
     return f"{clip(value)} is not an RFC 2046 media type (type/subtype, then ;name=value parameters)"
 
@@ -284,10 +278,17 @@ def _validation_reason(exc: ce_errors.CloudEventValidationError) -> str:
     return "invalid CloudEvent: " + "; ".join(reasons)
 
 
-def _check_formats(attributes: dict[str, Any]) -> None:
-    """The core attributes whose strings have a grammar: RFC 2046, RFC 3986 (spec 1.0, section 3)."""
+def _check_grammars(attributes: dict[str, Any]) -> None:
+    """The core attributes whose strings have a grammar: ``source`` an RFC 3986 URI-reference,
+    ``datacontenttype`` an RFC 2046 media type, ``dataschema`` an absolute URI (spec 1.0, section 3).
+    Called for values not accepted before; a value of another type is left to the SDK."""
     source = attributes["source"]
-    if isinstance(source, str) and source and not _is_uri_reference(source):
+    if (
+        isinstance(source, str)
+        and source
+        and source not in _ACCEPTED_SOURCES
+        and not _accepted(_URI_REFERENCE, _ACCEPTED_SOURCES, source)
+    ):
         raise formats.DecodeError(
             f"attribute 'source' is {clip(source)}, not an RFC 3986 URI-reference "
             "(percent-encode spaces and other characters outside RFC 3986)"
@@ -298,11 +299,20 @@ def _check_formats(attributes: dict[str, Any]) -> None:
         if problem:
             raise formats.DecodeError(f"attribute 'datacontenttype': {problem}")
     schema = attributes.get("dataschema")
-    if isinstance(schema, str) and schema and not _is_absolute_uri(schema):
+    if (
+        isinstance(schema, str)
+        and schema
+        and schema not in _ACCEPTED_SCHEMAS
+        and not _accepted(_ABSOLUTE_URI, _ACCEPTED_SCHEMAS, schema)
+    ):
         raise formats.DecodeError(
             f"attribute 'dataschema' is {clip(schema)}, not an absolute URI "
             "(RFC 3986 section 4.3: a scheme, no fragment)"
         )
+
+
+#: Attribute values that are neither strings nor numbers: booleans, and ``time`` once parsed.
+_NOT_NUMBERS: Final = (bool, dt.datetime)
 
 
 def cloudevent(
@@ -328,7 +338,7 @@ def cloudevent(
                     f"attribute {clip(name)} holds U+{ord(found.group()):04X}, a character CloudEvents 1.0 "
                     "does not allow in a string (control characters, surrogates, noncharacters)"
                 )
-        elif isinstance(value, bool | dt.datetime):
+        elif isinstance(value, _NOT_NUMBERS):
             pass
         elif isinstance(value, int):
             if not _INT_MIN <= value <= _INT_MAX:
@@ -345,7 +355,13 @@ def cloudevent(
             raise formats.DecodeError(
                 f"attribute {clip(name)} must be a string, integer or boolean, got {kind(value)}"
             )
-    _check_formats(attributes)
+    # Values are hashable here (objects and arrays were refused above).
+    if (
+        attributes["source"] not in _ACCEPTED_SOURCES
+        or attributes.get("datacontenttype", JSON) not in ACCEPTED_MEDIA_TYPES
+        or "dataschema" in attributes
+    ):
+        _check_grammars(attributes)
     if "time" not in attributes and default_time is not None:
         attributes["time"] = default_time
     try:

@@ -148,7 +148,8 @@ def _http_binary(delivery: events.Delivery, build: _common.Factory) -> events.Cl
             "is the 'datacontenttype' attribute (HTTP binding 3.1.1)"
         )
     if content_type is not None:
-        _check_content_type(content_type, "Content-Type")
+        if content_type not in _common.ACCEPTED_MEDIA_TYPES:
+            _check_content_type(content_type, "Content-Type")
         attributes["datacontenttype"] = content_type
     _check_specversion(attributes.get("specversion"))
     if "time" in attributes:

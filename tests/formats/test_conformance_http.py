@@ -244,9 +244,12 @@ async def test_an_event_without_time_is_dated_at_its_arrival(glue: Glue, mode: s
 
 @pytest.mark.parametrize("mode", MODES)
 async def test_attribute_names_are_lower_case_letters_and_digits(glue: Glue, mode: str) -> None:
-    """spec Naming Conventions: names "MUST consist of lower-case letters [a-z] or digits [0-9]";
-    current spec: "MUST NOT use the name data". Extensions MUST follow the same convention."""
-    bad_names = ["com_example", "com-example"] + ([] if mode == "binary" else ["ComExample", "comexampleé"])
+    """spec Naming Conventions: names "MUST consist of lower-case letters [a-z] or digits [0-9]" and
+    (current text) "MUST be at least one character in length"; extensions follow the same convention.
+    In binary mode the header name is the attribute name, and header names ignore case."""
+    bad_names = ["com_example", "com-example", ""] + (
+        [] if mode == "binary" else ["ComExample", "comexampleé"]
+    )
     for name in bad_names:
         await refused(glue, mode, event(**{name: "v"}), f"extension attribute '{name}' is not a valid name")
     row = await accepted(glue, mode, event(comexample2="v"))
@@ -468,13 +471,17 @@ async def test_percent_decoded_control_characters_are_refused(glue: Glue) -> Non
 # -- HTTP binding 3.2 and JSON format: structured content mode --------------------------------------
 
 
-async def test_structured_mode_is_chosen_by_a_case_insensitive_media_type(glue: Glue) -> None:
-    """HTTP 3 (current text): the application/cloudevents prefix is "matched case-insensitively";
-    JSON 3: the media type is application/cloudevents+json."""
+async def test_structured_and_batch_mode_are_chosen_by_a_case_insensitive_media_type(glue: Glue) -> None:
+    """HTTP 3 (current text): the application/cloudevents prefix is "matched case-insensitively", and
+    application/cloudevents-batch selects batch mode; JSON 3 and 4.2 name the media types."""
     headers = {"content-type": "Application/CloudEvents+JSON; Charset=UTF-8"}
     assert (await glue.post(ENDPOINT, orjson.dumps(event()), headers))[0] == 202
-    [row] = await stored(glue)
-    assert row["data"] == {"number": 123}
+    headers = {"content-type": "APPLICATION/CLOUDEVENTS-BATCH+JSON"}
+    assert await glue.post(ENDPOINT, orjson.dumps([event(id="b")]), headers) == (202, {"ids": ["b"]})
+    assert [(row["id"], row["data"]) for row in await stored(glue)] == [
+        ("A234-1234-1234", {"number": 123}),
+        ("b", {"number": 123}),
+    ]
 
 
 async def test_structured_mode_reads_the_body_not_the_headers(glue: Glue) -> None:

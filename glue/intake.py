@@ -130,6 +130,8 @@ class Intake:
         for tap in self._taps:
             tap(delivery)
         batch = formats.decode(delivery, options)
+        if not batch:  # an empty CloudEvents batch: valid, and nothing to journal
+            return []
         if self._backlog >= self.max_backlog:
             raise Overloaded(f"{self._backlog} events wait to be routed (bound {self.max_backlog})")
         routing: Routing = None

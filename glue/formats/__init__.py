@@ -1,7 +1,8 @@
 """Wire payload -> CloudEvents, one module per producer.
 
-A decoder takes one :class:`glue.events.Delivery` and the endpoint's :class:`Options` and returns one or
-more CloudEvents whose ``(source, id)`` is the event's identity (see :mod:`glue.events`). It raises
+A decoder takes one :class:`glue.events.Delivery` and the endpoint's :class:`Options` and returns the
+CloudEvents it carries (one or more; none only for an empty CloudEvents batch), each with ``(source,
+id)`` as its identity (see :mod:`glue.events`). It raises
 :class:`DecodeError` (HTTP 400) or :class:`UnsupportedMediaType` (HTTP 415) with a reason a sender can
 act on; it never raises anything else for bad input (the fuzz tests hold it to that).
 
@@ -78,15 +79,15 @@ NO_OPTIONS = Options()
 
 
 def decode(delivery: events.Delivery, options: Options = NO_OPTIONS) -> list[events.CloudEvent]:
-    """Decode through the delivery's format. Raises DecodeError with a reason."""
+    """Decode through the delivery's format. Raises DecodeError with a reason.
+
+    An empty list is a delivery that validly carries no event (an empty CloudEvents batch); a
+    format whose deliveries always carry one raises instead."""
     try:
         decoder = DECODERS[delivery.format]
     except KeyError:
         raise DecodeError(f"unknown format {delivery.format!r}") from None
-    result = decoder(delivery, options)
-    if not result:
-        raise DecodeError("the delivery holds no event")
-    return result
+    return decoder(delivery, options)
 
 
 # The built-in decoders register themselves on import.

@@ -6,8 +6,12 @@ HTTP binding; :class:`glue.formats._common.Format` parses the JSON with orjson a
 as DecodeError.
 
 - Structured: ``Content-Type: application/cloudevents+json``, the event is the JSON body.
-- Batch: ``application/cloudevents-batch+json``, a non-empty JSON array of structured events.
+- Batch: ``application/cloudevents-batch+json``, a JSON array of structured events; an empty array
+  is a valid batch that carries no event.
 - Binary: ``ce-*`` headers (``ce_*`` on Kafka) carry the attributes, Content-Type the data's type.
+  HTTP header values are unescaped as the HTTP binding (section 3.1.3.2) says: double-quoted strings
+  first, then one round of percent-decoding whose bytes must be UTF-8. Without a Content-Type the data
+  is kept as the bytes sent: no content type is inferred.
 - No Content-Type and no ``ce-`` headers: the body is read as a structured event.
 
 An event sent without ``time`` is dated at its arrival (the SDK requires a time).
@@ -31,8 +35,6 @@ def _batch(delivery: events.Delivery, build: _common.Factory) -> list[events.Clo
     value = _common.load_json(delivery.body)
     if not isinstance(value, list):
         raise formats.DecodeError(f"a CloudEvents batch must be a JSON array, got {_common.kind(value)}")
-    if not value:
-        raise formats.DecodeError("the CloudEvents batch is empty")
     result = []
     for index, item in enumerate(value):
         try:
@@ -54,10 +56,19 @@ def _check_specversion(value: str | None) -> None:
         raise formats.DecodeError(f"specversion {_common.clip(value)} is not supported: send CloudEvents 1.0")
 
 
+def _check_content_type(value: str | None, header: str) -> None:
+    """Binary mode: the content type header is the ``datacontenttype`` attribute (RFC 2046)."""
+    if value is not None:
+        problem = _common.media_type_problem(value)
+        if problem:
+            raise formats.DecodeError(f"header {header!r} (attribute 'datacontenttype'): {problem}")
+
+
 def _kafka(delivery: events.Delivery, build: _common.Factory, binary: bool) -> events.CloudEvent:
     if binary:
         _check_specversion(delivery.headers.get("ce_specversion"))
         _check_time(delivery.headers.get("ce_time"), "ce_time")
+        _check_content_type(delivery.headers.get("content-type"), "content-type")
     key = delivery.key
     if key is not None:
         try:
@@ -80,20 +91,65 @@ def _kafka(delivery: events.Delivery, build: _common.Factory, binary: bool) -> e
     return typing.cast(events.CloudEvent, event)  # built by our factory
 
 
+def _unquote(header: str, value: str) -> str:
+    """RFC 7230 section 3.2.6: the value with each double-quoted string replaced by its content
+    (backslash escapes resolved); text outside quotes is kept as it is."""
+    out = []
+    quoted = escaped = False
+    for char in value:
+        if escaped:
+            out.append(char)
+            escaped = False
+        elif quoted and char == "\\":
+            escaped = True
+        elif char == '"':
+            quoted = not quoted
+        else:
+            out.append(char)
+    if quoted:
+        raise formats.DecodeError(f"header {header!r} opens a double-quoted string and does not close it")
+    return "".join(out)
+
+
+def _header_value(header: str, value: str) -> str:
+    """HTTP binding 3.1.3.2, receiving: unescape double-quoted strings, then one round of
+    percent-decoding; percent-encoded bytes that are not UTF-8 (overlong forms, say) are refused."""
+    if '"' in value:
+        value = _unquote(header, value)
+    if "%" in value:
+        try:
+            value = urllib.parse.unquote(value, errors="strict")
+        except UnicodeDecodeError:
+            raise formats.DecodeError(
+                f"header {header!r} (attribute {header[3:]!r}) percent-encodes bytes that are not valid UTF-8"
+            ) from None
+    return value
+
+
 def _http_binary(delivery: events.Delivery, build: _common.Factory) -> events.CloudEvent | None:
-    """Binary mode as the SDK's ``ce_http.from_binary`` reads it (``ce-`` headers percent-decoded,
-    Content-Type as ``datacontenttype``, the body read by the format), in one pass over headers that
-    are lower case already: this is the busiest decoder of the intake. None without ``ce-`` headers."""
+    """Binary mode as the HTTP binding reads it (``ce-`` header values unescaped, Content-Type as
+    ``datacontenttype``, the body read by the format), in one pass over headers that are lower case
+    already: this is the busiest decoder of the intake. None without ``ce-`` headers."""
     attributes: dict[str, Any] = {}
     content_type = None
     for name, value in delivery.headers.items():
         if name.startswith("ce-"):
-            attributes[name[3:]] = value if "%" not in value else urllib.parse.unquote(value)
+            # Printable ASCII without quotes or percent signs (nearly every value) is taken as it is.
+            attributes[name[3:]] = (
+                value if "%" not in value and '"' not in value else _header_value(name, value)
+            )
         elif name == "content-type":
             content_type = value
     if not attributes:
         return None
+    if "datacontenttype" in attributes:
+        raise formats.DecodeError(
+            "header 'ce-datacontenttype' must not be sent: in binary mode the Content-Type header "
+            "is the 'datacontenttype' attribute (HTTP binding 3.1.1)"
+        )
     if content_type is not None:
+        if content_type not in _common.ACCEPTED_MEDIA_TYPES:
+            _check_content_type(content_type, "Content-Type")
         attributes["datacontenttype"] = content_type
     _check_specversion(attributes.get("specversion"))
     if "time" in attributes:

@@ -1,9 +1,10 @@
 """Webhook intake on aiohttp: one POST route per configured endpoint, plus /healthz, /readyz, /metrics.
 
-Answers: 202 with the event ids once journaled; 200 with the same ids when every event of the delivery
-was journaled before; 400 malformed; 401 missing or wrong credentials; 413 over the endpoint's size
-limit; 415 content type the format does not take; 503 with Retry-After when the journal cannot be
-written or the backlog is over its bound. Nothing is journaled on any 4xx.
+Answers: 202 with the event ids once journaled (no ids for an empty CloudEvents batch); 200 with the
+same ids when every event of the delivery was journaled before; 400 malformed; 401 missing or wrong
+credentials; 413 over the endpoint's size limit; 415 content type the format does not take; 503 with
+Retry-After when the journal cannot be written or the backlog is over its bound. Nothing is journaled
+on any 4xx.
 """
 
 from __future__ import annotations
@@ -209,7 +210,7 @@ class _EndpointHandler:
             response.headers["Retry-After"] = "5"
             return response
         ids = [item.id for item in appended]
-        fresh = any(item.new for item in appended)
+        fresh = any(item.new for item in appended) or not appended  # none: an empty CloudEvents batch
         self._outcome("accepted" if fresh else "duplicate", started, ids=ids)
         return _answer(202 if fresh else 200, ids=ids)
 

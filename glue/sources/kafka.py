@@ -88,12 +88,36 @@ def client_options(config: settings_mod.Kafka) -> dict[str, Any]:
     return options
 
 
+def _text(value: bytes | None) -> str:
+    return value.decode("utf-8", "replace") if value is not None else ""
+
+
+def header_problem(record: Any) -> str | None:
+    """Why a record's headers break the CloudEvents Kafka binding, or None: a ``ce_`` or content-type
+    header whose value is not UTF-8 (3.2.3: "header values MUST be encoded as UTF-8"), or a ``ce_``
+    header that appears twice (spec 1.0.3: each context attribute at most once). Other headers are the
+    producer's own business: they are kept, with replacement characters where they are not UTF-8."""
+    seen: set[str] = set()
+    for name, value in record.headers or ():
+        lower = name.lower()
+        if lower.startswith("ce_"):
+            if lower in seen:
+                return f"header {lower!r} appears more than once: an attribute is sent at most once"
+            seen.add(lower)
+        elif lower != "content-type":
+            continue
+        if value is not None and not value.isascii():
+            try:
+                value.decode("utf-8")
+            except UnicodeDecodeError:
+                return f"header {lower!r} is not valid UTF-8 (Kafka binding 3.2.3)"
+    return None
+
+
 def delivery_of(record: Any, decoder: str) -> events.Delivery:
     """The raw delivery of one record: lower-case header names, UTF-8 values, credentials removed."""
     headers: Iterable[tuple[str, bytes | None]] = record.headers or ()
-    decoded = {
-        name.lower(): value.decode("utf-8", "replace") if value is not None else "" for name, value in headers
-    }
+    decoded = {name.lower(): _text(value) for name, value in headers}
     return events.Delivery(
         transport="kafka",
         endpoint=record.topic,
@@ -298,6 +322,9 @@ class KafkaSource:
         """Journal one record; returns journaled / duplicate / rejected, raises _Retry."""
         topic = self.topics[record.topic]
         delivery = delivery_of(record, DECODER[topic.format])
+        problem = header_problem(record)
+        if problem is not None:
+            return await self._reject(delivery, record, problem)
         try:
             appended = await self.intake.accept(delivery, self.options[record.topic])
         except formats.DecodeError as exc:

@@ -116,7 +116,283 @@ class Seen:
     status: int
 
 
-class OpenBaoDouble:
+class _KvV2:
+    """The KV version 2 engine: data and metadata with check-and-set, custom metadata, mount config."""
+
+    kv: dict[str, dict[str, KvSecret]]
+    kv_cas_required: dict[str, bool]
+    kv_metadata_cas_required: dict[str, bool]
+
+    # -- set-up helpers used by tests --------------------------------------------------------------------
+
+    def kv_put(self, mount: str, path: str, data: dict[str, Any]) -> int:
+        """Write a version as another client would; returns the new version."""
+        secret = self.kv[mount].setdefault(path, KvSecret())
+        secret.current_version += 1
+        secret.versions[secret.current_version] = {"data": dict(data), "created_time": _now_rfc3339()}
+        secret.updated_time = _now_rfc3339()
+        return secret.current_version
+
+    def kv_put_metadata(self, mount: str, path: str, custom_metadata: dict[str, str]) -> None:
+        """Replace the custom metadata as another client would (a metadata write: its version goes up)."""
+        secret = self.kv[mount].setdefault(path, KvSecret())
+        secret.custom_metadata = dict(custom_metadata)
+        secret.current_metadata_version += 1
+        secret.updated_time = _now_rfc3339()
+
+    def kv_data(self, mount: str, path: str, version: int | None = None) -> dict[str, Any]:
+        secret = self.kv[mount][path]
+        return dict(secret.versions[version or secret.current_version]["data"])
+
+    def written_values(self, *, skip: str = "runtime-glue/") -> list[str]:
+        """Every value of every KV version, except under ``skip`` (the rotation ledger holds no secret)."""
+        return [
+            str(value)
+            for secrets_ in self.kv.values()
+            for path, secret in secrets_.items()
+            if not path.startswith(skip)
+            for version in secret.versions.values()
+            for value in version["data"].values()
+        ]
+
+    # -- KV version 2 ------------------------------------------------------------------------------------
+
+    def _kv(
+        self, request: web.Request, method: str, mount: str, rest: str, body: dict[str, Any]
+    ) -> web.Response:
+        kind, _, key = rest.partition("/")
+        secrets_ = self.kv[mount]
+        if kind == "config" and not key:
+            return self._kv_config(method, mount, body)
+        if not key:
+            return _error(404, "no handler for route")
+        if kind == "data" and method == "GET":
+            secret = secrets_.get(key)
+            version = int(request.query.get("version", 0) or 0)
+            if secret is None or secret.current_version == 0:
+                return _error(404)
+            version = version or secret.current_version
+            if version not in secret.versions:
+                return _error(404)
+            entry = secret.versions[version]
+            return web.json_response(
+                {"data": {"data": entry["data"], "metadata": self._version_meta(secret, version)}}
+            )
+        if kind == "data" and method == "POST":
+            data = body.get("data")
+            if not isinstance(data, dict):
+                return _error(400, "no data provided")
+            options = body.get("options") or {}
+            secret = secrets_.get(key)
+            current = secret.current_version if secret is not None else 0
+            required = self.kv_cas_required[mount] or (secret is not None and secret.cas_required)
+            if "cas" not in options:
+                if required:
+                    return _error(400, "check-and-set parameter required for this call")
+            else:
+                try:
+                    cas = int(options["cas"])
+                except (TypeError, ValueError):
+                    return _error(400, "error parsing check-and-set parameter")
+                if cas != current:
+                    return _error(400, "check-and-set parameter did not match the current version")
+            version = self.kv_put(mount, key, data)
+            secret = secrets_[key]
+            return web.json_response({"data": self._version_meta(secret, version)})
+        if kind == "metadata" and method == "GET":
+            secret = secrets_.get(key)
+            if secret is None:
+                return _error(404)
+            return web.json_response(
+                {
+                    "data": {
+                        "current_version": secret.current_version,
+                        "current_metadata_version": secret.current_metadata_version,
+                        "oldest_version": min(secret.versions, default=0),
+                        "max_versions": secret.max_versions,
+                        "cas_required": secret.cas_required,
+                        "metadata_cas_required": secret.metadata_cas_required,
+                        "delete_version_after": "0s",
+                        "custom_metadata": secret.custom_metadata,
+                        "created_time": secret.created_time,
+                        "updated_time": secret.updated_time,
+                        "versions": {
+                            str(v): {
+                                "created_time": e["created_time"],
+                                "deletion_time": "",
+                                "destroyed": False,
+                            }
+                            for v, e in secret.versions.items()
+                        },
+                    }
+                }
+            )
+        if kind == "metadata" and method == "POST":
+            custom = body.get("custom_metadata")
+            if custom is not None:
+                problem = _custom_metadata_problem(custom)
+                if problem:
+                    return _error(400, problem)
+            # path_metadata.go, pathMetadataWrite: metadata_cas is checked against current_metadata_version
+            # when given, and required when the key or the mount's config says metadata_cas_required.
+            secret = secrets_.get(key)
+            required = self.kv_metadata_cas_required[mount] or (
+                secret is not None and secret.metadata_cas_required
+            )
+            given = body.get("metadata_cas")
+            if required and given is None:
+                return _error(400, "metadata check-and-set parameter required for this call")
+            if given is not None:
+                if not isinstance(given, int) or isinstance(given, bool):
+                    return _error(400, "error parsing metadata_cas")
+                if secret is None and given != 0:
+                    return _error(400, "metadata_cas must be 0 when creating new metadata")
+                if secret is not None and given != secret.current_metadata_version:
+                    return _error(400, "metadata check-and-set parameter does not match the current version")
+            if secret is None:
+                secret = secrets_[key] = KvSecret()
+            secret.current_metadata_version += 1
+            if custom is not None:
+                secret.custom_metadata = dict(custom)
+            if "cas_required" in body:
+                secret.cas_required = bool(body["cas_required"])
+            if "metadata_cas_required" in body:
+                secret.metadata_cas_required = bool(body["metadata_cas_required"])
+            secret.updated_time = _now_rfc3339()
+            return web.Response(status=204)
+        return _error(405, "unsupported operation")
+
+    def _kv_config(self, method: str, mount: str, body: dict[str, Any]) -> web.Response:
+        """``<mount>/config`` (path_config.go): the mount-wide cas_required and metadata_cas_required."""
+        if method == "GET":
+            return web.json_response(
+                {
+                    "data": {
+                        "cas_required": self.kv_cas_required[mount],
+                        "metadata_cas_required": self.kv_metadata_cas_required[mount],
+                        "max_versions": 0,
+                        "delete_version_after": "0s",
+                    }
+                }
+            )
+        if method == "POST":
+            if "cas_required" in body:
+                self.kv_cas_required[mount] = bool(body["cas_required"])
+            if "metadata_cas_required" in body:
+                self.kv_metadata_cas_required[mount] = bool(body["metadata_cas_required"])
+            return web.Response(status=204)
+        return _error(405, "unsupported operation")
+
+    @staticmethod
+    def _version_meta(secret: KvSecret, version: int) -> dict[str, Any]:
+        return {
+            "version": version,
+            "created_time": secret.versions[version]["created_time"],
+            "deletion_time": "",
+            "destroyed": False,
+            "custom_metadata": secret.custom_metadata,
+        }
+
+
+class _Engines:
+    """The transit and database engines."""
+
+    transit: dict[str, dict[str, TransitKey]]
+    static_roles: dict[str, dict[str, StaticRole]]
+    connections: dict[str, dict[str, Connection]]
+
+    # -- transit -----------------------------------------------------------------------------------------
+
+    def _transit(self, method: str, mount: str, rest: str) -> web.Response:
+        parts = rest.split("/")
+        if len(parts) < 2 or parts[0] != "keys":
+            return _error(404, "no handler for route")
+        key = self.transit[mount].get(parts[1])
+        if len(parts) == 2 and method == "GET":
+            if key is None:
+                return _error(404)
+            return web.json_response({"data": self._key_policy(parts[1], key)})
+        if len(parts) == 3 and parts[2] == "rotate" and method == "POST":
+            if key is None:
+                return _error(400, "key not found")
+            key.versions[key.latest_version + 1] = int(time.time())
+            return web.json_response({"data": self._key_policy(parts[1], key)})
+        return _error(405, "unsupported operation")
+
+    @staticmethod
+    def _key_policy(name: str, key: TransitKey) -> dict[str, Any]:
+        keys: dict[str, Any]
+        if key.type in ASYMMETRIC:
+            keys = {
+                str(v): {
+                    "name": key.type if not key.type.startswith("ecdsa") else "P-" + key.type[-3:],
+                    "public_key": f"-----BEGIN PUBLIC KEY-----\n(version {v})\n-----END PUBLIC KEY-----\n",
+                    "certificate_chain": "",
+                    "creation_time": datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z"),
+                }
+                for v, t in key.versions.items()
+            }
+        else:
+            keys = {str(v): t for v, t in key.versions.items()}
+        asymmetric = key.type in ASYMMETRIC
+        return {
+            "name": name,
+            "type": key.type,
+            "latest_version": key.latest_version,
+            "min_decryption_version": 1,
+            "min_encryption_version": 0,
+            "keys": keys,
+            "deletion_allowed": False,
+            "derived": False,
+            "exportable": False,
+            "supports_encryption": not key.type.startswith(("ecdsa", "ed25519")),
+            "supports_decryption": not key.type.startswith(("ecdsa", "ed25519")),
+            "supports_signing": asymmetric,
+            "supports_derivation": key.type in ("aes256-gcm96", "chacha20-poly1305", "ed25519"),
+        }
+
+    # -- database ----------------------------------------------------------------------------------------
+
+    def _database(self, method: str, mount: str, rest: str) -> web.Response:
+        kind, _, name = rest.partition("/")
+        roles = self.static_roles[mount]
+        if kind == "static-roles" and method == "GET":
+            role = roles.get(name)
+            if role is None:
+                return _error(404)
+            return web.json_response(
+                {
+                    "data": {
+                        "db_name": role.db_name,
+                        "username": role.username,
+                        "rotation_period": role.rotation_period,
+                        "rotation_statements": [],
+                        "credential_type": "password",
+                        "last_vault_rotation": role.last_vault_rotation,
+                    }
+                }
+            )
+        if kind == "rotate-role" and method == "POST":
+            if not name:
+                return _error(400, "empty role name attribute given")
+            role = roles.get(name)
+            if role is None:
+                return _error(400, "no static role found for role name")
+            role.rotations += 1
+            role.last_vault_rotation = _now_rfc3339()
+            return web.Response(status=204)
+        if kind == "rotate-root" and method == "POST":
+            if not name:
+                return _error(400, "empty name attribute given")
+            connection = self.connections[mount].get(name)
+            if connection is None:
+                return _error(500, "unable to rotate root credentials: no configuration found")
+            connection.root_rotations += 1
+            return web.Response(status=204)
+        return _error(405, "unsupported operation")
+
+
+class OpenBaoDouble(_KvV2, _Engines):
     """State, faults and the aiohttp app. Start it with :meth:`start`; its address is :attr:`url`."""
 
     def __init__(self, *, namespace: str | None = None) -> None:
@@ -196,36 +472,6 @@ class OpenBaoDouble:
     def on(self, method: str, path: str, action: Callable[[], object]) -> None:
         """Run ``action`` once, just before the next matching request is served (a concurrent writer)."""
         self.before.append((method.upper(), re.compile(path), action))
-
-    def kv_put(self, mount: str, path: str, data: dict[str, Any]) -> int:
-        """Write a version as another client would; returns the new version."""
-        secret = self.kv[mount].setdefault(path, KvSecret())
-        secret.current_version += 1
-        secret.versions[secret.current_version] = {"data": dict(data), "created_time": _now_rfc3339()}
-        secret.updated_time = _now_rfc3339()
-        return secret.current_version
-
-    def kv_put_metadata(self, mount: str, path: str, custom_metadata: dict[str, str]) -> None:
-        """Replace the custom metadata as another client would (a metadata write: its version goes up)."""
-        secret = self.kv[mount].setdefault(path, KvSecret())
-        secret.custom_metadata = dict(custom_metadata)
-        secret.current_metadata_version += 1
-        secret.updated_time = _now_rfc3339()
-
-    def kv_data(self, mount: str, path: str, version: int | None = None) -> dict[str, Any]:
-        secret = self.kv[mount][path]
-        return dict(secret.versions[version or secret.current_version]["data"])
-
-    def written_values(self, *, skip: str = "runtime-glue/") -> list[str]:
-        """Every value of every KV version, except under ``skip`` (the rotation ledger holds no secret)."""
-        return [
-            str(value)
-            for secrets_ in self.kv.values()
-            for path, secret in secrets_.items()
-            if not path.startswith(skip)
-            for version in secret.versions.values()
-            for value in version["data"].values()
-        ]
 
     def count(self, method: str, path: str) -> int:
         """How many requests matching method and path (regex after /v1/) succeeded (2xx)."""
@@ -451,234 +697,6 @@ class OpenBaoDouble:
         return web.json_response(
             {"auth": {"client_token": token.value, "lease_duration": int(lease), "renewable": True}}
         )
-
-    # -- KV version 2 ------------------------------------------------------------------------------------
-
-    def _kv(
-        self, request: web.Request, method: str, mount: str, rest: str, body: dict[str, Any]
-    ) -> web.Response:
-        kind, _, key = rest.partition("/")
-        secrets_ = self.kv[mount]
-        if kind == "config" and not key:
-            return self._kv_config(method, mount, body)
-        if not key:
-            return _error(404, "no handler for route")
-        if kind == "data" and method == "GET":
-            secret = secrets_.get(key)
-            version = int(request.query.get("version", 0) or 0)
-            if secret is None or secret.current_version == 0:
-                return _error(404)
-            version = version or secret.current_version
-            if version not in secret.versions:
-                return _error(404)
-            entry = secret.versions[version]
-            return web.json_response(
-                {"data": {"data": entry["data"], "metadata": self._version_meta(secret, version)}}
-            )
-        if kind == "data" and method == "POST":
-            data = body.get("data")
-            if not isinstance(data, dict):
-                return _error(400, "no data provided")
-            options = body.get("options") or {}
-            secret = secrets_.get(key)
-            current = secret.current_version if secret is not None else 0
-            required = self.kv_cas_required[mount] or (secret is not None and secret.cas_required)
-            if "cas" not in options:
-                if required:
-                    return _error(400, "check-and-set parameter required for this call")
-            else:
-                try:
-                    cas = int(options["cas"])
-                except (TypeError, ValueError):
-                    return _error(400, "error parsing check-and-set parameter")
-                if cas != current:
-                    return _error(400, "check-and-set parameter did not match the current version")
-            version = self.kv_put(mount, key, data)
-            secret = secrets_[key]
-            return web.json_response({"data": self._version_meta(secret, version)})
-        if kind == "metadata" and method == "GET":
-            secret = secrets_.get(key)
-            if secret is None:
-                return _error(404)
-            return web.json_response(
-                {
-                    "data": {
-                        "current_version": secret.current_version,
-                        "current_metadata_version": secret.current_metadata_version,
-                        "oldest_version": min(secret.versions, default=0),
-                        "max_versions": secret.max_versions,
-                        "cas_required": secret.cas_required,
-                        "metadata_cas_required": secret.metadata_cas_required,
-                        "delete_version_after": "0s",
-                        "custom_metadata": secret.custom_metadata,
-                        "created_time": secret.created_time,
-                        "updated_time": secret.updated_time,
-                        "versions": {
-                            str(v): {
-                                "created_time": e["created_time"],
-                                "deletion_time": "",
-                                "destroyed": False,
-                            }
-                            for v, e in secret.versions.items()
-                        },
-                    }
-                }
-            )
-        if kind == "metadata" and method == "POST":
-            custom = body.get("custom_metadata")
-            if custom is not None:
-                problem = _custom_metadata_problem(custom)
-                if problem:
-                    return _error(400, problem)
-            # path_metadata.go, pathMetadataWrite: metadata_cas is checked against current_metadata_version
-            # when given, and required when the key or the mount's config says metadata_cas_required.
-            secret = secrets_.get(key)
-            required = self.kv_metadata_cas_required[mount] or (
-                secret is not None and secret.metadata_cas_required
-            )
-            given = body.get("metadata_cas")
-            if required and given is None:
-                return _error(400, "metadata check-and-set parameter required for this call")
-            if given is not None:
-                if not isinstance(given, int) or isinstance(given, bool):
-                    return _error(400, "error parsing metadata_cas")
-                if secret is None and given != 0:
-                    return _error(400, "metadata_cas must be 0 when creating new metadata")
-                if secret is not None and given != secret.current_metadata_version:
-                    return _error(400, "metadata check-and-set parameter does not match the current version")
-            if secret is None:
-                secret = secrets_[key] = KvSecret()
-            secret.current_metadata_version += 1
-            if custom is not None:
-                secret.custom_metadata = dict(custom)
-            if "cas_required" in body:
-                secret.cas_required = bool(body["cas_required"])
-            if "metadata_cas_required" in body:
-                secret.metadata_cas_required = bool(body["metadata_cas_required"])
-            secret.updated_time = _now_rfc3339()
-            return web.Response(status=204)
-        return _error(405, "unsupported operation")
-
-    def _kv_config(self, method: str, mount: str, body: dict[str, Any]) -> web.Response:
-        """``<mount>/config`` (path_config.go): the mount-wide cas_required and metadata_cas_required."""
-        if method == "GET":
-            return web.json_response(
-                {
-                    "data": {
-                        "cas_required": self.kv_cas_required[mount],
-                        "metadata_cas_required": self.kv_metadata_cas_required[mount],
-                        "max_versions": 0,
-                        "delete_version_after": "0s",
-                    }
-                }
-            )
-        if method == "POST":
-            if "cas_required" in body:
-                self.kv_cas_required[mount] = bool(body["cas_required"])
-            if "metadata_cas_required" in body:
-                self.kv_metadata_cas_required[mount] = bool(body["metadata_cas_required"])
-            return web.Response(status=204)
-        return _error(405, "unsupported operation")
-
-    @staticmethod
-    def _version_meta(secret: KvSecret, version: int) -> dict[str, Any]:
-        return {
-            "version": version,
-            "created_time": secret.versions[version]["created_time"],
-            "deletion_time": "",
-            "destroyed": False,
-            "custom_metadata": secret.custom_metadata,
-        }
-
-    # -- transit -----------------------------------------------------------------------------------------
-
-    def _transit(self, method: str, mount: str, rest: str) -> web.Response:
-        parts = rest.split("/")
-        if len(parts) < 2 or parts[0] != "keys":
-            return _error(404, "no handler for route")
-        key = self.transit[mount].get(parts[1])
-        if len(parts) == 2 and method == "GET":
-            if key is None:
-                return _error(404)
-            return web.json_response({"data": self._key_policy(parts[1], key)})
-        if len(parts) == 3 and parts[2] == "rotate" and method == "POST":
-            if key is None:
-                return _error(400, "key not found")
-            key.versions[key.latest_version + 1] = int(time.time())
-            return web.json_response({"data": self._key_policy(parts[1], key)})
-        return _error(405, "unsupported operation")
-
-    @staticmethod
-    def _key_policy(name: str, key: TransitKey) -> dict[str, Any]:
-        keys: dict[str, Any]
-        if key.type in ASYMMETRIC:
-            keys = {
-                str(v): {
-                    "name": key.type if not key.type.startswith("ecdsa") else "P-" + key.type[-3:],
-                    "public_key": f"-----BEGIN PUBLIC KEY-----\n(version {v})\n-----END PUBLIC KEY-----\n",
-                    "certificate_chain": "",
-                    "creation_time": datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z"),
-                }
-                for v, t in key.versions.items()
-            }
-        else:
-            keys = {str(v): t for v, t in key.versions.items()}
-        asymmetric = key.type in ASYMMETRIC
-        return {
-            "name": name,
-            "type": key.type,
-            "latest_version": key.latest_version,
-            "min_decryption_version": 1,
-            "min_encryption_version": 0,
-            "keys": keys,
-            "deletion_allowed": False,
-            "derived": False,
-            "exportable": False,
-            "supports_encryption": not key.type.startswith(("ecdsa", "ed25519")),
-            "supports_decryption": not key.type.startswith(("ecdsa", "ed25519")),
-            "supports_signing": asymmetric,
-            "supports_derivation": key.type in ("aes256-gcm96", "chacha20-poly1305", "ed25519"),
-        }
-
-    # -- database ----------------------------------------------------------------------------------------
-
-    def _database(self, method: str, mount: str, rest: str) -> web.Response:
-        kind, _, name = rest.partition("/")
-        roles = self.static_roles[mount]
-        if kind == "static-roles" and method == "GET":
-            role = roles.get(name)
-            if role is None:
-                return _error(404)
-            return web.json_response(
-                {
-                    "data": {
-                        "db_name": role.db_name,
-                        "username": role.username,
-                        "rotation_period": role.rotation_period,
-                        "rotation_statements": [],
-                        "credential_type": "password",
-                        "last_vault_rotation": role.last_vault_rotation,
-                    }
-                }
-            )
-        if kind == "rotate-role" and method == "POST":
-            if not name:
-                return _error(400, "empty role name attribute given")
-            role = roles.get(name)
-            if role is None:
-                return _error(400, "no static role found for role name")
-            role.rotations += 1
-            role.last_vault_rotation = _now_rfc3339()
-            return web.Response(status=204)
-        if kind == "rotate-root" and method == "POST":
-            if not name:
-                return _error(400, "empty name attribute given")
-            connection = self.connections[mount].get(name)
-            if connection is None:
-                return _error(500, "unable to rotate root credentials: no configuration found")
-            connection.root_rotations += 1
-            return web.Response(status=204)
-        return _error(405, "unsupported operation")
 
 
 def _custom_metadata_problem(custom: Any) -> str | None:

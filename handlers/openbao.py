@@ -6,7 +6,12 @@ Four handlers, each one rotation:
   or random bytes in base64), written with ``cas`` = the version read, the other fields kept. Before the
   write, the secret's custom metadata records which invocation is rotating it (a digest of the
   idempotency key, the event identity) and from which version; a replay that finds its own mark and a
-  newer version knows the rotation happened and does not write again. A write refused on check-and-set is
+  newer version knows the rotation happened and does not write again. The mark is written with
+  ``metadata_cas`` = the ``current_metadata_version`` read (OpenBao 2.4 and later:
+  ``internal/builtin/logical/kv/path_metadata.go``; required when the mount or the secret sets
+  ``metadata_cas_required``, ``path_config.go``), so another client's custom metadata written in between
+  is never overwritten: the rotation reads again and keeps it. Older servers ignore ``metadata_cas`` and
+  report no metadata version. A write refused on check-and-set is
   either ours whose answer was lost (the client repeated it) or another writer's: the version after the
   one read is compared with the value just generated, in memory; if it is not ours, the rotation starts
   again from the read. (KV v2 cannot attach metadata to the write itself, so a replay that finds its mark
@@ -335,6 +340,12 @@ def _kv_done(meta: dict[str, Any] | None, key: str) -> int | None:
     return start + 1 if int(meta.get("current_version") or 0) > start else None
 
 
+def _metadata_version(meta: dict[str, Any] | None) -> int:
+    """The metadata version to check-and-set against: 0 for a secret without metadata, or one whose
+    metadata no metadata write has touched, or a server before 2.4 (which does not report it)."""
+    return int((meta or {}).get("current_metadata_version") or 0)
+
+
 def _version_time(meta: dict[str, Any] | None, version: int) -> str:
     versions = (meta or {}).get("versions") or {}
     return _rfc3339((versions.get(str(version)) or {}).get("created_time"))
@@ -359,7 +370,18 @@ async def _kv_rotate(
         custom = dict((meta or {}).get("custom_metadata") or {})
         # Say who is rotating and from where before writing: a replay then recognises its own version.
         custom.update({MARK_KEY: key, MARK_EVENT: identity[:512], MARK_FROM: str(current)})
-        await bao.kv_write_metadata(params.mount, params.path, custom_metadata=custom, deadline=deadline)
+        try:
+            await bao.kv_write_metadata(
+                params.mount,
+                params.path,
+                custom_metadata=custom,
+                metadata_cas=_metadata_version(meta),
+                deadline=deadline,
+            )
+        except openbao_client.OpenBaoError as exc:
+            if not exc.metadata_cas_mismatch:
+                raise
+            continue  # another client wrote the metadata since our read: read again, keep what it wrote
         data: dict[str, Any] = {}
         if current:
             found = await bao.kv_read(params.mount, params.path, version=current, deadline=deadline)
@@ -432,14 +454,18 @@ async def _kv_plan(
         restarts = await _follow_ups(ctx, event, params.restart, f"{where}@{done}", _version_time(meta, done))
         return glue.Plan(restarts, summary=f"{where} is already at version {done} for this event: no write")
     current: Any = int((meta or {}).get("current_version") or 0) if known else "<current version>"
+    metadata_cas: Any = _metadata_version(meta) if known else "<current metadata version>"
     new = current + 1 if isinstance(current, int) else "<current version + 1>"
     calls = [
         glue.Call("GET", f"/v1/{params.mount}/metadata/{params.path}", note="read the current version"),
         glue.Call(
             "POST",
             f"/v1/{params.mount}/metadata/{params.path}",
-            body={"custom_metadata": {MARK_KEY: key, MARK_EVENT: identity[:512], MARK_FROM: str(current)}},
-            note="mark the rotation (existing custom metadata kept)",
+            body={
+                "custom_metadata": {MARK_KEY: key, MARK_EVENT: identity[:512], MARK_FROM: str(current)},
+                "metadata_cas": metadata_cas,
+            },
+            note="mark the rotation (existing custom metadata kept; check-and-set on the metadata version)",
         ),
     ]
     if current != 0:

@@ -6,14 +6,22 @@ Follows the OpenBao HTTP API (``website/content/docs/api/index.mdx``, ``api/auth
 
 - every request carries ``X-Vault-Request: true``, the token as ``X-Vault-Token`` and, when configured,
   ``X-Vault-Namespace``;
-- errors are ``{"errors": [...]}``; 412, 429 and 503 (sealed, quota, standby without a leader) are retried
-  with capped, jittered exponential backoff, and so are 500/502 and dropped connections for calls that are
-  safe to repeat; a standby that cannot forward answers 307 to the active node, which aiohttp follows
-  keeping method and body;
-- a 403 means the token expired or was revoked: the client logs in once more and repeats the call, then
-  gives up;
+- errors are ``{"errors": [...]}``; 412, 429 and 503 (sealed, quota) are retried with capped, jittered
+  exponential backoff, and so are 500/502 and dropped connections for calls that are safe to repeat; a
+  standby forwards to the active node, answers 307 to it when forwarding fails (aiohttp follows, keeping
+  method and body) and 500 ``local node not active but active cluster node not found`` when it knows no
+  active node: nothing was forwarded, so that 500 is retried for every call (``internal/http/handler.go``,
+  ``forwardRequest``);
+- a 403 is either a token that is no longer valid or a policy that does not grant the capability: the
+  client looks the token up (``lookup-self``), logs in again and repeats the call only when the token is no
+  longer valid, and otherwise raises :class:`PermissionDenied` naming the path and the capability;
 - tokens are renewed at two thirds of their lease; a renewal that cannot extend the lease, or is refused,
-  is replaced by a fresh login; a token the client logged in for is revoked when it closes.
+  is replaced by a fresh login; a token the client logged in for is revoked when the client replaces it
+  and when it closes;
+- an AppRole secret id can come response-wrapped (``docs/auth/approle.mdx``, trusted orchestrator): the
+  wrapping token is read from a file, its creation path checked (``sys/wrapping/lookup``) and unwrapped
+  once (``sys/wrapping/unwrap``); the secret id is kept in memory for later logins until the file holds a
+  new wrapping token.
 
 Secrets (the token, the service-account JWT, the AppRole secret id, values written) never appear in an
 exception or a log line: errors carry the method, the path, the status and OpenBao's own messages, with
@@ -26,8 +34,10 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import hashlib
 import os
 import random
+import re
 import ssl
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -50,6 +60,7 @@ __all__ = [
     "LoginFailed",
     "OpenBao",
     "OpenBaoError",
+    "PermissionDenied",
     "Retry",
     "TokenAuth",
     "Unavailable",
@@ -62,6 +73,8 @@ SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/toke
 RETRY_ALWAYS = frozenset({412, 429, 503})
 #: Answers after which the request may or may not have taken effect: retried only when that is harmless.
 RETRY_IF_SAFE = frozenset({500, 502, 504})
+#: A standby's 500 when it knows no active node to forward to: nothing was done (internal/http/handler.go).
+STANDBY_WITHOUT_ACTIVE = "local node not active but active cluster node not found"
 
 
 #: A mount or a path: slash-separated segments of letters, digits, "_", "." and "-".
@@ -125,25 +138,31 @@ class KubernetesAuth(_SecretSource):
 
 
 class AppRoleAuth(_SecretSource):
-    """Log in with an AppRole role id and a secret id from a file or an environment variable."""
+    """Log in with an AppRole role id and a secret id from a file, an environment variable, or a
+    response-wrapped secret id: a file holding the wrapping token a trusted orchestrator delivered."""
 
     method: Literal["approle"] = "approle"
     role_id: str = pydantic.Field(min_length=1)
     mount_path: str = pydantic.Field(default="approle", pattern=_MOUNT_PATH)
     secret_id_file: Path | None = None
     secret_id_env: str | None = None
+    secret_id_wrapping_token_file: Path | None = None
 
     @pydantic.model_validator(mode="after")
     def _one_source(self) -> AppRoleAuth:
-        if (self.secret_id_file is None) == (self.secret_id_env is None):
-            raise ValueError("give exactly one of secretIdFile or secretIdEnv")
+        given = (self.secret_id_file, self.secret_id_env, self.secret_id_wrapping_token_file)
+        if sum(source is not None for source in given) != 1:
+            raise ValueError("give exactly one of secretIdFile, secretIdEnv or secretIdWrappingTokenFile")
         return self
 
-    def login_body(self) -> dict[str, str]:
-        return {
-            "role_id": self.role_id,
-            "secret_id": self._read("secret id", self.secret_id_file, self.secret_id_env),
-        }
+    def wrapping_token(self) -> str:
+        return self._read("secret id wrapping token", self.secret_id_wrapping_token_file, None)
+
+    def login_body(self, secret_id: str | None = None) -> dict[str, str]:
+        """The login request; ``secret_id`` is the unwrapped one when the secret id comes wrapped."""
+        if secret_id is None:
+            secret_id = self._read("secret id", self.secret_id_file, self.secret_id_env)
+        return {"role_id": self.role_id, "secret_id": secret_id}
 
 
 class Retry(_Model):
@@ -205,9 +224,27 @@ class OpenBaoError(Exception):
         """KV v2 refused a write because ``cas`` was not the current version."""
         return self.status == 400 and any("check-and-set parameter did not match" in e for e in self.errors)
 
+    @property
+    def metadata_cas_mismatch(self) -> bool:
+        """KV v2 refused a metadata write because ``metadata_cas`` was not the current metadata version
+        (OpenBao 2.4 and later: internal/builtin/logical/kv/path_metadata.go, pathMetadataWrite)."""
+        return self.status == 400 and any(
+            "metadata check-and-set parameter does not match" in e
+            or "metadata_cas must be 0 when creating new metadata" in e
+            for e in self.errors
+        )
+
 
 class LoginFailed(OpenBaoError):
     """OpenBao refused the login (wrong role, credentials, mount or namespace)."""
+
+
+class PermissionDenied(OpenBaoError):
+    """A valid token was refused (403): its policies do not grant ``capability`` on ``path``."""
+
+    def __init__(self, message: str, *, capability: str, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.capability = capability
 
 
 class Unavailable(OpenBaoError):
@@ -393,7 +430,11 @@ class _Transport:
             "method": call.method,
             "path": call.path,
         }
-        if answer.status in RETRY_ALWAYS or (call.safe and answer.status in RETRY_IF_SAFE):
+        if (
+            answer.status in RETRY_ALWAYS
+            or (call.safe and answer.status in RETRY_IF_SAFE)
+            or (answer.status == 500 and STANDBY_WITHOUT_ACTIVE in errors)
+        ):
             return _NotNow(Unavailable(message, **fields), glue.retry_after(answer.retry_after))
         return OpenBaoError(message, **fields)
 
@@ -437,22 +478,45 @@ class _Tokens:
         self._transport = transport
         self._token: _Token | None = None
         self._lock = asyncio.Lock()
+        self._unwrapped: tuple[str, str] | None = None  # (digest of the wrapping token, its secret id)
         self.logins = 0
 
     async def current(self, deadline: float | None, stale: str | None = None) -> str:
-        """A token to send, ``stale`` (one OpenBao refused) replaced by a fresh login."""
+        """A token to send, ``stale`` (one that is no longer valid) replaced by a fresh login."""
         async with self._lock:
             now = asyncio.get_running_loop().time()
             current = self._token
+            replaced: _Token | None = None
             if current is not None and stale is not None and current.value == stale:
-                current = self._token = None
+                replaced, current = current, None
             if current is not None and current.expires_at is not None and now >= current.expires_at:
                 current = self._token = None
             if current is not None and current.renew_at is not None and now >= current.renew_at:
-                current = self._token = await self._renew(current, deadline)
+                renewed = await self._renew(current, deadline)
+                if renewed is None:
+                    replaced = current
+                current = renewed
             if current is None:
-                current = self._token = await self._login(deadline)
+                self._token = None
+                current = await self._login(deadline)
+            self._token = current
+            if replaced is not None and not isinstance(self.config.auth, TokenAuth):
+                # Still valid until its TTL otherwise (a renewal capped by the max TTL): revoke it.
+                await self._transport.post_quietly("auth/token/revoke-self", replaced.value)
             return current.value
+
+    async def policies(self, value: str, deadline: float | None) -> tuple[str, ...] | None:
+        """The policies of a token that is still valid; None when OpenBao no longer accepts it."""
+        try:
+            answer = await self._transport.send(
+                "GET", "auth/token/lookup-self", token=value, deadline=deadline
+            )
+        except Unavailable:
+            raise
+        except OpenBaoError:
+            return None  # 403: expired, revoked, or a lookup its policies do not allow either
+        data = (answer or {}).get("data") or {}
+        return tuple(str(p) for p in data.get("policies") or ())
 
     async def revoke(self) -> None:
         """Revoke the token this client logged in for (it would live until its TTL); keep none."""
@@ -472,7 +536,11 @@ class _Tokens:
         auth = self.config.auth
         if isinstance(auth, TokenAuth):
             return await self._look_up(auth.token(), deadline)
-        body = auth.login_body()
+        wrapped = isinstance(auth, AppRoleAuth) and auth.secret_id_wrapping_token_file is not None
+        if isinstance(auth, AppRoleAuth) and wrapped:
+            body = auth.login_body(await self._unwrap_secret_id(auth, deadline))
+        else:
+            body = auth.login_body()
         secrets = tuple(v for k, v in body.items() if k != "role" and k != "role_id")
         self.logins += 1
         try:
@@ -482,8 +550,14 @@ class _Tokens:
         except OpenBaoError as exc:
             if isinstance(exc, Unavailable):
                 raise
+            hint = ""
+            if isinstance(auth, AppRoleAuth) and wrapped:
+                hint = (
+                    f" (the secret id unwrapped from {auth.secret_id_wrapping_token_file} may have expired"
+                    " or run out of uses: deliver a new wrapping token)"
+                )
             raise LoginFailed(
-                f"OpenBao login ({auth.method}, mount {auth.mount_path}) refused: {exc}",
+                f"OpenBao login ({auth.method}, mount {auth.mount_path}) refused: {exc}{hint}",
                 status=exc.status,
                 errors=exc.errors,
                 method=exc.method,
@@ -494,6 +568,53 @@ class _Tokens:
         if not isinstance(token, str) or not token:
             raise LoginFailed(f"OpenBao login ({auth.method}) answered without a client token")
         return self._lease(token, grant)
+
+    async def _unwrap_secret_id(self, auth: AppRoleAuth, deadline: float | None) -> str:
+        """The secret id inside the wrapping token of ``secretIdWrappingTokenFile``, unwrapped once.
+
+        Follows docs/concepts/response-wrapping.mdx: the token's creation path is checked with
+        ``sys/wrapping/lookup`` (which does not use it up) before ``sys/wrapping/unwrap``, called with the
+        wrapping token as the client token and no body (api/system/wrapping-unwrap.mdx)."""
+        wrapping = auth.wrapping_token()
+        digest = hashlib.sha256(wrapping.encode()).hexdigest()
+        if self._unwrapped is not None and self._unwrapped[0] == digest:
+            return self._unwrapped[1]
+        where = f"the secret id wrapping token in {auth.secret_id_wrapping_token_file}"
+        try:
+            info = await self._transport.send(
+                "POST",
+                "sys/wrapping/lookup",
+                body={"token": wrapping},
+                deadline=deadline,
+                secrets=(wrapping,),
+            )
+            creation = str(((info or {}).get("data") or {}).get("creation_path") or "")
+            expected = rf"auth/{re.escape(auth.mount_path)}/role/[^/]+/secret-id"
+            if not re.fullmatch(expected, creation):
+                raise LoginFailed(
+                    f"{where} was not created by auth/{auth.mount_path}/role/<role>/secret-id but by"
+                    f" {creation or 'an unknown path'}: not unwrapped"
+                )
+            answer = await self._transport.send(
+                "POST", "sys/wrapping/unwrap", token=wrapping, deadline=deadline, safe=False
+            )
+        except (Unavailable, LoginFailed):
+            raise
+        except OpenBaoError as exc:
+            hint = ""
+            if any("wrapping token is not valid" in e for e in exc.errors):
+                hint = (
+                    ": it expired or was already unwrapped; a wrapping token unwraps once, so if this"
+                    " client did not unwrap it, it may have been intercepted; deliver a new one"
+                )
+            raise LoginFailed(
+                f"OpenBao refused {where}: {exc}{hint}", status=exc.status, errors=exc.errors
+            ) from None
+        secret_id = ((answer or {}).get("data") or {}).get("secret_id")
+        if not isinstance(secret_id, str) or not secret_id:
+            raise LoginFailed(f"{where} did not hold a secret_id")
+        self._unwrapped = (digest, secret_id)
+        return secret_id
 
     async def _look_up(self, value: str, deadline: float | None) -> _Token:
         """A provisioned token, checked and its lease read with ``lookup-self``."""
@@ -572,12 +693,15 @@ class OpenBao:
         safe: bool = True,
         sensitive: Iterable[str] = (),
         authenticated: bool = True,
+        capability: str | None = None,
     ) -> dict[str, Any] | None:
         """Call ``/v1/<path>``; return the decoded body (None for 204 or an empty body).
 
         ``safe`` says whether repeating the request is harmless (reads, check-and-set writes): only then
         are ambiguous failures (500/502, a dropped connection) retried. ``deadline`` is a ``loop.time()``
         after which no new attempt starts. ``sensitive`` values are masked in any error raised.
+        ``capability`` is the ACL capability the call needs, named in :class:`PermissionDenied` (by default
+        from the method; POST: "create or update", as OpenBao decides by whether the path exists).
         """
         send = functools.partial(
             self._transport.send,
@@ -591,15 +715,25 @@ class OpenBao:
         )
         if not authenticated:
             return await send()
+        needs = capability or _CAPABILITIES.get(method.upper(), method.lower())
         token = await self._tokens.current(deadline)
         try:
             return await send(token=token)
         except OpenBaoError as exc:
-            if exc.status != 403:
+            if exc.status != 403 or isinstance(exc, Unavailable):
                 raise
+            refused = exc
+        policies = await self._tokens.policies(token, deadline)
+        if policies is not None:
+            raise _denied(refused, needs, f"the token is valid (policies: {', '.join(policies) or 'none'})")
         # Expired or revoked: one fresh login, one more try.
         token = await self._tokens.current(deadline, stale=token)
-        return await send(token=token)
+        try:
+            return await send(token=token)
+        except OpenBaoError as exc:
+            if exc.status != 403 or isinstance(exc, Unavailable):
+                raise
+            raise _denied(exc, needs, "the token is valid (just issued)") from None
 
     # -- health -----------------------------------------------------------------------------------------
 
@@ -668,12 +802,20 @@ class OpenBao:
         return dict((answer or {}).get("data") or {})
 
     async def kv_write_metadata(
-        self, mount: str, path: str, *, custom_metadata: Mapping[str, str], deadline: float | None = None
+        self,
+        mount: str,
+        path: str,
+        *,
+        custom_metadata: Mapping[str, str],
+        metadata_cas: int,
+        deadline: float | None = None,
     ) -> None:
+        """Replace the custom metadata if the metadata version is still ``metadata_cas`` (0: none yet, or
+        never written by a metadata write). OpenBao before 2.4 ignores ``metadata_cas`` with a warning."""
         await self.request(
             "POST",
             f"{_segment(mount)}/metadata/{_segment(path)}",
-            json={"custom_metadata": dict(custom_metadata)},
+            json={"custom_metadata": dict(custom_metadata), "metadata_cas": metadata_cas},
             deadline=deadline,
         )
 
@@ -686,7 +828,12 @@ class OpenBao:
 
     async def transit_rotate(self, mount: str, name: str, *, deadline: float | None = None) -> dict[str, Any]:
         answer = await self.request(
-            "POST", f"{_segment(mount)}/keys/{_segment(name)}/rotate", json={}, deadline=deadline, safe=False
+            "POST",
+            f"{_segment(mount)}/keys/{_segment(name)}/rotate",
+            json={},
+            deadline=deadline,
+            safe=False,
+            capability="update",
         )
         return dict((answer or {}).get("data") or {})
 
@@ -700,15 +847,47 @@ class OpenBao:
 
     async def database_rotate_role(self, mount: str, name: str, *, deadline: float | None = None) -> None:
         await self.request(
-            "POST", f"{_segment(mount)}/rotate-role/{_segment(name)}", deadline=deadline, safe=False
+            "POST",
+            f"{_segment(mount)}/rotate-role/{_segment(name)}",
+            deadline=deadline,
+            safe=False,
+            capability="update",
         )
 
     async def database_rotate_root(
         self, mount: str, connection: str, *, deadline: float | None = None
     ) -> None:
         await self.request(
-            "POST", f"{_segment(mount)}/rotate-root/{_segment(connection)}", deadline=deadline, safe=False
+            "POST",
+            f"{_segment(mount)}/rotate-root/{_segment(connection)}",
+            deadline=deadline,
+            safe=False,
+            capability="update",
         )
+
+
+#: The ACL capability a request needs, by method (docs/concepts/policies.mdx).
+_CAPABILITIES = {
+    "GET": "read",
+    "LIST": "list",
+    "DELETE": "delete",
+    "PATCH": "patch",
+    "POST": "create or update",
+    "PUT": "create or update",
+}
+
+
+def _denied(refused: OpenBaoError, capability: str, token: str) -> PermissionDenied:
+    """A policy denial: what was asked, what it needs, and that the token itself is fine."""
+    return PermissionDenied(
+        f"{refused}: {token} but its policies do not grant the {capability} capability on"
+        f" {refused.path.lstrip('/')}",
+        capability=capability,
+        status=refused.status,
+        errors=refused.errors,
+        method=refused.method,
+        path=refused.path,
+    )
 
 
 def _absent(exc: OpenBaoError) -> bool:

@@ -1,19 +1,28 @@
 """An in-memory HTTP double of the OpenBao API, served by aiohttp on loopback.
 
-It follows the OpenBao documentation and code (openbao/openbao at df6ce2ce):
+It follows the OpenBao documentation and code (openbao/openbao at df6ce2ce, release 2.4.0 and later):
 ``website/content/docs/api/index.mdx`` (``/v1`` prefix, ``X-Vault-Token``,
 ``X-Vault-Namespace``, error bodies ``{"errors": [...]}``, status codes), ``api/system/health.mdx``,
 ``api/auth/kubernetes.mdx``, ``api/auth/approle.mdx``, ``api/auth/token.mdx`` (lookup-self, renew-self),
-``api/secret/kv/kv-v2.mdx`` with ``internal/builtin/logical/kv/path_data.go`` / ``path_metadata.go``
-(check-and-set, custom metadata), ``api/secret/databases/index.mdx`` with
-``internal/builtin/logical/database/path_rotate_credentials.go`` / ``path_roles.go`` (rotate-root and
-rotate-role: 204; static role read: ``last_vault_rotation``) and ``api/secret/transit.mdx`` (read, rotate).
+``api/system/wrapping-unwrap.mdx`` / ``wrapping-lookup.mdx`` with ``internal/vault/request_handling.go``
+(a wrapping token unwraps once; then 400 ``wrapping token is not valid or does not exist``),
+``api/secret/kv/kv-v2.mdx`` with ``internal/builtin/logical/kv/path_data.go`` / ``path_metadata.go`` /
+``path_config.go`` (check-and-set, custom metadata, and since 2.4.0 ``metadata_cas`` against
+``current_metadata_version`` and ``metadata_cas_required`` per key or per mount),
+``api/secret/databases/index.mdx`` with ``internal/builtin/logical/database/path_rotate_credentials.go`` /
+``path_roles.go`` (rotate-root and rotate-role: 204; static role read: ``last_vault_rotation``) and
+``api/secret/transit.mdx`` with ``internal/builtin/logical/transit/path_keys.go`` (``formatKeyPolicy``:
+a symmetric key's versions read back as unix seconds, an asymmetric key's as objects with ``name``,
+``public_key`` and an RFC 3339 ``creation_time``).
 
-Behaviour that matters to a client: a sealed server answers 503 ``Vault is sealed``; a standby that cannot
-forward redirects with 307 to the active node, one without a leader answers 503; a bad or expired token
-gets 403 ``permission denied``; a KV write whose ``cas`` is not the current version gets 400
-``check-and-set parameter did not match the current version``. Faults (quota 429, 5xx, a lost answer after
-the request took effect) are scripted per path with :meth:`OpenBaoDouble.fail`.
+Behaviour that matters to a client: a sealed server answers 503 ``Vault is sealed``; a standby forwards to
+the active node, falls back to a 307 redirect when forwarding fails, and answers 500 ``local node not active
+but active cluster node not found`` when it knows no active node (``internal/http/handler.go``
+``forwardRequest``; 503 ``no active Vault instance found`` only when the client asked for no forwarding);
+a bad or expired token, and a token whose policies do not grant the capability, get 403 ``permission
+denied``; a KV write whose ``cas`` is not the current version gets 400 ``check-and-set parameter did not
+match the current version``. Faults (quota 429, 5xx, a lost answer after the request took effect) are
+scripted per path with :meth:`OpenBaoDouble.fail`.
 """
 
 from __future__ import annotations
@@ -62,14 +71,23 @@ class KvSecret:
     current_version: int = 0
     custom_metadata: dict[str, str] | None = None
     cas_required: bool = False
+    metadata_cas_required: bool = False
+    current_metadata_version: int = 0  # 0 when created by a data write; each metadata write adds one
     max_versions: int = 0
     created_time: str = dataclasses.field(default_factory=_now_rfc3339)
     updated_time: str = dataclasses.field(default_factory=_now_rfc3339)
 
 
+#: Transit key types whose versions read back as objects (path_keys.go, formatKeyPolicy).
+ASYMMETRIC = frozenset(
+    {"ecdsa-p256", "ecdsa-p384", "ecdsa-p521", "ed25519", "rsa-2048", "rsa-3072", "rsa-4096"}
+)
+
+
 @dataclasses.dataclass
 class TransitKey:
-    versions: dict[int, int]  # version -> creation time (unix seconds), as a symmetric key reads back
+    versions: dict[int, int]  # version -> creation time (unix seconds)
+    type: str = "aes256-gcm96"
 
     @property
     def latest_version(self) -> int:
@@ -98,7 +116,283 @@ class Seen:
     status: int
 
 
-class OpenBaoDouble:
+class _KvV2:
+    """The KV version 2 engine: data and metadata with check-and-set, custom metadata, mount config."""
+
+    kv: dict[str, dict[str, KvSecret]]
+    kv_cas_required: dict[str, bool]
+    kv_metadata_cas_required: dict[str, bool]
+
+    # -- set-up helpers used by tests --------------------------------------------------------------------
+
+    def kv_put(self, mount: str, path: str, data: dict[str, Any]) -> int:
+        """Write a version as another client would; returns the new version."""
+        secret = self.kv[mount].setdefault(path, KvSecret())
+        secret.current_version += 1
+        secret.versions[secret.current_version] = {"data": dict(data), "created_time": _now_rfc3339()}
+        secret.updated_time = _now_rfc3339()
+        return secret.current_version
+
+    def kv_put_metadata(self, mount: str, path: str, custom_metadata: dict[str, str]) -> None:
+        """Replace the custom metadata as another client would (a metadata write: its version goes up)."""
+        secret = self.kv[mount].setdefault(path, KvSecret())
+        secret.custom_metadata = dict(custom_metadata)
+        secret.current_metadata_version += 1
+        secret.updated_time = _now_rfc3339()
+
+    def kv_data(self, mount: str, path: str, version: int | None = None) -> dict[str, Any]:
+        secret = self.kv[mount][path]
+        return dict(secret.versions[version or secret.current_version]["data"])
+
+    def written_values(self, *, skip: str = "runtime-glue/") -> list[str]:
+        """Every value of every KV version, except under ``skip`` (the rotation ledger holds no secret)."""
+        return [
+            str(value)
+            for secrets_ in self.kv.values()
+            for path, secret in secrets_.items()
+            if not path.startswith(skip)
+            for version in secret.versions.values()
+            for value in version["data"].values()
+        ]
+
+    # -- KV version 2 ------------------------------------------------------------------------------------
+
+    def _kv(
+        self, request: web.Request, method: str, mount: str, rest: str, body: dict[str, Any]
+    ) -> web.Response:
+        kind, _, key = rest.partition("/")
+        secrets_ = self.kv[mount]
+        if kind == "config" and not key:
+            return self._kv_config(method, mount, body)
+        if not key:
+            return _error(404, "no handler for route")
+        if kind == "data" and method == "GET":
+            secret = secrets_.get(key)
+            version = int(request.query.get("version", 0) or 0)
+            if secret is None or secret.current_version == 0:
+                return _error(404)
+            version = version or secret.current_version
+            if version not in secret.versions:
+                return _error(404)
+            entry = secret.versions[version]
+            return web.json_response(
+                {"data": {"data": entry["data"], "metadata": self._version_meta(secret, version)}}
+            )
+        if kind == "data" and method == "POST":
+            data = body.get("data")
+            if not isinstance(data, dict):
+                return _error(400, "no data provided")
+            options = body.get("options") or {}
+            secret = secrets_.get(key)
+            current = secret.current_version if secret is not None else 0
+            required = self.kv_cas_required[mount] or (secret is not None and secret.cas_required)
+            if "cas" not in options:
+                if required:
+                    return _error(400, "check-and-set parameter required for this call")
+            else:
+                try:
+                    cas = int(options["cas"])
+                except (TypeError, ValueError):
+                    return _error(400, "error parsing check-and-set parameter")
+                if cas != current:
+                    return _error(400, "check-and-set parameter did not match the current version")
+            version = self.kv_put(mount, key, data)
+            secret = secrets_[key]
+            return web.json_response({"data": self._version_meta(secret, version)})
+        if kind == "metadata" and method == "GET":
+            secret = secrets_.get(key)
+            if secret is None:
+                return _error(404)
+            return web.json_response(
+                {
+                    "data": {
+                        "current_version": secret.current_version,
+                        "current_metadata_version": secret.current_metadata_version,
+                        "oldest_version": min(secret.versions, default=0),
+                        "max_versions": secret.max_versions,
+                        "cas_required": secret.cas_required,
+                        "metadata_cas_required": secret.metadata_cas_required,
+                        "delete_version_after": "0s",
+                        "custom_metadata": secret.custom_metadata,
+                        "created_time": secret.created_time,
+                        "updated_time": secret.updated_time,
+                        "versions": {
+                            str(v): {
+                                "created_time": e["created_time"],
+                                "deletion_time": "",
+                                "destroyed": False,
+                            }
+                            for v, e in secret.versions.items()
+                        },
+                    }
+                }
+            )
+        if kind == "metadata" and method == "POST":
+            custom = body.get("custom_metadata")
+            if custom is not None:
+                problem = _custom_metadata_problem(custom)
+                if problem:
+                    return _error(400, problem)
+            # path_metadata.go, pathMetadataWrite: metadata_cas is checked against current_metadata_version
+            # when given, and required when the key or the mount's config says metadata_cas_required.
+            secret = secrets_.get(key)
+            required = self.kv_metadata_cas_required[mount] or (
+                secret is not None and secret.metadata_cas_required
+            )
+            given = body.get("metadata_cas")
+            if required and given is None:
+                return _error(400, "metadata check-and-set parameter required for this call")
+            if given is not None:
+                if not isinstance(given, int) or isinstance(given, bool):
+                    return _error(400, "error parsing metadata_cas")
+                if secret is None and given != 0:
+                    return _error(400, "metadata_cas must be 0 when creating new metadata")
+                if secret is not None and given != secret.current_metadata_version:
+                    return _error(400, "metadata check-and-set parameter does not match the current version")
+            if secret is None:
+                secret = secrets_[key] = KvSecret()
+            secret.current_metadata_version += 1
+            if custom is not None:
+                secret.custom_metadata = dict(custom)
+            if "cas_required" in body:
+                secret.cas_required = bool(body["cas_required"])
+            if "metadata_cas_required" in body:
+                secret.metadata_cas_required = bool(body["metadata_cas_required"])
+            secret.updated_time = _now_rfc3339()
+            return web.Response(status=204)
+        return _error(405, "unsupported operation")
+
+    def _kv_config(self, method: str, mount: str, body: dict[str, Any]) -> web.Response:
+        """``<mount>/config`` (path_config.go): the mount-wide cas_required and metadata_cas_required."""
+        if method == "GET":
+            return web.json_response(
+                {
+                    "data": {
+                        "cas_required": self.kv_cas_required[mount],
+                        "metadata_cas_required": self.kv_metadata_cas_required[mount],
+                        "max_versions": 0,
+                        "delete_version_after": "0s",
+                    }
+                }
+            )
+        if method == "POST":
+            if "cas_required" in body:
+                self.kv_cas_required[mount] = bool(body["cas_required"])
+            if "metadata_cas_required" in body:
+                self.kv_metadata_cas_required[mount] = bool(body["metadata_cas_required"])
+            return web.Response(status=204)
+        return _error(405, "unsupported operation")
+
+    @staticmethod
+    def _version_meta(secret: KvSecret, version: int) -> dict[str, Any]:
+        return {
+            "version": version,
+            "created_time": secret.versions[version]["created_time"],
+            "deletion_time": "",
+            "destroyed": False,
+            "custom_metadata": secret.custom_metadata,
+        }
+
+
+class _Engines:
+    """The transit and database engines."""
+
+    transit: dict[str, dict[str, TransitKey]]
+    static_roles: dict[str, dict[str, StaticRole]]
+    connections: dict[str, dict[str, Connection]]
+
+    # -- transit -----------------------------------------------------------------------------------------
+
+    def _transit(self, method: str, mount: str, rest: str) -> web.Response:
+        parts = rest.split("/")
+        if len(parts) < 2 or parts[0] != "keys":
+            return _error(404, "no handler for route")
+        key = self.transit[mount].get(parts[1])
+        if len(parts) == 2 and method == "GET":
+            if key is None:
+                return _error(404)
+            return web.json_response({"data": self._key_policy(parts[1], key)})
+        if len(parts) == 3 and parts[2] == "rotate" and method == "POST":
+            if key is None:
+                return _error(400, "key not found")
+            key.versions[key.latest_version + 1] = int(time.time())
+            return web.json_response({"data": self._key_policy(parts[1], key)})
+        return _error(405, "unsupported operation")
+
+    @staticmethod
+    def _key_policy(name: str, key: TransitKey) -> dict[str, Any]:
+        keys: dict[str, Any]
+        if key.type in ASYMMETRIC:
+            keys = {
+                str(v): {
+                    "name": key.type if not key.type.startswith("ecdsa") else "P-" + key.type[-3:],
+                    "public_key": f"-----BEGIN PUBLIC KEY-----\n(version {v})\n-----END PUBLIC KEY-----\n",
+                    "certificate_chain": "",
+                    "creation_time": datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z"),
+                }
+                for v, t in key.versions.items()
+            }
+        else:
+            keys = {str(v): t for v, t in key.versions.items()}
+        asymmetric = key.type in ASYMMETRIC
+        return {
+            "name": name,
+            "type": key.type,
+            "latest_version": key.latest_version,
+            "min_decryption_version": 1,
+            "min_encryption_version": 0,
+            "keys": keys,
+            "deletion_allowed": False,
+            "derived": False,
+            "exportable": False,
+            "supports_encryption": not key.type.startswith(("ecdsa", "ed25519")),
+            "supports_decryption": not key.type.startswith(("ecdsa", "ed25519")),
+            "supports_signing": asymmetric,
+            "supports_derivation": key.type in ("aes256-gcm96", "chacha20-poly1305", "ed25519"),
+        }
+
+    # -- database ----------------------------------------------------------------------------------------
+
+    def _database(self, method: str, mount: str, rest: str) -> web.Response:
+        kind, _, name = rest.partition("/")
+        roles = self.static_roles[mount]
+        if kind == "static-roles" and method == "GET":
+            role = roles.get(name)
+            if role is None:
+                return _error(404)
+            return web.json_response(
+                {
+                    "data": {
+                        "db_name": role.db_name,
+                        "username": role.username,
+                        "rotation_period": role.rotation_period,
+                        "rotation_statements": [],
+                        "credential_type": "password",
+                        "last_vault_rotation": role.last_vault_rotation,
+                    }
+                }
+            )
+        if kind == "rotate-role" and method == "POST":
+            if not name:
+                return _error(400, "empty role name attribute given")
+            role = roles.get(name)
+            if role is None:
+                return _error(400, "no static role found for role name")
+            role.rotations += 1
+            role.last_vault_rotation = _now_rfc3339()
+            return web.Response(status=204)
+        if kind == "rotate-root" and method == "POST":
+            if not name:
+                return _error(400, "empty name attribute given")
+            connection = self.connections[mount].get(name)
+            if connection is None:
+                return _error(500, "unable to rotate root credentials: no configuration found")
+            connection.root_rotations += 1
+            return web.Response(status=204)
+        return _error(405, "unsupported operation")
+
+
+class OpenBaoDouble(_KvV2, _Engines):
     """State, faults and the aiohttp app. Start it with :meth:`start`; its address is :attr:`url`."""
 
     def __init__(self, *, namespace: str | None = None) -> None:
@@ -113,7 +407,9 @@ class OpenBaoDouble:
         self.kubernetes_roles: dict[str, dict[str, set[str]]] = {"kubernetes": {}}  # mount -> role -> jwts
         self.approles: dict[str, dict[str, str]] = {"approle": {}}  # mount -> role_id -> secret_id
         self.kv: dict[str, dict[str, KvSecret]] = {"secret": {}}
-        self.kv_cas_required: dict[str, bool] = {"secret": False}
+        self.kv_cas_required: dict[str, bool] = {"secret": False}  # <mount>/config cas_required
+        self.kv_metadata_cas_required: dict[str, bool] = {"secret": False}  # ... metadata_cas_required
+        self.wrapped: dict[str, tuple[str, dict[str, Any]]] = {}  # wrapping token -> (creation path, data)
         self.transit: dict[str, dict[str, TransitKey]] = {"transit": {}}
         self.static_roles: dict[str, dict[str, StaticRole]] = {"database": {}}
         self.connections: dict[str, dict[str, Connection]] = {"database": {}}
@@ -139,6 +435,24 @@ class OpenBaoDouble:
     def revoke_all(self) -> None:
         self.tokens.clear()
 
+    def wrap_secret_id(self, role_id: str, *, mount: str = "approle", role_name: str = "runtime-glue") -> str:
+        """What a trusted orchestrator gets from ``POST auth/<mount>/role/<name>/secret-id`` with
+        ``X-Vault-Wrap-TTL``: a new secret id for the role (the old one stops working), wrapped; returns the
+        wrapping token."""
+        secret_id = secrets.token_hex(18)
+        self.approles[mount][role_id] = secret_id
+        return self.wrap(
+            f"auth/{mount}/role/{role_name}/secret-id",
+            {"secret_id": secret_id, "secret_id_accessor": secrets.token_hex(8), "secret_id_ttl": 600},
+        )
+
+    def wrap(self, creation_path: str, data: dict[str, Any]) -> str:
+        """A response wrapped in a single-use wrapping token (``X-Vault-Wrap-TTL``)."""
+        token = "s." + secrets.token_urlsafe(18)
+        self.issued.append(token)
+        self.wrapped[token] = (creation_path, data)
+        return token
+
     def fail(
         self,
         method: str,
@@ -158,29 +472,6 @@ class OpenBaoDouble:
     def on(self, method: str, path: str, action: Callable[[], object]) -> None:
         """Run ``action`` once, just before the next matching request is served (a concurrent writer)."""
         self.before.append((method.upper(), re.compile(path), action))
-
-    def kv_put(self, mount: str, path: str, data: dict[str, Any]) -> int:
-        """Write a version as another client would; returns the new version."""
-        secret = self.kv[mount].setdefault(path, KvSecret())
-        secret.current_version += 1
-        secret.versions[secret.current_version] = {"data": dict(data), "created_time": _now_rfc3339()}
-        secret.updated_time = _now_rfc3339()
-        return secret.current_version
-
-    def kv_data(self, mount: str, path: str, version: int | None = None) -> dict[str, Any]:
-        secret = self.kv[mount][path]
-        return dict(secret.versions[version or secret.current_version]["data"])
-
-    def written_values(self, *, skip: str = "runtime-glue/") -> list[str]:
-        """Every value of every KV version, except under ``skip`` (the rotation ledger holds no secret)."""
-        return [
-            str(value)
-            for secrets_ in self.kv.values()
-            for path, secret in secrets_.items()
-            if not path.startswith(skip)
-            for version in secret.versions.values()
-            for value in version["data"].values()
-        ]
 
     def count(self, method: str, path: str) -> int:
         """How many requests matching method and path (regex after /v1/) succeeded (2xx)."""
@@ -239,7 +530,9 @@ class OpenBaoDouble:
                 location += "?" + request.query_string
             return web.Response(status=307, headers={"Location": location})
         if self.standby_without_leader:
-            return _error(503, "no active Vault instance found")
+            if request.headers.get("X-Vault-No-Request-Forwarding"):
+                return _error(503, "no active Vault instance found")
+            return _error(500, "local node not active but active cluster node not found")
         fault = self._fault(method, path)
         if fault is not None and not fault.after:
             return _error(fault.status, *fault.errors, headers=fault.headers)
@@ -300,6 +593,8 @@ class OpenBaoDouble:
         parts = path.split("/")
         if len(parts) >= 3 and parts[0] == "auth" and parts[-1] == "login" and method == "POST":
             return self._login("/".join(parts[1:-1]), body)
+        if path in ("sys/wrapping/lookup", "sys/wrapping/unwrap") and method == "POST":
+            return self._wrapping(request, path, body)
         token = self._token(request)
         if token is None or any(p.fullmatch(path) for p in self.denied):
             return _error(403, "permission denied")
@@ -357,6 +652,34 @@ class OpenBaoDouble:
             return self._grant()
         return _error(400, f'no handler for route "auth/{mount}/login". route entry not found.')
 
+    def _wrapping(self, request: web.Request, path: str, body: dict[str, Any]) -> web.Response:
+        """lookup (unauthenticated) and unwrap: the wrapping token in the body or as the client token."""
+        in_body = body.get("token")
+        header = request.headers.get("X-Vault-Token")
+        token = in_body or header
+        if not token:
+            return _error(400, 'missing "token" value in input')
+        if token not in self.wrapped:
+            return _error(400, "wrapping token is not valid or does not exist")
+        creation_path, data = self.wrapped[token]
+        if path == "sys/wrapping/lookup":
+            return web.json_response(
+                {
+                    "data": {
+                        "creation_path": creation_path,
+                        "creation_time": _now_rfc3339(),
+                        "creation_ttl": 600,
+                    }
+                }
+            )
+        if in_body and header != in_body and self._token(request) is None:
+            return _error(403, "permission denied")  # unwrap with a token in the body needs a client token
+        del self.wrapped[token]  # single use, even when the call below goes wrong
+        if in_body and header == in_body:
+            # Used twice (client token and body): revoked and the value lost (wrapping-unwrap.mdx).
+            return _error(400, "wrapping token is not valid or does not exist")
+        return web.json_response({"data": dict(data), "lease_duration": 0, "renewable": False})
+
     def _lookup_self(self, token: Token) -> web.Response:
         remaining = 0 if token.expires is None else max(0, int(token.expires - time.monotonic()))
         return web.json_response(
@@ -374,173 +697,6 @@ class OpenBaoDouble:
         return web.json_response(
             {"auth": {"client_token": token.value, "lease_duration": int(lease), "renewable": True}}
         )
-
-    # -- KV version 2 ------------------------------------------------------------------------------------
-
-    def _kv(
-        self, request: web.Request, method: str, mount: str, rest: str, body: dict[str, Any]
-    ) -> web.Response:
-        kind, _, key = rest.partition("/")
-        secrets_ = self.kv[mount]
-        if not key:
-            return _error(404, "no handler for route")
-        if kind == "data" and method == "GET":
-            secret = secrets_.get(key)
-            version = int(request.query.get("version", 0) or 0)
-            if secret is None or secret.current_version == 0:
-                return _error(404)
-            version = version or secret.current_version
-            if version not in secret.versions:
-                return _error(404)
-            entry = secret.versions[version]
-            return web.json_response(
-                {"data": {"data": entry["data"], "metadata": self._version_meta(secret, version)}}
-            )
-        if kind == "data" and method == "POST":
-            data = body.get("data")
-            if not isinstance(data, dict):
-                return _error(400, "no data provided")
-            options = body.get("options") or {}
-            secret = secrets_.get(key)
-            current = secret.current_version if secret is not None else 0
-            required = self.kv_cas_required[mount] or (secret is not None and secret.cas_required)
-            if "cas" not in options:
-                if required:
-                    return _error(400, "check-and-set parameter required for this call")
-            else:
-                try:
-                    cas = int(options["cas"])
-                except (TypeError, ValueError):
-                    return _error(400, "error parsing check-and-set parameter")
-                if cas != current:
-                    return _error(400, "check-and-set parameter did not match the current version")
-            version = self.kv_put(mount, key, data)
-            secret = secrets_[key]
-            return web.json_response({"data": self._version_meta(secret, version)})
-        if kind == "metadata" and method == "GET":
-            secret = secrets_.get(key)
-            if secret is None:
-                return _error(404)
-            return web.json_response(
-                {
-                    "data": {
-                        "current_version": secret.current_version,
-                        "oldest_version": min(secret.versions, default=0),
-                        "max_versions": secret.max_versions,
-                        "cas_required": secret.cas_required,
-                        "delete_version_after": "0s",
-                        "custom_metadata": secret.custom_metadata,
-                        "created_time": secret.created_time,
-                        "updated_time": secret.updated_time,
-                        "versions": {
-                            str(v): {
-                                "created_time": e["created_time"],
-                                "deletion_time": "",
-                                "destroyed": False,
-                            }
-                            for v, e in secret.versions.items()
-                        },
-                    }
-                }
-            )
-        if kind == "metadata" and method == "POST":
-            custom = body.get("custom_metadata")
-            if custom is not None:
-                problem = _custom_metadata_problem(custom)
-                if problem:
-                    return _error(400, problem)
-            secret = secrets_.setdefault(key, KvSecret())
-            if custom is not None:
-                secret.custom_metadata = dict(custom)
-            if "cas_required" in body:
-                secret.cas_required = bool(body["cas_required"])
-            secret.updated_time = _now_rfc3339()
-            return web.Response(status=204)
-        return _error(405, "unsupported operation")
-
-    @staticmethod
-    def _version_meta(secret: KvSecret, version: int) -> dict[str, Any]:
-        return {
-            "version": version,
-            "created_time": secret.versions[version]["created_time"],
-            "deletion_time": "",
-            "destroyed": False,
-            "custom_metadata": secret.custom_metadata,
-        }
-
-    # -- transit -----------------------------------------------------------------------------------------
-
-    def _transit(self, method: str, mount: str, rest: str) -> web.Response:
-        parts = rest.split("/")
-        if len(parts) < 2 or parts[0] != "keys":
-            return _error(404, "no handler for route")
-        key = self.transit[mount].get(parts[1])
-        if len(parts) == 2 and method == "GET":
-            if key is None:
-                return _error(404)
-            return web.json_response({"data": self._key_policy(parts[1], key)})
-        if len(parts) == 3 and parts[2] == "rotate" and method == "POST":
-            if key is None:
-                return _error(400, "key not found")
-            key.versions[key.latest_version + 1] = int(time.time())
-            return web.json_response({"data": self._key_policy(parts[1], key)})
-        return _error(405, "unsupported operation")
-
-    @staticmethod
-    def _key_policy(name: str, key: TransitKey) -> dict[str, Any]:
-        return {
-            "name": name,
-            "type": "aes256-gcm96",
-            "latest_version": key.latest_version,
-            "min_decryption_version": 1,
-            "min_encryption_version": 0,
-            "keys": {str(v): t for v, t in key.versions.items()},
-            "deletion_allowed": False,
-            "derived": False,
-            "exportable": False,
-            "supports_encryption": True,
-            "supports_decryption": True,
-        }
-
-    # -- database ----------------------------------------------------------------------------------------
-
-    def _database(self, method: str, mount: str, rest: str) -> web.Response:
-        kind, _, name = rest.partition("/")
-        roles = self.static_roles[mount]
-        if kind == "static-roles" and method == "GET":
-            role = roles.get(name)
-            if role is None:
-                return _error(404)
-            return web.json_response(
-                {
-                    "data": {
-                        "db_name": role.db_name,
-                        "username": role.username,
-                        "rotation_period": role.rotation_period,
-                        "rotation_statements": [],
-                        "credential_type": "password",
-                        "last_vault_rotation": role.last_vault_rotation,
-                    }
-                }
-            )
-        if kind == "rotate-role" and method == "POST":
-            if not name:
-                return _error(400, "empty role name attribute given")
-            role = roles.get(name)
-            if role is None:
-                return _error(400, "no static role found for role name")
-            role.rotations += 1
-            role.last_vault_rotation = _now_rfc3339()
-            return web.Response(status=204)
-        if kind == "rotate-root" and method == "POST":
-            if not name:
-                return _error(400, "empty name attribute given")
-            connection = self.connections[mount].get(name)
-            if connection is None:
-                return _error(500, "unable to rotate root credentials: no configuration found")
-            connection.root_rotations += 1
-            return web.Response(status=204)
-        return _error(405, "unsupported operation")
 
 
 def _custom_metadata_problem(custom: Any) -> str | None:

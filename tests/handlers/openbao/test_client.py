@@ -4,6 +4,7 @@ authentication, token upkeep, namespaces, custom CA, and which answers are retri
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,7 +15,7 @@ import trustme
 
 from handlers import openbao_client
 from tests.handlers.openbao.conftest import JWT, ROLE
-from tests.handlers.openbao.double import OpenBaoDouble
+from tests.handlers.openbao.double import OpenBaoDouble, TransitKey
 
 
 def config(bao: OpenBaoDouble, auth: dict[str, Any], **extra: Any) -> openbao_client.Config:
@@ -93,6 +94,91 @@ async def test_approle_login_with_secret_id_from_environment(
     assert bao.count("POST", "auth/approle/login") == 1
 
 
+def wrapped_approle(bao: OpenBaoDouble, tmp_path: Path) -> tuple[openbao_client.Config, Path]:
+    """The trusted-orchestrator set-up of docs/auth/approle.mdx: the role id in the configuration, a
+    response-wrapped secret id delivered as a file."""
+    wrapping_file = tmp_path / "wrapped-secret-id"
+    wrapping_file.write_text(bao.wrap_secret_id("role-1") + "\n")
+    auth = {"method": "approle", "roleId": "role-1", "secretIdWrappingTokenFile": str(wrapping_file)}
+    return config(bao, auth), wrapping_file
+
+
+async def test_approle_wrapped_secret_id_is_unwrapped_once_at_login(
+    bao: OpenBaoDouble, tmp_path: Path
+) -> None:
+    cfg, _ = wrapped_approle(bao, tmp_path)
+    async with openbao_client.OpenBao(cfg) as client:
+        assert await client.kv_metadata("secret", "none") is None
+        bao.revoke_all()  # the next call logs in again: with the secret id already unwrapped
+        assert await client.kv_metadata("secret", "none") is None
+
+    assert bao.count("POST", "sys/wrapping/lookup") == 1
+    assert bao.count("POST", "sys/wrapping/unwrap") == 1
+    assert bao.count("POST", "auth/approle/login") == 2
+    assert bao.wrapped == {}
+
+
+async def test_approle_new_wrapping_token_is_unwrapped_at_the_next_login(
+    bao: OpenBaoDouble, tmp_path: Path
+) -> None:
+    cfg, wrapping_file = wrapped_approle(bao, tmp_path)
+    async with openbao_client.OpenBao(cfg) as client:
+        assert await client.kv_metadata("secret", "none") is None
+        # The orchestrator issues a new secret id (the old one stops working) and delivers it wrapped.
+        wrapping_file.write_text(bao.wrap_secret_id("role-1"))
+        bao.revoke_all()
+        assert await client.kv_metadata("secret", "none") is None
+
+    assert bao.count("POST", "sys/wrapping/unwrap") == 2
+
+
+async def test_approle_wrapping_token_used_by_someone_else_is_a_clear_login_failure(
+    bao: OpenBaoDouble, tmp_path: Path
+) -> None:
+    cfg, wrapping_file = wrapped_approle(bao, tmp_path)
+    wrapping_token = wrapping_file.read_text().strip()
+    bao.wrapped.clear()  # unwrapped by someone else on the way
+
+    async with openbao_client.OpenBao(cfg) as client:
+        with pytest.raises(openbao_client.LoginFailed) as caught:
+            await client.kv_metadata("secret", "none")
+
+    message = str(caught.value)
+    assert str(wrapping_file) in message
+    assert "already unwrapped" in message and "intercepted" in message
+    assert wrapping_token not in message
+    assert bao.count("POST", "auth/approle/login") == 0
+
+
+async def test_approle_wrapping_token_of_another_path_is_not_unwrapped(
+    bao: OpenBaoDouble, tmp_path: Path
+) -> None:
+    cfg, wrapping_file = wrapped_approle(bao, tmp_path)
+    wrapping_file.write_text(bao.wrap("sys/wrapping/wrap", {"secret_id": "planted-secret-id"}))
+
+    async with openbao_client.OpenBao(cfg) as client:
+        with pytest.raises(openbao_client.LoginFailed, match="sys/wrapping/wrap"):
+            await client.kv_metadata("secret", "none")
+
+    assert bao.count("POST", "sys/wrapping/unwrap") == 0
+    assert bao.count("POST", "auth/approle/login") == 0
+
+
+def test_approle_takes_exactly_one_secret_id_source(bao: OpenBaoDouble, tmp_path: Path) -> None:
+    with pytest.raises(
+        ValueError, match="exactly one of secretIdFile, secretIdEnv or secretIdWrappingTokenFile"
+    ):
+        config(
+            bao,
+            {
+                "method": "approle",
+                "roleId": "r",
+                "secretIdEnv": "X",
+                "secretIdWrappingTokenFile": str(tmp_path / "w"),
+            },
+        )
+
+
 async def test_plain_token_from_file_is_looked_up_not_logged_in(bao: OpenBaoDouble, tmp_path: Path) -> None:
     token = bao.issue_token(ttl=0)
     (tmp_path / "t").write_text(token)
@@ -134,6 +220,7 @@ async def test_renewal_capped_by_max_ttl_logs_in_again(
 
     assert bao.count("POST", "auth/token/renew-self") == 1
     assert bao.count("POST", "auth/kubernetes/login") == 2
+    assert list(bao.tokens) == [bao.issued[-1]]  # the replaced token was revoked, not left to its TTL
 
 
 async def test_revoked_token_logs_in_again_once(bao: OpenBaoDouble, client: openbao_client.OpenBao) -> None:
@@ -145,17 +232,47 @@ async def test_revoked_token_logs_in_again_once(bao: OpenBaoDouble, client: open
     assert bao.count("POST", "auth/kubernetes/login") == 2
 
 
-async def test_permission_denied_after_fresh_login_is_raised(
+async def test_policy_denial_is_reported_without_logging_in_again(
     bao: OpenBaoDouble, client: openbao_client.OpenBao
 ) -> None:
-    bao.denied.append(__import__("re").compile(r"secret/metadata/locked"))
+    bao.denied.append(re.compile(r"secret/metadata/locked"))
 
-    with pytest.raises(openbao_client.OpenBaoError) as caught:
+    with pytest.raises(openbao_client.PermissionDenied) as caught:
         await client.kv_metadata("secret", "locked")
 
     assert caught.value.status == 403
     assert caught.value.errors == ("permission denied",)
-    assert bao.count("POST", "auth/kubernetes/login") == 2  # one more login, then it gives up
+    assert caught.value.capability == "read"
+    assert "GET /v1/secret/metadata/locked" in str(caught.value)
+    assert "the token is valid" in str(caught.value)
+    assert bao.count("GET", "auth/token/lookup-self") == 1  # the token was looked up
+    assert bao.count("POST", "auth/kubernetes/login") == 1  # and kept: no second login
+    assert len(bao.tokens) == 1  # no token left behind
+
+
+async def test_revoked_token_is_looked_up_then_replaced(
+    bao: OpenBaoDouble, client: openbao_client.OpenBao
+) -> None:
+    await client.kv_metadata("secret", "x")
+    bao.revoke_all()
+
+    assert await client.kv_metadata("secret", "x") is None
+
+    assert bao.count("POST", "auth/kubernetes/login") == 2
+    assert len(bao.tokens) == 1
+
+
+async def test_denial_after_a_fresh_login_is_a_policy_denial(
+    bao: OpenBaoDouble, client: openbao_client.OpenBao
+) -> None:
+    await client.kv_metadata("secret", "x")
+    bao.revoke_all()
+    bao.denied.append(re.compile(r"secret/data/locked"))
+
+    with pytest.raises(openbao_client.PermissionDenied, match="create or update"):
+        await client.kv_write("secret", "locked", {"password": "value-never-shown-1"}, cas=0)
+
+    assert bao.count("POST", "auth/kubernetes/login") == 2  # the revoked token replaced once, no more
 
 
 async def test_namespace_header_is_sent(sa_token: Path) -> None:
@@ -237,11 +354,40 @@ async def test_standby_without_leader_is_retried(bao: OpenBaoDouble, client: ope
     assert await client.kv_metadata("secret", "x") is None
 
 
+async def test_standby_without_active_node_is_retried_also_for_a_call_not_safe_to_repeat(
+    bao: OpenBaoDouble, client: openbao_client.OpenBao
+) -> None:
+    # internal/http/handler.go forwardRequest: a standby that knows no active node answers 500 without
+    # forwarding anything, so even a rotation can be sent again.
+    bao.transit["transit"]["k"] = TransitKey({1: 1})
+    await client.transit_key("transit", "k")
+    bao.standby_without_leader = True
+    asyncio.get_running_loop().call_later(0.05, setattr, bao, "standby_without_leader", False)
+
+    answer = await client.transit_rotate("transit", "k")
+
+    assert answer["latest_version"] == 2
+    assert bao.transit["transit"]["k"].latest_version == 2
+
+
+async def test_standby_500_that_stays_is_unavailable_not_ambiguous(
+    bao: OpenBaoDouble, client: openbao_client.OpenBao
+) -> None:
+    bao.transit["transit"]["k"] = TransitKey({1: 1})
+    await client.transit_key("transit", "k")
+    bao.standby_without_leader = True
+
+    with pytest.raises(openbao_client.Unavailable) as caught:
+        await client.transit_rotate("transit", "k")
+
+    assert caught.value.status == 500
+    assert not caught.value.ambiguous  # nothing was forwarded: the rotation did not happen
+    assert bao.transit["transit"]["k"].latest_version == 1
+
+
 async def test_lost_answer_of_a_rotation_is_not_repeated(
     bao: OpenBaoDouble, client: openbao_client.OpenBao
 ) -> None:
-    from tests.handlers.openbao.double import TransitKey
-
     bao.transit["transit"]["k"] = TransitKey({1: 1})
     bao.fail("POST", "transit/keys/k/rotate", 502, ["upstream error"], after=True)
 

@@ -6,7 +6,9 @@ every test for the values OpenBao holds."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import datetime
 import json
 import re
 import string
@@ -159,6 +161,42 @@ async def test_kv_interrupted_attempt_is_completed_once_by_the_replay(
     assert bao.kv["secret"]["app/db"].current_version == 2
 
 
+async def test_kv_rotation_where_metadata_cas_is_required(
+    bao: OpenBaoDouble, make_ctx: MakeContext, event: CloudEvent
+) -> None:
+    # OpenBao 2.4 and later (internal/builtin/logical/kv/path_config.go, path_metadata.go): with
+    # metadata_cas_required on the mount, a metadata write without metadata_cas is refused with 400.
+    seed_kv(bao)
+    bao.kv_metadata_cas_required["secret"] = True
+
+    await openbao.kv_rotate(event=event, params=kv_params(), ctx=make_ctx())
+    await openbao.kv_rotate(event=event, params=kv_params(create=True, path="app/new"), ctx=make_ctx("k2"))
+
+    secret = bao.kv["secret"]["app/db"]
+    assert secret.current_version == 2
+    assert secret.current_metadata_version == 1  # one marked rotation, compared against version 0
+    assert secret.custom_metadata is not None and secret.custom_metadata[openbao.MARK_FROM] == "1"
+    assert bao.kv["secret"]["app/new"].current_version == 1  # created: metadata_cas 0 for new metadata
+
+
+async def test_kv_concurrent_metadata_writer_is_not_overwritten(
+    bao: OpenBaoDouble, make_ctx: MakeContext, event: CloudEvent
+) -> None:
+    seed_kv(bao)
+    # Between the rotation's metadata read and its metadata write, another client sets its own key.
+    bao.on(
+        "POST", "secret/metadata/app/db", lambda: bao.kv_put_metadata("secret", "app/db", {"owner": "team-b"})
+    )
+
+    await openbao.kv_rotate(event=event, params=kv_params(), ctx=make_ctx())
+
+    secret = bao.kv["secret"]["app/db"]
+    assert secret.current_version == 2
+    assert secret.custom_metadata is not None
+    assert secret.custom_metadata["owner"] == "team-b"  # theirs kept
+    assert secret.custom_metadata[openbao.MARK_EVENT] == "/test evt-1"  # ours added on top
+
+
 async def test_kv_missing_secret_is_permanent_unless_create(
     bao: OpenBaoDouble, make_ctx: MakeContext, event: CloudEvent
 ) -> None:
@@ -180,8 +218,12 @@ async def test_kv_permission_denied_is_permanent_and_names_no_value(
     with pytest.raises(glue.PermanentError) as caught:
         await openbao.kv_rotate(event=event, params=kv_params(), ctx=make_ctx())
 
-    assert "403 permission denied" in str(caught.value)
-    assert OLD["password"] not in str(caught.value)
+    message = str(caught.value)
+    assert "403 permission denied" in message
+    assert "GET /v1/secret/data/app/db" in message  # the read of the fields to keep
+    assert "the token is valid" in message and "the read capability on secret/data/app/db" in message
+    assert OLD["password"] not in message
+    assert bao.count("POST", "auth/kubernetes/login") == 1  # a policy denial is no reason to log in again
 
 
 async def test_kv_sealed_past_the_deadline_is_temporary(
@@ -211,6 +253,8 @@ async def test_kv_dry_run_plan_names_paths_and_versions_never_values(
     text = json.dumps(plan.to_dict())
     assert OLD["password"] not in text
     assert "version 2" in plan.summary
+    mark = next(c for c in plan.calls if c.method == "POST" and "/metadata/" in c.target)
+    assert mark.body["metadata_cas"] == 0  # the metadata version read
     write = next(c for c in plan.calls if c.method == "POST" and "/data/" in c.target)
     assert write.target == "/v1/secret/data/app/db"
     assert write.body["options"] == {"cas": 1}
@@ -362,6 +406,47 @@ async def test_transit_same_event_twice_rotates_once(
         event=make_event(id="evt-2"), params=params, ctx=make_ctx("/test evt-2 rotate")
     )
     assert key.latest_version == 3
+
+
+@pytest.mark.parametrize("type_", ["ed25519", "rsa-2048", "ecdsa-p256"])
+async def test_transit_asymmetric_key_restart_takes_the_version_creation_time(
+    bao: OpenBaoDouble,
+    apiserver: ApiServer,
+    clients_k8s: glue.Clients,
+    make_ctx: MakeContext,
+    event: CloudEvent,
+    type_: str,
+) -> None:
+    key = bao.transit["transit"]["signing"] = TransitKey({1: 1_700_000_000}, type=type_)
+    apiserver.seed(DEPLOYMENTS, deployment())
+    params = openbao.TransitParams.model_validate(
+        {"key": "signing", "restart": [{"namespace": "apps", "name": "web"}]}
+    )
+
+    await openbao.transit_rotate(event=event, params=params, ctx=make_ctx(clients=clients_k8s))
+
+    assert key.latest_version == 2
+    annotations = template_annotations(apiserver)
+    assert annotations[openbao.ANNOTATION_VERSION] == "transit/keys/signing@2"
+    created = datetime.datetime.fromtimestamp(key.versions[2], datetime.UTC)
+    assert annotations[kubernetes.RESTARTED_AT] == created.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def test_transit_rotation_through_a_standby_without_active_node_waits_for_one(
+    bao: OpenBaoDouble, make_ctx: MakeContext, event: CloudEvent
+) -> None:
+    # internal/http/handler.go forwardRequest: no active node known -> 500, and nothing was done.
+    key = bao.transit["transit"]["orders"] = TransitKey({1: 1_700_000_000})
+
+    def leader_lost() -> None:  # for 0.1 s from the rotation on
+        bao.standby_without_leader = True
+        asyncio.get_running_loop().call_later(0.1, setattr, bao, "standby_without_leader", False)
+
+    bao.on("POST", "transit/keys/orders/rotate", leader_lost)
+
+    await openbao.transit_rotate(event=event, params=openbao.TransitParams(key="orders"), ctx=make_ctx())
+
+    assert key.latest_version == 2
 
 
 async def test_transit_lost_answer_then_replay_does_not_rotate_again(

@@ -117,7 +117,7 @@ async def test_url_of_a_cached_model_is_refused_before_writing(
     seed_model(apiserver, cacheProfile="efs")
     params = kubeai.ReloadParams(namespace=NS, name="llama", url="s3://models/llama/v2/")
 
-    with pytest.raises(glue.PermanentError, match="cacheProfile 'efs'.*url is immutable"):
+    with pytest.raises(glue.PermanentError, match=r"cacheProfile 'efs'.*url is immutable"):
         await kubeai.reload(event=event, params=params, ctx=make_ctx())
     assert model(apiserver)["spec"]["url"] == "s3://models/llama/v1/"
     assert apiserver.writes == []
@@ -131,7 +131,7 @@ async def test_marker_reload_of_a_cached_model_is_refused_not_done(
     seed_model(apiserver, cacheProfile="efs")
     params = kubeai.ReloadParams(namespace=NS, name="llama")
 
-    with pytest.raises(glue.PermanentError, match="once per Model UID.*recreate the Model"):
+    with pytest.raises(glue.PermanentError, match=r"once per Model UID.*recreate the Model"):
         await kubeai.reload(event=event, params=params, ctx=make_ctx())
     with pytest.raises(glue.PermanentError, match="once per Model UID"):
         await kubeai.reload(event=event, params=params, ctx=make_ctx(dry_run=True))

@@ -21,6 +21,7 @@ import handlers.certmanager
 import handlers.externaldns
 import handlers.kubeai
 import handlers.kubernetes  # noqa: F401  (registers the handlers and the client)
+from tests.handlers.kubernetes import schemas
 from tests.handlers.kubernetes.apiserver import ApiServer
 
 DEPLOYMENTS = "apps/v1/deployments"
@@ -68,9 +69,11 @@ async def apiserver() -> AsyncIterator[ApiServer]:
         api.define(DNSENDPOINTS, "DNSEndpoint")
         api.define(CERTIFICATES, "Certificate")
         api.define(MODELS, "Model")
-        api.define(WORKFLOWS, "Workflow")
+        api.define(WORKFLOWS, "Workflow", status=False)  # Argo's CRD has no status subresource
         api.define(WORKFLOW_TEMPLATES, "WorkflowTemplate", status=False)
         api.define(CLUSTER_WORKFLOW_TEMPLATES, "ClusterWorkflowTemplate", namespaced=False, status=False)
+        for resource, validators in schemas.VALIDATORS.items():
+            api.validators[kmock.resource(resource)] = list(validators)
         yield api
 
 

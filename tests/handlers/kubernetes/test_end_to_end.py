@@ -124,6 +124,7 @@ async def test_harbor_push_updates_the_kubeai_model(apiserver: ApiServer, daemon
             "spec": {
                 "url": "hf://meta-llama/Llama-3.1-8B-Instruct",
                 "engine": "VLLM",
+                "features": ["TextGeneration"],
                 "image": "ai/vllm:0.9.0",
             },
         },

@@ -88,15 +88,16 @@ def _refuse_cached(model: dict[str, Any], changes: dict[str, Any], what: str) ->
     profile = spec.get("cacheProfile")
     if not profile:
         return
-    why = f"{what} uses cacheProfile {profile!r}: KubeAI loads its cache once per Model UID, so"
+    cached = f"{what} uses cacheProfile {profile!r}"
     if "url" in changes and changes["url"] != spec.get("url"):
         raise glue.PermanentError(
-            f"{why} its url is immutable; recreate the Model with the new url to load it"
+            f"{cached}: its url is immutable (KubeAI's CRD) and KubeAI loads the cache once per Model "
+            "UID; recreate the Model with the new url to load it"
         )
     if "image" not in changes:
         raise glue.PermanentError(
-            f"{why} rolling its pods would serve the weights already cached; recreate the Model "
-            "(same spec, new UID) to load the artifact again"
+            f"{cached}: KubeAI loads the cache once per Model UID, so rolling its pods would serve the "
+            "weights already cached; recreate the Model (same spec, new UID) to load the artifact again"
         )
 
 

@@ -14,7 +14,7 @@ import pytest
 from cloudevents.core.v1.event import CloudEvent
 
 import glue
-from glue import cli
+from glue import cli, routing
 from handlers import externaldns, kubernetes
 from tests.handlers.kubernetes.apiserver import ApiServer
 from tests.handlers.kubernetes.conftest import DNSENDPOINTS, SERVICES, MakeContext, make_event
@@ -282,3 +282,28 @@ def test_annotation_ttl_zero_is_refused() -> None:
     """external-dns ignores a ttl annotation outside 1..2147483647 (source/annotations/processors.go)."""
     with pytest.raises(pydantic.ValidationError, match="greater than or equal to 1"):
         externaldns.AnnotateParams(namespace=NS, name="shop", hostnames=["shop.example.com"], ttl=0)
+
+
+def test_a_templated_dotted_ns_target_is_refused_when_the_route_renders_it() -> None:
+    """Not literal, so not at glue check: the rendered params fail the handler's model, which is what a
+    dry-run plan and an invocation (dead-lettered, not run) show."""
+    router = routing.load(
+        [
+            {
+                "name": "delegate",
+                "handler": "externaldns.endpoint",
+                "params": {
+                    "namespace": "dns",
+                    "name": "delegation",
+                    "endpoints": [
+                        {"dnsName": "{{ data.zone }}", "recordType": "NS", "targets": ["{{ data.server }}"]}
+                    ],
+                },
+            }
+        ],
+        glue.registry,
+    )
+    event = make_event(data={"zone": "team.example.com", "server": "ns1.example.net."})
+    (decision,) = router.decide(event)
+    assert decision.params is None
+    assert decision.params_error is not None and "NS targets must not end with a dot" in decision.params_error

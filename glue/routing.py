@@ -652,7 +652,25 @@ def _check_params(route: Route, handler: contract.Handler) -> list[tuple[str, st
     for name, info in fields.items():
         if info.is_required() and name not in route.params and (info.alias or name) not in route.params:
             problems.append((f"params.{info.alias or name}", f"required by handler {handler.name!r}"))
+    if not problems and _literal(route.params):  # nothing to render: the handler's model decides now
+        try:
+            handler.params.model_validate(route.params)
+        except pydantic.ValidationError as exc:
+            for error in exc.errors(include_url=False):
+                loc = ".".join(str(part) for part in error["loc"])
+                problems.append((f"params.{loc}" if loc else "params", error["msg"]))
     return problems
+
+
+def _literal(value: Any) -> bool:
+    """Whether a params tree holds no template at all."""
+    if isinstance(value, str):
+        return not any(mark in value for mark in ("{{", "{%", "{#"))
+    if isinstance(value, Mapping):
+        return all(_literal(item) for item in value.values())
+    if isinstance(value, list | tuple):
+        return all(_literal(item) for item in value)
+    return True
 
 
 def load(

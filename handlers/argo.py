@@ -10,7 +10,16 @@ id, source and traceparent.
 Two ways in, chosen by ``via``:
 
 - ``kubernetes`` (default): ``POST .../namespaces/{ns}/workflows`` through the shared Kubernetes
-  client; dry-run sends it with ``dryRun=All``. No Argo Server needed.
+  client; dry-run sends it with ``dryRun=All``. No Argo Server needed. A direct create skips what the
+  Argo Server's submit does first (server/workflow/workflow_server.go, SubmitWorkflow: the instance-id
+  label, then workflow/validate/validate.go ``Workflow`` with ``Submit``), so the handler does it: it
+  reads the (Cluster)WorkflowTemplate (absent: permanent, unless ``waitForTarget``), refuses a template
+  labelled for another controller instance (util/instanceid/service.go ``Validate``), refuses parameters
+  the template does not declare, declared ones left without a value or ``valueFrom`` and values outside
+  a parameter's ``enum`` (validateArgumentsValues), and a Workflow without an entrypoint; with
+  ``instanceId`` it sets ``workflows.argoproj.io/controller-instanceid``, without which a controller
+  run with an instance id ignores the Workflow. (The Argo Server itself keeps undeclared parameters;
+  they are refused here because a misspelt one would otherwise leave its template default in force.)
 - ``server``: the Argo Server's REST submit endpoint ``POST /api/v1/workflows/{ns}/submit`` with a
   bearer token (client ``argo-server``: url, token file or variable, CA); dry-run sets
   ``serverDryRun``. The server validates the template before creating the Workflow.
@@ -35,9 +44,23 @@ from pydantic.alias_generators import to_camel
 import glue
 from handlers import kubernetes
 
-__all__ = ["WORKFLOW", "ArgoServer", "ArgoServerConfig", "SubmitParams", "submit", "workflow_name"]
+__all__ = [
+    "LABEL_INSTANCE_ID",
+    "WORKFLOW",
+    "WORKFLOW_TEMPLATE",
+    "ArgoServer",
+    "ArgoServerConfig",
+    "SubmitParams",
+    "check_template",
+    "submit",
+    "workflow_name",
+]
 
 WORKFLOW = kubernetes.Resource("argoproj.io", "v1alpha1", "workflows", "Workflow")
+WORKFLOW_TEMPLATE = kubernetes.Resource("argoproj.io", "v1alpha1", "workflowtemplates", "WorkflowTemplate")
+CLUSTER_WORKFLOW_TEMPLATES = "clusterworkflowtemplates"
+#: argo-workflows workflow/common/common.go LabelKeyControllerInstanceID.
+LABEL_INSTANCE_ID = "workflows.argoproj.io/controller-instanceid"
 _NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
 
@@ -56,6 +79,13 @@ class SubmitParams(kubernetes.Params):
     name_prefix: str | None = pydantic.Field(
         default=None, max_length=46, pattern=_NAME, description="Default: the template name."
     )
+    instance_id: str | None = pydantic.Field(
+        default=None,
+        max_length=63,
+        pattern=r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$",
+        description="The workflow controller's instanceID (its configmap), set as the "
+        "workflows.argoproj.io/controller-instanceid label; the Argo Server sets its own.",
+    )
     via: Literal["kubernetes", "server"] = "kubernetes"
     wait_for_target: bool = False
 
@@ -68,7 +98,79 @@ def workflow_name(prefix: str, key: str) -> str:
 
 SUBMIT_RBAC = [
     glue.RbacRule(("argoproj.io",), ("workflows",), ("create", "get")),
+    glue.RbacRule(("argoproj.io",), ("workflowtemplates",), ("get",)),
+    glue.RbacRule(("argoproj.io",), (CLUSTER_WORKFLOW_TEMPLATES,), ("get",), cluster_scoped=True),
 ]
+
+
+def _template_name(params: SubmitParams) -> str:
+    kind = "ClusterWorkflowTemplate" if params.cluster_scope else "WorkflowTemplate"
+    return (
+        f"{kind} {params.template}"
+        if params.cluster_scope
+        else f"{kind} {params.namespace}/{params.template}"
+    )
+
+
+async def _read_template(api: Any, params: SubmitParams, per_request: float) -> dict[str, Any]:
+    """The (Cluster)WorkflowTemplate; a missing one is the ApiException 404 (see kubernetes.errors)."""
+    custom = kubernetes.custom_objects(api)
+    group, version = WORKFLOW_TEMPLATE.group, WORKFLOW_TEMPLATE.version
+    if params.cluster_scope:
+        found: dict[str, Any] = await custom.get_cluster_custom_object(
+            group, version, CLUSTER_WORKFLOW_TEMPLATES, params.template, _request_timeout=per_request
+        )
+    else:
+        found = await custom.get_namespaced_custom_object(
+            group,
+            version,
+            params.namespace,
+            WORKFLOW_TEMPLATE.plural,
+            params.template,
+            _request_timeout=per_request,
+        )
+    return found
+
+
+def check_template(template: dict[str, Any], params: SubmitParams) -> None:
+    """Refuse what the Argo Server's submit would refuse (and undeclared parameters), naming them."""
+    what = _template_name(params)
+    labels = (template.get("metadata") or {}).get("labels") or {}
+    if labels.get(LABEL_INSTANCE_ID) != params.instance_id:
+        theirs = labels.get(LABEL_INSTANCE_ID)
+        raise glue.PermanentError(
+            f"{what} is labelled for controller instance {theirs!r}, the route submits for "
+            f"{params.instance_id!r} (instanceId): that controller would not run it"
+        )
+    spec = template.get("spec") or {}
+    declared = {
+        str(p.get("name")): p for p in (spec.get("arguments") or {}).get("parameters") or [] if p.get("name")
+    }
+    problems: list[str] = []
+    unknown = sorted(set(params.parameters) - set(declared))
+    if unknown:
+        problems.append(f"parameters not declared by the template: {', '.join(unknown)}")
+    missing = sorted(
+        name
+        for name, p in declared.items()
+        if name not in params.parameters and p.get("value") is None and p.get("valueFrom") is None
+    )
+    if missing:
+        problems.append(f"parameters without a value: {', '.join(missing)}")
+    for name, p in declared.items():
+        enum = p.get("enum")
+        value = params.parameters.get(name, p.get("value"))
+        if enum and value is not None and str(value) not in [str(v) for v in enum]:
+            problems.append(f"parameter {name}={value!r} is not one of its enum {list(enum)}")
+    entrypoint = params.entrypoint or spec.get("entrypoint")
+    if not entrypoint:
+        problems.append("spec.entrypoint is required (the template has none; set entrypoint)")
+    elif params.entrypoint and spec.get("templates") is not None:
+        names = {t.get("name") for t in spec.get("templates") or []}
+        if params.entrypoint not in names:
+            problems.append(f"entrypoint {params.entrypoint!r} is not a template of it")
+    if problems:
+        raise glue.PermanentError(f"cannot submit from {what}: " + "; ".join(problems))
 
 
 @glue.handler("argo.submit", params=SubmitParams, rbac=SUBMIT_RBAC, clients=["kubernetes", "argo-server"])
@@ -81,6 +183,8 @@ async def submit(*, event: CloudEvent, params: SubmitParams, ctx: glue.Context, 
         else "workflows.argoproj.io/workflow-template"
     )
     labels = {**params.labels, template_label: params.template, **kubernetes.event_labels(ctx)}
+    if params.instance_id and params.via == "kubernetes":
+        labels[LABEL_INSTANCE_ID] = params.instance_id
     annotations = kubernetes.event_annotations(event)
     what = f"Workflow {params.namespace}/{name}"
     if params.via == "server":
@@ -114,6 +218,25 @@ async def submit(*, event: CloudEvent, params: SubmitParams, ctx: glue.Context, 
         return glue.Plan([call], summary=f"submit {what} ({kubernetes.UNCHECKED})")
     per_request = kubernetes.request_timeout(api, ctx)
     custom = kubernetes.custom_objects(api)
+    mine = kubernetes.LABEL_EVENT
+
+    def submitted(existing: dict[str, Any] | None) -> bool:
+        """Whether the Workflow of this name is this event's (a different one's is permanent)."""
+        if existing is None:
+            return False
+        if (existing["metadata"].get("labels") or {}).get(mine) != labels[mine]:
+            raise glue.PermanentError(f"{what}: the name is taken by a Workflow of another event")
+        ctx.log.info("workflow already submitted", target=what)
+        return True
+
+    already = glue.Plan([], summary=f"{what} was already submitted") if ctx.dry_run else None
+    with kubernetes.errors(what):
+        # First, so that a redelivery is done even if the template changed or went since.
+        if submitted(await kubernetes.read(api, WORKFLOW, params.namespace, name, per_request=per_request)):
+            return already
+    with kubernetes.errors(_template_name(params), wait_for_target=params.wait_for_target):
+        template = await _read_template(api, params, per_request)
+    check_template(template, params)
     with kubernetes.errors(what, wait_for_target=params.wait_for_target):
         try:
             await custom.create_namespaced_custom_object(
@@ -130,13 +253,9 @@ async def submit(*, event: CloudEvent, params: SubmitParams, ctx: glue.Context, 
             if exc.status != 409:
                 raise
             existing = await kubernetes.read(api, WORKFLOW, params.namespace, name, per_request=per_request)
-            mine = kubernetes.LABEL_EVENT
-            if existing is not None and (existing["metadata"].get("labels") or {}).get(mine) != labels[mine]:
-                raise glue.PermanentError(
-                    f"{what}: the name is taken by a Workflow of another event"
-                ) from None
-            ctx.log.info("workflow already submitted", target=what)
-            return glue.Plan([], summary=f"{what} was already submitted") if ctx.dry_run else None
+            if submitted(existing):
+                return already
+            raise
     if ctx.dry_run:
         return glue.Plan([call], summary=f"submit {what} ({kubernetes.CHECKED})")
     ctx.log.info("workflow submitted", target=what, template=params.template)

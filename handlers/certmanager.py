@@ -25,7 +25,15 @@ from cloudevents.core.v1.event import CloudEvent
 import glue
 from handlers import kubernetes
 
-__all__ = ["CERTIFICATE", "RENEW_ANNOTATION", "CertificateParams", "RenewParams", "certificate", "renew"]
+__all__ = [
+    "CERTIFICATE",
+    "RENEW_ANNOTATION",
+    "CertificateParams",
+    "RenewParams",
+    "certificate",
+    "renew",
+    "with_issuing",
+]
 
 CERTIFICATE = kubernetes.Resource("cert-manager.io", "v1", "certificates", "Certificate")
 RENEW_ANNOTATION = kubernetes.ANNOTATION_PREFIX + "renew"
@@ -144,8 +152,13 @@ def _revision(cert: dict[str, Any]) -> int:
     return int((cert.get("status") or {}).get("revision") or 0)
 
 
-def _with_issuing(cert: dict[str, Any]) -> dict[str, Any]:
-    """The object with the condition cmctl sets (SetCertificateCondition: replace by type)."""
+def with_issuing(cert: dict[str, Any]) -> dict[str, Any]:
+    """The object with the condition cmctl sets, as cert-manager's SetCertificateCondition does it.
+
+    cert-manager pkg/api/util/conditions.go: an existing condition of the type is replaced in place;
+    its lastTransitionTime is kept when the status does not change, else (and for a new condition) it
+    is now; observedGeneration is always the object's generation.
+    """
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     condition = {
         "type": "Issuing",
@@ -156,9 +169,16 @@ def _with_issuing(cert: dict[str, Any]) -> dict[str, Any]:
         "observedGeneration": (cert.get("metadata") or {}).get("generation"),
     }
     status = dict(cert.get("status") or {})
-    status["conditions"] = [c for c in status.get("conditions") or [] if c.get("type") != "Issuing"] + [
-        condition
-    ]
+    conditions = [dict(c) for c in status.get("conditions") or []]
+    for index, existing in enumerate(conditions):
+        if existing.get("type") == "Issuing":
+            if existing.get("status") == condition["status"] and existing.get("lastTransitionTime"):
+                condition["lastTransitionTime"] = existing["lastTransitionTime"]
+            conditions[index] = condition
+            break
+    else:
+        conditions.append(condition)
+    status["conditions"] = conditions
     return {**cert, "status": status}
 
 
@@ -226,7 +246,7 @@ async def renew(*, event: CloudEvent, params: RenewParams, ctx: glue.Context, **
             params.namespace,
             CERTIFICATE.plural,
             params.name,
-            _with_issuing(cert),
+            with_issuing(cert),
             **kubernetes.write_options(dry_run=ctx.dry_run, per_request=per_request, field_manager=None),
         )
         calls.append(status_call)

@@ -9,8 +9,10 @@
   one the installed version reads.
 
 The endpoint fields follow external-dns's ``endpoint.Endpoint`` (dnsName, recordType, targets, recordTTL,
-labels, providerSpecific, setIdentifier) and its CRD source's checks (an A/AAAA target must not end with
-a dot).
+labels, providerSpecific, setIdentifier) and its CRD source's checks (source/crd.go: a target must not end
+with a dot, except for CNAME, DNAME, TXT, MX and SRV; a NAPTR target must), which are made when the params
+are validated: by ``glue check`` for literal params, when the route renders them otherwise (so also in a
+dry-run plan).
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ __all__ = ["DNSENDPOINT", "AnnotateParams", "Endpoint", "EndpointParams", "annot
 
 DNSENDPOINT = kubernetes.Resource("externaldns.k8s.io", "v1alpha1", "dnsendpoints", "DNSEndpoint")
 DEFAULT_PREFIX = "external-dns.kubernetes.io/"
+
+#: Record types whose targets external-dns's CRD source takes with or without a trailing dot.
+_ANY_TARGET = frozenset({"CNAME", "DNAME", "TXT", "MX", "SRV"})
 
 _DNS_1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
@@ -51,12 +56,22 @@ class Endpoint(kubernetes.Params):
 
     @pydantic.model_validator(mode="after")
     def _targets_valid(self) -> Endpoint:
-        if self.record_type in ("A", "AAAA"):
-            dotted = [target for target in self.targets if target.endswith(".")]
-            if dotted:
-                raise ValueError(f"{self.record_type} targets must not end with a dot: {', '.join(dotted)}")
-        if self.record_type == "NAPTR" and any(not target.endswith(".") for target in self.targets):
-            raise ValueError("NAPTR targets must end with a dot")
+        # external-dns source/crd.go (crdSource.Endpoints) skips, with only a warning in its log, an
+        # endpoint whose target ends with a dot, except for CNAME and DNAME (endpoint/utils.go
+        # RequiresTrailingDot), TXT, MX and SRV; a NAPTR target must end with one. Refused here instead.
+        if self.record_type in _ANY_TARGET:
+            return self
+        if self.record_type == "NAPTR":
+            bare = [target for target in self.targets if not target.endswith(".")]
+            if bare:
+                raise ValueError(f"NAPTR targets must end with a dot: {', '.join(bare)}")
+            return self
+        dotted = [target for target in self.targets if target.endswith(".")]
+        if dotted:
+            raise ValueError(
+                f"{self.record_type} targets must not end with a dot (external-dns skips such an "
+                f"endpoint): {', '.join(dotted)}"
+            )
         return self
 
     def to_spec(self) -> dict[str, Any]:
@@ -131,7 +146,13 @@ class AnnotateParams(kubernetes.Params):
     name: str = pydantic.Field(min_length=1)
     hostnames: list[str] = []
     targets: list[str] = []
-    ttl: int | None = pydantic.Field(default=None, ge=0, le=2147483647)
+    ttl: int | None = pydantic.Field(
+        default=None,
+        ge=1,
+        le=2147483647,
+        description="Seconds; external-dns ignores a TTL outside 1..2147483647, 0 included "
+        "(source/annotations/processors.go, TTLFromAnnotations).",
+    )
     annotation_prefix: str = pydantic.Field(default=DEFAULT_PREFIX, pattern=r"^[a-z0-9.-]+/$")
     state: Literal["present", "absent"] = "present"
     wait_for_target: bool = False

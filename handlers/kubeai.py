@@ -9,8 +9,14 @@ surge). So ``kubeai.reload`` changes the spec itself, by merge patch with the re
 - or, when neither is given (or ``envMarker`` is), ``spec.env[<envMarker>]`` set to a value derived from
   the event identity, so a replay of the same event writes nothing.
 
-Nothing is sent when the Model already has these values. A Model with a ``cacheProfile`` refuses a new
-url (KubeAI's CEL rule): that 422 is a permanent error carrying the API server's message. With ``wait``,
+Nothing is sent when the Model already has these values. A Model with a ``cacheProfile`` is different:
+KubeAI loads its cache once per Model UID (internal/modelcontroller/cache.go: the load Job runs when the
+cache PVC's annotation names another UID) and its CRD refuses a url change (api/k8s/v1/model_types.go,
+"url is immutable when using cacheProfile"). Rolling its pods, by an env marker, would start them on the
+weights already cached and change nothing, so a reload of a cached Model by url or marker is refused as a
+permanent error saying why (an ``image`` change is made: it changes the engine). ``url`` accepts exactly
+the schemes the CRD takes for a url that can change: ``hf://``, ``pvc://``, ``ollama://``, ``s3://``
+(``gs://`` and ``oss://`` are accepted only with a cacheProfile, whose url is immutable). With ``wait``,
 the handler then polls until the Model reports its replicas ready, within ``waitTimeout`` and the
 attempt's deadline; running out of time is a temporary error, and the retry only waits again.
 """
@@ -37,7 +43,11 @@ class ReloadParams(kubernetes.Params):
 
     namespace: str = pydantic.Field(min_length=1)
     name: str = pydantic.Field(min_length=1, max_length=40)
-    url: str | None = pydantic.Field(default=None, pattern=r"^(hf|pvc|ollama|s3|gs|oss)://.+")
+    url: str | None = pydantic.Field(
+        default=None,
+        pattern=r"^(hf|pvc|ollama|s3)://",
+        description="The new artifact; hf://, pvc://, ollama:// or s3:// (KubeAI's CRD rules).",
+    )
     image: str | None = pydantic.Field(default=None, min_length=1)
     env_marker: str | None = pydantic.Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     wait: bool = False
@@ -70,6 +80,25 @@ def _applied(model: dict[str, Any], changes: dict[str, Any]) -> bool:
         elif spec.get(field) != value:
             return False
     return True
+
+
+def _refuse_cached(model: dict[str, Any], changes: dict[str, Any], what: str) -> None:
+    """A Model with a cacheProfile cannot be reloaded by url or env marker: say why, change nothing."""
+    spec = model.get("spec") or {}
+    profile = spec.get("cacheProfile")
+    if not profile:
+        return
+    cached = f"{what} uses cacheProfile {profile!r}"
+    if "url" in changes and changes["url"] != spec.get("url"):
+        raise glue.PermanentError(
+            f"{cached}: its url is immutable (KubeAI's CRD) and KubeAI loads the cache once per Model "
+            "UID; recreate the Model with the new url to load it"
+        )
+    if "image" not in changes:
+        raise glue.PermanentError(
+            f"{cached}: KubeAI loads the cache once per Model UID, so rolling its pods would serve the "
+            "weights already cached; recreate the Model (same spec, new UID) to load the artifact again"
+        )
 
 
 def _desired(model: dict[str, Any]) -> int:
@@ -107,6 +136,7 @@ async def reload(*, event: CloudEvent, params: ReloadParams, ctx: glue.Context, 
             raise kubernetes.missing(MODEL, params.name)
         if _applied(model, changes):
             return False, model
+        _refuse_cached(model, changes, what)
         patch = {
             **body,
             "metadata": {**body["metadata"], "resourceVersion": model["metadata"]["resourceVersion"]},

@@ -254,6 +254,10 @@ def classify(
     if isinstance(exc, ApiException):
         status = int(exc.status or 0)
         message = f"{what}: {status_message(exc)}"
+        if status == 0 and str(exc.reason or "").lstrip().startswith("Cannot prepare a request message"):
+            # kubernetes-asyncio's REST client could not encode the body for its content type (30.1.0 and
+            # apply-patch+yaml, say): nothing was sent, and sending again fails the same way.
+            return glue.PermanentError(f"{what}: the client cannot send this request: {exc.reason}")
         if status == 404:
             if wait_for_target:
                 return glue.TemporaryError(f"{message} (waiting for it to appear)")
@@ -275,6 +279,14 @@ def errors(what: str, *, wait_for_target: bool = False) -> Iterator[None]:
         raise
     except (ApiException, aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
         error = classify(exc, what, wait_for_target=wait_for_target)
+        assert error is not None
+        raise error from None
+    except AttributeError as exc:
+        # kubernetes-asyncio's ApiClient decodes the body of every ApiException; one its REST client raised
+        # before sending (no body) becomes this AttributeError, with the ApiException as its context.
+        if not isinstance(exc.__context__, ApiException):
+            raise
+        error = classify(exc.__context__, what, wait_for_target=wait_for_target)
         assert error is not None
         raise error from None
 

@@ -23,12 +23,18 @@ It follows these upstream documents:
   resources answer 415). Simplification: strategic merge here merges maps like a merge patch and replaces
   lists (no merge keys or ``$patch`` directives); the handlers only patch maps with it.
 - Server-side apply (https://kubernetes.io/docs/reference/using-api/server-side-apply/): ``fieldManager``
-  required (400 without), creates a missing object, sets every field of the applied configuration, removes
+  required, creates a missing object, sets every field of the applied configuration, removes
   fields the same manager applied before and no longer applies (unless another manager owns them), and
   answers 409 Conflict when another applier owns a field with a different value unless ``force=true``.
   Simplifications: ownership is tracked for appliers only, at leaf level, with lists atomic (the default for
   CRD lists without ``x-kubernetes-list-type``); ``managedFields`` is not rendered.
 - JSON patch is not implemented: the handlers do not send it; a request gets 500 saying so.
+- Custom resources refuse an update (PUT, also of ``/status``) that names no resourceVersion: 422
+  "must be specified for an update" (kubernetes/apiextensions-apiserver
+  pkg/registry/customresource/strategy.go, ``AllowUnconditionalUpdate`` false); built-in kinds allow it.
+- Patch options as apimachinery's ``ValidatePatchOptions`` checks them: ``force`` on a non-apply patch and
+  an apply without ``fieldManager`` are 422 Invalid.
+- Objects are validated against their CRD's schema (schemas.py, registered by the conftest fixture).
 
 Tests inject failures with :meth:`ApiServer.fail` (a status, a Status reason/message, headers such as
 ``Retry-After``), concurrent writers with :meth:`ApiServer.before`, and custom validation with
@@ -363,11 +369,29 @@ class ApiServer(kmock.KubernetesEmulator):
                 raise self._not_found(res, kind, name)
             if not isinstance(body, dict):
                 raise _Reject(400, "BadRequest", "the body of the request was in an unknown format")
+            if not kind.builtin and not (body.get("metadata") or {}).get("resourceVersion"):
+                # apiextensions-apiserver pkg/registry/customresource/strategy.go: AllowUnconditionalUpdate
+                # is false, so the generic store refuses an update that names no resourceVersion.
+                raise _Reject(
+                    422,
+                    "Invalid",
+                    f'{_qualified(res)} "{name}" is invalid: metadata.resourceVersion: Invalid value: 0x0: '
+                    "must be specified for an update",
+                    self._details(res, kind, name),
+                )
             self._precondition(res, name, live, body)
             new = self._write(res, kind, sub, live, body)
             return 200, self._persist(key, live, new, dry_run, res)
         if method == "PATCH":
             content_type = request.headers.get("Content-Type", "").split(";")[0].strip()
+            if content_type != APPLY_PATCH and "force" in request.params:
+                # apimachinery pkg/apis/meta/v1/validation ValidatePatchOptions.
+                raise _Reject(
+                    422,
+                    "Invalid",
+                    'PatchOptions.meta.k8s.io "" is invalid: force: Forbidden: '
+                    "may not be specified for non-apply patch",
+                )
             if content_type == APPLY_PATCH:
                 return await self._apply(request, res, kind, key, live, body, dry_run)
             if live is None:
@@ -406,8 +430,8 @@ class ApiServer(kmock.KubernetesEmulator):
         manager = request.params.get("fieldManager")
         if not manager:
             raise _Reject(
-                400,
-                "BadRequest",
+                422,
+                "Invalid",
                 'PatchOptions.meta.k8s.io "" is invalid: fieldManager: '
                 "Required value: is required for apply patch",
             )

@@ -21,6 +21,7 @@ import handlers.certmanager
 import handlers.externaldns
 import handlers.kubeai
 import handlers.kubernetes  # noqa: F401  (registers the handlers and the client)
+from tests.handlers.kubernetes import schemas
 from tests.handlers.kubernetes.apiserver import ApiServer
 
 DEPLOYMENTS = "apps/v1/deployments"
@@ -29,6 +30,8 @@ DNSENDPOINTS = "externaldns.k8s.io/v1alpha1/dnsendpoints"
 CERTIFICATES = "cert-manager.io/v1/certificates"
 MODELS = "kubeai.org/v1/models"
 WORKFLOWS = "argoproj.io/v1alpha1/workflows"
+WORKFLOW_TEMPLATES = "argoproj.io/v1alpha1/workflowtemplates"
+CLUSTER_WORKFLOW_TEMPLATES = "argoproj.io/v1alpha1/clusterworkflowtemplates"
 SERVICES = "v1/services"
 
 #: The ``make_ctx`` fixture: a handler context, with keyword arguments for its fields.
@@ -66,8 +69,34 @@ async def apiserver() -> AsyncIterator[ApiServer]:
         api.define(DNSENDPOINTS, "DNSEndpoint")
         api.define(CERTIFICATES, "Certificate")
         api.define(MODELS, "Model")
-        api.define(WORKFLOWS, "Workflow")
+        api.define(WORKFLOWS, "Workflow", status=False)  # Argo's CRD has no status subresource
+        api.define(WORKFLOW_TEMPLATES, "WorkflowTemplate", status=False)
+        api.define(CLUSTER_WORKFLOW_TEMPLATES, "ClusterWorkflowTemplate", namespaced=False, status=False)
+        for resource, validators in schemas.VALIDATORS.items():
+            api.validators[kmock.resource(resource)] = list(validators)
         yield api
+
+
+def workflow_template(
+    name: str = "build-release",
+    namespace: str | None = "ci",
+    *,
+    parameters: list[dict[str, Any]] | None = None,
+    labels: dict[str, str] | None = None,
+    entrypoint: str | None = "main",
+) -> dict[str, Any]:
+    """A (Cluster)WorkflowTemplate to seed (``namespace`` None: a ClusterWorkflowTemplate)."""
+    spec: dict[str, Any] = {
+        "templates": [{"name": "main", "container": {"image": "alpine:3", "command": ["true"]}}],
+        "arguments": {"parameters": parameters if parameters is not None else []},
+    }
+    if entrypoint:
+        spec["entrypoint"] = entrypoint
+    metadata: dict[str, Any] = {"name": name, **({"namespace": namespace} if namespace else {})}
+    if labels:
+        metadata["labels"] = labels
+    kind = "WorkflowTemplate" if namespace else "ClusterWorkflowTemplate"
+    return {"apiVersion": "argoproj.io/v1alpha1", "kind": kind, "metadata": metadata, "spec": spec}
 
 
 @pytest.fixture

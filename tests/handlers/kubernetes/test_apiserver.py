@@ -119,7 +119,7 @@ async def test_patch_types(apiserver: ApiServer, custom: k8s.CustomObjectsApi, c
 async def test_server_side_apply(apiserver: ApiServer, custom: k8s.CustomObjectsApi) -> None:
     with pytest.raises(ApiException) as raised:
         await custom.patch_namespaced_custom_object(G, V, "ns", P, "c", cert(), **APPLY)
-    assert raised.value.status == 400  # fieldManager is required
+    assert raised.value.status == 422  # fieldManager is required (ValidatePatchOptions)
 
     body = cert(dnsNames=["a"], duration="2160h")
     created = await custom.patch_namespaced_custom_object(
@@ -143,3 +143,117 @@ async def test_server_side_apply(apiserver: ApiServer, custom: k8s.CustomObjects
         G, V, "ns", P, "c", other, field_manager="two", force=True, **APPLY
     )
     assert forced["spec"]["dnsNames"] == ["z"]
+
+
+async def test_a_custom_object_update_needs_a_resource_version(
+    apiserver: ApiServer, custom: k8s.CustomObjectsApi, clients: glue.Clients
+) -> None:
+    """apiextensions-apiserver pkg/registry/customresource/strategy.go: AllowUnconditionalUpdate is false."""
+    await custom.create_namespaced_custom_object(G, V, "ns", P, cert())
+    live = await custom.get_namespaced_custom_object(G, V, "ns", P, "c")
+    unconditional = {
+        **live,
+        "metadata": {k: v for k, v in live["metadata"].items() if k != "resourceVersion"},
+    }
+    for replace in (custom.replace_namespaced_custom_object, custom.replace_namespaced_custom_object_status):
+        with pytest.raises(ApiException) as raised:
+            await replace(G, V, "ns", P, "c", unconditional)
+        assert (raised.value.status, reason(raised.value)) == (422, "Invalid")
+        assert "metadata.resourceVersion: Invalid value: 0x0: must be specified for an update" in str(
+            json.loads(cast(bytes, raised.value.body))["message"]
+        )
+    # a built-in kind such as a Deployment allows it (its strategy says so)
+    apiserver.seed(DEPLOYMENTS, deployment("d", "ns"))
+    api = await clients.get("kubernetes")
+    apps = k8s.AppsV1Api(api)
+    current = api.sanitize_for_serialization(await apps.read_namespaced_deployment("d", "ns"))
+    current["metadata"].pop("resourceVersion")
+    await apps.replace_namespaced_deployment("d", "ns", current)
+
+
+async def test_force_only_with_apply(apiserver: ApiServer, custom: k8s.CustomObjectsApi) -> None:
+    """apimachinery ValidatePatchOptions: force: Forbidden: may not be specified for non-apply patch."""
+    await custom.create_namespaced_custom_object(G, V, "ns", P, cert())
+    with pytest.raises(ApiException) as raised:
+        await custom.patch_namespaced_custom_object(
+            G, V, "ns", P, "c", {"spec": {"dnsNames": ["x"]}}, force=True, **MERGE
+        )
+    assert (raised.value.status, reason(raised.value)) == (422, "Invalid")
+    assert apiserver.read(CERTIFICATES, "ns", "c")["spec"].get("dnsNames") is None
+
+
+@pytest.mark.parametrize(
+    ("resource", "obj", "problem"),
+    [
+        (
+            "cert-manager.io/v1/certificates",
+            {"spec": {"issuerRef": {"name": "ca"}}},
+            "spec.secretName: Required value",
+        ),
+        (
+            "cert-manager.io/v1/certificates",
+            {"spec": {"secretName": "c", "issuerRef": {"name": "ca"}, "privateKey": {"algorithm": "DSA"}}},
+            "spec.privateKey.algorithm",
+        ),
+        (
+            "externaldns.k8s.io/v1alpha1/dnsendpoints",
+            {"spec": {"endpoints": [{"dnsName": "a.example.com", "recordTTL": "60"}]}},
+            "spec.endpoints[0].recordTTL",
+        ),
+        (
+            "kubeai.org/v1/models",
+            {"spec": {"url": "hf://a/b", "engine": "VLLM"}},
+            "spec.features: Required value",
+        ),
+        (
+            "kubeai.org/v1/models",
+            {"spec": {"url": "hf://a/b", "engine": "TGI", "features": ["TextGeneration"]}},
+            'spec.engine: Unsupported value: "TGI"',
+        ),
+        (
+            "kubeai.org/v1/models",
+            {"spec": {"url": "gs://b/m", "engine": "VLLM", "features": ["TextGeneration"]}},
+            'urls of format "gs://..." only supported when using a cacheProfile',
+        ),
+        (
+            "argoproj.io/v1alpha1/workflows",
+            {"spec": {"arguments": {"parameters": [{"value": "x"}]}}},
+            "spec.arguments.parameters[0].name: Required value",
+        ),
+    ],
+)
+async def test_objects_are_validated_against_their_crd(
+    apiserver: ApiServer, clients: glue.Clients, resource: str, obj: dict[str, Any], problem: str
+) -> None:
+    group, version, plural = resource.split("/")
+    kind = next(k.kind for r, k in apiserver.kinds.items() if str(r.plural) == plural)
+    body = {
+        "apiVersion": f"{group}/{version}",
+        "kind": kind,
+        "metadata": {"name": "x", "namespace": "ns"},
+        **obj,
+    }
+    custom = k8s.CustomObjectsApi(await clients.get("kubernetes"))
+    with pytest.raises(ApiException) as raised:
+        await custom.create_namespaced_custom_object(group, version, "ns", plural, body)
+    assert (raised.value.status, reason(raised.value)) == (422, "Invalid")
+    assert problem in json.loads(cast(bytes, raised.value.body))["message"]
+
+
+async def test_model_transition_rules(apiserver: ApiServer, clients: glue.Clients) -> None:
+    """kubeai manifests/crds/kubeai.org_models.yaml: url immutable with a cacheProfile; name <= 40."""
+    custom = k8s.CustomObjectsApi(await clients.get("kubernetes"))
+    spec = {"url": "s3://m/v1", "engine": "VLLM", "features": ["TextGeneration"], "cacheProfile": "efs"}
+    body = {"apiVersion": "kubeai.org/v1", "kind": "Model", "metadata": {"name": "m"}, "spec": spec}
+    await custom.create_namespaced_custom_object("kubeai.org", "v1", "ns", "models", body)
+    with pytest.raises(ApiException) as raised:
+        await custom.patch_namespaced_custom_object(
+            "kubeai.org", "v1", "ns", "models", "m", {"spec": {"url": "s3://m/v2"}}, **MERGE
+        )
+    assert (
+        "url is immutable when using cacheProfile." in json.loads(cast(bytes, raised.value.body))["message"]
+    )
+    long = {**body, "metadata": {"name": "m" * 41}}
+    with pytest.raises(ApiException) as raised:
+        await custom.create_namespaced_custom_object("kubeai.org", "v1", "ns", "models", long)
+    assert "name must not exceed 40 characters." in json.loads(cast(bytes, raised.value.body))["message"]

@@ -2,7 +2,9 @@
 (the REST double, argo_server.py).
 
 The Workflow shape follows argo-workflows' workflow/common/convert.go (workflowTemplateRef, template
-label), as summarised in reference/actions.md section 5.1.
+label), as summarised in reference/actions.md section 5.1. What is refused before a direct create follows
+what the Argo Server's submit does first (server/workflow/workflow_server.go SubmitWorkflow,
+util/instanceid/service.go, workflow/validate/validate.go validateArgumentsValues).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import kmock
 import pytest
 from aiohttp import test_utils
 from cloudevents.core.v1.event import CloudEvent
@@ -19,7 +22,14 @@ import glue
 from handlers import argo, kubernetes
 from tests.handlers.kubernetes.apiserver import ApiServer
 from tests.handlers.kubernetes.argo_server import ArgoServerDouble
-from tests.handlers.kubernetes.conftest import WORKFLOWS, MakeContext, make_event
+from tests.handlers.kubernetes.conftest import (
+    CLUSTER_WORKFLOW_TEMPLATES,
+    WORKFLOW_TEMPLATES,
+    WORKFLOWS,
+    MakeContext,
+    make_event,
+    workflow_template,
+)
 
 NS = "ci"
 
@@ -32,6 +42,21 @@ def params(**overrides: Any) -> argo.SubmitParams:
     }
     values.update(overrides)
     return argo.SubmitParams.model_validate(values)
+
+
+TEMPLATE_PARAMETERS: list[dict[str, Any]] = [
+    {"name": "tag"},
+    {"name": "project"},
+    {"name": "channel", "value": "stable", "enum": ["stable", "beta"]},
+]
+
+
+@pytest.fixture(autouse=True)
+def templates(apiserver: ApiServer) -> None:
+    apiserver.seed(WORKFLOW_TEMPLATES, workflow_template(parameters=TEMPLATE_PARAMETERS))
+    apiserver.seed(
+        CLUSTER_WORKFLOW_TEMPLATES, workflow_template(namespace=None, parameters=TEMPLATE_PARAMETERS)
+    )
 
 
 def workflows(apiserver: ApiServer) -> list[dict[str, Any]]:
@@ -123,6 +148,89 @@ async def test_a_name_taken_by_another_event_is_permanent(
     )
     with pytest.raises(glue.PermanentError, match="taken by a Workflow of another event"):
         await argo.submit(event=event, params=params(), ctx=make_ctx("k"))
+
+
+async def test_a_missing_template_is_refused_before_creating(
+    apiserver: ApiServer, make_ctx: MakeContext, event: CloudEvent
+) -> None:
+    with pytest.raises(glue.PermanentError, match=r"WorkflowTemplate ci/nope.*not found"):
+        await argo.submit(event=event, params=params(template="nope"), ctx=make_ctx())
+    with pytest.raises(glue.TemporaryError, match="waiting for it to appear"):
+        await argo.submit(event=event, params=params(template="nope", wait_for_target=True), ctx=make_ctx())
+    with pytest.raises(glue.PermanentError, match=r"ClusterWorkflowTemplate nope.*not found"):
+        await argo.submit(event=event, params=params(template="nope", cluster_scope=True), ctx=make_ctx())
+    assert workflows(apiserver) == [] and apiserver.writes == []
+
+
+@pytest.mark.parametrize(
+    ("parameters", "refusal"),
+    [
+        ({"tag": "v1", "project": "a", "tga": "v1"}, "parameters not declared by the template: tga"),
+        ({"tag": "v1"}, "parameters without a value: project"),
+        ({"tag": "v1", "project": "a", "channel": "nightly"}, "channel='nightly' is not one of its enum"),
+    ],
+)
+async def test_parameters_are_checked_against_the_template(
+    apiserver: ApiServer,
+    make_ctx: MakeContext,
+    event: CloudEvent,
+    parameters: dict[str, str],
+    refusal: str,
+) -> None:
+    for cluster_scope in (False, True):
+        p = params(parameters=parameters, cluster_scope=cluster_scope)
+        with pytest.raises(glue.PermanentError, match=refusal):
+            await argo.submit(event=event, params=p, ctx=make_ctx())
+        with pytest.raises(glue.PermanentError, match=refusal):
+            await argo.submit(event=event, params=p, ctx=make_ctx(dry_run=True))
+    assert workflows(apiserver) == [] and apiserver.writes == []
+
+
+async def test_an_entrypoint_is_needed(
+    apiserver: ApiServer, make_ctx: MakeContext, event: CloudEvent
+) -> None:
+    apiserver.seed(WORKFLOW_TEMPLATES, workflow_template("bare", entrypoint=None))
+    with pytest.raises(glue.PermanentError, match=r"spec\.entrypoint is required"):
+        await argo.submit(event=event, params=params(template="bare", parameters={}), ctx=make_ctx())
+    with pytest.raises(glue.PermanentError, match="'build' is not a template of it"):
+        await argo.submit(
+            event=event, params=params(template="bare", parameters={}, entrypoint="build"), ctx=make_ctx()
+        )
+    await argo.submit(
+        event=event, params=params(template="bare", parameters={}, entrypoint="main"), ctx=make_ctx()
+    )
+    assert len(workflows(apiserver)) == 1
+
+
+async def test_instance_id_label_for_a_controller_with_an_instance_id(
+    apiserver: ApiServer, make_ctx: MakeContext, event: CloudEvent
+) -> None:
+    labelled = {argo.LABEL_INSTANCE_ID: "team-a"}
+    apiserver.seed(WORKFLOW_TEMPLATES, workflow_template("team-a-build", labels=labelled))
+
+    await argo.submit(
+        event=event,
+        params=params(template="team-a-build", parameters={}, instance_id="team-a"),
+        ctx=make_ctx(),
+    )
+    [wf] = workflows(apiserver)
+    assert wf["metadata"]["labels"][argo.LABEL_INSTANCE_ID] == "team-a"
+
+    with pytest.raises(glue.PermanentError, match="labelled for controller instance 'team-a'"):
+        await argo.submit(
+            event=event, params=params(template="team-a-build", parameters={}), ctx=make_ctx("k2")
+        )
+    with pytest.raises(glue.PermanentError, match="labelled for controller instance None"):
+        await argo.submit(event=event, params=params(instance_id="team-a"), ctx=make_ctx("k3"))
+
+
+async def test_a_redelivery_is_done_even_if_the_template_went_since(
+    apiserver: ApiServer, make_ctx: MakeContext, event: CloudEvent
+) -> None:
+    await argo.submit(event=event, params=params(), ctx=make_ctx("k"))
+    apiserver.objects[kmock.resource(WORKFLOW_TEMPLATES), NS, "build-release"].delete()
+    assert await argo.submit(event=event, params=params(), ctx=make_ctx("k", attempt=2)) is None
+    assert len(workflows(apiserver)) == 1
 
 
 @pytest.mark.parametrize(

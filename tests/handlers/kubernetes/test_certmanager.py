@@ -233,3 +233,28 @@ async def test_renew_errors(apiserver: ApiServer, make_ctx: MakeContext, event: 
     apiserver.fail("PUT", "/status$", 422, message="status.conditions[1].type: Required value")
     with pytest.raises(glue.PermanentError, match="Required value"):
         await certmanager.renew(event=event, params=params, ctx=make_ctx())
+
+
+def test_issuing_condition_follows_cert_managers_condition_helper() -> None:
+    """cert-manager pkg/api/util/conditions.go (SetCertificateCondition): the condition is replaced in
+    place; the same status keeps its lastTransitionTime, a different one gets the current time."""
+    since = "2026-01-02T03:04:05Z"
+    cert: dict[str, Any] = {
+        "metadata": {"generation": 4},
+        "status": {
+            "conditions": [
+                {"type": "Issuing", "status": "True", "reason": "Renewing", "lastTransitionTime": since},
+                {"type": "Ready", "status": "True", "reason": "Ready", "lastTransitionTime": since},
+            ]
+        },
+    }
+
+    same = certmanager.with_issuing(cert)["status"]["conditions"]
+    assert [c["type"] for c in same] == ["Issuing", "Ready"]
+    assert same[0]["lastTransitionTime"] == since
+    assert (same[0]["reason"], same[0]["observedGeneration"]) == ("ManuallyTriggered", 4)
+
+    cert["status"]["conditions"][0]["status"] = "False"
+    changed = certmanager.with_issuing(cert)["status"]["conditions"]
+    assert [c["type"] for c in changed] == ["Issuing", "Ready"]
+    assert changed[0]["status"] == "True" and changed[0]["lastTransitionTime"] != since

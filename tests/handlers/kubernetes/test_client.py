@@ -79,3 +79,21 @@ def test_config_is_validated_when_the_settings_load() -> None:
         kubernetes.KubernetesConfig.model_validate({"inCluster": True, "kubeconfig": "/x"})
     with pytest.raises(pydantic.ValidationError):
         kubernetes.KubernetesConfig.model_validate({"cluster": "x"})
+
+
+async def test_a_request_the_client_cannot_encode_is_permanent(
+    apiserver: ApiServer, clients: glue.Clients
+) -> None:
+    """kubernetes-asyncio's REST client raises ApiException(status=0, "Cannot prepare a request message")
+    before sending a body it cannot encode for its content type (as 30.1.0 did for every server-side
+    apply), and its ApiClient turns that into an AttributeError: a permanent error, nothing sent."""
+    api = await clients.get("kubernetes")
+    options: dict[str, Any] = {"_content_type": "text/plain"}
+    with (
+        pytest.raises(glue.PermanentError, match="the client cannot send this request"),
+        kubernetes.errors("Certificate ns/c"),
+    ):
+        await kubernetes.custom_objects(api).patch_namespaced_custom_object(
+            "cert-manager.io", "v1", "ns", "certificates", "c", {"spec": {}}, **options
+        )
+    assert apiserver.writes == []

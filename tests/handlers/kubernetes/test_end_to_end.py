@@ -22,7 +22,14 @@ from glue import app, cli, execution
 from handlers import kubernetes
 from tests import support
 from tests.handlers.kubernetes.apiserver import ApiServer
-from tests.handlers.kubernetes.conftest import CERTIFICATES, DNSENDPOINTS, MODELS, WORKFLOWS
+from tests.handlers.kubernetes.conftest import (
+    CERTIFICATES,
+    DNSENDPOINTS,
+    MODELS,
+    WORKFLOW_TEMPLATES,
+    WORKFLOWS,
+    workflow_template,
+)
 
 ROUTES: list[dict[str, Any]] = [
     {
@@ -117,6 +124,7 @@ async def test_harbor_push_updates_the_kubeai_model(apiserver: ApiServer, daemon
             "spec": {
                 "url": "hf://meta-llama/Llama-3.1-8B-Instruct",
                 "engine": "VLLM",
+                "features": ["TextGeneration"],
                 "image": "ai/vllm:0.9.0",
             },
         },
@@ -159,6 +167,10 @@ async def test_harbor_push_updates_the_kubeai_model(apiserver: ApiServer, daemon
 
 
 async def test_gitlab_tag_push_delivered_twice_is_one_workflow(apiserver: ApiServer, daemon: Daemon) -> None:
+    apiserver.seed(
+        WORKFLOW_TEMPLATES,
+        workflow_template(parameters=[{"name": "tag"}, {"name": "project"}, {"name": "sha"}]),
+    )
     tag_push = {
         "object_kind": "tag_push",
         "event_name": "tag_push",

@@ -6,6 +6,7 @@ the annotation keys docs/annotations/annotations.md, both as summarised in refer
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pydantic
@@ -13,6 +14,7 @@ import pytest
 from cloudevents.core.v1.event import CloudEvent
 
 import glue
+from glue import cli, routing
 from handlers import externaldns, kubernetes
 from tests.handlers.kubernetes.apiserver import ApiServer
 from tests.handlers.kubernetes.conftest import DNSENDPOINTS, SERVICES, MakeContext, make_event
@@ -129,9 +131,59 @@ async def test_removal_event_deletes_and_a_replay_is_fine(
     await externaldns.endpoint(event=event, params=absent, ctx=make_ctx(attempt=2))  # already gone: done
 
 
+def endpoint(record_type: str, *targets: str) -> dict[str, Any]:
+    return {"dnsName": "x.example.com", "recordType": record_type, "targets": list(targets)}
+
+
+@pytest.mark.parametrize("record_type", ["A", "AAAA", "NS", "PTR"])
+def test_params_reject_a_trailing_dot_external_dns_would_skip(record_type: str) -> None:
+    """external-dns source/crd.go skips (with a log line only) a dotted target of these record types."""
+    with pytest.raises(pydantic.ValidationError, match=f"{record_type} targets must not end with a dot"):
+        params(endpoints=[endpoint(record_type, "host.example.com.")])
+    params(endpoints=[endpoint(record_type, "host.example.com")])
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        ("CNAME", "shop.example.net."),
+        ("DNAME", "example.net."),
+        ("TXT", "v=spf1 a."),
+        ("MX", "10 mail.example.com."),
+        ("SRV", "0 5 443 shop.example.com."),
+    ],
+)
+def test_params_accept_a_trailing_dot_where_external_dns_does(target: tuple[str, str]) -> None:
+    params(endpoints=[endpoint(*target)])
+
+
+def test_naptr_targets_need_the_dot() -> None:
+    with pytest.raises(pydantic.ValidationError, match="NAPTR targets must end with a dot"):
+        params(endpoints=[endpoint("NAPTR", '100 10 "U" "E2U+sip" "!^.*$!sip:x@example.com!" example.com')])
+
+
+def test_glue_check_refuses_a_literal_dotted_ns_target(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "glue.yaml"
+    config.write_text(
+        """
+routes:
+  - name: delegate
+    handler: externaldns.endpoint
+    params:
+      namespace: dns
+      name: delegation
+      endpoints: [{dnsName: team.example.com, recordType: NS, targets: [ns1.example.net.]}]
+"""
+    )
+    assert cli.main(["check", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "routes[0] (delegate).params.endpoints.0" in err
+    assert "NS targets must not end with a dot" in err
+
+
 def test_params_reject_what_external_dns_would_skip() -> None:
-    with pytest.raises(pydantic.ValidationError, match="must not end with a dot"):
-        params(endpoints=[{"dnsName": "a.example.com", "recordType": "A", "targets": ["host.example.com."]}])
     with pytest.raises(pydantic.ValidationError, match="endpoints must not be empty"):
         params(endpoints=[])
     with pytest.raises(pydantic.ValidationError):
@@ -224,3 +276,34 @@ async def test_annotate_missing_service(
     waiting = annotate.model_copy(update={"wait_for_target": True})
     with pytest.raises(glue.TemporaryError):
         await externaldns.annotate(event=event, params=waiting, ctx=make_ctx())
+
+
+def test_annotation_ttl_zero_is_refused() -> None:
+    """external-dns ignores a ttl annotation outside 1..2147483647 (source/annotations/processors.go)."""
+    with pytest.raises(pydantic.ValidationError, match="greater than or equal to 1"):
+        externaldns.AnnotateParams(namespace=NS, name="shop", hostnames=["shop.example.com"], ttl=0)
+
+
+def test_a_templated_dotted_ns_target_is_refused_when_the_route_renders_it() -> None:
+    """Not literal, so not at glue check: the rendered params fail the handler's model, which is what a
+    dry-run plan and an invocation (dead-lettered, not run) show."""
+    router = routing.load(
+        [
+            {
+                "name": "delegate",
+                "handler": "externaldns.endpoint",
+                "params": {
+                    "namespace": "dns",
+                    "name": "delegation",
+                    "endpoints": [
+                        {"dnsName": "{{ data.zone }}", "recordType": "NS", "targets": ["{{ data.server }}"]}
+                    ],
+                },
+            }
+        ],
+        glue.registry,
+    )
+    event = make_event(data={"zone": "team.example.com", "server": "ns1.example.net."})
+    (decision,) = router.decide(event)
+    assert decision.params is None
+    assert decision.params_error is not None and "NS targets must not end with a dot" in decision.params_error

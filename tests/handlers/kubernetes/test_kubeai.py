@@ -110,21 +110,43 @@ async def test_dry_run_is_checked_and_changes_nothing(
     assert model(apiserver)["spec"]["url"] == "s3://models/llama/v1/"
 
 
-async def test_url_of_a_cached_model_is_refused_permanently(
+async def test_url_of_a_cached_model_is_refused_before_writing(
     apiserver: ApiServer, make_ctx: MakeContext, event: CloudEvent
 ) -> None:
-    def cel(old: dict[str, Any] | None, new: dict[str, Any]) -> list[str]:
-        if old and "cacheProfile" in new["spec"] and old["spec"]["url"] != new["spec"]["url"]:
-            return ['spec: Invalid value: "object": url is immutable when using cacheProfile.']
-        return []
-
-    apiserver.validators[apiserver.define(MODELS, "Model")] = [cel]
+    """The CRD refuses it too (the double has its rule, schemas.py); glue says why without trying."""
     seed_model(apiserver, cacheProfile="efs")
     params = kubeai.ReloadParams(namespace=NS, name="llama", url="s3://models/llama/v2/")
 
-    with pytest.raises(glue.PermanentError, match="url is immutable when using cacheProfile"):
+    with pytest.raises(glue.PermanentError, match=r"cacheProfile 'efs'.*url is immutable"):
         await kubeai.reload(event=event, params=params, ctx=make_ctx())
     assert model(apiserver)["spec"]["url"] == "s3://models/llama/v1/"
+    assert apiserver.writes == []
+
+
+async def test_marker_reload_of_a_cached_model_is_refused_not_done(
+    apiserver: ApiServer, make_ctx: MakeContext, event: CloudEvent
+) -> None:
+    """kubeai internal/modelcontroller/cache.go loads the cache once per Model UID: new pods of the same
+    Model read the weights already cached, so rolling them would report a reload that loads nothing."""
+    seed_model(apiserver, cacheProfile="efs")
+    params = kubeai.ReloadParams(namespace=NS, name="llama")
+
+    with pytest.raises(glue.PermanentError, match=r"once per Model UID.*recreate the Model"):
+        await kubeai.reload(event=event, params=params, ctx=make_ctx())
+    with pytest.raises(glue.PermanentError, match="once per Model UID"):
+        await kubeai.reload(event=event, params=params, ctx=make_ctx(dry_run=True))
+    assert model(apiserver)["metadata"]["generation"] == 1
+    assert [w for w in apiserver.writes if "dryRun" not in w["query"]] == []
+
+
+async def test_image_of_a_cached_model_is_changed(
+    apiserver: ApiServer, make_ctx: MakeContext, event: CloudEvent
+) -> None:
+    seed_model(apiserver, cacheProfile="efs")
+    params = kubeai.ReloadParams(namespace=NS, name="llama", image="harbor.example/ai/vllm:0.9.1")
+
+    await kubeai.reload(event=event, params=params, ctx=make_ctx())
+    assert model(apiserver)["spec"]["image"] == "harbor.example/ai/vllm:0.9.1"
 
 
 async def test_a_concurrent_writer_is_not_overwritten(
@@ -195,6 +217,18 @@ def test_params() -> None:
         kubeai.ReloadParams(namespace=NS, name="x" * 41)
     with pytest.raises(pydantic.ValidationError):
         kubeai.ReloadParams(namespace=NS, name="llama", url="ftp://models/x")
+
+
+@pytest.mark.parametrize("url", ["gs://bucket/llama", "oss://bucket/llama"])
+def test_params_refuse_urls_the_crd_takes_only_with_an_immutable_cache(url: str) -> None:
+    """kubeai api/k8s/v1/model_types.go: gs:// and oss:// only with a cacheProfile, whose url is immutable."""
+    with pytest.raises(pydantic.ValidationError):
+        kubeai.ReloadParams(namespace=NS, name="llama", url=url)
+
+
+@pytest.mark.parametrize("url", ["hf://org/model", "pvc://weights/llama", "ollama://llama3:8b", "s3://b/k"])
+def test_params_accept_the_urls_the_crd_takes(url: str) -> None:
+    assert kubeai.ReloadParams(namespace=NS, name="llama", url=url).url == url
 
 
 async def test_errors(apiserver: ApiServer, make_ctx: MakeContext, event: CloudEvent) -> None:

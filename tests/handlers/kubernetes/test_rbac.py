@@ -69,11 +69,17 @@ def test_roles_per_literal_namespace_and_a_cluster_role_for_templated_ones(
     found = by_kind(objects)
     assert set(found) == {("ClusterRole", None), ("Role", "web"), ("Role", "ai"), ("Role", "ci")}
     assert found["ClusterRole", None]["rules"] == [
+        # argo.submit reads the (Cluster)WorkflowTemplate before creating (the Argo Server's checks)
+        {"apiGroups": ["argoproj.io"], "resources": ["clusterworkflowtemplates"], "verbs": ["get"]},
         {
             "apiGroups": ["externaldns.k8s.io"],
             "resources": ["dnsendpoints"],
             "verbs": ["get", "create", "patch", "delete"],
-        }
+        },
+    ]
+    assert found["Role", "ci"]["rules"] == [
+        {"apiGroups": ["argoproj.io"], "resources": ["workflowtemplates"], "verbs": ["get"]},
+        {"apiGroups": ["argoproj.io"], "resources": ["workflows"], "verbs": ["get", "create"]},
     ]
     assert found["Role", "web"]["rules"] == [
         {"apiGroups": ["cert-manager.io"], "resources": ["certificates"], "verbs": ["get", "patch"]},

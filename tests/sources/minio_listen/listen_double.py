@@ -169,10 +169,14 @@ def record(
     escaped: bool = False,
     sequencer: str = "17B2D3C4E5F60718",
     size: int = 4096,
+    request_id: str | None = "17B2D3C4E5F60718",
+    event_time: str = "2025-11-28T00:01:02.345Z",
 ) -> dict[str, Any]:
     """One S3 event record in the documented schema (formats.md section 3), of an unversioned bucket."""
     return payloads.minio_record(
         key,
+        request_id=request_id,
+        event_time=event_time,
         bucket=bucket,
         event_name=event_name,
         escaped=escaped,

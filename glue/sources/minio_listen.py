@@ -48,6 +48,7 @@ TRANSPORT = "minio-listen"
 Accept = Callable[[events.Delivery], Awaitable[list[journal.Appended]]]
 Reject = Callable[[events.Delivery, str], Awaitable[Any]]
 
+_PADDING = frozenset(b" \t\r")  # byte values of whitespace ahead of a line (old servers' keep-alives)
 _ERROR_CODE = re.compile(rb"<Code>([^<]{1,64})</Code>")
 
 
@@ -248,11 +249,10 @@ class ListenSource:
                     await self._line(stream, line, content_type)
                     start = end + 1
                 del pending[:start]
-                unpadded = pending.lstrip(b" \t\r")
-                if len(unpadded) < len(pending):
-                    if not unpadded:
+                if pending and pending[0] in _PADDING:
+                    pending = pending.lstrip(b" \t\r")
+                    if not pending:
                         metrics.MINIO_LISTEN_LINES.labels(bucket.name, "keepalive").inc()
-                    pending = unpadded
                 if len(pending) > limit:
                     raise StreamError(f"a line is over {limit} bytes")
             if pending:

@@ -21,7 +21,11 @@ sequencers and times. What is per event and the same in both records is ``respon
 served it: both are copied from the response headers (``extractRespElements``) into every record of the
 request. Events MinIO makes itself (lifecycle expiry and transition, replication, scanner) have no
 request; for them the identity takes the sequencer and ``eventTime``, as they are the only fields
-that differ between two such events (a redelivery of one record keeps both).
+that differ between two such events (a redelivery of one record keeps both). One exception: where the
+sequencer is the record's own clock reading (it names the instant ``eventTime`` shows, so ModTime was
+zero: a lifecycle expiry, ``cmd/bucket-lifecycle.go`` and ``cmd/object-handlers-common.go``) and the
+record names a version, that version's expiry happens once, and its identity is the version alone,
+the same on every path.
 
 Targets escape the key with Go's ``url.QueryEscape`` (``+`` for space); the listen stream does not
 (minio ``cmd/event-notification.go``: ``ToEvent(escape)``), hence ``escaped`` below.
@@ -41,11 +45,43 @@ __all__ = ["LISTEN_TRANSPORT", "decode", "events_from_records"]
 #: The transport name of the listen-stream source; its keys are not escaped.
 LISTEN_TRANSPORT = "minio-listen"
 
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
 
 def _optional_str(value: Any, name: str) -> str | None:
     if value is None or isinstance(value, str):
         return value
     raise formats.DecodeError(f"'{name}' must be a string, got {_common.kind(value)}")
+
+
+def _identity(
+    bucket: str,
+    key: str,
+    event_name: str,
+    version_id: str | None,
+    sequencer: str | None,
+    request_id: str | None,
+    node_id: str | None,
+    event_time: Any,
+) -> str:
+    """The event's identity (the module docstring says why these parts)."""
+    if request_id:
+        return events.digest(bucket, key, event_name, version_id or "", "request", request_id, node_id or "")
+    if version_id and _clock_reading(sequencer, event_time):
+        return events.digest(bucket, key, event_name, version_id, "version")
+    return events.digest(bucket, key, event_name, version_id or "", sequencer or "", event_time)
+
+
+def _clock_reading(sequencer: str | None, event_time: Any) -> bool:
+    """Whether the sequencer (``%X`` of UnixNano) is the instant ``eventTime`` shows, to the
+    millisecond (``event.AMZTimeFormat``): the record's own clock reading, ModTime being zero."""
+    if not sequencer or not isinstance(event_time, str):
+        return False
+    try:
+        instant = _EPOCH + dt.timedelta(milliseconds=int(sequencer, 16) // 1_000_000)
+    except (ValueError, OverflowError):
+        return False
+    return instant.strftime("%Y-%m-%dT%H:%M:%S.") + f"{instant.microsecond // 1000:03d}Z" == event_time
 
 
 def _request(record: dict[str, Any]) -> tuple[str | None, str | None]:
@@ -85,11 +121,7 @@ def _event(record: Any, escaped: bool) -> events.CloudEvent:
         time = time.replace(tzinfo=dt.UTC)  # MinIO writes UTC ("...Z"); be lenient with relays
     attributes: dict[str, Any] = {
         "specversion": "1.0",
-        "id": (
-            events.digest(bucket, key, event_name, version_id or "", "request", request_id, node_id or "")
-            if request_id
-            else events.digest(bucket, key, event_name, version_id or "", sequencer or "", event_time)
-        ),
+        "id": _identity(bucket, key, event_name, version_id, sequencer, request_id, node_id, event_time),
         "source": f"minio:{bucket}",
         "type": f"minio.{event_name.removeprefix('s3:')}",
         "time": time,

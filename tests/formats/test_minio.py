@@ -258,3 +258,52 @@ def test_event_stream_content_type_is_taken_only_from_the_listen_source() -> Non
     assert decode(p.delivery("minio", line, headers, transport=minio.LISTEN_TRANSPORT))
     error = rejected(p.delivery("minio", line, headers))
     assert error.status == 415
+
+
+def _clock(at: str) -> tuple[str, str]:
+    """(sequencer, eventTime) of a record built at ``at`` for an object without ModTime: both from one
+    clock reading (cmd/event-notification.go ToEvent), the sequencer to the nanosecond."""
+    instant = dt.datetime.fromisoformat(at.replace("Z", "+00:00"))
+    nanos = (instant - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) // dt.timedelta(microseconds=1) * 1000 + 417
+    return f"{nanos:X}", at
+
+
+def test_a_lifecycle_expiry_of_a_version_has_one_identity_on_every_path() -> None:
+    """ILM expiry sends ObjectInfo{Name, VersionID} (cmd/bucket-lifecycle.go, cmd/object-handlers-common.go):
+    no ModTime, no request. The listen record and the target record each carry their own clock reading."""
+    name, version = "s3:ObjectRemoved:Delete", "8f3a9c2e-1b7d-4e5f-a6c8-0d9e1f2a3b4c"
+    seq_t, at_t = _clock("2025-11-28T00:01:02.345Z")
+    seq_l, at_l = _clock("2025-11-28T00:01:02.346Z")
+    target = p.minio_record(
+        "models/a.bin", event_name=name, version_id=version, request_id=None, sequencer=seq_t, event_time=at_t
+    )
+    listen = p.minio_record(
+        "models/a.bin", event_name=name, version_id=version, request_id=None, sequencer=seq_l, event_time=at_l
+    )
+    assert _identity(target) == _identity(listen, path="listen")
+    other = p.minio_record(
+        "models/a.bin", event_name=name, version_id="2", request_id=None, sequencer=seq_t, event_time=at_t
+    )
+    assert _identity(other) != _identity(target)
+
+
+def test_a_lifecycle_expiry_without_a_version_is_told_apart_by_time() -> None:
+    """Without a version, one key may be expired again after it is written again: time tells them apart."""
+    name = "s3:ObjectRemoved:Delete"
+    first = p.minio_record(
+        "models/a.bin",
+        event_name=name,
+        version_id=None,
+        request_id=None,
+        sequencer=_clock("2025-11-28T00:01:02.345Z")[0],
+        event_time="2025-11-28T00:01:02.345Z",
+    )
+    later = p.minio_record(
+        "models/a.bin",
+        event_name=name,
+        version_id=None,
+        request_id=None,
+        sequencer=_clock("2025-11-29T00:01:02.345Z")[0],
+        event_time="2025-11-29T00:01:02.345Z",
+    )
+    assert _identity(first) != _identity(later)

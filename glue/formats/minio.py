@@ -23,9 +23,10 @@ request. Events MinIO makes itself (lifecycle expiry and transition, replication
 request; for them the identity takes the sequencer and ``eventTime``, as they are the only fields
 that differ between two such events (a redelivery of one record keeps both). One exception: where the
 sequencer is the record's own clock reading (it names the instant ``eventTime`` shows, so ModTime was
-zero: a lifecycle expiry, ``cmd/bucket-lifecycle.go`` and ``cmd/object-handlers-common.go``) and the
-record names a version, that version's expiry happens once, and its identity is the version alone,
-the same on every path.
+zero: a lifecycle expiry, ``cmd/bucket-lifecycle.go`` and ``cmd/object-handlers-common.go``) of a
+named version, that version's removal happens once, and its identity is the version alone, the same
+on every path. Replication events on a version may repeat (``cmd/bucket-replication.go``): they keep
+the time.
 
 Targets escape the key with Go's ``url.QueryEscape`` (``+`` for space); the listen stream does not
 (minio ``cmd/event-notification.go``: ``ToEvent(escape)``), hence ``escaped`` below.
@@ -46,6 +47,8 @@ __all__ = ["LISTEN_TRANSPORT", "decode", "events_from_records"]
 LISTEN_TRANSPORT = "minio-listen"
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+#: Events that remove a version: each happens once per version (replication events may repeat).
+_REMOVALS = ("s3:ObjectRemoved:", "s3:LifecycleDelMarkerExpiration:")
 
 
 def _optional_str(value: Any, name: str) -> str | None:
@@ -67,7 +70,7 @@ def _identity(
     """The event's identity (the module docstring says why these parts)."""
     if request_id:
         return events.digest(bucket, key, event_name, version_id or "", "request", request_id, node_id or "")
-    if version_id and _clock_reading(sequencer, event_time):
+    if version_id and event_name.startswith(_REMOVALS) and _clock_reading(sequencer, event_time):
         return events.digest(bucket, key, event_name, version_id, "version")
     return events.digest(bucket, key, event_name, version_id or "", sequencer or "", event_time)
 

@@ -307,3 +307,14 @@ def test_a_lifecycle_expiry_without_a_version_is_told_apart_by_time() -> None:
         event_time="2025-11-29T00:01:02.345Z",
     )
     assert _identity(first) != _identity(later)
+
+
+def test_a_repeated_replication_event_on_a_version_is_not_taken_for_a_removal() -> None:
+    """cmd/bucket-replication.go sends OperationNotTracked with ObjectInfo{Name, VersionID} (no ModTime)
+    each time a delete's replication cannot be tracked: two of them are two events."""
+    name, version = "s3:Replication:OperationNotTracked", "8f3a9c2e-1b7d-4e5f-a6c8-0d9e1f2a3b4c"
+    records = [
+        p.minio_record(event_name=name, version_id=version, request_id=None, sequencer=seq, event_time=at)
+        for seq, at in (_clock("2025-11-28T00:01:02.345Z"), _clock("2025-11-28T00:09:02.345Z"))
+    ]
+    assert _identity(records[0]) != _identity(records[1])

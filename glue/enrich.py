@@ -25,8 +25,9 @@ replayed event sees what the first delivery saw. Events without a bucket and key
 get ``object: null``.
 
 A failure to reach MinIO (unreachable, timeout, access denied, server error) raises
-:class:`EnrichmentFailed`, a :class:`glue.contract.TemporaryError`: that event is routed again later;
-the daemon goes on.
+:class:`EnrichmentFailed`, a :class:`glue.contract.TemporaryError`: the routes that asked are decided
+again later for that event; the other routes are decided now; the daemon goes on. A delete marker
+(a version MinIO answers 405 for) is an object that does not exist, not a failure.
 """
 
 from __future__ import annotations
@@ -104,9 +105,17 @@ class Enricher:
 
     async def for_routes(
         self, event: events.CloudEvent, specs: Mapping[str, Spec]
-    ) -> dict[str, dict[str, Any]]:
-        """Route name -> the variables its ``enrich`` block adds. Raises EnrichmentFailed."""
-        return {name: await self.variables(event, spec) for name, spec in specs.items()}
+    ) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+        """(route name -> the variables its ``enrich`` block adds, route name -> why its enrichment
+        failed). A failure holds back only the routes whose reads failed."""
+        found: dict[str, dict[str, Any]] = {}
+        failed: dict[str, str] = {}
+        for name, spec in specs.items():
+            try:
+                found[name] = await self.variables(event, spec)
+            except EnrichmentFailed as exc:
+                failed[name] = str(exc)
+        return found, failed
 
     async def variables(self, event: events.CloudEvent, spec: Spec) -> dict[str, Any]:
         """``{"object": ...}`` to add to the route's expression context. Raises EnrichmentFailed."""

@@ -43,6 +43,7 @@ __all__ = [
     "KAFKA_LAG",
     "KAFKA_PUBLISHED",
     "KAFKA_RECORDS",
+    "MINIO_LISTEN_GAPS",
     "MINIO_LISTEN_LINES",
     "MINIO_LISTEN_RECONNECTS",
     "MINIO_LISTEN_UP",
@@ -226,6 +227,13 @@ MINIO_LISTEN_LINES = prometheus_client.Counter(
     "glue_minio_listen_lines_total",
     "Lines read from a listen stream by bucket and outcome (journaled, duplicate, keepalive, rejected).",
     ["bucket", "outcome"],
+)
+MINIO_LISTEN_GAPS = prometheus_client.Counter(
+    "glue_minio_listen_gaps_total",
+    "Times a listen stream may have lost events, by bucket and cause: reconnect (MinIO keeps no backlog "
+    "for listeners) or stalled (the reader waited for the journal while MinIO drops what a full "
+    "listener buffer cannot take).",
+    ["bucket", "cause"],
 )
 ARCHIVE_OBJECTS = prometheus_client.Counter(
     "glue_archive_objects_total", "Objects written to the archive bucket, by kind.", ["kind"]

@@ -186,23 +186,30 @@ class ObjectStore:
         cafile = str(self.config.ca_file) if self.config.ca_file is not None else None
         return ssl.create_default_context(cafile=cafile)
 
-    async def _call(self, what: str, fn: Callable[[], T]) -> T:
+    async def _call(self, what: str, fn: Callable[[], T], *, version_id: str | None = None) -> T:
         # The pool's connect/read timeouts bound each socket wait; this bounds the whole call
         # (retries included). Callers wanting less wrap the call in asyncio.timeout().
         limit = self.config.timeout * 3
         try:
-            return await asyncio.wait_for(asyncio.to_thread(self._blocking, what, fn), limit)
+            return await asyncio.wait_for(asyncio.to_thread(self._blocking, what, fn, version_id), limit)
         except TimeoutError:
             raise ObjectStoreError(f"{what}: no answer within {limit:g}s") from None
 
     @staticmethod
-    def _blocking(what: str, fn: Callable[[], T]) -> T:
-        """Run an SDK call here (a worker thread, or a command line tool), errors made readable."""
+    def _blocking(what: str, fn: Callable[[], T], version_id: str | None = None) -> T:
+        """Run an SDK call here (a worker thread, or a command line tool), errors made readable.
+
+        A read of one version that MinIO answers 405 MethodNotAllowed reads a delete marker (or a
+        version being purged): minio cmd/erasure-object.go answers so for HEAD, GET and tagging of a
+        deleted version (HEAD with ``x-amz-delete-marker: true``). That version holds no object:
+        ObjectNotFound, as for a key that is gone."""
         try:
             return fn()
         except ObjectStoreError:
             raise
         except minio_error.S3Error as exc:
+            if version_id is not None and exc.code == "MethodNotAllowed":
+                raise ObjectNotFound(f"{what}: version {version_id} is a delete marker") from None
             kind = ObjectNotFound if exc.code in _NOT_FOUND else ObjectStoreError
             raise kind(f"{what}: {_describe(exc)}") from None
         except (minio_error.MinioException, urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
@@ -228,19 +235,21 @@ class ObjectStore:
                 metadata=metadata,
             )
 
-        return await self._call(f"s3://{bucket}/{key}", run)
+        return await self._call(f"s3://{bucket}/{key}", run, version_id=version_id)
 
     async def tags(self, bucket: str, key: str, *, version_id: str | None = None) -> dict[str, str]:
         def run() -> dict[str, str]:
             tags = self._client.get_object_tags(bucket, key, version_id=version_id)
             return dict(tags or {})
 
-        return await self._call(f"s3://{bucket}/{key} tags", run)
+        return await self._call(f"s3://{bucket}/{key} tags", run, version_id=version_id)
 
     async def read(self, bucket: str, key: str, *, max_bytes: int, version_id: str | None = None) -> bytes:
         """The whole object, refused with ObjectTooLarge when it holds more than ``max_bytes``."""
         where = f"s3://{bucket}/{key}"
-        return await self._call(where, lambda: self._read(bucket, key, max_bytes, version_id))
+        return await self._call(
+            where, lambda: self._read(bucket, key, max_bytes, version_id), version_id=version_id
+        )
 
     def read_blocking(self, bucket: str, key: str, *, max_bytes: int) -> bytes:
         """:meth:`read` for command line tools that run no event loop."""

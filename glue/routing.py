@@ -601,14 +601,16 @@ class Router:
         now: float,
         event: events.CloudEvent | None = None,
         extra: Mapping[str, Mapping[str, Any]] | None = None,
+        only: Iterable[str] | None = None,
     ) -> list[journal.NewInvocation]:
-        """What to persist for a journaled event: one invocation per enabled route that matched.
+        """What to persist for a journaled event: one invocation per enabled route that matched
+        (of the routes named in ``only``, when given).
 
         A route whose parameters cannot be rendered yields a dead invocation with the reason, so the
         failure is visible in the dead-letter queue rather than lost. ``event`` is ``stored`` parsed,
         when the caller has it already."""
         event = event if event is not None else stored.event()
-        return self.invocations_of(stored.identity, event, now=now, extra=extra)
+        return self.invocations_of(stored.identity, event, now=now, extra=extra, only=only)
 
     def invocations_of(
         self,
@@ -617,10 +619,11 @@ class Router:
         *,
         now: float,
         extra: Mapping[str, Mapping[str, Any]] | None = None,
+        only: Iterable[str] | None = None,
     ) -> list[journal.NewInvocation]:
         """:meth:`invocations` of an event known by its identity (before it is journaled)."""
         result: list[journal.NewInvocation] = []
-        for decision in self.decide(event, extra=extra):
+        for decision in self.decide(event, extra=extra, only=only):
             if not decision.matched or not decision.enabled:
                 continue
             result.append(

@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic.alias_generators import to_camel, to_snake
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 __all__ = [
     "ENV_PREFIX",
+    "MINIO_EVENT_NAMES",
     "Archive",
     "Auth",
     "AuthType",
@@ -42,6 +43,7 @@ __all__ = [
     "Logging",
     "Minio",
     "MinioBucket",
+    "MinioEventName",
     "Model",
     "SecretRef",
     "Server",
@@ -309,7 +311,62 @@ class Kafka(Model):
         return refs
 
 
-_EVENT_NAME = r"^s3:[A-Za-z]+:(\*|[A-Za-z]+)$"
+#: The event names MinIO accepts (minio internal/event/name.go, ParseName): a listen stream or a
+#: bucket notification asking for any other is refused with 400 InvalidArgument.
+MINIO_EVENT_NAMES = (
+    "s3:BucketCreated:*",
+    "s3:BucketRemoved:*",
+    "s3:ObjectAccessed:*",
+    "s3:ObjectAccessed:Get",
+    "s3:ObjectAccessed:GetRetention",
+    "s3:ObjectAccessed:GetLegalHold",
+    "s3:ObjectAccessed:Head",
+    "s3:ObjectAccessed:Attributes",
+    "s3:ObjectCreated:*",
+    "s3:ObjectCreated:CompleteMultipartUpload",
+    "s3:ObjectCreated:Copy",
+    "s3:ObjectCreated:Post",
+    "s3:ObjectCreated:Put",
+    "s3:ObjectCreated:PutRetention",
+    "s3:ObjectCreated:PutLegalHold",
+    "s3:ObjectCreated:PutTagging",
+    "s3:ObjectCreated:DeleteTagging",
+    "s3:ObjectRemoved:*",
+    "s3:ObjectRemoved:Delete",
+    "s3:ObjectRemoved:DeleteMarkerCreated",
+    "s3:ObjectRemoved:NoOP",
+    "s3:ObjectRemoved:DeleteAllVersions",
+    "s3:LifecycleDelMarkerExpiration:Delete",
+    "s3:Replication:*",
+    "s3:Replication:OperationFailedReplication",
+    "s3:Replication:OperationCompletedReplication",
+    "s3:Replication:OperationMissedThreshold",
+    "s3:Replication:OperationReplicatedAfterThreshold",
+    "s3:Replication:OperationNotTracked",
+    "s3:ObjectRestore:*",
+    "s3:ObjectRestore:Post",
+    "s3:ObjectRestore:Completed",
+    "s3:ObjectTransition:*",
+    "s3:ObjectTransition:Failed",
+    "s3:ObjectTransition:Complete",
+    "s3:Scanner:ManyVersions",
+    "s3:Scanner:LargeVersions",
+    "s3:Scanner:BigPrefix",
+)
+
+
+def _minio_event_name(name: str) -> str:
+    if name in MINIO_EVENT_NAMES:
+        return name
+    family = name.rpartition(":")[0] + ":"
+    same = [known for known in MINIO_EVENT_NAMES if family != ":" and known.startswith(family)]
+    hint = (
+        f"; MinIO knows {', '.join(same)}" if same else "; e.g. s3:ObjectCreated:*, s3:ObjectRemoved:Delete"
+    )
+    raise ValueError(f"{name!r} is not an event name MinIO accepts{hint}")
+
+
+MinioEventName = Annotated[str, AfterValidator(_minio_event_name)]
 _BUCKET_NAME = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
 
 
@@ -319,7 +376,7 @@ class MinioBucket(Model):
     name: str = Field(pattern=_BUCKET_NAME)
     prefix: str = Field(default="", description="Only objects whose key starts with this.")
     suffix: str = Field(default="", description="Only objects whose key ends with this.")
-    events: list[Annotated[str, Field(pattern=_EVENT_NAME)]] = Field(
+    events: list[MinioEventName] = Field(
         default=["s3:ObjectCreated:*", "s3:ObjectRemoved:*"],
         min_length=1,
         description="MinIO event names, e.g. s3:ObjectCreated:* or s3:ObjectRemoved:Delete.",

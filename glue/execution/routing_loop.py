@@ -85,21 +85,27 @@ class RoutingLoop:
         if not claimed:
             return 0
         decisions: dict[int, list[journal.NewInvocation]] = {}
+        unfinished: list[int] = []
         for stored in claimed:
             try:
                 event = stored.event()
-                extra = await self._enrich(event)
-                if extra is None:
-                    continue  # keeps its claim: routed again when the lease lapses
-                decisions[stored.seq] = self.router.invocations(stored, now=now, event=event, extra=extra)
-                pending = sum(1 for item in decisions[stored.seq] if item.state == "pending")
+                extra, failed = await self._enrich(event)
+                only = None
+                if failed:  # those routes wait; the others are decided now, their invocations kept
+                    only = [name for name in self.router.by_name if name not in failed]
+                    unfinished.append(stored.seq)
+                decided = self.router.invocations(stored, now=now, event=event, extra=extra, only=only)
+                decisions[stored.seq] = decided
+                if failed:
+                    continue  # counted, and kept for dispatch, when every route has decided
+                pending = sum(1 for item in decided if item.state == "pending")
                 if pending:
                     self.event_cache.keep(stored.seq, stored.id, event, pending)
             except Exception as exc:  # an event the journal holds but cannot be parsed: unmatched
                 log.error("event cannot be routed", seq=stored.seq, id=stored.id, error=attempt.reason(exc))
                 decisions[stored.seq] = []
             self._routed(stored.id, decisions[stored.seq])
-        await self.journal.record_routing(self.owner, decisions, now=now)
+        await self.journal.record_routing(self.owner, decisions, now=now, unfinished=unfinished)
         self.routed.set()
         return len(claimed)
 
@@ -157,13 +163,18 @@ class RoutingLoop:
         if runnable:
             self.routed.set()
 
-    async def _enrich(self, event: events.CloudEvent) -> dict[str, dict[str, Any]] | None:
-        """What routes with an ``enrich`` block read of the event's object ({} when none has one);
-        None when MinIO could not be asked: a temporary error of this event, not of the executor."""
+    async def _enrich(self, event: events.CloudEvent) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+        """What routes with an ``enrich`` block read of the event's object ({} when none has one), and
+        the routes whose read failed, with why: a temporary error of those routes for this event, not
+        of the executor nor of the other routes."""
         if not self.router.enriched or self.enricher is None:
-            return {}
-        try:
-            return await self.enricher.for_routes(event, self.router.enriched)
-        except enrich.EnrichmentFailed as exc:
-            log.warning("event not routed yet: enrichment failed", event_id=event.get_id(), error=str(exc))
-            return None
+            return {}, {}
+        found, failed = await self.enricher.for_routes(event, self.router.enriched)
+        if failed:
+            log.warning(
+                "event not routed yet: enrichment failed",
+                event_id=event.get_id(),
+                routes=sorted(failed),
+                error=next(iter(failed.values())),
+            )
+        return found, failed

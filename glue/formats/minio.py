@@ -5,10 +5,28 @@ Targets send ``{"EventName", "Key", "Records": [one record]}``; a listen-stream 
 
 - ``type``: ``minio.`` + the record's ``eventName`` without ``s3:`` (``minio.ObjectCreated:Put``);
 - ``source``: ``minio:<bucket>``; ``subject``: the object key, unescaped;
-- ``id``: a digest of (bucket, key, eventName, versionId, sequencer), so one object event seen
-  through a webhook, Kafka and the listen stream has one identity;
-- ``data``: the fields rules want (bucket, key, size, eTag, versionId, sequencer, contentType,
+- ``id``: a digest of (bucket, key, eventName, versionId) and what tells one event from another (below);
+- ``data``: the fields rules want (bucket, key, size, eTag, versionId, sequencer, requestId, contentType,
   userMetadata, eventName, eventTime) plus ``record``, the record as sent; ``time``: ``eventTime``.
+
+What tells events apart (minio ``cmd/event-notification.go``, ``eventArgs.ToEvent``). MinIO builds a
+record twice, once for listeners and once for its targets, each with its own clock reading for
+``eventTime``; the ``sequencer`` is the object's ModTime in ns (``%X``), that clock reading only when
+ModTime is zero. So the sequencer is not per event: a second PutTagging, DeleteTagging, GET or restore
+of one object version carries the sequencer of the first, and where ModTime is zero (DeleteObjects,
+PutRetention, PutLegalHold, ObjectRemoved:NoOP) the two records of one event carry different
+sequencers and times. What is per event and the same in both records is ``responseElements``
+``x-amz-request-id``, the request's id (``%X`` of the time the request arrived, in ns, set in
+``cmd/generic-handlers.go``; ``cmd/api-headers.go`` mustGetRequestID), with ``x-amz-id-2``, the node that
+served it: both are copied from the response headers (``extractRespElements``) into every record of the
+request. Events MinIO makes itself (lifecycle expiry and transition, replication, scanner) have no
+request; for them the identity takes the sequencer and ``eventTime``, as they are the only fields
+that differ between two such events (a redelivery of one record keeps both). One exception: where the
+sequencer is the record's own clock reading (it names the instant ``eventTime`` shows, so ModTime was
+zero: a lifecycle expiry, ``cmd/bucket-lifecycle.go`` and ``cmd/object-handlers-common.go``) of a
+named version, that version's removal happens once, and its identity is the version alone, the same
+on every path. Replication events on a version may repeat (``cmd/bucket-replication.go``): they keep
+the time.
 
 Targets escape the key with Go's ``url.QueryEscape`` (``+`` for space); the listen stream does not
 (minio ``cmd/event-notification.go``: ``ToEvent(escape)``), hence ``escaped`` below.
@@ -28,11 +46,57 @@ __all__ = ["LISTEN_TRANSPORT", "decode", "events_from_records"]
 #: The transport name of the listen-stream source; its keys are not escaped.
 LISTEN_TRANSPORT = "minio-listen"
 
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+#: Events that remove a version: each happens once per version (replication events may repeat).
+_REMOVALS = ("s3:ObjectRemoved:", "s3:LifecycleDelMarkerExpiration:")
+
 
 def _optional_str(value: Any, name: str) -> str | None:
     if value is None or isinstance(value, str):
         return value
     raise formats.DecodeError(f"'{name}' must be a string, got {_common.kind(value)}")
+
+
+def _identity(
+    bucket: str,
+    key: str,
+    event_name: str,
+    version_id: str | None,
+    sequencer: str | None,
+    request_id: str | None,
+    node_id: str | None,
+    event_time: Any,
+) -> str:
+    """The event's identity (the module docstring says why these parts)."""
+    if request_id:
+        return events.digest(bucket, key, event_name, version_id or "", "request", request_id, node_id or "")
+    if version_id and event_name.startswith(_REMOVALS) and _clock_reading(sequencer, event_time):
+        return events.digest(bucket, key, event_name, version_id, "version")
+    return events.digest(bucket, key, event_name, version_id or "", sequencer or "", event_time)
+
+
+def _clock_reading(sequencer: str | None, event_time: Any) -> bool:
+    """Whether the sequencer (``%X`` of UnixNano) is the instant ``eventTime`` shows, to the
+    millisecond (``event.AMZTimeFormat``): the record's own clock reading, ModTime being zero."""
+    if not sequencer or not isinstance(event_time, str):
+        return False
+    try:
+        instant = _EPOCH + dt.timedelta(milliseconds=int(sequencer, 16) // 1_000_000)
+    except (ValueError, OverflowError):
+        return False
+    return instant.strftime("%Y-%m-%dT%H:%M:%S.") + f"{instant.microsecond // 1000:03d}Z" == event_time
+
+
+def _request(record: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(x-amz-request-id, x-amz-id-2) of the record's responseElements; None where absent or empty."""
+    elements = record.get("responseElements")
+    if elements is None:
+        return None, None
+    if not isinstance(elements, dict):
+        raise formats.DecodeError(f"'responseElements' must be an object, got {_common.kind(elements)}")
+    request_id = _optional_str(elements.get("x-amz-request-id"), "responseElements.x-amz-request-id")
+    node_id = _optional_str(elements.get("x-amz-id-2"), "responseElements.x-amz-id-2")
+    return request_id or None, node_id or None
 
 
 def _event(record: Any, escaped: bool) -> events.CloudEvent:
@@ -53,13 +117,14 @@ def _event(record: Any, escaped: bool) -> events.CloudEvent:
     key = urllib.parse.unquote_plus(raw_key) if escaped and ("%" in raw_key or "+" in raw_key) else raw_key
     version_id = _optional_str(obj.get("versionId"), "s3.object.versionId")
     sequencer = _optional_str(obj.get("sequencer"), "s3.object.sequencer")
+    request_id, node_id = _request(record)
     event_time = record.get("eventTime")
     time = _common.parse_time(event_time, "'eventTime'")
     if time.tzinfo is None:
         time = time.replace(tzinfo=dt.UTC)  # MinIO writes UTC ("...Z"); be lenient with relays
     attributes: dict[str, Any] = {
         "specversion": "1.0",
-        "id": events.digest(bucket, key, event_name, version_id or "", sequencer or ""),
+        "id": _identity(bucket, key, event_name, version_id, sequencer, request_id, node_id, event_time),
         "source": f"minio:{bucket}",
         "type": f"minio.{event_name.removeprefix('s3:')}",
         "time": time,
@@ -82,6 +147,7 @@ def _event(record: Any, escaped: bool) -> events.CloudEvent:
         "eTag": obj.get("eTag"),
         "versionId": version_id,
         "sequencer": sequencer,
+        "requestId": request_id,
         "contentType": obj.get("contentType"),
         "userMetadata": obj.get("userMetadata"),
         "eventName": event_name,

@@ -100,14 +100,21 @@ class WorkQueue(Protocol):
         ...
 
     async def record_routing(
-        self, owner: str, decisions: Mapping[int, Sequence[NewInvocation]], *, now: float
+        self,
+        owner: str,
+        decisions: Mapping[int, Sequence[NewInvocation]],
+        *,
+        now: float,
+        unfinished: Collection[int] = (),
     ) -> None:
         """Persist the routing of claimed events, all in one transaction.
 
         For each ``seq -> invocations``: insert the invocations (one whose ``idempotency_key`` exists
         already is skipped, so a re-route after a crash adds nothing), mark the event ``routed`` (or
         ``unmatched`` when the list is empty) and drop its claim. An event no longer claimed by ``owner``
-        or no longer pending is left alone (another replica took it over)."""
+        or no longer pending is left alone (another replica took it over). An event in ``unfinished``
+        was routed by some routes only (the others could not decide yet): its invocations are inserted,
+        and it stays pending and claimed, to be routed again by a later pass."""
         ...
 
     async def claim_invocations(

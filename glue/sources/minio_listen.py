@@ -48,6 +48,7 @@ TRANSPORT = "minio-listen"
 Accept = Callable[[events.Delivery], Awaitable[list[journal.Appended]]]
 Reject = Callable[[events.Delivery, str], Awaitable[Any]]
 
+_PADDING = frozenset(b" \t\r")  # byte values of whitespace ahead of a line (old servers' keep-alives)
 _ERROR_CODE = re.compile(rb"<Code>([^<]{1,64})</Code>")
 
 
@@ -64,10 +65,15 @@ class _Stream:
         self.reason = "not connected yet"
         self.since = time.monotonic()
         self.lines = 0  # lines read on the current connection
+        self.was_up = False  # connected before: a later connection follows a gap
+        self.stalled = False  # the reader is waiting for the journal (counted once per stall)
         metrics.MINIO_LISTEN_UP.labels(bucket.name).set(0)
 
     def up(self) -> None:
+        if self.was_up:  # events MinIO published while the stream was down are gone
+            metrics.MINIO_LISTEN_GAPS.labels(self.bucket.name, "reconnect").inc()
         self.connected, self.reason, self.since, self.lines = True, "", time.monotonic(), 0
+        self.was_up = True
         metrics.MINIO_LISTEN_UP.labels(self.bucket.name).set(1)
 
     def down(self, reason: str) -> None:
@@ -190,6 +196,9 @@ class ListenSource:
                 reason = f"no data for {self.config.ping_seconds * 3}s"
             except (aiohttp.ClientError, OSError) as exc:
                 reason = f"{type(exc).__name__}: {exc}"
+            except Exception as exc:  # any other failure of a reader ends in a reconnect, never a dead task
+                log.exception("minio listen reader failed", bucket=name)
+                reason = f"reader failed: {type(exc).__name__}"
             if stream.lines:
                 attempt = 0  # the stream worked: the next failure starts the schedule over
             was_connected = stream.connected
@@ -221,20 +230,51 @@ class ListenSource:
             stream.up()
             log.info("minio listen stream connected", bucket=bucket.name)
             content_type = response.headers.get("Content-Type", "text/event-stream")
+            # Lines are split here rather than with readline: servers before the ``ping`` parameter
+            # (MinIO, April 2023) keep the stream alive with a bare space every 500 ms and no newline
+            # (cmd/listen-notification-handlers.go, keepAliveTicker), which would grow one line
+            # without end; whitespace ahead of a line is a keep-alive, not part of the line.
+            pending = bytearray()
+            limit = self.config.max_line_bytes
             while True:
-                try:
-                    line = await response.content.readline()
-                except ValueError:  # aiohttp: the line is over the read buffer
-                    raise StreamError(f"a line is over {self.config.max_line_bytes} bytes") from None
-                if not line:
-                    return
-                if not line.endswith(b"\n"):
-                    raise StreamError("the stream ended inside a line")
-                stream.lines += 1
-                await self._slots.acquire()
-                task = asyncio.create_task(self._handle(bucket.name, line, content_type))
-                self._in_flight.add(task)
-                task.add_done_callback(self._done)
+                chunk = await response.content.readany()
+                if not chunk:
+                    break
+                pending += chunk
+                start = 0
+                while (end := pending.find(b"\n", start)) >= 0:
+                    line = bytes(pending[start : end + 1]).lstrip(b" \t\r")
+                    if len(line) > limit:
+                        raise StreamError(f"a line is over {limit} bytes")
+                    await self._line(stream, line, content_type)
+                    start = end + 1
+                del pending[:start]
+                if pending and pending[0] in _PADDING:
+                    pending = pending.lstrip(b" \t\r")
+                    if not pending:
+                        metrics.MINIO_LISTEN_LINES.labels(bucket.name, "keepalive").inc()
+                if len(pending) > limit:
+                    raise StreamError(f"a line is over {limit} bytes")
+            if pending:
+                raise StreamError("the stream ended inside a line")
+
+    async def _line(self, stream: _Stream, line: bytes, content_type: str) -> None:
+        """Hand one whole line to the journal, waiting for room when ``max_in_flight`` are in flight.
+
+        While it waits nothing is read, MinIO's buffer for this listener fills, and MinIO then drops
+        events for it without a word (internal/pubsub Publish: a non-blocking send): such a wait is
+        counted as a gap in which events may have been lost."""
+        stream.lines += 1
+        if not self._slots.locked():
+            stream.stalled = False
+        elif not stream.stalled:  # one gap per stall, however many lines wait in it
+            stream.stalled = True
+            metrics.MINIO_LISTEN_GAPS.labels(stream.bucket.name, "stalled").inc()
+            log.warning("minio listen reader stalled: the journal is behind", bucket=stream.bucket.name)
+        await self._slots.acquire()
+        task = asyncio.create_task(self._handle(stream.bucket.name, line, content_type))
+        self._in_flight.add(task)
+        task.add_done_callback(self._done)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)

@@ -297,8 +297,12 @@ def minio_record(
     version_id: str | None = "1",
     sequencer: str = "187C3D4A5B6C7D8E",
     size: int = 4_200_000,
+    request_id: str | None = "187C3D4A5B6C7D8E",
+    event_time: str = "2025-11-28T00:01:02.345Z",
 ) -> dict[str, Any]:
-    """One S3 event record (minio internal/event/event.go); ``escaped`` as targets send the key."""
+    """One S3 event record (minio internal/event/event.go, built by cmd/event-notification.go
+    ToEvent); ``escaped`` as targets send the key. ``request_id``: None for an event MinIO makes
+    itself (lifecycle, replication, scanner), whose record has no request id."""
     import urllib.parse
 
     obj: dict[str, Any] = {
@@ -318,13 +322,17 @@ def minio_record(
         "eventVersion": "2.0",
         "eventSource": "minio:s3",
         "awsRegion": "",
-        "eventTime": "2025-11-28T00:01:02.345Z",
+        "eventTime": event_time,
         "eventName": event_name,
         "userIdentity": {"principalId": "uploader"},
         "requestParameters": {"principalId": "uploader", "region": "", "sourceIPAddress": "10.0.0.9"},
         "responseElements": {
-            "x-amz-request-id": "187C3D4A5B6C7D8E",
+            "x-amz-request-id": request_id or "",
+            "x-amz-id-2": "dd9025bab4ad464b049177c95eb6ebf374d3b3fd1af9251148b658df7ac2e3e8"
+            if request_id
+            else "",
             "x-minio-origin-endpoint": "http://minio:9000",
+            "x-minio-deployment-id": "8b0e4c5a-2d43-4c1e-9a51-7f2d0c3f5b11",
         },
         "s3": {
             "s3SchemaVersion": "1.0",

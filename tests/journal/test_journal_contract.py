@@ -224,3 +224,22 @@ async def test_dead_letter_queue_list_redrive_purge(store: journal.Journal, appe
 async def test_identity_of_an_invocation_is_event_identity_and_route(append: Append) -> None:
     event = cloudevent("abc", source="/harbor")
     assert journal.idempotency_key(events.identity(event), "restart") == "restart /harbor abc"
+
+
+async def test_an_unfinished_routing_keeps_the_event_pending_and_adds_to_it_later(
+    store: journal.Journal, append: Append
+) -> None:
+    """Some routes decided (their invocations are in and may run), others could not yet (enrichment):
+    the event stays pending and claimed; routing it again adds only what is new, then finishes it."""
+    await append(cloudevent("e"))
+    [claimed] = await store.claim_events("a", limit=10, lease=30, now=T0)
+    early = new("plain", claimed.identity)
+    await store.record_routing("a", {claimed.seq: [early]}, now=T0, unfinished=[claimed.seq])
+    assert (await store.get(claimed.seq)).status == "pending"  # type: ignore[union-attr]
+    assert [i.route for i in await store.invocations(event_seq=claimed.seq)] == ["plain"]
+    assert await store.claim_events("b", limit=10, lease=30, now=T0 + 1) == [], "still claimed by a"
+    [again] = await store.claim_events("a", limit=10, lease=30, now=T0 + 2)
+    assert again.seq == claimed.seq
+    await store.record_routing("a", {again.seq: [early, new("enriched", again.identity)]}, now=T0 + 2)
+    assert (await store.get(again.seq)).status == "routed"  # type: ignore[union-attr]
+    assert sorted(i.route for i in await store.invocations(event_seq=again.seq)) == ["enriched", "plain"]

@@ -8,8 +8,10 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import boto3
 import pytest
+from aiohttp import web
 from moto.server import ThreadedMotoServer
 
 from glue import objectstore
@@ -63,3 +65,59 @@ async def store(minio_config: settings_mod.Minio) -> AsyncIterator[objectstore.O
         yield client
     finally:
         client.close()
+
+
+@pytest.fixture
+async def minio_tagging(
+    moto_endpoint: str, credential_files: dict[str, Path]
+) -> AsyncIterator[settings_mod.Minio]:
+    """Settings for moto behind a proxy that answers tagging of a delete-marker version as MinIO does:
+    405 MethodNotAllowed (minio cmd/erasure-object.go: a deleted version read by id is
+    errMethodNotAllowed), where moto answers 404 NoSuchVersion. Everything else goes to moto as sent."""
+    upstream = f"http://{moto_endpoint}"
+
+    async def forward(request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        headers = {name: value for name, value in request.headers.items() if name.lower() != "host"}
+        headers["Host"] = moto_endpoint
+        url = upstream + request.raw_path
+        async with aiohttp.ClientSession() as session:
+            if request.method == "GET" and "tagging" in request.query and "versionId" in request.query:
+                async with session.head(
+                    upstream
+                    + str(
+                        request.rel_url.with_query({k: v for k, v in request.query.items() if k != "tagging"})
+                    ),
+                    headers=headers,
+                ) as head:
+                    if head.status == 405:
+                        return web.Response(
+                            status=405,
+                            content_type="application/xml",
+                            text='<?xml version="1.0" encoding="UTF-8"?>\n'
+                            "<Error><Code>MethodNotAllowed</Code>"
+                            "<Message>The specified method is not allowed against this resource.</Message>"
+                            f"<Key>{request.path}</Key><RequestId>17B2D3C4E5F60718</RequestId></Error>",
+                        )
+            async with session.request(request.method, url, headers=headers, data=body) as answer:
+                return web.Response(
+                    status=answer.status,
+                    body=await answer.read(),
+                    headers={k: v for k, v in answer.headers.items() if k.lower() not in _HOP},
+                )
+
+    application = web.Application()
+    application.router.add_route("*", "/{tail:.*}", forward)
+    runner = web.AppRunner(application)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    port = runner.addresses[0][1]
+    try:
+        yield settings_mod.Minio.model_validate(
+            minio_access.connection(f"127.0.0.1:{port}", credential_files, timeout=5)
+        )
+    finally:
+        await runner.cleanup()
+
+
+_HOP = frozenset({"content-length", "transfer-encoding", "connection", "content-encoding"})

@@ -114,3 +114,53 @@ async def test_a_silent_store_times_out_as_a_temporary_error(credential_files: d
     finally:
         store.close()
         silent.close()
+
+
+def _delete_marker(s3: Any, bucket: str, key: str) -> str:
+    """Version ``key`` in a versioned bucket, then delete it: the id of the delete marker made."""
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    s3.put_object(Bucket=bucket, Key=key, Body=b"w", Tagging="stage=prod")
+    made = s3.delete_object(Bucket=bucket, Key=key)
+    assert made["DeleteMarker"] is True
+    return str(made["VersionId"])
+
+
+def _marker_event(bucket: str, key: str, version_id: str) -> events.CloudEvent:
+    """MinIO's DeleteMarkerCreated record names the marker's version (cmd/object-handlers.go)."""
+    rec = record(bucket, key, event_name="s3:ObjectRemoved:DeleteMarkerCreated", escaped=True)
+    rec["s3"]["object"]["versionId"] = version_id
+    body = orjson.dumps({"EventName": rec["eventName"], "Key": f"{bucket}/{key}", "Records": [rec]})
+    (event,) = formats.decode(
+        events.Delivery("http", "minio", "minio", {"content-type": "application/json"}, body)
+    )
+    return event
+
+
+async def test_a_delete_marker_is_an_object_that_does_not_exist(
+    store: objectstore.ObjectStore, s3: Any, bucket: str
+) -> None:
+    """HEAD of a delete-marker version: MinIO and moto both answer 405 with x-amz-delete-marker: true
+    (minio cmd/erasure-object.go getObjectInfo). Tagging of it: MinIO answers 405 MethodNotAllowed,
+    moto 404 NoSuchVersion (both covered: this test on moto, the next one with MinIO's answer)."""
+    version = _delete_marker(s3, bucket, "models/m.bin")
+    spec = enrich.Spec.model_validate({"metadata": True, "tags": True})
+    obj = (await enrich.Enricher(store).variables(_marker_event(bucket, "models/m.bin", version), spec))[
+        "object"
+    ]
+    assert obj["exists"] is False and obj["tags"] == {}
+    assert obj["versionId"] == version
+
+
+async def test_minios_answer_to_tagging_a_delete_marker_is_not_a_failure(
+    minio_tagging: settings_mod.Minio, s3: Any, bucket: str
+) -> None:
+    """Tagging a delete-marker version, answered as MinIO answers it (405 MethodNotAllowed,
+    cmd/object-handlers.go GetObjectTaggingHandler via GetObjectTags)."""
+    version = _delete_marker(s3, bucket, "models/m.bin")
+    store = objectstore.ObjectStore(minio_tagging)
+    try:
+        spec = enrich.Spec.model_validate({"tags": True})
+        found = await enrich.Enricher(store).variables(_marker_event(bucket, "models/m.bin", version), spec)
+    finally:
+        store.close()
+    assert found["object"]["exists"] is False and found["object"]["tags"] == {}

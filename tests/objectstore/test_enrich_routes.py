@@ -58,7 +58,9 @@ async def sink() -> AsyncIterator[Sink]:
     await server.stop()
 
 
-def _settings(tmp_path: Path, minio: dict[str, Any], sink_port: int) -> settings_mod.Settings:
+def _settings(
+    tmp_path: Path, minio: dict[str, Any], sink_port: int, *more: dict[str, Any]
+) -> settings_mod.Settings:
     loaded = daemon_settings(
         tmp_path,
         execution={"pollSeconds": 0.05},
@@ -84,6 +86,7 @@ def _settings(tmp_path: Path, minio: dict[str, Any], sink_port: int) -> settings
                 "handler": "http",
                 "params": {"url": f"http://127.0.0.1:{sink_port}/audit"},
             },
+            *more,
         ],
     )
     app.load_plugins(loaded)  # the handler modules the routes name, as `glue run` does
@@ -156,3 +159,42 @@ async def test_unreachable_minio_delays_only_the_enriched_event(
     assert statuses["com.example.audit"] != "pending"
     failed = next(entry for entry in logs if entry["event"] == "event not routed yet: enrichment failed")
     assert "s3://models/llm/x/model.safetensors tags: unreachable" in failed["error"]
+
+
+async def test_unreachable_minio_holds_back_only_the_routes_that_enrich(
+    tmp_path: Path, credential_files: dict[str, Path], sink: Sink
+) -> None:
+    """A delete-marker event matched by a route that reads nothing of MinIO and by one that does: with
+    MinIO unreachable the first runs (once, however many times the event is routed again), the second
+    waits, and the event stays pending for it."""
+    minio = connection(UNREACHABLE, credential_files, timeout=1)
+    forget = {
+        "name": "forget-model",
+        "match": 'type == "minio.ObjectRemoved:DeleteMarkerCreated"',
+        "handler": "http",
+        "params": {"url": f"http://127.0.0.1:{sink.port}/forget/{{{{ data.key }}}}"},
+    }
+    key = "llm/x/model.safetensors"
+    marker = record("models", key, event_name="s3:ObjectRemoved:DeleteMarkerCreated", escaped=True)
+    marker["s3"]["object"]["versionId"] = "0b9e3f52-7d3a-4c55-9a0e-2b1f1c7e4d10"
+    body = orjson.dumps({"EventName": marker["eventName"], "Key": f"models/{key}", "Records": [marker]})
+    with capture_logs() as logs:
+        async with running(_settings(tmp_path, minio, sink.port, forget)) as daemon:
+            async with (
+                aiohttp.ClientSession() as http,
+                http.post(f"{base_url(daemon)}/minio", data=body, headers=JSON) as response,
+            ):
+                assert response.status == 202
+            await eventually(lambda: any(path.startswith("/forget/") for path, _ in sink.received))
+
+            def failures() -> int:
+                return sum(entry["event"] == "event not routed yet: enrichment failed" for entry in logs)
+
+            await eventually(lambda: failures() >= 3)  # routed again, and again
+            stored = await daemon.journal.list()
+            invocations = await daemon.journal.invocations(event_seq=stored[0].seq)
+    assert [path for path, _ in sink.received] == ["/forget/llm/x/model.safetensors"]
+    assert [item.status for item in stored] == ["pending"]  # reload-model has not decided yet
+    assert [item.route for item in invocations] == ["forget-model"]
+    failed = next(entry for entry in logs if entry["event"] == "event not routed yet: enrichment failed")
+    assert failed["routes"] == ["reload-model"]

@@ -27,7 +27,53 @@ def test_unknown_event_name_is_named() -> None:
             }
         }
     )
-    assert "glue.yaml: sources.minio.buckets[0].events[0]: String should match pattern" in text
+    assert (
+        "glue.yaml: sources.minio.buckets[0].events[0]: Value error, 'ObjectCreated' is not an event name "
+        "MinIO accepts; e.g. s3:ObjectCreated:*, s3:ObjectRemoved:Delete" in text
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "hint"),
+    [
+        (
+            "s3:Scanner:*",
+            "MinIO knows s3:Scanner:ManyVersions, s3:Scanner:LargeVersions, s3:Scanner:BigPrefix",
+        ),
+        (
+            "s3:ObjectCreated:PutObject",
+            "MinIO knows s3:ObjectCreated:*, s3:ObjectCreated:CompleteMultipartUpload",
+        ),
+        ("s3:ObjectRemoved:DeleteMarker", "MinIO knows s3:ObjectRemoved:*, s3:ObjectRemoved:Delete"),
+        ("s3:Bucket:*", "e.g. s3:ObjectCreated:*"),
+    ],
+)
+def test_event_names_minio_refuses_are_refused_by_check(name: str, hint: str) -> None:
+    """Names that look right but minio internal/event/name.go ParseName does not know: MinIO would
+    answer the listen request 400 InvalidArgument and the stream would stay down."""
+    text = _problems(
+        {"sources": {"minio": {"endpoint": "minio:9000", "buckets": [{"name": "models", "events": [name]}]}}}
+    )
+    assert (
+        f"glue.yaml: sources.minio.buckets[0].events[0]: Value error, {name!r} is not an event name" in text
+    )
+    assert hint in text
+
+
+def test_event_names_minio_accepts_pass_check() -> None:
+    loaded = settings_mod.from_mapping(
+        {
+            "sources": {
+                "minio": {
+                    "endpoint": "minio:9000",
+                    "buckets": [{"name": "models", "events": ["s3:Scanner:BigPrefix", "s3:ObjectRestore:*"]}],
+                }
+            }
+        },
+        "glue.yaml",
+    )
+    assert loaded.sources.minio is not None
+    assert loaded.sources.minio.buckets[0].events == ["s3:Scanner:BigPrefix", "s3:ObjectRestore:*"]
 
 
 def test_key_without_secret_and_bucket_listed_twice() -> None:

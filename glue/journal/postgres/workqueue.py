@@ -68,11 +68,17 @@ class WorkQueue(store.Store):
         return await self.run(run, execution=True)
 
     async def record_routing(
-        self, owner: str, decisions: Mapping[int, Sequence[records.NewInvocation]], *, now: float
+        self,
+        owner: str,
+        decisions: Mapping[int, Sequence[records.NewInvocation]],
+        *,
+        now: float,
+        unfinished: Collection[int] = (),
     ) -> None:
         if not decisions:
             return
         seqs = builtins.list(decisions)
+        waiting = set(unfinished)
         columns: tuple[builtins.list[Any], ...] = ([], [], [], [], [], [], [], [], [])
         for seq, invocations in decisions.items():
             for item in invocations:
@@ -95,15 +101,20 @@ class WorkQueue(store.Store):
 
         async def run(conn: asyncpg.Connection) -> None:
             async with conn.transaction():
+                # an unfinished event keeps its status and claim: a later pass routes it again
                 held = await conn.fetch(
-                    "UPDATE events e SET status = CASE WHEN d.routed THEN 'routed' ELSE 'unmatched' END,"
-                    " updated_at = $3, owner = NULL, lease_until = NULL"
-                    " FROM unnest($1::int8[], $2::bool[]) AS d(seq, routed)"
+                    "UPDATE events e SET status = CASE WHEN d.unfinished THEN e.status"
+                    "  WHEN d.routed THEN 'routed' ELSE 'unmatched' END,"
+                    " updated_at = $3,"
+                    " owner = CASE WHEN d.unfinished THEN e.owner END,"
+                    " lease_until = CASE WHEN d.unfinished THEN e.lease_until END"
+                    " FROM unnest($1::int8[], $2::bool[], $5::bool[]) AS d(seq, routed, unfinished)"
                     " WHERE e.seq = d.seq AND e.status = 'pending' AND e.owner = $4 RETURNING e.seq",
                     seqs,
                     [bool(decisions[seq]) for seq in seqs],
                     now,
                     owner,
+                    [seq in waiting for seq in seqs],
                 )
                 if columns[0] and held:
                     await conn.execute(

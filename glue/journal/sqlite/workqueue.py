@@ -46,7 +46,12 @@ class WorkQueue(store.Store):
         return await self._run_execution(run)
 
     async def record_routing(
-        self, owner: str, decisions: Mapping[int, Sequence[records.NewInvocation]], *, now: float
+        self,
+        owner: str,
+        decisions: Mapping[int, Sequence[records.NewInvocation]],
+        *,
+        now: float,
+        unfinished: Collection[int] = (),
     ) -> None:
         def run(db: sqlite3.Connection) -> None:
             with self._execution(db):
@@ -68,6 +73,7 @@ class WorkQueue(store.Store):
                         for item in invocations
                     ],
                 )
+                held -= set(unfinished)  # invocations in; the event stays pending and claimed
                 for status, chosen in (
                     ("routed", [seq for seq in held if decisions[seq]]),
                     ("unmatched", [seq for seq in held if not decisions[seq]]),

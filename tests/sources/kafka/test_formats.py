@@ -49,6 +49,7 @@ def minio_record(bucket: str, name: str, event: str, sequencer: str) -> dict[str
         "eventTime": "2026-11-27T10:00:01.123Z",
         "eventName": event,
         "userIdentity": {"principalId": "minioadmin"},
+        "responseElements": {"x-amz-request-id": sequencer, "x-amz-id-2": "dd9025bab4ad464b"},
         "s3": {
             "s3SchemaVersion": "1.0",
             "configurationId": "Config",
@@ -135,8 +136,14 @@ async def test_every_format_reaches_the_journal_with_its_identity(
     assert len(minio) == 1
     assert minio[0].type == "minio.ObjectCreated:Put"
     assert minio[0].subject == "llama 3/weights.bin"  # unescaped object key
-    assert minio[0].id == events.digest(
-        "models", "llama 3/weights.bin", "s3:ObjectCreated:Put", "", "1800A1B2C3D4E5F6"
+    assert minio[0].id == events.digest(  # the request's id and node, as MinIO's records carry them
+        "models",
+        "llama 3/weights.bin",
+        "s3:ObjectCreated:Put",
+        "",
+        "request",
+        "1800A1B2C3D4E5F6",
+        "dd9025bab4ad464b",
     )
 
     argo = await daemon.journal.get("argo-events/model-sensor 4f1c2a")

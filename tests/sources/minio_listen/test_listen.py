@@ -5,6 +5,7 @@ wrong secret, and a prompt stop."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from pathlib import Path
@@ -14,7 +15,7 @@ import orjson
 import pytest
 from structlog.testing import capture_logs
 
-from glue import intake, journal
+from glue import events, intake, journal
 from glue import settings as settings_mod
 from glue.sources import minio_listen
 from tests.minio_access import connection
@@ -191,6 +192,7 @@ async def test_stop_is_prompt_while_streams_are_open(
     listen_double: ListenDouble, credential_files: dict[str, Path], intake_: intake.Intake, bucket_name: str
 ) -> None:
     config = _config(listen_double, credential_files, bucket_name, pingSeconds=30)
+    listen_double.scripts.append([("line", b'{"Records":null}'), ("hold",)])  # headers out, then quiet
     source = minio_listen.ListenSource(config, intake_.accept)
     await source.start()
     await listen_double.wait_connections(1)
@@ -228,3 +230,179 @@ async def test_a_burst_is_journaled_in_stream_order(
         await source.stop()
     stored = sorted(await journal_.list(limit=1000), key=lambda item: item.seq)
     assert [item.event().get_subject() for item in stored] == keys
+
+
+async def test_an_old_servers_bare_space_keepalives_do_not_grow_a_line(
+    listen_double: ListenDouble,
+    credential_files: dict[str, Path],
+    intake_: intake.Intake,
+    journal_: journal.Journal,
+    bucket_name: str,
+) -> None:
+    """MinIO before April 2023 ignores ``ping`` and writes a bare space every 500 ms, no newline
+    (cmd/listen-notification-handlers.go, keepAliveTicker): 3000 spaces are 25 quiet minutes, far over
+    a 1 KiB line. The events around them are journaled on one connection that stays up."""
+    listen_double.legacy = True
+    listen_double.legacy_interval = 0.05
+    release = asyncio.Event()
+    listen_double.scripts.append(
+        [
+            ("raw", b" " * 3000),
+            ("line", _line(record(bucket_name, "models/a.bin", request_id="17B2D3C4E5F60701"))),
+            ("wait", release),  # more spaces, at the double's pace
+            ("raw", b" " * 3000),
+            ("line", _line(record(bucket_name, "models/b.bin", request_id="17B2D3C4E5F60702"))),
+            ("hold",),
+        ]
+    )
+    source = minio_listen.ListenSource(
+        _config(listen_double, credential_files, bucket_name, maxLineBytes=1024), intake_.accept
+    )
+    await source.start()
+    try:
+        await eventually(
+            lambda: metric("glue_minio_listen_lines_total", bucket=bucket_name, outcome="journaled") == 1
+        )
+        before = metric("glue_minio_listen_lines_total", bucket=bucket_name, outcome="keepalive")
+        await eventually(
+            lambda: (
+                metric("glue_minio_listen_lines_total", bucket=bucket_name, outcome="keepalive") >= before + 3
+            )
+        )
+        release.set()
+        await eventually(
+            lambda: metric("glue_minio_listen_lines_total", bucket=bucket_name, outcome="journaled") == 2
+        )
+        assert await source.readiness() is None
+    finally:
+        await source.stop()
+    assert sorted(str(item.event().get_subject()) for item in await journal_.list()) == [
+        "models/a.bin",
+        "models/b.bin",
+    ]
+    assert len(listen_double.seen) == 1
+    assert metric("glue_minio_listen_reconnects_total", bucket=bucket_name) == 0
+
+
+async def test_an_over_long_line_drops_the_stream_visibly_and_it_reconnects(
+    listen_double: ListenDouble,
+    credential_files: dict[str, Path],
+    intake_: intake.Intake,
+    journal_: journal.Journal,
+    bucket_name: str,
+) -> None:
+    """A line over maxLineBytes ends that connection: the stream is shown down (metric, readiness),
+    then reopened, and what MinIO sends next is journaled. The gap is counted: MinIO keeps nothing for a
+    listener that was away."""
+    huge = record(bucket_name, "models/huge.bin")
+    huge["s3"]["object"]["userMetadata"] = {"x-amz-meta-blob": "x" * 4096}
+    release = asyncio.Event()
+    listen_double.scripts.append([("line", _line(huge)), ("hold",)])
+    listen_double.scripts.append(
+        [("wait", release), ("line", _line(record(bucket_name, "models/next.bin"))), ("hold",)]
+    )
+    source = minio_listen.ListenSource(
+        _config(
+            listen_double,
+            credential_files,
+            bucket_name,
+            maxLineBytes=1024,
+            reconnectInitial=0.3,
+            reconnectMax=0.3,
+        ),
+        intake_.accept,
+    )
+
+    async def down() -> bool:
+        reason = await source.readiness()
+        return reason == f"minio listen stream down: {bucket_name} (a line is over 1024 bytes)" and (
+            metric("glue_minio_listen_up", bucket=bucket_name) == 0
+        )
+
+    await source.start()
+    try:
+        await listen_double.wait_connections(1)
+        await eventually(down)
+        await listen_double.wait_connections(2)
+        release.set()
+        await eventually(
+            lambda: metric("glue_minio_listen_lines_total", bucket=bucket_name, outcome="journaled") == 1
+        )
+        assert metric("glue_minio_listen_up", bucket=bucket_name) == 1
+    finally:
+        await source.stop()
+    assert [item.event().get_subject() for item in await journal_.list()] == ["models/next.bin"]
+    assert metric("glue_minio_listen_reconnects_total", bucket=bucket_name) == 1
+    assert metric("glue_minio_listen_gaps_total", bucket=bucket_name, cause="reconnect") == 1
+
+
+async def test_a_reader_waiting_for_the_journal_counts_a_gap(
+    listen_double: ListenDouble,
+    credential_files: dict[str, Path],
+    intake_: intake.Intake,
+    bucket_name: str,
+) -> None:
+    """While the reader waits for the journal it reads nothing; MinIO meanwhile drops what the
+    listener's full buffer cannot take, without a word (internal/pubsub Publish). Such a wait is the one
+    place a loss can be seen from here, and is counted."""
+    gate = asyncio.Event()
+
+    async def slow_accept(delivery: events.Delivery) -> list[journal.Appended]:
+        await gate.wait()
+        return await intake_.accept(delivery)
+
+    keys = [f"models/{index}.bin" for index in range(4)]
+    listen_double.scripts.append(
+        [
+            *[
+                ("line", _line(record(bucket_name, key, request_id=f"{index:016X}")))
+                for index, key in enumerate(keys)
+            ],
+            ("drop", _line(record(bucket_name, "models/lost.bin"))),
+            ("hold",),
+        ]
+    )
+    source = minio_listen.ListenSource(
+        _config(listen_double, credential_files, bucket_name), slow_accept, max_in_flight=2
+    )
+    await source.start()
+    try:
+        await eventually(
+            lambda: metric("glue_minio_listen_gaps_total", bucket=bucket_name, cause="stalled") == 1
+        )
+        gate.set()
+        await eventually(
+            lambda: (
+                metric("glue_minio_listen_lines_total", bucket=bucket_name, outcome="journaled") == len(keys)
+            )
+        )
+    finally:
+        await source.stop()
+    assert metric("glue_minio_listen_gaps_total", bucket=bucket_name, cause="stalled") == 1
+    assert listen_double.dropped  # what MinIO dropped never reached the reader: only the gap tells
+
+
+async def test_event_names_minio_refuses_keep_the_stream_down_with_its_error(
+    listen_double: ListenDouble, credential_files: dict[str, Path], intake_: intake.Intake, bucket_name: str
+) -> None:
+    """The double refuses what ParseName refuses (400 InvalidArgument), as MinIO does; the source
+    shows why. (glue check refuses such names first: tests/objectstore/test_settings.py.)"""
+    valid = _config(listen_double, credential_files, bucket_name)
+    # built past validation, to see what MinIO answers
+    refused = valid.buckets[0].model_copy(update={"events": ["s3:Scanner:*"]})
+    config = valid.model_copy(update={"buckets": [refused]})
+    source = minio_listen.ListenSource(config, intake_.accept)
+    await source.start()
+    try:
+        await listen_double.wait_connections(1, refused=True)
+
+        async def refused_reason() -> bool:
+            return (
+                await source.readiness()
+                == f"minio listen stream down: {bucket_name} (HTTP 400 InvalidArgument)"
+            )
+
+        await eventually(refused_reason)
+        assert metric("glue_minio_listen_up", bucket=bucket_name) == 0
+    finally:
+        await source.stop()

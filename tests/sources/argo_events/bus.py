@@ -90,14 +90,14 @@ def stop_server(server: Server) -> None:
 
 def go_header(headers: dict[str, str]) -> dict[str, list[str]]:
     """A request's headers as Go's http.Header holds them: canonical names, a list of values each."""
-    return {"-".join(part.capitalize() for part in name.split("-")): [value] for name, value in headers.items()}
+    return {
+        "-".join(part.capitalize() for part in name.split("-")): [value] for name, value in headers.items()
+    }
 
 
 def go_json(value: Any) -> bytes:
     """JSON as Go's encoding/json writes it: compact, with <, > and & escaped."""
-    return (
-        orjson.dumps(value).replace(b"<", b"\\u003c").replace(b">", b"\\u003e").replace(b"&", b"\\u0026")
-    )
+    return orjson.dumps(value).replace(b"<", b"\\u003c").replace(b">", b"\\u003e").replace(b"&", b"\\u0026")
 
 
 def webhook_data(headers: dict[str, str], body: Any, *, plural: bool = False) -> dict[str, Any]:

@@ -193,7 +193,7 @@ JOURNAL_PRUNED = prometheus_client.Counter(
 
 KAFKA_RECORDS = prometheus_client.Counter(
     "glue_kafka_records_total",
-    "Kafka records consumed, by topic and outcome (journaled, duplicate, rejected, retried).",
+    "Kafka records consumed, by topic and outcome (journaled, duplicate, rejected, retried, ignored).",
     ["topic", "outcome"],
 )
 KAFKA_LAG = prometheus_client.Gauge(

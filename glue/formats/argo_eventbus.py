@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import datetime as dt
 from collections.abc import Iterable
 from typing import Any, Final
 
@@ -137,30 +138,33 @@ def scrub(body: bytes) -> bytes:
     return orjson.dumps(message)
 
 
-def _bus_event(delivery: events.Delivery) -> tuple[events.CloudEvent, Any]:
-    """The bus's CloudEvent and its data as JSON (credentials removed)."""
+def _parts(attributes: dict[str, Any], data: Any) -> tuple[dict[str, Any], Any]:
+    """What the JSON event format read, before an event is built of it."""
+    return attributes, data
+
+
+def _bus_event(delivery: events.Delivery) -> tuple[dict[str, Any], Any]:
+    """The bus CloudEvent's attributes (checked when the event is built) and its data as JSON,
+    credentials removed."""
     value = _common.load_json(delivery.body, "message")
     if not isinstance(value, dict) or "specversion" not in value:
         raise formats.DecodeError(
             "the message is not a CloudEvent: expected a JSON object with 'specversion', "
             f"got {_common.kind(value)}"
         )
-    event = _common.structured(value, _common.factory(delivery))
-    data = event.get_data()
-    if isinstance(data, bytes | bytearray):
-        data = _common.load_json(bytes(data), "'data_base64'")
-    elif isinstance(data, str):
-        data = _common.load_json(data.encode("utf-8", "surrogatepass"), "'data'")
+    # The attributes are checked once, when the event that is kept is built.
+    attributes, data = _common.structured(value, _parts)  # type: ignore[type-var]
+    if isinstance(data, bytes):
+        data = _common.load_json(data, "'data_base64'")
     data, _ = _without_credentials(data)
-    return event, data
+    return attributes, data
 
 
 @formats.register(DECODER)
 def decode(delivery: events.Delivery, options: formats.Options) -> list[events.CloudEvent]:
-    event, data = _bus_event(delivery)
-    attributes = dict(event.get_attributes())
+    attributes, data = _bus_event(delivery)
     attributes["datacontenttype"] = _common.JSON
-    return [_common.cloudevent(attributes, data)]
+    return [_common.cloudevent(attributes, data, default_time=_common.received_time(delivery))]
 
 
 def _headers(data: dict[str, Any], unwrap: str) -> dict[str, str]:
@@ -185,14 +189,14 @@ def _headers(data: dict[str, Any], unwrap: str) -> dict[str, str]:
     return events.scrub_headers(headers)
 
 
-def _wrapped(bus: events.Delivery, event: events.CloudEvent, data: Any, unwrap: str) -> events.Delivery:
+def _wrapped(bus: events.Delivery, attributes: dict[str, Any], data: Any, unwrap: str) -> events.Delivery:
     """The producer's delivery that the EventSource wrapped, dated when the EventSource received it."""
     if not isinstance(data, dict):
         raise formats.DecodeError(
             f"unwrap {unwrap}: the event data must be an object, got {_common.kind(data)}"
         )
-    when = event.get_time()
-    received_at = when.timestamp() if when is not None else bus.received_at
+    when = attributes.get("time")  # parsed by the JSON event format; naive without an offset
+    received_at = when.timestamp() if isinstance(when, dt.datetime) and when.tzinfo else bus.received_at
     if unwrap == "minio" and "notification" in data:
         return events.Delivery(
             transport=minio_format.LISTEN_TRANSPORT,  # read from MinIO's listen API: keys not escaped
@@ -220,8 +224,8 @@ def _wrapped(bus: events.Delivery, event: events.CloudEvent, data: Any, unwrap: 
 
 def _unwrapping(unwrap: str) -> formats.Decoder:
     def decode_wrapped(delivery: events.Delivery, options: formats.Options) -> list[events.CloudEvent]:
-        event, data = _bus_event(delivery)
-        inner = _wrapped(delivery, event, data, unwrap)
+        attributes, data = _bus_event(delivery)
+        inner = _wrapped(delivery, attributes, data, unwrap)
         try:
             return formats.decode(inner, options)
         except formats.DecodeError as exc:

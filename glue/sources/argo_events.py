@@ -121,6 +121,7 @@ class ArgoEventsSource:
         self._reason = "not connected yet"
         self._connected = False
         self._free = config.max_in_flight  # fetch slots: messages that may still be taken
+        self._low_water = max(1, min(_FETCH_MAX, config.max_in_flight // 4))
         self._slot_freed = asyncio.Event()
         self._in_flight: dict[asyncio.Task[None], _Tracked] = {}
         self._pause_until = 0.0  # the journal could not take a message: fetch nothing until then
@@ -274,14 +275,16 @@ class ArgoEventsSource:
         return await js.pull_subscribe_bind(durable=config.durable, stream=config.stream)
 
     async def _wait_for_room(self) -> None:
-        """Until a message may be fetched: a free slot, and no pause after a journal failure."""
+        """Until messages may be fetched: no pause after a journal failure, and free slots for a batch
+        (a quarter of maxInFlight, or any while nothing is in flight): one pull per freed slot would
+        cost a round trip per message."""
         while True:
             pause = self._pause_until - time.monotonic()
             if pause > 0:
                 await asyncio.sleep(pause)
                 self._progress()
                 continue
-            if self._free > 0:
+            if self._free >= self._low_water or (self._free > 0 and not self._in_flight):
                 return
             self._slot_freed.clear()
             with contextlib.suppress(TimeoutError):
@@ -292,7 +295,8 @@ class ArgoEventsSource:
     def _done(self, task: asyncio.Task[None]) -> None:
         self._in_flight.pop(task, None)
         self._free += 1
-        self._slot_freed.set()
+        if self._free >= self._low_water or not self._in_flight:
+            self._slot_freed.set()
 
     def _progress(self) -> None:
         """Tell the server that messages whose commit has waited a third of ``ackWait`` are in progress."""

@@ -96,15 +96,22 @@ async def test_unwrapped_bus_events_are_the_direct_webhooks_events_and_no_token_
             "models", "put", "minio", {"notification": [payloads.minio_record(key, escaped=False)]}
         )
         calendar = bus.message("calendar", "tick", "calendar", {"eventTime": "2026-07-18 12:00:00"})
-        for msg in (gitlab_msg, minio_msg, calendar):
+        # And one that reached only Argo: its bus message is the delivery the journal keeps.
+        only_argo = gitlab_headers | {"x-gitlab-event-uuid": "1f2e3d4c-0000-4000-8000-000000000001"}
+        only_argo_msg = bus.message(
+            "gitlab-hooks", "push", "gitlab", bus.webhook_data(only_argo, push, plural=True)
+        )
+        for msg in (gitlab_msg, minio_msg, calendar, only_argo_msg):
             await publisher.publish(msg)
         await eventually(
-            lambda: counted("duplicate") - duplicates == 2 and counted("journaled") - journaled == 1
+            lambda: counted("duplicate") - duplicates == 2 and counted("journaled") - journaled == 2
         )
 
         store = daemon.journal
-        [gitlab_event] = await events_with(store, type="gitlab.push")
-        assert gitlab_event.event().get_id() == gitlab_headers["x-gitlab-event-uuid"]
+        gitlab_events = await events_with(store, type="gitlab.push")
+        assert sorted(row.event().get_id() for row in gitlab_events) == sorted(
+            [gitlab_headers["x-gitlab-event-uuid"], only_argo["x-gitlab-event-uuid"]]
+        )
         assert len(await events_with(store, source=f"minio:{record['s3']['bucket']['name']}")) == 1
         [tick] = await events_with(store, source="calendar")
         assert tick.event().get_id() == calendar.event_id and tick.event().get_subject() == "tick"
@@ -117,9 +124,16 @@ async def test_unwrapped_bus_events_are_the_direct_webhooks_events_and_no_token_
         assert len(await events_with(store, source="calendar")) == 1
         info = await publisher.consumer("runtime-glue")
         assert info.num_pending == 0 and info.num_ack_pending == 0  # every message acknowledged
+        # Every delivery the journal keeps (the duplicates' too), the bus messages' data decoded.
+        kept = [d for d in [await daemon.journal.delivery(n) for n in range(1, 20)] if d is not None]
+        kept_data = b"".join(
+            base64.b64decode(orjson.loads(d.body)["data_base64"]) for d in kept if d.transport == "jetstream"
+        )
+        assert b"X-Gitlab-Event" in kept_data and TOKEN.encode() not in kept_data
 
     stored, bus_data = _kept(tmp_path, recording)
     assert b"X-Gitlab-Event" in bus_data  # the recording keeps Argo's header map, less the token
+    assert TOKEN.encode() not in bus_data
     assert TOKEN.encode() not in stored
     assert base64.b64encode(TOKEN.encode())[:16] not in stored
 

@@ -9,10 +9,13 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from glue import events, formats
 from glue.formats import argo_eventbus
 from tests.formats import payloads
+from tests.formats.test_fuzz import FUZZ, check
 from tests.sources.argo_events import bus
 from tests.support import json_data
 
@@ -214,3 +217,50 @@ def test_selector_first_entry_that_matches_applies() -> None:
     assert selector.subjects() == ["default.gitlab-hooks.*", "default.models.*"]
     assert argo_eventbus.Selector([("a.b", None), ("*", "minio")]).subjects() == ["default.*.*"]
     assert argo_eventbus.Selector([("a.b", None), ("c.d", None)]).subjects() == ["default.a.b", "default.c.d"]
+
+
+_json = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+_wrapped_data = st.fixed_dictionaries(
+    {},
+    optional={
+        "header": st.dictionaries(
+            st.sampled_from(["Content-Type", "X-Gitlab-Event", "X-Gitlab-Token"]), _json
+        ),
+        "headers": _json,
+        "body": _json,
+        "notification": _json,
+    },
+)
+
+
+@FUZZ
+@given(data=_json | _wrapped_data, unwrap=st.sampled_from([None, *argo_eventbus.UNWRAPS]))
+def test_any_wrapped_data_decodes_or_is_refused_with_a_reason(data: Any, unwrap: str | None) -> None:
+    msg = bus.message("es", "ev", "webhook", data)
+    delivery = on_bus(msg)
+    check(events.Delivery(**{**_fields(delivery), "format": argo_eventbus.decoder_name(unwrap)}))
+
+
+@FUZZ
+@given(
+    body=st.binary(max_size=200) | _json.map(orjson.dumps),
+    unwrap=st.sampled_from([None, *argo_eventbus.UNWRAPS]),
+)
+def test_any_message_is_scrubbed_and_decoded_or_refused(body: bytes, unwrap: str | None) -> None:
+    scrubbed = argo_eventbus.scrub(body)
+    format_ = argo_eventbus.decoder_name(unwrap)
+    check(
+        events.Delivery(
+            transport="jetstream", endpoint="argo-events", format=format_, headers={}, body=scrubbed
+        )
+    )

@@ -222,3 +222,39 @@ def _kept(tmp_path: Path, recording: Path) -> tuple[bytes, bytes]:
         if line["transport"] == "jetstream"
     )
     return stored, bus_data
+
+
+async def test_a_message_the_journal_cannot_take_is_not_acknowledged_and_comes_back(
+    nats_server: bus.Server, tmp_path: Path
+) -> None:
+    # No executor routes the first event, so it stays pending: the backlog bound (1) refuses the
+    # second message, as intake refuses it when the journal is unavailable.
+    source = bus_config(nats_server, ackWait=1)
+    full = daemon_settings(
+        tmp_path,
+        server={"host": "127.0.0.1", "port": 0, "maxBacklog": 1},
+        execution={"enabled": False},
+        sources={"argoEvents": source},
+    )
+    first, second = (bus.message("calendar", "tick", "calendar", {"n": n}) for n in (1, 2))
+    async with bus.Publisher(nats_server.url) as publisher:
+        async with running(full) as daemon:
+            await eventually(lambda: metric("glue_source_up", source="argo-events") == 1)
+            retried = counted("retried")
+            await publisher.publish(first)
+            await eventually(lambda: events_with(daemon.journal, id=first.event_id))
+            await publisher.publish(second)
+            await eventually(lambda: counted("retried") - retried >= 2, within=30)  # sent again after ackWait
+            info = await publisher.consumer("runtime-glue")
+            assert info.num_ack_pending == 1 and info.num_redelivered >= 1
+            assert await events_with(daemon.journal, id=second.event_id) == []
+        # The same daemon with room (its executor routes what waits): the message comes back, journaled.
+        roomy = daemon_settings(tmp_path, sources={"argoEvents": source})
+        async with running(roomy) as daemon:
+            await eventually(lambda: events_with(daemon.journal, id=second.event_id), within=30)
+            await eventually(lambda: _all_acknowledged(publisher))
+
+
+async def _all_acknowledged(publisher: bus.Publisher) -> bool:
+    info = await publisher.consumer("runtime-glue")
+    return bool(info.num_pending == 0 and info.num_ack_pending == 0)

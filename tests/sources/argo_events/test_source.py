@@ -258,3 +258,35 @@ async def test_a_message_the_journal_cannot_take_is_not_acknowledged_and_comes_b
 async def _all_acknowledged(publisher: bus.Publisher) -> bool:
     info = await publisher.consumer("runtime-glue")
     return bool(info.num_pending == 0 and info.num_ack_pending == 0)
+
+
+async def test_a_new_consumer_takes_new_messages_or_with_deliver_all_what_the_stream_keeps(
+    nats_server: bus.Server, tmp_path: Path
+) -> None:
+    before = bus.message("calendar", "tick", "calendar", {"n": "before"})
+    after = bus.message("calendar", "tick", "calendar", {"n": "after"})
+    async with bus.Publisher(nats_server.url) as publisher:
+        await publisher.publish(before)
+        fresh = daemon_settings(
+            tmp_path / "new", sources={"argoEvents": bus_config(nats_server, durable="fresh")}
+        )
+        async with running(fresh) as daemon:
+            await eventually(lambda: metric("glue_source_up", source="argo-events") == 1)
+            await publisher.publish(after)
+            await eventually(lambda: events_with(daemon.journal, id=after.event_id))
+            assert await events_with(daemon.journal, id=before.event_id) == []
+            info = await publisher.consumer("fresh")
+            assert info.config.max_ack_pending == 512  # maxInFlight, held by the server too
+        importing = daemon_settings(
+            tmp_path / "all", sources={"argoEvents": bus_config(nats_server, durable="import", deliver="all")}
+        )
+        async with running(importing) as daemon:
+            await eventually(lambda: _count(daemon.journal, 2))
+            assert {row.event().get_id() for row in await daemon.journal.list()} == {
+                before.event_id,
+                after.event_id,
+            }
+
+
+async def _count(store: journal.Journal, n: int) -> bool:
+    return len(await store.list(limit=100)) >= n

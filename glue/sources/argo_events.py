@@ -228,21 +228,22 @@ class ArgoEventsSource:
         self._up()
         log.info("argo events eventbus connected", durable=config.durable, stream=config.stream)
         fetched = 0
-        while not nc.is_closed and not self._stopping:
-            await self._wait_for_room()
-            try:
-                messages = await subscription.fetch(min(self._free, _FETCH_MAX), timeout=_FETCH_SECONDS)
-            except (nats_errors.TimeoutError, TimeoutError):
-                self._progress()
-                continue
-            for msg in messages:
-                fetched += 1
-                self._free -= 1
-                tracked = _Tracked(msg)
-                task = asyncio.create_task(self._handle(msg))
-                self._in_flight[task] = tracked
-                task.add_done_callback(self._done)
-            self._progress()
+        ticker = asyncio.create_task(self._keep_in_progress(), name="argo-events-in-progress")
+        try:
+            while not nc.is_closed and not self._stopping:
+                await self._wait_for_room()
+                try:
+                    messages = await subscription.fetch(min(self._free, _FETCH_MAX), timeout=_FETCH_SECONDS)
+                except (nats_errors.TimeoutError, TimeoutError):
+                    continue
+                for msg in messages:
+                    fetched += 1
+                    self._free -= 1
+                    task = asyncio.create_task(self._handle(msg))
+                    self._in_flight[task] = _Tracked(msg)
+                    task.add_done_callback(self._done)
+        finally:
+            ticker.cancel()
         return fetched
 
     async def _bind(self, js: Any) -> Any:
@@ -282,15 +283,11 @@ class ArgoEventsSource:
             pause = self._pause_until - time.monotonic()
             if pause > 0:
                 await asyncio.sleep(pause)
-                self._progress()
                 continue
             if self._free >= self._low_water or (self._free > 0 and not self._in_flight):
                 return
             self._slot_freed.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.config.ack_wait / 3):
-                    await self._slot_freed.wait()
-            self._progress()
+            await self._slot_freed.wait()
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._in_flight.pop(task, None)
@@ -298,12 +295,18 @@ class ArgoEventsSource:
         if self._free >= self._low_water or not self._in_flight:
             self._slot_freed.set()
 
-    def _progress(self) -> None:
-        """Tell the server that messages whose commit has waited a third of ``ackWait`` are in progress."""
+    async def _keep_in_progress(self) -> None:
+        """Every quarter of ``ackWait``: tell the server that messages whose commit has waited that
+        long are in progress, so it does not send them again meanwhile."""
+        every = self.config.ack_wait / 4
+        while True:
+            await asyncio.sleep(every)
+            self._progress(every)
+
+    def _progress(self, late: float) -> None:
         if not self._in_flight:
             return
         now = time.monotonic()
-        late = self.config.ack_wait / 3
         for tracked in self._in_flight.values():
             if now - tracked.since >= late:
                 tracked.since = now

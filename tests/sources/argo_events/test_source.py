@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -290,3 +291,27 @@ async def test_a_new_consumer_takes_new_messages_or_with_deliver_all_what_the_st
 
 async def _count(store: journal.Journal, n: int) -> bool:
     return len(await store.list(limit=100)) >= n
+
+
+async def test_while_the_commit_waits_the_message_is_kept_in_progress_not_redelivered(
+    nats_server: bus.Server, tmp_path: Path
+) -> None:
+    config = daemon_settings(tmp_path, sources={"argoEvents": bus_config(nats_server, ackWait=1)})
+    msg = bus.message("calendar", "tick", "calendar", {"n": 1})
+    async with bus.Publisher(nats_server.url) as publisher, running(config) as daemon:
+        await eventually(lambda: metric("glue_source_up", source="argo-events") == 1)
+        # Another process holds the journal's write lock: the commit waits (SQLite's busy timeout).
+        holder = sqlite3.connect(tmp_path / "journal.db", isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            await publisher.publish(msg)
+            await asyncio.sleep(3.5)  # three ack waits
+            info = await publisher.consumer("runtime-glue")
+            assert info.num_ack_pending == 1 and info.num_redelivered == 0
+            assert await events_with(daemon.journal, id=msg.event_id) == []
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        await eventually(lambda: events_with(daemon.journal, id=msg.event_id))
+        await eventually(lambda: _all_acknowledged(publisher))
+        assert (await publisher.consumer("runtime-glue")).num_redelivered == 0

@@ -315,3 +315,36 @@ async def test_while_the_commit_waits_the_message_is_kept_in_progress_not_redeli
         await eventually(lambda: events_with(daemon.journal, id=msg.event_id))
         await eventually(lambda: _all_acknowledged(publisher))
         assert (await publisher.consumer("runtime-glue")).num_redelivered == 0
+
+
+async def test_the_consumer_takes_only_the_listed_event_sources(
+    nats_server: bus.Server, tmp_path: Path
+) -> None:
+    source = bus_config(nats_server, eventSources=["gitlab-hooks", "calendar.tick"])
+    taken = [
+        bus.message("gitlab-hooks", "tag", "webhook", {"n": 1}),
+        bus.message("calendar", "tick", "calendar", {}),
+    ]
+    left = [bus.message("calendar", "other", "calendar", {}), bus.message("sqs", "queue", "sqs", {})]
+    async with bus.Publisher(nats_server.url) as publisher:
+        async with running(daemon_settings(tmp_path, sources={"argoEvents": source})) as daemon:
+            await eventually(lambda: metric("glue_source_up", source="argo-events") == 1)
+            for msg in [*left, *taken]:
+                await publisher.publish(msg)
+            await eventually(lambda: _count(daemon.journal, 2))
+            await eventually(lambda: _all_acknowledged(publisher))
+            assert {row.event().get_id() for row in await daemon.journal.list()} == {
+                m.event_id for m in taken
+            }
+            info = await publisher.consumer("runtime-glue")
+            assert sorted(info.config.filter_subjects or []) == [
+                "default.calendar.tick",
+                "default.gitlab-hooks.*",
+            ]
+        # Listed differently at the next start: the same durable consumer follows the new list.
+        wider = bus_config(nats_server, eventSources=["*"])
+        async with running(daemon_settings(tmp_path, sources={"argoEvents": wider})) as daemon:
+            await eventually(lambda: metric("glue_source_up", source="argo-events") == 1)
+            later = bus.message("sqs", "queue", "sqs", {"n": 3})
+            await publisher.publish(later)
+            await eventually(lambda: events_with(daemon.journal, id=later.event_id))

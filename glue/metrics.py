@@ -31,6 +31,7 @@ __all__ = [
     "DEAD_LETTERS",
     "DELIVERIES",
     "DUPLICATES",
+    "EVENTBUS_MESSAGES",
     "EVENTS_JOURNALED",
     "EVENTS_ROUTED",
     "HANDLER_DURATION",
@@ -49,6 +50,8 @@ __all__ = [
     "MINIO_LISTEN_UP",
     "OLDEST_PENDING",
     "RETRIES",
+    "SOURCE_RECONNECTS",
+    "SOURCE_UP",
     "Children",
     "LoopCounter",
     "LoopHistogram",
@@ -191,7 +194,7 @@ JOURNAL_PRUNED = prometheus_client.Counter(
 
 KAFKA_RECORDS = prometheus_client.Counter(
     "glue_kafka_records_total",
-    "Kafka records consumed, by topic and outcome (journaled, duplicate, rejected, retried).",
+    "Kafka records consumed, by topic and outcome (journaled, duplicate, rejected, retried, ignored).",
     ["topic", "outcome"],
 )
 KAFKA_LAG = prometheus_client.Gauge(
@@ -213,6 +216,20 @@ KAFKA_PUBLISHED = prometheus_client.Counter(
     "glue_kafka_published_total",
     "Invocation outcomes published as CloudEvents to the output topic, by state (done, dead).",
     ["state"],
+)
+
+# -- sources that hold a connection (the Argo Events EventBus) -------------------------------------
+
+SOURCE_UP = prometheus_client.Gauge(
+    "glue_source_up", "1 while the source's connection (and its consumer) is up, else 0.", ["source"]
+)
+SOURCE_RECONNECTS = prometheus_client.Counter(
+    "glue_source_reconnects_total", "Connections of a source lost and opened again.", ["source"]
+)
+EVENTBUS_MESSAGES = prometheus_client.Counter(
+    "glue_eventbus_messages_total",
+    "EventBus messages by source and outcome (journaled, duplicate, rejected, ignored, retried).",
+    ["source", "outcome"],
 )
 
 # -- MinIO: the listen source and the archive bucket -----------------------------------------------

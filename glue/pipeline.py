@@ -1,6 +1,6 @@
 """The data path of one daemon, assembled in one place from parts passed to their constructors.
 
-    sources (HTTP, Kafka, MinIO listen)
+    sources (HTTP, Kafka, the Argo Events EventBus, MinIO listen)
       -> intake (decode, identity, backlog bound, routing at intake by the executor's routing loop)
       -> journal (append: the event is acknowledged once this commits)
       -> executor (routing loop -> dispatcher -> runner -> handlers; settler writes outcomes back)
@@ -8,7 +8,7 @@
 Beside it run the workers that read the journal too: the bucket archive (a tap of intake and the
 executor's dead-letter hook), journal retention and the Kafka output. Every hook between parts is a
 constructor argument, fixed here before the daemon starts; :mod:`glue.app` supervises the result.
-Client libraries (the MinIO SDK, aiokafka, the route compiler) are imported only when configured.
+Client libraries (the MinIO SDK, aiokafka, nats-py, the route compiler) are imported only when configured.
 """
 
 from __future__ import annotations
@@ -190,6 +190,14 @@ def _sources(
         source = kafka.KafkaSource(settings.sources.kafka, accepting, journal_)
         readiness.append(source.ready)
         sources.append(source)
+    if settings.sources.argo_events is not None:
+        from glue.sources import argo_events
+
+        bus = argo_events.ArgoEventsSource(
+            settings.sources.argo_events, accepting.accept, reject=journal_.reject
+        )
+        readiness.append(bus.readiness)
+        sources.append(bus)
     minio = settings.sources.minio
     if minio is not None and minio.buckets:
         from glue.sources import minio_listen

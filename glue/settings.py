@@ -27,6 +27,10 @@ __all__ = [
     "ENV_PREFIX",
     "MINIO_EVENT_NAMES",
     "Archive",
+    "ArgoEventSource",
+    "ArgoEvents",
+    "ArgoEventsAuth",
+    "ArgoEventsTls",
     "Auth",
     "AuthType",
     "ConfigError",
@@ -208,7 +212,33 @@ class Logging(Model):
     format: Literal["auto", "json", "console"] = "auto"
 
 
-KafkaFormat = Literal["cloudevents", "minio", "argo"]
+KafkaFormat = Literal["cloudevents", "minio", "argo", "argo-eventbus"]
+
+#: An Argo EventSource (a Kubernetes name) and optionally one of its events, or "*" for every one.
+_EVENT_SOURCE = r"^(\*|[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)?)$"
+
+
+class ArgoEventSource(Model):
+    """Which EventBus messages a source takes, and what it does with them. Written ``"*"``, ``"name"``
+    or ``"name.event"`` alone, or as ``{name: ..., unwrap: gitlab}``."""
+
+    name: str = Field(
+        pattern=_EVENT_SOURCE,
+        description="'*' (every EventSource), an EventSource name, or '<eventSource>.<eventName>'.",
+    )
+    unwrap: Literal["gitlab", "harbor", "minio"] | None = Field(
+        default=None,
+        description="Decode the delivery the EventSource wrapped with glue's decoder of this producer.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, data: Any) -> Any:
+        return {"name": data} if isinstance(data, str) else data
+
+
+def _event_sources_default() -> list[ArgoEventSource]:
+    return [ArgoEventSource(name="*")]
 
 
 class KafkaTopic(Model):
@@ -225,6 +255,18 @@ class KafkaTopic(Model):
     type: str | None = Field(default=None, description="argo: CloudEvent type for plain JSON records.")
     source: str | None = Field(default=None, description="argo: CloudEvent source for plain JSON records.")
     id_header: str | None = Field(default=None, description="argo: record header holding the event id.")
+    event_sources: list[ArgoEventSource] | None = Field(
+        default=None,
+        min_length=1,
+        description="argo-eventbus: the EventSources taken (by record key), first match applies; "
+        "default every one, as sent.",
+    )
+
+    @model_validator(mode="after")
+    def _event_sources_need_the_bus(self) -> KafkaTopic:
+        if self.event_sources is not None and self.format != "argo-eventbus":
+            raise ValueError("eventSources is for topics of format argo-eventbus")
+        return self
 
 
 class KafkaSasl(Model):
@@ -412,10 +454,107 @@ class Minio(Model):
         return self
 
 
+class ArgoEventsAuth(Model):
+    """Argo's client-auth Secret of the EventBus (key ``client-auth``) mounted as it is: YAML
+    ``username: ...`` / ``password: ...`` (or ``token: ...``)."""
+
+    file: Path
+
+    def credentials(self) -> dict[str, str]:
+        """``{"user": ..., "password": ...}`` or ``{"token": ...}``; a ValueError names the file, never
+        a value."""
+        try:
+            text = self.file.read_text()
+        except OSError as exc:
+            raise ValueError(f"cannot read {self.file}: {exc.strerror}") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise ValueError(f"{self.file} is not YAML (expected username: and password: lines)") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{self.file} must hold username: and password: (or token:)")
+        username, password, token = data.get("username"), data.get("password"), data.get("token")
+        if username is not None and password is not None:
+            return {"user": str(username), "password": str(password)}
+        if token is not None and username is None:
+            return {"token": str(token)}
+        raise ValueError(f"{self.file} must hold username: and password: (or token:)")
+
+
+class ArgoEventsTls(Model):
+    """TLS to the EventBus: Argo's server certificate is self-signed, its CA in Secret
+    ``eventbus-<bus>-js-server`` (key ``ca-cert``). Without ``caFile`` the system trust store is used."""
+
+    ca_file: Path | None = None
+    cert_file: Path | None = Field(default=None, description="Client certificate (mutual TLS).")
+    key_file: Path | None = None
+    check_hostname: bool = True
+
+    @model_validator(mode="after")
+    def _pair(self) -> ArgoEventsTls:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("give certFile and keyFile together")
+        return self
+
+
+class ArgoEvents(Model):
+    """Argo Events' JetStream EventBus read by a durable pull consumer of glue's own, at least once."""
+
+    url: Annotated[list[str], NoDecode] = Field(
+        min_length=1,
+        description="nats://host:port (or tls://), a list or one comma-separated string; Argo's is "
+        "nats://eventbus-<bus>-js-svc.<namespace>.svc:4222.",
+    )
+    auth: ArgoEventsAuth | None = None
+    tls: ArgoEventsTls | None = None
+    event_sources: list[ArgoEventSource] = Field(
+        default_factory=_event_sources_default,
+        min_length=1,
+        description="The EventSources taken; the first entry that matches a message applies.",
+    )
+    durable: str = Field(
+        default="runtime-glue",
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="This reader's durable consumer (never a Sensor's).",
+    )
+    stream: str = Field(default="default", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    deliver: Literal["new", "all"] = Field(
+        default="new",
+        description="Where a new durable consumer starts: new messages, or all the stream keeps (a first "
+        "import). An existing consumer goes on from where it is.",
+    )
+    max_in_flight: int = Field(
+        default=512, ge=1, le=100_000, description="Messages fetched and not yet acknowledged, at most."
+    )
+    ack_wait: float = Field(
+        default=30.0, ge=1, le=3600, description="Seconds before an unacknowledged message is sent again."
+    )
+    connect_timeout: float = Field(default=5.0, gt=0, le=300)
+    reconnect_initial: float = Field(default=0.5, gt=0, description="First reconnect delay (seconds).")
+    reconnect_max: float = Field(default=30.0, gt=0, description="Reconnect delay cap (seconds).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_urls(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("url"), str):
+            data = {**data, "url": [s.strip() for s in data["url"].split(",") if s.strip()]}
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> ArgoEvents:
+        for url in self.url:
+            if not url.startswith(("nats://", "tls://")):
+                raise ValueError(f"url {url!r} must start with nats:// or tls://")
+        if self.reconnect_max < self.reconnect_initial:
+            raise ValueError("reconnectMax must be at least reconnectInitial")
+        return self
+
+
 class Sources(Model):
     """Ways in besides the HTTP endpoints; each subsystem adds its typed group here."""
 
     kafka: Kafka | None = None
+    argo_events: ArgoEvents | None = Field(default=None, description="Argo Events' JetStream EventBus.")
     minio: Minio | None = Field(default=None, description="MinIO connection and listened buckets.")
 
 
@@ -621,6 +760,12 @@ def from_mapping(
                 ref.resolve()
             except ValueError as exc:
                 problems.append((f"sources.kafka.{where}", str(exc)))
+    argo_events = settings.sources.argo_events
+    if argo_events is not None and argo_events.auth is not None:
+        try:
+            argo_events.auth.credentials()
+        except ValueError as exc:
+            problems.append(("sources.argoEvents.auth.file", str(exc)))
     minio = settings.sources.minio
     if minio is not None:
         for name in ("access_key", "secret_key", "session_token"):

@@ -91,4 +91,4 @@ def decode(delivery: events.Delivery, options: Options = NO_OPTIONS) -> list[eve
 
 
 # The built-in decoders register themselves on import.
-from glue.formats import argo, cloudevents, gitlab, harbor, minio  # noqa: E402, F401
+from glue.formats import argo, argo_eventbus, cloudevents, gitlab, harbor, minio  # noqa: E402, F401

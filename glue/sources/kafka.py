@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import datetime
 import time
 from collections.abc import Iterable, Sequence
@@ -36,6 +37,7 @@ from cloudevents.core.formats.json import JSONFormat
 
 from glue import events, formats, intake, journal, metrics
 from glue import settings as settings_mod
+from glue.formats import argo_eventbus
 
 __all__ = [
     "DECODER",
@@ -51,7 +53,8 @@ __all__ = [
 log = structlog.get_logger(__name__)
 
 #: Topic format in the settings -> decoder name in glue.formats (kept with each delivery for replay).
-DECODER = {"cloudevents": "cloudevents", "minio": "minio", "argo": "argo"}
+#: An ``argo-eventbus`` topic's decoder is chosen per record by its ``eventSources`` (see _accept).
+DECODER = {"cloudevents": "cloudevents", "minio": "minio", "argo": "argo", "argo-eventbus": "argo-eventbus"}
 
 _LAG_INTERVAL = 1.0  # seconds between consumer lag updates
 _POLL_MS = 200  # how long one fetch waits for records
@@ -179,6 +182,12 @@ class KafkaSource:
         self.journal = journal_
         self.topics = {topic.name: topic for topic in config.topics}
         self.options = {topic.name: formats.Options.of(topic) for topic in config.topics}
+        # Argo's Kafka EventBus: records keyed <eventSource>.<eventName>, taken by the topic's eventSources.
+        self.selectors = {
+            topic.name: argo_eventbus.Selector((e.name, e.unwrap) for e in topic.event_sources or [])
+            for topic in config.topics
+            if topic.format == "argo-eventbus" and topic.event_sources is not None
+        }
         self.batch_lock = asyncio.Lock()
         self.revoked: set[aiokafka.TopicPartition] = set()
         self.consumer: aiokafka.AIOKafkaConsumer | None = None
@@ -319,9 +328,23 @@ class KafkaSource:
         return bool(rewound)
 
     async def _accept(self, record: Any) -> str:
-        """Journal one record; returns journaled / duplicate / rejected, raises _Retry."""
+        """Journal one record; returns journaled / duplicate / rejected / ignored, raises _Retry."""
         topic = self.topics[record.topic]
-        delivery = delivery_of(record, DECODER[topic.format])
+        decoder = DECODER[topic.format]
+        if topic.format == "argo-eventbus":
+            selector = self.selectors.get(record.topic)
+            if selector is not None:
+                key = record.key.decode("utf-8", "replace") if record.key is not None else ""
+                event_source, _, event_name = key.partition(".")
+                selection = selector.select(event_source, event_name)
+                if selection is None:
+                    return "ignored"  # an EventSource this topic's eventSources do not take
+                decoder = selection.decoder
+            delivery = delivery_of(record, decoder)
+            # Argo's header maps carry the producer's credentials: removed before anything keeps them.
+            delivery = dataclasses.replace(delivery, body=argo_eventbus.scrub(delivery.body))
+        else:
+            delivery = delivery_of(record, decoder)
         problem = header_problem(record)
         if problem is not None:
             return await self._reject(delivery, record, problem)

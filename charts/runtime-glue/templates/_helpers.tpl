@@ -115,6 +115,19 @@ Secret left out of secretFiles, fails the render instead of the pod's start. */}
 {{- end -}}
 {{- end -}}
 {{- end -}}
+{{- with $sources.argoEvents -}}
+{{- if .auth -}}
+{{- $_ := set $files "config.sources.argoEvents.auth.file" .auth.file -}}
+{{- end -}}
+{{- with .tls -}}
+{{- $tls := . -}}
+{{- range $key := list "caFile" "certFile" "keyFile" -}}
+{{- if get $tls $key -}}
+{{- $_ := set $files (printf "config.sources.argoEvents.tls.%s" $key) (get $tls $key) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 {{- with $sources.minio -}}
 {{- $minio := . -}}
 {{- if .caFile -}}
@@ -309,6 +322,19 @@ The services the config talks to, each with the TCP ports the config names, as J
 {{- end -}}
 {{- end -}}
 {{- $rules = append $rules (dict "what" "Kafka (sources.kafka.bootstrapServers)" "ports" (concat $ports $egress.kafka.ports) "to" $egress.kafka.to) -}}
+{{- end -}}
+{{- with $sources.argoEvents -}}
+{{- $urls := .url -}}
+{{- if kindIs "string" $urls -}}
+{{- $urls = splitList "," $urls -}}
+{{- end -}}
+{{- $ports := list -}}
+{{- range $urls -}}
+{{- if trim . -}}
+{{- $ports = append $ports (regexFind ":[0-9]+$" (urlParse (trim .)).host | trimPrefix ":" | default "4222") -}}
+{{- end -}}
+{{- end -}}
+{{- $rules = append $rules (dict "what" "the Argo Events EventBus (sources.argoEvents.url)" "ports" (uniq $ports) "to" $egress.argoEvents.to) -}}
 {{- end -}}
 {{- with $sources.minio -}}
 {{- $secure := ternary true .secure (kindIs "invalid" .secure) -}}

@@ -1,0 +1,387 @@
+"""Argo Events' JetStream EventBus as a way in: every EventSource's events, at least once, no Sensor.
+
+Argo's EventSources publish each event as a CloudEvent to the stream ``default`` on subject
+``default.<eventSource>.<eventName>`` (see :mod:`glue.formats.argo_eventbus`). This source reads that
+stream with a durable pull consumer of its own (``durable``; never a Sensor's, so it takes nothing from
+them), with explicit acknowledgements:
+
+- a message is acknowledged only once its events are committed to the journal; while the commit waits
+  longer than a third of ``ackWait``, the server is told ``InProgress`` so it does not send it again;
+- at most ``maxInFlight`` messages are fetched and not yet acknowledged;
+- a message that is not a CloudEvent, or whose data cannot be read, is journaled as rejected (``glue
+  dlq rejected``) and terminated: the server never sends it again;
+- when the journal cannot take a message it is not acknowledged (it comes back after ``ackWait``) and
+  fetching pauses with backoff;
+- the connection is opened again with capped exponential backoff (:class:`glue.retry.Policy`); while it
+  is down ``glue_source_up{source="argo-events"}`` is 0 and ``/readyz`` says why.
+
+Credentials in the header maps Argo forwards are removed from each message before intake sees it
+(:func:`glue.formats.argo_eventbus.scrub`). nats-py is used here and nowhere else in the package.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import nats
+import structlog
+from nats import errors as nats_errors
+from nats.js import api as js_api
+from nats.js import errors as js_errors
+
+from glue import events, formats, intake, journal, metrics, retry
+from glue import settings as settings_mod
+from glue.formats import argo_eventbus
+
+__all__ = ["NAME", "TRANSPORT", "ArgoEventsSource", "connect_options"]
+
+log = structlog.get_logger(__name__)
+
+#: The source's name in metrics, readiness and the deliveries it journals (their endpoint).
+NAME = "argo-events"
+#: The transport of the deliveries it journals.
+TRANSPORT = "jetstream"
+
+Accept = Callable[[events.Delivery], Awaitable[list[journal.Appended]]]
+Reject = Callable[[events.Delivery, str], Awaitable[int]]
+
+_FETCH_SECONDS = 1.0  # how long one pull waits for messages
+_FETCH_MAX = 256  # messages asked for in one pull
+
+
+class _Down(Exception):
+    """The connection or the consumer cannot be used; the message says why (no credentials)."""
+
+
+def connect_options(config: settings_mod.ArgoEvents) -> dict[str, Any]:
+    """nats-py connection keyword arguments: servers, TLS and credentials (read from the mounted file).
+
+    nats-py's own reconnection is off: the source reconnects on its schedule and shows it."""
+    options: dict[str, Any] = {
+        "servers": list(config.url),
+        "name": f"runtime-glue:{config.durable}",
+        "connect_timeout": config.connect_timeout,
+        "allow_reconnect": False,
+        # Each server tried at most twice, without waiting, before nats-py gives up (NoServersError).
+        "max_reconnect_attempts": 1,
+        "reconnect_time_wait": 0,
+    }
+    if config.tls is not None:
+        tls = config.tls
+        context = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file is not None else None)
+        if tls.cert_file is not None and tls.key_file is not None:
+            context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+        context.check_hostname = tls.check_hostname  # the certificate is verified either way
+        options["tls"] = context
+    if config.auth is not None:
+        options.update(config.auth.credentials())
+    return options
+
+
+class _Tracked:
+    """A message being journaled: when it was fetched, for the InProgress sweep."""
+
+    __slots__ = ("msg", "since")
+
+    def __init__(self, msg: Any) -> None:
+        self.msg = msg
+        self.since = time.monotonic()
+
+
+class ArgoEventsSource:
+    """A component (``name``, ``start()``, ``stop()``) that follows the EventBus."""
+
+    name = NAME
+
+    def __init__(
+        self,
+        config: settings_mod.ArgoEvents,
+        accept: Accept,
+        *,
+        reject: Reject,
+        rng: random.Random | None = None,
+        drain_seconds: float = 5.0,
+    ) -> None:
+        self.config = config
+        self._accept = accept
+        self._reject = reject
+        self._rng = rng if rng is not None else random.Random()
+        self._backoff = retry.Policy.equal_jitter(config.reconnect_initial, config.reconnect_max)
+        self.selector = argo_eventbus.Selector((e.name, e.unwrap) for e in config.event_sources)
+        self._drain_seconds = drain_seconds
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False  # nats-py swallows a cancellation that lands in its close: check this too
+        self._nc: Any = None
+        self._reason = "not connected yet"
+        self._connected = False
+        self._free = config.max_in_flight  # fetch slots: messages that may still be taken
+        self._low_water = max(1, min(_FETCH_MAX, config.max_in_flight // 4))
+        self._slot_freed = asyncio.Event()
+        self._in_flight: dict[asyncio.Task[None], _Tracked] = {}
+        self._pause_until = 0.0  # the journal could not take a message: fetch nothing until then
+        self._journal_failures = 0
+        self._counts = metrics.Children(metrics.EVENTBUS_MESSAGES, NAME)
+        self._signals: set[asyncio.Task[None]] = set()  # InProgress acknowledgements being sent
+        metrics.SOURCE_UP.labels(NAME).set(0)
+
+    # -- lifecycle
+
+    async def start(self) -> None:
+        """Start following the bus and return; the connection is made in the background."""
+        self._task = asyncio.create_task(self._follow(), name="argo-events")
+        log.info(
+            "argo events source started",
+            url=list(self.config.url),
+            durable=self.config.durable,
+            subjects=self.selector.subjects(self.config.stream),
+        )
+
+    async def stop(self) -> None:
+        """Stop fetching; messages in hand get ``drain_seconds`` to be journaled and acknowledged, the
+        rest are left unacknowledged (the server sends them again after ``ackWait``)."""
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                async with asyncio.timeout(self._drain_seconds):
+                    await self._task
+            self._task = None
+        if self._in_flight:
+            _, late = await asyncio.wait(set(self._in_flight), timeout=self._drain_seconds)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late)
+                log.warning("eventbus messages left unacknowledged at stop", count=len(late))
+        await self._close()
+        self._down("stopped")
+        log.info("argo events source stopped")
+
+    async def readiness(self) -> str | None:
+        """For /readyz: None while connected with the consumer bound, else why not."""
+        return None if self._connected else f"argo events eventbus down: {self._reason}"
+
+    # -- connection
+
+    def _up(self) -> None:
+        self._connected, self._reason = True, ""
+        metrics.SOURCE_UP.labels(NAME).set(1)
+
+    def _down(self, reason: str) -> None:
+        self._connected, self._reason = False, reason
+        metrics.SOURCE_UP.labels(NAME).set(0)
+
+    async def _close(self) -> None:
+        nc, self._nc = self._nc, None
+        if nc is not None and not nc.is_closed:
+            with contextlib.suppress(Exception):
+                await nc.close()
+
+    async def _follow(self) -> None:
+        attempt = 0
+        while not self._stopping:
+            fetched = 0
+            try:
+                fetched = await self._connect_and_consume()
+                reason = "the connection closed"
+            except _Down as exc:
+                reason = str(exc)
+            except (nats_errors.Error, js_errors.Error, OSError, TimeoutError) as exc:
+                reason = _describe(exc)
+            if fetched:
+                attempt = 0  # it worked: the next failure starts the schedule over
+            was_connected = self._connected
+            self._down(reason)
+            await self._close()
+            if self._stopping:
+                return
+            if was_connected:
+                metrics.SOURCE_RECONNECTS.labels(NAME).inc()
+            attempt += 1
+            delay = self._backoff.delay(attempt, self._rng)
+            log.warning("argo events eventbus down", reason=reason, retry_in=round(delay, 3))
+            await asyncio.sleep(delay)
+
+    async def _error(self, exc: Exception) -> None:
+        log.warning("argo events eventbus connection error", error=_describe(exc))
+
+    async def _connect_and_consume(self) -> int:
+        """One connection: bind the consumer and fetch until the connection ends. Returns how many
+        messages it fetched."""
+        config = self.config
+        try:
+            async with asyncio.timeout(config.connect_timeout * 2 * len(config.url) + 1):
+                nc = await nats.connect(**connect_options(config), error_cb=self._error)
+        except ValueError as exc:  # the credentials file changed since the settings were checked
+            raise _Down(f"auth: {exc}") from None
+        except (nats_errors.NoServersError, OSError, TimeoutError) as exc:
+            raise _Down(f"cannot connect to {', '.join(config.url)}: {_describe(exc)}") from None
+        self._nc = nc
+        js = nc.jetstream()
+        subscription = await self._bind(js)
+        self._up()
+        log.info("argo events eventbus connected", durable=config.durable, stream=config.stream)
+        fetched = 0
+        ticker = asyncio.create_task(self._keep_in_progress(), name="argo-events-in-progress")
+        try:
+            while not nc.is_closed and not self._stopping:
+                await self._wait_for_room()
+                try:
+                    messages = await subscription.fetch(min(self._free, _FETCH_MAX), timeout=_FETCH_SECONDS)
+                except (nats_errors.TimeoutError, TimeoutError):
+                    continue
+                for msg in messages:
+                    fetched += 1
+                    self._free -= 1
+                    task = asyncio.create_task(self._handle(msg))
+                    self._in_flight[task] = _Tracked(msg)
+                    task.add_done_callback(self._done)
+        finally:
+            ticker.cancel()
+        return fetched
+
+    async def _bind(self, js: Any) -> Any:
+        """Create (or update) the durable consumer, then bind a pull subscription to it."""
+        config = self.config
+        subjects = self.selector.subjects(config.stream)
+        consumer = js_api.ConsumerConfig(
+            name=config.durable,
+            durable_name=config.durable,
+            ack_policy=js_api.AckPolicy.EXPLICIT,
+            deliver_policy=js_api.DeliverPolicy.NEW if config.deliver == "new" else js_api.DeliverPolicy.ALL,
+            ack_wait=config.ack_wait,
+            max_ack_pending=config.max_in_flight,
+        )
+        if len(subjects) == 1:
+            consumer.filter_subject = subjects[0]
+        else:
+            consumer.filter_subjects = subjects
+        try:
+            await js.add_consumer(config.stream, consumer)
+        except js_errors.NotFoundError:
+            raise _Down(
+                f"stream {config.stream!r} not found (no EventSource has published to this EventBus yet)"
+            ) from None
+        except js_errors.BadRequestError as exc:
+            # An existing consumer whose settings cannot change (its deliver policy): use it as it is.
+            log.warning("argo events consumer kept as it is", durable=config.durable, reason=exc.description)
+        except js_errors.ServiceUnavailableError:
+            raise _Down("JetStream is not enabled on this server") from None
+        return await js.pull_subscribe_bind(durable=config.durable, stream=config.stream)
+
+    async def _wait_for_room(self) -> None:
+        """Until messages may be fetched: no pause after a journal failure, and free slots for a batch
+        (a quarter of maxInFlight, or any while nothing is in flight): one pull per freed slot would
+        cost a round trip per message."""
+        while True:
+            pause = self._pause_until - time.monotonic()
+            if pause > 0:
+                await asyncio.sleep(pause)
+                continue
+            if self._free >= self._low_water or (self._free > 0 and not self._in_flight):
+                return
+            self._slot_freed.clear()
+            await self._slot_freed.wait()
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.pop(task, None)
+        self._free += 1
+        if self._free >= self._low_water or not self._in_flight:
+            self._slot_freed.set()
+
+    async def _keep_in_progress(self) -> None:
+        """Every quarter of ``ackWait``: tell the server that messages whose commit has waited that
+        long are in progress, so it does not send them again meanwhile."""
+        every = self.config.ack_wait / 4
+        while True:
+            await asyncio.sleep(every)
+            self._progress(every)
+
+    def _progress(self, late: float) -> None:
+        if not self._in_flight:
+            return
+        now = time.monotonic()
+        for tracked in self._in_flight.values():
+            if now - tracked.since >= late:
+                tracked.since = now
+                signal = asyncio.create_task(_quietly(tracked.msg.in_progress()))
+                self._signals.add(signal)
+                signal.add_done_callback(self._signals.discard)
+
+    # -- one message
+
+    async def _handle(self, msg: Any) -> None:
+        subject: str = msg.subject
+        _, _, rest = subject.partition(".")
+        event_source, _, event_name = rest.partition(".")
+        selection = self.selector.select(event_source, event_name)
+        if selection is None:  # the consumer was made for other eventSources before: not ours
+            await _quietly(msg.ack())
+            self._counts["ignored"].inc()
+            return
+        headers = {"nats-subject": subject}
+        msg_id = (msg.headers or {}).get("Nats-Msg-Id")
+        if msg_id:
+            headers["nats-msg-id"] = msg_id
+        delivery = events.Delivery(
+            transport=TRANSPORT,
+            endpoint=NAME,
+            format=selection.decoder,
+            headers=headers,
+            body=argo_eventbus.scrub(msg.data),
+        )
+        try:
+            appended = await self._accept(delivery)
+        except formats.DecodeError as exc:
+            await self._rejected(msg, delivery, exc.reason)
+            return
+        except (journal.JournalUnavailable, intake.Overloaded) as exc:
+            self._journal_unavailable(str(exc))
+            return
+        except Exception as exc:  # a decoder bug must not stop the bus: keep the message, visibly
+            log.exception("eventbus message failed", subject=subject)
+            await self._rejected(msg, delivery, f"decoder failed: {type(exc).__name__}")
+            return
+        self._journal_failures = 0
+        await _quietly(msg.ack())
+        self._counts["journaled" if any(item.new for item in appended) else "duplicate"].inc()
+
+    async def _rejected(self, msg: Any, delivery: events.Delivery, reason: str) -> None:
+        try:
+            delivery_id = await self._reject(delivery, reason)
+        except journal.JournalUnavailable as exc:
+            self._journal_unavailable(str(exc))
+            return
+        await _quietly(msg.term())
+        self._counts["rejected"].inc()
+        log.warning(
+            "eventbus message rejected",
+            subject=msg.subject,
+            reason=reason,
+            delivery_id=delivery_id,
+        )
+
+    def _journal_unavailable(self, reason: str) -> None:
+        """Leave the message unacknowledged (it comes back after ackWait) and pause fetching."""
+        self._counts["retried"].inc()
+        self._journal_failures += 1
+        delay = self._backoff.delay(self._journal_failures, self._rng)
+        self._pause_until = max(self._pause_until, time.monotonic() + delay)
+        log.warning("journal cannot take eventbus messages yet", reason=reason, retry_in=round(delay, 3))
+
+
+async def _quietly(acknowledgement: Awaitable[Any]) -> None:
+    """Send an acknowledgement; if the connection is gone the server sends the message again."""
+    with contextlib.suppress(nats_errors.Error, OSError):
+        await acknowledgement
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -5,7 +5,8 @@ Dedup is the unique constraint on ``events.identity`` (``ON CONFLICT DO NOTHING`
 between replicas. An event identified by a digest is also looked up by its key within its window, in
 the same statement; that look-up has no constraint behind it, so two replicas appending equal payloads
 at the same moment may both journal one (a sender's retries come seconds to minutes apart). Events
-routed at intake are stored ``routed`` with their invocations by that same statement. Statements are prepared once per pooled connection (asyncpg's statement cache).
+routed at intake are stored ``routed`` with their invocations by that same statement. Statements are
+prepared once per pooled connection (asyncpg's statement cache).
 """
 
 from __future__ import annotations

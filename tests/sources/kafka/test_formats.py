@@ -18,6 +18,7 @@ from glue import app, events
 from tests.sources.kafka.conftest import StartDaemon
 from tests.sources.kafka.support import (
     Broker,
+    Record,
     counted,
     create_topic,
     event_count,
@@ -185,7 +186,7 @@ async def test_argo_records_carry_their_id_in_the_body_or_deduplicate_within_the
     event: the second of two equal records is taken as a retry of the first."""
     for topic in ("with-id", "without-id"):
         await create_topic(broker.bootstrap, topic)
-    records = [
+    records: list[Record] = [
         (None, orjson.dumps({"event": {"id": event_id}, "tag": "v1"}), [])
         for event_id in ("4f1c2a", "9b0d7e", "4f1c2a")  # two events, the first delivered twice
     ]

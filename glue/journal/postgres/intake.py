@@ -192,20 +192,20 @@ def arguments(
                     for invocation in decided
                 )
             attributes = event.get_attributes()
-            ev.append(
-                {
-                    "item": item_no,
-                    "n": n,
-                    "identity": identity,
-                    "id": attributes["id"],
-                    "source": attributes["source"],
-                    "type": attributes["type"],
-                    "subject": attributes.get("subject"),
-                    "status": rows.appended_status(decided),
-                    "cloudevent": events.to_json(event).decode(),
-                    **({} if window is None else {"digest": window[0], "lo": window[1], "hi": window[2]}),
-                }
-            )
+            row = {
+                "item": item_no,
+                "n": n,
+                "identity": identity,
+                "id": attributes["id"],
+                "source": attributes["source"],
+                "type": attributes["type"],
+                "subject": attributes.get("subject"),
+                "status": rows.appended_status(decided),
+                "cloudevent": events.to_json(event).decode(),
+            }
+            if window is not None:
+                row["digest"], row["lo"], row["hi"] = window
+            ev.append(row)
         if candidate:
             d = item.delivery
             dl.append(
@@ -247,7 +247,9 @@ async def insert(conn: asyncpg.Connection, pending: list[Pending]) -> list[list[
     for item_no, (item, names) in enumerate(zip(pending, identities, strict=True)):
         appended = []
         for n, (event, identity) in enumerate(zip(item.batch, names, strict=True)):
-            repeated = firsts.get(identity) or repeats.get((item_no, n))
+            repeated = (firsts.get(identity) if firsts else None) or (
+                repeats.get((item_no, n)) if repeats else None
+            )
             if repeated is not None:
                 # a repeat of a candidate that was itself a duplicate repeats what that one did
                 origin = firsts.get(repeated[0], repeated)

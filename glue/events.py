@@ -2,9 +2,12 @@
 
 Every journaled event is a CloudEvent whose ``(source, id)`` is its identity: each decoder in
 :mod:`glue.formats` chooses ``source`` and ``id`` so that a redelivery of the same event yields the same
-pair (Harbor's Default format and MinIO records get a digest as id, GitLab the delivery's
-Idempotency-Key). The raw :class:`Delivery` is kept beside it, secrets removed, so a replay decodes it
-again through the same decoder as live traffic.
+pair (GitLab the delivery's Idempotency-Key, MinIO records their bucket, key and sequencer). Where the
+producer supplies no id at all (Harbor's Default format, a plain JSON body from Argo), the decoder makes
+a :class:`Digested` event: equal payloads are one event only within the endpoint's ``dedupWindow``, so
+a sender's retry is recognised and the same body sent again later is a new event. The raw
+:class:`Delivery` is kept beside it, secrets removed, so a replay decodes it again through the same
+decoder as live traffic (and at the delivery's original receive time, so to the same identity).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ __all__ = [
     "SENSITIVE_HEADERS",
     "CloudEvent",
     "Delivery",
+    "Digested",
     "digest",
     "from_json",
     "identity",
@@ -122,6 +126,35 @@ def identity(event: CloudEvent) -> str:
 def digest(*parts: Any) -> str:
     """A stable id for payloads that carry none: sha256 over canonical JSON of the parts."""
     return hashlib.sha256(orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+class Digested(CloudEvent):
+    """An event whose producer gave it no id, identified by a digest of its payload within a window.
+
+    Its id is the digest and the time its delivery arrived (``<sha256>-<microseconds>``), so each
+    arrival is an event of its own and a replay of the delivery (which keeps its receive time) is the
+    same event again. ``key`` (``<source> <sha256>``) is what equal payloads share: the journal takes
+    an event as a duplicate when an event with the same key arrived within ``window`` seconds of it
+    (a sender's retry), and as a new event otherwise."""
+
+    def __init__(
+        self,
+        attributes: dict[str, Any],
+        data: Any = None,
+        *,
+        key: str,
+        window: float,
+        received_at: float,
+    ) -> None:
+        super().__init__(attributes, data)
+        self.key = key
+        self.window = window
+        self.received_at = received_at
+
+    @staticmethod
+    def id_for(payload_digest: str, received_at: float) -> str:
+        """The id of a payload with this digest whose delivery arrived at ``received_at``."""
+        return f"{payload_digest}-{round(received_at * 1_000_000)}"
 
 
 def to_json(event: CloudEvent) -> bytes:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO, Protocol
 
 import orjson
+import structlog
 
 from glue import events, formats, journal, metrics
 
@@ -26,6 +27,8 @@ __all__ = ["Intake", "Overloaded", "Recorder", "Router", "Routing", "Tap"]
 
 #: The routing decided at intake of each event of a delivery (None: left pending), or None for all.
 Routing = list[list[journal.NewInvocation] | None] | None
+
+log = structlog.get_logger(__name__)
 
 #: Called with every delivery as it arrives, beside the file recorder (the bucket archive).
 Tap = Callable[[events.Delivery], None]
@@ -152,5 +155,26 @@ class Intake:
             if self._on_journaled is not None:
                 self._on_journaled(appended, batch, routing)
         if new < len(appended):
-            metrics.DUPLICATES.labels(delivery.endpoint).inc(len(appended) - new)
+            self._duplicates(delivery, batch, appended)
         return appended
+
+    @staticmethod
+    def _duplicates(
+        delivery: events.Delivery, batch: list[events.CloudEvent], appended: list[journal.Appended]
+    ) -> None:
+        """Count the duplicates of a delivery; one identified by a digest is logged too (it may be a
+        sender's retry, or a new event whose payload equals one received within the window)."""
+        for event, item in zip(batch, appended, strict=True):
+            if item.new:
+                continue
+            if not isinstance(event, events.Digested):
+                metrics.DUPLICATES.labels(delivery.endpoint, "producer").inc()
+                continue
+            metrics.DUPLICATES.labels(delivery.endpoint, "digest").inc()
+            log.info(
+                "duplicate by digest",
+                endpoint=delivery.endpoint,
+                first_id=item.id,
+                age=round(delivery.received_at - item.first_at, 3) if item.first_at is not None else None,
+                window=event.window,
+            )

@@ -175,7 +175,10 @@ EVENTS_JOURNALED = LoopCounter(
     "glue_events_journaled_total", "Events newly written to the journal, by endpoint.", ["endpoint"]
 )
 DUPLICATES = LoopCounter(
-    "glue_duplicate_events_total", "Events recognised as already journaled, by endpoint.", ["endpoint"]
+    "glue_duplicate_events_total",
+    "Events recognised as already journaled, by endpoint and by what identified them: the producer's "
+    "id (producer) or a digest of the payload within the endpoint's dedupWindow (digest).",
+    ["endpoint", "identity"],
 )
 JOURNAL_WRITE = LoopHistogram(
     "glue_journal_write_seconds",

@@ -147,6 +147,11 @@ class Auth(Model):
 
 FormatName = Literal["harbor", "gitlab", "minio", "argo", "cloudevents"]
 
+#: ``idField``: keys joined by dots, none empty.
+_ID_FIELD = r"^[^.]+(\.[^.]+)*$"
+#: ``dedupWindow``'s default: see glue.formats.DEDUP_WINDOW (settings import no other glue module).
+_DEDUP_WINDOW = 900.0
+
 
 class Endpoint(Model):
     """One webhook path: what it accepts and how the caller proves who it is."""
@@ -161,6 +166,17 @@ class Endpoint(Model):
         default=None, description="argo/harbor: CloudEvent source for bodies without one."
     )
     id_header: str | None = Field(default=None, description="argo: header whose value is the event id.")
+    id_field: str | None = Field(
+        default=None,
+        pattern=_ID_FIELD,
+        description="argo: dotted path to the event id in a JSON body (a trigger parameter's dest).",
+    )
+    dedup_window: float = Field(
+        default=_DEDUP_WINDOW,
+        ge=0,
+        description="Seconds within which equal bodies without a producer id are one event (retries); "
+        "the same body later is a new event.",
+    )
 
 
 class Server(Model):
@@ -255,6 +271,16 @@ class KafkaTopic(Model):
     type: str | None = Field(default=None, description="argo: CloudEvent type for plain JSON records.")
     source: str | None = Field(default=None, description="argo: CloudEvent source for plain JSON records.")
     id_header: str | None = Field(default=None, description="argo: record header holding the event id.")
+    id_field: str | None = Field(
+        default=None,
+        pattern=_ID_FIELD,
+        description="argo: dotted path to the event id in a JSON record (a trigger parameter's dest).",
+    )
+    dedup_window: float = Field(
+        default=_DEDUP_WINDOW,
+        ge=0,
+        description="Seconds within which equal records without a producer id are one event.",
+    )
     event_sources: list[ArgoEventSource] | None = Field(
         default=None,
         min_length=1,

@@ -56,8 +56,32 @@ def cmd_check(args: argparse.Namespace) -> int:
     problems = contract.registry.check_clients(settings.clients)
     if problems:
         raise common.CliError(str(settings_mod.ConfigError(source, problems)), code=2)
+    for warning in warnings(settings):
+        print(f"{source}: warning: {warning}", file=sys.stderr)
     print(f"{source}: ok ({len(settings.endpoints)} endpoints, {len(settings.routes)} routes)")
     return 0
+
+
+def warnings(settings: settings_mod.Settings) -> list[str]:
+    """What a valid config does that it probably should not: ``argo`` endpoints and topics that say
+    nowhere where the producer's event id is (plain JSON bodies then get a digest identity)."""
+    found: list[str] = []
+    sources: list[tuple[str, settings_mod.Endpoint | settings_mod.KafkaTopic]] = [
+        (f"endpoints[{n}] ({endpoint.name})", endpoint) for n, endpoint in enumerate(settings.endpoints)
+    ]
+    if settings.sources.kafka is not None:
+        sources += [
+            (f"sources.kafka.topics[{n}] ({topic.name})", topic)
+            for n, topic in enumerate(settings.sources.kafka.topics)
+        ]
+    for where, spec in sources:
+        if spec.format == "argo" and not spec.id_header and not spec.id_field:
+            found.append(
+                f"{where}: format argo without idHeader or idField: a plain JSON body is identified by "
+                f"its digest, and equal bodies within dedupWindow ({spec.dedup_window:g} s) are taken as "
+                "one event; have the trigger send the event's context.id (README: Argo Events)"
+            )
+    return found
 
 
 def cmd_rbac(args: argparse.Namespace) -> int:
@@ -129,6 +153,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--type", help="argo: type for plain JSON bodies")
     p.add_argument("--source", help="argo/harbor: source for bodies without one")
     p.add_argument("--id-header", help="argo: header holding the event id")
+    p.add_argument("--id-field", metavar="PATH", help="argo: dotted path to the event id in the body")
     p.add_argument("--transport", default="http", help=argparse.SUPPRESS)
     p.add_argument("file", metavar="FILE", help="payload file, or - for stdin")
-    p.set_defaults(func=cmd_decode)
+    p.set_defaults(func=cmd_decode, dedup_window=None)

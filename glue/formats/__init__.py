@@ -17,7 +17,22 @@ from typing import Protocol
 
 from glue import events
 
-__all__ = ["DECODERS", "DecodeError", "Defaults", "Options", "UnsupportedMediaType", "decode", "register"]
+__all__ = [
+    "DECODERS",
+    "DEDUP_WINDOW",
+    "DecodeError",
+    "Defaults",
+    "Options",
+    "UnsupportedMediaType",
+    "decode",
+    "id_path",
+    "register",
+]
+
+#: Seconds within which equal payloads without a producer id are one event (``dedupWindow``'s
+#: default): longer than Harbor's retries of a failed delivery and an Argo trigger's retryStrategy
+#: as commonly set, short enough that a Sensor or a schedule sending the same body again is heard.
+DEDUP_WINDOW = 900.0
 
 
 class DecodeError(Exception):
@@ -41,11 +56,26 @@ class Options:
     type: str | None = None  # argo: CloudEvent type of a plain JSON body
     source: str | None = None  # argo / harbor: CloudEvent source where the body has none
     id_header: str | None = None  # argo: header (lower case) whose value is the event id
+    id_field: tuple[str, ...] | None = None  # argo: path to the event id in a JSON body
+    dedup_window: float = DEDUP_WINDOW  # seconds: see events.Digested
 
     @classmethod
     def of(cls, spec: Defaults) -> Options:
         """The options an endpoint or a topic of the settings (or the command line) gives its format."""
-        return cls(type=spec.type, source=spec.source, id_header=(spec.id_header or "").lower() or None)
+        window = spec.dedup_window
+        return cls(
+            type=spec.type,
+            source=spec.source,
+            id_header=(spec.id_header or "").lower() or None,
+            id_field=id_path(spec.id_field) if spec.id_field else None,
+            dedup_window=DEDUP_WINDOW if window is None else window,
+        )
+
+
+def id_path(field: str) -> tuple[str, ...]:
+    """``idField`` as keys: ``context.id`` -> ("context", "id"), as an Argo trigger parameter's
+    ``dest`` names the place it writes to."""
+    return tuple(field.split("."))
 
 
 class Defaults(Protocol):
@@ -59,6 +89,12 @@ class Defaults(Protocol):
 
     @property
     def id_header(self) -> str | None: ...
+
+    @property
+    def id_field(self) -> str | None: ...
+
+    @property
+    def dedup_window(self) -> float | None: ...
 
 
 Decoder = Callable[[events.Delivery, Options], list[events.CloudEvent]]

@@ -7,8 +7,12 @@ configured. So:
 - a CloudEvent, in binary mode (``ce-`` headers) or structured mode (``application/cloudevents+json``,
   or an unlabelled JSON object with ``specversion``), keeps its attributes exactly as sent;
 - any other JSON body is wrapped: ``type`` and ``source`` come from the endpoint's options (both
-  required), ``id`` from the header named by the ``idHeader`` option when present (e.g. one the trigger
-  fills from the event's ``context.id``), else a digest of the body; ``data`` is the parsed JSON.
+  required), ``data`` is the parsed JSON, and ``id`` is the producer's own when the endpoint says where
+  it is: the header named by ``idHeader`` (an HTTP trigger's ``dynamicHeaders`` entry whose ``src`` has
+  ``contextKey: id``), else the body field at ``idField`` (a ``payload`` parameter with that ``dest``:
+  the only way for the Kafka trigger, whose headers are static). A body without that field is refused.
+  Without either (or when the header is absent) the id is a digest of the body that deduplicates only
+  within ``dedupWindow`` (:class:`glue.events.Digested`).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from glue import events, formats
-from glue.formats import _common
+from glue.formats import _common, _digest
 from glue.formats import cloudevents as ce_format
 
 __all__ = ["decode"]
@@ -29,16 +33,25 @@ def _plain(value: Any, delivery: events.Delivery, options: formats.Options) -> e
             f"a plain JSON body needs the endpoint's {' and '.join(repr(m) for m in missing)} "
             "option (not configured); or send a CloudEvent (ce- headers or application/cloudevents+json)"
         )
-    header_id = delivery.headers.get(options.id_header) if options.id_header else None
-    event_id = header_id or events.digest(value)
+    event_id = delivery.headers.get(options.id_header) if options.id_header else None
+    if not event_id and options.id_field:
+        event_id = _common.scalar(_common.path(value, *options.id_field))
+        if event_id is None:
+            raise formats.DecodeError(
+                f"the body has no event id at {'.'.join(options.id_field)!r} (the endpoint's idField): "
+                "a string or an integer expected there"
+            )
     attributes: dict[str, Any] = {
         "specversion": "1.0",
-        "id": event_id,
         "source": options.source,
         "type": options.type,
         "datacontenttype": _common.JSON,
     }
-    return _common.cloudevent(attributes, value, default_time=_common.received_time(delivery))
+    default_time = _common.received_time(delivery)
+    if not event_id:
+        return _digest.event(attributes, value, delivery, options, default_time=default_time)
+    attributes["id"] = event_id
+    return _common.cloudevent(attributes, value, default_time=default_time)
 
 
 @formats.register("argo")

@@ -3,9 +3,14 @@
 - ``type``: ``gitlab.<object_kind>`` (``gitlab.push``, ``gitlab.merge_request``, ``gitlab.build`` for
   jobs ...); system hooks without ``object_kind`` use ``event_name``; failing both, the
   ``X-Gitlab-Event`` header (``Push Hook`` -> ``push``).
-- ``id``: the ``Idempotency-Key`` header, which GitLab keeps across resends of one event; else
-  ``X-Gitlab-Event-UUID``, else the Standard Webhooks ``webhook-id``, else a digest of the body.
-  ``X-Gitlab-Event-UUID`` is also kept as the ``gitlabeventuuid`` extension.
+- ``id``: the ``Idempotency-Key`` header (GitLab 17.4 and later), which GitLab keeps across resends of
+  one event; else the Standard Webhooks ``webhook-id`` (equal to it where sent); else
+  ``X-Gitlab-Webhook-UUID`` (16.2 and later: new for every request, so a resend is another event);
+  else a digest of the body that deduplicates within the endpoint's ``dedupWindow``.
+  ``X-Gitlab-Event-UUID`` is never the id: it is GitLab's recursion-detection UUID
+  (``lib/gitlab/web_hooks/recursion_detection/uuid.rb``), one value for every hook a request fires and
+  passed on to the hooks of a request that carried it, so distinct events share it. It is kept as the
+  ``gitlabeventuuid`` extension, for correlation.
 - ``source``: ``project.web_url``, else ``X-Gitlab-Instance``, else the endpoint's ``source`` option,
   else ``gitlab``.
 - ``subject``: the ref for pushes, else the natural key of the object (MR/issue iid, pipeline id ...).
@@ -22,7 +27,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from glue import events, formats
-from glue.formats import _common
+from glue.formats import _common, _digest
 
 __all__ = ["decode", "kind_from_header"]
 
@@ -114,7 +119,7 @@ def decode(delivery: events.Delivery, options: formats.Options) -> list[events.C
     kind = _kind(body, headers)
     event_uuid = headers.get("x-gitlab-event-uuid") or None
     event_id = (
-        headers.get("idempotency-key") or event_uuid or headers.get("webhook-id") or events.digest(body)
+        headers.get("idempotency-key") or headers.get("webhook-id") or headers.get("x-gitlab-webhook-uuid")
     )
     source = (
         _common.scalar(_common.path(body, "project", "web_url"))
@@ -124,7 +129,6 @@ def decode(delivery: events.Delivery, options: formats.Options) -> list[events.C
     )
     attributes: dict[str, Any] = {
         "specversion": "1.0",
-        "id": event_id,
         "source": source,
         "type": f"gitlab.{kind}",
         "datacontenttype": _common.JSON,
@@ -135,4 +139,8 @@ def decode(delivery: events.Delivery, options: formats.Options) -> list[events.C
         attributes["subject"] = subject
     if event_uuid is not None:
         attributes["gitlabeventuuid"] = event_uuid
-    return [_common.cloudevent(attributes, body, default_time=_common.received_time(delivery))]
+    default_time = _common.received_time(delivery)
+    if not event_id:
+        return [_digest.event(attributes, body, delivery, options, default_time=default_time)]
+    attributes["id"] = event_id
+    return [_common.cloudevent(attributes, body, default_time=default_time)]

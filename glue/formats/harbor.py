@@ -1,8 +1,10 @@
 """Harbor webhooks, both payload formats of a webhook policy target.
 
 - ``Default`` (``Content-Type: application/json``): ``{type, occur_at, operator, event_data}``. It has
-  no id, so the id is a digest of the canonical payload (a Harbor retry resends the same body); the
-  source is the endpoint's ``source`` option or ``harbor``; ``time`` is ``occur_at``; ``subject`` is
+  no id, so the id is a digest of the canonical payload that deduplicates within the endpoint's
+  ``dedupWindow`` (a Harbor retry resends the same body minutes later; the payload changes only with
+  ``occur_at``, in whole seconds, so the same body later is another event); the source is the
+  endpoint's ``source`` option or ``harbor``; ``time`` is ``occur_at``; ``subject`` is
   ``event_data.repository.repo_full_name``; the ``operator`` extension is kept.
 - ``CloudEvents`` (``application/cloudevents+json``, structured mode): attributes as sent (``id``,
   ``source`` = ``/projects/{id}/webhook/policies/{id}``, ``requestid`` and ``operator`` extensions).
@@ -17,7 +19,7 @@ import datetime as dt
 from typing import Any, Final
 
 from glue import events, formats
-from glue.formats import _common
+from glue.formats import _common, _digest
 
 __all__ = ["TYPES", "decode"]
 
@@ -36,7 +38,9 @@ TYPES: Final[dict[str, str]] = {
 }
 
 
-def _default(payload: dict[str, Any], options: formats.Options) -> events.CloudEvent:
+def _default(
+    payload: dict[str, Any], delivery: events.Delivery, options: formats.Options
+) -> events.CloudEvent:
     kind = payload.get("type")
     if not isinstance(kind, str):
         raise formats.DecodeError(f"'type' must be a string, got {_common.kind(kind)}")
@@ -60,7 +64,6 @@ def _default(payload: dict[str, Any], options: formats.Options) -> events.CloudE
         raise formats.DecodeError(f"'event_data' must be an object, got {_common.kind(event_data)}")
     attributes: dict[str, Any] = {
         "specversion": "1.0",
-        "id": events.digest(payload),
         "source": options.source or "harbor",
         "type": ce_type,
         "time": time,
@@ -70,7 +73,7 @@ def _default(payload: dict[str, Any], options: formats.Options) -> events.CloudE
     subject = _common.path(event_data, "repository", "repo_full_name")
     if isinstance(subject, str) and subject:
         attributes["subject"] = subject
-    return _common.cloudevent(attributes, event_data)
+    return _digest.event(attributes, event_data, delivery, options, payload=payload)
 
 
 @formats.register("harbor")
@@ -87,4 +90,4 @@ def decode(delivery: events.Delivery, options: formats.Options) -> list[events.C
     if mt is None and "specversion" in payload:
         # Harbor always labels its bodies; without a label, a CloudEvents body tells itself apart.
         return [_common.structured(payload, _common.factory(delivery))]
-    return [_default(payload, options)]
+    return [_default(payload, delivery, options)]

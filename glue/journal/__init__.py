@@ -57,6 +57,9 @@ class Inbox(Protocol):
         routing: Sequence[Sequence[NewInvocation] | None] | None = None,
     ) -> list[Appended]:
         """Durably store the delivery and its events, deduplicated on identity, in one transaction.
+        An event identified by a digest (:class:`glue.events.Digested`) is also a duplicate of a
+        journaled event with its key received within its window; its :class:`Appended` then names
+        that event (identity, id, ``first_at``).
 
         ``routing[i]``, when given and not None, is what the routes decided for ``batch[i]``: a new
         event is then stored ``routed`` with those invocations (``unmatched`` when there are none) in

@@ -33,12 +33,16 @@ class JournalUnavailable(Exception):
 class Appended(NamedTuple):
     """The outcome of appending one event: its identity, whether it was new, and then its ``seq``.
 
+    A duplicate of a :class:`~glue.events.Digested` event (equal payload within its window) has the
+    identity and id of the journaled event it repeats, and ``first_at``, when that one arrived.
+
     A named tuple: one is made per journaled event, and a tuple is cheaper to make than a dataclass."""
 
     identity: str
     id: str
     new: bool
     seq: int | None = None
+    first_at: float | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

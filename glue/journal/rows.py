@@ -27,6 +27,7 @@ __all__ = [
     "Settlement",
     "appended_status",
     "check_routing",
+    "dedup_window",
     "delivery",
     "events_page",
     "invocation",
@@ -94,6 +95,15 @@ def appended_status(decided: Sequence[records.NewInvocation] | None) -> str:
     """The status a new event is journaled with: ``pending`` when not routed at intake (None), else
     ``routed`` or ``unmatched`` (no route matched)."""
     return "pending" if decided is None else "routed" if decided else "unmatched"
+
+
+def dedup_window(event: events.CloudEvent) -> tuple[str, float, float] | None:
+    """Where a :class:`~glue.events.Digested` event's duplicates are: its key, and the receive times
+    (inclusive) within which a journaled event with that key makes it a duplicate; None for an event
+    whose producer gave its id (deduplicated on identity alone, at no extra cost)."""
+    if not isinstance(event, events.Digested):
+        return None
+    return event.key, event.received_at - event.window, event.received_at + event.window
 
 
 def check_routing(batch: Sequence[Any], routing: Sequence[Any] | None) -> None:

@@ -55,6 +55,7 @@ TABLES: dict[str, tuple[str, ...]] = {
             "updated_at",
             "delivery_id",
             "cloudevent",
+            "digest",
         ]
     ),
     "invocations": tuple(
@@ -78,6 +79,8 @@ TABLES: dict[str, tuple[str, ...]] = {
 KINDS = {"deliveries": "delivery", "events": "event", "invocations": "invocation"}
 _TABLE_OF = {kind: table for table, kind in KINDS.items()}
 _BINARY = {"body", "key", "cloudevent"}
+#: Columns an export may lack (written before they existed): imported as null.
+_OPTIONAL = {"digest"}
 _JSON = {"headers", "params"}
 _PAGE = 1000
 
@@ -189,12 +192,14 @@ def parse(lines: Iterable[bytes | str]) -> Iterator[tuple[str, dict[str, Any]]]:
         if order.index(table) < seen:
             raise TransferError(f"line {number}: {KINDS[table]} after the {order[seen]} records")
         seen = order.index(table)
-        missing = [c for c in TABLES[table] if c not in row]
+        missing = [c for c in TABLES[table] if c not in row and c not in _OPTIONAL]
         if missing:
             raise TransferError(f"line {number}: {KINDS[table]} lacks {', '.join(missing)}")
         try:
             values = {
-                c: base64.b64decode(row[c], validate=True) if c in _BINARY and row[c] is not None else row[c]
+                c: base64.b64decode(row[c], validate=True)
+                if c in _BINARY and row[c] is not None
+                else row.get(c)
                 for c in TABLES[table]
             }
         except (ValueError, TypeError) as exc:

@@ -32,6 +32,38 @@ endpoints:
     assert "ok (1 endpoints, 0 routes)" in capsys.readouterr().out
 
 
+def test_check_warns_of_argo_endpoints_and_topics_without_an_id(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write(
+        tmp_path / "glue.yaml",
+        """
+endpoints:
+  - {name: sensor, path: /hooks/sensor, format: argo, type: t, source: s}
+  - {name: by-header, path: /hooks/h, format: argo, type: t, source: s, idHeader: X-Event-Id}
+  - {name: by-field, path: /hooks/f, format: argo, type: t, source: s, idField: event.id}
+  - {name: harbor, path: /hooks/harbor, format: harbor}
+sources:
+  kafka:
+    bootstrapServers: [127.0.0.1:9092]
+    groupId: glue
+    topics: [{name: triggers, format: argo, type: t, source: s, dedupWindow: 60}]
+""",
+    )
+    assert cli.main(["check", "--config", str(config)]) == 0
+    out, err = capsys.readouterr()
+    assert "ok (4 endpoints, 0 routes)" in out
+    warnings = err.splitlines()
+    assert warnings == [
+        f"{config}: warning: endpoints[0] (sensor): format argo without idHeader or idField: a plain JSON "
+        "body is identified by its digest, and equal bodies within dedupWindow (900 s) are taken as one "
+        "event; have the trigger send the event's context.id (README: Argo Events)",
+        f"{config}: warning: sources.kafka.topics[0] (triggers): format argo without idHeader or idField: "
+        "a plain JSON body is identified by its digest, and equal bodies within dedupWindow (60 s) are "
+        "taken as one event; have the trigger send the event's context.id (README: Argo Events)",
+    ]
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [

@@ -26,6 +26,25 @@ ENDPOINTS = [
         "idHeader": "X-Event-Id",
     },
     {"name": "cloudevents", "path": "/events", "format": "cloudevents"},
+    # Argo triggers that send no id (digest identities), one with a window a test can outlast
+    {"name": "argo-digest", "path": "/hooks/argo-digest", "format": "argo", "type": "t", "source": "s"},
+    {
+        "name": "argo-short",
+        "path": "/hooks/argo-short",
+        "format": "argo",
+        "type": "t",
+        "source": "s",
+        "dedupWindow": 0.05,
+    },
+    # an Argo Kafka-style payload carrying the event's context.id at dest "event.id"
+    {
+        "name": "argo-field",
+        "path": "/hooks/argo-field",
+        "format": "argo",
+        "type": "t",
+        "source": "s",
+        "idField": "event.id",
+    },
 ]
 
 

@@ -20,6 +20,11 @@ def rejected(delivery: events.Delivery, **options: Any) -> formats.DecodeError:
     return info.value
 
 
+def digest_id(payload: Any, received_at: float) -> str:
+    """The id of an event its producer gave none: the payload's digest and when it arrived."""
+    return events.Digested.id_for(events.digest(payload), received_at)
+
+
 def roundtrip(event: events.CloudEvent) -> events.CloudEvent:
     """What the journal stores and reads back (structured JSON)."""
     return events.from_json(events.to_json(event))

@@ -21,6 +21,10 @@ def body(value: Any) -> bytes:
     return orjson.dumps(value)
 
 
+#: When every delivery built here arrived (2025-11-28T00:00:00Z).
+RECEIVED_AT = 1_764_288_000.0
+
+
 def delivery(
     fmt: str,
     payload: Any,
@@ -36,7 +40,7 @@ def delivery(
         format=fmt,
         headers=headers or {},
         body=raw,
-        received_at=1_764_288_000.0,
+        received_at=RECEIVED_AT,
         key=key,
     )
 

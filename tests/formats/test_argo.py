@@ -8,9 +8,9 @@ import datetime as dt
 import pytest
 from cloudevents.core.bindings import http as ce_http
 
-from glue import events
+from glue import events, formats, settings
 from tests.formats import payloads as p
-from tests.formats.helpers import decode, rejected, roundtrip
+from tests.formats.helpers import decode, digest_id, rejected, roundtrip
 
 WRAP = {"type": "org.example.argo.sensor", "source": "argo/sensor/models"}
 
@@ -42,7 +42,7 @@ def test_plain_json_is_wrapped_with_the_endpoint_options() -> None:
     [event] = decode(p.delivery("argo", body, {}), **WRAP)
     assert event.get_type() == "org.example.argo.sensor"
     assert event.get_source() == "argo/sensor/models"
-    assert event.get_id() == events.digest(body)
+    assert event.get_id() == digest_id(body, p.RECEIVED_AT)
     assert event.get_data() == body
     assert roundtrip(event).get_data() == body
 
@@ -52,7 +52,7 @@ def test_plain_json_id_comes_from_the_configured_header() -> None:
     [event] = decode(p.delivery("argo", {"a": 1}, headers), id_header="x-event-id", **WRAP)
     assert event.get_id() == "5d1f0e3c2b4a49688f7e6d5c4b3a2910"
     [fallback] = decode(p.delivery("argo", {"a": 1}, {}), id_header="x-event-id", **WRAP)
-    assert fallback.get_id() == events.digest({"a": 1})
+    assert fallback.get_id() == digest_id({"a": 1}, p.RECEIVED_AT)
 
 
 def test_plain_json_identity_follows_the_body() -> None:
@@ -93,3 +93,42 @@ def test_non_json_plain_bodies_are_unsupported() -> None:
     error = rejected(p.delivery("argo", b"model=llama", {"content-type": "text/plain"}), **WRAP)
     assert error.status == 415
     assert "text/plain" in error.reason
+
+
+def test_plain_json_id_comes_from_the_configured_body_field() -> None:
+    """The Kafka trigger sends static headers only: a payload parameter with ``dest: event.id`` and
+    ``src.contextKey: id`` carries the event's id in the body instead."""
+    body = {"event": {"id": "5d1f0e3c2b4a49688f7e6d5c4b3a2910"}, "tag": "v1"}
+    [event] = decode(p.delivery("argo", body, transport="kafka"), id_field=("event", "id"), **WRAP)
+    assert event.get_id() == "5d1f0e3c2b4a49688f7e6d5c4b3a2910"
+    assert not isinstance(event, events.Digested)
+    [numbered] = decode(p.delivery("argo", {"n": 42}), id_field=("n",), **WRAP)
+    assert numbered.get_id() == "42"
+    headers = {"x-event-id": "from-header"}
+    [both] = decode(
+        p.delivery("argo", body, headers), id_header="x-event-id", id_field=("event", "id"), **WRAP
+    )
+    assert both.get_id() == "from-header"
+
+
+@pytest.mark.parametrize("body", [{"tag": "v1"}, {"event": {"id": ""}}, {"event": {"id": {"a": 1}}}, [1, 2]])
+def test_a_body_without_the_configured_id_field_is_refused(body: object) -> None:
+    error = rejected(p.delivery("argo", body), id_field=("event", "id"), **WRAP)
+    assert error.status == 400
+    assert error.reason.startswith("the body has no event id at 'event.id' (the endpoint's idField)")
+
+
+def test_options_of_a_topic_read_the_id_field_and_window() -> None:
+    topic = settings.KafkaTopic.model_validate(
+        {
+            "name": "argo",
+            "format": "argo",
+            "type": "t",
+            "source": "s",
+            "idField": "event.id",
+            "dedupWindow": 60,
+        }
+    )
+    assert formats.Options.of(topic) == formats.Options(
+        type="t", source="s", id_field=("event", "id"), dedup_window=60.0
+    )

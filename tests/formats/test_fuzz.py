@@ -45,6 +45,7 @@ CONTENT_TYPES = [
 OPTIONS = [
     formats.Options(),
     formats.Options(type="org.example.t", source="s", id_header="x-id"),
+    formats.Options(type="org.example.t", source="s", id_field=("event", "id"), dedup_window=0),
 ]
 
 # Valid deliveries of every format: the seeds the mutations start from.

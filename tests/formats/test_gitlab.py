@@ -10,7 +10,7 @@ import pytest
 from glue import events
 from glue.formats import gitlab
 from tests.formats import payloads as p
-from tests.formats.helpers import decode, rejected, roundtrip
+from tests.formats.helpers import decode, digest_id, rejected, roundtrip
 
 KINDS: list[tuple[Callable[[], dict[str, Any]], str, str, str | None]] = [
     (p.gitlab_push, "Push Hook", "gitlab.push", "refs/heads/main"),
@@ -77,15 +77,33 @@ def test_a_resend_keeps_its_identity() -> None:
 def test_id_falls_back_in_the_documented_order() -> None:
     body = p.gitlab_push()
     headers = p.gitlab_headers(idempotency_key=None, webhook_id="msg_2Zx7")
-    [by_event_uuid] = decode(p.delivery("gitlab", body, headers))
-    assert by_event_uuid.get_id() == "7a8b9c0d-1e2f-4a3b-9c4d-5e6f7a8b9c0d"
-    del headers["x-gitlab-event-uuid"]
     [by_webhook_id] = decode(p.delivery("gitlab", body, headers))
     assert by_webhook_id.get_id() == "msg_2Zx7"
-    assert by_webhook_id.get_extension("gitlabeventuuid") is None
     del headers["webhook-id"]
-    [by_digest] = decode(p.delivery("gitlab", body, headers))
-    assert by_digest.get_id() == events.digest(body)
+    [by_webhook_uuid] = decode(p.delivery("gitlab", body, headers))  # GitLab 16.2 to 17.3
+    assert by_webhook_uuid.get_id() == "0d4e5f6a-7b8c-4d9e-8f0a-1b2c3d4e5f6a"
+    del headers["x-gitlab-webhook-uuid"]
+    [by_digest] = decode(p.delivery("gitlab", body, headers))  # before 16.2: X-Gitlab-Event-UUID only
+    assert by_digest.get_id() == digest_id(body, p.RECEIVED_AT)
+    assert isinstance(by_digest, events.Digested)
+    assert by_digest.get_extension("gitlabeventuuid") == "7a8b9c0d-1e2f-4a3b-9c4d-5e6f7a8b9c0d"
+
+
+def test_events_sharing_the_recursion_detection_uuid_are_distinct() -> None:
+    """X-Gitlab-Event-UUID is the same for every hook one request fires, and is passed on by a bot
+    that calls GitLab's API with the header it received: without Idempotency-Key (before 17.4) the
+    per-request X-Gitlab-Webhook-UUID tells the events apart."""
+    shared = "7a8b9c0d-1e2f-4a3b-9c4d-5e6f7a8b9c0d"
+    first = p.gitlab_headers(idempotency_key=None, x_gitlab_event_uuid=shared)
+    second = p.gitlab_headers(
+        idempotency_key=None,
+        x_gitlab_event_uuid=shared,
+        x_gitlab_webhook_uuid="1e2f3a4b-5c6d-4e7f-8a9b-0c1d2e3f4a5b",
+    )
+    [a] = decode(p.delivery("gitlab", p.gitlab_push(), first))
+    [b] = decode(p.delivery("gitlab", p.gitlab_push(ref="refs/heads/next"), second))
+    assert events.identity(a) != events.identity(b)
+    assert a.get_extension("gitlabeventuuid") == b.get_extension("gitlabeventuuid") == shared
 
 
 def test_kind_comes_from_the_header_as_a_last_resort() -> None:

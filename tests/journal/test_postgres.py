@@ -171,7 +171,7 @@ async def test_a_new_journals_appends_probe_the_identity_index(pg_dsn: str) -> N
             postgres_intake.Pending(delivery(), [cloudevent(f"e{n}")], None, loop.create_future())
             for n in range(8)
         ]
-        arguments, _ = postgres_intake.arguments(group)
+        arguments, _, _ = postgres_intake.arguments(group)
         conn = await asyncpg.connect(pg_dsn)
         try:
             # What the journal's connections cache after a few executions of the statement.

@@ -2,8 +2,11 @@
 deliveries kept, the write path probed, the backlog counted.
 
 Dedup is the unique constraint on ``events.identity`` (``ON CONFLICT DO NOTHING``), which also holds
-between replicas. Events routed at intake are stored ``routed`` with their invocations by that same
-statement. Statements are prepared once per pooled connection (asyncpg's statement cache).
+between replicas. An event identified by a digest is also looked up by its key within its window, in
+the same statement; that look-up has no constraint behind it, so two replicas appending equal payloads
+at the same moment may both journal one (a sender's retries come seconds to minutes apart). Events
+routed at intake are stored ``routed`` with their invocations by that same statement. Statements are
+prepared once per pooled connection (asyncpg's statement cache).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from glue import events
 from glue.journal import records, rows
 from glue.journal.postgres import store
 
-__all__ = ["APPEND", "DROP_ORPHANS", "Intake", "Pending", "arguments", "insert"]
+__all__ = ["APPEND", "DROP_ORPHANS", "First", "Intake", "Pending", "arguments", "insert"]
 
 
 class Pending:
@@ -55,14 +58,19 @@ class Pending:
 APPEND = """
 WITH ev AS (
     SELECT t.item, t.n, t.identity, t.id, t.source, t.type, t.subject, t.status,
-           convert_to(t.cloudevent, 'UTF8') AS cloudevent
+           convert_to(t.cloudevent, 'UTF8') AS cloudevent, t.digest, t.lo, t.hi
     FROM json_to_recordset($1::json) AS t(item int4, n int4, identity text, id text, source text,
-                                          type text, subject text, status text, cloudevent text)
+                                          type text, subject text, status text, cloudevent text,
+                                          digest text, lo float8, hi float8)
 ),
 -- A subquery per row, not NOT EXISTS: the planner turns the latter into an anti-join, and with no
 -- statistics yet (a new journal) caches a plan that scans the whole events table for every group.
+-- An event identified by a digest is also a duplicate of one with its key received within its
+-- window [lo, hi]; the look-up runs for those events only (OR evaluates its arms in order).
 fresh AS (
     SELECT * FROM ev WHERE (SELECT e.seq FROM events e WHERE e.identity = ev.identity) IS NULL
+    AND (ev.digest IS NULL OR (SELECT e.seq FROM events e WHERE e.digest = ev.digest
+                               AND e.received_at BETWEEN ev.lo AND ev.hi LIMIT 1) IS NULL)
 ),
 dl AS (
     SELECT t.item, t.received_at, t.transport, t.endpoint, t.format, t.headers::json AS headers,
@@ -79,9 +87,9 @@ stored AS (
 ),
 inserted AS (
     INSERT INTO events (identity, id, source, type, subject, received_at, status, updated_at, delivery_id,
-                        cloudevent)
+                        cloudevent, digest)
     SELECT fresh.identity, fresh.id, fresh.source, fresh.type, fresh.subject, dl.received_at, fresh.status,
-           $3, dl.delivery_id, fresh.cloudevent
+           $3, dl.delivery_id, fresh.cloudevent, fresh.digest
     FROM fresh JOIN dl USING (item)
     ORDER BY fresh.item, fresh.n
     ON CONFLICT (identity) DO NOTHING
@@ -100,9 +108,18 @@ invoked AS (
     ORDER BY t.k
     ON CONFLICT (idempotency_key) DO NOTHING
 )
-SELECT identity, delivery_id, seq FROM inserted
+SELECT identity, delivery_id, seq, NULL AS first, NULL AS first_id, NULL::float8 AS first_at FROM inserted
 UNION ALL
-SELECT NULL, id, NULL FROM stored WHERE id NOT IN (SELECT delivery_id FROM inserted)
+SELECT NULL, id, NULL, NULL, NULL, NULL FROM stored WHERE id NOT IN (SELECT delivery_id FROM inserted)
+UNION ALL
+-- the journaled event each duplicate identified by a digest repeats (none for a new one: the
+-- statement's snapshot does not hold what it inserts)
+SELECT ev.identity, NULL, NULL, f.identity, f.id, f.received_at
+FROM ev CROSS JOIN LATERAL (
+    SELECT e.identity, e.id, e.received_at FROM events e
+    WHERE e.digest = ev.digest AND e.received_at BETWEEN ev.lo AND ev.hi ORDER BY e.received_at LIMIT 1
+) AS f
+WHERE ev.digest IS NOT NULL
 """
 
 # Deliveries left without events because another replica won every identity race (committed after
@@ -122,14 +139,24 @@ def _headers(delivery: events.Delivery) -> str:
     return orjson.dumps(dict(delivery.headers)).decode()
 
 
-def arguments(pending: list[Pending]) -> tuple[list[Any], list[list[str]]]:
-    """The parameters of :data:`APPEND` for a group (empty if it holds no new event), and each
-    delivery's identities."""
+#: A journaled (or candidate) event a duplicate identified by a digest repeats: identity, id, and when
+#: it arrived.
+First = tuple[str, str, float]
+
+
+def arguments(
+    pending: list[Pending],
+) -> tuple[list[Any], list[list[str]], dict[tuple[int, int], First]]:
+    """The parameters of :data:`APPEND` for a group (empty if it holds no new event), each
+    delivery's identities, and the events identified by a digest that repeat an earlier candidate of
+    the group (by item and position)."""
     ev: list[dict[str, Any]] = []
     dl: list[dict[str, Any]] = []
     inv: list[dict[str, Any]] = []  # invocations of the candidates routed at intake
     identities: list[list[str]] = []
     first: set[str] = set()  # an identity's first occurrence in this group is the candidate
+    digests: dict[str, list[First]] = {}  # candidates identified by a digest, by key
+    repeats: dict[tuple[int, int], First] = {}
     for item_no, item in enumerate(pending):
         names = [events.identity(event) for event in item.batch]
         identities.append(names)
@@ -137,6 +164,15 @@ def arguments(pending: list[Pending]) -> tuple[list[Any], list[list[str]]]:
         for n, (event, identity) in enumerate(zip(item.batch, names, strict=True)):
             if identity in first:
                 continue  # a later copy is a duplicate: its routing goes with it
+            window = rows.dedup_window(event)
+            if window is not None:
+                key, lo, hi = window
+                earlier = digests.setdefault(key, [])
+                repeated = next((c for c in earlier if lo <= c[2] <= hi), None)
+                if repeated is not None:
+                    repeats[item_no, n] = repeated
+                    continue
+                earlier.append((identity, event.get_id(), item.delivery.received_at))
             first.add(identity)
             candidate = True
             decided = item.routing[n] if item.routing is not None else None
@@ -156,19 +192,20 @@ def arguments(pending: list[Pending]) -> tuple[list[Any], list[list[str]]]:
                     for invocation in decided
                 )
             attributes = event.get_attributes()
-            ev.append(
-                {
-                    "item": item_no,
-                    "n": n,
-                    "identity": identity,
-                    "id": attributes["id"],
-                    "source": attributes["source"],
-                    "type": attributes["type"],
-                    "subject": attributes.get("subject"),
-                    "status": rows.appended_status(decided),
-                    "cloudevent": events.to_json(event).decode(),
-                }
-            )
+            row = {
+                "item": item_no,
+                "n": n,
+                "identity": identity,
+                "id": attributes["id"],
+                "source": attributes["source"],
+                "type": attributes["type"],
+                "subject": attributes.get("subject"),
+                "status": rows.appended_status(decided),
+                "cloudevent": events.to_json(event).decode(),
+            }
+            if window is not None:
+                row["digest"], row["lo"], row["hi"] = window
+            ev.append(row)
         if candidate:
             d = item.delivery
             dl.append(
@@ -184,25 +221,40 @@ def arguments(pending: list[Pending]) -> tuple[list[Any], list[list[str]]]:
                 }
             )
     if not ev:
-        return [], identities
-    return [_json(ev), _json(dl), time.time(), _json(inv)], identities
+        return [], identities, repeats
+    return [_json(ev), _json(dl), time.time(), _json(inv)], identities, repeats
 
 
 async def insert(conn: asyncpg.Connection, pending: list[Pending]) -> list[list[records.Appended]]:
     """Insert one group with :data:`APPEND`; returns what each of its appends appended."""
-    values, identities = arguments(pending)
+    values, identities, repeats = arguments(pending)
     new: dict[str, int] = {}
+    firsts: dict[str, First] = {}  # duplicates identified by a digest -> the journaled event
     if values:
         found = await conn.fetch(APPEND, *values)
-        new = {row["identity"]: row["seq"] for row in found if row["identity"] is not None}
-        orphans = [row["delivery_id"] for row in found if row["identity"] is None]
+        orphans = []
+        for row in found:
+            if row["identity"] is None:
+                orphans.append(row["delivery_id"])
+            elif row["first"] is not None:
+                firsts[row["identity"]] = (row["first"], row["first_id"], row["first_at"])
+            else:
+                new[row["identity"]] = row["seq"]
         if orphans:
             await conn.execute(DROP_ORPHANS, orphans)
     results: list[list[records.Appended]] = []
     claimed: set[str] = set()
-    for item, names in zip(pending, identities, strict=True):
+    for item_no, (item, names) in enumerate(zip(pending, identities, strict=True)):
         appended = []
-        for event, identity in zip(item.batch, names, strict=True):
+        for n, (event, identity) in enumerate(zip(item.batch, names, strict=True)):
+            repeated = (firsts.get(identity) if firsts else None) or (
+                repeats.get((item_no, n)) if repeats else None
+            )
+            if repeated is not None:
+                # a repeat of a candidate that was itself a duplicate repeats what that one did
+                origin = firsts.get(repeated[0], repeated)
+                appended.append(records.Appended(origin[0], origin[1], False, None, origin[2]))
+                continue
             seq = new.get(identity) if identity not in claimed else None
             if seq is not None:
                 claimed.add(identity)

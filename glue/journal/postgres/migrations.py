@@ -107,6 +107,18 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         ALTER TABLE invocations ALTER COLUMN params TYPE json USING params::json;
         """,
     ),
+    (
+        5,
+        "events identified by a digest keep their key",
+        """
+        -- An event whose producer gave no id is a duplicate only of one with the same payload digest
+        -- received within the endpoint's dedupWindow (glue.events.Digested). Those journaled before
+        -- had the bare digest (64 hex digits) as id: they become the first of their key.
+        ALTER TABLE events ADD COLUMN digest text;
+        UPDATE events SET digest = identity WHERE id ~ '^[0-9a-f]{64}$';
+        CREATE INDEX events_digest ON events (digest, received_at) WHERE digest IS NOT NULL;
+        """,
+    ),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]

@@ -12,10 +12,17 @@ from glue import events
 from glue.journal import records, rows
 from glue.journal.sqlite import store
 
-__all__ = ["INSERT_INVOCATION", "Intake", "Row", "insert", "insert_delivery", "invocation_row"]
+__all__ = ["FIND_DIGEST", "INSERT_INVOCATION", "Intake", "Row", "insert", "insert_delivery", "invocation_row"]
 
-#: One event as intake inserts it: identity, id, source, type, subject, structured JSON.
-Row = tuple[str, str, str, str, str | None, bytes]
+#: One event as intake inserts it: identity, id, source, type, subject, structured JSON, and for an
+#: event identified by a digest its key and window (see :func:`glue.journal.rows.dedup_window`).
+Row = tuple[str, str, str, str, str | None, bytes, tuple[str, float, float] | None]
+
+#: The journaled event an event identified by a digest repeats: the first with its key in its window.
+FIND_DIGEST = (
+    "SELECT identity, id, received_at FROM events WHERE digest = ? AND received_at BETWEEN ? AND ?"
+    " ORDER BY received_at LIMIT 1"
+)
 
 INSERT_INVOCATION = (
     "INSERT OR IGNORE INTO invocations (event_seq, route, handler, idempotency_key, ordering_key, params,"
@@ -64,15 +71,23 @@ def insert(
     db: sqlite3.Connection, delivery: events.Delivery, batch: list[Row], routing: records.Routing, now: float
 ) -> list[records.Appended]:
     """Insert the delivery, its new events and their routing; the unique identity makes
-    redeliveries no-ops."""
+    redeliveries no-ops, and an event identified by a digest is also a duplicate of one with its
+    key journaled within its window (looked up for those events only)."""
     delivery_id = insert_delivery(db, delivery)
     appended: list[records.Appended] = []
     invocations: list[tuple[Any, ...]] = []
-    for index, (identity, event_id, source, type_, subject, document) in enumerate(batch):
+    for index, (identity, event_id, source, type_, subject, document, window) in enumerate(batch):
         decided = routing[index] if routing is not None else None
+        key = None
+        if window is not None:
+            key = window[0]
+            first = db.execute(FIND_DIGEST, window).fetchone()
+            if first is not None:
+                appended.append(records.Appended(first[0], first[1], False, None, first[2]))
+                continue
         cursor = db.execute(
             "INSERT INTO events (identity, id, source, type, subject, received_at, updated_at,"
-            " delivery_id, cloudevent, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " delivery_id, cloudevent, status, digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (identity) DO NOTHING",
             (
                 identity,
@@ -85,6 +100,7 @@ def insert(
                 delivery_id,
                 document,
                 rows.appended_status(decided),
+                key,
             ),
         )
         if cursor.rowcount == 1:

@@ -34,7 +34,7 @@ __all__ = [
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: WAL size past which the writer thread checkpoints it into the database file (after an fsync).
 CHECKPOINT_BYTES = 2 << 20
@@ -71,12 +71,14 @@ CREATE TABLE IF NOT EXISTS events (
     status      TEXT NOT NULL DEFAULT 'pending',
     updated_at  REAL NOT NULL,
     delivery_id INTEGER NOT NULL REFERENCES deliveries (id),
-    cloudevent  BLOB NOT NULL
+    cloudevent  BLOB NOT NULL,
+    digest      TEXT  -- events identified by a digest: the key equal payloads share (events.Digested)
 );
 -- only events still to be routed: most are journaled routed already and never enter this index
 DROP INDEX IF EXISTS events_status;
 CREATE INDEX IF NOT EXISTS events_pending ON events (seq) WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS events_id ON events (id);
+CREATE INDEX IF NOT EXISTS events_digest ON events (digest, received_at) WHERE digest IS NOT NULL;
 
 -- execution: claims on events being routed, and one invocation per (event, matched route)
 CREATE TABLE IF NOT EXISTS event_claims (
@@ -109,6 +111,17 @@ CREATE INDEX IF NOT EXISTS invocations_ordering ON invocations (ordering_key, ev
     WHERE ordering_key IS NOT NULL AND state IN ('pending', 'running');
 CREATE INDEX IF NOT EXISTS invocations_event ON invocations (event_seq);
 CREATE INDEX IF NOT EXISTS invocations_state ON invocations (state, id);
+"""
+
+#: Version 1 -> 2: events identified by a digest keep their key (``digest``). Those journaled before
+#: had the bare digest (64 hex digits) as id and deduplicated forever; they keep their identity and
+#: become the first of their key, so a retry of one still arriving is recognised.
+_UPGRADE_1 = """
+BEGIN IMMEDIATE;
+ALTER TABLE events ADD COLUMN digest TEXT;
+UPDATE events SET digest = identity
+    WHERE length(id) = 64 AND id NOT GLOB '*[^0-9a-f]*';
+COMMIT;
 """
 
 
@@ -175,6 +188,8 @@ class Store:
             raise records.JournalUnavailable(
                 f"{self.path} has schema version {version}, newer than this glue ({SCHEMA_VERSION})"
             )
+        if version == 1:
+            db.executescript(_UPGRADE_1)
         db.executescript(SCHEMA)
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         return db

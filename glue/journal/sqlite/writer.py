@@ -84,6 +84,7 @@ class GroupCommit(store.Store):
                 event.get_type(),
                 event.get_subject(),
                 events.to_json(event),
+                rows.dedup_window(event),
             )
             for event in batch
         ]

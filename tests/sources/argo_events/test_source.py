@@ -98,7 +98,7 @@ async def test_unwrapped_bus_events_are_the_direct_webhooks_events_and_no_token_
         )
         calendar = bus.message("calendar", "tick", "calendar", {"eventTime": "2026-07-18 12:00:00"})
         # And one that reached only Argo: its bus message is the delivery the journal keeps.
-        only_argo = gitlab_headers | {"x-gitlab-event-uuid": "1f2e3d4c-0000-4000-8000-000000000001"}
+        only_argo = gitlab_headers | {"x-gitlab-webhook-uuid": "1f2e3d4c-0000-4000-8000-000000000001"}
         only_argo_msg = bus.message(
             "gitlab-hooks", "push", "gitlab", bus.webhook_data(only_argo, push, plural=True)
         )
@@ -111,7 +111,7 @@ async def test_unwrapped_bus_events_are_the_direct_webhooks_events_and_no_token_
         store = daemon.journal
         gitlab_events = await events_with(store, type="gitlab.push")
         assert sorted(row.event().get_id() for row in gitlab_events) == sorted(
-            [gitlab_headers["x-gitlab-event-uuid"], only_argo["x-gitlab-event-uuid"]]
+            [gitlab_headers["x-gitlab-webhook-uuid"], only_argo["x-gitlab-webhook-uuid"]]
         )
         assert len(await events_with(store, source=f"minio:{record['s3']['bucket']['name']}")) == 1
         [tick] = await events_with(store, source="calendar")

@@ -67,7 +67,7 @@ async def test_argo_kafka_bus_records_are_selected_by_key_unwrapped_and_scrubbed
     await counted("glue_kafka_records_total", duplicates, 1, topic=topic, outcome="duplicate")
     assert len(await daemon.journal.list(limit=100)) == 2  # the redelivered record is the same event
 
-    push = await daemon.journal.get(f"{payloads.PROJECT_URL} {gitlab_headers['x-gitlab-event-uuid']}")
+    push = await daemon.journal.get(f"{payloads.PROJECT_URL} {gitlab_headers['x-gitlab-webhook-uuid']}")
     assert push is not None and push.type == "gitlab.push"
     tick = await daemon.journal.get(f"calendar {calendar.event_id}")
     assert tick is not None and tick.event().get_data() == {"n": 1}

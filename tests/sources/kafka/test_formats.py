@@ -18,6 +18,7 @@ from glue import app, events
 from tests.sources.kafka.conftest import StartDaemon
 from tests.sources.kafka.support import (
     Broker,
+    Record,
     counted,
     create_topic,
     event_count,
@@ -182,3 +183,34 @@ async def test_secret_headers_do_not_reach_the_journal(
     assert delivery is not None
     assert dict(delivery.headers) == {"x-request": "7"}
     assert b"s3cr3t" not in stored.cloudevent
+
+
+async def test_argo_records_carry_their_id_in_the_body_or_deduplicate_within_the_window(
+    broker: Broker, producer: aiokafka.AIOKafkaProducer, start_daemon: StartDaemon
+) -> None:
+    """The Kafka trigger sends static headers only: a payload parameter (dest ``event.id``, src
+    ``contextKey: id``) carries the event's id. Without it, equal payloads within dedupWindow are one
+    event: the second of two equal records is taken as a retry of the first."""
+    for topic in ("with-id", "without-id"):
+        await create_topic(broker.bootstrap, topic)
+    records: list[Record] = [
+        (None, orjson.dumps({"event": {"id": event_id}, "tag": "v1"}), [])
+        for event_id in ("4f1c2a", "9b0d7e", "4f1c2a")  # two events, the first delivered twice
+    ]
+    await produce(producer, "with-id", records)
+    await produce(producer, "without-id", [(None, b'{"tag": "v1"}', []), (None, b'{"tag": "v1"}', [])])
+    before = metric("glue_kafka_records_total", topic="without-id", outcome="duplicate")
+    daemon = await start_daemon(
+        kafka_config(
+            broker.bootstrap,
+            [
+                {"name": "with-id", "format": "argo", "type": "t", "source": "s", "idField": "event.id"},
+                {"name": "without-id", "format": "argo", "type": "t", "source": "s2"},
+            ],
+        )
+    )
+    await counted("glue_kafka_records_total", before, 1, topic="without-id", outcome="duplicate")
+    await wait_for(lambda: _at_least(daemon, 3), what="3 events journaled")
+    stored = await daemon.journal.list()
+    assert sorted(e.id for e in stored if e.source == "s") == ["4f1c2a", "9b0d7e"]
+    assert len([e for e in stored if e.source == "s2"]) == 1

@@ -120,7 +120,9 @@ def test_unwrap_gitlab_gives_the_event_of_the_direct_webhook(plural: bool) -> No
     )
     [unwrapped] = decode(msg, "gitlab")
     same_event(unwrapped, direct)
-    assert unwrapped.get_id() == "0d4e5f6a-7b8c-4d9e-8f0a-1b2c3d4e5f6a"  # X-Gitlab-Webhook-UUID, not Argo's id
+    assert (
+        unwrapped.get_id() == "0d4e5f6a-7b8c-4d9e-8f0a-1b2c3d4e5f6a"
+    )  # X-Gitlab-Webhook-UUID, not Argo's id
     assert unwrapped.get_type() == "gitlab.push"
     when = unwrapped.get_time()
     assert when is not None and when.year == 2026  # when Argo received it

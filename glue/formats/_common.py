@@ -21,7 +21,8 @@ from cloudevents.core import exceptions as ce_errors
 from cloudevents.core.formats import json as ce_json
 from cloudevents.core.v1 import event as ce_v1
 
-from glue import events, formats
+from glue import events
+from glue.formats import base
 
 __all__ = [
     "ACCEPTED_MEDIA_TYPES",
@@ -202,21 +203,21 @@ def _deeper_than(value: Any, levels: int) -> bool:
 
 def load_json(body: bytes, what: str = "body") -> Any:
     if not body or body.isspace():
-        raise formats.DecodeError(f"{what} is empty")
+        raise base.DecodeError(f"{what} is empty")
     try:
         value = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise formats.DecodeError(f"{what} is not valid JSON: {exc}") from None
+        raise base.DecodeError(f"{what} is not valid JSON: {exc}") from None
     # Only a body with that many brackets can nest that deep; counting them is cheap.
     if body.count(b"[") + body.count(b"{") > MAX_DEPTH and _deeper_than(value, MAX_DEPTH):
-        raise formats.DecodeError(f"{what} nests JSON deeper than {MAX_DEPTH} levels")
+        raise base.DecodeError(f"{what} nests JSON deeper than {MAX_DEPTH} levels")
     return value
 
 
 def load_object(body: bytes) -> dict[str, Any]:
     value = load_json(body)
     if not isinstance(value, dict):
-        raise formats.DecodeError(f"body must be a JSON object, got {kind(value)}")
+        raise base.DecodeError(f"body must be a JSON object, got {kind(value)}")
     return value
 
 
@@ -241,13 +242,13 @@ def scalar(value: Any) -> str | None:
 def parse_time(value: Any, what: str) -> dt.datetime:
     """An RFC 3339 timestamp. Without an offset the result is naive: the caller decides."""
     if not isinstance(value, str):
-        raise formats.DecodeError(f"{what} must be an RFC 3339 timestamp string, got {kind(value)}")
+        raise base.DecodeError(f"{what} must be an RFC 3339 timestamp string, got {kind(value)}")
     if _RFC3339.fullmatch(value):
         try:
             return dt.datetime.fromisoformat(value.upper())
         except ValueError:
             pass  # out-of-range fields such as month 13
-    raise formats.DecodeError(f"{what} is not an RFC 3339 timestamp: {clip(value)}")
+    raise base.DecodeError(f"{what} is not an RFC 3339 timestamp: {clip(value)}")
 
 
 def received_time(delivery: events.Delivery) -> dt.datetime | None:
@@ -289,7 +290,7 @@ def _check_grammars(attributes: dict[str, Any]) -> None:
         and source not in _ACCEPTED_SOURCES
         and not _accepted(_URI_REFERENCE, _ACCEPTED_SOURCES, source)
     ):
-        raise formats.DecodeError(
+        raise base.DecodeError(
             f"attribute 'source' is {clip(source)}, not an RFC 3986 URI-reference "
             "(percent-encode spaces and other characters outside RFC 3986)"
         )
@@ -297,7 +298,7 @@ def _check_grammars(attributes: dict[str, Any]) -> None:
     if isinstance(content_type, str) and content_type:
         problem = media_type_problem(content_type)
         if problem:
-            raise formats.DecodeError(f"attribute 'datacontenttype': {problem}")
+            raise base.DecodeError(f"attribute 'datacontenttype': {problem}")
     schema = attributes.get("dataschema")
     if (
         isinstance(schema, str)
@@ -305,7 +306,7 @@ def _check_grammars(attributes: dict[str, Any]) -> None:
         and schema not in _ACCEPTED_SCHEMAS
         and not _accepted(_ABSOLUTE_URI, _ACCEPTED_SCHEMAS, schema)
     ):
-        raise formats.DecodeError(
+        raise base.DecodeError(
             f"attribute 'dataschema' is {clip(schema)}, not an absolute URI "
             "(RFC 3986 section 4.3: a scheme, no fragment)"
         )
@@ -325,16 +326,16 @@ def cloudevent(
     """
     for name in REQUIRED:
         if name not in attributes:
-            raise formats.DecodeError(f"missing required attribute {name!r}")
+            raise base.DecodeError(f"missing required attribute {name!r}")
     if attributes["specversion"] != "1.0":
-        raise formats.DecodeError(
+        raise base.DecodeError(
             f"specversion {clip(attributes['specversion'])} is not supported: send CloudEvents 1.0"
         )
     for name, value in attributes.items():
         if isinstance(value, str):
             found = disallowed(value)
             if found:
-                raise formats.DecodeError(
+                raise base.DecodeError(
                     f"attribute {clip(name)} holds U+{ord(found.group()):04X}, a character CloudEvents 1.0 "
                     "does not allow in a string (control characters, surrogates, noncharacters)"
                 )
@@ -342,17 +343,17 @@ def cloudevent(
             pass
         elif isinstance(value, int):
             if not _INT_MIN <= value <= _INT_MAX:
-                raise formats.DecodeError(
+                raise base.DecodeError(
                     f"attribute {clip(name)} is {value}, outside the CloudEvents Integer range "
                     f"(signed 32 bits: {_INT_MIN} to {_INT_MAX})"
                 )
         elif isinstance(value, float):
-            raise formats.DecodeError(
+            raise base.DecodeError(
                 f"attribute {clip(name)} is {value!r}: a CloudEvents Integer has no fraction or "
                 "exponent (send a whole number, or a string)"
             )
         else:
-            raise formats.DecodeError(
+            raise base.DecodeError(
                 f"attribute {clip(name)} must be a string, integer or boolean, got {kind(value)}"
             )
     # Values are hashable here (objects and arrays were refused above).
@@ -367,7 +368,7 @@ def cloudevent(
     try:
         return ce_v1.CloudEvent(attributes, data)
     except ce_errors.CloudEventValidationError as exc:
-        raise formats.DecodeError(_validation_reason(exc)) from None
+        raise base.DecodeError(_validation_reason(exc)) from None
 
 
 def factory(delivery: events.Delivery) -> Factory:
@@ -383,7 +384,7 @@ def factory(delivery: events.Delivery) -> Factory:
 def structured(value: Any, build: Callable[[dict[str, Any], Data], E]) -> E:
     """One event in the JSON event format (a parsed structured-mode body or batch element)."""
     if not isinstance(value, dict):
-        raise formats.DecodeError(f"a structured CloudEvent must be a JSON object, got {kind(value)}")
+        raise base.DecodeError(f"a structured CloudEvent must be a JSON object, got {kind(value)}")
     # JSON format 1.0 section 2.4: a null attribute value is the same as an absent attribute.
     attributes = {name: v for name, v in value.items() if v is not None}
     has_data = "data" in attributes
@@ -391,13 +392,13 @@ def structured(value: Any, build: Callable[[dict[str, Any], Data], E]) -> E:
     encoded = attributes.pop("data_base64", None)
     if encoded is not None:
         if has_data:
-            raise formats.DecodeError("an event carries either 'data' or 'data_base64', not both")
+            raise base.DecodeError("an event carries either 'data' or 'data_base64', not both")
         if not isinstance(encoded, str):
-            raise formats.DecodeError(f"'data_base64' must be a string, got {kind(encoded)}")
+            raise base.DecodeError(f"'data_base64' must be a string, got {kind(encoded)}")
         try:
             data = base64.b64decode(encoded, validate=True)
         except (binascii.Error, ValueError):
-            raise formats.DecodeError("'data_base64' is not valid base64") from None
+            raise base.DecodeError("'data_base64' is not valid base64") from None
     if "time" in attributes:
         attributes["time"] = parse_time(attributes["time"], "attribute 'time'")
     return build(attributes, data)

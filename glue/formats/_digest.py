@@ -10,8 +10,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from glue import events, formats
-from glue.formats import _common
+from glue import events
+from glue.formats import _common, base
 
 __all__ = ["event"]
 
@@ -20,7 +20,7 @@ def event(
     attributes: dict[str, Any],
     data: _common.Data,
     delivery: events.Delivery,
-    options: formats.Options,
+    options: base.Options,
     *,
     payload: Any = None,
     default_time: dt.datetime | None = None,

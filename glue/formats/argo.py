@@ -19,17 +19,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from glue import events, formats
-from glue.formats import _common, _digest
+from glue import events
+from glue.formats import _common, _digest, base
 from glue.formats import cloudevents as ce_format
 
 __all__ = ["decode"]
 
 
-def _plain(value: Any, delivery: events.Delivery, options: formats.Options) -> events.CloudEvent:
+def _plain(value: Any, delivery: events.Delivery, options: base.Options) -> events.CloudEvent:
     missing = [name for name in ("type", "source") if not getattr(options, name)]
     if missing:
-        raise formats.DecodeError(
+        raise base.DecodeError(
             f"a plain JSON body needs the endpoint's {' and '.join(repr(m) for m in missing)} "
             "option (not configured); or send a CloudEvent (ce- headers or application/cloudevents+json)"
         )
@@ -37,7 +37,7 @@ def _plain(value: Any, delivery: events.Delivery, options: formats.Options) -> e
     if not event_id and options.id_field:
         event_id = _common.scalar(_common.path(value, *options.id_field))
         if event_id is None:
-            raise formats.DecodeError(
+            raise base.DecodeError(
                 f"the body has no event id at {'.'.join(options.id_field)!r} (the endpoint's idField): "
                 "a string or an integer expected there"
             )
@@ -54,14 +54,14 @@ def _plain(value: Any, delivery: events.Delivery, options: formats.Options) -> e
     return _common.cloudevent(attributes, value, default_time=default_time)
 
 
-@formats.register("argo")
-def decode(delivery: events.Delivery, options: formats.Options) -> list[events.CloudEvent]:
+@base.register("argo")
+def decode(delivery: events.Delivery, options: base.Options) -> list[events.CloudEvent]:
     found = ce_format.from_message(delivery)
     if found is not None:
         return found
     mt = _common.media_type(delivery.headers)
     if not _common.is_json(mt):
-        raise formats.UnsupportedMediaType(
+        raise base.UnsupportedMediaType(
             f"content type {_common.clip(mt)} is not taken: send JSON (application/json or no "
             "Content-Type) or a CloudEvent"
         )

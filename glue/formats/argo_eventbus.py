@@ -31,8 +31,8 @@ from typing import Any, Final
 
 import orjson
 
-from glue import events, formats
-from glue.formats import _common
+from glue import events
+from glue.formats import _common, base
 from glue.formats import minio as minio_format
 
 __all__ = ["DECODER", "UNWRAPS", "Selection", "Selector", "decoder_name", "scrub"]
@@ -148,7 +148,7 @@ def _bus_event(delivery: events.Delivery) -> tuple[dict[str, Any], Any]:
     credentials removed."""
     value = _common.load_json(delivery.body, "message")
     if not isinstance(value, dict) or "specversion" not in value:
-        raise formats.DecodeError(
+        raise base.DecodeError(
             "the message is not a CloudEvent: expected a JSON object with 'specversion', "
             f"got {_common.kind(value)}"
         )
@@ -160,8 +160,8 @@ def _bus_event(delivery: events.Delivery) -> tuple[dict[str, Any], Any]:
     return attributes, data
 
 
-@formats.register(DECODER)
-def decode(delivery: events.Delivery, options: formats.Options) -> list[events.CloudEvent]:
+@base.register(DECODER)
+def decode(delivery: events.Delivery, options: base.Options) -> list[events.CloudEvent]:
     attributes, data = _bus_event(delivery)
     attributes["datacontenttype"] = _common.JSON
     return [_common.cloudevent(attributes, data, default_time=_common.received_time(delivery))]
@@ -173,7 +173,7 @@ def _headers(data: dict[str, Any], unwrap: str) -> dict[str, str]:
     if found is None:
         return {}
     if not isinstance(found, dict):
-        raise formats.DecodeError(
+        raise base.DecodeError(
             f"unwrap {unwrap}: the header map must be an object, got {_common.kind(found)}"
         )
     headers: dict[str, str] = {}
@@ -181,7 +181,7 @@ def _headers(data: dict[str, Any], unwrap: str) -> dict[str, str]:
         if isinstance(values, list):
             values = ", ".join(v for v in values if isinstance(v, str))
         if not isinstance(values, str):
-            raise formats.DecodeError(
+            raise base.DecodeError(
                 f"unwrap {unwrap}: header {_common.clip(name)} must be a list of strings, "
                 f"got {_common.kind(values)}"
             )
@@ -192,9 +192,7 @@ def _headers(data: dict[str, Any], unwrap: str) -> dict[str, str]:
 def _wrapped(bus: events.Delivery, attributes: dict[str, Any], data: Any, unwrap: str) -> events.Delivery:
     """The producer's delivery that the EventSource wrapped, dated when the EventSource received it."""
     if not isinstance(data, dict):
-        raise formats.DecodeError(
-            f"unwrap {unwrap}: the event data must be an object, got {_common.kind(data)}"
-        )
+        raise base.DecodeError(f"unwrap {unwrap}: the event data must be an object, got {_common.kind(data)}")
     when = attributes.get("time")  # parsed by the JSON event format; naive without an offset
     received_at = when.timestamp() if isinstance(when, dt.datetime) and when.tzinfo else bus.received_at
     if unwrap == "minio" and "notification" in data:
@@ -208,7 +206,7 @@ def _wrapped(bus: events.Delivery, attributes: dict[str, Any], data: Any, unwrap
         )
     if "body" not in data:
         expected = "'notification' or 'body'" if unwrap == "minio" else "'body'"
-        raise formats.DecodeError(
+        raise base.DecodeError(
             f"unwrap {unwrap}: the event data has no {expected}: not what an Argo {unwrap} or webhook "
             "event source sends"
         )
@@ -222,17 +220,17 @@ def _wrapped(bus: events.Delivery, attributes: dict[str, Any], data: Any, unwrap
     )
 
 
-def _unwrapping(unwrap: str) -> formats.Decoder:
-    def decode_wrapped(delivery: events.Delivery, options: formats.Options) -> list[events.CloudEvent]:
+def _unwrapping(unwrap: str) -> base.Decoder:
+    def decode_wrapped(delivery: events.Delivery, options: base.Options) -> list[events.CloudEvent]:
         attributes, data = _bus_event(delivery)
         inner = _wrapped(delivery, attributes, data, unwrap)
         try:
-            return formats.decode(inner, options)
-        except formats.DecodeError as exc:
+            return base.decode(inner, options)
+        except base.DecodeError as exc:
             raise type(exc)(f"unwrap {unwrap}: {exc.reason}") from None
 
     return decode_wrapped
 
 
 for _unwrap in UNWRAPS:
-    formats.register(decoder_name(_unwrap))(_unwrapping(_unwrap))
+    base.register(decoder_name(_unwrap))(_unwrapping(_unwrap))

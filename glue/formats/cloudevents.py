@@ -25,8 +25,8 @@ from typing import Any
 
 from cloudevents.core.bindings import kafka as ce_kafka
 
-from glue import events, formats
-from glue.formats import _common
+from glue import events
+from glue.formats import _common, base
 
 __all__ = ["decode", "from_message"]
 
@@ -34,13 +34,13 @@ __all__ = ["decode", "from_message"]
 def _batch(delivery: events.Delivery, build: _common.Factory) -> list[events.CloudEvent]:
     value = _common.load_json(delivery.body)
     if not isinstance(value, list):
-        raise formats.DecodeError(f"a CloudEvents batch must be a JSON array, got {_common.kind(value)}")
+        raise base.DecodeError(f"a CloudEvents batch must be a JSON array, got {_common.kind(value)}")
     result = []
     for index, item in enumerate(value):
         try:
             result.append(_common.structured(item, build))
-        except formats.DecodeError as exc:
-            raise formats.DecodeError(f"event {index}: {exc.reason}") from None
+        except base.DecodeError as exc:
+            raise base.DecodeError(f"event {index}: {exc.reason}") from None
     return result
 
 
@@ -53,7 +53,7 @@ def _check_time(value: str | None, header: str) -> None:
 def _check_specversion(value: str | None) -> None:
     """Refuse another CloudEvents version before its body is read by the rules of 1.0."""
     if value is not None and value != "1.0":
-        raise formats.DecodeError(f"specversion {_common.clip(value)} is not supported: send CloudEvents 1.0")
+        raise base.DecodeError(f"specversion {_common.clip(value)} is not supported: send CloudEvents 1.0")
 
 
 def _check_content_type(value: str | None, header: str) -> None:
@@ -61,7 +61,7 @@ def _check_content_type(value: str | None, header: str) -> None:
     if value is not None:
         problem = _common.media_type_problem(value)
         if problem:
-            raise formats.DecodeError(f"header {header!r} (attribute 'datacontenttype'): {problem}")
+            raise base.DecodeError(f"header {header!r} (attribute 'datacontenttype'): {problem}")
 
 
 def _kafka(delivery: events.Delivery, build: _common.Factory, binary: bool) -> events.CloudEvent:
@@ -87,7 +87,7 @@ def _kafka(delivery: events.Delivery, build: _common.Factory, binary: bool) -> e
             event = ce_kafka.from_structured(message, _common.FORMAT, build)
     except (ValueError, OverflowError):
         # The binding's own parsing: ce_time (checked above, so not expected) and the key's UTF-8.
-        raise formats.DecodeError("header 'ce_time' is not an RFC 3339 timestamp") from None
+        raise base.DecodeError("header 'ce_time' is not an RFC 3339 timestamp") from None
     return typing.cast(events.CloudEvent, event)  # built by our factory
 
 
@@ -107,7 +107,7 @@ def _unquote(header: str, value: str) -> str:
         else:
             out.append(char)
     if quoted:
-        raise formats.DecodeError(f"header {header!r} opens a double-quoted string and does not close it")
+        raise base.DecodeError(f"header {header!r} opens a double-quoted string and does not close it")
     return "".join(out)
 
 
@@ -120,7 +120,7 @@ def _header_value(header: str, value: str) -> str:
         try:
             value = urllib.parse.unquote(value, errors="strict")
         except UnicodeDecodeError:
-            raise formats.DecodeError(
+            raise base.DecodeError(
                 f"header {header!r} (attribute {header[3:]!r}) percent-encodes bytes that are not valid UTF-8"
             ) from None
     return value
@@ -143,7 +143,7 @@ def _http_binary(delivery: events.Delivery, build: _common.Factory) -> events.Cl
     if not attributes:
         return None
     if "datacontenttype" in attributes:
-        raise formats.DecodeError(
+        raise base.DecodeError(
             "header 'ce-datacontenttype' must not be sent: in binary mode the Content-Type header "
             "is the 'datacontenttype' attribute (HTTP binding 3.1.1)"
         )
@@ -168,7 +168,7 @@ def from_message(delivery: events.Delivery) -> list[events.CloudEvent] | None:
     kafka = delivery.transport == "kafka" or delivery.key is not None
     if mt == _common.CE_BATCH:
         if kafka:
-            raise formats.UnsupportedMediaType(
+            raise base.UnsupportedMediaType(
                 f"{_common.CE_BATCH} is an HTTP mode; the Kafka binding carries one event per record"
             )
         return _batch(delivery, build)
@@ -177,7 +177,7 @@ def from_message(delivery: events.Delivery) -> list[events.CloudEvent] | None:
             return [_kafka(delivery, build, binary=False)]
         return [_common.structured(_common.load_json(delivery.body), build)]
     if mt is not None and mt.startswith("application/cloudevents"):
-        raise formats.UnsupportedMediaType(
+        raise base.UnsupportedMediaType(
             f"content type {_common.clip(mt)} is not supported: CloudEvents are taken as "
             f"{_common.CE_JSON}, {_common.CE_BATCH} or in binary mode"
         )
@@ -189,8 +189,8 @@ def from_message(delivery: events.Delivery) -> list[events.CloudEvent] | None:
     return None
 
 
-@formats.register("cloudevents")
-def decode(delivery: events.Delivery, options: formats.Options) -> list[events.CloudEvent]:
+@base.register("cloudevents")
+def decode(delivery: events.Delivery, options: base.Options) -> list[events.CloudEvent]:
     found = from_message(delivery)
     if found is not None:
         return found
@@ -198,11 +198,11 @@ def decode(delivery: events.Delivery, options: formats.Options) -> list[events.C
     if mt is None:
         return [_common.structured(_common.load_json(delivery.body), _common.factory(delivery))]
     if delivery.transport == "kafka" or delivery.key is not None:
-        raise formats.UnsupportedMediaType(
+        raise base.UnsupportedMediaType(
             f"content type {_common.clip(mt)} and no ce_ headers: not a CloudEvent: send "
             f"{_common.CE_JSON}, or binary mode with the ce_specversion, ce_id, ce_source and ce_type headers"
         )
-    raise formats.UnsupportedMediaType(
+    raise base.UnsupportedMediaType(
         f"content type {_common.clip(mt)} without ce- headers is not a CloudEvent: send "
         f"{_common.CE_JSON}, {_common.CE_BATCH}, or binary mode with the ce-specversion, ce-id, "
         "ce-source and ce-type headers"

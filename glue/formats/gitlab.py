@@ -26,8 +26,8 @@ import re
 from collections.abc import Mapping
 from typing import Any, Final
 
-from glue import events, formats
-from glue.formats import _common, _digest
+from glue import events
+from glue.formats import _common, _digest, base
 
 __all__ = ["decode", "kind_from_header"]
 
@@ -91,7 +91,7 @@ def _kind(body: dict[str, Any], headers: Mapping[str, str]) -> str:
         if value is None:
             continue
         if not isinstance(value, str) or not _KIND.fullmatch(value.lower()):
-            raise formats.DecodeError(
+            raise base.DecodeError(
                 f"{field!r} must be a GitLab event kind (lower-case letters, digits, '_'), "
                 f"got {_common.clip(value)}"
             )
@@ -101,17 +101,17 @@ def _kind(body: dict[str, Any], headers: Mapping[str, str]) -> str:
         found = kind_from_header(header)
         if found is not None:
             return found
-    raise formats.DecodeError(
+    raise base.DecodeError(
         "cannot tell the GitLab event kind: the body has no 'object_kind' or 'event_name' "
         "and there is no usable X-Gitlab-Event header"
     )
 
 
-@formats.register("gitlab")
-def decode(delivery: events.Delivery, options: formats.Options) -> list[events.CloudEvent]:
+@base.register("gitlab")
+def decode(delivery: events.Delivery, options: base.Options) -> list[events.CloudEvent]:
     mt = _common.media_type(delivery.headers)
     if mt not in (None, _common.JSON):
-        raise formats.UnsupportedMediaType(
+        raise base.UnsupportedMediaType(
             f"content type {_common.clip(mt)} is not a GitLab webhook: expected {_common.JSON}"
         )
     body = _common.load_object(delivery.body)

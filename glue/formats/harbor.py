@@ -18,8 +18,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Final
 
-from glue import events, formats
-from glue.formats import _common, _digest
+from glue import events
+from glue.formats import _common, _digest, base
 
 __all__ = ["TYPES", "decode"]
 
@@ -38,30 +38,28 @@ TYPES: Final[dict[str, str]] = {
 }
 
 
-def _default(
-    payload: dict[str, Any], delivery: events.Delivery, options: formats.Options
-) -> events.CloudEvent:
+def _default(payload: dict[str, Any], delivery: events.Delivery, options: base.Options) -> events.CloudEvent:
     kind = payload.get("type")
     if not isinstance(kind, str):
-        raise formats.DecodeError(f"'type' must be a string, got {_common.kind(kind)}")
+        raise base.DecodeError(f"'type' must be a string, got {_common.kind(kind)}")
     ce_type = TYPES.get(kind)
     if ce_type is None:
-        raise formats.DecodeError(
+        raise base.DecodeError(
             f"unknown Harbor event type {_common.clip(kind)}; expected one of {', '.join(TYPES)}"
         )
     occur_at = payload.get("occur_at")
     if not isinstance(occur_at, int) or isinstance(occur_at, bool):
-        raise formats.DecodeError(f"'occur_at' must be a Unix time in seconds, got {_common.kind(occur_at)}")
+        raise base.DecodeError(f"'occur_at' must be a Unix time in seconds, got {_common.kind(occur_at)}")
     try:
         time = dt.datetime.fromtimestamp(occur_at, dt.UTC)
     except (ValueError, OverflowError, OSError):
-        raise formats.DecodeError(f"'occur_at' {occur_at} is out of range") from None
+        raise base.DecodeError(f"'occur_at' {occur_at} is out of range") from None
     operator = payload.get("operator", "")
     if not isinstance(operator, str):
-        raise formats.DecodeError(f"'operator' must be a string, got {_common.kind(operator)}")
+        raise base.DecodeError(f"'operator' must be a string, got {_common.kind(operator)}")
     event_data = payload.get("event_data")
     if event_data is not None and not isinstance(event_data, dict):
-        raise formats.DecodeError(f"'event_data' must be an object, got {_common.kind(event_data)}")
+        raise base.DecodeError(f"'event_data' must be an object, got {_common.kind(event_data)}")
     attributes: dict[str, Any] = {
         "specversion": "1.0",
         "source": options.source or "harbor",
@@ -76,13 +74,13 @@ def _default(
     return _digest.event(attributes, event_data, delivery, options, payload=payload)
 
 
-@formats.register("harbor")
-def decode(delivery: events.Delivery, options: formats.Options) -> list[events.CloudEvent]:
+@base.register("harbor")
+def decode(delivery: events.Delivery, options: base.Options) -> list[events.CloudEvent]:
     mt = _common.media_type(delivery.headers)
     if mt == _common.CE_JSON:
         return [_common.structured(_common.load_json(delivery.body), _common.factory(delivery))]
     if mt not in (None, _common.JSON):
-        raise formats.UnsupportedMediaType(
+        raise base.UnsupportedMediaType(
             f"content type {_common.clip(mt)} is not a Harbor payload format: "
             f"expected {_common.JSON} (Default) or {_common.CE_JSON} (CloudEvents)"
         )

@@ -38,8 +38,8 @@ import datetime as dt
 import urllib.parse
 from typing import Any
 
-from glue import events, formats
-from glue.formats import _common
+from glue import events
+from glue.formats import _common, base
 
 __all__ = ["LISTEN_TRANSPORT", "decode", "events_from_records"]
 
@@ -54,7 +54,7 @@ _REMOVALS = ("s3:ObjectRemoved:", "s3:LifecycleDelMarkerExpiration:")
 def _optional_str(value: Any, name: str) -> str | None:
     if value is None or isinstance(value, str):
         return value
-    raise formats.DecodeError(f"'{name}' must be a string, got {_common.kind(value)}")
+    raise base.DecodeError(f"'{name}' must be a string, got {_common.kind(value)}")
 
 
 def _identity(
@@ -93,7 +93,7 @@ def _request(record: dict[str, Any]) -> tuple[str | None, str | None]:
     if elements is None:
         return None, None
     if not isinstance(elements, dict):
-        raise formats.DecodeError(f"'responseElements' must be an object, got {_common.kind(elements)}")
+        raise base.DecodeError(f"'responseElements' must be an object, got {_common.kind(elements)}")
     request_id = _optional_str(elements.get("x-amz-request-id"), "responseElements.x-amz-request-id")
     node_id = _optional_str(elements.get("x-amz-id-2"), "responseElements.x-amz-id-2")
     return request_id or None, node_id or None
@@ -101,19 +101,19 @@ def _request(record: dict[str, Any]) -> tuple[str | None, str | None]:
 
 def _event(record: Any, escaped: bool) -> events.CloudEvent:
     if not isinstance(record, dict):
-        raise formats.DecodeError(f"a record must be a JSON object, got {_common.kind(record)}")
+        raise base.DecodeError(f"a record must be a JSON object, got {_common.kind(record)}")
     event_name = record.get("eventName")
     if not isinstance(event_name, str) or not event_name:
-        raise formats.DecodeError("missing 'eventName'")
+        raise base.DecodeError("missing 'eventName'")
     bucket = _common.path(record, "s3", "bucket", "name")
     if not isinstance(bucket, str) or not bucket:
-        raise formats.DecodeError("missing 's3.bucket.name'")
+        raise base.DecodeError("missing 's3.bucket.name'")
     obj = _common.path(record, "s3", "object")
     if not isinstance(obj, dict):
-        raise formats.DecodeError("missing 's3.object'")
+        raise base.DecodeError("missing 's3.object'")
     raw_key = obj.get("key")
     if not isinstance(raw_key, str):
-        raise formats.DecodeError(f"'s3.object.key' must be a string, got {_common.kind(raw_key)}")
+        raise base.DecodeError(f"'s3.object.key' must be a string, got {_common.kind(raw_key)}")
     key = urllib.parse.unquote_plus(raw_key) if escaped and ("%" in raw_key or "+" in raw_key) else raw_key
     version_id = _optional_str(obj.get("versionId"), "s3.object.versionId")
     sequencer = _optional_str(obj.get("sequencer"), "s3.object.sequencer")
@@ -165,28 +165,28 @@ def events_from_records(records: Any, *, escaped: bool) -> list[events.CloudEven
     if records is None:
         return []
     if not isinstance(records, list):
-        raise formats.DecodeError(f"'Records' must be an array, got {_common.kind(records)}")
+        raise base.DecodeError(f"'Records' must be an array, got {_common.kind(records)}")
     result = []
     for index, record in enumerate(records):
         try:
             result.append(_event(record, escaped))
-        except formats.DecodeError as exc:
-            raise formats.DecodeError(f"record {index}: {exc.reason}") from None
+        except base.DecodeError as exc:
+            raise base.DecodeError(f"record {index}: {exc.reason}") from None
     return result
 
 
-@formats.register("minio")
-def decode(delivery: events.Delivery, options: formats.Options) -> list[events.CloudEvent]:
+@base.register("minio")
+def decode(delivery: events.Delivery, options: base.Options) -> list[events.CloudEvent]:
     mt = _common.media_type(delivery.headers)
     listen = delivery.transport == LISTEN_TRANSPORT
     if not _common.is_json(mt) and not (listen and mt in ("text/event-stream", "application/x-ndjson")):
-        raise formats.UnsupportedMediaType(
+        raise base.UnsupportedMediaType(
             f"content type {_common.clip(mt)} is not a MinIO notification: expected {_common.JSON}"
         )
     body = _common.load_object(delivery.body)
     if "Records" not in body:
-        raise formats.DecodeError("missing 'Records': not a MinIO bucket notification")
+        raise base.DecodeError("missing 'Records': not a MinIO bucket notification")
     result = events_from_records(body["Records"], escaped=not listen)
     if not result:
-        raise formats.DecodeError("no records (a keep-alive line carries no event)")
+        raise base.DecodeError("no records (a keep-alive line carries no event)")
     return result

@@ -535,9 +535,17 @@ def _location(loc: tuple[int | str, ...]) -> str:
 
 
 def from_mapping(
-    data: dict[str, Any], source: str = "<config>", environ: typing.Mapping[str, str] | None = None
+    data: dict[str, Any],
+    source: str = "<config>",
+    environ: typing.Mapping[str, str] | None = None,
+    *,
+    secrets: bool = True,
 ) -> Settings:
-    """Validate a config mapping with the environment's ``GLUE_*`` overrides applied on top."""
+    """Validate a config mapping with the environment's ``GLUE_*`` overrides applied on top.
+
+    With ``secrets`` (the daemon, ``glue check``) every secret of the endpoints and sources must be
+    readable; without it (commands that only read the journal or the routes) none is read here: each
+    is read where it is used."""
     overrides = environment_overrides(os.environ if environ is None else environ)
     data = copy.deepcopy(data)
     for path, (_, value) in overrides.items():
@@ -551,6 +559,13 @@ def from_mapping(
             origin = next((var for path, (var, _) in overrides.items() if where.startswith(path)), None)
             reasons.append((where + (f" (from {origin})" if origin else ""), err["msg"]))
         raise ConfigError(source, reasons) from None
+    if secrets:
+        _check_secrets(settings, source)
+    return settings
+
+
+def _check_secrets(settings: Settings, source: str) -> None:
+    """Every secret the daemon's endpoints and sources read at start is readable, or ConfigError."""
     problems: list[tuple[str, str]] = []
     for index, endpoint in enumerate(settings.endpoints):
         if endpoint.auth.secret is not None:
@@ -575,13 +590,14 @@ def from_mapping(
                     problems.append((f"sources.minio.{to_camel(name)}", str(exc)))
     if problems:
         raise ConfigError(source, problems)
-    return settings
 
 
-def load(path: str | Path | None) -> Settings:
-    """Read the YAML file (if any), apply the environment, validate. Raises ConfigError."""
+def load(path: str | Path | None, *, secrets: bool = True) -> Settings:
+    """Read the YAML file (if any), apply the environment, validate. Raises ConfigError.
+
+    ``secrets``: also check that every secret the daemon reads at start is readable."""
     if path is None:
-        return from_mapping({}, "<defaults>")
+        return from_mapping({}, "<defaults>", secrets=secrets)
     source = str(path)
     try:
         text = Path(path).read_text()
@@ -595,4 +611,4 @@ def load(path: str | Path | None) -> Settings:
         raise ConfigError(source, [(where, f"not valid YAML: {getattr(exc, 'problem', exc)}")]) from None
     if not isinstance(data, dict):
         raise ConfigError(source, [("", "the top level must be a mapping")])
-    return from_mapping(data, source)
+    return from_mapping(data, source, secrets=secrets)

@@ -48,10 +48,13 @@ def config_path(args: argparse.Namespace) -> str | None:
     return getattr(args, "config", None) or os.environ.get("GLUE_CONFIG")
 
 
-def load_settings(args: argparse.Namespace) -> settings_mod.Settings:
+def load_settings(args: argparse.Namespace, *, secrets: bool = False) -> settings_mod.Settings:
+    """The command's settings. Only ``glue run`` and ``glue check`` (``secrets``) need the endpoints'
+    and sources' secrets; other commands read a secret where they use it (the journal's DSN when
+    they open it), so a read-only command runs without the webhook tokens."""
     path = config_path(args)
     try:
-        return settings_mod.load(path)
+        return settings_mod.load(path, secrets=secrets)
     except settings_mod.ConfigError as exc:
         raise CliError(str(exc), code=2) from None
 

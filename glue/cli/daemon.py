@@ -18,7 +18,7 @@ __all__ = ["add_commands"]
 def cmd_run(args: argparse.Namespace) -> int:
     from glue import app
 
-    settings = common.load_settings(args)
+    settings = common.load_settings(args, secrets=True)
     overrides: dict[str, Any] = {}
     if args.record:
         overrides["record"] = Path(args.record)
@@ -43,7 +43,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    settings = common.load_settings(args)
+    settings = common.load_settings(args, secrets=True)
     source = common.config_path(args) or "<defaults>"
     from glue import app
 

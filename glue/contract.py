@@ -162,6 +162,8 @@ class ClientSpec:
     config_model: type[pydantic.BaseModel] | None = None
     #: Whether there is something to connect to (a cluster, a server) for this config; None: always.
     configured: Callable[[Any], bool] | None = None
+    #: What the client would talk to, for the start-up line (an address, a context); no secret.
+    describe: Callable[[Any], str] | None = None
 
 
 class Registry:
@@ -242,16 +244,22 @@ def client(
     *,
     config: type[pydantic.BaseModel] | None = None,
     configured: Callable[[Any], bool] | None = None,
+    describe: Callable[[Any], str] | None = None,
     registry: Registry | None = None,
 ) -> Callable[[ClientFactory], ClientFactory]:
     """Register a shared-client factory: an async context manager taking the client's config.
 
     ``configured(config)`` tells whether there is anything to connect to; a handler whose first client
-    is not configured runs in dry-run (a laptop without a cluster gets plans, not failures)."""
+    is not configured runs in dry-run (a laptop without a cluster gets plans, not failures).
+    ``describe(config)`` names what it talks to, for the daemon's start-up lines."""
     target = registry if registry is not None else globals()["registry"]
 
     def wrap(factory: ClientFactory) -> ClientFactory:
-        target.add_client(ClientSpec(name=name, factory=factory, config_model=config, configured=configured))
+        target.add_client(
+            ClientSpec(
+                name=name, factory=factory, config_model=config, configured=configured, describe=describe
+            )
+        )
         return factory
 
     return wrap
@@ -292,6 +300,26 @@ class Clients:
             except pydantic.ValidationError:
                 return False  # e.g. clients.openbao absent: no address to reach
         return spec.configured is None or spec.configured(config)
+
+    def target(self, name: str) -> str:
+        """What the client talks to, in words (its ``describe``), or why it talks to nothing."""
+        spec = self._registry.clients.get(name)
+        if spec is None:
+            return "not registered"
+        config: Any = self._config.get(name, {})
+        if spec.config_model is not None:
+            try:
+                config = spec.config_model.model_validate(config)
+            except pydantic.ValidationError:
+                return f"not configured (no clients.{name})"
+        if spec.configured is not None and not spec.configured(config):
+            return "not configured"
+        if spec.describe is None:
+            return "configured"
+        try:
+            return spec.describe(config)
+        except Exception as exc:  # a description is best effort; the client itself reports its errors
+            return f"configured ({type(exc).__name__}: {exc})"
 
     def set(self, name: str, value: Any) -> None:
         """Provide a ready client (tests, or a caller that owns its lifetime)."""

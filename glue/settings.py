@@ -396,6 +396,9 @@ class Execution(Model):
         default=10.0, ge=0, description="On stop, how long in-flight invocations may finish before release."
     )
     owner: str | None = Field(default=None, description="This replica's name in claims (default host:pid).")
+    dry_run: bool = Field(
+        default=False, description="Every route only plans (`glue run --dry-run`); no handler acts."
+    )
 
 
 class Settings(BaseSettings):

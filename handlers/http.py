@@ -38,7 +38,7 @@ class HttpClientConfig(pydantic.BaseModel):
     user_agent: str = pydantic.Field(default="runtime-glue", alias="userAgent")
 
 
-@glue.client("http", config=HttpClientConfig)
+@glue.client("http", config=HttpClientConfig, describe=lambda _: "the url in each route's params")
 @contextlib.asynccontextmanager
 async def session(config: Any) -> AsyncIterator[aiohttp.ClientSession]:
     """The shared session; ``config`` is the validated :class:`HttpClientConfig`."""

@@ -88,7 +88,17 @@ _PATH = r"^[A-Za-z0-9_.@-]+(/[A-Za-z0-9_.@-]+)*$"
 _NAME = r"^[A-Za-z0-9_.@-]+$"
 
 
-@glue.client(CLIENT, config=openbao_client.Config)
+def _describe(config: openbao_client.Config) -> str:
+    """The OpenBao address, namespace and auth method (no credential)."""
+    auth = config.auth
+    how = f"auth {auth.method}" + (
+        f" role {auth.role}" if isinstance(auth, openbao_client.KubernetesAuth) else ""
+    )
+    namespace = f", namespace {config.namespace}" if config.namespace else ""
+    return f"{config.address} ({how}{namespace})"
+
+
+@glue.client(CLIENT, config=openbao_client.Config, describe=_describe)
 @contextlib.asynccontextmanager
 async def open_client(config: Any) -> AsyncIterator[openbao_client.OpenBao]:
     """The shared OpenBao client (settings ``clients.openbao``), closed when the daemon stops."""

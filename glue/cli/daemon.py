@@ -22,6 +22,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     overrides: dict[str, Any] = {}
     if args.record:
         overrides["record"] = Path(args.record)
+    if args.dry_run:
+        overrides["execution"] = settings.execution.model_copy(update={"dry_run": True})
     if overrides:
         settings = settings.model_copy(update=overrides)
     observability.configure_logging(settings.logging)
@@ -109,6 +111,9 @@ def add_commands(sub: Any) -> None:
     p = sub.add_parser("run", help="run the daemon")
     common.config_arg(p)
     p.add_argument("--record", metavar="FILE", help="append every delivery to FILE as a replayable line")
+    p.add_argument(
+        "--dry-run", "-n", action="store_true", help="every route only plans (as execution.dryRun: true)"
+    )
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("check", help="validate a config and exit")

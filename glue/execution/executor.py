@@ -70,6 +70,7 @@ class Executor:
         self.config = config
         self.clock = clock
         self.owner = config.owner or default_owner()
+        self.dry_run = dry_run or config.dry_run
         longest = max((route.route.delivery.timeout for route in router.routes), default=0.0)
         self.lease = max(config.lease_seconds, longest + 10.0)
         #: Routes whose handler has nothing to reach (its first client, e.g. the cluster, is not
@@ -94,7 +95,7 @@ class Executor:
             outcomes=self.settler,
             clock=clock,
             rng=rng if rng is not None else random.Random(),
-            dry_run=dry_run,
+            dry_run=self.dry_run,
             unconfigured=self.unconfigured,
             options=options or {},
             on_dead_letter=on_dead_letter,
@@ -122,6 +123,22 @@ class Executor:
         )
         self._loops: list[asyncio.Task[None]] = []
         self._settling: asyncio.Task[None] | None = None
+        self._router = router
+
+    def modes(self) -> dict[str, tuple[str, str]]:
+        """Per route: ``("live", "")`` or ``("dry-run", why)``, as its invocations will run."""
+        found: dict[str, tuple[str, str]] = {}
+        for compiled in self._router.routes:
+            name = compiled.route.name
+            if self.dry_run:
+                found[name] = ("dry-run", "execution.dryRun (glue run --dry-run)")
+            elif compiled.route.dry_run:
+                found[name] = ("dry-run", "the route sets dryRun: true")
+            elif name in self.unconfigured:
+                found[name] = ("dry-run", f"client {self.unconfigured[name]} is not configured")
+            else:
+                found[name] = ("live", "")
+        return found
 
     async def start(self) -> None:
         """Take back this owner's claims left by a previous run, then start the loops."""
@@ -131,6 +148,8 @@ class Executor:
         self.routing_loop.stopping = False
         for route, client in sorted(self.unconfigured.items()):
             log.warning("route runs in dry-run: its client is not configured", route=route, client=client)
+        for route, (mode, why) in self.modes().items():
+            log.info("route", route=route, mode=mode, **({"reason": why} if why else {}))
         self._settling = asyncio.create_task(self.settler.run(), name="executor-settle")
         self._loops = [
             asyncio.create_task(self.routing_loop.run(), name="executor-route"),

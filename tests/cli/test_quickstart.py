@@ -129,6 +129,13 @@ def test_the_quick_start_commands_work_as_written(fresh_checkout: Path, daemon: 
     assert [(row["type"], row["source"]) for row in listed] == [("com.example.hello", "/me")]
 
 
+def test_the_example_config_only_plans(fresh_checkout: Path, daemon: int) -> None:
+    """``make run`` acts on nothing: the start-up lines say every route is dry-run."""
+    started = [json.loads(line) for line in (fresh_checkout / "daemon.log").read_text().splitlines()]
+    modes = {line["route"]: line["mode"] for line in started if line["event"] == "route"}
+    assert modes == {"audit": "dry-run", "reload-model-on-push": "dry-run", "release-workflow": "dry-run"}
+
+
 @pytest.mark.parametrize(
     "command",
     [

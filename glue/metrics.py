@@ -48,6 +48,7 @@ __all__ = [
     "MINIO_LISTEN_UP",
     "OLDEST_PENDING",
     "RETRIES",
+    "ROUTE_ERRORS",
     "Children",
     "LoopCounter",
     "LoopHistogram",
@@ -272,3 +273,8 @@ OLDEST_PENDING = prometheus_client.Gauge(
     "Age of the oldest invocation not yet done (0 when none).",
 )
 IN_FLIGHT = prometheus_client.Gauge("glue_invocations_in_flight", "Handler attempts running now.")
+ROUTE_ERRORS = prometheus_client.Counter(
+    "glue_route_errors_total",
+    "Route expressions that failed on an event, by route and kind (match, params, orderingKey).",
+    ["route", "kind"],
+)

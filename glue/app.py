@@ -49,6 +49,9 @@ def load_plugins(settings: settings_mod.Settings, *, everything: bool = False) -
                 raise
     for name in settings.plugins:
         importlib.import_module(name)
+    named = {str(route.get("handler", "")) for route in settings.routes}
+    if not everything and not named <= set(contract.registry.handlers):
+        load_plugins(settings, everything=True)  # so that "unknown handler" lists every handler
 
 
 class Daemon:

@@ -47,6 +47,7 @@ __all__ = [
     "Params",
     "PermanentError",
     "Plan",
+    "PolicyPath",
     "RbacRule",
     "Registry",
     "TemporaryError",
@@ -129,6 +130,20 @@ class RbacRule:
         }
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class PolicyPath:
+    """An OpenBao path a handler calls and the policy capabilities it needs there.
+
+    ``{name}`` in ``path`` is the handler's parameter of that name; ``{ledger}`` is the client's
+    ledger (``clients.openbao.ledger``: mount, then prefix), e.g. ``{mount}/data/{path}``."""
+
+    path: str
+    capabilities: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "capabilities": list(self.capabilities)}
+
+
 class HandlerFn(Protocol):
     def __call__(self, **kwargs: Any) -> Awaitable[Plan | None]: ...
 
@@ -143,6 +158,7 @@ class Handler:
     rbac: tuple[RbacRule, ...] = ()
     clients: tuple[str, ...] = ()  # names of shared clients it uses (see :func:`client`)
     description: str = ""
+    openbao: tuple[PolicyPath, ...] = ()  # OpenBao paths and capabilities it needs
 
 
 #: Takes the client's config: the validated model when the client declares one, else the raw mapping.
@@ -218,9 +234,11 @@ def handler(
     params: type[Params] = Params,
     rbac: tuple[RbacRule, ...] | list[RbacRule] = (),
     clients: tuple[str, ...] | list[str] = (),
+    openbao: tuple[PolicyPath, ...] | list[PolicyPath] = (),
     registry: Registry | None = None,
 ) -> Callable[[Callable[..., Awaitable[Plan | None]]], Callable[..., Awaitable[Plan | None]]]:
-    """Register an async handler under ``name`` and return it unchanged."""
+    """Register an async handler under ``name`` and return it unchanged. ``rbac`` and ``openbao``
+    declare what it needs of the Kubernetes API and of OpenBao (``glue handlers``, ``glue rbac``)."""
     target = registry if registry is not None else globals()["registry"]
 
     def wrap(fn: Callable[..., Awaitable[Plan | None]]) -> Callable[..., Awaitable[Plan | None]]:
@@ -232,6 +250,7 @@ def handler(
                 rbac=tuple(rbac),
                 clients=tuple(clients),
                 description=(fn.__doc__ or "").strip().split("\n")[0],
+                openbao=tuple(openbao),
             )
         )
         return fn

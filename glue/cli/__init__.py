@@ -12,7 +12,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from glue.cli import common, daemon, dlq, replay, store
+from glue.cli import catalog, common, daemon, dlq, replay, store
 
 __all__ = ["build_parser", "main"]
 
@@ -20,7 +20,7 @@ __all__ = ["build_parser", "main"]
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="glue", description=__doc__.split("\n")[0] if __doc__ else None)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (daemon, store, replay, dlq):
+    for module in (daemon, store, replay, dlq, catalog):
         module.add_commands(sub)
     return parser
 

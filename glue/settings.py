@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import difflib
 import json
 import os
 import typing
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -25,6 +27,7 @@ from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource
 
 __all__ = [
     "ENV_PREFIX",
+    "NOT_SETTINGS",
     "Archive",
     "Auth",
     "AuthType",
@@ -50,6 +53,7 @@ __all__ = [
     "environment_overrides",
     "from_mapping",
     "load",
+    "secret_variables",
 ]
 
 
@@ -487,14 +491,18 @@ def _env_key(model: type[BaseModel] | None, segment: str) -> tuple[str, type[Bas
     return None
 
 
-def environment_overrides(environ: typing.Mapping[str, str]) -> dict[str, tuple[str, Any]]:
+def environment_overrides(
+    environ: typing.Mapping[str, str], known: typing.Collection[str] = ()
+) -> dict[str, tuple[str, Any]]:
     """``GLUE_SERVER__MAX_BACKLOG=5`` -> ``{"server.maxBacklog": ("GLUE_SERVER__MAX_BACKLOG", "5")}``.
 
-    Variables whose first part names no setting (``GLUE_CONFIG``, secrets such as ``GLUE_GITLAB_TOKEN``)
-    are not overrides. A value that looks like a JSON list or object is parsed as one."""
+    A ``GLUE_*`` variable that names no setting is an error (a typo would otherwise be ignored),
+    except ``GLUE_CONFIG`` and the variables in ``known`` (those the config names as secrets, such as
+    ``GLUE_GITLAB_TOKEN``). A value that looks like a JSON list or object is parsed as one."""
     found: dict[str, tuple[str, Any]] = {}
+    unknown: list[str] = []
     for variable, raw in environ.items():
-        if not variable.upper().startswith(ENV_PREFIX):
+        if not variable.upper().startswith(ENV_PREFIX) or variable in NOT_SETTINGS or variable in known:
             continue
         model: type[BaseModel] | None = Settings
         path: list[str] = []
@@ -506,12 +514,53 @@ def environment_overrides(environ: typing.Mapping[str, str]) -> dict[str, tuple[
             key, model = resolved
             path.append(key)
         if not path:
+            unknown.append(variable)
             continue
         value: Any = raw
         if raw.lstrip().startswith(("[", "{")):
             with contextlib.suppress(ValueError):  # if not JSON, validation says what is wrong with it
                 value = json.loads(raw)
         found[".".join(path)] = (variable, value)
+    if unknown:
+        raise ConfigError("environment", [(name, _no_such_setting(name)) for name in sorted(unknown)])
+    return found
+
+
+#: ``GLUE_*`` variables that are not settings.
+NOT_SETTINGS = frozenset({"GLUE_CONFIG"})
+
+
+def _variables(model: type[BaseModel], prefix: str) -> Iterator[str]:
+    """Every variable that sets a field of ``model`` (free-form mappings stop at their own name)."""
+    for name, field in model.model_fields.items():
+        variable = f"{prefix}{name.upper()}"
+        yield variable
+        nested = _model_of(field.annotation)
+        if nested is not None:
+            yield from _variables(nested, variable + "__")
+
+
+def _no_such_setting(variable: str) -> str:
+    close = difflib.get_close_matches(variable, [*_variables(Settings, ENV_PREFIX), *NOT_SETTINGS], n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return f"names no setting{hint}; unset it, or name it in the config as a secret's env"
+
+
+def secret_variables(node: Any) -> set[str]:
+    """The environment variables a config (a mapping, or loaded settings) names: values of ``env``,
+    ``previousEnv`` and any other key ending in ``Env`` (``tokenEnv``, ``secretIdEnv``)."""
+    if isinstance(node, BaseModel):
+        node = node.model_dump(by_alias=True, exclude_none=True)
+    found: set[str] = set()
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if isinstance(value, str) and isinstance(key, str) and (key == "env" or key.endswith("Env")):
+                found.add(value)
+            else:
+                found |= secret_variables(value)
+    elif isinstance(node, list):
+        for item in node:
+            found |= secret_variables(item)
     return found
 
 
@@ -549,7 +598,12 @@ def from_mapping(
     With ``secrets`` (the daemon, ``glue check``) every secret of the endpoints and sources must be
     readable; without it (commands that only read the journal or the routes) none is read here: each
     is read where it is used."""
-    overrides = environment_overrides(os.environ if environ is None else environ)
+    try:
+        overrides = environment_overrides(os.environ if environ is None else environ, secret_variables(data))
+    except ConfigError as exc:
+        raise ConfigError(
+            source, [(f"environment {name}", reason) for name, reason in exc.problems]
+        ) from None
     data = copy.deepcopy(data)
     for path, (_, value) in overrides.items():
         _apply(data, path, value)
@@ -607,11 +661,13 @@ def load(path: str | Path | None, *, secrets: bool = True) -> Settings:
     except OSError as exc:
         raise ConfigError(source, [("", f"cannot read: {exc.strerror}")]) from None
     try:
-        data = yaml.safe_load(text) or {}
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(source, [(where, f"not valid YAML: {getattr(exc, 'problem', exc)}")]) from None
+    if data is None:
+        raise ConfigError(source, [("", "the file is empty (no settings); write {} for the defaults")])
     if not isinstance(data, dict):
         raise ConfigError(source, [("", "the top level must be a mapping")])
     return from_mapping(data, source, secrets=secrets)

@@ -45,6 +45,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    if common.config_path(args) is None:
+        raise common.CliError("check: no config to check: give --config FILE or set GLUE_CONFIG", code=2)
     settings = common.load_settings(args, secrets=True)
     source = common.config_path(args) or "<defaults>"
     from glue import app
@@ -59,6 +61,23 @@ def cmd_check(args: argparse.Namespace) -> int:
     if problems:
         raise common.CliError(str(settings_mod.ConfigError(source, problems)), code=2)
     print(f"{source}: ok ({len(settings.endpoints)} endpoints, {len(settings.routes)} routes)")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    """The effective configuration: the file, the environment's overrides and the defaults, as YAML;
+    a secret appears only as its reference (file or variable), never its value."""
+    import os
+
+    import yaml
+
+    settings = common.load_settings(args)
+    source = common.config_path(args) or "<defaults>"
+    overrides = settings_mod.environment_overrides(os.environ, settings_mod.secret_variables(settings))
+    lines = [f"# effective configuration of {source}"]
+    lines += [f"# {path} from {variable}" for path, (variable, _) in sorted(overrides.items())]
+    document = settings.model_dump(mode="json", by_alias=True, exclude_none=True)
+    sys.stdout.write("\n".join(lines) + "\n" + yaml.safe_dump(document, sort_keys=False))
     return 0
 
 
@@ -119,6 +138,10 @@ def add_commands(sub: Any) -> None:
     p = sub.add_parser("check", help="validate a config and exit")
     common.config_arg(p)
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("config", help="print the effective configuration (file + environment), as YAML")
+    common.config_arg(p)
+    p.set_defaults(func=cmd_config)
 
     p = sub.add_parser("rbac", help="print the least Role/ClusterRole the configured routes need, as YAML")
     common.config_arg(p)

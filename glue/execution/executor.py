@@ -73,6 +73,7 @@ class Executor:
         self.dry_run = dry_run or config.dry_run
         longest = max((route.route.delivery.timeout for route in router.routes), default=0.0)
         self.lease = max(config.lease_seconds, longest + 10.0)
+        self._longest = max(router.routes, key=lambda r: r.route.delivery.timeout, default=None)
         #: Routes whose handler has nothing to reach (its first client, e.g. the cluster, is not
         #: configured): they run in dry-run and log plans, so a laptop replays without a cluster.
         self.unconfigured: dict[str, str] = {}
@@ -148,6 +149,14 @@ class Executor:
         self.routing_loop.stopping = False
         for route, client in sorted(self.unconfigured.items()):
             log.warning("route runs in dry-run: its client is not configured", route=route, client=client)
+        if self.lease > self.config.lease_seconds and self._longest is not None:
+            log.warning(
+                "lease raised above execution.leaseSeconds",
+                configured=self.config.lease_seconds,
+                lease=self.lease,
+                reason=f"route {self._longest.route.name} has a timeout of "
+                f"{self._longest.route.delivery.timeout:g} s (a claim lasts the longest timeout + 10 s)",
+            )
         for route, (mode, why) in self.modes().items():
             log.info("route", route=route, mode=mode, **({"reason": why} if why else {}))
         self._settling = asyncio.create_task(self.settler.run(), name="executor-settle")

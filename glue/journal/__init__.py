@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING, Protocol
 
 from glue import events
 from glue.journal.records import (
+    EVENT_STATUSES,
     Appended,
+    EventStatus,
     Invocation,
     InvocationState,
     JournalUnavailable,
@@ -30,8 +32,10 @@ if TYPE_CHECKING:
     from glue import settings as settings_mod
 
 __all__ = [
+    "EVENT_STATUSES",
     "Admin",
     "Appended",
+    "EventStatus",
     "Inbox",
     "Invocation",
     "InvocationState",

@@ -163,3 +163,23 @@ def test_read_only_commands_need_no_webhook_secret(
     assert cli.main([*command, "--config", "config/glue.yaml"]) == 0, capsys.readouterr().err
     assert cli.main(["check", "--config", "config/glue.yaml"]) == 2
     assert "GLUE_HARBOR_AUTH is not set" in capsys.readouterr().err
+
+
+def test_the_example_release_workflow_gets_the_bare_tag(
+    fresh_checkout: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from glue import cli
+
+    monkeypatch.chdir(fresh_checkout)
+    push = {
+        "object_kind": "tag_push",
+        "ref": "refs/tags/v1.2.0",
+        "project": {"path_with_namespace": "g/p", "web_url": "https://gitlab.example/g/p"},
+    }
+    (fresh_checkout / "push.json").write_text(json.dumps(push))
+    argv = ["explain", "--config", "config/glue.yaml", "--format", "gitlab"]
+    argv += ["-H", "X-Gitlab-Event: Tag Push Hook", "-H", "X-Gitlab-Event-UUID: 1", "push.json"]
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    release = next(row for row in rows if row["route"] == "release-workflow")
+    assert release["matched"] and release["params"]["parameters"] == {"repo": "g/p", "tag": "v1.2.0"}

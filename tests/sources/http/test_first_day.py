@@ -3,7 +3,6 @@ answer names the server's software versions."""
 
 from __future__ import annotations
 
-import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
@@ -36,8 +35,7 @@ async def test_a_401_line_names_the_remote_address(start_daemon: StartDaemon) ->
 async def test_no_answer_names_the_server_software(start_daemon: StartDaemon, method: str, path: str) -> None:
     glue = await start_daemon({"endpoints": [endpoint()]})
     body, headers = cloudevent()
-    async with aiohttp.ClientSession() as session:
-        async with session.request(method, glue.base + path, data=body, headers=headers) as response:
-            server = response.headers.get("Server", "")
+    async with glue.session.request(method, glue.base + path, data=body, headers=headers) as response:
+        server = response.headers.get("Server", "")
     assert "aiohttp" not in server and "Python" not in server
     assert server == "runtime-glue"

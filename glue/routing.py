@@ -37,7 +37,7 @@ import dataclasses
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import cel
 import jinja2
@@ -704,9 +704,33 @@ def _check_params(route: Route, handler: contract.Handler) -> list[tuple[str, st
             if key not in known:
                 problems.append((f"params.{key}", f"not a parameter of handler {handler.name!r}"))
     for name, info in fields.items():
-        if info.is_required() and name not in route.params and (info.alias or name) not in route.params:
-            problems.append((f"params.{info.alias or name}", f"required by handler {handler.name!r}"))
+        key = info.alias or name
+        if info.is_required() and name not in route.params and key not in route.params:
+            problems.append((f"params.{key}", f"required by handler {handler.name!r}"))
+        value = route.params.get(key, route.params.get(name))
+        if isinstance(value, dict) and not _templated(value):  # a literal group, e.g. auth: {...}
+            annotation: Any = Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation
+            adapter: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(annotation)
+            try:
+                adapter.validate_python(value)
+            except pydantic.ValidationError as exc:
+                for error in exc.errors(include_url=False):  # the message only: never the value
+                    where = ".".join(
+                        str(part) for part in error["loc"] if not str(part).startswith("function-")
+                    )
+                    problems.append((f"params.{key}" + (f".{where}" if where else ""), error["msg"]))
     return problems
+
+
+def _templated(value: Any) -> bool:
+    """Whether a params value holds a template anywhere (then it is checked per event)."""
+    if isinstance(value, str):
+        return "{{" in value or "{%" in value
+    if isinstance(value, dict):
+        return any(_templated(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_templated(v) for v in value)
+    return False
 
 
 def load(

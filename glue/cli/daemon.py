@@ -108,6 +108,20 @@ def cmd_rbac(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_policy_openbao(args: argparse.Namespace) -> int:
+    from glue import app, rbac
+
+    settings = common.load_settings(args)
+    source = common.config_path(args) or "<defaults>"
+    app.load_plugins(settings)
+    try:
+        policy = rbac.openbao_policy(settings, contract.registry, source=source)
+    except settings_mod.ConfigError as exc:
+        raise common.CliError(str(exc), code=2) from None
+    sys.stdout.write(policy or "# the configured routes need no OpenBao policy\n")
+    return 0
+
+
 # -- decode ------------------------------------------------------------------------------------------
 
 
@@ -150,6 +164,12 @@ def add_commands(sub: Any) -> None:
     )
     p.add_argument("--service-account", metavar="NAMESPACE/NAME", help="also print bindings to this account")
     p.set_defaults(func=cmd_rbac)
+
+    p = sub.add_parser("policy", help="print the least policy a control plane needs for the routes")
+    policy_sub = p.add_subparsers(dest="policy_command", required=True, metavar="TARGET")
+    q = policy_sub.add_parser("openbao", help="the OpenBao policy (HCL): paths and capabilities")
+    common.config_arg(q)
+    q.set_defaults(func=cmd_policy_openbao)
 
     p = sub.add_parser("decode", help="print the CloudEvents a payload decodes to, as JSON lines")
     p.add_argument("--format", "-f", required=True, choices=sorted(formats.DECODERS))

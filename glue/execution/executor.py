@@ -38,7 +38,11 @@ log = structlog.get_logger(__name__)
 
 
 def default_owner() -> str:
-    """The name this process claims work under unless ``execution.owner`` is set: host and pid."""
+    """The name this process claims work under unless ``execution.owner`` is set: in a pod, the pod's
+    name (stable across restarts of its container, so a restarted replica takes its own claims back
+    at once); elsewhere host and pid."""
+    if "KUBERNETES_SERVICE_HOST" in os.environ:
+        return os.environ.get("POD_NAME") or socket.gethostname()
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
@@ -64,6 +68,7 @@ class Executor:
         enricher: enrich.Enricher | None = None,
         on_dead_letter: runner.DeadLetterTap | None = None,
         keep_seconds: float = cache.KEEP_SECONDS,
+        sole: bool = False,
     ) -> None:
         config = config if config is not None else settings_mod.Execution()
         self.journal = journal_
@@ -71,6 +76,8 @@ class Executor:
         self.clock = clock
         self.owner = config.owner or default_owner()
         self.dry_run = dry_run or config.dry_run
+        #: The only daemon on this journal (SQLite): at start every claim left is a dead predecessor's.
+        self.sole = sole
         longest = max((route.route.delivery.timeout for route in router.routes), default=0.0)
         self.lease = max(config.lease_seconds, longest + 10.0)
         self._longest = max(router.routes, key=lambda r: r.route.delivery.timeout, default=None)
@@ -143,9 +150,10 @@ class Executor:
 
     async def start(self) -> None:
         """Take back this owner's claims left by a previous run, then start the loops."""
-        released = await self.journal.release(self.owner, now=self.clock())
+        released = await self.journal.release(None if self.sole else self.owner, now=self.clock())
         if released:
-            log.info("released stale claims", owner=self.owner, invocations=released)
+            owner = "any (the only daemon on this journal)" if self.sole else self.owner
+            log.info("released stale claims", owner=owner, invocations=released)
         self.routing_loop.stopping = False
         for route, client in sorted(self.unconfigured.items()):
             log.warning("route runs in dry-run: its client is not configured", route=route, client=client)

@@ -140,10 +140,11 @@ class WorkQueue(Protocol):
         expired and another owner took it; that owner's outcome counts)."""
         ...
 
-    async def release(self, owner: str, *, now: float, ids: Collection[int] | None = None) -> int:
+    async def release(self, owner: str | None, *, now: float, ids: Collection[int] | None = None) -> int:
         """Give back claims (drain): ``owner``'s running invocations (all, or those in ``ids``) return
         to ``pending``, due ``now``, and the interrupted attempt is not counted; its event claims are
-        dropped. Returns how many invocations were released."""
+        dropped. ``owner`` None: every owner's (the only daemon on this journal, at start). Returns how
+        many invocations were released."""
         ...
 
     async def oldest_pending(self) -> float | None:

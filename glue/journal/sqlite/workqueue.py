@@ -160,13 +160,14 @@ class WorkQueue(store.Store):
 
         return await self._run_execution(run)
 
-    async def release(self, owner: str, *, now: float, ids: Collection[int] | None = None) -> int:
+    async def release(self, owner: str | None, *, now: float, ids: Collection[int] | None = None) -> int:
         def run(db: sqlite3.Connection) -> int:
             sql = (
                 "UPDATE invocations SET state = 'pending', owner = NULL, lease_until = NULL, due_at = ?,"
-                " updated_at = ?, attempt = max(attempt - 1, 0) WHERE state = 'running' AND owner = ?"
+                " updated_at = ?, attempt = max(attempt - 1, 0)"
+                " WHERE state = 'running' AND (? IS NULL OR owner = ?)"
             )
-            args: list[Any] = [now, now, owner]
+            args: list[Any] = [now, now, owner, owner]
             if ids is not None:
                 marks, values = store.marks(ids)
                 sql += f" AND id IN ({marks})"
@@ -174,7 +175,7 @@ class WorkQueue(store.Store):
             with self._execution(db):
                 released = db.execute(sql, args).rowcount
                 if ids is None:
-                    db.execute("DELETE FROM event_claims WHERE owner = ?", (owner,))
+                    db.execute("DELETE FROM event_claims WHERE ? IS NULL OR owner = ?", (owner, owner))
             return released
 
         return await self._run_execution(run)

@@ -5,14 +5,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import sys
 import time
 from typing import Any
 
-from glue import journal
+import structlog
+
+from glue import journal, observability
 from glue.cli import common
 
 __all__ = ["add_commands"]
+
+
+def _operator() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # a uid without a name (some containers)
+        import os
+
+        return f"uid {os.getuid()}"
 
 
 async def _dead_rows(store: journal.Journal, invocations: list[journal.Invocation]) -> list[dict[str, Any]]:
@@ -99,6 +111,14 @@ def _cmd_dlq_change(args: argparse.Namespace, verb: str) -> int:
             changed = await store.redrive(ids, now=time.time())
         else:
             changed = await store.purge(ids)
+        observability.configure_logging(settings.logging)  # to stderr: stdout carries the result
+        structlog.get_logger(__name__).warning(  # an operator action: one line with who, what and which
+            f"dead letters {verb}",
+            operator=_operator(),
+            invocations=list(changed),
+            routes=sorted({item.route for item in selected if item.id in set(changed)}),
+            filter={"route": args.route, "since": args.since, "all": args.all, "ids": args.ids or None},
+        )
         print(f"{len(changed)} invocations {verb}")
         return 0
 

@@ -147,6 +147,10 @@ class WorkQueue(Protocol):
         many invocations were released."""
         ...
 
+    async def dead_letters(self) -> int:
+        """How many invocations are in the dead-letter queue now (``glue_dead_letter_queue_depth``)."""
+        ...
+
     async def oldest_pending(self) -> float | None:
         """``created_at`` of the oldest unfinished (pending or running) invocation, None when none:
         ``now`` minus it is the age metric."""

@@ -188,6 +188,12 @@ class WorkQueue(store.Store):
 
         return await self.run(run, execution=True)
 
+    async def dead_letters(self) -> int:
+        async def run(conn: asyncpg.Connection) -> int:
+            return int(await conn.fetchval("SELECT count(*) FROM invocations WHERE state = 'dead'"))
+
+        return await self.run(run)
+
     async def oldest_pending(self) -> float | None:
         async def run(conn: asyncpg.Connection) -> float | None:
             value = await conn.fetchval(

@@ -180,6 +180,12 @@ class WorkQueue(store.Store):
 
         return await self._run_execution(run)
 
+    async def dead_letters(self) -> int:
+        def run(db: sqlite3.Connection) -> int:
+            return int(db.execute("SELECT count(*) FROM invocations WHERE state = 'dead'").fetchone()[0])
+
+        return await self.read(run)
+
     async def oldest_pending(self) -> float | None:
         def run(db: sqlite3.Connection) -> float | None:
             value = db.execute(

@@ -10,8 +10,6 @@ import sys
 import time
 from typing import Any
 
-import structlog
-
 from glue import journal, observability
 from glue.cli import common
 
@@ -111,14 +109,24 @@ def _cmd_dlq_change(args: argparse.Namespace, verb: str) -> int:
             changed = await store.redrive(ids, now=time.time())
         else:
             changed = await store.purge(ids)
-        observability.configure_logging(settings.logging)  # to stderr: stdout carries the result
-        structlog.get_logger(__name__).warning(  # an operator action: one line with who, what and which
-            f"dead letters {verb}",
-            operator=_operator(),
-            invocations=list(changed),
-            routes=sorted({item.route for item in selected if item.id in set(changed)}),
-            filter={"route": args.route, "since": args.since, "all": args.all, "ids": args.ids or None},
+        # An operator action: one JSON line on stderr (stdout carries the result), as the daemon logs.
+        line = observability.render_json(
+            None,
+            "warning",
+            {
+                "event": f"dead letters {verb}",
+                "operator": _operator(),
+                "invocations": list(changed),
+                "routes": sorted({item.route for item in selected if item.id in set(changed)}),
+                "filter": {
+                    "route": args.route,
+                    "since": args.since,
+                    "all": args.all,
+                    "ids": args.ids or None,
+                },
+            },
         )
+        sys.stderr.write(line.decode() + "\n")
         print(f"{len(changed)} invocations {verb}")
         return 0
 

@@ -332,7 +332,7 @@ class Clients:
             except pydantic.ValidationError:
                 return f"not configured (no clients.{name})"
         if spec.configured is not None and not spec.configured(config):
-            return "not configured"
+            return "nothing to reach: the routes using it only plan"
         if spec.describe is None:
             return "configured"
         try:

@@ -121,6 +121,10 @@ class RbacRule:
     resources: tuple[str, ...]
     verbs: tuple[str, ...]
     cluster_scoped: bool = False
+    #: Narrow ``resources`` to the one a route's literal parameter names:
+    #: (parameter, its default, ((value, resource), ...)), e.g. ("kind", "Deployment", (("Deployment",
+    #: "deployments"), ...)); a parameter rendered from the event keeps every resource.
+    narrow_by: tuple[str, str | None, tuple[tuple[str, str], ...]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -128,6 +132,18 @@ class RbacRule:
             "resources": list(self.resources),
             "verbs": list(self.verbs),
         }
+
+    def narrowed(self, params: Mapping[str, Any]) -> RbacRule:
+        """This rule for a route with these (unrendered) params: only the resource it names."""
+        if self.narrow_by is None:
+            return self
+        param, default, choices = self.narrow_by
+        value = params.get(param, default)
+        literal = isinstance(value, str) and "{{" not in value and "{%" not in value
+        resource = dict(choices).get(value) if literal else None
+        if resource is None:
+            return self
+        return dataclasses.replace(self, resources=(resource,), narrow_by=None)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

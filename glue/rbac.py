@@ -5,6 +5,8 @@ enabled routes of a configuration, :func:`grants` works out where each rule is n
 
 - a route whose ``params.namespace`` is a literal (no template) needs its handler's rules in that
   namespace only: a Role there;
+- a rule that names its resource by a parameter (``kubernetes.restart``'s ``kind``) grants only the
+  resource a literal value names (a Deployment: ``deployments``);
 - a route whose namespace is rendered from the event (or that has none) may act in any namespace: its
   rules go into a ClusterRole, and so do rules a handler marks ``cluster_scoped``.
 
@@ -92,8 +94,9 @@ def grants(routes: Iterable[routing.Compiled]) -> list[Grant]:
     for compiled in routes:
         if not compiled.route.enabled or not compiled.handler.rbac:
             continue
-        namespaced = [rule for rule in compiled.handler.rbac if not rule.cluster_scoped]
-        wide = [rule for rule in compiled.handler.rbac if rule.cluster_scoped]
+        needed = [rule.narrowed(compiled.route.params) for rule in compiled.handler.rbac]
+        namespaced = [rule for rule in needed if not rule.cluster_scoped]
+        wide = [rule for rule in needed if rule.cluster_scoped]
         namespace = _literal_namespace(compiled.route.params)
         if wide or namespace is None:
             cluster_routes.append(compiled.name)

@@ -734,7 +734,16 @@ async def rollout_restart(
 
 
 RESTART_RBAC = [
-    glue.RbacRule(("apps",), ("deployments", "statefulsets", "daemonsets"), ("get", "patch")),
+    glue.RbacRule(
+        ("apps",),
+        ("deployments", "statefulsets", "daemonsets"),
+        ("get", "patch"),
+        narrow_by=(
+            "kind",
+            "Deployment",
+            (("Deployment", "deployments"), ("StatefulSet", "statefulsets"), ("DaemonSet", "daemonsets")),
+        ),
+    ),
 ]
 
 

@@ -427,7 +427,8 @@ async def _kv_rotate(
 
 
 #: What the restart follow-ups need in Kubernetes (OpenBao's own policy is outside Kubernetes RBAC).
-RBAC = kubernetes.RESTART_RBAC
+#: The workloads of ``restart`` (any kind): the restart handler's rules, not narrowed by a ``kind``.
+RBAC = [glue.RbacRule(rule.api_groups, rule.resources, rule.verbs) for rule in kubernetes.RESTART_RBAC]
 
 
 #: What each rotation needs of OpenBao's policy (``glue handlers``, ``glue policy openbao``).

@@ -1,7 +1,12 @@
 # runtime-glue container image.
 #
 #   docker build -t runtime-glue .
-#   docker run --read-only -v glue-data:/var/lib/glue -v ./config.yaml:/etc/glue/config.yaml:ro runtime-glue
+#   docker run --read-only -p 8080:8080 -v glue-data:/var/lib/glue runtime-glue
+#   docker run --read-only -p 8080:8080 -v glue-data:/var/lib/glue \
+#              -v "$PWD/config.yaml:/etc/glue/config.yaml:ro" runtime-glue
+#
+# The first takes CloudEvents at http://localhost:8080/events with the image's default configuration
+# (config/container.yaml: listens on 0.0.0.0:8080); the second runs your own.
 #
 # The builder stage turns the source tree into a wheel and installs it, with its dependencies, into a
 # virtual environment under /opt/glue. The final stage copies only that environment onto a fresh slim
@@ -18,6 +23,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY glue ./glue
 COPY handlers ./handlers
+COPY config/container.yaml ./
 RUN python -m pip wheel --no-deps --wheel-dir /wheels . \
  && python -m venv --without-pip /opt/glue \
  && python -m pip --python /opt/glue/bin/python install --no-compile /wheels/*.whl \
@@ -37,6 +43,7 @@ RUN python -m pip uninstall --yes --quiet pip setuptools wheel \
  && mkdir -p /var/lib/glue /etc/glue \
  && chown glue:glue /var/lib/glue
 COPY --from=builder /opt/glue /opt/glue
+COPY --from=builder /src/container.yaml /etc/glue/config.yaml
 ENV PATH=/opt/glue/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1

@@ -1,6 +1,6 @@
 """Benchmark handler plugin: ``bench.wait`` waits like an API call (I/O bound) and logs each call.
 
-Every call appends its idempotency key to ``$GLUE_BENCH_CALLS/<pid>``, so the benchmark can check
+Every call appends its idempotency key to ``$BENCH_CALLS_DIR/<pid>``, so the benchmark can check
 that no invocation was handled twice across replicas.
 """
 
@@ -25,6 +25,6 @@ async def wait(*, params: WaitParams, ctx: glue.Context, **kwargs: Any) -> glue.
     if ctx.dry_run:
         return glue.Plan(summary=f"wait {params.wait_ms} ms")
     await asyncio.sleep(params.wait_ms / 1000)
-    with open(os.path.join(os.environ["GLUE_BENCH_CALLS"], str(os.getpid())), "a") as calls:  # noqa: ASYNC230
+    with open(os.path.join(os.environ["BENCH_CALLS_DIR"], str(os.getpid())), "a") as calls:  # noqa: ASYNC230
         calls.write(ctx.idempotency_key + "\n")
     return None

@@ -19,7 +19,7 @@ would measure the core count rather than the coordination. Raise --concurrency o
     python bench/scaleout.py [--duration 5] [--rounds 7] [--events 2000] [--concurrency 2]
                              [--wait-ms 20] [--only ingest|dispatch]
 
-Needs wrk and the PostgreSQL server ($GLUE_BENCH_POSTGRES, default postgresql://postgres@127.0.0.1:5432);
+Needs wrk and the PostgreSQL server ($BENCH_POSTGRES_URL, default postgresql://postgres@127.0.0.1:5432);
 a throwaway database is created and dropped. Last line:
     pg_ratio=<pg ingest/bare> scaleout=<3 replicas/1 replica>
 """
@@ -53,7 +53,7 @@ import ingest  # noqa: E402  (bench/ingest.py: wrk driver and server helpers)
 
 from glue import events, journal, settings  # noqa: E402
 
-SERVER = os.environ.get("GLUE_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
+SERVER = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
 
 
 @contextlib.contextmanager
@@ -187,7 +187,7 @@ def measure_dispatch(args: argparse.Namespace, tmp: Path, dsn: str, replicas: in
     )
     env = {
         **os.environ,
-        "GLUE_BENCH_CALLS": str(calls),
+        "BENCH_CALLS_DIR": str(calls),
         "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT)]),
     }
     with contextlib.ExitStack() as stack:

@@ -19,7 +19,7 @@ import structlog
 from glue import contract, journal, pipeline
 from glue import settings as settings_mod
 
-__all__ = ["Daemon", "load_plugins", "run"]
+__all__ = ["Daemon", "announce", "load_plugins", "run"]
 
 log = structlog.get_logger(__name__)
 
@@ -49,6 +49,9 @@ def load_plugins(settings: settings_mod.Settings, *, everything: bool = False) -
                 raise
     for name in settings.plugins:
         importlib.import_module(name)
+    named = {str(route.get("handler", "")) for route in settings.routes}
+    if not everything and not named <= set(contract.registry.handlers):
+        load_plugins(settings, everything=True)  # so that "unknown handler" lists every handler
 
 
 class Daemon:
@@ -63,6 +66,7 @@ class Daemon:
         self.pipeline: pipeline.Pipeline | None = None
 
     async def start(self) -> None:
+        announce(self.settings, self.registry, self.clients)
         await self.journal.open()
         self.pipeline = pipeline.build(self.settings, self.journal, self.registry, self.clients)
         await self.pipeline.start()
@@ -74,6 +78,39 @@ class Daemon:
         await self.clients.aclose()
         await self.journal.close()
         log.info("stopped")
+
+
+def announce(settings: settings_mod.Settings, registry: contract.Registry, clients: contract.Clients) -> None:
+    """One ``client`` line per client the daemon may talk to, with its target (the routes' mode,
+    live or dry-run, is logged by the executor as it starts)."""
+    log.info("journal", backend=settings.journal.backend, target=_journal_target(settings.journal))
+    names = {name for route in settings.routes for name in _route_clients(registry, route)}
+    names.update(settings.clients)
+    for name in sorted(names):
+        log.info("client", client=name, target=clients.target(name))
+    kafka = settings.sources.kafka
+    if kafka is not None:
+        log.info(
+            "client",
+            client="kafka",
+            target=",".join(kafka.bootstrap_servers),
+            tls=kafka.tls is not None,
+            sasl=kafka.sasl.mechanism if kafka.sasl is not None else None,
+        )
+    minio = settings.sources.minio
+    if minio is not None:
+        scheme = "https" if minio.secure else "http"
+        log.info("client", client="minio", target=f"{scheme}://{minio.endpoint}")
+
+
+def _journal_target(config: settings_mod.Journal) -> str:
+    return str(config.path) if config.backend == "sqlite" else "PostgreSQL (journal.dsn)"
+
+
+def _route_clients(registry: contract.Registry, route: dict[str, object]) -> tuple[str, ...]:
+    """The clients of a route's handler, if it is registered (an unknown one fails at start anyway)."""
+    entry = registry.handlers.get(str(route.get("handler", "")))
+    return entry.clients if entry is not None else ()
 
 
 async def run(settings: settings_mod.Settings, stop: asyncio.Event | None = None) -> None:

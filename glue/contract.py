@@ -47,6 +47,7 @@ __all__ = [
     "Params",
     "PermanentError",
     "Plan",
+    "PolicyPath",
     "RbacRule",
     "Registry",
     "TemporaryError",
@@ -120,6 +121,10 @@ class RbacRule:
     resources: tuple[str, ...]
     verbs: tuple[str, ...]
     cluster_scoped: bool = False
+    #: Narrow ``resources`` to the one a route's literal parameter names:
+    #: (parameter, its default, ((value, resource), ...)), e.g. ("kind", "Deployment", (("Deployment",
+    #: "deployments"), ...)); a parameter rendered from the event keeps every resource.
+    narrow_by: tuple[str, str | None, tuple[tuple[str, str], ...]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -127,6 +132,32 @@ class RbacRule:
             "resources": list(self.resources),
             "verbs": list(self.verbs),
         }
+
+    def narrowed(self, params: Mapping[str, Any]) -> RbacRule:
+        """This rule for a route with these (unrendered) params: only the resource it names."""
+        if self.narrow_by is None:
+            return self
+        param, default, choices = self.narrow_by
+        value = params.get(param, default)
+        literal = isinstance(value, str) and "{{" not in value and "{%" not in value
+        resource = dict(choices).get(value) if literal else None
+        if resource is None:
+            return self
+        return dataclasses.replace(self, resources=(resource,), narrow_by=None)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PolicyPath:
+    """An OpenBao path a handler calls and the policy capabilities it needs there.
+
+    ``{name}`` in ``path`` is the handler's parameter of that name; ``{ledger}`` is the client's
+    ledger (``clients.openbao.ledger``: mount, then prefix), e.g. ``{mount}/data/{path}``."""
+
+    path: str
+    capabilities: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "capabilities": list(self.capabilities)}
 
 
 class HandlerFn(Protocol):
@@ -143,6 +174,7 @@ class Handler:
     rbac: tuple[RbacRule, ...] = ()
     clients: tuple[str, ...] = ()  # names of shared clients it uses (see :func:`client`)
     description: str = ""
+    openbao: tuple[PolicyPath, ...] = ()  # OpenBao paths and capabilities it needs
 
 
 #: Takes the client's config: the validated model when the client declares one, else the raw mapping.
@@ -162,6 +194,8 @@ class ClientSpec:
     config_model: type[pydantic.BaseModel] | None = None
     #: Whether there is something to connect to (a cluster, a server) for this config; None: always.
     configured: Callable[[Any], bool] | None = None
+    #: What the client would talk to, for the start-up line (an address, a context); no secret.
+    describe: Callable[[Any], str] | None = None
 
 
 class Registry:
@@ -216,9 +250,11 @@ def handler(
     params: type[Params] = Params,
     rbac: tuple[RbacRule, ...] | list[RbacRule] = (),
     clients: tuple[str, ...] | list[str] = (),
+    openbao: tuple[PolicyPath, ...] | list[PolicyPath] = (),
     registry: Registry | None = None,
 ) -> Callable[[Callable[..., Awaitable[Plan | None]]], Callable[..., Awaitable[Plan | None]]]:
-    """Register an async handler under ``name`` and return it unchanged."""
+    """Register an async handler under ``name`` and return it unchanged. ``rbac`` and ``openbao``
+    declare what it needs of the Kubernetes API and of OpenBao (``glue handlers``, ``glue rbac``)."""
     target = registry if registry is not None else globals()["registry"]
 
     def wrap(fn: Callable[..., Awaitable[Plan | None]]) -> Callable[..., Awaitable[Plan | None]]:
@@ -230,6 +266,7 @@ def handler(
                 rbac=tuple(rbac),
                 clients=tuple(clients),
                 description=(fn.__doc__ or "").strip().split("\n")[0],
+                openbao=tuple(openbao),
             )
         )
         return fn
@@ -242,16 +279,22 @@ def client(
     *,
     config: type[pydantic.BaseModel] | None = None,
     configured: Callable[[Any], bool] | None = None,
+    describe: Callable[[Any], str] | None = None,
     registry: Registry | None = None,
 ) -> Callable[[ClientFactory], ClientFactory]:
     """Register a shared-client factory: an async context manager taking the client's config.
 
     ``configured(config)`` tells whether there is anything to connect to; a handler whose first client
-    is not configured runs in dry-run (a laptop without a cluster gets plans, not failures)."""
+    is not configured runs in dry-run (a laptop without a cluster gets plans, not failures).
+    ``describe(config)`` names what it talks to, for the daemon's start-up lines."""
     target = registry if registry is not None else globals()["registry"]
 
     def wrap(factory: ClientFactory) -> ClientFactory:
-        target.add_client(ClientSpec(name=name, factory=factory, config_model=config, configured=configured))
+        target.add_client(
+            ClientSpec(
+                name=name, factory=factory, config_model=config, configured=configured, describe=describe
+            )
+        )
         return factory
 
     return wrap
@@ -292,6 +335,26 @@ class Clients:
             except pydantic.ValidationError:
                 return False  # e.g. clients.openbao absent: no address to reach
         return spec.configured is None or spec.configured(config)
+
+    def target(self, name: str) -> str:
+        """What the client talks to, in words (its ``describe``), or why it talks to nothing."""
+        spec = self._registry.clients.get(name)
+        if spec is None:
+            return "not registered"
+        config: Any = self._config.get(name, {})
+        if spec.config_model is not None:
+            try:
+                config = spec.config_model.model_validate(config)
+            except pydantic.ValidationError:
+                return f"not configured (no clients.{name})"
+        if spec.configured is not None and not spec.configured(config):
+            return "nothing to reach: the routes using it only plan"
+        if spec.describe is None:
+            return "configured"
+        try:
+            return spec.describe(config)
+        except Exception as exc:  # a description is best effort; the client itself reports its errors
+            return f"configured ({type(exc).__name__}: {exc})"
 
     def set(self, name: str, value: Any) -> None:
         """Provide a ready client (tests, or a caller that owns its lifetime)."""

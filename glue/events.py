@@ -113,9 +113,19 @@ class Delivery:
             format=str(record["format"]),
             headers={str(k).lower(): str(v) for k, v in headers.items()},
             body=body,
-            received_at=float(record.get("receivedAt", time.time())),
+            received_at=_seconds(record.get("receivedAt", time.time())),
             key=base64.b64decode(key) if key else None,
         )
+
+
+def _seconds(value: Any) -> float:
+    """A time of a record: unix seconds, or ISO-8601 (as the command line prints records)."""
+    if isinstance(value, str) and not value.replace(".", "", 1).isdigit():
+        moment = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=datetime.UTC)
+        return moment.timestamp()
+    return float(value)
 
 
 def identity(event: CloudEvent) -> str:

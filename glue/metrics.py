@@ -29,6 +29,7 @@ __all__ = [
     "ARCHIVE_OBJECTS",
     "BACKLOG",
     "DEAD_LETTERS",
+    "DEAD_LETTER_DEPTH",
     "DELIVERIES",
     "DUPLICATES",
     "EVENTBUS_MESSAGES",
@@ -50,6 +51,7 @@ __all__ = [
     "MINIO_LISTEN_UP",
     "OLDEST_PENDING",
     "RETRIES",
+    "ROUTE_ERRORS",
     "SOURCE_RECONNECTS",
     "SOURCE_UP",
     "Children",
@@ -300,3 +302,12 @@ OLDEST_PENDING = prometheus_client.Gauge(
     "Age of the oldest invocation not yet done (0 when none).",
 )
 IN_FLIGHT = prometheus_client.Gauge("glue_invocations_in_flight", "Handler attempts running now.")
+DEAD_LETTER_DEPTH = prometheus_client.Gauge(
+    "glue_dead_letter_queue_depth",
+    "Invocations in the dead-letter queue now (glue dlq list; retry and purge lower it).",
+)
+ROUTE_ERRORS = prometheus_client.Counter(
+    "glue_route_errors_total",
+    "Route expressions that failed on an event, by route and kind (match, params, orderingKey).",
+    ["route", "kind"],
+)

@@ -90,6 +90,7 @@ def make_executor(
         settings.execution,
         enricher=enricher,
         on_dead_letter=archive.dead_letter if archive is not None else None,
+        sole=settings.journal.backend == "sqlite",  # one file, one daemon: claims left are a dead one's
     )
 
 

@@ -5,6 +5,8 @@ enabled routes of a configuration, :func:`grants` works out where each rule is n
 
 - a route whose ``params.namespace`` is a literal (no template) needs its handler's rules in that
   namespace only: a Role there;
+- a rule that names its resource by a parameter (``kubernetes.restart``'s ``kind``) grants only the
+  resource a literal value names (a Deployment: ``deployments``);
 - a route whose namespace is rendered from the event (or that has none) may act in any namespace: its
   rules go into a ClusterRole, and so do rules a handler marks ``cluster_scoped``.
 
@@ -12,18 +14,24 @@ Verbs are merged per (apiGroup, resource); resources with the same verbs are gro
 what the ClusterRole grants is not repeated in the Roles. :func:`manifests` renders the result (and,
 given a service account, the bindings) as Kubernetes objects; ``glue rbac`` prints them as YAML, and the
 Helm chart can render the same objects.
+
+OpenBao handlers declare the paths they call (``openbao=[PolicyPath(...)]``); :func:`openbao_policy`
+fills them in from each enabled route's params (a value rendered from the event becomes a glob) and
+prints the policy in HCL, for ``glue policy openbao``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
+import string
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from glue import contract, routing
 from glue import settings as settings_mod
 
-__all__ = ["Grant", "grants", "manifests", "merge", "render"]
+__all__ = ["Grant", "grants", "manifests", "merge", "openbao_paths", "openbao_policy", "render"]
 
 #: The order kubectl and the docs list verbs in; unknown verbs sort after, alphabetically.
 _VERB_ORDER = ("get", "list", "watch", "create", "update", "patch", "delete", "deletecollection")
@@ -86,8 +94,9 @@ def grants(routes: Iterable[routing.Compiled]) -> list[Grant]:
     for compiled in routes:
         if not compiled.route.enabled or not compiled.handler.rbac:
             continue
-        namespaced = [rule for rule in compiled.handler.rbac if not rule.cluster_scoped]
-        wide = [rule for rule in compiled.handler.rbac if rule.cluster_scoped]
+        needed = [rule.narrowed(compiled.route.params) for rule in compiled.handler.rbac]
+        namespaced = [rule for rule in needed if not rule.cluster_scoped]
+        wide = [rule for rule in needed if rule.cluster_scoped]
         namespace = _literal_namespace(compiled.route.params)
         if wide or namespace is None:
             cluster_routes.append(compiled.name)
@@ -166,3 +175,72 @@ def render(
     """
     router = routing.load(settings.routes, registry, source=source)
     return manifests(grants(router.routes), name=name, service_account=service_account)
+
+
+_CAPABILITY_ORDER = ("create", "read", "update", "patch", "delete", "list", "sudo")
+
+
+def _templated(value: Any) -> bool:
+    return not isinstance(value, str) or "{{" in value or "{%" in value
+
+
+def _fill(template: str, values: Mapping[str, Any]) -> str:
+    """A PolicyPath with its ``{name}`` fields filled: a value rendered from the event is ``*`` in the
+    last place (any rest of the path), ``+`` before it (one segment)."""
+    names = [field for _, field, _, _ in string.Formatter().parse(template) if field]
+    filled: dict[str, str] = {}
+    for index, name in enumerate(names):
+        value = values.get(name)
+        if value is None or _templated(value):
+            filled[name] = "*" if index == len(names) - 1 and template.endswith("{" + name + "}") else "+"
+        else:
+            filled[name] = str(value).strip("/")
+    return re.sub(r"/+", "/", template.format(**filled))
+
+
+def openbao_paths(routes: Iterable[routing.Compiled], ledger: str) -> dict[str, tuple[set[str], list[str]]]:
+    """Path -> (capabilities, routes that need it), for the enabled routes of OpenBao handlers."""
+    found: dict[str, tuple[set[str], list[str]]] = {}
+    for compiled in routes:
+        if not compiled.route.enabled or not compiled.handler.openbao:
+            continue
+        model = compiled.handler.params
+        values: dict[str, Any] = {
+            name: info.default
+            for name, info in model.model_fields.items()
+            if not info.is_required() and isinstance(info.default, str)
+        }
+        for name, info in model.model_fields.items():
+            for key in (info.alias, name):
+                if key and key in compiled.route.params:
+                    values[name] = compiled.route.params[key]
+        values["ledger"] = ledger
+        for needed in compiled.handler.openbao:
+            path = _fill(needed.path, values)
+            capabilities, names = found.setdefault(path, (set(), []))
+            capabilities.update(needed.capabilities)
+            if compiled.name not in names:
+                names.append(compiled.name)
+    return found
+
+
+def openbao_policy(
+    settings: settings_mod.Settings, registry: contract.Registry, *, source: str = "<config>"
+) -> str:
+    """The OpenBao policy (HCL) the enabled routes need; empty when no route uses OpenBao."""
+    router = routing.load(settings.routes, registry, source=source)
+    raw = settings.clients.get("openbao", {}).get("ledger", {})
+    ledger = f"{raw.get('mount', 'secret')}/data/{raw.get('prefix', 'runtime-glue/rotations')}"
+    found = openbao_paths(router.routes, ledger)
+    if not found:
+        return ""
+    blocks = [
+        "# The OpenBao policy the routes need (glue policy openbao). The token also uses the default\n"
+        "# policy's auth/token/lookup-self, renew-self and revoke-self."
+    ]
+    for path in sorted(found):
+        capabilities, names = found[path]
+        ordered = sorted(capabilities, key=lambda c: (*_CAPABILITY_ORDER, c).index(c))
+        quoted = ", ".join(f'"{c}"' for c in ordered)
+        blocks.append(f'# routes: {", ".join(names)}\npath "{path}" {{\n  capabilities = [{quoted}]\n}}')
+    return "\n\n".join(blocks) + "\n"

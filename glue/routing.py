@@ -35,8 +35,9 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import cel
 import jinja2
@@ -45,12 +46,14 @@ import jinja2.exceptions
 import jinja2.nodes
 import jinja2.sandbox
 import pydantic
+import structlog
 from pydantic.alias_generators import to_camel
 
-from glue import contract, events, journal, retry, settings
+from glue import contract, events, journal, metrics, retry, settings
 from glue import enrich as enrich_mod
 
 __all__ = [
+    "ERROR_LOG_SECONDS",
     "Backoff",
     "Decision",
     "DeliveryPolicy",
@@ -59,6 +62,11 @@ __all__ = [
     "context_of",
     "load",
 ]
+
+log = structlog.get_logger(__name__)
+
+#: A route's expression errors are logged at most once in this many seconds (all are counted).
+ERROR_LOG_SECONDS = 60.0
 
 _NAME = r"^[a-z0-9][a-z0-9_.-]*$"
 _OPTIONAL_ATTRIBUTES = ("subject", "time", "datacontenttype", "dataschema")
@@ -130,6 +138,8 @@ class Decision:
     params: Mapping[str, Any] | None = None  # rendered and validated
     params_error: str | None = None
     ordering_key: str | None = None
+    #: Which expression failed on the event, if one did: ``match``, ``params`` or ``orderingKey``.
+    failed: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         result: dict[str, Any] = {
@@ -521,8 +531,10 @@ class Compiled:
             return False, f"match must yield a bool, got {type(result).__name__}"
         return result, None
 
-    def render(self, context: Mapping[str, Any]) -> tuple[dict[str, Any] | None, str | None, str | None]:
-        """(validated params as JSON-able dict, ordering key, error)."""
+    def render(
+        self, context: Mapping[str, Any]
+    ) -> tuple[dict[str, Any] | None, str | None, str | None, str | None]:
+        """(validated params as JSON-able dict, ordering key, error, what failed: params or orderingKey)."""
         try:
             rendered = self.params.render(context)
             model = self.handler.params.model_validate(rendered)
@@ -533,22 +545,35 @@ class Compiled:
                 except Exception as exc:  # same failures as params
                     raise _RenderError("orderingKey", exc) from exc
         except Exception as exc:  # template and validation errors become a reason, never a crash
-            return None, None, _render_error(exc)
-        return model.model_dump(mode="json", by_alias=True), key, None
+            failed = (
+                "orderingKey" if isinstance(exc, _RenderError) and exc.path == "orderingKey" else "params"
+            )
+            return None, None, _render_error(exc), failed
+        return model.model_dump(mode="json", by_alias=True), key, None, None
 
     def decide(
         self, context: dict[str, Any], *, explain: bool = False, activation: cel.Context | None = None
     ) -> Decision:
         name, handler, enabled = self.name, self.handler.name, self.route.enabled
         matched, error = self.matches(context, activation)
+        failed = None if error is None else "match"
         if not matched:
             if not explain:
-                return Decision(name, handler, enabled, False, error=error)
+                return Decision(name, handler, enabled, False, error=error, failed=failed)
             condition, values = _explain(self.route.match, context)
-            return Decision(name, handler, enabled, False, condition=condition, values=values, error=error)
-        params, key, params_error = self.render(context)
+            return Decision(
+                name, handler, enabled, False, condition=condition, values=values, error=error, failed=failed
+            )
+        params, key, params_error, failed = self.render(context)
         return Decision(
-            name, handler, enabled, True, params=params, params_error=params_error, ordering_key=key
+            name,
+            handler,
+            enabled,
+            True,
+            params=params,
+            params_error=params_error,
+            ordering_key=key,
+            failed=failed,
         )
 
 
@@ -563,6 +588,31 @@ class Router:
         #: What some route's match reads: converted once per event, shared by the routes.
         self.reads = _merge(route.reads for route in self.routes)
         self._select = _pruner(self.reads)
+        self._errors = metrics.Children(metrics.ROUTE_ERRORS)
+        self._error_logged: dict[str, float] = {}  # route -> monotonic time of its last error line
+        self._errors_unlogged: dict[str, int] = {}
+
+    def _failed(self, decision: Decision, route: Route, event: events.CloudEvent) -> None:
+        """Count an expression that failed on an event; log it at most once per route a minute."""
+        kind = decision.failed
+        assert kind is not None
+        self._errors[decision.route, kind].inc()
+        now = time.monotonic()
+        last = self._error_logged.get(decision.route)
+        if last is not None and now - last < ERROR_LOG_SECONDS:
+            self._errors_unlogged[decision.route] = self._errors_unlogged.get(decision.route, 0) + 1
+            return
+        self._error_logged[decision.route] = now
+        expression = {"match": route.match, "orderingKey": route.ordering_key}.get(kind, route.params)
+        log.warning(
+            "route expression failed",
+            route=decision.route,
+            kind=kind,
+            expression=expression,
+            error=decision.error if kind == "match" else decision.params_error,
+            event_id=event.get_id(),
+            not_logged_since=self._errors_unlogged.pop(decision.route, 0),
+        )
 
     def decide(
         self,
@@ -624,7 +674,11 @@ class Router:
         """:meth:`invocations` of an event known by its identity (before it is journaled)."""
         result: list[journal.NewInvocation] = []
         for decision in self.decide(event, extra=extra, only=only):
-            if not decision.matched or not decision.enabled:
+            if not decision.enabled:
+                continue
+            if decision.failed is not None:
+                self._failed(decision, self.by_name[decision.route].route, event)
+            if not decision.matched:
                 continue
             result.append(
                 journal.NewInvocation(
@@ -653,20 +707,36 @@ def _check_params(route: Route, handler: contract.Handler) -> list[tuple[str, st
             if key not in known:
                 problems.append((f"params.{key}", f"not a parameter of handler {handler.name!r}"))
     for name, info in fields.items():
-        if info.is_required() and name not in route.params and (info.alias or name) not in route.params:
-            problems.append((f"params.{info.alias or name}", f"required by handler {handler.name!r}"))
+        key = info.alias or name
+        if info.is_required() and name not in route.params and key not in route.params:
+            problems.append((f"params.{key}", f"required by handler {handler.name!r}"))
+        value = route.params.get(key, route.params.get(name))
+        if isinstance(value, dict) and _literal(value):  # a literal group, e.g. auth: {...}
+            annotation: Any = Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation
+            adapter: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(annotation)
+            try:
+                adapter.validate_python(value)
+            except pydantic.ValidationError as exc:
+                problems += _model_problems(exc, f"params.{key}")
     if not problems and _literal(route.params):  # nothing to render: the handler's model decides now
         try:
             handler.params.model_validate(route.params)
         except pydantic.ValidationError as exc:
-            for error in exc.errors(include_url=False):
-                loc = ".".join(str(part) for part in error["loc"])
-                problems.append((f"params.{loc}" if loc else "params", error["msg"]))
+            problems += _model_problems(exc, "params")
+    return problems
+
+
+def _model_problems(exc: pydantic.ValidationError, where: str) -> list[tuple[str, str]]:
+    """A model's refusal as (field, message) problems: the message only, never the value."""
+    problems = []
+    for error in exc.errors(include_url=False):
+        loc = ".".join(str(part) for part in error["loc"] if not str(part).startswith("function-"))
+        problems.append((f"{where}.{loc}" if loc else where, error["msg"]))
     return problems
 
 
 def _literal(value: Any) -> bool:
-    """Whether a params tree holds no template at all."""
+    """Whether a params tree holds no template at all (then it is checked when the config loads)."""
     if isinstance(value, str):
         return not any(mark in value for mark in ("{{", "{%", "{#"))
     if isinstance(value, Mapping):

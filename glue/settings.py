@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import difflib
 import json
 import os
 import typing
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -26,6 +28,7 @@ from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource
 __all__ = [
     "ENV_PREFIX",
     "MINIO_EVENT_NAMES",
+    "NOT_SETTINGS",
     "Archive",
     "ArgoEventSource",
     "ArgoEvents",
@@ -56,6 +59,7 @@ __all__ = [
     "environment_overrides",
     "from_mapping",
     "load",
+    "secret_variables",
 ]
 
 
@@ -618,6 +622,9 @@ class Execution(Model):
         default=10.0, ge=0, description="On stop, how long in-flight invocations may finish before release."
     )
     owner: str | None = Field(default=None, description="This replica's name in claims (default host:pid).")
+    dry_run: bool = Field(
+        default=False, description="Every route only plans (`glue run --dry-run`); no handler acts."
+    )
 
 
 class Settings(BaseSettings):
@@ -706,14 +713,18 @@ def _env_key(model: type[BaseModel] | None, segment: str) -> tuple[str, type[Bas
     return None
 
 
-def environment_overrides(environ: typing.Mapping[str, str]) -> dict[str, tuple[str, Any]]:
+def environment_overrides(
+    environ: typing.Mapping[str, str], known: typing.Collection[str] = ()
+) -> dict[str, tuple[str, Any]]:
     """``GLUE_SERVER__MAX_BACKLOG=5`` -> ``{"server.maxBacklog": ("GLUE_SERVER__MAX_BACKLOG", "5")}``.
 
-    Variables whose first part names no setting (``GLUE_CONFIG``, secrets such as ``GLUE_GITLAB_TOKEN``)
-    are not overrides. A value that looks like a JSON list or object is parsed as one."""
+    A ``GLUE_*`` variable that names no setting is an error (a typo would otherwise be ignored),
+    except ``GLUE_CONFIG`` and the variables in ``known`` (those the config names as secrets, such as
+    ``GLUE_GITLAB_TOKEN``). A value that looks like a JSON list or object is parsed as one."""
     found: dict[str, tuple[str, Any]] = {}
+    unknown: list[str] = []
     for variable, raw in environ.items():
-        if not variable.upper().startswith(ENV_PREFIX):
+        if not variable.upper().startswith(ENV_PREFIX) or variable in NOT_SETTINGS or variable in known:
             continue
         model: type[BaseModel] | None = Settings
         path: list[str] = []
@@ -725,12 +736,53 @@ def environment_overrides(environ: typing.Mapping[str, str]) -> dict[str, tuple[
             key, model = resolved
             path.append(key)
         if not path:
+            unknown.append(variable)
             continue
         value: Any = raw
         if raw.lstrip().startswith(("[", "{")):
             with contextlib.suppress(ValueError):  # if not JSON, validation says what is wrong with it
                 value = json.loads(raw)
         found[".".join(path)] = (variable, value)
+    if unknown:
+        raise ConfigError("environment", [(name, _no_such_setting(name)) for name in sorted(unknown)])
+    return found
+
+
+#: ``GLUE_*`` variables that are not settings.
+NOT_SETTINGS = frozenset({"GLUE_CONFIG"})
+
+
+def _variables(model: type[BaseModel], prefix: str) -> Iterator[str]:
+    """Every variable that sets a field of ``model`` (free-form mappings stop at their own name)."""
+    for name, field in model.model_fields.items():
+        variable = f"{prefix}{name.upper()}"
+        yield variable
+        nested = _model_of(field.annotation)
+        if nested is not None:
+            yield from _variables(nested, variable + "__")
+
+
+def _no_such_setting(variable: str) -> str:
+    close = difflib.get_close_matches(variable, [*_variables(Settings, ENV_PREFIX), *NOT_SETTINGS], n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return f"names no setting{hint}; unset it, or name it in the config as a secret's env"
+
+
+def secret_variables(node: Any) -> set[str]:
+    """The environment variables a config (a mapping, or loaded settings) names: values of ``env``,
+    ``previousEnv`` and any other key ending in ``Env`` (``tokenEnv``, ``secretIdEnv``)."""
+    if isinstance(node, BaseModel):
+        node = node.model_dump(by_alias=True, exclude_none=True)
+    found: set[str] = set()
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if isinstance(value, str) and isinstance(key, str) and (key == "env" or key.endswith("Env")):
+                found.add(value)
+            else:
+                found |= secret_variables(value)
+    elif isinstance(node, list):
+        for item in node:
+            found |= secret_variables(item)
     return found
 
 
@@ -757,10 +809,23 @@ def _location(loc: tuple[int | str, ...]) -> str:
 
 
 def from_mapping(
-    data: dict[str, Any], source: str = "<config>", environ: typing.Mapping[str, str] | None = None
+    data: dict[str, Any],
+    source: str = "<config>",
+    environ: typing.Mapping[str, str] | None = None,
+    *,
+    secrets: bool = True,
 ) -> Settings:
-    """Validate a config mapping with the environment's ``GLUE_*`` overrides applied on top."""
-    overrides = environment_overrides(os.environ if environ is None else environ)
+    """Validate a config mapping with the environment's ``GLUE_*`` overrides applied on top.
+
+    With ``secrets`` (the daemon, ``glue check``) every secret of the endpoints and sources must be
+    readable; without it (commands that only read the journal or the routes) none is read here: each
+    is read where it is used."""
+    try:
+        overrides = environment_overrides(os.environ if environ is None else environ, secret_variables(data))
+    except ConfigError as exc:
+        raise ConfigError(
+            source, [(f"environment {name}", reason) for name, reason in exc.problems]
+        ) from None
     data = copy.deepcopy(data)
     for path, (_, value) in overrides.items():
         _apply(data, path, value)
@@ -773,6 +838,13 @@ def from_mapping(
             origin = next((var for path, (var, _) in overrides.items() if where.startswith(path)), None)
             reasons.append((where + (f" (from {origin})" if origin else ""), err["msg"]))
         raise ConfigError(source, reasons) from None
+    if secrets:
+        _check_secrets(settings, source)
+    return settings
+
+
+def _check_secrets(settings: Settings, source: str) -> None:
+    """Every secret the daemon's endpoints and sources read at start is readable, or ConfigError."""
     problems: list[tuple[str, str]] = []
     for index, endpoint in enumerate(settings.endpoints):
         if endpoint.auth.secret is not None:
@@ -803,24 +875,27 @@ def from_mapping(
                     problems.append((f"sources.minio.{to_camel(name)}", str(exc)))
     if problems:
         raise ConfigError(source, problems)
-    return settings
 
 
-def load(path: str | Path | None) -> Settings:
-    """Read the YAML file (if any), apply the environment, validate. Raises ConfigError."""
+def load(path: str | Path | None, *, secrets: bool = True) -> Settings:
+    """Read the YAML file (if any), apply the environment, validate. Raises ConfigError.
+
+    ``secrets``: also check that every secret the daemon reads at start is readable."""
     if path is None:
-        return from_mapping({}, "<defaults>")
+        return from_mapping({}, "<defaults>", secrets=secrets)
     source = str(path)
     try:
         text = Path(path).read_text()
     except OSError as exc:
         raise ConfigError(source, [("", f"cannot read: {exc.strerror}")]) from None
     try:
-        data = yaml.safe_load(text) or {}
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(source, [(where, f"not valid YAML: {getattr(exc, 'problem', exc)}")]) from None
+    if data is None:
+        raise ConfigError(source, [("", "the file is empty (no settings); write {} for the defaults")])
     if not isinstance(data, dict):
         raise ConfigError(source, [("", "the top level must be a mapping")])
-    return from_mapping(data, source)
+    return from_mapping(data, source, secrets=secrets)

@@ -344,7 +344,11 @@ def _grpc_message(text: str) -> str:
     return str(data.get("message", "")) if isinstance(data, dict) else ""
 
 
-@glue.client("argo-server", config=ArgoServerConfig)
+def _describe(config: ArgoServerConfig) -> str:
+    return config.url or "no url (only routes with via: server use it)"
+
+
+@glue.client("argo-server", config=ArgoServerConfig, describe=_describe)
 @contextlib.asynccontextmanager
 async def argo_server(config: Any) -> AsyncIterator[ArgoServer]:
     settings = config if isinstance(config, ArgoServerConfig) else ArgoServerConfig.model_validate(config)

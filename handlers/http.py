@@ -9,12 +9,23 @@ receiver can recognise a redelivery; the CloudEvent's ``id`` and ``source`` are 
 
 The aiohttp session is a shared client, ``clients.http`` in the settings (timeout, user agent).
 URLs are shown in plans, logs and errors without user info or query (they may hold credentials).
+
+``auth`` authenticates the request: ``bearer`` (``Authorization: Bearer <secret>``), ``basic``
+(``username`` and the secret as password) or ``hmac-sha256`` (hex HMAC-SHA256 of the exact body sent,
+``sha256=<hex>`` in ``header``, default ``X-Signature-256``). The secret is named by a file or an
+environment variable, read at every attempt (a rotated Secret applies at once), and never appears in
+a plan, a log line or an error: a plan shows the header with ``<redacted>``.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
+import hmac
+import os
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any, Literal
 
 import aiohttp
@@ -26,7 +37,16 @@ from cloudevents.core.formats.json import JSONFormat
 
 import glue
 
-__all__ = ["HttpClientConfig", "HttpParams", "post", "request_of", "session", "shown"]
+__all__ = [
+    "HttpClientConfig",
+    "HttpParams",
+    "OutboundAuth",
+    "SecretSource",
+    "post",
+    "request_of",
+    "session",
+    "shown",
+]
 
 _FORMAT = JSONFormat()
 
@@ -38,7 +58,7 @@ class HttpClientConfig(pydantic.BaseModel):
     user_agent: str = pydantic.Field(default="runtime-glue", alias="userAgent")
 
 
-@glue.client("http", config=HttpClientConfig)
+@glue.client("http", config=HttpClientConfig, describe=lambda _: "the url in each route's params")
 @contextlib.asynccontextmanager
 async def session(config: Any) -> AsyncIterator[aiohttp.ClientSession]:
     """The shared session; ``config`` is the validated :class:`HttpClientConfig`."""
@@ -50,10 +70,67 @@ async def session(config: Any) -> AsyncIterator[aiohttp.ClientSession]:
         yield client
 
 
+class SecretSource(glue.Params):
+    """Where a credential is read: a file (a mounted Secret) or an environment variable; never a value."""
+
+    file: Path | None = None
+    env: str | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _one(self) -> SecretSource:
+        if (self.file is None) == (self.env is None):
+            raise ValueError("give exactly one of file or env (a secret is never written in the config)")
+        return self
+
+    def read(self) -> bytes:
+        if self.file is not None:
+            try:
+                value = self.file.read_text().strip()
+            except OSError as exc:
+                raise glue.PermanentError(f"auth secret: cannot read {self.file}: {exc.strerror}") from None
+        else:
+            assert self.env is not None
+            value = os.environ.get(self.env, "")
+        if not value:
+            raise glue.PermanentError(f"auth secret {self.file or self.env} is empty or not set")
+        return value.encode()
+
+
+class OutboundAuth(glue.Params):
+    """How the request proves who sent it."""
+
+    type: Literal["bearer", "basic", "hmac-sha256"]
+    secret: SecretSource
+    username: str | None = pydantic.Field(default=None, description="basic: the user name.")
+    header: str = pydantic.Field(default="X-Signature-256", description="hmac-sha256: the signature header.")
+
+    @pydantic.model_validator(mode="after")
+    def _username(self) -> OutboundAuth:
+        if (self.type == "basic") != (self.username is not None):
+            raise ValueError("username goes with type basic, and basic needs one")
+        return self
+
+    @property
+    def header_name(self) -> str:
+        return self.header if self.type == "hmac-sha256" else "Authorization"
+
+    def value(self, body: bytes) -> str:
+        secret = self.secret.read()
+        if self.type == "bearer":
+            return "Bearer " + secret.decode()
+        if self.type == "basic":
+            assert self.username is not None
+            return "Basic " + base64.b64encode(self.username.encode() + b":" + secret).decode()
+        return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+
+
 class HttpParams(glue.Params):
     url: pydantic.AnyHttpUrl
     mode: Literal["binary", "structured"] = "binary"
     headers: dict[str, str] = pydantic.Field(default={}, description="Extra request headers (no secrets).")
+    auth: OutboundAuth | None = pydantic.Field(
+        default=None, description="bearer, basic or hmac-sha256, from a secret file or variable."
+    )
 
 
 def shown(url: str) -> str:
@@ -86,10 +163,14 @@ async def post(*, event: Any, params: HttpParams, ctx: glue.Context, **_: Any) -
     url = str(params.url)
     headers, body = request_of(event, params, ctx.idempotency_key)
     if ctx.dry_run:
+        if params.auth is not None:
+            headers = {**headers, params.auth.header_name: "<redacted>"}
         return glue.Plan(
             [glue.Call("POST", shown(url), body=_plan_body(headers, body), note=f"{params.mode} mode")],
             summary=f"POST {event.get_type()} to {shown(url)}",
         )
+    if params.auth is not None:
+        headers = {**headers, params.auth.header_name: params.auth.value(body)}
     client: aiohttp.ClientSession = await ctx.clients.get("http")
     try:
         async with client.post(url, data=body, headers=headers, allow_redirects=False) as response:

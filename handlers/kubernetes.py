@@ -34,6 +34,7 @@ from typing import Any, Literal, TypeVar
 
 import aiohttp
 import pydantic
+import yaml
 from cloudevents.core.v1.event import CloudEvent
 from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio import config as k8s_config
@@ -146,7 +147,36 @@ def _configured(config: KubernetesConfig) -> bool:
     return any(Path(p).expanduser().is_file() for p in [*filter(None, paths), "~/.kube/config"])
 
 
-@glue.client("kubernetes", config=KubernetesConfig, configured=_configured)
+def _describe(config: KubernetesConfig) -> str:
+    """The API server and how it is reached: in-cluster, or the kubeconfig file and context."""
+    if config.in_cluster or (config.in_cluster is None and config.kubeconfig is None and _in_pod()):
+        host = os.environ.get("KUBERNETES_SERVICE_HOST", "?")
+        port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+        return f"https://{host}:{port} (in-cluster service account)"
+    if config.kubeconfig is not None:
+        path = config.kubeconfig.expanduser()
+    else:
+        paths = [*filter(None, os.environ.get("KUBECONFIG", "").split(os.pathsep)), "~/.kube/config"]
+        path = next(p for p in (Path(p).expanduser() for p in paths) if p.is_file())
+    document = yaml.safe_load(path.read_text()) or {}
+    wanted = config.context or document.get("current-context")
+    context = next(
+        (c.get("context") or {} for c in document.get("contexts") or [] if c.get("name") == wanted), None
+    )
+    if context is None:
+        return f"context {wanted!r} not found in {path}"
+    server = next(
+        (
+            (c.get("cluster") or {}).get("server", "?")
+            for c in document.get("clusters") or []
+            if c.get("name") == context.get("cluster")
+        ),
+        "?",
+    )
+    return f"{server} (context {wanted}, {path})"
+
+
+@glue.client("kubernetes", config=KubernetesConfig, configured=_configured, describe=_describe)
 @contextlib.asynccontextmanager
 async def api_client(config: Any) -> AsyncIterator[Any]:
     """The shared kubernetes-asyncio ``ApiClient``, closed when the daemon stops."""
@@ -716,7 +746,16 @@ async def rollout_restart(
 
 
 RESTART_RBAC = [
-    glue.RbacRule(("apps",), ("deployments", "statefulsets", "daemonsets"), ("get", "patch")),
+    glue.RbacRule(
+        ("apps",),
+        ("deployments", "statefulsets", "daemonsets"),
+        ("get", "patch"),
+        narrow_by=(
+            "kind",
+            "Deployment",
+            (("Deployment", "deployments"), ("StatefulSet", "statefulsets"), ("DaemonSet", "daemonsets")),
+        ),
+    ),
 ]
 
 

@@ -54,6 +54,11 @@ from handlers import kubernetes, openbao_client
 
 __all__ = [
     "CLIENT",
+    "DATABASE_ROLE_POLICY",
+    "DATABASE_ROOT_POLICY",
+    "KV_POLICY",
+    "LEDGER_POLICY",
+    "TRANSIT_POLICY",
     "DatabaseRoleParams",
     "DatabaseRootParams",
     "KvParams",
@@ -88,7 +93,17 @@ _PATH = r"^[A-Za-z0-9_.@-]+(/[A-Za-z0-9_.@-]+)*$"
 _NAME = r"^[A-Za-z0-9_.@-]+$"
 
 
-@glue.client(CLIENT, config=openbao_client.Config)
+def _describe(config: openbao_client.Config) -> str:
+    """The OpenBao address, namespace and auth method (no credential)."""
+    auth = config.auth
+    how = f"auth {auth.method}" + (
+        f" role {auth.role}" if isinstance(auth, openbao_client.KubernetesAuth) else ""
+    )
+    namespace = f", namespace {config.namespace}" if config.namespace else ""
+    return f"{config.address} ({how}{namespace})"
+
+
+@glue.client(CLIENT, config=openbao_client.Config, describe=_describe)
 @contextlib.asynccontextmanager
 async def open_client(config: Any) -> AsyncIterator[openbao_client.OpenBao]:
     """The shared OpenBao client (settings ``clients.openbao``), closed when the daemon stops."""
@@ -185,10 +200,14 @@ class Rotation(kubernetes.Params):
 class KvParams(Rotation):
     """``openbao.kv.rotate``: which secret and field, and how to generate the value."""
 
-    mount: str = pydantic.Field(default="secret", pattern=_PATH)
-    path: str = pydantic.Field(pattern=_PATH)
-    field: str = pydantic.Field(default="password", min_length=1, max_length=256)
-    generate: Generator = PasswordPolicy()
+    mount: str = pydantic.Field(default="secret", pattern=_PATH, description="The KV v2 engine's mount.")
+    path: str = pydantic.Field(pattern=_PATH, description="The secret's path under the mount.")
+    field: str = pydantic.Field(
+        default="password", min_length=1, max_length=256, description="The field given a new value."
+    )
+    generate: Generator = pydantic.Field(
+        default=PasswordPolicy(), description="How the value is made: a password policy or random bytes."
+    )
     create: bool = pydantic.Field(default=False, description="Create the secret when it does not exist.")
 
     _paths = pydantic.field_validator("mount", "path")(_no_dot_segments)
@@ -197,8 +216,8 @@ class KvParams(Rotation):
 class DatabaseRoleParams(Rotation):
     """``openbao.database.rotate-role``: the static role whose password to rotate."""
 
-    mount: str = pydantic.Field(default="database", pattern=_PATH)
-    role: str = pydantic.Field(pattern=_NAME)
+    mount: str = pydantic.Field(default="database", pattern=_PATH, description="The database engine's mount.")
+    role: str = pydantic.Field(pattern=_NAME, description="The static role.")
 
     _paths = pydantic.field_validator("mount", "role")(_no_dot_segments)
 
@@ -206,8 +225,8 @@ class DatabaseRoleParams(Rotation):
 class DatabaseRootParams(Rotation):
     """``openbao.database.rotate-root``: the connection whose root credential to rotate."""
 
-    mount: str = pydantic.Field(default="database", pattern=_PATH)
-    connection: str = pydantic.Field(pattern=_NAME)
+    mount: str = pydantic.Field(default="database", pattern=_PATH, description="The database engine's mount.")
+    connection: str = pydantic.Field(pattern=_NAME, description="The connection (database/config/NAME).")
 
     _paths = pydantic.field_validator("mount", "connection")(_no_dot_segments)
 
@@ -215,8 +234,8 @@ class DatabaseRootParams(Rotation):
 class TransitParams(Rotation):
     """``openbao.transit.rotate``: the transit key to rotate."""
 
-    mount: str = pydantic.Field(default="transit", pattern=_PATH)
-    key: str = pydantic.Field(pattern=_NAME)
+    mount: str = pydantic.Field(default="transit", pattern=_PATH, description="The transit engine's mount.")
+    key: str = pydantic.Field(pattern=_NAME, description="The transit key.")
 
     _paths = pydantic.field_validator("mount", "key")(_no_dot_segments)
 
@@ -408,10 +427,32 @@ async def _kv_rotate(
 
 
 #: What the restart follow-ups need in Kubernetes (OpenBao's own policy is outside Kubernetes RBAC).
-RBAC = kubernetes.RESTART_RBAC
+#: The workloads of ``restart`` (any kind): the restart handler's rules, not narrowed by a ``kind``.
+RBAC = [glue.RbacRule(rule.api_groups, rule.resources, rule.verbs) for rule in kubernetes.RESTART_RBAC]
 
 
-@glue.handler("openbao.kv.rotate", params=KvParams, rbac=RBAC, clients=[CLIENT, "kubernetes"])
+#: What each rotation needs of OpenBao's policy (``glue handlers``, ``glue policy openbao``).
+KV_POLICY = (
+    glue.PolicyPath("{mount}/metadata/{path}", ("read", "create", "update")),
+    glue.PolicyPath("{mount}/data/{path}", ("read", "create", "update")),
+)
+LEDGER_POLICY = (glue.PolicyPath("{ledger}/*", ("read", "create", "update")),)
+DATABASE_ROLE_POLICY = (
+    glue.PolicyPath("{mount}/static-roles/{role}", ("read",)),
+    glue.PolicyPath("{mount}/rotate-role/{role}", ("update",)),
+    *LEDGER_POLICY,
+)
+DATABASE_ROOT_POLICY = (glue.PolicyPath("{mount}/rotate-root/{connection}", ("update",)), *LEDGER_POLICY)
+TRANSIT_POLICY = (
+    glue.PolicyPath("{mount}/keys/{key}", ("read",)),
+    glue.PolicyPath("{mount}/keys/{key}/rotate", ("update",)),
+    *LEDGER_POLICY,
+)
+
+
+@glue.handler(
+    "openbao.kv.rotate", params=KvParams, rbac=RBAC, clients=[CLIENT, "kubernetes"], openbao=KV_POLICY
+)
 async def kv_rotate(*, event: CloudEvent, params: KvParams, ctx: glue.Context, **_: Any) -> glue.Plan | None:
     """Write a new value for a KV v2 secret field, once per event, then restart its consumers."""
     where = f"{params.mount}/{params.path}"
@@ -644,7 +685,11 @@ async def _guarded_handler(
 
 
 @glue.handler(
-    "openbao.database.rotate-role", params=DatabaseRoleParams, rbac=RBAC, clients=[CLIENT, "kubernetes"]
+    "openbao.database.rotate-role",
+    params=DatabaseRoleParams,
+    rbac=RBAC,
+    clients=[CLIENT, "kubernetes"],
+    openbao=DATABASE_ROLE_POLICY,
 )
 async def database_rotate_role(
     *, event: CloudEvent, params: DatabaseRoleParams, ctx: glue.Context, **_: Any
@@ -677,7 +722,11 @@ async def database_rotate_role(
 
 
 @glue.handler(
-    "openbao.database.rotate-root", params=DatabaseRootParams, rbac=RBAC, clients=[CLIENT, "kubernetes"]
+    "openbao.database.rotate-root",
+    params=DatabaseRootParams,
+    rbac=RBAC,
+    clients=[CLIENT, "kubernetes"],
+    openbao=DATABASE_ROOT_POLICY,
 )
 async def database_rotate_root(
     *, event: CloudEvent, params: DatabaseRootParams, ctx: glue.Context, **_: Any
@@ -710,7 +759,13 @@ async def database_rotate_root(
 # --------------------------------------------------------------------------------------------- transit
 
 
-@glue.handler("openbao.transit.rotate", params=TransitParams, rbac=RBAC, clients=[CLIENT, "kubernetes"])
+@glue.handler(
+    "openbao.transit.rotate",
+    params=TransitParams,
+    rbac=RBAC,
+    clients=[CLIENT, "kubernetes"],
+    openbao=TRANSIT_POLICY,
+)
 async def transit_rotate(
     *, event: CloudEvent, params: TransitParams, ctx: glue.Context, **_: Any
 ) -> glue.Plan | None:

@@ -1,4 +1,4 @@
-"""Command line: ``glue run|check|decode|events ...``.
+"""Command line of runtime-glue: run the daemon, check a config, read the journal, explain and replay.
 
 Every command that reads a config accepts ``--config F`` (default: $GLUE_CONFIG, else the built-in
 defaults). Exit codes: 0 success, 1 the command's subject is wrong (a payload does not decode, an
@@ -12,15 +12,22 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from glue.cli import common, daemon, dlq, replay, store
+import glue
+from glue.cli import catalog, common, daemon, dlq, replay, store
 
 __all__ = ["build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="glue", description=__doc__.split("\n")[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        prog="glue",
+        description="runtime-glue: takes webhooks and Kafka records as CloudEvents, journals them, routes "
+        "them by CEL rules and runs idempotent handlers.",
+        epilog="Start with: glue check --config F, then glue run --config F (see glue COMMAND --help).",
+    )
+    parser.add_argument("--version", action="version", version=f"glue {glue.__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (daemon, store, replay, dlq):
+    for module in (daemon, store, replay, dlq, catalog):
         module.add_commands(sub)
     return parser
 

@@ -24,6 +24,7 @@ __all__ = [
     "config_path",
     "emit",
     "iso",
+    "iso_times",
     "load_settings",
     "opened_journal",
     "parse_headers",
@@ -48,10 +49,13 @@ def config_path(args: argparse.Namespace) -> str | None:
     return getattr(args, "config", None) or os.environ.get("GLUE_CONFIG")
 
 
-def load_settings(args: argparse.Namespace) -> settings_mod.Settings:
+def load_settings(args: argparse.Namespace, *, secrets: bool = False) -> settings_mod.Settings:
+    """The command's settings. Only ``glue run`` and ``glue check`` (``secrets``) need the endpoints'
+    and sources' secrets; other commands read a secret where they use it (the journal's DSN when
+    they open it), so a read-only command runs without the webhook tokens."""
     path = config_path(args)
     try:
-        return settings_mod.load(path)
+        return settings_mod.load(path, secrets=secrets)
     except settings_mod.ConfigError as exc:
         raise CliError(str(exc), code=2) from None
 
@@ -68,7 +72,7 @@ def read_input(path: str) -> bytes:
 def emit(rows: Iterable[dict[str, Any]], columns: Sequence[str], out: TextIO | None = None) -> None:
     """A table on a terminal, JSON lines otherwise (for scripts and jq)."""
     out = out if out is not None else sys.stdout
-    rows = list(rows)
+    rows = [iso_times(row) for row in rows]
     if not out.isatty():
         for row in rows:
             out.write(orjson.dumps(row, default=str).decode() + "\n")
@@ -111,6 +115,7 @@ async def with_journal(
 
 def show(document: dict[str, Any]) -> None:
     """One document for a reader: indented JSON."""
+    document = iso_times(document)
     sys.stdout.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n")
 
 
@@ -161,6 +166,24 @@ def parse_since(value: str | None, now: float | None = None) -> float | None:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=datetime.UTC)
     return parsed.timestamp()
+
+
+#: Keys whose values are times: printed as ISO-8601 by every command (never unix seconds).
+TIME_KEYS = frozenset({"receivedAt", "dueAt", "createdAt", "updatedAt", "deadAt", "leaseUntil", "at"})
+
+
+def iso_times(value: Any) -> Any:
+    """``value`` with every time (a number under one of :data:`TIME_KEYS`, at any depth) as ISO-8601."""
+    if isinstance(value, dict):
+        return {
+            key: iso(item)
+            if key in TIME_KEYS and isinstance(item, int | float) and not isinstance(item, bool)
+            else iso_times(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [iso_times(item) for item in value]
+    return value
 
 
 def iso(timestamp: float) -> str:

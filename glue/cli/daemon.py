@@ -18,10 +18,12 @@ __all__ = ["add_commands"]
 def cmd_run(args: argparse.Namespace) -> int:
     from glue import app
 
-    settings = common.load_settings(args)
+    settings = common.load_settings(args, secrets=True)
     overrides: dict[str, Any] = {}
     if args.record:
         overrides["record"] = Path(args.record)
+    if args.dry_run:
+        overrides["execution"] = settings.execution.model_copy(update={"dry_run": True})
     if overrides:
         settings = settings.model_copy(update=overrides)
     observability.configure_logging(settings.logging)
@@ -43,7 +45,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    settings = common.load_settings(args)
+    if common.config_path(args) is None:
+        raise common.CliError("check: no config to check: give --config FILE or set GLUE_CONFIG", code=2)
+    settings = common.load_settings(args, secrets=True)
     source = common.config_path(args) or "<defaults>"
     from glue import app
 
@@ -84,6 +88,23 @@ def warnings(settings: settings_mod.Settings) -> list[str]:
     return found
 
 
+def cmd_config(args: argparse.Namespace) -> int:
+    """The effective configuration: the file, the environment's overrides and the defaults, as YAML;
+    a secret appears only as its reference (file or variable), never its value."""
+    import os
+
+    import yaml
+
+    settings = common.load_settings(args)
+    source = common.config_path(args) or "<defaults>"
+    overrides = settings_mod.environment_overrides(os.environ, settings_mod.secret_variables(settings))
+    lines = [f"# effective configuration of {source}"]
+    lines += [f"# {path} from {variable}" for path, (variable, _) in sorted(overrides.items())]
+    document = settings.model_dump(mode="json", by_alias=True, exclude_none=True)
+    sys.stdout.write("\n".join(lines) + "\n" + yaml.safe_dump(document, sort_keys=False))
+    return 0
+
+
 def cmd_rbac(args: argparse.Namespace) -> int:
     import yaml
 
@@ -111,6 +132,20 @@ def cmd_rbac(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_policy_openbao(args: argparse.Namespace) -> int:
+    from glue import app, rbac
+
+    settings = common.load_settings(args)
+    source = common.config_path(args) or "<defaults>"
+    app.load_plugins(settings)
+    try:
+        policy = rbac.openbao_policy(settings, contract.registry, source=source)
+    except settings_mod.ConfigError as exc:
+        raise common.CliError(str(exc), code=2) from None
+    sys.stdout.write(policy or "# the configured routes need no OpenBao policy\n")
+    return 0
+
+
 # -- decode ------------------------------------------------------------------------------------------
 
 
@@ -133,11 +168,18 @@ def add_commands(sub: Any) -> None:
     p = sub.add_parser("run", help="run the daemon")
     common.config_arg(p)
     p.add_argument("--record", metavar="FILE", help="append every delivery to FILE as a replayable line")
+    p.add_argument(
+        "--dry-run", "-n", action="store_true", help="every route only plans (as execution.dryRun: true)"
+    )
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("check", help="validate a config and exit")
     common.config_arg(p)
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("config", help="print the effective configuration (file + environment), as YAML")
+    common.config_arg(p)
+    p.set_defaults(func=cmd_config)
 
     p = sub.add_parser("rbac", help="print the least Role/ClusterRole the configured routes need, as YAML")
     common.config_arg(p)
@@ -146,6 +188,12 @@ def add_commands(sub: Any) -> None:
     )
     p.add_argument("--service-account", metavar="NAMESPACE/NAME", help="also print bindings to this account")
     p.set_defaults(func=cmd_rbac)
+
+    p = sub.add_parser("policy", help="print the least policy a control plane needs for the routes")
+    policy_sub = p.add_subparsers(dest="policy_command", required=True, metavar="TARGET")
+    q = policy_sub.add_parser("openbao", help="the OpenBao policy (HCL): paths and capabilities")
+    common.config_arg(q)
+    q.set_defaults(func=cmd_policy_openbao)
 
     p = sub.add_parser("decode", help="print the CloudEvents a payload decodes to, as JSON lines")
     p.add_argument("--format", "-f", required=True, choices=sorted(formats.DECODERS))

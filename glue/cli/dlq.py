@@ -5,14 +5,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import sys
 import time
 from typing import Any
 
-from glue import journal
+from glue import journal, observability
 from glue.cli import common
 
 __all__ = ["add_commands"]
+
+
+def _operator() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # a uid without a name (some containers)
+        import os
+
+        return f"uid {os.getuid()}"
 
 
 async def _dead_rows(store: journal.Journal, invocations: list[journal.Invocation]) -> list[dict[str, Any]]:
@@ -99,6 +109,24 @@ def _cmd_dlq_change(args: argparse.Namespace, verb: str) -> int:
             changed = await store.redrive(ids, now=time.time())
         else:
             changed = await store.purge(ids)
+        # An operator action: one JSON line on stderr (stdout carries the result), as the daemon logs.
+        line = observability.render_json(
+            None,
+            "warning",
+            {
+                "event": f"dead letters {verb}",
+                "operator": _operator(),
+                "invocations": list(changed),
+                "routes": sorted({item.route for item in selected if item.id in set(changed)}),
+                "filter": {
+                    "route": args.route,
+                    "since": args.since,
+                    "all": args.all,
+                    "ids": args.ids or None,
+                },
+            },
+        )
+        sys.stderr.write(line.decode() + "\n")
         print(f"{len(changed)} invocations {verb}")
         return 0
 

@@ -298,6 +298,7 @@ async def _replay_plans(
     pace = _Pace(args.rate)
     rows: list[dict[str, Any]] = []
     problems = 0
+    seen: dict[str, str] = {}  # identity -> where it was first seen: the journal's dedup, in memory
 
     async def take(item: Item) -> None:
         nonlocal problems
@@ -307,6 +308,19 @@ async def _replay_plans(
             return
         if since is not None and item.received_at is not None and item.received_at < since:
             return
+        identity = events.identity(item.event)
+        first = seen.get(identity)
+        if first is not None:  # a resend: the daemon journals it once and acts once
+            rows.append(
+                {
+                    "event": item.event.get_id(),
+                    "source": item.event.get_source(),
+                    "outcome": "duplicate",
+                    "error": f"already delivered at {first}: the journal keeps one, nothing runs again",
+                }
+            )
+            return
+        seen[identity] = item.origin
         await pace.wait()
         rows.extend(await _plans(router, item, clients, args.route))
 

@@ -113,7 +113,7 @@ def add_commands(sub: Any) -> None:
     events_sub = p.add_subparsers(dest="events_command", required=True, metavar="ACTION")
     q = events_sub.add_parser("list", help="list journaled events")
     common.config_arg(q)
-    q.add_argument("--status")
+    q.add_argument("--status", choices=journal.EVENT_STATUSES, help="one of: %(choices)s")
     q.add_argument("--type")
     q.add_argument("--limit", type=int, default=100)
     q.add_argument("--after", type=int, default=0, help="only events with a sequence number above this")

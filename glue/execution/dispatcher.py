@@ -143,3 +143,4 @@ class Dispatcher:
         with contextlib.suppress(journal.JournalUnavailable):
             oldest = await self.journal.oldest_pending()
             metrics.OLDEST_PENDING.set(max(self.clock() - oldest, 0.0) if oldest is not None else 0.0)
+            metrics.DEAD_LETTER_DEPTH.set(await self.journal.dead_letters())

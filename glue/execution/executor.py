@@ -38,7 +38,11 @@ log = structlog.get_logger(__name__)
 
 
 def default_owner() -> str:
-    """The name this process claims work under unless ``execution.owner`` is set: host and pid."""
+    """The name this process claims work under unless ``execution.owner`` is set: in a pod, the pod's
+    name (stable across restarts of its container, so a restarted replica takes its own claims back
+    at once); elsewhere host and pid."""
+    if "KUBERNETES_SERVICE_HOST" in os.environ:
+        return os.environ.get("POD_NAME") or socket.gethostname()
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
@@ -64,14 +68,19 @@ class Executor:
         enricher: enrich.Enricher | None = None,
         on_dead_letter: runner.DeadLetterTap | None = None,
         keep_seconds: float = cache.KEEP_SECONDS,
+        sole: bool = False,
     ) -> None:
         config = config if config is not None else settings_mod.Execution()
         self.journal = journal_
         self.config = config
         self.clock = clock
         self.owner = config.owner or default_owner()
+        self.dry_run = dry_run or config.dry_run
+        #: The only daemon on this journal (SQLite): at start every claim left is a dead predecessor's.
+        self.sole = sole
         longest = max((route.route.delivery.timeout for route in router.routes), default=0.0)
         self.lease = max(config.lease_seconds, longest + 10.0)
+        self._longest = max(router.routes, key=lambda r: r.route.delivery.timeout, default=None)
         #: Routes whose handler has nothing to reach (its first client, e.g. the cluster, is not
         #: configured): they run in dry-run and log plans, so a laptop replays without a cluster.
         self.unconfigured: dict[str, str] = {}
@@ -94,7 +103,7 @@ class Executor:
             outcomes=self.settler,
             clock=clock,
             rng=rng if rng is not None else random.Random(),
-            dry_run=dry_run,
+            dry_run=self.dry_run,
             unconfigured=self.unconfigured,
             options=options or {},
             on_dead_letter=on_dead_letter,
@@ -122,15 +131,42 @@ class Executor:
         )
         self._loops: list[asyncio.Task[None]] = []
         self._settling: asyncio.Task[None] | None = None
+        self._router = router
+
+    def modes(self) -> dict[str, tuple[str, str]]:
+        """Per route: ``("live", "")`` or ``("dry-run", why)``, as its invocations will run."""
+        found: dict[str, tuple[str, str]] = {}
+        for compiled in self._router.routes:
+            name = compiled.route.name
+            if self.dry_run:
+                found[name] = ("dry-run", "execution.dryRun (glue run --dry-run)")
+            elif compiled.route.dry_run:
+                found[name] = ("dry-run", "the route sets dryRun: true")
+            elif name in self.unconfigured:
+                found[name] = ("dry-run", f"client {self.unconfigured[name]} is not configured")
+            else:
+                found[name] = ("live", "")
+        return found
 
     async def start(self) -> None:
         """Take back this owner's claims left by a previous run, then start the loops."""
-        released = await self.journal.release(self.owner, now=self.clock())
+        released = await self.journal.release(None if self.sole else self.owner, now=self.clock())
         if released:
-            log.info("released stale claims", owner=self.owner, invocations=released)
+            owner = "any (the only daemon on this journal)" if self.sole else self.owner
+            log.info("released stale claims", owner=owner, invocations=released)
         self.routing_loop.stopping = False
         for route, client in sorted(self.unconfigured.items()):
             log.warning("route runs in dry-run: its client is not configured", route=route, client=client)
+        if self.lease > self.config.lease_seconds and self._longest is not None:
+            log.warning(
+                "lease raised above execution.leaseSeconds",
+                configured=self.config.lease_seconds,
+                lease=self.lease,
+                reason=f"route {self._longest.route.name} has a timeout of "
+                f"{self._longest.route.delivery.timeout:g} s (a claim lasts the longest timeout + 10 s)",
+            )
+        for route, (mode, why) in self.modes().items():
+            log.info("route", route=route, mode=mode, **({"reason": why} if why else {}))
         self._settling = asyncio.create_task(self.settler.run(), name="executor-settle")
         self._loops = [
             asyncio.create_task(self.routing_loop.run(), name="executor-route"),

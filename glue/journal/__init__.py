@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING, Protocol
 
 from glue import events
 from glue.journal.records import (
+    EVENT_STATUSES,
     Appended,
+    EventStatus,
     Invocation,
     InvocationState,
     JournalUnavailable,
@@ -30,8 +32,10 @@ if TYPE_CHECKING:
     from glue import settings as settings_mod
 
 __all__ = [
+    "EVENT_STATUSES",
     "Admin",
     "Appended",
+    "EventStatus",
     "Inbox",
     "Invocation",
     "InvocationState",
@@ -146,10 +150,15 @@ class WorkQueue(Protocol):
         expired and another owner took it; that owner's outcome counts)."""
         ...
 
-    async def release(self, owner: str, *, now: float, ids: Collection[int] | None = None) -> int:
+    async def release(self, owner: str | None, *, now: float, ids: Collection[int] | None = None) -> int:
         """Give back claims (drain): ``owner``'s running invocations (all, or those in ``ids``) return
         to ``pending``, due ``now``, and the interrupted attempt is not counted; its event claims are
-        dropped. Returns how many invocations were released."""
+        dropped. ``owner`` None: every owner's (the only daemon on this journal, at start). Returns how
+        many invocations were released."""
+        ...
+
+    async def dead_letters(self) -> int:
+        """How many invocations are in the dead-letter queue now (``glue_dead_letter_queue_depth``)."""
         ...
 
     async def oldest_pending(self) -> float | None:

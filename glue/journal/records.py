@@ -7,13 +7,16 @@ the backends use them without importing the package that chooses between the bac
 from __future__ import annotations
 
 import dataclasses
+import typing
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, NamedTuple
 
 from glue import events
 
 __all__ = [
+    "EVENT_STATUSES",
     "Appended",
+    "EventStatus",
     "Invocation",
     "InvocationState",
     "JournalUnavailable",
@@ -96,6 +99,9 @@ class Rejected:
 # that acts on a claim names its ``owner`` and is ignored when the claim is no longer that owner's.
 
 InvocationState = Literal["pending", "running", "done", "dead"]
+EventStatus = Literal["pending", "routed", "unmatched"]
+#: The statuses an event can have, as ``glue events list --status`` takes them.
+EVENT_STATUSES: tuple[str, ...] = typing.get_args(EventStatus)
 
 
 def idempotency_key(identity: str, route: str) -> str:

@@ -180,7 +180,7 @@ class _EndpointHandler:
             try:
                 self.auth.check(headers, b"")
             except Unauthorized as exc:
-                self._outcome("unauthorized", started)
+                self._outcome("unauthorized", started, reason=str(exc), **_peer(request))
                 return _answer(401, error=str(exc))
         body = await self._read_body(request)
         if body is None:
@@ -190,7 +190,7 @@ class _EndpointHandler:
             try:
                 self.auth.check(headers, body)
             except Unauthorized as exc:
-                self._outcome("unauthorized", started)
+                self._outcome("unauthorized", started, reason=str(exc), **_peer(request))
                 return _answer(401, error=str(exc))
         delivery = events.Delivery(
             transport="http",
@@ -215,6 +215,20 @@ class _EndpointHandler:
         return _answer(202 if fresh else 200, ids=ids)
 
 
+def _peer(request: web.Request) -> dict[str, str | None]:
+    """Who sent a request: the connection's address, and X-Forwarded-For when a proxy set it."""
+    peer: dict[str, str | None] = {"remote": request.remote}
+    forwarded = request.headers.get("X-Forwarded-For")
+    if forwarded:
+        peer["forwarded_for"] = forwarded
+    return peer
+
+
+async def _anonymous(_: web.Request, response: web.StreamResponse) -> None:
+    """Answer as ``runtime-glue``: aiohttp would name its own and Python's versions in ``Server``."""
+    response.headers["Server"] = "runtime-glue"
+
+
 class HttpSource:
     """The aiohttp server: webhook endpoints and the operational routes."""
 
@@ -234,6 +248,7 @@ class HttpSource:
         self.app = web.Application(
             client_max_size=max([1 << 20, *(e.max_body_bytes for e in settings.endpoints)])
         )
+        self.app.on_response_prepare.append(_anonymous)
         for endpoint in settings.endpoints:
             self.app.router.add_post(endpoint.path, _EndpointHandler(endpoint, intake_).handle)
         self.app.router.add_get("/healthz", self._healthz)

@@ -194,10 +194,15 @@ async def test_events_list_and_show_read_the_journal(tmp_path: Path) -> None:
 def test_environment_overrides_a_multi_word_key_the_file_also_sets(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config = write(tmp_path / "glue.yaml", "server: {maxBacklog: 10}\njournal: {groupCommitMs: 1}\n")
+    config = write(
+        tmp_path / "glue.yaml",
+        "server: {maxBacklog: 10}\njournal: {groupCommitMs: 1}\n"
+        "endpoints: [{name: g, path: /g, format: gitlab,\n"
+        "             auth: {type: gitlab-token, secret: {env: GLUE_GITLAB_TOKEN}}}]\n",
+    )
     monkeypatch.setenv("GLUE_SERVER__MAX_BACKLOG", "55")
     monkeypatch.setenv("GLUE_JOURNAL__GROUPCOMMITMS", "3")
-    monkeypatch.setenv("GLUE_GITLAB_TOKEN", "not-a-setting")  # a secret's variable, not an override
+    monkeypatch.setenv("GLUE_GITLAB_TOKEN", "not-a-setting")  # the config's secret, not an override
     loaded = settings.load(config)
     assert (loaded.server.max_backlog, loaded.journal.group_commit_ms) == (55, 3.0)
 

@@ -295,3 +295,23 @@ def test_explain_an_event_in_the_journal_with_what_ran_for_it(
     assert (note["route"], note["matched"], note.get("state")) == ("note", True, None)
     assert cli.main(["explain", "-c", config, "--event", "nope"]) == 1
     assert "no event 'nope' in the journal" in capsys.readouterr().err
+
+
+def test_replay_dry_run_of_a_resend_plans_once_and_marks_the_duplicate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A webhook sent twice (the producer retried): the daemon journals it once and acts once, and so
+    does the dry-run."""
+    config = write_config(tmp_path)
+    recording = tmp_path / "recording.jsonl"
+    lines = [delivery_of(push("a", "team-a/x")), delivery_of(push("b", "team-a/y"))]
+    lines.append(delivery_of(push("a", "team-a/x")))  # the resend
+    recording.write_bytes(b"".join(orjson.dumps(d.to_record()) + b"\n" for d in lines))
+    assert cli.main(["replay", "-c", str(config), "--dry-run", "--route", "forward", str(recording)]) == 0
+    rows = json_lines(capsys.readouterr().out)
+    assert [(r["event"], r.get("route"), r["outcome"]) for r in rows] == [
+        ("a", "forward", "planned"),
+        ("b", "forward", "planned"),
+        ("a", None, "duplicate"),
+    ]
+    assert rows[2]["error"].startswith(f"already delivered at {recording}:1")

@@ -38,7 +38,7 @@ async def glue_here(
     capsys: pytest.CaptureFixture[bytes], monkeypatch: pytest.MonkeyPatch, *args: str, dsn: str = ""
 ) -> tuple[int, str, str]:
     """Run the command line in this process: (exit code, stdout, stderr)."""
-    monkeypatch.setenv("GLUE_TEST_DSN", dsn)
+    monkeypatch.setenv("TEST_JOURNAL_DSN", dsn)
     capsys.readouterr()
     code = await asyncio.to_thread(cli.main, list(args))
     out, err = capsys.readouterr()
@@ -49,7 +49,7 @@ def write_configs(tmp_path: Path) -> tuple[Path, Path]:
     lite = tmp_path / "sqlite.yaml"
     lite.write_text(f"journal:\n  backend: sqlite\n  path: {tmp_path / 'journal.db'}\n")
     pg = tmp_path / "postgres.yaml"
-    pg.write_text("journal:\n  backend: postgres\n  dsn: {env: GLUE_TEST_DSN}\n  retentionDays: 1\n")
+    pg.write_text("journal:\n  backend: postgres\n  dsn: {env: TEST_JOURNAL_DSN}\n  retentionDays: 1\n")
     return lite, pg
 
 
@@ -91,7 +91,7 @@ async def test_export_sqlite_import_postgres_through_a_pipe(
         "-c",
         str(pg_config),
         "-",
-        env={"GLUE_TEST_DSN": pg_dsn},
+        env={"TEST_JOURNAL_DSN": pg_dsn},
         stdin=exported.stdout,
     )
 
@@ -159,7 +159,7 @@ async def test_prune_now(
     await store.close()
 
     result = await asyncio.to_thread(
-        glue, "journal", "prune", "-c", str(pg_config), env={"GLUE_TEST_DSN": pg_dsn}
+        glue, "journal", "prune", "-c", str(pg_config), env={"TEST_JOURNAL_DSN": pg_dsn}
     )
 
     assert result.returncode == 0, result.stderr

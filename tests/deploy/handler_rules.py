@@ -21,7 +21,11 @@ def handler_rules() -> dict[str, dict[str, list[dict[str, Any]]]]:
         rules[name] = {}
         for rule in entry.rbac:
             scope = "cluster" if rule.cluster_scoped else "namespaced"
-            rules[name].setdefault(scope, []).append(rule.to_dict())
+            values = rule.to_dict()
+            if rule.narrow_by is not None:
+                param, default, choices = rule.narrow_by
+                values["narrowBy"] = {"param": param, "default": default, "resources": dict(choices)}
+            rules[name].setdefault(scope, []).append(values)
     return rules
 
 

@@ -22,6 +22,7 @@ import yaml
 
 from tests.deploy import handler_rules
 from tests.deploy.conftest import (
+    CHART,
     FULLNAME,
     PROFILES,
     Objects,
@@ -31,6 +32,7 @@ from tests.deploy.conftest import (
     render,
     write_secret_files,
 )
+from tests.deploy.test_chart import validate
 from tests.sources.kafka import support as kafka_support
 
 Glue = Callable[..., Result]
@@ -220,3 +222,23 @@ def test_dashboard_and_alerts_query_only_exported_metrics(
 def test_chart_knows_the_rules_of_every_handler_and_no_other(chart: helm.Chart) -> None:
     """rbac.handlerRules holds what each handler declares (python -m tests.deploy.handler_rules)."""
     assert chart.values["rbac"]["handlerRules"] == handler_rules.handler_rules()
+
+
+def test_the_shipped_example_values_render_and_pass_glue_check(
+    chart: helm.Chart, glue: Glue, tmp_path: Path
+) -> None:
+    """charts/runtime-glue/values-example.yaml: valid for the schema and the Kubernetes schemas, and its
+    config passes `glue check` with the secret files the chart mounts."""
+    values = yaml.safe_load((CHART / "values-example.yaml").read_text())
+    chart.validate_schema(values)
+    objects = render(chart, values)
+    for obj in objects:
+        validate(obj)
+    write_secret_files(tmp_path, objects)
+    text = yaml.safe_dump(glue_config(objects)).replace(chart.values["secretsMountPath"], str(tmp_path))
+    config = tmp_path / "config.yaml"
+    config.write_text(text)
+    result = glue("check", "--config", str(config))
+    assert result.code == 0, result.err
+    assert f"{config}: ok (3 endpoints, 3 routes)" in result.out
+    assert {obj["kind"] for obj in objects} >= {"Deployment", "ConfigMap", "Role"}

@@ -6,6 +6,7 @@ installs, built from exactly the files the Dockerfile copies and run in a fresh 
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import subprocess
 import sys
@@ -20,6 +21,7 @@ import helm_python as helm
 import pytest
 from packaging.requirements import Requirement
 
+from glue import settings
 from tests.deploy.conftest import ROOT, one, render
 
 DOCKERFILE = ROOT / "Dockerfile"
@@ -100,6 +102,35 @@ def test_chart_runs_the_image_as_the_image_expects(chart: helm.Chart) -> None:
     assert container["ports"][0]["containerPort"] == int(expose)
 
 
+def run_examples(text: str) -> list[list[str]]:
+    """The ``docker run`` commands of the Dockerfile's header comment, continuation lines joined."""
+    header = "\n".join(line.removeprefix("#").strip() for line in text.splitlines() if line.startswith("#"))
+    joined = header.replace("\\\n", " ")
+    return [shlex.split(line) for line in joined.splitlines() if line.startswith("docker run")]
+
+
+def test_docker_run_example_publishes_the_port_the_default_config_listens_on() -> None:
+    """Without a Docker engine: each example publishes the exposed port, and the image's default config
+    (what the final stage copies to /etc/glue/config.yaml) listens there on every interface, with its
+    journal on the image's volume."""
+    text = DOCKERFILE.read_text()
+    final = stages(text)[-1]
+    expose = int(next(args for keyword, args in final if keyword == "EXPOSE"))
+    examples = run_examples(text)
+    assert examples
+    for argv in examples:
+        assert argv[argv.index("-p") + 1] == f"{expose}:{expose}"
+        assert "--read-only" in argv and "glue-data:/var/lib/glue" in argv
+    [copied] = [
+        args for keyword, args in final if keyword == "COPY" and args.endswith(" /etc/glue/config.yaml")
+    ]
+    source = copied.split()[1].removeprefix("/src/")
+    [context_path] = [s for s in copied_sources() if Path(s).name == source]
+    loaded = settings.load(ROOT / context_path)
+    assert (loaded.server.host, loaded.server.port) == ("0.0.0.0", expose)
+    assert loaded.journal.path.parent == Path("/var/lib/glue")
+
+
 def copied_sources() -> list[str]:
     """What the builder stage copies from the build context."""
     builder = stages(DOCKERFILE.read_text())[0]
@@ -131,6 +162,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
         if path.is_dir():
             shutil.copytree(path, context / source, ignore=ignore)
         else:
+            (context / source).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, context / source)
     out = tmp_path_factory.mktemp("wheels")
     result = subprocess.run(

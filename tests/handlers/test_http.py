@@ -6,19 +6,24 @@ data as body; structured mode: ``application/cloudevents+json``); Retry-After fo
 
 from __future__ import annotations
 
+import base64
 import datetime
 import email.utils
+import hashlib
+import hmac
 import socket
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 from aiohttp import web
+from structlog.testing import capture_logs
 
 import glue
 import handlers.http as http_handler
-from glue import contract, journal
+from glue import contract, journal, routing, settings
 from tests.execution.conftest import Append, Harness, wait_for
 from tests.support import cloudevent
 
@@ -202,3 +207,105 @@ async def test_dry_run_plan_is_the_request_it_would_make(registry: contract.Regi
     )
     assert "s3cret" not in orjson.dumps(plan.to_dict()).decode()
     await clients.aclose()
+
+
+# -- outbound authentication: bearer, basic or an HMAC signature, from a secret file or variable; never in
+# the config text, a plan, a log line or the journal.
+
+SECRET = "s3cret-for-the-receiver"
+
+
+async def delivered(
+    harness: Harness, append: Append, store: journal.Journal, receiver: Receiver, auth: Any
+) -> tuple[dict[str, str], bytes]:
+    await harness.start(pollSeconds=0.02, routes=post_route(receiver.url, auth=auth))
+    with capture_logs() as logs:
+        await append(cloudevent("e1", source="/s", data={"a": 1}))
+        await wait_for(lambda: settled(store), seconds=10, step=0.02)
+    (row,) = await store.invocations()
+    assert row.state == "done", row.last_error
+    assert SECRET not in repr(logs) + orjson.dumps(dict(row.params)).decode()
+    ((headers, body),) = receiver.requests
+    return headers, body
+
+
+async def test_bearer_from_an_environment_variable(
+    harness: Harness,
+    append: Append,
+    store: journal.Journal,
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HOOK_TOKEN", SECRET)
+    headers, _ = await delivered(
+        harness, append, store, receiver, {"type": "bearer", "secret": {"env": "HOOK_TOKEN"}}
+    )
+    assert headers["Authorization"] == f"Bearer {SECRET}"
+
+
+async def test_basic_from_a_file(
+    harness: Harness, append: Append, store: journal.Journal, receiver: Receiver, tmp_path: Path
+) -> None:
+    (tmp_path / "password").write_text(SECRET + "\n")
+    auth = {"type": "basic", "username": "glue", "secret": {"file": str(tmp_path / "password")}}
+    headers, _ = await delivered(harness, append, store, receiver, auth)
+    assert headers["Authorization"] == "Basic " + base64.b64encode(f"glue:{SECRET}".encode()).decode()
+
+
+async def test_hmac_signature_of_the_body_sent(
+    harness: Harness, append: Append, store: journal.Journal, receiver: Receiver, tmp_path: Path
+) -> None:
+    (tmp_path / "key").write_text(SECRET)
+    auth = {"type": "hmac-sha256", "header": "X-Hub-Signature-256", "secret": {"file": str(tmp_path / "key")}}
+    headers, body = await delivered(harness, append, store, receiver, auth)
+    expected = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    assert headers["X-Hub-Signature-256"] == f"sha256={expected}"
+
+
+async def test_a_missing_secret_dead_letters_with_its_name_only(
+    harness: Harness,
+    append: Append,
+    store: journal.Journal,
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("HOOK_TOKEN", raising=False)
+    auth = {"type": "bearer", "secret": {"env": "HOOK_TOKEN"}}
+    await harness.start(pollSeconds=0.02, routes=post_route(receiver.url, auth=auth))
+    await append(cloudevent("e1"))
+    await wait_for(lambda: settled(store), seconds=10, step=0.02)
+    (row,) = await store.invocations()
+    assert row.state == "dead" and "HOOK_TOKEN is empty or not set" in (row.last_error or "")
+    assert receiver.requests == []
+
+
+def test_an_inline_secret_is_refused_when_the_config_loads(registry: contract.Registry) -> None:
+    route = post_route("https://hooks.example.com/in", auth={"type": "bearer", "secret": {"value": SECRET}})
+    with pytest.raises(settings.ConfigError) as refused:
+        routing.load(route, registry, source="glue.yaml")
+    assert "routes[0] (forward).params.auth.secret.value: Extra inputs are not permitted" in str(
+        refused.value
+    )
+    assert SECRET not in str(refused.value)
+
+
+async def test_dry_run_plan_shows_the_header_redacted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOOK_TOKEN", SECRET)
+    clients = contract.Clients(glue.registry, {})
+    ctx = glue.Context(
+        route="forward",
+        handler="http",
+        idempotency_key="k",
+        attempt=1,
+        dry_run=True,
+        log=None,  # type: ignore[arg-type]
+        clients=clients,
+    )
+    params = http_handler.HttpParams.model_validate(
+        {"url": "https://hooks.example.com/in", "auth": {"type": "bearer", "secret": {"env": "HOOK_TOKEN"}}}
+    )
+    plan = await http_handler.post(event=cloudevent("e6"), params=params, ctx=ctx)
+    assert plan is not None
+    (call,) = plan.calls
+    assert call.body["headers"]["Authorization"] == "<redacted>"
+    assert SECRET not in orjson.dumps(plan.to_dict()).decode()

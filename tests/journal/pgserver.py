@@ -3,7 +3,7 @@
 One database ``glue_test_<random>`` per test session, dropped at the end; each test gets its own schema
 in it (the DSN sets ``search_path``), so tests never see each other's tables. Other test areas use it
 by importing the fixtures: ``from tests.journal.pgserver import pg_database, pg_dsn  # noqa: F401``.
-Set ``GLUE_TEST_POSTGRES`` to point at another server.
+Set ``TEST_POSTGRES_URL`` to point at another server.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pytest
 
 T = TypeVar("T")
 
-SERVER = os.environ.get("GLUE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
+SERVER = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
 
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:

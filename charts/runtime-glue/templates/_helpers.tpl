@@ -186,6 +186,17 @@ Result, as JSON: {"cluster": [PolicyRule...], "namespaces": {"<ns>": [PolicyRule
 {{- $enabled := ternary true .enabled (kindIs "invalid" .enabled) -}}
 {{- if and $enabled (or $entry.namespaced $entry.cluster) -}}
 {{- $params := .params | default dict -}}
+{{- $namespaced := list -}}
+{{- range $rule := ($entry.namespaced | default list) -}}
+{{- $narrowed := $rule -}}
+{{- with $rule.narrowBy -}}
+{{- $value := get $params .param | default .default -}}
+{{- if and (kindIs "string" $value) (not (contains "{{" $value)) (not (contains "{%" $value)) (hasKey .resources $value) -}}
+{{- $narrowed = dict "apiGroups" $rule.apiGroups "resources" (list (get .resources $value)) "verbs" $rule.verbs -}}
+{{- end -}}
+{{- end -}}
+{{- $namespaced = append $namespaced $narrowed -}}
+{{- end -}}
 {{- $namespace := "" -}}
 {{- if and (kindIs "string" $params.namespace) $params.namespace (not (contains "{" $params.namespace)) -}}
 {{- $namespace = $params.namespace -}}
@@ -195,10 +206,10 @@ Result, as JSON: {"cluster": [PolicyRule...], "namespaces": {"<ns>": [PolicyRule
 {{- end -}}
 {{- include "runtime-glue.addPermissions" (list $cluster ($entry.cluster | default list)) -}}
 {{- if not $namespace -}}
-{{- include "runtime-glue.addPermissions" (list $cluster ($entry.namespaced | default list)) -}}
-{{- else if $entry.namespaced -}}
+{{- include "runtime-glue.addPermissions" (list $cluster $namespaced) -}}
+{{- else if $namespaced -}}
 {{- $into := get $spaced $namespace | default dict -}}
-{{- include "runtime-glue.addPermissions" (list $into $entry.namespaced) -}}
+{{- include "runtime-glue.addPermissions" (list $into $namespaced) -}}
 {{- $_ := set $spaced $namespace $into -}}
 {{- $_ := set $spacedRoutes $namespace (append (get $spacedRoutes $namespace | default list) .name) -}}
 {{- end -}}

@@ -177,13 +177,13 @@ class WorkQueue(store.Store):
 
         return await self.run(run, execution=True)
 
-    async def release(self, owner: str, *, now: float, ids: Collection[int] | None = None) -> int:
+    async def release(self, owner: str | None, *, now: float, ids: Collection[int] | None = None) -> int:
         async def run(conn: asyncpg.Connection) -> int:
             async with conn.transaction():
                 status = await conn.execute(
                     "UPDATE invocations SET state = 'pending', owner = NULL, lease_until = NULL, due_at = $1,"
                     " updated_at = $1, attempt = greatest(attempt - 1, 0)"
-                    " WHERE state = 'running' AND owner = $2"
+                    " WHERE state = 'running' AND ($2::text IS NULL OR owner = $2)"
                     " AND ($3::int8[] IS NULL OR id = ANY($3::int8[]))",
                     now,
                     owner,
@@ -192,12 +192,18 @@ class WorkQueue(store.Store):
                 if ids is None:
                     await conn.execute(
                         "UPDATE events SET owner = NULL, lease_until = NULL"
-                        " WHERE owner = $1 AND status = 'pending'",
+                        " WHERE ($1::text IS NULL OR owner = $1) AND status = 'pending'",
                         owner,
                     )
                 return store.count(status)
 
         return await self.run(run, execution=True)
+
+    async def dead_letters(self) -> int:
+        async def run(conn: asyncpg.Connection) -> int:
+            return int(await conn.fetchval("SELECT count(*) FROM invocations WHERE state = 'dead'"))
+
+        return await self.run(run)
 
     async def oldest_pending(self) -> float | None:
         async def run(conn: asyncpg.Connection) -> float | None:

@@ -166,13 +166,14 @@ class WorkQueue(store.Store):
 
         return await self._run_execution(run)
 
-    async def release(self, owner: str, *, now: float, ids: Collection[int] | None = None) -> int:
+    async def release(self, owner: str | None, *, now: float, ids: Collection[int] | None = None) -> int:
         def run(db: sqlite3.Connection) -> int:
             sql = (
                 "UPDATE invocations SET state = 'pending', owner = NULL, lease_until = NULL, due_at = ?,"
-                " updated_at = ?, attempt = max(attempt - 1, 0) WHERE state = 'running' AND owner = ?"
+                " updated_at = ?, attempt = max(attempt - 1, 0)"
+                " WHERE state = 'running' AND (? IS NULL OR owner = ?)"
             )
-            args: list[Any] = [now, now, owner]
+            args: list[Any] = [now, now, owner, owner]
             if ids is not None:
                 marks, values = store.marks(ids)
                 sql += f" AND id IN ({marks})"
@@ -180,10 +181,16 @@ class WorkQueue(store.Store):
             with self._execution(db):
                 released = db.execute(sql, args).rowcount
                 if ids is None:
-                    db.execute("DELETE FROM event_claims WHERE owner = ?", (owner,))
+                    db.execute("DELETE FROM event_claims WHERE ? IS NULL OR owner = ?", (owner, owner))
             return released
 
         return await self._run_execution(run)
+
+    async def dead_letters(self) -> int:
+        def run(db: sqlite3.Connection) -> int:
+            return int(db.execute("SELECT count(*) FROM invocations WHERE state = 'dead'").fetchone()[0])
+
+        return await self.read(run)
 
     async def oldest_pending(self) -> float | None:
         def run(db: sqlite3.Connection) -> float | None:

@@ -85,12 +85,8 @@ def test_roles_per_literal_namespace_and_a_cluster_role_for_templated_ones(
         {"apiGroups": ["cert-manager.io"], "resources": ["certificates"], "verbs": ["get", "patch"]},
         {"apiGroups": ["cert-manager.io"], "resources": ["certificates/status"], "verbs": ["update"]},
     ]
-    assert found["Role", "ai"]["rules"] == [
-        {
-            "apiGroups": ["apps"],
-            "resources": ["daemonsets", "deployments", "statefulsets"],
-            "verbs": ["get", "patch"],
-        },
+    assert found["Role", "ai"]["rules"] == [  # the restart names no kind: a Deployment, deployments only
+        {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "patch"]},
         {"apiGroups": ["kubeai.org"], "resources": ["models"], "verbs": ["get", "patch"]},
     ]
     assert found["Role", "ai"]["metadata"]["annotations"]["runtime-glue.io/routes"] == "model,restart"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, cast
@@ -86,3 +87,27 @@ def cloudevent(
     if data is not None:
         attributes.setdefault("datacontenttype", "application/json")
     return CloudEvent(attributes, data)
+
+
+async def spawn_glue(config: Path, log: Path) -> asyncio.subprocess.Process:
+    """``glue run --config config`` as a child process of this environment, its output appended to ``log``."""
+    glue = Path(sys.executable).with_name("glue")
+    with log.open("ab") as out:
+        return await asyncio.create_subprocess_exec(
+            str(glue), "run", "--config", str(config), stdout=out, stderr=out
+        )
+
+
+async def scrape(port: int) -> dict[str, float]:
+    """A daemon's /metrics as {sample line name+labels: value}."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{port}/metrics") as response,
+    ):
+        text = await response.text()
+    samples: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
 from pathlib import Path
 
 import aiohttp
@@ -18,6 +17,7 @@ import pytest
 import yaml
 
 from glue import journal, settings
+from tests import support
 from tests.sources.argo_events import bus
 from tests.sources.kafka.support import free_port, wait_for
 
@@ -35,28 +35,6 @@ def write_config(path: Path, server: bus.Server, port: int) -> Path:
     }
     path.write_text(yaml.safe_dump(config))
     return path
-
-
-async def spawn(config: Path, log: Path) -> asyncio.subprocess.Process:
-    glue = Path(sys.executable).with_name("glue")
-    with log.open("ab") as out:
-        return await asyncio.create_subprocess_exec(
-            str(glue), "run", "--config", str(config), stdout=out, stderr=out
-        )
-
-
-async def scrape(port: int) -> dict[str, float]:
-    async with (
-        aiohttp.ClientSession() as session,
-        session.get(f"http://127.0.0.1:{port}/metrics") as response,
-    ):
-        text = await response.text()
-    samples: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            samples[name] = float(value)
-    return samples
 
 
 async def _ready(port: int) -> bool:
@@ -87,7 +65,7 @@ async def test_sigkill_between_commit_and_ack_then_restart_journals_every_event_
                     await publisher.publish(msg)
                 await asyncio.sleep(0.05)
 
-        first = await spawn(config, log)
+        first = await support.spawn_glue(config, log)
         sending = asyncio.create_task(asyncio.sleep(0))
         try:
             await wait_for(lambda: _ready(port), within=30, what="the first daemon reading the bus")
@@ -104,7 +82,7 @@ async def test_sigkill_between_commit_and_ack_then_restart_journals_every_event_
             unacknowledged = (await publisher.consumer("glue-crash")).num_ack_pending
             assert not sending.done(), "the kill must land mid-stream"
 
-            second = await spawn(config, log)
+            second = await support.spawn_glue(config, log)
             try:
                 await sending
 
@@ -115,7 +93,7 @@ async def test_sigkill_between_commit_and_ack_then_restart_journals_every_event_
                 await wait_for(all_acknowledged, within=60, what=f"{TOTAL} messages acknowledged")
                 stored = await store.list(limit=TOTAL * 2)
                 assert sorted(row.event().get_id() for row in stored) == sorted(m.event_id for m in messages)
-                metrics = await scrape(port)
+                metrics = await support.scrape(port)
                 new = metrics['glue_eventbus_messages_total{outcome="journaled",source="argo-events"}']
                 again = metrics.get(
                     'glue_eventbus_messages_total{outcome="duplicate",source="argo-events"}', 0.0

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
 from pathlib import Path
 
 import aiohttp
@@ -18,6 +17,7 @@ import pytest
 import yaml
 
 from glue import journal, settings
+from tests import support
 from tests.sources.kafka.support import Broker, committed, create_topic, free_port, produce, wait_for
 from tests.sources.kafka.test_delivery import binary_ce
 
@@ -46,29 +46,6 @@ def write_config(path: Path, broker: Broker, port: int) -> Path:
     return path
 
 
-async def spawn(config: Path, log: Path) -> asyncio.subprocess.Process:
-    glue = Path(sys.executable).with_name("glue")
-    with log.open("ab") as out:
-        return await asyncio.create_subprocess_exec(
-            str(glue), "run", "--config", str(config), stdout=out, stderr=out
-        )
-
-
-async def scrape(port: int) -> dict[str, float]:
-    """The daemon's /metrics as {sample line name+labels: value}."""
-    async with (
-        aiohttp.ClientSession() as session,
-        session.get(f"http://127.0.0.1:{port}/metrics") as response,
-    ):
-        text = await response.text()
-    samples: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            samples[name] = float(value)
-    return samples
-
-
 async def test_sigkill_mid_stream_then_restart_journals_every_record_once(
     broker: Broker, producer: aiokafka.AIOKafkaProducer, tmp_path: Path
 ) -> None:
@@ -87,7 +64,7 @@ async def test_sigkill_mid_stream_then_restart_journals_every_record_once(
             await produce(producer, "orders", [binary_ce(n) for n in range(start, start + 100)])
             await asyncio.sleep(0.05)
 
-    first = await spawn(config, log)
+    first = await support.spawn_glue(config, log)
     sending = asyncio.create_task(asyncio.sleep(0))
     try:
         await wait_for(lambda: _up(port), within=30, what="the first daemon up")  # it has joined the group
@@ -99,7 +76,7 @@ async def test_sigkill_mid_stream_then_restart_journals_every_record_once(
         assert not sending.done(), "the kill must land mid-stream"
         assert at_kill < TOTAL
 
-        second = await spawn(config, log)
+        second = await support.spawn_glue(config, log)
         try:
             await sending
 
@@ -111,7 +88,7 @@ async def test_sigkill_mid_stream_then_restart_journals_every_record_once(
             events = await store.list(limit=TOTAL * 2)
             assert sorted(int(e.id) for e in events) == list(range(TOTAL))  # all there, none twice
 
-            metrics = await scrape(port)
+            metrics = await support.scrape(port)
             new = metrics['glue_kafka_records_total{outcome="journaled",topic="orders"}']
             again = metrics.get('glue_kafka_records_total{outcome="duplicate",topic="orders"}', 0.0)
             # The restarted daemon took as new exactly what the killed one had not journaled; the rest
@@ -153,6 +130,6 @@ async def _up(port: int) -> bool:
 
 
 async def _lag_zero(port: int) -> bool:
-    metrics = await scrape(port)
+    metrics = await support.scrape(port)
     lags = [v for k, v in metrics.items() if k.startswith("glue_kafka_consumer_lag{")]
     return bool(lags) and all(v == 0 for v in lags)

@@ -129,11 +129,14 @@ class Intake(store.Store):
         return await self.write(run)
 
     async def ping(self) -> None:
+        """The write lock can be taken, and a disk that refused a write takes one again."""
+
         def run(db: sqlite3.Connection) -> None:
             db.execute("BEGIN IMMEDIATE")
             db.execute("ROLLBACK")
 
         await self.write(run)
+        await self.check_disk()
 
     async def backlog(self) -> int:
         def run(db: sqlite3.Connection) -> int:

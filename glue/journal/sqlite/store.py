@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import errno
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Collection, Iterator
@@ -28,6 +30,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "Store",
     "busy",
+    "disk_refused",
     "marks",
     "transaction",
 ]
@@ -45,6 +48,9 @@ _WAL_KEEP_BYTES = CHECKPOINT_BYTES // 2
 NO_SEQ = 1 << 62
 #: How soon a transaction of the event loop retries the write lock held by the writer thread (seconds).
 LOCK_RETRY = 0.0005
+#: What readiness writes beside the journal (and removes) to learn whether a disk that refused a write
+#: takes one again: about a group commit's WAL pages.
+_PROBE_BYTES = 256 << 10
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS deliveries (
@@ -133,7 +139,11 @@ def transaction(db: sqlite3.Connection) -> Iterator[None]:
         yield
         db.execute("COMMIT")
     except BaseException:
-        db.execute("ROLLBACK")
+        # SQLite may have rolled back already (SQLITE_FULL, SQLITE_IOERR, ...): a ROLLBACK then fails
+        # with "no transaction is active" and would hide the cause, which is what the caller must see.
+        if db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
         raise
 
 
@@ -141,6 +151,14 @@ def marks(ids: Collection[int]) -> tuple[str, list[int]]:
     """The placeholders of an ``IN (...)`` list of ids, and its values."""
     values = [int(i) for i in ids]
     return ",".join("?" * len(values)), values
+
+
+def disk_refused(exc: BaseException) -> bool:
+    """Whether a write failed because the disk refused it (full, over quota, an I/O error), not the
+    statement: the journal cannot write until the disk takes writes again."""
+    if isinstance(exc, sqlite3.Error):
+        return getattr(exc, "sqlite_errorcode", 0) & 0xFF in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR)
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO)
 
 
 def busy(exc: sqlite3.OperationalError) -> bool:
@@ -169,6 +187,8 @@ class Store:
         self._reader_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="journal-read")
         self._write_db: sqlite3.Connection | None = None
         self._read_db: sqlite3.Connection | None = None
+        #: Why the disk last refused a write, until it takes one again (readiness reports it).
+        self.refused: str | None = None
 
     # -- connections ------------------------------------------------------------------------------
 
@@ -241,6 +261,7 @@ class Store:
         try:
             return await asyncio.get_running_loop().run_in_executor(self._writer_pool, self._locked, fn, db)
         except sqlite3.OperationalError as exc:
+            self.note_failure(exc)
             raise records.JournalUnavailable(str(exc)) from exc
 
     def _locked(self, fn: Callable[[Any], T], arg: Any) -> T:
@@ -289,10 +310,53 @@ class Store:
                 return fn(db)
             except sqlite3.OperationalError as exc:
                 if not busy(exc):
+                    self.note_failure(exc)
                     raise records.JournalUnavailable(str(exc)) from exc
             finally:
                 self._write_lock.release()
         return await self.write(fn)
+
+    # -- a disk that refuses writes ---------------------------------------------------------------
+
+    def note_failure(self, exc: BaseException) -> None:
+        """Remember a write the disk refused: readiness fails until the disk takes a write again."""
+        if disk_refused(exc):
+            self.refused = str(exc) or type(exc).__name__
+
+    def note_written(self) -> None:
+        """An intake group is durable: the disk takes writes."""
+        self.refused = None
+
+    async def check_disk(self) -> None:
+        """Raise JournalUnavailable while the disk refuses writes.
+
+        Only after a write was refused: then a file of about a group commit's size is written and
+        synced beside the journal, and removed. A rolled-back transaction would prove nothing (in WAL
+        mode pages reach the disk at commit), and a committed one would grow the journal per probe."""
+        reason = self.refused
+        if reason is None:
+            return
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._writer_pool, self._probe_disk)
+        except OSError as exc:
+            raise records.JournalUnavailable(
+                f"cannot write: {reason} ({self.path.parent}: {exc.strerror or exc})"
+            ) from None
+        if self.refused == reason:
+            self.refused = None
+
+    def _probe_disk(self) -> None:
+        probe = self.path.with_name(f"{self.path.name}-probe")
+        try:
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.write(fd, bytes(_PROBE_BYTES))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(probe)
 
     def _undurable_from(self) -> int:
         """The first seq committed but not yet made durable: invocations of events from there on are

@@ -154,6 +154,7 @@ class GroupCommit(store.Store):
             return
         if not self.durable:
             self._resolve(pending, results)
+            self.note_written()
             self._flushes += 1
             if self._flushes % CHECKPOINT_EVERY == 0 and self._syncing is None:
                 # Nothing waits for this one: it only checkpoints the WAL once it has grown.
@@ -185,6 +186,8 @@ class GroupCommit(store.Store):
                 self._fail(pending, error)
             else:
                 self._resolve(pending, results)
+        if groups and error is None:
+            self.note_written()
         if self._deferred:
             self._deferred = False
             self._flush()
@@ -219,6 +222,7 @@ class GroupCommit(store.Store):
             self._fail(pending, exc)
         else:
             self._resolve(pending, results)
+            self.note_written()  # the writer thread's commit waits for the disk itself
 
     @staticmethod
     def _resolve(pending: list[Pending], results: list[list[records.Appended]]) -> None:
@@ -226,8 +230,8 @@ class GroupCommit(store.Store):
             if not item.future.done():
                 item.future.set_result(result)
 
-    @staticmethod
-    def _fail(pending: list[Pending], exc: BaseException) -> None:
+    def _fail(self, pending: list[Pending], exc: BaseException) -> None:
+        self.note_failure(exc)
         error = records.JournalUnavailable(f"journal write failed: {exc}")
         for item in pending:
             if not item.future.done():

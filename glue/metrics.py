@@ -23,6 +23,7 @@ from prometheus_client.registry import CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
 __all__ = [
+    "ARCHIVE_BUFFERED",
     "ARCHIVE_DROPPED",
     "ARCHIVE_ERRORS",
     "ARCHIVE_LINES",
@@ -267,6 +268,10 @@ ARCHIVE_ERRORS = prometheus_client.Counter(
     "glue_archive_write_errors_total",
     "Failed archive writes (the lines are kept and retried), by kind.",
     ["kind"],
+)
+ARCHIVE_BUFFERED = prometheus_client.Gauge(
+    "glue_archive_buffered_bytes",
+    "Bytes of archive lines waiting to be written to the bucket (bounded by archive.maxBufferBytes).",
 )
 ARCHIVE_DROPPED = prometheus_client.Counter(
     "glue_archive_dropped_lines_total",

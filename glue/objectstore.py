@@ -377,6 +377,8 @@ class ArchiveWriter:
         self._writer = writer_id or secrets_mod.token_hex(4)
         self._pending: dict[tuple[str, str], _Pending] = {}
         self._buffered = 0
+        #: Lines dropped since the bucket last took a write (None: no write has failed since).
+        self._dropped: int | None = None
         self._counter = 0
         self._wake = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
@@ -411,17 +413,26 @@ class ArchiveWriter:
         pending.size += len(line)
         self._buffered += len(line)
         self._shed()
+        metrics.ARCHIVE_BUFFERED.set(self._buffered)
         if pending.size >= self.config.max_object_bytes:
             self._wake.set()
 
     def _shed(self) -> None:
-        """Drop the oldest lines while the buffer is over its bound."""
+        """Drop the oldest lines while the buffer is over its bound; the first drop since the bucket
+        last took a write is logged (the metric counts every one)."""
         while self._buffered > self.config.max_buffer_bytes and self._pending:
             (kind, _), oldest = min(self._pending.items(), key=lambda item: item[0][1])
             line = oldest.lines.pop(0)
             oldest.size -= len(line)
             self._buffered -= len(line)
             metrics.ARCHIVE_DROPPED.labels(kind).inc()
+            if not self._dropped:
+                log.warning(
+                    "archive buffer full, dropping the oldest lines",
+                    kind=kind,
+                    bound=self.config.max_buffer_bytes,
+                )
+            self._dropped = (self._dropped or 0) + 1
             if not oldest.lines:
                 del self._pending[(kind, oldest.date)]
 
@@ -468,14 +479,27 @@ class ArchiveWriter:
                         )
                     except ObjectStoreError as exc:
                         metrics.ARCHIVE_ERRORS.labels(kind).inc()
-                        log.warning("archive write failed, lines kept", kind=kind, key=key, reason=str(exc))
+                        log.warning(
+                            "archive write failed, lines kept",
+                            kind=kind,
+                            key=key,
+                            reason=str(exc),
+                            buffered=self._buffered,
+                            bound=self.config.max_buffer_bytes,
+                        )
                         self._requeue(kind, date, chunk)
+                        if self._dropped is None:
+                            self._dropped = 0
                         continue
                     size = sum(len(line) for line in chunk)
                     self._buffered -= size
                     metrics.ARCHIVE_OBJECTS.labels(kind).inc()
                     metrics.ARCHIVE_LINES.labels(kind).inc(len(chunk))
                     written += 1
+                    if self._dropped is not None:
+                        log.info("archive written again", kind=kind, dropped=self._dropped)
+                        self._dropped = None
+            metrics.ARCHIVE_BUFFERED.set(self._buffered)
             return written
 
     def _requeue(self, kind: str, date: str, lines: list[bytes]) -> None:

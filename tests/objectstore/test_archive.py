@@ -12,6 +12,7 @@ import aiohttp
 import orjson
 import pytest
 from aiohttp import web
+from structlog.testing import capture_logs
 
 from glue import app, events, formats, objectstore
 from glue import settings as settings_mod
@@ -119,6 +120,34 @@ async def test_buffer_bound_drops_the_oldest_lines(store: objectstore.ObjectStor
     dropped = metric("glue_archive_dropped_lines_total", kind="dead-letters") - before
     assert dropped == 40 - len(kept) > 0
     assert kept == list(range(40 - len(kept), 40))
+
+
+async def test_an_unwritable_bucket_buffers_within_the_bound_and_says_so(
+    store: objectstore.ObjectStore, s3: Any
+) -> None:
+    """The bucket refuses writes (here: it is missing) while dead letters keep coming: the buffer stays
+    within maxBufferBytes, the gauge shows it, one warning names the bound, and once the bucket takes
+    writes the newest lines are written and the log says how many were dropped."""
+    missing = "glue-" + secrets.token_hex(6)
+    writer = objectstore.ArchiveWriter(store, _archive(missing, maxBufferBytes=2048), clock=lambda: DAY1)
+    with capture_logs() as logs:
+        for index in range(60):
+            writer.dead_letter({"n": index, "pad": "x" * 40})
+            if index % 10 == 0:
+                assert await writer.flush() == 0
+            assert writer.buffered_bytes <= 2048
+            assert metric("glue_archive_buffered_bytes") == writer.buffered_bytes
+        s3.create_bucket(Bucket=missing)
+        assert await writer.flush() == 1
+    assert metric("glue_archive_buffered_bytes") == writer.buffered_bytes == 0
+    full = [line for line in logs if line["event"] == "archive buffer full, dropping the oldest lines"]
+    assert [(line["bound"], line["log_level"]) for line in full] == [(2048, "warning")]
+    failed = [line for line in logs if line["event"] == "archive write failed, lines kept"]
+    assert len(failed) == 6 and all(line["bound"] == 2048 for line in failed)
+    kept = [line["n"] async for line in objectstore.read_archive(store, f"s3://{missing}/")]
+    (again,) = [line for line in logs if line["event"] == "archive written again"]
+    assert again["dropped"] == 60 - len(kept) > 0
+    assert kept == list(range(60 - len(kept), 60))
 
 
 async def test_stop_flushes_what_is_buffered(store: objectstore.ObjectStore, bucket: str) -> None:

@@ -100,6 +100,11 @@ class LineBuffer:
                 self._file.flush()
 
 
+#: Loggers whose exceptions are connection trouble they retry by themselves: the error in one field, no
+#: trace (asyncpg's pool logs one per attempt to restore its connection floor during a database outage).
+_ONE_LINE_LOGGERS = frozenset({"asyncpg.pool"})
+
+
 class _ToStructlog(logging.Handler):
     """Sends the standard library's log records (aiokafka, aiohttp, asyncio) through structlog, so
     every line on stderr has one format, the same redaction and the configured level."""
@@ -107,7 +112,10 @@ class _ToStructlog(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             fields: dict[str, Any] = {"logger": record.name}
-            if record.exc_info:
+            if record.exc_info and record.name in _ONE_LINE_LOGGERS and record.exc_info[1] is not None:
+                error = record.exc_info[1]
+                fields["error"] = f"{type(error).__name__}: {error}"
+            elif record.exc_info:
                 fields["exc_info"] = record.exc_info
             structlog.get_logger(record.name).log(record.levelno, record.getMessage(), **fields)
         except Exception:  # a log line must never break the caller

@@ -23,7 +23,7 @@ import os
 import random
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import structlog
@@ -167,11 +167,26 @@ class Executor:
             )
         for route, (mode, why) in self.modes().items():
             log.info("route", route=route, mode=mode, **({"reason": why} if why else {}))
-        self._settling = asyncio.create_task(self.settler.run(), name="executor-settle")
+        self._settling = asyncio.create_task(
+            self._keep_running("settle", self.settler.run), name="executor-settle"
+        )
         self._loops = [
-            asyncio.create_task(self.routing_loop.run(), name="executor-route"),
-            asyncio.create_task(self.dispatcher.run(), name="executor-dispatch"),
+            asyncio.create_task(self._keep_running("route", self.routing_loop.run), name="executor-route"),
+            asyncio.create_task(
+                self._keep_running("dispatch", self.dispatcher.run), name="executor-dispatch"
+            ),
         ]
+
+    async def _keep_running(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
+        """Run one of the executor's loops until cancelled. An error the loop does not expect is logged
+        and the loop starts again after a poll: a dead loop would stop routing, dispatch or settling
+        for the rest of the process's life, and leave running invocations unsettled at drain."""
+        while True:
+            try:
+                await loop()
+            except Exception:
+                log.exception("executor loop failed, restarting it", loop=name)
+                await asyncio.sleep(self.config.poll_seconds)
 
     def wake(self) -> None:
         """New events were journaled: route them now rather than at the next poll."""

@@ -157,7 +157,12 @@ async def test_postgres_restarting_under_load_loses_nothing_and_runs_nothing_twi
                 await asyncio.sleep(0.5)
                 senders.stop.set()
                 await asyncio.gather(*posters)
-            await support.eventually(lambda: set(handled) >= senders.acknowledged, within=60)
+            try:
+                await support.eventually(lambda: set(handled) >= senders.acknowledged, within=60)
+            except AssertionError:
+                raise AssertionError(
+                    await _unfinished(own_postgres.dsn, senders.acknowledged - set(handled), stream)
+                ) from None
         finally:
             await daemon.stop()
     finally:
@@ -183,7 +188,7 @@ async def test_postgres_restarting_under_load_loses_nothing_and_runs_nothing_twi
     twice = sorted(e for e in set(handled) if handled.count(e) > 1)
     assert not twice, f"{len(twice)} events handled twice, e.g. {twice[:5]}"
     assert set(handled) == stored
-    assert set(states) <= {"done"}, states
+    assert set(states) <= {"done"}, (states, _warnings(stream))
 
     lines = [orjson.loads(line) for line in stream.getvalue().splitlines()]
     pool = [line for line in lines if line.get("logger") == "asyncpg.pool"]
@@ -191,3 +196,22 @@ async def test_postgres_restarting_under_load_loses_nothing_and_runs_nothing_twi
     for line in pool:
         assert line["level"] == "warning" and "exception" not in line, line
         assert line["error"] and "\n" not in line["error"] and "Traceback" not in line["error"], line
+
+
+async def _unfinished(dsn: str, ids: set[str], stream: Stream) -> str:
+    """What the journal says of acknowledged events never handled, and what glue logged (for a failure)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT e.id, e.status, i.state, i.attempt, i.owner, i.lease_until, i.last_error"
+            " FROM events e LEFT JOIN invocations i ON i.event_seq = e.seq WHERE e.id = ANY($1::text[])",
+            sorted(ids),
+        )
+    finally:
+        await conn.close()
+    logged = [line for line in stream.getvalue().decode().splitlines() if '"level":"info"' not in line]
+    return f"{len(ids)} not handled: {[dict(r) for r in rows[:5]]}; time {time.time()}; log: {logged[-30:]}"
+
+
+def _warnings(stream: Stream) -> list[str]:
+    return [line for line in stream.getvalue().decode().splitlines() if '"level":"info"' not in line][-40:]

@@ -27,6 +27,9 @@ UNAVAILABLE = (
     asyncpg.ReadOnlySQLTransactionError,
     asyncpg.CannotConnectNowError,
     asyncpg.TransactionRollbackError,  # a deadlock or serialization failure: try again
+    # A connection whose server went away mid-statement can be left between protocol states ("cannot
+    # switch to state 12; another operation is in progress"): it is dropped and the next one is fresh.
+    asyncpg.InternalClientError,
 )
 
 
@@ -127,6 +130,10 @@ class Store:
             raise records.JournalUnavailable("journal is not open")
         try:
             async with pool.acquire(timeout=self.command_timeout) as conn:
-                return await fn(conn)
+                try:
+                    return await fn(conn)
+                except asyncpg.InternalClientError:
+                    conn.terminate()  # never handed out again in that state
+                    raise
         except UNAVAILABLE as exc:
             raise unavailable(exc) from exc

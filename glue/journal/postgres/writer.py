@@ -103,6 +103,8 @@ class GroupCommit(store.Store):
             results = await intake.insert(conn, pending)
         except Exception as exc:
             if conn is not None:
+                if isinstance(exc, asyncpg.InternalClientError):
+                    conn.terminate()  # see store.UNAVAILABLE
                 await self._release(conn)
             if isinstance(exc, records.JournalUnavailable):
                 error = exc

@@ -58,6 +58,7 @@ DECODER = {"cloudevents": "cloudevents", "minio": "minio", "argo": "argo", "argo
 
 _LAG_INTERVAL = 1.0  # seconds between consumer lag updates
 _POLL_MS = 200  # how long one fetch waits for records
+_WATCH_SECONDS = 0.5  # how often the broker connection is looked at (glue_source_up)
 _CHUNK = 64  # records decoded between two yields to the event loop
 _DRAIN_SECONDS = 30.0  # how long stop() waits for the batch in hand
 _JSON = JSONFormat()
@@ -171,6 +172,18 @@ async def _start(client: Any, what: str, config: settings_mod.Kafka) -> None:
         raise KafkaUnavailable(f"cannot start the Kafka {what} ({servers}): {exc}") from None
 
 
+def _connected(consumer: aiokafka.AIOKafkaConsumer) -> bool:
+    """Whether the consumer holds a live connection to a broker.
+
+    aiokafka reconnects by itself and its fetches just come back empty while no broker answers; it
+    exposes no connection state, so its client's connection table is read (a connection that closes
+    is removed from it, one that cannot be made is never added)."""
+    conns = getattr(getattr(consumer, "_client", None), "_conns", None)
+    if not isinstance(conns, dict):
+        return True  # another aiokafka: assume up rather than report a false outage
+    return any(conn.connected() for conn in conns.values())
+
+
 class KafkaSource:
     """The Kafka component of the daemon (``name``, ``start()``, ``stop()``)."""
 
@@ -194,6 +207,9 @@ class KafkaSource:
         self._task: asyncio.Task[None] | None = None
         self._failure: str | None = None
         self._lag_at = 0.0
+        self._up = False
+        self._watcher: asyncio.Task[None] | None = None
+        metrics.SOURCE_UP.labels(self.name).set(0)
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -210,7 +226,9 @@ class KafkaSource:
         consumer.subscribe(list(self.topics), listener=_Rebalance(self))
         await _start(consumer, "consumer", self.config)
         self.consumer = consumer
+        self._set_up(True)
         self._task = asyncio.create_task(self._run(), name="kafka-consume")
+        self._watcher = asyncio.create_task(self._watch(consumer), name="kafka-watch")
         log.info("kafka source started", topics=sorted(self.topics), group=self.config.group_id)
 
     async def stop(self) -> None:
@@ -230,10 +248,37 @@ class KafkaSource:
             with contextlib.suppress(asyncio.CancelledError, Exception):  # a failure is logged already
                 await self._task
             self._task = None
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+            self._watcher = None
         if self.consumer is not None:
             await self.consumer.stop()
             self.consumer = None
+        self._up = False
+        metrics.SOURCE_UP.labels(self.name).set(0)
         log.info("kafka source stopped")
+
+    async def _watch(self, consumer: aiokafka.AIOKafkaConsumer) -> None:
+        """Follow the broker connection beside the consume loop, whose fetch waits as long as the
+        group has no coordinator (a broker that went away)."""
+        while True:
+            await asyncio.sleep(_WATCH_SECONDS)
+            self._set_up(_connected(consumer))
+
+    def _set_up(self, up: bool) -> None:
+        """``glue_source_up{source="kafka"}`` and one log line per change of the broker connection."""
+        if up == self._up:
+            return
+        self._up = up
+        metrics.SOURCE_UP.labels(self.name).set(1 if up else 0)
+        if up:
+            if self.consumer is not None and self._task is not None:
+                metrics.SOURCE_RECONNECTS.labels(self.name).inc()
+                log.info("kafka broker reachable again", servers=list(self.config.bootstrap_servers))
+        else:
+            log.warning("kafka broker unreachable; reconnecting", servers=list(self.config.bootstrap_servers))
 
     async def ready(self) -> str | None:
         """Readiness check: None while the consumer runs, else why it stopped."""
@@ -253,6 +298,7 @@ class KafkaSource:
             # take the partitions over, and report not ready.
             self._failure = f"kafka consumer failed: {type(exc).__name__}: {exc}"
             log.exception("kafka consumer failed; leaving the group")
+            self._set_up(False)
             await consumer.stop()
 
     async def _consume(self, consumer: aiokafka.AIOKafkaConsumer) -> None:

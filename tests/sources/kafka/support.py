@@ -63,12 +63,22 @@ def _die_with_parent() -> None:
         _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def start_broker(directory: Path, *extra: str, scheme: str = "tcp") -> Broker:
-    port = free_port()
+def start_broker(
+    directory: Path,
+    *extra: str,
+    scheme: str = "tcp",
+    port: int | None = None,
+    storage: str = "memory://tansu/",
+    env_extra: dict[str, str] | None = None,
+) -> Broker:
+    """Start Tansu on ``port`` (a free one by default) with ``storage`` (memory: gone with the process;
+    ``s3://bucket/`` with ``env_extra`` naming the endpoint and keys: kept across a restart)."""
+    port = port if port is not None else free_port()
     url = f"{scheme}://127.0.0.1:{port}"
     env = {name: value for name, value in os.environ.items() if name not in _TANSU_ENV}
+    env.update(env_extra or {})
     log = directory / f"tansu-{port}.log"
-    with log.open("wb") as out:
+    with log.open("ab") as out:
         process = subprocess.Popen(
             [
                 tansu_binary(),
@@ -78,7 +88,7 @@ def start_broker(directory: Path, *extra: str, scheme: str = "tcp") -> Broker:
                 "--advertised-listener-url",
                 url,
                 "--storage-engine",
-                "memory://tansu/",
+                storage,
                 *extra,
             ],
             stdout=out,

@@ -48,6 +48,7 @@ import dataclasses
 import datetime
 import json
 import re
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -275,6 +276,8 @@ class ApiServer(kmock.KubernetesEmulator):
                     "query": dict(request.params),
                     "contentType": request.headers.get("Content-Type", ""),
                     "body": _parse_body(request),
+                    "at": time.monotonic(),
+                    "answered": None,  # a fault's status when one answered it
                 }
             )
         for hook in list(self.hooks):
@@ -284,6 +287,8 @@ class ApiServer(kmock.KubernetesEmulator):
         for fault in self.faults:
             if fault.times > 0 and fault.method == method and fault.path.search(request.url.path):
                 fault.times -= 1
+                if method != "GET":
+                    self.writes[-1]["answered"] = fault.status
                 return aiohttp.web.json_response(
                     status_body(fault.status, fault.reason, fault.message),
                     status=fault.status,

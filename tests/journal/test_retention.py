@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
+from pathlib import Path
 
-from glue import journal
+from glue import journal, settings
 from glue.journal import retention
 from tests.journal.conftest import delivery
 from tests.support import cloudevent
@@ -68,3 +70,30 @@ async def test_the_component_prunes_at_start(store: journal.Journal) -> None:
     finally:
         await component.stop()
     assert await store.list() == []
+
+
+async def test_pruning_deliveries_looks_their_events_up_by_index(tmp_path: Path) -> None:
+    """Retention finds whether an event still refers to a delivery through an index, also in a journal
+    made before the index existed (it is created on open): scanning the events table for each delivery
+    made pruning cost grow with the square of the journal and slowed the daemon tenfold (bench/soak.py)."""
+    path = tmp_path / "old.db"
+    store = journal.create(settings.Journal(path=path))
+    await store.open()
+    await store.close()
+    db = sqlite3.connect(path)
+    db.execute("DROP INDEX events_delivery")  # as a journal of an earlier release
+    db.close()
+
+    store = journal.create(settings.Journal(path=path))
+    await store.open()
+    await store.close()
+    db = sqlite3.connect(path)
+    try:
+        plan = " ".join(
+            str(row[3])
+            for row in db.execute("EXPLAIN QUERY PLAN " + retention._SQLITE_PRUNE["deliveries"], (0, 1))
+        )
+    finally:
+        db.close()
+    assert "USING COVERING INDEX events_delivery" in plan, plan
+    assert "SCAN e" not in plan, plan

@@ -75,7 +75,7 @@ async def test_the_component_prunes_at_start(store: journal.Journal) -> None:
 async def test_pruning_deliveries_looks_their_events_up_by_index(tmp_path: Path) -> None:
     """Retention finds whether an event still refers to a delivery through an index, also in a journal
     made before the index existed (it is created on open): scanning the events table for each delivery
-    made pruning cost grow with the square of the journal and slowed the daemon tenfold (bench/soak.py)."""
+    made pruning cost grow with the square of the journal (bench/soak.py)."""
     path = tmp_path / "old.db"
     store = journal.create(settings.Journal(path=path))
     await store.open()

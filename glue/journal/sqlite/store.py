@@ -86,8 +86,8 @@ CREATE INDEX IF NOT EXISTS events_pending ON events (seq) WHERE status = 'pendin
 CREATE INDEX IF NOT EXISTS events_id ON events (id);
 CREATE INDEX IF NOT EXISTS events_digest ON events (digest, received_at) WHERE digest IS NOT NULL;
 -- retention removes a delivery once no event refers to it: without this index each candidate delivery
--- scanned the whole events table (pruning slowed the daemon tenfold in bench/soak.py); created on open
--- for journals made before it (PostgreSQL has had events_delivery from its first migration)
+-- scanned the whole events table, a cost growing with the square of the journal (bench/soak.py);
+-- created on open for journals made before it (PostgreSQL has had events_delivery from its start)
 CREATE INDEX IF NOT EXISTS events_delivery ON events (delivery_id);
 
 -- execution: claims on events being routed, and one invocation per (event, matched route)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import MutableMapping
 from typing import Any
 
 import aiohttp
@@ -193,7 +194,7 @@ async def test_postgres_restarting_under_load_loses_nothing_and_runs_nothing_twi
         assert line["error"] and "\n" not in line["error"] and "Traceback" not in line["error"], line
 
 
-async def _unfinished(dsn: str, ids: set[str], logs: list[dict[str, Any]]) -> str:
+async def _unfinished(dsn: str, ids: set[str], logs: list[MutableMapping[str, Any]]) -> str:
     """What the journal says of acknowledged events never handled, and what glue logged (for a failure)."""
     conn = await asyncpg.connect(dsn)
     try:
@@ -207,5 +208,5 @@ async def _unfinished(dsn: str, ids: set[str], logs: list[dict[str, Any]]) -> st
     return f"{len(ids)} not handled: {[dict(r) for r in rows[:5]]}; log: {_warnings(logs)}"
 
 
-def _warnings(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _warnings(logs: list[MutableMapping[str, Any]]) -> list[MutableMapping[str, Any]]:
     return [line for line in logs if line.get("log_level") != "info"][-40:]

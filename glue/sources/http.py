@@ -16,6 +16,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import logging
 import dataclasses
 import hashlib
 import hmac
@@ -24,7 +25,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import orjson
 import structlog
-from aiohttp import web
+from aiohttp import http_exceptions, web
 
 from glue import events, formats, intake, journal, listener, metrics, observability
 from glue import settings as settings_mod
@@ -330,6 +331,18 @@ def _peer(request: web.Request) -> dict[str, str | None]:
     return peer
 
 
+def _bad_request_in_one_line(record: logging.LogRecord) -> bool:
+    """aiohttp logs every request it cannot parse (a header over the limits, garbage) with a traceback:
+    a hostile sender could fill the logs with them. Keep one line with the reason, at warning."""
+    exc = record.exc_info[1] if record.exc_info else None
+    if isinstance(exc, http_exceptions.HttpProcessingError):
+        record.msg = "malformed request refused: %s (%s)"
+        record.args = (str(record.args[0]) if record.args else None, exc.message.splitlines()[0])
+        record.exc_info = None
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+    return True
+
+
 def _answer_headers(max_requests: int) -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
     """Answer as ``runtime-glue`` (aiohttp would name its own and Python's versions in ``Server``), and
     close a keep-alive connection with its ``max_requests``-th answer."""
@@ -337,8 +350,10 @@ def _answer_headers(max_requests: int) -> Callable[[web.Request, web.StreamRespo
     async def prepare(request: web.Request, response: web.StreamResponse) -> None:
         response.headers["Server"] = "runtime-glue"
         # aiohttp counts the requests parsed on a connection; it offers no public way to bound them.
+        # The hook runs after aiohttp wrote its Connection header, hence both lines.
         if getattr(request.protocol, "_request_count", 0) >= max_requests:
             response.force_close()
+            response.headers["Connection"] = "close"
 
     return prepare
 
@@ -418,6 +433,9 @@ class HttpSource:
             # this long, so the sender sees the answer rather than a reset.
             lingering_time=min(10.0, server.body_timeout),
         )
+        server_log = logging.getLogger("aiohttp.server")
+        if _bad_request_in_one_line not in server_log.filters:
+            server_log.addFilter(_bad_request_in_one_line)
         await self._runner.setup()
         context = self.tls.context if self.tls is not None else None
         site = web.TCPSite(self._runner, server.host, server.port, ssl_context=context)

@@ -17,6 +17,7 @@ import base64
 import binascii
 import contextlib
 import logging
+import math
 import dataclasses
 import hashlib
 import hmac
@@ -165,7 +166,7 @@ def _answer(status: int, **body: object) -> web.Response:
 def _refuse(status: int, reason: str, retry_after: float | None = None, close: bool = False) -> web.Response:
     response = _answer(status, error=reason)
     if retry_after is not None:
-        response.headers["Retry-After"] = str(max(1, round(retry_after)))
+        response.headers["Retry-After"] = str(max(1, math.ceil(retry_after)))  # not before it ends
     if close:
         response.force_close()
     return response

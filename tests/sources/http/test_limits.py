@@ -64,7 +64,9 @@ async def closed_within(reader: asyncio.StreamReader, seconds: float) -> float:
     return time.monotonic() - started
 
 
-async def test_headers_sent_a_byte_at_a_time_are_cut_off_at_the_idle_timeout(start_daemon: StartDaemon) -> None:
+async def test_headers_sent_a_byte_at_a_time_are_cut_off_at_the_idle_timeout(
+    start_daemon: StartDaemon,
+) -> None:
     # The slowloris: one header byte a second kept a connection open for over a minute.
     glue, port = await start(start_daemon, idleTimeout=1)
     reader, writer = await asyncio.open_connection("127.0.0.1", port)

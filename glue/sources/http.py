@@ -16,11 +16,11 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import logging
-import math
 import dataclasses
 import hashlib
 import hmac
+import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -338,7 +338,8 @@ def _bad_request_in_one_line(record: logging.LogRecord) -> bool:
     exc = record.exc_info[1] if record.exc_info else None
     if isinstance(exc, http_exceptions.HttpProcessingError):
         record.msg = "malformed request refused: %s (%s)"
-        record.args = (str(record.args[0]) if record.args else None, exc.message.splitlines()[0])
+        peer = record.args[0] if isinstance(record.args, tuple) and record.args else None
+        record.args = (peer, exc.message.splitlines()[0])
         record.exc_info = None
         record.levelno, record.levelname = logging.WARNING, "WARNING"
     return True

@@ -90,7 +90,7 @@ async def test_headers_sent_a_byte_at_a_time_are_cut_off_at_the_idle_timeout(
 
 
 async def test_an_idle_keep_alive_connection_is_closed(start_daemon: StartDaemon) -> None:
-    glue, port = await start(start_daemon, idleTimeout=1)
+    _, port = await start(start_daemon, idleTimeout=1)
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(request("idle-1"))
     status, headers, _ = await read_answer(reader)

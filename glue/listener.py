@@ -74,7 +74,12 @@ class ServerTls:
         if config.client_ca_file is not None:
             self._paths.append(config.client_ca_file)
         self._stamp = _stamp(self._paths)
-        self.current = self._build()  # a bad file at start is an error the operator sees at once
+        try:  # a bad file at start is an error the operator sees at once, naming the files
+            self.current = self._build()
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            files = ", ".join(str(path) for path in self._paths)
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise settings_mod.ConfigError("server.tls", [("", f"cannot load {files}: {reason}")]) from None
         self.context = self.current
         self.reloads = 0
 

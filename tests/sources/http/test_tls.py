@@ -15,10 +15,11 @@ from typing import Any
 
 import pytest
 import trustme
+import yaml
 from cryptography import x509
 from structlog.testing import capture_logs
 
-from glue import settings
+from glue import cli, settings
 from tests import support
 from tests.sources.http.conftest import Running, StartDaemon
 
@@ -232,8 +233,30 @@ async def test_client_certificates_per_endpoint(start_daemon: StartDaemon, mount
 
 
 def test_a_client_certificate_endpoint_needs_a_client_ca(tmp_path: Path) -> None:
-    with pytest.raises(settings.ConfigError, match="clientCert: it needs server.tls with clientCaFile"):
+    with pytest.raises(settings.ConfigError, match=r"clientCert: it needs server\.tls with clientCaFile"):
         settings.from_mapping(
             {"endpoints": [{**ENDPOINT, "clientCert": {}}], "journal": {"path": str(tmp_path / "j.db")}},
             "glue.yaml",
         )
+
+
+def test_check_names_tls_files_that_do_not_load(
+    tmp_path: Path, mount: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ca = trustme.CA()
+    install(mount, ca.issue_cert("localhost"))
+    (mount / "tls.key").write_bytes(ca.issue_cert("localhost").private_key_pem.bytes())  # not its key
+    config = tmp_path / "glue.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "server": tls_server(mount),
+                "journal": {"path": str(tmp_path / "j.db")},
+                "endpoints": [ENDPOINT],
+            }
+        )
+    )
+    assert cli.main(["check", "--config", str(config)]) == 2
+    error = capsys.readouterr().err
+    assert f"server.tls: cannot load {mount / 'tls.crt'}, {mount / 'tls.key'}:" in error
+    assert "KEY_VALUES_MISMATCH" in error or "key values mismatch" in error

@@ -242,7 +242,7 @@ class Server(Model):
     shutdown_timeout: float = Field(default=10.0, ge=0)
     tls: Tls | None = None
     max_header_bytes: int = Field(
-        default=8190, ge=1024, le=1 << 20, description="Longest request line and longest header (431)."
+        default=8190, ge=1024, le=1 << 20, description="Longest request line and longest header (400)."
     )
     max_headers: int = Field(default=100, ge=8, le=10_000, description="Most header fields a request has.")
     idle_timeout: float = Field(

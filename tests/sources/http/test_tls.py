@@ -260,3 +260,30 @@ def test_check_names_tls_files_that_do_not_load(
     error = capsys.readouterr().err
     assert f"server.tls: cannot load {mount / 'tls.crt'}, {mount / 'tls.key'}:" in error
     assert "KEY_VALUES_MISMATCH" in error or "key values mismatch" in error
+
+
+async def test_a_new_client_ca_is_taken_without_a_restart(start_daemon: StartDaemon, mount: Path) -> None:
+    servers, old_clients, new_clients = trustme.CA(), trustme.CA(), trustme.CA()
+    install(mount, servers.issue_cert("localhost"))
+    endpoints = [{**ENDPOINT, "name": "mtls", "path": "/mtls", "clientCert": {}}]
+    glue = await start_daemon({"endpoints": endpoints, "server": tls_server(mount, old_clients)})
+    port = port_of(glue)
+    old_sender = client_context(servers, old_clients.issue_cert("sender.example"))
+    new_sender = client_context(servers, new_clients.issue_cert("sender.example"))
+
+    async def answered(context: ssl.SSLContext, event_id: str) -> int | None:
+        try:
+            connection = await Connection.open(port, context)
+            try:
+                return (await connection.post("/mtls", event_id))[0]
+            finally:
+                await connection.close()
+        except (ssl.SSLError, ConnectionError):
+            return None  # the handshake refused the certificate
+
+    assert await answered(old_sender, "old-1") == 202
+    assert await answered(new_sender, "new-0") is None
+    replace(mount / "ca.crt", new_clients.cert_pem.bytes())
+    await support.eventually(lambda: answered(new_sender, "new-1"), within=5)
+    assert await answered(old_sender, "old-2") is None  # the old CA is no longer trusted
+    assert {event.id for event in await glue.events()} == {"old-1", "new-1"}

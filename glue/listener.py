@@ -185,6 +185,7 @@ class Lockout:
         self.config = config
         self._failures: dict[str, tuple[int, float]] = {}  # address -> (401s, window start)
         self._locked: dict[str, float] = {}  # address -> monotonic time the lockout ends
+        self._expire_at = 0.0
 
     @property
     def active(self) -> bool:
@@ -197,6 +198,7 @@ class Lockout:
             return None
         until = self._locked.get(address)
         if until is None:
+            self._expire(time.monotonic())
             return None
         left = until - time.monotonic()
         if left <= 0:
@@ -230,6 +232,15 @@ class Lockout:
             window_seconds=self.config.window_seconds,
             locked_seconds=self.config.seconds,
         )
+
+    def _expire(self, now: float) -> None:
+        """Drop ended lockouts now and then, so the check goes back to one test of an empty table."""
+        if now < self._expire_at:
+            return
+        self._expire_at = now + 1.0
+        for address, until in list(self._locked.items()):
+            if until <= now:
+                del self._locked[address]
 
     def _forget_stale(self, now: float) -> None:
         window = self.config.window_seconds

@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 from structlog.testing import capture_logs
 
-from glue import listener
+from glue import listener, settings
 from tests import support
 from tests.sources.http.conftest import Running, StartDaemon
 
@@ -113,3 +113,13 @@ def test_client_address_takes_the_right_most_untrusted_hop() -> None:
     assert listener.client_address("192.0.2.1", "1.2.3.4", proxies) == "192.0.2.1"  # peer not trusted
     assert listener.client_address("10.1.1.1", None, proxies) == "10.1.1.1"
     assert listener.client_address("10.1.1.1", "garbage, 10.3.3.3", proxies) == "garbage"
+
+
+def test_ended_lockouts_leave_the_table() -> None:
+    lockout = listener.Lockout(settings.Lockout(failures=1, seconds=0.05))
+    for n in range(100):
+        lockout.failed(f"192.0.2.{n}", "hooks")
+    assert lockout.active and lockout.retry_after("192.0.2.1") is not None
+    time.sleep(0.06)
+    assert lockout.retry_after("198.51.100.1") is None  # another sender's check clears what has ended
+    assert not lockout.active

@@ -218,12 +218,6 @@ class _EndpointHandler:
             )
 
     async def _read_body(self, request: web.Request) -> bytes | None:
-        if request.content.is_eof():  # all of it arrived with the head: nothing to wait for
-            return await self._read_bounded(request)
-        async with asyncio.timeout(self.guards.body_timeout):
-            return await self._read_bounded(request)
-
-    async def _read_bounded(self, request: web.Request) -> bytes | None:
         limit = self.endpoint.max_body_bytes
         if request.content_length is not None:
             # aiohttp reads exactly Content-Length bytes (and the app's client_max_size bounds it).
@@ -283,7 +277,11 @@ class _EndpointHandler:
                 self._outcome("forbidden", started, reason=str(exc), **_peer(request))
                 return _answer(403, error=str(exc))
         try:
-            body = await self._read_body(request)
+            if request.content.is_eof():  # all of it came with the head: no timer (the usual case)
+                body = await self._read_body(request)
+            else:
+                async with asyncio.timeout(self.guards.body_timeout):
+                    body = await self._read_body(request)
         except TimeoutError:
             self._outcome("too_slow", started, **_peer(request))
             return _refuse(408, f"body not received within {self.guards.body_timeout:g} s", close=True)

@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 import ssl
+import time
 from pathlib import Path
 from typing import Any
 
@@ -287,3 +289,56 @@ async def test_a_new_client_ca_is_taken_without_a_restart(start_daemon: StartDae
     await support.eventually(lambda: answered(new_sender, "new-1"), within=5)
     assert await answered(old_sender, "old-2") is None  # the old CA is no longer trusted
     assert {event.id for event in await glue.events()} == {"old-1", "new-1"}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.slow
+async def test_glue_run_serves_tls_client_certificates_and_limits(tmp_path: Path, mount: Path) -> None:
+    """``glue run`` itself (on uvloop, its default loop): TLS, a client certificate, a slow sender cut off."""
+    servers, clients = trustme.CA(), trustme.CA()
+    install(mount, servers.issue_cert("localhost"))
+    port = free_port()
+    server = {**tls_server(mount, clients), "port": port, "idleTimeout": 1}
+    config = tmp_path / "glue.yaml"
+    endpoints = [{**ENDPOINT, "name": "mtls", "path": "/mtls", "clientCert": {}}]
+    config.write_text(
+        yaml.safe_dump(
+            {"server": server, "journal": {"path": str(tmp_path / "j.db")}, "endpoints": endpoints}
+        )
+    )
+    process = await support.spawn_glue(config, tmp_path / "glue.log")
+    try:
+        sender = client_context(servers, clients.issue_cert("sender.example"))
+
+        async def answered() -> int | None:
+            try:
+                connection = await Connection.open(port, sender)
+            except OSError:
+                return None  # not listening yet
+            try:
+                return (await connection.post("/mtls", "run-1"))[0]
+            finally:
+                await connection.close()
+
+        assert await support.eventually(answered, within=30) == 202
+        anonymous = await Connection.open(port, client_context(servers))
+        assert (await anonymous.post("/mtls", "run-2"))[0] == 401
+        await anonymous.close()
+        slow = await Connection.open(port, client_context(servers))
+        slow.writer.write(b"POST /mtls HTTP/1.1\r\nX-Slow: ")
+        started = time.monotonic()
+        with contextlib.suppress(ConnectionError, ssl.SSLError):
+            async with asyncio.timeout(5):
+                while await slow.reader.read(1024):
+                    pass
+        assert time.monotonic() - started < 3
+        await slow.close()
+    finally:
+        process.terminate()
+        await process.wait()
+    assert "Traceback" not in (tmp_path / "glue.log").read_text()

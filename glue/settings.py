@@ -261,8 +261,8 @@ class Server(Model):
     )
     trusted_proxies: list[IPvAnyNetwork] = Field(
         default=[],
-        description="Peers whose X-Forwarded-For names the client (lockout and logs); empty: the peer "
-        "address is the client.",
+        description="Proxies (CIDRs) whose X-Forwarded-For names the sender the lockout counts; empty: "
+        "the peer address is the sender.",
     )
     lockout: Lockout = Lockout()
     event_loop: Literal["uvloop", "asyncio"] = Field(

@@ -141,18 +141,19 @@ def client_cert_names(transport: asyncio.BaseTransport | None) -> list[str] | No
 
 
 class ReplayCache:
-    """Signatures accepted within the last ``window`` seconds.
+    """Signatures accepted, each kept while it could still be accepted again.
 
-    Entries go in time order with one window, so the oldest are at the front and pruning stops at the
-    first one still inside the window."""
+    Entries go in roughly in expiry order (a signature's time to live is about the tolerance), so the
+    oldest are at the front and pruning stops at the first one still alive; an expired entry left
+    behind a live one is treated as absent."""
 
     def __init__(self, window: float, entries: int = REPLAY_CACHE_ENTRIES) -> None:
         self.window = window
         self.entries = entries
         self._seen: collections.OrderedDict[bytes, float] = collections.OrderedDict()
 
-    def claim(self, key: bytes) -> bool:
-        """Remember ``key``; False if it was already accepted within the window."""
+    def claim(self, key: bytes, ttl: float | None = None) -> bool:
+        """Remember ``key`` for ``ttl`` seconds (default: the window); False if it is remembered now."""
         now = time.monotonic()
         seen = self._seen
         while seen:
@@ -160,9 +161,11 @@ class ReplayCache:
             if expires > now and len(seen) < self.entries:
                 break
             del seen[oldest]
-        if key in seen:
+        until = seen.get(key)
+        if until is not None and until > now:
             return False
-        seen[key] = now + self.window
+        seen[key] = now + (self.window if ttl is None else ttl)
+        seen.move_to_end(key)
         return True
 
     def release(self, key: bytes) -> None:

@@ -99,9 +99,10 @@ class _Authenticator:
             return listener.ReplayCache(float(self.config.tolerance_seconds))
         return None
 
-    def check(self, headers: dict[str, str], body: bytes) -> bytes | None:
-        """Raise Unauthorized with the reason; for a signed request return what identifies its signature
-        (the current key's HMAC of what was signed), for the replay check."""
+    def check(self, headers: dict[str, str], body: bytes) -> tuple[bytes, float] | None:
+        """Raise Unauthorized with the reason. For a signed request return what identifies its signature
+        (the current key's HMAC of what was signed) and how long it could be accepted again, for the
+        replay check."""
         kind = self.config.type
         if kind == "none" or self.secrets is None:
             return None
@@ -118,12 +119,14 @@ class _Authenticator:
             given = given.removeprefix("sha256=").strip().lower()
             digests = [hmac.new(key, body, hashlib.sha256).hexdigest().encode() for key in accepted]
             self._require(_matches(given.encode(), digests))
-            return digests[0]
+            return digests[0], float(self.config.tolerance_seconds)
         elif kind == "gitlab-signature":
             return self._standard_webhooks(headers, body, accepted)
         return None
 
-    def _standard_webhooks(self, headers: dict[str, str], body: bytes, accepted: Sequence[bytes]) -> bytes:
+    def _standard_webhooks(
+        self, headers: dict[str, str], body: bytes, accepted: Sequence[bytes]
+    ) -> tuple[bytes, float]:
         """Standard Webhooks: ``v1,<base64 HMAC-SHA256(key, "{id}.{timestamp}.{body}")>``.
 
         The key is the base64 part of the ``whsec_<base64>`` signing token."""
@@ -136,7 +139,8 @@ class _Authenticator:
             sent_at = int(stamp)
         except ValueError:
             raise Unauthorized("webhook-timestamp is not an integer") from None
-        if abs(time.time() - sent_at) > self.config.tolerance_seconds:
+        now = time.time()
+        if abs(now - sent_at) > self.config.tolerance_seconds:
             raise Unauthorized("webhook-timestamp outside the tolerance")
         signed = msg_id.encode() + b"." + stamp.encode() + b"." + body
         expected = []
@@ -151,7 +155,8 @@ class _Authenticator:
         for candidate in given:
             result |= _matches(candidate, expected)
         self._require(result)
-        return expected[0]
+        # Valid until the timestamp leaves the tolerance: longer than the tolerance if it is ahead of us.
+        return expected[0], sent_at + self.config.tolerance_seconds - now + 1.0
 
     @staticmethod
     def _require(ok: bool) -> None:
@@ -291,9 +296,11 @@ class _EndpointHandler:
         replay_key = None
         if needs_body:
             try:
-                replay_key = self.auth.check(headers, body)
-                if replay_key is not None and self.replays is not None and not self.replays.claim(replay_key):
-                    raise Replayed("signature already seen within the tolerance (a replay)")
+                signed = self.auth.check(headers, body)
+                if signed is not None and self.replays is not None:
+                    replay_key = signed[0]
+                    if not self.replays.claim(replay_key, signed[1]):
+                        raise Replayed("signature already seen within the tolerance (a replay)")
             except Unauthorized as exc:
                 return self._unauthorized(request, started, exc)
         delivery = events.Delivery(

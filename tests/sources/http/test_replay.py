@@ -120,3 +120,13 @@ def test_seen_signatures_expire_with_the_window() -> None:
     assert not cache.claim(b"k")
     time.sleep(0.06)
     assert cache.claim(b"k")
+
+
+def test_a_signature_is_remembered_for_as_long_as_it_could_be_accepted() -> None:
+    # A timestamp ahead of glue's clock stays valid for longer than the tolerance after receipt.
+    cache = listener.ReplayCache(window=0.05)
+    assert cache.claim(b"ahead", ttl=0.2)
+    assert cache.claim(b"now")
+    time.sleep(0.06)
+    assert cache.claim(b"now")  # its window passed
+    assert not cache.claim(b"ahead")  # still within its own

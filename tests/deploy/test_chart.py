@@ -658,6 +658,7 @@ def test_alerts_cover_what_the_issue_asks(chart: helm.Chart) -> None:
     alerts = {r["alert"]: r for group in rule["spec"]["groups"] for r in group["rules"]}
     assert set(alerts) == {
         "GlueDeadLettersGrowing",
+        "GlueAuthLockouts",
         "GlueBacklogAge",
         "GlueKafkaConsumerLag",
         "GlueHandlerErrorRate",

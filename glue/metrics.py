@@ -28,6 +28,7 @@ __all__ = [
     "ARCHIVE_ERRORS",
     "ARCHIVE_LINES",
     "ARCHIVE_OBJECTS",
+    "AUTH_LOCKOUTS",
     "BACKLOG",
     "DEAD_LETTERS",
     "DEAD_LETTER_DEPTH",
@@ -171,7 +172,7 @@ def text() -> tuple[bytes, str]:
 DELIVERIES = LoopCounter(
     "glue_deliveries_total",
     "Inbound deliveries by endpoint and outcome (accepted, duplicate, rejected, unauthorized, "
-    "too_large, unsupported, unavailable).",
+    "forbidden, locked_out, replayed, too_large, too_slow, unsupported, unavailable).",
     ["endpoint", "outcome"],
 )
 EVENTS_JOURNALED = LoopCounter(
@@ -189,6 +190,12 @@ JOURNAL_WRITE = LoopHistogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
 BACKLOG = prometheus_client.Gauge("glue_backlog_events", "Journaled events not yet routed.")
+AUTH_LOCKOUTS = prometheus_client.Counter(
+    "glue_auth_lockouts_total",
+    "Addresses locked out (answered 429) after repeated 401s, by the endpoint of the last 401; the "
+    '429 answers are glue_deliveries_total{outcome="locked_out"}.',
+    ["endpoint"],
+)
 
 # -- journal ---------------------------------------------------------------------------------------
 

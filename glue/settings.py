@@ -21,7 +21,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    IPvAnyNetwork,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel, to_snake
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -36,6 +45,7 @@ __all__ = [
     "ArgoEventsTls",
     "Auth",
     "AuthType",
+    "ClientCert",
     "ConfigError",
     "Endpoint",
     "Execution",
@@ -47,6 +57,7 @@ __all__ = [
     "KafkaSasl",
     "KafkaTls",
     "KafkaTopic",
+    "Lockout",
     "Logging",
     "Minio",
     "MinioBucket",
@@ -56,6 +67,7 @@ __all__ = [
     "Server",
     "Settings",
     "Sources",
+    "Tls",
     "environment_overrides",
     "from_mapping",
     "load",
@@ -141,6 +153,12 @@ class Auth(Model):
     secret: SecretRef | None = None
     tolerance_seconds: int = Field(default=300, ge=1)
     signature_header: str = "X-Signature-256"
+    refuse_replays: bool = Field(
+        default=True,
+        description="gitlab-signature, hmac-sha256: refuse a signature already accepted within "
+        "toleranceSeconds (401). Turn off for a sender that resends the same signed bytes after a "
+        "timeout and must then see 200 rather than 401.",
+    )
 
     @model_validator(mode="after")
     def _secret_needed(self) -> Auth:
@@ -157,6 +175,16 @@ _ID_FIELD = r"^[^.]+(\.[^.]+)*$"
 _DEDUP_WINDOW = 900.0
 
 
+class ClientCert(Model):
+    """mTLS for one endpoint: a request without a client certificate that ``server.tls.clientCaFile``
+    verified is refused (401), one whose names are not listed is refused (403)."""
+
+    names: list[str] = Field(
+        default=[],
+        description="Accepted subject common names or DNS subjectAltNames; empty: any verified certificate.",
+    )
+
+
 class Endpoint(Model):
     """One webhook path: what it accepts and how the caller proves who it is."""
 
@@ -164,6 +192,7 @@ class Endpoint(Model):
     path: str = Field(pattern=r"^/[A-Za-z0-9/_.-]*$")
     format: FormatName
     auth: Auth = Auth()
+    client_cert: ClientCert | None = None
     max_body_bytes: int = Field(default=1 << 20, ge=1, le=64 << 20)
     type: str | None = Field(default=None, description="argo: CloudEvent type for plain JSON bodies.")
     source: str | None = Field(
@@ -183,6 +212,27 @@ class Endpoint(Model):
     )
 
 
+class Tls(Model):
+    """HTTPS on the listener. The files are a cert-manager Secret mount (``tls.crt``, ``tls.key``,
+    ``ca.crt``); they are re-read when they change, and new handshakes take the new certificate."""
+
+    cert_file: Path
+    key_file: Path
+    client_ca_file: Path | None = Field(
+        default=None, description="CA that signs client certificates (endpoints with clientCert)."
+    )
+    reload_seconds: float = Field(default=10.0, gt=0, description="How often the files are checked.")
+
+
+class Lockout(Model):
+    """Credential guessing: an address with ``failures`` 401s within ``windowSeconds`` is answered 429
+    (with Retry-After) for ``seconds``, on every endpoint. ``failures: 0`` turns it off."""
+
+    failures: int = Field(default=10, ge=0)
+    window_seconds: float = Field(default=60.0, gt=0)
+    seconds: float = Field(default=300.0, gt=0)
+
+
 class Server(Model):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
@@ -190,6 +240,31 @@ class Server(Model):
         default=100_000, ge=1, description="Pending events above which intake answers 503."
     )
     shutdown_timeout: float = Field(default=10.0, ge=0)
+    tls: Tls | None = None
+    max_header_bytes: int = Field(
+        default=8190, ge=1024, le=1 << 20, description="Longest request line and longest header (400)."
+    )
+    max_headers: int = Field(default=100, ge=8, le=10_000, description="Most header fields a request has.")
+    idle_timeout: float = Field(
+        default=15.0,
+        gt=0,
+        description="Seconds a connection may go without a whole request head, from its opening or its "
+        "last answer: idle keep-alive connections and clients sending headers slowly are closed.",
+    )
+    body_timeout: float = Field(
+        default=30.0, gt=0, description="Seconds to read a request body; slower is answered 408 and closed."
+    )
+    max_requests_per_connection: int = Field(
+        default=1000,
+        ge=1,
+        description="Requests on one keep-alive connection; the last is answered with Connection: close.",
+    )
+    trusted_proxies: list[IPvAnyNetwork] = Field(
+        default=[],
+        description="Proxies (CIDRs) whose X-Forwarded-For names the sender the lockout counts; empty: "
+        "the peer address is the sender.",
+    )
+    lockout: Lockout = Lockout()
     event_loop: Literal["uvloop", "asyncio"] = Field(
         default="uvloop", description="uvloop (libuv) is faster; asyncio is the standard library's loop."
     )
@@ -660,6 +735,17 @@ class Settings(BaseSettings):
             for index, route in enumerate(self.routes):
                 if route.get("enrich"):
                     raise ValueError(f"routes[{index}].enrich needs sources.minio (to read the objects)")
+        return self
+
+    @model_validator(mode="after")
+    def _client_certs_need_a_ca(self) -> Settings:
+        for endpoint in self.endpoints:
+            if endpoint.client_cert is not None and (
+                self.server.tls is None or self.server.tls.client_ca_file is None
+            ):
+                raise ValueError(
+                    f"endpoint {endpoint.name!r} has clientCert: it needs server.tls with clientCaFile"
+                )
         return self
 
     @model_validator(mode="after")

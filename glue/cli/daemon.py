@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from glue import contract, events, formats, journal, observability, routing
+from glue import contract, events, formats, journal, listener, observability, routing
 from glue import settings as settings_mod
 from glue.cli import common
 
@@ -57,6 +57,11 @@ def cmd_check(args: argparse.Namespace) -> int:
         routing.load(settings.routes, contract.registry, source=source)
     except settings_mod.ConfigError as exc:
         raise common.CliError(str(exc), code=2) from None
+    if settings.server.tls is not None:  # the certificate, key and client CA load as a server would
+        try:
+            listener.ServerTls(settings.server.tls, ask_client_cert=True)
+        except settings_mod.ConfigError as exc:
+            raise common.CliError(str(exc), code=2) from None
     problems = contract.registry.check_clients(settings.clients)
     if problems:
         raise common.CliError(str(settings_mod.ConfigError(source, problems)), code=2)

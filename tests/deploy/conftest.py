@@ -267,6 +267,29 @@ def kafka_profile(secrets: str = "/var/run/secrets/glue") -> dict[str, Any]:
     }
 
 
+def listener_tls_profile(secrets: str = "/var/run/secrets/glue") -> dict[str, Any]:
+    """HTTPS on the listener from a cert-manager Certificate the chart creates, one endpoint taking only
+    senders with a client certificate, the hostile-input limits tuned, the ServiceMonitor scraping HTTPS."""
+    profile = sqlite_profile(secrets)
+    profile["ingress"] = {"enabled": False}
+    profile["tls"] = {
+        "enabled": True,
+        "certificate": {"issuerRef": {"name": "platform-ca", "kind": "ClusterIssuer"}},
+        "clientCa": {"secretName": "webhook-senders-ca", "key": "ca.crt"},
+    }
+    profile["config"]["endpoints"].append(
+        {"name": "mtls", "path": "/hooks/mtls", "format": "cloudevents", "clientCert": {"names": ["harbor"]}}
+    )
+    profile["config"]["server"] = {
+        "maxHeaders": 64,
+        "idleTimeout": 20,
+        "bodyTimeout": 15,
+        "trustedProxies": ["10.0.0.0/8"],
+        "lockout": {"failures": 20, "seconds": 600},
+    }
+    return profile
+
+
 def registered_handlers() -> dict[str, Any]:
     """Every handler the daemon ships (the built-in handler modules register on import)."""
     from glue import app, contract
@@ -303,6 +326,7 @@ PROFILES = {
     "every-handler": all_handlers_profile,
     "minio-archive": minio_archive_profile,
     "kafka": kafka_profile,
+    "listener-tls": listener_tls_profile,
 }
 
 # --- rendering ---------------------------------------------------------------------------------------------

@@ -4,6 +4,8 @@
   ``cloudcoil-models-prometheus-operator``, generated from the operator's CRDs. Those models ignore
   unknown fields, so an object is accepted only if it survives a round trip unchanged: a misspelt or
   misplaced field is dropped by the model and shows up as a difference.
+- Certificate (cert-manager.io/v1): the models of ``cloudcoil-models-cert-manager``, generated from
+  cert-manager's CRDs, with the same round trip.
 - HTTPRoute (gateway.networking.k8s.io/v1): a JSON schema of the fields this chart uses, written from the
   Gateway API v1 reference (HTTPRoute, ParentReference, HTTPRouteMatch, HTTPPathMatch, HTTPBackendRef),
   with its enums and list bounds; unknown fields are rejected.
@@ -14,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 import jsonschema
+from cloudcoil.models.cert_manager import v1 as cert_manager
 from cloudcoil.models.prometheus_operator import v1 as monitoring
 
 _NAME = {"type": "string", "minLength": 1, "maxLength": 253}
@@ -127,6 +130,7 @@ HTTPROUTE_V1: dict[str, Any] = {
 _MODELS: dict[tuple[str, str], Any] = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): monitoring.ServiceMonitor,
     ("monitoring.coreos.com/v1", "PrometheusRule"): monitoring.PrometheusRule,
+    ("cert-manager.io/v1", "Certificate"): cert_manager.Certificate,
 }
 
 

@@ -252,6 +252,23 @@ SCHEMA_REJECTS = [
         "/networkPolicy/egress/kafka/ports/0",
         "minimum",
     ),
+    # the listener: TLS and hostile-input limits
+    ({"config": {"server": {"idleTimeout": 0}}}, "/config/server/idleTimeout", "exclusiveMinimum"),
+    (  # the chart sets it from tls
+        {"config": {"server": {"tls": {"certFile": "/x", "keyFile": "/y"}}}},
+        "/config/server",
+        "additional properties 'tls' not allowed",
+    ),
+    (
+        {"config": {"server": {"lockout": {"failures": 5, "window": 60}}}},
+        "/config/server/lockout",
+        "additional properties 'window'",
+    ),
+    (
+        {"tls": {"certificate": {"privateKey": {"algorithm": "DSA"}}}},
+        "/tls/certificate/privateKey/algorithm",
+        "'RSA', 'ECDSA', 'Ed25519'",
+    ),
 ]
 
 
@@ -351,6 +368,11 @@ TEMPLATE_REJECTS = [
         "terminationGracePeriodSeconds 30 is not longer than the drain "
         "(config.server.shutdownTimeout + config.execution.drainSeconds = 70s)",
     ),
+    (
+        {"config": {"endpoints": [{"name": "m", "path": "/m", "format": "cloudevents", "clientCert": {}}]}},
+        "an endpoint has clientCert: it needs tls.enabled",
+    ),
+    ({"tls": {"enabled": True}}, "tls.certificate.create needs tls.certificate.issuerRef.name"),
 ]
 
 
@@ -636,6 +658,7 @@ def test_alerts_cover_what_the_issue_asks(chart: helm.Chart) -> None:
     alerts = {r["alert"]: r for group in rule["spec"]["groups"] for r in group["rules"]}
     assert set(alerts) == {
         "GlueDeadLettersGrowing",
+        "GlueAuthLockouts",
         "GlueBacklogAge",
         "GlueKafkaConsumerLag",
         "GlueHandlerErrorRate",
@@ -652,3 +675,70 @@ def test_dashboard_is_valid_json_for_the_grafana_sidecar(chart: helm.Chart) -> N
     assert dashboard["uid"] == "runtime-glue"
     targets = [t for panel in dashboard["panels"] for t in panel.get("targets", [])]
     assert targets and all(t["expr"] for t in targets)
+
+
+# --- TLS on the listener --------------------------------------------------------------------------------
+
+
+def test_listener_tls_from_a_certificate_the_chart_creates(chart: helm.Chart) -> None:
+    objects = render(chart, PROFILES["listener-tls"]())
+    secret = f"{FULLNAME}-listener-tls"
+    certificate = one(objects, "Certificate")
+    assert certificate["spec"]["secretName"] == secret
+    assert certificate["spec"]["issuerRef"] == {
+        "name": "platform-ca",
+        "kind": "ClusterIssuer",
+        "group": "cert-manager.io",
+    }
+    service = f"{FULLNAME}.platform"
+    assert certificate["spec"]["dnsNames"] == [
+        FULLNAME,
+        service,
+        f"{service}.svc",
+        f"{service}.svc.cluster.local",
+    ]
+    assert certificate["spec"]["privateKey"]["rotationPolicy"] == "Always"
+    # The files the config names are the ones the volume mounts (a volume, so renewals reach the pod).
+    spec = pod_spec(objects)
+    (volume,) = [v for v in spec["volumes"] if v["name"] == "tls"]
+    (mount,) = [m for m in spec["containers"][0]["volumeMounts"] if m["name"] == "tls"]
+    assert "subPath" not in mount
+    mounted = {
+        f"{mount['mountPath']}/{item['path']}": (source["secret"]["name"], item["key"])
+        for source in volume["projected"]["sources"]
+        for item in source["secret"]["items"]
+    }
+    tls = glue_config(objects)["server"]["tls"]
+    assert mounted == {
+        tls["certFile"]: (secret, "tls.crt"),
+        tls["keyFile"]: (secret, "tls.key"),
+        tls["clientCaFile"]: ("webhook-senders-ca", "ca.crt"),
+    }
+    container = spec["containers"][0]
+    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+        assert container[probe]["httpGet"]["scheme"] == "HTTPS"
+    assert one(objects, "Service")["spec"]["ports"][0]["appProtocol"] == "https"
+    (endpoint,) = one(objects, "ServiceMonitor")["spec"]["endpoints"]
+    assert endpoint["scheme"] == "https"
+    assert endpoint["tlsConfig"]["ca"]["secret"] == {"name": secret, "key": "ca.crt"}
+    assert endpoint["tlsConfig"]["serverName"] == f"{service}.svc"
+
+
+def test_listener_tls_from_an_existing_secret(chart: helm.Chart) -> None:
+    values = PROFILES["listener-tls"]()
+    values["tls"] = {"enabled": True, "secretName": "glue-serving", "certificate": {"create": False}}
+    objects = render(chart, values)
+    assert "Certificate" not in kinds(objects)
+    (volume,) = [v for v in pod_spec(objects)["volumes"] if v["name"] == "tls"]
+    (source,) = volume["projected"]["sources"]
+    # Without a separate client CA, senders' certificates are checked against the Secret's own ca.crt.
+    assert source["secret"]["name"] == "glue-serving"
+    assert [item["key"] for item in source["secret"]["items"]] == ["tls.crt", "tls.key", "ca.crt"]
+
+
+def test_without_tls_the_listener_speaks_http(chart: helm.Chart) -> None:
+    objects = render(chart, PROFILES["sqlite"]())
+    assert "tls" not in glue_config(objects)["server"]
+    assert "Certificate" not in kinds(objects)
+    assert "scheme" not in pod_spec(objects)["containers"][0]["readinessProbe"]["httpGet"]
+    assert one(objects, "ServiceMonitor")["spec"]["endpoints"][0]["scheme"] == "http"

@@ -18,6 +18,7 @@ from typing import Any
 
 import helm_python as helm
 import pytest
+import trustme
 import yaml
 
 from tests.deploy import handler_rules
@@ -58,8 +59,31 @@ def rendered(chart: helm.Chart, profile: str, secrets: Path) -> tuple[Objects, P
     objects = render(chart, PROFILES[profile](str(secrets)))
     write_secret_files(secrets, objects)
     config = secrets / "config.yaml"
-    config.write_text(yaml.safe_dump(glue_config(objects)))
+    settings = glue_config(objects)
+    if "tls" in settings["server"]:
+        settings["server"]["tls"] = listener_tls_files(secrets / "glue-tls", settings["server"]["tls"])
+    config.write_text(yaml.safe_dump(settings))
     return objects, config
+
+
+def listener_tls_files(directory: Path, tls: dict[str, Any]) -> dict[str, Any]:
+    """The listener's certificate, key and client CA as cert-manager and the kubelet would put them in
+    the pod (trustme makes them), at the file names the chart's config gives, under ``directory``."""
+    directory.mkdir()
+    ca = trustme.CA()
+    leaf = ca.issue_cert(f"{FULLNAME}.platform.svc")
+    contents = {
+        "certFile": b"".join(pem.bytes() for pem in leaf.cert_chain_pems),
+        "keyFile": leaf.private_key_pem.bytes(),
+        "clientCaFile": trustme.CA().cert_pem.bytes(),
+    }
+    moved = dict(tls)
+    for key, data in contents.items():
+        if key in tls:
+            path = directory / Path(tls[key]).name
+            path.write_bytes(data)
+            moved[key] = str(path)
+    return moved
 
 
 @pytest.mark.parametrize("profile", sorted(PROFILES))

@@ -35,6 +35,7 @@ CONSTRAINTS = (
 NOT_IN_VALUES = {
     "config.server.host": "the chart sets it from listenAddress",
     "config.server.port": "the chart sets it from containerPort",
+    "config.server.tls": "the chart sets it from tls (the Secret it mounts)",
     "config.journal": "the chart manages it: journal.backend, journal.postgres and journal.settings",
     "config.execution.owner": "replicas of one Deployment would share it; each pod names itself",
     "journal.settings.backend": "journal.backend",

@@ -37,6 +37,30 @@ app.kubernetes.io/component: daemon
 {{- end -}}
 {{- end -}}
 
+{{/* TLS on the listener ---------------------------------------------------------------------------- */}}
+{{- define "runtime-glue.tlsSecretName" -}}
+{{- default (printf "%s-listener-tls" (include "runtime-glue.fullname" .)) .Values.tls.secretName -}}
+{{- end -}}
+
+{{/* "true" when an endpoint asks senders for a client certificate (mTLS). */}}
+{{- define "runtime-glue.mtls" -}}
+{{- range .Values.config.endpoints | default list -}}
+{{- if hasKey . "clientCert" -}}true{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Where the tls volume is mounted: the files server.tls names. */}}
+{{- define "runtime-glue.tlsMountPath" -}}/var/run/glue-tls{{- end -}}
+
+{{/* A probe, told to speak HTTPS when the listener does (the kubelet does not verify the certificate). */}}
+{{- define "runtime-glue.probe" -}}
+{{- $probe := deepCopy .probe -}}
+{{- if and .tls $probe.httpGet (not $probe.httpGet.scheme) -}}
+{{- $_ := set $probe.httpGet "scheme" "HTTPS" -}}
+{{- end -}}
+{{- toYaml $probe -}}
+{{- end -}}
+
 {{- define "runtime-glue.image" -}}
 {{- if .Values.image.digest -}}
 {{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
@@ -83,6 +107,12 @@ app.kubernetes.io/component: daemon
 {{- $drain := addf (ternary $server.shutdownTimeout 10 (hasKey $server "shutdownTimeout")) (ternary $execution.drainSeconds 10 (hasKey $execution "drainSeconds")) -}}
 {{- if le (float64 .Values.terminationGracePeriodSeconds) $drain -}}
 {{- fail (printf "terminationGracePeriodSeconds %d is not longer than the drain (config.server.shutdownTimeout + config.execution.drainSeconds = %gs): the pod would be killed before in-flight invocations finish" (int .Values.terminationGracePeriodSeconds) $drain) -}}
+{{- end -}}
+{{- if and (include "runtime-glue.mtls" .) (not .Values.tls.enabled) -}}
+{{- fail "an endpoint has clientCert: it needs tls.enabled (client certificates come with HTTPS)" -}}
+{{- end -}}
+{{- if and .Values.tls.enabled .Values.tls.certificate.create (not .Values.tls.certificate.issuerRef.name) -}}
+{{- fail "tls.certificate.create needs tls.certificate.issuerRef.name (the cert-manager Issuer or ClusterIssuer)" -}}
 {{- end -}}
 {{- include "runtime-glue.checkMountedFiles" . -}}
 {{- end -}}
@@ -406,6 +436,14 @@ The services the config talks to, each with the TCP ports the config names, as J
 {{- $server := deepCopy (.Values.config.server | default dict) -}}
 {{- $_ := set $server "host" .Values.listenAddress -}}
 {{- $_ := set $server "port" (int .Values.containerPort) -}}
+{{- if .Values.tls.enabled -}}
+{{- $mount := include "runtime-glue.tlsMountPath" . -}}
+{{- $tls := dict "certFile" (printf "%s/tls.crt" $mount) "keyFile" (printf "%s/tls.key" $mount) "reloadSeconds" .Values.tls.reloadSeconds -}}
+{{- if include "runtime-glue.mtls" . -}}
+{{- $_ := set $tls "clientCaFile" (printf "%s/client-ca.crt" $mount) -}}
+{{- end -}}
+{{- $_ := set $server "tls" $tls -}}
+{{- end -}}
 {{- $_ := set $config "server" $server -}}
 {{- $journal := deepCopy (.Values.journal.settings | default dict) -}}
 {{- $_ := set $journal "backend" .Values.journal.backend -}}

@@ -177,7 +177,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
     settings = common.load_settings(args)
     router = _router(settings, args)
     if args.event is not None:
-        return asyncio.run(common.with_journal(settings, lambda store: _explain_stored(store, router, args)))
+        return asyncio.run(
+            common.with_journal(settings, lambda store: _explain_stored(store, settings, router, args))
+        )
     if args.file is None:
         raise common.CliError("give a FILE or --event", code=2)
     if args.format is not None:
@@ -205,19 +207,23 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _explain_stored(store: journal.Journal, router: routing.Router, args: argparse.Namespace) -> int:
+async def _explain_stored(
+    store: journal.Journal, settings: settings_mod.Settings, router: routing.Router, args: argparse.Namespace
+) -> int:
     stored = await store.get(args.event)
     if stored is None:
         raise common.CliError(f"no event {args.event!r} in the journal")
     ran = {i.route: i for i in await store.invocations(event_seq=stored.seq, limit=1000)}
     rows = []
-    for decision in router.decide(stored.event(), explain=True, only=args.route):
-        row = _decision_row(Item(stored.event(), "journal", stored.received_at), decision)
+    event = stored.event()
+    trace = common.trace_fields(settings, event)
+    for decision in router.decide(event, explain=True, only=args.route):
+        row = _decision_row(Item(event, "journal", stored.received_at), decision)
         invocation = ran.get(decision.route)
         if invocation is not None:
             row.update(invocation=invocation.id, state=invocation.state, lastError=invocation.last_error)
-        rows.append(row)
-    common.emit(rows, ["event", "route", "handler", "matched", "why", "state", "invocation"])
+        rows.append({**row, **trace})
+    common.emit(rows, ["event", "route", "handler", "matched", "why", "state", "invocation", "traceId"])
     return 0
 
 

@@ -109,7 +109,8 @@ def _exporter(config: settings_mod.Tracing, environ: Mapping[str, str]) -> SpanE
             )
         except ImportError:
             raise settings_mod.ConfigError(
-                "tracing", [("protocol", "grpc needs the OTLP gRPC exporter: pip install 'runtime-glue[grpc]'")]
+                "tracing",
+                [("protocol", "grpc needs the OTLP gRPC exporter: pip install 'runtime-glue[grpc]'")],
             ) from None
         exporter: SpanExporter = GrpcSpanExporter(endpoint=endpoint)
         return exporter

@@ -8,7 +8,7 @@ import sys
 import time
 from typing import Any, BinaryIO
 
-from glue import events, journal
+from glue import journal
 from glue.cli import common
 
 __all__ = ["add_commands"]

@@ -274,6 +274,7 @@ class ApiServer(kmock.KubernetesEmulator):
                     "path": request.url.path,
                     "query": dict(request.params),
                     "contentType": request.headers.get("Content-Type", ""),
+                    "traceparent": request.headers.get("traceparent"),
                     "body": _parse_body(request),
                 }
             )

@@ -104,7 +104,7 @@ async def test_a_webhook_is_one_trace_from_its_traceparent_to_the_object(
         tmp_path,
         kubeconfig,
         endpoint=receiver.endpoint,
-        resourceAttributes={"deployment.environment": "test"},
+        resourceAttributes={"deployment.environment": "ci"},
     )
     # The session exists before tracing starts: its requests are the sender's, not traced by glue.
     async with aiohttp.ClientSession() as session, support.running(config) as daemon:

@@ -14,7 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import aiohttp.web
 import pytest
+import structlog
+import structlog.testing
 
 from glue import app, cli, events, settings
 from handlers import kubernetes
@@ -322,3 +325,69 @@ async def test_events_show_and_explain_print_the_trace_id_and_link(
     [row] = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     assert (row["route"], row["state"], row["traceId"]) == ("endpoint-dns", "done", INCOMING_TRACE)
     assert row["traceLink"] == shown["traceLink"]
+
+
+async def test_the_http_handler_sends_the_trace_on(receiver: otlp.Receiver, tmp_path: Path) -> None:
+    """The receiving end sees the event's own traceparent (``ce-traceparent``) and the trace context of
+    the request (``traceparent``, the client span), both in the delivery's trace."""
+    seen: list[dict[str, str]] = []
+
+    async def sink(request: aiohttp.web.Request) -> aiohttp.web.Response:
+        seen.append(dict(request.headers))
+        return aiohttp.web.Response(status=204)
+
+    downstream = aiohttp.web.Application()
+    downstream.router.add_post("/hook", sink)
+    runner = aiohttp.web.AppRunner(downstream, access_log=None)
+    await runner.setup()
+    site = aiohttp.web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
+    config = support.daemon_settings(
+        tmp_path,
+        execution={"pollSeconds": 0.05},
+        endpoints=[{"name": "events", "path": "/events", "format": "cloudevents"}],
+        routes=[{"name": "forward", "match": "true", "handler": "http", "params": {"url": url}}],
+        tracing={"endpoint": receiver.endpoint},
+    )
+    app.load_plugins(config)
+    try:
+        async with aiohttp.ClientSession() as session, support.running(config) as daemon:
+            assert await post(session, daemon, announced("ep-8"), traceparent=INCOMING) == 202
+            [headers] = await support.eventually(lambda: seen)
+    finally:
+        await runner.cleanup()
+
+    [delivery] = receiver.named("delivery")
+    [attempt] = receiver.children(delivery)
+    [call] = receiver.children(attempt)
+    assert headers["ce-traceparent"].split("-")[1:3] == [INCOMING_TRACE, delivery.span_id]
+    assert headers["traceparent"].split("-")[1:3] == [INCOMING_TRACE, call.span_id]
+    assert call.kind == "CLIENT" and call.name == "POST"
+
+
+async def test_log_lines_carry_the_trace_and_span(
+    apiserver: ApiServer, kubeconfig: Path, receiver: otlp.Receiver, tmp_path: Path
+) -> None:
+    from glue import tracing
+
+    captured = structlog.testing.LogCapture()
+    structlog.configure(processors=[tracing.log_fields, captured], cache_logger_on_first_use=False)
+    config = daemon_settings(tmp_path, kubeconfig, endpoint=receiver.endpoint)
+    try:
+        async with aiohttp.ClientSession() as session, support.running(config) as daemon:
+            assert await post(session, daemon, announced("ep-9"), traceparent=INCOMING) == 202
+            await support.eventually(lambda: apiserver.find(DNSENDPOINTS, "web", "shop"), within=30)
+    finally:
+        structlog.reset_defaults()
+
+    [delivery] = receiver.named("delivery")
+    [attempt] = receiver.children(delivery)
+    by_event = {line["event"]: line for line in captured.entries}
+    assert (by_event["delivery"]["trace_id"], by_event["delivery"]["span_id"]) == (
+        INCOMING_TRACE,
+        delivery.span_id,
+    )
+    for line in ("dnsendpoint applied", "dispatched"):
+        assert (by_event[line]["trace_id"], by_event[line]["span_id"]) == (INCOMING_TRACE, attempt.span_id)
+    assert "trace_id" not in by_event["listening"]  # written outside any delivery or attempt

@@ -391,3 +391,40 @@ async def test_log_lines_carry_the_trace_and_span(
     for line in ("dnsendpoint applied", "dispatched"):
         assert (by_event[line]["trace_id"], by_event[line]["span_id"]) == (INCOMING_TRACE, attempt.span_id)
     assert "trace_id" not in by_event["listening"]  # written outside any delivery or attempt
+
+
+async def test_a_replayed_recording_continues_the_recorded_trace(
+    receiver: otlp.Receiver, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import yaml
+
+    recorded = events.Delivery(
+        transport="http",
+        endpoint="events",
+        format="cloudevents",
+        headers={"content-type": "application/cloudevents+json", "traceparent": INCOMING},
+        body=json.dumps(announced("ep-10")).encode(),
+    )
+    recording = tmp_path / "recording.jsonl"
+    recording.write_text(json.dumps(recorded.to_record()) + "\n")
+    path = tmp_path / "glue.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "journal": {"path": str(tmp_path / "replayed.db")},
+                "endpoints": [{"name": "events", "path": "/events", "format": "cloudevents"}],
+                "tracing": {"endpoint": receiver.endpoint},
+            }
+        )
+    )
+
+    assert await asyncio.to_thread(cli.main, ["replay", str(recording), "--config", str(path)]) == 0
+    capsys.readouterr()
+    assert await asyncio.to_thread(cli.main, ["events", "show", "ep-10", "--config", str(path)]) == 0
+
+    [delivery] = receiver.named("delivery")
+    assert (delivery.trace_id, delivery.parent_span_id) == (INCOMING_TRACE, INCOMING_SPAN)
+    assert json.loads(capsys.readouterr().out)["cloudevent"]["traceparent"].split("-")[1:3] == [
+        INCOMING_TRACE,
+        delivery.span_id,
+    ]

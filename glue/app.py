@@ -14,6 +14,7 @@ import importlib
 import os
 import pkgutil
 import signal
+import urllib.parse
 from typing import TYPE_CHECKING
 
 import structlog
@@ -107,11 +108,17 @@ def start_tracing(config: settings_mod.Tracing) -> tracing_mod.Tracing | None:
 
 
 def _tracing_target(config: settings_mod.Tracing) -> str:
-    """Where spans go, for the start-up line (the variables win over the file, as in the exporter)."""
+    """Where spans go, for the start-up line (the variables win over the file, as in the exporter);
+    without user info or query, which may hold a credential."""
     for name in settings_mod.OTLP_ENDPOINT_VARIABLES:
         if os.environ.get(name):
-            return f"{os.environ[name]} ({name})"
-    return str(config.endpoint)
+            return f"{_without_credentials(os.environ[name])} ({name})"
+    return _without_credentials(str(config.endpoint))
+
+
+def _without_credentials(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
 
 
 def announce(settings: settings_mod.Settings, registry: contract.Registry, clients: contract.Clients) -> None:

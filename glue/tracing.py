@@ -166,10 +166,10 @@ def _context_of(traceparent: str | None) -> otel_context.Context | None:
 
 
 def _traceparent(span: trace.Span) -> str:
-    """The W3C ``traceparent`` of a span (also of one not sampled: the trace id still links)."""
-    carrier: dict[str, str] = {}
-    _PROPAGATOR.inject(carrier, trace.set_span_in_context(span))
-    return carrier["traceparent"]
+    """The W3C ``traceparent`` of a span (also of one not sampled: the trace id still links), as the
+    trace-context propagator writes it, without the carrier and context it needs for that."""
+    context = span.get_span_context()
+    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
 
 
 class Delivery:
@@ -214,9 +214,9 @@ class Delivery:
             self.open(None)
         span = self._span
         assert span is not None
-        span.set_attribute("glue.outcome", outcome)
-        if ids:
-            span.set_attribute("glue.event_ids", list(ids))
+        span.set_attributes(
+            {"glue.outcome": outcome, "glue.event_ids": list(ids)} if ids else {"glue.outcome": outcome}
+        )
         if error is not None:
             span.set_status(trace.StatusCode.ERROR, error)
         span.end()

@@ -6,7 +6,9 @@ together with its routing decision when the executor could route it at once. Any
 nothing of the delivery was journaled (the journal writes one delivery in one transaction).
 
 What intake is tied to is given to its constructor (see :mod:`glue.pipeline`): the :class:`Router`
-that routes events as they are journaled, and the taps that copy each delivery.
+that routes events as they are journaled, the taps that copy each delivery, and tracing (when on,
+each delivery is a span, and an event without a ``traceparent`` extension is journaled with the
+span's, so that its attempts continue the trace; see :mod:`glue.tracing`).
 """
 
 from __future__ import annotations
@@ -72,7 +74,8 @@ class Intake:
     """Decodes deliveries and journals their events, within the bound of events waiting to be routed.
 
     ``router`` routes events as they are journaled (None: they wait pending for a routing pass);
-    ``taps`` see every delivery that passed authentication; ``record`` is the file recorder's path.
+    ``taps`` see every delivery that passed authentication; ``record`` is the file recorder's path;
+    ``tracing`` (None: off, and no tracing work at all) traces each delivery.
     """
 
     def __init__(

@@ -3,7 +3,8 @@ attempt, and what the attempt's ending means under the route's delivery policy.
 
 Every attempt ends in exactly one outcome: ``done``; ``retry`` at a time persisted in the journal (so
 a restart resumes the schedule); ``dead`` (dead-letter queue) or ``dropped`` (the route keeps no dead
-letters). Each logs one ``dispatched`` line and counts in the metrics.
+letters). Each logs one ``dispatched`` line and counts in the metrics; with tracing on, each attempt
+that reaches its handler is a span, child of the event's ``traceparent`` (see :mod:`glue.tracing`).
 """
 
 from __future__ import annotations

@@ -14,9 +14,12 @@ A trace follows an event from its delivery to the objects its handlers change:
   tracing.md, "Using the Distributed Tracing Extension");
 - one span per attempt (route, handler, attempt, outcome, event id, idempotency key), whose parent is
   the event's ``traceparent`` extension;
-- a client span for every outbound HTTP request of aiohttp (Kubernetes, OpenBao, the ``http`` handler,
-  the MinIO listen stream), by the aiohttp client instrumentation, which also sends the trace context
-  (``traceparent``) on each request. URLs are recorded without user info or query.
+- a client span for every outbound HTTP request: of aiohttp (Kubernetes, OpenBao, the ``http``
+  handler, the MinIO listen stream) by the aiohttp client instrumentation, of urllib3 (the MinIO SDK:
+  route enrichment, the archive) by the urllib3 instrumentation; both send the trace context
+  (``traceparent``) on each request. URLs are recorded without user info or query;
+- one span per enrichment of an event (the MinIO reads of routes with an ``enrich`` block), child of
+  the event's ``traceparent``, so those reads are in the event's trace too.
 
 Off unless an OTLP endpoint is configured (``tracing.endpoint`` or ``OTEL_EXPORTER_OTLP_ENDPOINT``):
 then :func:`setup` returns None, no provider, exporter or instrumentation exists, and the parts given
@@ -39,6 +42,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
+from opentelemetry.instrumentation.urllib3 import URLLib3Instrumentor
 from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 from opentelemetry.sdk.trace import TracerProvider, sampling
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
@@ -123,9 +127,11 @@ def _exporter(config: settings_mod.Tracing, environ: Mapping[str, str]) -> SpanE
     return OTLPSpanExporter(endpoint=endpoint)
 
 
-def _url_filter(url: yarl.URL) -> str:
-    """A request's URL as a span records it: no user info, no query (either may hold a credential)."""
-    return str(url.with_user(None).with_query(None).with_fragment(None))
+def _url_filter(url: yarl.URL | str) -> str:
+    """A request's URL as a span records it: no user info, no query (either may hold a credential,
+    a presigned URL's signature say)."""
+    parsed = yarl.URL(url) if isinstance(url, str) else url
+    return str(parsed.with_user(None).with_query(None).with_fragment(None))
 
 
 def setup(
@@ -245,16 +251,29 @@ class Tracing:
     def __init__(self, provider: TracerProvider) -> None:
         self.provider = provider
         self.tracer = provider.get_tracer("runtime-glue")
-        self._instrumentor = AioHttpClientInstrumentor()
+        self._instrumentors = (AioHttpClientInstrumentor(), URLLib3Instrumentor())
 
     def start(self) -> None:
-        """Instrument aiohttp's client: every session created from now on traces its requests."""
-        self._instrumentor.instrument(tracer_provider=self.provider, url_filter=_url_filter)
+        """Instrument the HTTP clients: every aiohttp session created from now on, and urllib3 (the
+        MinIO SDK), trace their requests."""
+        for instrumentor in self._instrumentors:
+            instrumentor.instrument(tracer_provider=self.provider, url_filter=_url_filter)
 
     async def stop(self) -> None:
         """Stop instrumenting, export what is left (in a thread: the exporter blocks)."""
-        self._instrumentor.uninstrument()
+        for instrumentor in self._instrumentors:
+            instrumentor.uninstrument()
         await asyncio.to_thread(self.provider.shutdown)
+
+    @contextlib.contextmanager
+    def enrichment(self, traceparent: str | None, event_id: str) -> Iterator[None]:
+        """The span of an event's enrichment (its MinIO reads are its children)."""
+        with self.tracer.start_as_current_span(
+            "enrich",
+            context=_context_of(traceparent) or otel_context.Context(),
+            attributes={"glue.event_id": event_id},
+        ):
+            yield
 
     def delivery(self, transport: str, endpoint: str, format_: str) -> Delivery:
         """The span of a delivery that arrives now (opened by :meth:`Delivery.open`)."""

@@ -133,6 +133,7 @@ class Executor:
             clock=clock,
             routed=dispatch_wake,
             enricher=enricher,
+            tracing=tracing,
         )
         self._loops: list[asyncio.Task[None]] = []
         self._settling: asyncio.Task[None] | None = None

@@ -192,7 +192,7 @@ class Delivery:
         }
         self._started = time.time_ns()
         self._span: trace.Span | None = None
-        self._token: object = None
+        self._token: contextvars.Token[otel_context.Context] | None = None
         self.traceparent = ""
 
     def open(self, header: str | None, extensions: Sequence[str | None] = ()) -> str:
@@ -215,19 +215,24 @@ class Delivery:
         return self.traceparent
 
     def close(self, outcome: str, *, ids: Sequence[str] = (), error: str | None = None) -> None:
-        """End the span with the delivery's outcome (accepted, duplicate, rejected, ...)."""
+        """End the span with the delivery's outcome (accepted, duplicate, rejected, ...). Only glue's
+        own failure (unavailable, failed) is an error status: a bad delivery is the sender's, as a
+        4xx answer is not an error of an HTTP server span."""
         if self._span is None:
             self.open(None)
         span = self._span
         assert span is not None
-        span.set_attributes(
-            {"glue.outcome": outcome, "glue.event_ids": list(ids)} if ids else {"glue.outcome": outcome}
-        )
+        attributes: dict[str, Any] = {"glue.outcome": outcome}
+        if ids:
+            attributes["glue.event_ids"] = list(ids)
         if error is not None:
-            span.set_status(trace.StatusCode.ERROR, error)
+            attributes["glue.error"] = error
+            if outcome in ("unavailable", "failed"):
+                span.set_status(trace.StatusCode.ERROR, error)
+        span.set_attributes(attributes)
         span.end()
         if self._token is not None:
-            otel_context.detach(self._token)  # type: ignore[arg-type]
+            otel_context.detach(self._token)
             self._token = None
 
 

@@ -428,3 +428,20 @@ async def test_a_replayed_recording_continues_the_recorded_trace(
         INCOMING_TRACE,
         delivery.span_id,
     ]
+
+
+async def test_a_rejected_delivery_is_a_span_with_its_reason_and_journals_nothing(
+    kubeconfig: Path, receiver: otlp.Receiver, tmp_path: Path
+) -> None:
+    config = daemon_settings(tmp_path, kubeconfig, endpoint=receiver.endpoint)
+    bad = {key: value for key, value in announced("ep-11").items() if key != "source"}
+    async with aiohttp.ClientSession() as session, support.running(config) as daemon:
+        assert await post(session, daemon, bad, traceparent=INCOMING) == 400
+        assert await daemon.journal.list(limit=10) == []
+
+    [delivery] = receiver.named("delivery")
+    assert (delivery.trace_id, delivery.parent_span_id) == (INCOMING_TRACE, INCOMING_SPAN)
+    assert delivery.attributes["glue.outcome"] == "rejected"
+    assert "source" in delivery.attributes["glue.error"]
+    assert delivery.status == "UNSET"  # the sender's mistake, not glue's failure
+    assert "glue.event_ids" not in delivery.attributes

@@ -445,3 +445,17 @@ async def test_a_rejected_delivery_is_a_span_with_its_reason_and_journals_nothin
     assert "source" in delivery.attributes["glue.error"]
     assert delivery.status == "UNSET"  # the sender's mistake, not glue's failure
     assert "glue.event_ids" not in delivery.attributes
+
+
+def test_grpc_without_its_exporter_installed_says_what_to_install() -> None:
+    from glue import tracing
+
+    try:
+        import opentelemetry.exporter.otlp.proto.grpc  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("the grpc extra is installed here")
+    config = settings.Tracing(endpoint="http://127.0.0.1:4317", protocol="grpc")
+    with pytest.raises(settings.ConfigError, match=r"tracing: protocol: .*'runtime-glue\[grpc\]'"):
+        tracing.setup(config, {})

@@ -1,5 +1,5 @@
 """Instructions per request, counted by valgrind's callgrind: bare aiohttp, and glue's HTTP intake over
-a journal that answers at once, over SQLite and over PostgreSQL.
+a journal that answers at once, over SQLite and over PostgreSQL; and over SQLite with tracing on.
 
 On a shared machine rates swing by tens of percent within a minute; the instructions a process runs do
 not. Each server runs under callgrind; wrk warms it up, its counters are zeroed, wrk drives it for
@@ -9,10 +9,12 @@ rate: the kernel's share (socket reads and writes, fsync) is not counted, and un
 runs about fifty times slower, so the journal's groups form differently than at full speed.
 
     python bench/instructions.py [--duration 20] [--only bare,free,sqlite,postgres]
-                                 (also bare-uvloop: bare aiohttp on the loop glue runs on)
+                                 (also bare-uvloop: bare aiohttp on the loop glue runs on;
+                                  traced: sqlite with every delivery traced, the sampler always on,
+                                  its spans exported over OTLP/HTTP to a local receiver)
 
 Needs valgrind and wrk, and for postgres the server of bench/scaleout.py. Last line:
-    bare=<Ir/request> free=<Ir/request> sqlite=<Ir/request> postgres=<Ir/request>
+    bare=<Ir/request> free=<Ir/request> sqlite=<Ir/request> postgres=<Ir/request> [traced=<Ir/request>]
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -32,11 +35,13 @@ sys.path.insert(0, str(HERE))
 import ingest  # noqa: E402  (wrk driver and server helpers)
 import scaleout  # noqa: E402  (throwaway PostgreSQL database and schema)
 
-SERVERS = ("bare", "bare-uvloop", "free", "sqlite", "postgres")
+SERVERS = ("bare", "bare-uvloop", "free", "sqlite", "postgres", "traced")
 DEFAULT = ("bare", "free", "sqlite", "postgres")
 
 
-def glue_config(tmp: Path, name: str, port: int, dsn: str | None) -> Path:
+def glue_config(tmp: Path, name: str, port: int, dsn: str | None, otlp: int | None = None) -> Path:
+    """The config of a glue server; ``otlp``: the port of the trace receiver (tracing on, every
+    delivery sampled)."""
     journal = (
         f'{{backend: postgres, dsn: {{value: "{scaleout.schema(dsn)}"}}}}'
         if name == "postgres" and dsn is not None
@@ -50,6 +55,9 @@ def glue_config(tmp: Path, name: str, port: int, dsn: str | None) -> Path:
         "logging: {level: warning}\n"
         "endpoints: [{name: bench, path: /events, format: cloudevents}]\n"
     )
+    if otlp is not None:
+        with config.open("a") as file:
+            file.write(f"tracing: {{endpoint: 'http://127.0.0.1:{otlp}', sampler: always_on}}\n")
     return config
 
 
@@ -77,6 +85,19 @@ def count(name: str, argv: list[str], port: int, ready: str, duration: float, tm
     return int(summary.group(1)) // max(1, int(result["requests"]))
 
 
+@contextlib.contextmanager
+def otlp_sink() -> Iterator[int]:
+    """A local OTLP/HTTP receiver (bench/_otlp_sink.py, not under callgrind); yields its port."""
+    port = ingest.free_port()
+    process = subprocess.Popen([sys.executable, str(HERE / "_otlp_sink.py"), str(port)])
+    try:
+        ingest.wait_ready(f"http://127.0.0.1:{port}/", timeout=60)
+        yield port
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     parser.add_argument("--duration", type=float, default=20, help="seconds of measured load per server")
@@ -91,7 +112,7 @@ def main() -> None:
 
     figures: dict[str, int] = {}
     database = scaleout.database() if "postgres" in chosen else contextlib.nullcontext(None)
-    with tempfile.TemporaryDirectory() as name, database as dsn:
+    with tempfile.TemporaryDirectory() as name, database as dsn, contextlib.ExitStack() as sinks:
         tmp = Path(name)
         for server in chosen:
             port = ingest.free_port()
@@ -101,6 +122,9 @@ def main() -> None:
             elif server == "free":
                 config = glue_config(tmp, server, port, None)
                 argv, ready = [sys.executable, str(HERE / "_glue_without_journal.py"), str(config)], "/readyz"
+            elif server == "traced":
+                config = glue_config(tmp, server, port, None, otlp=sinks.enter_context(otlp_sink()))
+                argv, ready = scaleout.glue_argv(config), "/readyz"
             else:
                 config = glue_config(tmp, server, port, dsn)
                 argv, ready = scaleout.glue_argv(config), "/readyz"

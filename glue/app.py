@@ -11,13 +11,19 @@ from __future__ import annotations
 import asyncio
 import gc
 import importlib
+import os
 import pkgutil
 import signal
+import urllib.parse
+from typing import TYPE_CHECKING
 
 import structlog
 
 from glue import contract, journal, pipeline
 from glue import settings as settings_mod
+
+if TYPE_CHECKING:
+    from glue import tracing as tracing_mod
 
 __all__ = ["Daemon", "announce", "load_plugins", "run"]
 
@@ -64,11 +70,15 @@ class Daemon:
         self.journal = journal.create(settings.journal)
         self.clients = contract.Clients(self.registry, settings.clients)
         self.pipeline: pipeline.Pipeline | None = None
+        self.tracing: tracing_mod.Tracing | None = None
 
     async def start(self) -> None:
         announce(self.settings, self.registry, self.clients)
         await self.journal.open()
-        self.pipeline = pipeline.build(self.settings, self.journal, self.registry, self.clients)
+        self.tracing = start_tracing(self.settings.tracing)
+        self.pipeline = pipeline.build(
+            self.settings, self.journal, self.registry, self.clients, tracing=self.tracing
+        )
         await self.pipeline.start()
 
     async def stop(self) -> None:
@@ -76,8 +86,39 @@ class Daemon:
         if self.pipeline is not None:
             await self.pipeline.stop()
         await self.clients.aclose()
+        if self.tracing is not None:
+            await self.tracing.stop()  # after the clients: their last calls are exported too
+            self.tracing = None
         await self.journal.close()
         log.info("stopped")
+
+
+def start_tracing(config: settings_mod.Tracing) -> tracing_mod.Tracing | None:
+    """Tracing when an OTLP endpoint is configured (glue.tracing and the SDK are imported only then),
+    started before any client opens a session; None, and nothing created, otherwise."""
+    if not config.exporting(os.environ):
+        return None
+    from glue import tracing
+
+    started = tracing.setup(config, os.environ)
+    if started is not None:
+        started.start()
+        log.info("tracing", endpoint=_tracing_target(config), service=config.service_name)
+    return started
+
+
+def _tracing_target(config: settings_mod.Tracing) -> str:
+    """Where spans go, for the start-up line (the variables win over the file, as in the exporter);
+    without user info or query, which may hold a credential."""
+    for name in settings_mod.OTLP_ENDPOINT_VARIABLES:
+        if os.environ.get(name):
+            return f"{_without_credentials(os.environ[name])} ({name})"
+    return _without_credentials(str(config.endpoint))
+
+
+def _without_credentials(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
 
 
 def announce(settings: settings_mod.Settings, registry: contract.Registry, clients: contract.Clients) -> None:

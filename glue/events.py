@@ -35,6 +35,7 @@ __all__ = [
     "scrub_headers",
     "to_dict",
     "to_json",
+    "trace_id",
 ]
 
 _FORMAT = JSONFormat()
@@ -126,6 +127,22 @@ def _seconds(value: Any) -> float:
             moment = moment.replace(tzinfo=datetime.UTC)
         return moment.timestamp()
     return float(value)
+
+
+def trace_id(event: CloudEvent) -> str | None:
+    """The trace id of the event's ``traceparent`` extension (W3C Trace Context:
+    ``<version>-<trace id>-<parent id>-<flags>``), or None when it has none or a malformed one."""
+    value = event.get_extension("traceparent")
+    if not isinstance(value, str):
+        return None
+    parts = value.strip().split("-")
+    if len(parts) < 4 or len(parts[1]) != 32 or parts[1] == "0" * 32:
+        return None
+    try:
+        int(parts[1], 16)
+    except ValueError:
+        return None
+    return parts[1].lower()
 
 
 def identity(event: CloudEvent) -> str:

@@ -6,7 +6,9 @@ together with its routing decision when the executor could route it at once. Any
 nothing of the delivery was journaled (the journal writes one delivery in one transaction).
 
 What intake is tied to is given to its constructor (see :mod:`glue.pipeline`): the :class:`Router`
-that routes events as they are journaled, and the taps that copy each delivery.
+that routes events as they are journaled, the taps that copy each delivery, and tracing (when on,
+each delivery is a span, and an event without a ``traceparent`` extension is journaled with the
+span's, so that its attempts continue the trace; see :mod:`glue.tracing`).
 """
 
 from __future__ import annotations
@@ -16,12 +18,15 @@ import contextlib
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, TYPE_CHECKING, Protocol
 
 import orjson
 import structlog
 
 from glue import events, formats, journal, metrics
+
+if TYPE_CHECKING:
+    from glue import tracing as tracing_mod
 
 __all__ = ["Intake", "Overloaded", "Recorder", "Router", "Routing", "Tap"]
 
@@ -69,7 +74,8 @@ class Intake:
     """Decodes deliveries and journals their events, within the bound of events waiting to be routed.
 
     ``router`` routes events as they are journaled (None: they wait pending for a routing pass);
-    ``taps`` see every delivery that passed authentication; ``record`` is the file recorder's path.
+    ``taps`` see every delivery that passed authentication; ``record`` is the file recorder's path;
+    ``tracing`` (None: off, and no tracing work at all) traces each delivery.
     """
 
     def __init__(
@@ -81,6 +87,7 @@ class Intake:
         backlog_refresh: float = 1.0,
         router: Router | None = None,
         taps: Sequence[Tap] = (),
+        tracing: tracing_mod.Tracing | None = None,
     ) -> None:
         self.journal = journal_
         self.max_backlog = max_backlog
@@ -93,6 +100,7 @@ class Intake:
         self._route = router.route_at_intake if router is not None else None
         self._on_journaled = router.journaled if router is not None else None
         self._taps = tuple(taps)
+        self._tracing = tracing  # None: no span, no traceparent stamped, no tracing work at all
 
     async def start(self) -> None:
         await self._refresh_backlog()
@@ -132,7 +140,43 @@ class Intake:
             self.recorder.write(delivery)
         for tap in self._taps:
             tap(delivery)
-        batch = formats.decode(delivery, options)
+        if self._tracing is not None:
+            return await self._accept_traced(self._tracing, delivery, options)
+        return await self._journal(delivery, formats.decode(delivery, options))
+
+    async def _accept_traced(
+        self, tracing: tracing_mod.Tracing, delivery: events.Delivery, options: formats.Options
+    ) -> list[journal.Appended]:
+        """:meth:`accept` in the delivery's span; events without a ``traceparent`` extension get the
+        span's before they are journaled, so their attempts continue this trace."""
+        span = tracing.delivery(delivery.transport, delivery.endpoint, delivery.format)
+        header = delivery.headers.get("traceparent")
+        try:
+            batch = formats.decode(delivery, options)
+        except formats.DecodeError as exc:
+            span.open(header)
+            span.close("unsupported" if exc.status == 415 else "rejected", error=exc.reason)
+            raise
+        traceparent = span.open(header, [event.get_extension("traceparent") for event in batch[:1]])
+        for event in batch:
+            if event.get_extension("traceparent") is None:
+                event.get_attributes()["traceparent"] = traceparent  # the SDK event's own attributes
+        try:
+            appended = await self._journal(delivery, batch)
+        except (Overloaded, journal.JournalUnavailable) as exc:
+            span.close("unavailable", error=str(exc))
+            raise
+        except BaseException as exc:
+            span.close("failed", error=type(exc).__name__)
+            raise
+        fresh = any(item.new for item in appended) or not appended
+        span.close("accepted" if fresh else "duplicate", ids=[item.id for item in appended])
+        return appended
+
+    async def _journal(
+        self, delivery: events.Delivery, batch: list[events.CloudEvent]
+    ) -> list[journal.Appended]:
+        """Route and journal the decoded events of a delivery, within the backlog bound."""
         if not batch:  # an empty CloudEvents batch: valid, and nothing to journal
             return []
         if self._backlog >= self.max_backlog:

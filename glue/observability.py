@@ -14,7 +14,7 @@ import datetime as dt
 import logging
 import sys
 import threading
-from collections.abc import MutableMapping
+from collections.abc import MutableMapping, Sequence
 from typing import IO, Any
 
 import orjson
@@ -122,11 +122,12 @@ class _ToStructlog(logging.Handler):
             self.handleError(record)
 
 
-def configure_logging(config: settings_mod.Logging, stream: Any = None) -> None:
-    """Configure structlog once, at start. JSON (orjson) off a terminal, key=value lines on one."""
+def configure_logging(config: settings_mod.Logging, stream: Any = None, extra: Sequence[Any] = ()) -> None:
+    """Configure structlog once, at start. JSON (orjson) off a terminal, key=value lines on one.
+    ``extra`` processors add fields to every line (the trace ids, when tracing is on)."""
     stream = stream if stream is not None else sys.stderr
     as_json = config.format == "json" or (config.format == "auto" and not stream.isatty())
-    processors: list[Any] = [structlog.contextvars.merge_contextvars]
+    processors: list[Any] = [structlog.contextvars.merge_contextvars, *extra]
     factory: Any
     if as_json:
         processors.append(render_json)

@@ -26,6 +26,7 @@ from glue.sources import http
 
 if TYPE_CHECKING:
     from glue import execution, objectstore
+    from glue import tracing as tracing_mod
 
 __all__ = ["Component", "Pipeline", "build", "make_executor", "make_intake"]
 
@@ -49,16 +50,19 @@ def make_intake(
     record: Path | None = None,
     executor: execution.Executor | None = None,
     archive: objectstore.ArchiveWriter | None = None,
+    tracing: tracing_mod.Tracing | None = None,
 ) -> intake.Intake:
     """Intake in front of the journal: events are routed as they are journaled by the executor's
     routing loop (without an executor they wait pending for a routing pass, here or on another
-    replica), and every delivery is copied to the archive (a no-op unless ``archive.recordings``)."""
+    replica), every delivery is copied to the archive (a no-op unless ``archive.recordings``), and
+    traced when ``tracing`` is given."""
     return intake.Intake(
         journal_,
         max_backlog=max_backlog,
         record=record,
         router=executor.routing_loop if executor is not None else None,
         taps=(archive.record,) if archive is not None else (),
+        tracing=tracing,
     )
 
 
@@ -69,6 +73,7 @@ def make_executor(
     clients: contract.Clients,
     *,
     archive: objectstore.ArchiveWriter | None = None,
+    tracing: tracing_mod.Tracing | None = None,
 ) -> execution.Executor | None:
     """The executor of the configured routes (None when ``execution.enabled`` is off); it reads the
     object store first for routes with an ``enrich`` block, and dead letters go to the archive (a
@@ -91,6 +96,7 @@ def make_executor(
         enricher=enricher,
         on_dead_letter=archive.dead_letter if archive is not None else None,
         sole=settings.journal.backend == "sqlite",  # one file, one daemon: claims left are a dead one's
+        tracing=tracing,
     )
 
 
@@ -131,21 +137,24 @@ def build(
     journal_: journal.Journal,
     registry: contract.Registry,
     clients: contract.Clients,
+    tracing: tracing_mod.Tracing | None = None,
 ) -> Pipeline:
-    """Assemble the daemon's data path from the settings, over an open journal."""
+    """Assemble the daemon's data path from the settings, over an open journal; ``tracing`` (None:
+    off) traces deliveries and attempts."""
     archive = None
     if settings.archive is not None and settings.sources.minio is not None:
         from glue import objectstore
 
         store = objectstore.ObjectStore(settings.sources.minio)
         archive = objectstore.ArchiveWriter(store, settings.archive, close_store=True)
-    executor = make_executor(settings, journal_, registry, clients, archive=archive)
+    executor = make_executor(settings, journal_, registry, clients, archive=archive, tracing=tracing)
     accepting = make_intake(
         journal_,
         max_backlog=settings.server.max_backlog,
         record=settings.record,
         executor=executor,
         archive=archive,
+        tracing=tracing,
     )
     sources, readiness = _sources(settings, accepting, journal_)
     return Pipeline(

@@ -38,6 +38,7 @@ __all__ = [
     "ENV_PREFIX",
     "MINIO_EVENT_NAMES",
     "NOT_SETTINGS",
+    "OTLP_ENDPOINT_VARIABLES",
     "Archive",
     "ArgoEventSource",
     "ArgoEvents",
@@ -63,11 +64,13 @@ __all__ = [
     "MinioBucket",
     "MinioEventName",
     "Model",
+    "SamplerName",
     "SecretRef",
     "Server",
     "Settings",
     "Sources",
     "Tls",
+    "Tracing",
     "environment_overrides",
     "from_mapping",
     "load",
@@ -268,6 +271,75 @@ class Server(Model):
     event_loop: Literal["uvloop", "asyncio"] = Field(
         default="uvloop", description="uvloop (libuv) is faster; asyncio is the standard library's loop."
     )
+
+
+#: The samplers of the OpenTelemetry SDK's ``OTEL_TRACES_SAMPLER``, by their standard names.
+SamplerName = Literal[
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+]
+
+#: The standard variables that set the OTLP traces endpoint, the traces-only one first.
+OTLP_ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+
+
+def _link_template(value: str | None) -> str | None:
+    """A trace link template names ``{trace_id}`` and nothing else to fill in."""
+    if value is None:
+        return None
+    try:
+        filled = value.format(trace_id="0" * 32)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ValueError(f"may fill in only {{trace_id}} ({type(exc).__name__}: {exc})") from None
+    if filled == value:
+        raise ValueError("does not name {trace_id}")
+    return value
+
+
+class Tracing(Model):
+    """OpenTelemetry traces (see glue.tracing): off unless an OTLP endpoint is set, here or by the
+    standard variables. The standard ``OTEL_*`` variables (``OTEL_EXPORTER_OTLP_ENDPOINT``,
+    ``OTEL_SERVICE_NAME``, ``OTEL_TRACES_SAMPLER``, ``OTEL_RESOURCE_ATTRIBUTES``, ...) override these
+    fields, as ``GLUE_*`` ones override the file."""
+
+    endpoint: str | None = Field(
+        default=None,
+        description="OTLP endpoint, as OTEL_EXPORTER_OTLP_ENDPOINT: a base URL (http/protobuf appends "
+        "/v1/traces). Unset (here and in the environment): no tracing at all.",
+    )
+    protocol: Literal["http/protobuf", "grpc"] = Field(
+        default="http/protobuf", description="OTLP transport; grpc needs the `grpc` extra installed."
+    )
+    service_name: str = Field(default="runtime-glue", min_length=1, description="The service.name resource.")
+    sampler: SamplerName = Field(default="parentbased_always_on", description="As OTEL_TRACES_SAMPLER.")
+    sampler_arg: float | None = Field(
+        default=None, ge=0, le=1, description="The ratio of the traceidratio samplers (default 1.0)."
+    )
+    resource_attributes: dict[str, str] = Field(
+        default={}, description="Resource attributes, as OTEL_RESOURCE_ATTRIBUTES (k8s.namespace.name, ...)."
+    )
+    link_template: Annotated[str | None, AfterValidator(_link_template)] = Field(
+        default=None,
+        description="Where a trace is shown, for glue explain and glue events show: "
+        "https://tempo.example/trace/{trace_id}",
+    )
+
+    def exporting(self, environ: typing.Mapping[str, str]) -> bool:
+        """Whether traces are exported: an endpoint is set (here or by a standard variable) and the
+        SDK is not disabled (``OTEL_SDK_DISABLED=true``, ``OTEL_TRACES_EXPORTER=none``)."""
+        if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+            return False
+        if environ.get("OTEL_TRACES_EXPORTER", "").strip().lower() == "none":
+            return False
+        return bool(self.endpoint or any(environ.get(name) for name in OTLP_ENDPOINT_VARIABLES))
+
+    def link(self, trace_id: str) -> str | None:
+        """The link to a trace by the template, if one is configured."""
+        return self.link_template.format(trace_id=trace_id) if self.link_template else None
 
 
 class Journal(Model):
@@ -726,6 +798,7 @@ class Settings(BaseSettings):
     archive: Archive | None = Field(default=None, description="Needs sources.minio for the connection.")
     clients: dict[str, dict[str, Any]] = {}
     plugins: list[str] = Field(default=[], description="Extra handler modules to import.")
+    tracing: Tracing = Tracing()
 
     @model_validator(mode="after")
     def _archive_needs_minio(self) -> Settings:

@@ -15,7 +15,7 @@ from typing import Any, TextIO
 
 import orjson
 
-from glue import journal
+from glue import events, journal
 from glue import settings as settings_mod
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "parse_since",
     "read_input",
     "show",
+    "trace_fields",
     "with_delivery",
     "with_journal",
 ]
@@ -126,6 +127,16 @@ async def with_delivery(store: journal.Journal, stored: journal.StoredEvent) -> 
         "cloudevent": orjson.loads(stored.cloudevent),
         "delivery": delivery.to_record() if delivery is not None else None,
     }
+
+
+def trace_fields(settings: settings_mod.Settings, event: events.CloudEvent) -> dict[str, str]:
+    """The trace an event belongs to (its ``traceparent`` extension) and, with
+    ``tracing.linkTemplate``, where to see it; empty for an event without one."""
+    trace_id = events.trace_id(event)
+    if trace_id is None:
+        return {}
+    link = settings.tracing.link(trace_id)
+    return {"traceId": trace_id, "traceLink": link} if link else {"traceId": trace_id}
 
 
 def parse_headers(values: Sequence[str]) -> dict[str, str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         overrides["execution"] = settings.execution.model_copy(update={"dry_run": True})
     if overrides:
         settings = settings.model_copy(update=overrides)
-    observability.configure_logging(settings.logging)
+    extra: tuple[Any, ...] = ()
+    if settings.tracing.exporting(os.environ):
+        from glue import tracing
+
+        extra = (tracing.log_fields,)  # every line written in a span names its trace and span
+    observability.configure_logging(settings.logging, extra=extra)
     loop_factory = None
     if settings.server.event_loop == "uvloop":
         import uvloop

@@ -177,7 +177,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
     settings = common.load_settings(args)
     router = _router(settings, args)
     if args.event is not None:
-        return asyncio.run(common.with_journal(settings, lambda store: _explain_stored(store, router, args)))
+        return asyncio.run(
+            common.with_journal(settings, lambda store: _explain_stored(store, settings, router, args))
+        )
     if args.file is None:
         raise common.CliError("give a FILE or --event", code=2)
     if args.format is not None:
@@ -205,19 +207,23 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _explain_stored(store: journal.Journal, router: routing.Router, args: argparse.Namespace) -> int:
+async def _explain_stored(
+    store: journal.Journal, settings: settings_mod.Settings, router: routing.Router, args: argparse.Namespace
+) -> int:
     stored = await store.get(args.event)
     if stored is None:
         raise common.CliError(f"no event {args.event!r} in the journal")
     ran = {i.route: i for i in await store.invocations(event_seq=stored.seq, limit=1000)}
     rows = []
-    for decision in router.decide(stored.event(), explain=True, only=args.route):
-        row = _decision_row(Item(stored.event(), "journal", stored.received_at), decision)
+    event = stored.event()
+    trace = common.trace_fields(settings, event)
+    for decision in router.decide(event, explain=True, only=args.route):
+        row = _decision_row(Item(event, "journal", stored.received_at), decision)
         invocation = ran.get(decision.route)
         if invocation is not None:
             row.update(invocation=invocation.id, state=invocation.state, lastError=invocation.last_error)
-        rows.append(row)
-    common.emit(rows, ["event", "route", "handler", "matched", "why", "state", "invocation"])
+        rows.append({**row, **trace})
+    common.emit(rows, ["event", "route", "handler", "matched", "why", "state", "invocation", "traceId"])
     return 0
 
 
@@ -355,47 +361,60 @@ async def _replay_plans(
 async def _replay_into_journal(
     settings: settings_mod.Settings, args: argparse.Namespace, since: float | None
 ) -> int:
-    from glue import pipeline  # the daemon's parts are loaded only when a replay journals
+    from glue import app, pipeline  # the daemon's parts are loaded only when a replay journals
 
-    pace = _Pace(args.rate)
-    counts = {"deliveries": 0, "new": 0, "duplicate": 0, "failed": 0}
-    async with common.opened_journal(settings) as store:
-        gate = pipeline.make_intake(store, max_backlog=settings.server.max_backlog)
-        for number, document in _lines(args.source, settings):
-            if "specversion" in document:
-                delivery = events.Delivery(
-                    transport="replay",
-                    endpoint="replay",
-                    format="cloudevents",
-                    headers={"content-type": "application/cloudevents+json"},
-                    body=orjson.dumps(document),
-                )
-            else:
-                try:
-                    delivery = events.Delivery.from_record(document)
-                except (KeyError, ValueError, TypeError) as exc:
-                    print(f"glue: {args.source}:{number}: not a recorded delivery: {exc}", file=sys.stderr)
-                    counts["failed"] += 1
-                    continue
-            if since is not None and delivery.received_at < since:
-                continue
-            await pace.wait()
-            try:
-                appended = await gate.accept(delivery, _options(settings, delivery))
-            except formats.DecodeError as exc:
-                print(f"glue: {args.source}:{number}: does not decode: {exc.reason}", file=sys.stderr)
-                counts["failed"] += 1
-                continue
-            except (intake.Overloaded, journal.JournalUnavailable) as exc:
-                raise common.CliError(f"{args.source}:{number}: journal: {exc}") from None
-            counts["deliveries"] += 1
-            counts["new"] += sum(1 for a in appended if a.new)
-            counts["duplicate"] += sum(1 for a in appended if not a.new)
+    tracing = app.start_tracing(settings.tracing)  # a recorded traceparent header is continued
+    try:
+        async with common.opened_journal(settings) as store:
+            gate = pipeline.make_intake(store, max_backlog=settings.server.max_backlog, tracing=tracing)
+            counts = await _journal_lines(settings, args, since, gate)
+    finally:
+        if tracing is not None:
+            await tracing.stop()
     print(
         f"{counts['deliveries']} deliveries replayed: {counts['new']} new events journaled,"
         f" {counts['duplicate']} already journaled, {counts['failed']} failed"
     )
     return 1 if counts["failed"] else 0
+
+
+async def _journal_lines(
+    settings: settings_mod.Settings, args: argparse.Namespace, since: float | None, gate: intake.Intake
+) -> dict[str, int]:
+    """Journal the deliveries of ``args.source`` through intake; counts of what became of them."""
+    pace = _Pace(args.rate)
+    counts = {"deliveries": 0, "new": 0, "duplicate": 0, "failed": 0}
+    for number, document in _lines(args.source, settings):
+        if "specversion" in document:
+            delivery = events.Delivery(
+                transport="replay",
+                endpoint="replay",
+                format="cloudevents",
+                headers={"content-type": "application/cloudevents+json"},
+                body=orjson.dumps(document),
+            )
+        else:
+            try:
+                delivery = events.Delivery.from_record(document)
+            except (KeyError, ValueError, TypeError) as exc:
+                print(f"glue: {args.source}:{number}: not a recorded delivery: {exc}", file=sys.stderr)
+                counts["failed"] += 1
+                continue
+        if since is not None and delivery.received_at < since:
+            continue
+        await pace.wait()
+        try:
+            appended = await gate.accept(delivery, _options(settings, delivery))
+        except formats.DecodeError as exc:
+            print(f"glue: {args.source}:{number}: does not decode: {exc.reason}", file=sys.stderr)
+            counts["failed"] += 1
+            continue
+        except (intake.Overloaded, journal.JournalUnavailable) as exc:
+            raise common.CliError(f"{args.source}:{number}: journal: {exc}") from None
+        counts["deliveries"] += 1
+        counts["new"] += sum(1 for a in appended if a.new)
+        counts["duplicate"] += sum(1 for a in appended if not a.new)
+    return counts
 
 
 def add_commands(sub: Any) -> None:

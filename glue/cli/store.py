@@ -33,7 +33,12 @@ def cmd_events_show(args: argparse.Namespace) -> int:
         if stored is None:
             raise common.CliError(f"no event {args.event!r} in the journal")
         common.show(
-            {**stored.summary(), "identity": stored.identity, **await common.with_delivery(store, stored)}
+            {
+                **stored.summary(),
+                "identity": stored.identity,
+                **common.trace_fields(settings, stored.event()),
+                **await common.with_delivery(store, stored),
+            }
         )
         return 0
 

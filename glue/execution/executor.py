@@ -24,13 +24,16 @@ import random
 import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from glue import contract, enrich, journal, metrics, routing
 from glue import settings as settings_mod
 from glue.execution import cache, dispatcher, routing_loop, runner, settler, wake
+
+if TYPE_CHECKING:
+    from glue import tracing as tracing_mod
 
 __all__ = ["Executor", "default_owner"]
 
@@ -69,6 +72,7 @@ class Executor:
         on_dead_letter: runner.DeadLetterTap | None = None,
         keep_seconds: float = cache.KEEP_SECONDS,
         sole: bool = False,
+        tracing: tracing_mod.Tracing | None = None,
     ) -> None:
         config = config if config is not None else settings_mod.Execution()
         self.journal = journal_
@@ -107,6 +111,7 @@ class Executor:
             unconfigured=self.unconfigured,
             options=options or {},
             on_dead_letter=on_dead_letter,
+            tracing=tracing,
         )
         self.dispatcher = dispatcher.Dispatcher(
             journal_,
@@ -128,6 +133,7 @@ class Executor:
             clock=clock,
             routed=dispatch_wake,
             enricher=enricher,
+            tracing=tracing,
         )
         self._loops: list[asyncio.Task[None]] = []
         self._settling: asyncio.Task[None] | None = None

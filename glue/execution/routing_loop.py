@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from glue import enrich, events, journal, metrics, routing
 from glue import settings as settings_mod
 from glue.execution import attempt, cache, wake
+
+if TYPE_CHECKING:
+    from glue import tracing as tracing_mod
 
 __all__ = ["ROUTE_WINDOW", "RoutingLoop"]
 
@@ -46,6 +49,7 @@ class RoutingLoop:
         clock: Callable[[], float],
         routed: wake.Wake,
         enricher: enrich.Enricher | None,
+        tracing: tracing_mod.Tracing | None = None,
     ) -> None:
         self.journal = journal_
         self.router = router
@@ -56,6 +60,7 @@ class RoutingLoop:
         self.clock = clock
         self.routed = routed
         self.enricher = enricher
+        self.tracing = tracing  # None: enrichment makes no span
         self.stopping = False
         self._events_routed = metrics.Children(metrics.EVENTS_ROUTED)
         self._attempts = metrics.Children(metrics.INVOCATIONS)
@@ -169,7 +174,11 @@ class RoutingLoop:
         of the executor nor of the other routes."""
         if not self.router.enriched or self.enricher is None:
             return {}, {}
-        found, failed = await self.enricher.for_routes(event, self.router.enriched)
+        if self.tracing is None:
+            found, failed = await self.enricher.for_routes(event, self.router.enriched)
+        else:
+            with self.tracing.enrichment(event.get_extension("traceparent"), event.get_id()):
+                found, failed = await self.enricher.for_routes(event, self.router.enriched)
         if failed:
             log.warning(
                 "event not routed yet: enrichment failed",

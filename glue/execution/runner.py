@@ -3,7 +3,8 @@ attempt, and what the attempt's ending means under the route's delivery policy.
 
 Every attempt ends in exactly one outcome: ``done``; ``retry`` at a time persisted in the journal (so
 a restart resumes the schedule); ``dead`` (dead-letter queue) or ``dropped`` (the route keeps no dead
-letters). Each logs one ``dispatched`` line and counts in the metrics.
+letters). Each logs one ``dispatched`` line and counts in the metrics; with tracing on, each attempt
+that reaches its handler is a span, child of the event's ``traceparent`` (see :mod:`glue.tracing`).
 """
 
 from __future__ import annotations
@@ -12,12 +13,15 @@ import asyncio
 import random
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from glue import contract, journal, metrics, routing
 from glue.execution import attempt, cache, settler
+
+if TYPE_CHECKING:
+    from glue import tracing as tracing_mod
 
 __all__ = ["DeadLetterTap", "Runner"]
 
@@ -47,6 +51,7 @@ class Runner:
         unconfigured: Mapping[str, str],
         options: Mapping[str, Any],
         on_dead_letter: DeadLetterTap | None,
+        tracing: tracing_mod.Tracing | None = None,
     ) -> None:
         self.journal = journal_
         self.router = router
@@ -63,6 +68,7 @@ class Runner:
         self.unconfigured = unconfigured
         self.options = options
         self.on_dead_letter = on_dead_letter
+        self.tracing = tracing  # None: attempts make no span
 
     async def run(self, item: journal.Invocation) -> None:
         """One attempt of one invocation, from claim to a queued outcome. Never raises but
@@ -95,6 +101,31 @@ class Runner:
             self._give_up(item, attempt.reason(exc), dead_letter=True, log_=self._logger(item))
             return
         bound = self._logger(item, event_id)
+        if self.tracing is None:
+            await self._attempt(item, compiled, event, params, bound)
+            return
+        with self.tracing.attempt(
+            event.get_extension("traceparent"),
+            route=item.route,
+            handler=item.handler,
+            attempt=item.attempt,
+            event_id=event_id,
+            idempotency_key=item.idempotency_key,
+        ) as span:
+            outcome, failure = await self._attempt(item, compiled, event, params, bound)
+            span.ended(outcome, failure)
+
+    async def _attempt(
+        self,
+        item: journal.Invocation,
+        compiled: routing.Compiled,
+        event: Any,
+        params: contract.Params,
+        bound: Any,
+    ) -> tuple[str, str | None]:
+        """Run the handler once and queue the outcome; returns it (done, planned, retry, dead,
+        dropped) and its error."""
+        policy = compiled.route.delivery
         dry_run = self.dry_run or compiled.route.dry_run or item.route in self.unconfigured
         ctx = contract.Context(
             route=item.route,
@@ -122,24 +153,20 @@ class Runner:
             if ended.plan is not None:
                 extra["plan"] = ended.plan.to_dict()
             bound.info("dispatched", outcome=ended.outcome, duration_ms=duration_ms, **extra)
-        elif ended.outcome == "permanent":
-            self._give_up(
-                item,
-                ended.error or "permanent error",
-                dead_letter=policy.dead_letter,
-                log_=bound,
-                duration_ms=duration_ms,
-            )
-        elif item.attempt >= policy.attempts:
-            self._give_up(
-                item,
-                f"{ended.error} (after {item.attempt} attempts)",
-                dead_letter=policy.dead_letter,
-                log_=bound,
-                duration_ms=duration_ms,
-            )
-        else:
-            self._retry(item, policy, ended.error or "failed", ended.delay, bound, duration_ms=duration_ms)
+            return ended.outcome, None
+        if ended.outcome == "permanent":
+            error = ended.error or "permanent error"
+            return self._give_up(
+                item, error, dead_letter=policy.dead_letter, log_=bound, duration_ms=duration_ms
+            ), error
+        if item.attempt >= policy.attempts:
+            error = f"{ended.error} (after {item.attempt} attempts)"
+            return self._give_up(
+                item, error, dead_letter=policy.dead_letter, log_=bound, duration_ms=duration_ms
+            ), error
+        error = ended.error or "failed"
+        self._retry(item, policy, error, ended.delay, bound, duration_ms=duration_ms)
+        return "retry", error
 
     @staticmethod
     def _logger(item: journal.Invocation, event_id: str | None = None) -> Any:
@@ -184,7 +211,8 @@ class Runner:
         dead_letter: bool,
         log_: Any,
         duration_ms: float | None = None,
-    ) -> None:
+    ) -> str:
+        """Dead-letter the invocation (or drop it, as its route keeps none); returns which."""
         if dead_letter:
             self.outcomes.settle(item, journal.Outcome(item.id, "dead", error=error))
             self._dead[item.route].inc()
@@ -202,3 +230,4 @@ class Runner:
             outcome = "dropped"
         self._attempts[item.route, item.handler, outcome].inc()
         log_.warning("dispatched", outcome=outcome, duration_ms=duration_ms, error=error)
+        return outcome

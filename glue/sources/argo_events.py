@@ -326,9 +326,13 @@ class ArgoEventsSource:
             self._counts["ignored"].inc()
             return
         headers = {"nats-subject": subject}
-        msg_id = (msg.headers or {}).get("Nats-Msg-Id")
+        received = msg.headers or {}
+        msg_id = received.get("Nats-Msg-Id")
         if msg_id:
             headers["nats-msg-id"] = msg_id
+        traceparent = received.get("traceparent")  # W3C trace context, if the publisher sent one
+        if traceparent:
+            headers["traceparent"] = traceparent
         delivery = events.Delivery(
             transport=TRANSPORT,
             endpoint=NAME,

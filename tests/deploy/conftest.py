@@ -316,6 +316,12 @@ def all_handlers_profile(secrets: str = "/var/run/secrets/glue") -> dict[str, An
         routes.append({"name": f"route-{index}", "match": "true", "handler": name, "params": params})
     profile = sqlite_profile(secrets)
     profile["config"]["routes"] = routes
+    profile["config"]["tracing"] = {  # every handler's calls traced, to the collector of the cluster
+        "endpoint": "http://otel-collector.observability:4318",
+        "sampler": "parentbased_traceidratio",
+        "samplerArg": 0.25,
+        "linkTemplate": "https://tempo.example/trace/{trace_id}",
+    }
     return profile
 
 

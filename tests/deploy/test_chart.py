@@ -615,6 +615,27 @@ def test_egress_ports_come_from_the_addresses_in_the_config(chart: helm.Chart) -
     assert egress_rules(render(chart, values))[1] == ([6443], [{"ipBlock": {"cidr": "10.0.0.1/32"}}])
 
 
+def test_the_otlp_endpoint_is_a_value_that_names_the_pod_and_opens_its_port(chart: helm.Chart) -> None:
+    values: dict[str, Any] = {
+        "config": {"tracing": {"endpoint": "http://otel-collector.observability:4318"}},
+        "networkPolicy": {"egress": {"tracing": {"to": namespace("observability")}}},
+    }
+    objects = render(chart, values)
+    assert glue_config(objects)["tracing"] == {"endpoint": "http://otel-collector.observability:4318"}
+    [container] = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
+    env = {item["name"]: item for item in container["env"]}
+    assert env["OTEL_RESOURCE_ATTRIBUTES"]["value"] == (
+        "k8s.namespace.name=$(POD_NAMESPACE),k8s.pod.name=$(POD_NAME)"
+    )
+    assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env["POD_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    assert list(env).index("POD_NAME") < list(env).index("OTEL_RESOURCE_ATTRIBUTES")  # $(...) order
+    assert egress_rules(objects) == [DNS, ([4318], namespace("observability"))]
+    # Off (no endpoint): no variable, no rule.
+    [container] = one(render(chart), "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert "env" not in container
+
+
 # --- RBAC ------------------------------------------------------------------------------------------------
 
 

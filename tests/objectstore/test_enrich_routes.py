@@ -20,6 +20,7 @@ from structlog.testing import capture_logs
 from glue import app
 from glue import settings as settings_mod
 from tests.minio_access import UNREACHABLE, connection
+from tests.observability import otlp
 from tests.sources.minio_listen.listen_double import record
 from tests.support import base_url, daemon_settings, eventually, running
 
@@ -198,3 +199,47 @@ async def test_unreachable_minio_holds_back_only_the_routes_that_enrich(
     assert [item.route for item in invocations] == ["forget-model"]
     failed = next(entry for entry in logs if entry["event"] == "event not routed yet: enrichment failed")
     assert failed["routes"] == ["reload-model"]
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[otlp.Receiver]:
+    async for running_receiver in otlp.receiving():
+        yield running_receiver
+
+
+async def test_the_reads_of_an_enriched_route_are_in_the_events_trace(
+    tmp_path: Path,
+    minio_config: settings_mod.Minio,
+    s3: Any,
+    bucket: str,
+    sink: Sink,
+    receiver: otlp.Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Traced (glue/tracing.py, spans to the OTLP/HTTP receiver of tests/observability/otlp.py): the
+    MinIO SDK's reads are client spans under the event's enrichment span, in the delivery's trace."""
+    for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_TRACES_SAMPLER"):
+        monkeypatch.delenv(name, raising=False)
+    s3.put_object(Bucket=bucket, Key="llm/m/model.safetensors", Body=b"w", Tagging="stage=prod")
+    s3.put_object(Bucket=bucket, Key="llm/m/manifest.json", Body=b'{"name": "m", "format": "gguf"}')
+    minio = minio_config.model_dump(by_alias=True, exclude_none=True, mode="json")
+    loaded = _settings(tmp_path, minio, sink.port).model_copy(
+        update={"tracing": settings_mod.Tracing(endpoint=receiver.endpoint)}
+    )
+    async with aiohttp.ClientSession() as http, running(loaded) as daemon:
+        webhook = _webhook(bucket, "llm/m/model.safetensors")
+        async with http.post(f"{base_url(daemon)}/minio", data=webhook, headers=JSON) as response:
+            assert response.status == 202
+        await eventually(lambda: sink.received)
+
+    [delivery] = receiver.named("delivery")
+    [enrichment] = receiver.named("enrich")
+    assert (enrichment.trace_id, enrichment.parent_span_id) == (delivery.trace_id, delivery.span_id)
+    reads = receiver.children(enrichment)
+    assert len(reads) >= 2 and {read.kind for read in reads} == {"CLIENT"}  # tags, manifest
+    urls = [read.attributes.get("http.url") or read.attributes.get("url.full") for read in reads]
+    assert all(url and bucket in url and "?" not in url for url in urls), urls  # no query kept
+    [attempt] = [span for span in receiver.named("attempt") if span.trace_id == delivery.trace_id]
+    assert attempt.parent_span_id == delivery.span_id
+    [(_, headers)] = sink.received
+    assert headers["traceparent"].split("-")[1] == delivery.trace_id

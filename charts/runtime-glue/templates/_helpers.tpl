@@ -399,6 +399,9 @@ The services the config talks to, each with the TCP ports the config names, as J
 {{- if $http -}}
 {{- $rules = append $rules (dict "what" "the http handler's URLs" "ports" $http "to" $egress.http.to) -}}
 {{- end -}}
+{{- with ($config.tracing | default dict).endpoint -}}
+{{- $rules = append $rules (dict "what" "the OTLP endpoint (config.tracing.endpoint)" "ports" (list (include "runtime-glue.urlPort" .)) "to" $egress.tracing.to) -}}
+{{- end -}}
 {{- $result := list -}}
 {{- range $rules -}}
 {{- $ports := list -}}

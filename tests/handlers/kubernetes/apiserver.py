@@ -275,6 +275,7 @@ class ApiServer(kmock.KubernetesEmulator):
                     "path": request.url.path,
                     "query": dict(request.params),
                     "contentType": request.headers.get("Content-Type", ""),
+                    "traceparent": request.headers.get("traceparent"),
                     "body": _parse_body(request),
                     "at": time.monotonic(),
                     "answered": None,  # a fault's status when one answered it

@@ -102,6 +102,25 @@ def test_credentials_in_the_header_map_are_removed_from_the_message_and_the_even
     assert TOKEN.encode() not in events.to_json(unwrapped)
 
 
+@pytest.mark.parametrize(
+    "name",
+    ['"AUTHORIZATION"', '"x-gitlab-token"', '"x\\u002Dgitlab-token"', '"\\u0061uthorization"'],
+    ids=["upper-case", "lower-case", "escaped-dash", "escaped-letter"],
+)
+@pytest.mark.parametrize("encoded", [True, False], ids=["data_base64", "data"])
+def test_a_credential_header_however_its_name_is_written_is_removed(name: str, encoded: bool) -> None:
+    data = f'{{"header": {{{name}: ["{TOKEN}"], "X-Request-Id": ["1"]}}, "body": {{"a": 1}}}}'.encode()
+    message = {"specversion": "1.0", "id": "1", "source": "hooks", "type": "webhook", "subject": "e"}
+    if encoded:
+        message["data_base64"] = __import__("base64").b64encode(data).decode()
+    else:
+        message["data"] = orjson.loads(data)
+    scrubbed = argo_eventbus.scrub(orjson.dumps(message))
+    sent = orjson.loads(scrubbed)
+    kept = orjson.loads(__import__("base64").b64decode(sent["data_base64"])) if encoded else sent["data"]
+    assert kept == {"header": {"X-Request-Id": ["1"]}, "body": {"a": 1}}
+
+
 def test_a_message_without_credentials_is_kept_byte_for_byte() -> None:
     msg = bus.message("hooks", "models", "webhook", bus.webhook_data({"x-request-id": "1"}, {"a": 1}))
     assert argo_eventbus.scrub(msg.payload) is msg.payload

@@ -110,21 +110,21 @@ def _without_credentials(value: Any) -> tuple[Any, bool]:
     return value, changed
 
 
-#: A credential header's name as a JSON string, lower case.
-_SENSITIVE_KEYS: Final = tuple(f'"{name}"'.encode() for name in sorted(events.SENSITIVE_HEADERS))
-#: A JSON escape of a character a header name is made of (a letter, a digit, '-'): it could spell one
-#: of them. Go escapes only '<', '>', '&' and control characters, so Argo's messages hold none.
-_SPELLED: Final = re.compile(rb"\\u00(?:2d|3[0-9]|[46][1-9a-f]|[57][0-9a])")
+#: In lower-cased JSON: a credential header's name as a string, or an escape of a character header
+#: names are made of (a letter, a digit, '-'), which could spell one. Go escapes only '<', '>', '&'
+#: and control characters, so Argo's messages hold no such escape.
+_CREDENTIAL: Final = re.compile(
+    b'"(?:'
+    + b"|".join(re.escape(name.encode()) for name in sorted(events.SENSITIVE_HEADERS))
+    + rb')"|\\u00(?:2d|3[0-9]|[46][1-9a-f]|[57][0-9a])'
+)
 
 
 def _may_hold_credentials(text: bytes) -> bool:
     """False when JSON ``text`` surely has no credential header in it: none's name appears, in any
     case, no escape could spell one, and it is ASCII (``str.lower`` folds a few other letters to
     ASCII ones, the Kelvin sign to 'k')."""
-    if not text.isascii():
-        return True
-    lowered = text.lower()
-    return any(key in lowered for key in _SENSITIVE_KEYS) or _SPELLED.search(lowered) is not None
+    return not text.isascii() or _CREDENTIAL.search(text.lower()) is not None
 
 
 def scrub(body: bytes) -> bytes:

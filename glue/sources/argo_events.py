@@ -40,16 +40,26 @@ from glue import events, formats, intake, journal, metrics, retry
 from glue import settings as settings_mod
 from glue.formats import argo_eventbus
 
-__all__ = ["NAME", "TRANSPORT", "ArgoEventsSource", "connect_options"]
+__all__ = [
+    "JETSTREAM_NAME",
+    "NAME",
+    "TRANSPORT",
+    "ArgoEventsSource",
+    "JetStreamSource",
+    "connect_options",
+    "subject_matches",
+]
 
 log = structlog.get_logger(__name__)
 
 #: The source's name in metrics, readiness and the deliveries it journals (their endpoint).
 NAME = "argo-events"
+#: The generic JetStream source's name in metrics and readiness.
+JETSTREAM_NAME = "jetstream"
 #: The transport of the deliveries it journals.
 TRANSPORT = "jetstream"
 
-Accept = Callable[[events.Delivery], Awaitable[list[journal.Appended]]]
+Accept = Callable[[events.Delivery, formats.Options], Awaitable[list[journal.Appended]]]
 Reject = Callable[[events.Delivery, str], Awaitable[int]]
 
 #: Messages asked for in one pull request.
@@ -68,7 +78,7 @@ class _Down(Exception):
     """The connection or the consumer cannot be used; the message says why (no credentials)."""
 
 
-def connect_options(config: settings_mod.ArgoEvents) -> dict[str, Any]:
+def connect_options(config: settings_mod.ArgoEvents | settings_mod.JetStream) -> dict[str, Any]:
     """nats-py connection keyword arguments: servers, TLS and credentials (read from the mounted file).
 
     nats-py's own reconnection is off: the source reconnects on its schedule and shows it."""
@@ -103,14 +113,17 @@ class _Tracked:
         self.since = time.monotonic()
 
 
-class ArgoEventsSource:
-    """A component (``name``, ``start()``, ``stop()``) that follows the EventBus."""
+class _PullConsumer:
+    """A component (``name``, ``start()``, ``stop()``) that follows a stream with a durable pull
+    consumer; subclasses say which subjects it takes and what delivery each message is."""
 
-    name = NAME
+    name: str
+    _title: str  # what log lines and /readyz call it
+    _missing_stream: str  # added to "stream ... not found"
 
     def __init__(
         self,
-        config: settings_mod.ArgoEvents,
+        config: settings_mod.ArgoEvents | settings_mod.JetStream,
         accept: Accept,
         *,
         reject: Reject,
@@ -122,7 +135,6 @@ class ArgoEventsSource:
         self._reject = reject
         self._rng = rng if rng is not None else random.Random()
         self._backoff = retry.Policy.equal_jitter(config.reconnect_initial, config.reconnect_max)
-        self.selector = argo_eventbus.Selector((e.name, e.unwrap) for e in config.event_sources)
         self._drain_seconds = drain_seconds
         self._task: asyncio.Task[None] | None = None
         self._stopping = False  # nats-py swallows a cancellation that lands in its close: check this too
@@ -138,20 +150,30 @@ class ArgoEventsSource:
         self._fetched = 0
         self._pause_until = 0.0  # the journal could not take a message: fetch nothing until then
         self._journal_failures = 0
-        self._counts = metrics.Children(metrics.EVENTBUS_MESSAGES, NAME)
+        self._counts = metrics.Children(metrics.EVENTBUS_MESSAGES, self.name)
         self._signals: set[asyncio.Task[None]] = set()  # InProgress acknowledgements being sent
-        metrics.SOURCE_UP.labels(NAME).set(0)
+        metrics.SOURCE_UP.labels(self.name).set(0)
+
+    # -- what subclasses say
+
+    def subjects(self) -> list[str]:
+        """The consumer's filter subjects."""
+        raise NotImplementedError
+
+    def delivery(self, msg: Any) -> tuple[events.Delivery, formats.Options] | None:
+        """The delivery a message is and its format's options; None for a message not taken."""
+        raise NotImplementedError
 
     # -- lifecycle
 
     async def start(self) -> None:
         """Start following the bus and return; the connection is made in the background."""
-        self._task = asyncio.create_task(self._follow(), name="argo-events")
+        self._task = asyncio.create_task(self._follow(), name=self.name)
         log.info(
-            "argo events source started",
+            f"{self._title} source started",
             url=list(self.config.url),
             durable=self.config.durable,
-            subjects=self.selector.subjects(self.config.stream),
+            subjects=self.subjects(),
         )
 
     async def stop(self) -> None:
@@ -173,21 +195,21 @@ class ArgoEventsSource:
                 log.warning("eventbus messages left unacknowledged at stop", count=len(late))
         await self._close()
         self._down("stopped")
-        log.info("argo events source stopped")
+        log.info(f"{self._title} source stopped")
 
     async def readiness(self) -> str | None:
         """For /readyz: None while connected with the consumer bound, else why not."""
-        return None if self._connected else f"argo events eventbus down: {self._reason}"
+        return None if self._connected else f"{self._title} down: {self._reason}"
 
     # -- connection
 
     def _up(self) -> None:
         self._connected, self._reason = True, ""
-        metrics.SOURCE_UP.labels(NAME).set(1)
+        metrics.SOURCE_UP.labels(self.name).set(1)
 
     def _down(self, reason: str) -> None:
         self._connected, self._reason = False, reason
-        metrics.SOURCE_UP.labels(NAME).set(0)
+        metrics.SOURCE_UP.labels(self.name).set(0)
 
     async def _close(self) -> None:
         nc, self._nc = self._nc, None
@@ -214,14 +236,14 @@ class ArgoEventsSource:
             if self._stopping:
                 return
             if was_connected:
-                metrics.SOURCE_RECONNECTS.labels(NAME).inc()
+                metrics.SOURCE_RECONNECTS.labels(self.name).inc()
             attempt += 1
             delay = self._backoff.delay(attempt, self._rng)
-            log.warning("argo events eventbus down", reason=reason, retry_in=round(delay, 3))
+            log.warning(f"{self._title} down", reason=reason, retry_in=round(delay, 3))
             await asyncio.sleep(delay)
 
     async def _error(self, exc: Exception) -> None:
-        log.warning("argo events eventbus connection error", error=_describe(exc))
+        log.warning(f"{self._title} connection error", error=_describe(exc))
 
     async def _closed(self) -> None:
         self._wake.set()
@@ -252,8 +274,8 @@ class ArgoEventsSource:
         await nc.subscribe(inbox, cb=self._arrived)
         next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{config.stream}.{config.durable}"
         self._up()
-        log.info("argo events eventbus connected", durable=config.durable, stream=config.stream)
-        ticker = asyncio.create_task(self._keep_in_progress(), name="argo-events-in-progress")
+        log.info(f"{self._title} connected", durable=config.durable, stream=config.stream)
+        ticker = asyncio.create_task(self._keep_in_progress(), name=f"{self.name}-in-progress")
         try:
             while True:
                 batch = await self._room(nc)
@@ -269,7 +291,7 @@ class ArgoEventsSource:
     async def _bind(self, js: Any) -> None:
         """Create the durable consumer, or update the one there is."""
         config = self.config
-        subjects = self.selector.subjects(config.stream)
+        subjects = self.subjects()
         consumer = js_api.ConsumerConfig(
             name=config.durable,
             durable_name=config.durable,
@@ -285,12 +307,12 @@ class ArgoEventsSource:
         try:
             await js.add_consumer(config.stream, consumer)
         except js_errors.NotFoundError:
-            raise _Down(
-                f"stream {config.stream!r} not found (no EventSource has published to this EventBus yet)"
-            ) from None
+            raise _Down(f"stream {config.stream!r} not found{self._missing_stream}") from None
         except js_errors.BadRequestError as exc:
             # An existing consumer whose settings cannot change (its deliver policy): use it as it is.
-            log.warning("argo events consumer kept as it is", durable=config.durable, reason=exc.description)
+            log.warning(
+                f"{self._title} consumer kept as it is", durable=config.durable, reason=exc.description
+            )
         except js_errors.ServiceUnavailableError:
             raise _Down("JetStream is not enabled on this server") from None
 
@@ -346,7 +368,7 @@ class ArgoEventsSource:
         elif code == "503":  # no responders: the stream or the consumer is gone
             self._lost = f"consumer {self.config.durable!r} does not answer (no responders)"
         elif code == "409":
-            log.warning("argo events pull request refused", reason=description)
+            log.warning(f"{self._title} pull request refused", reason=description)
             self._pause_until = max(self._pause_until, time.monotonic() + _REFUSED_PAUSE)
         undelivered = headers.get("Nats-Pending-Messages")
         if undelivered is not None and undelivered.isdigit():
@@ -384,27 +406,14 @@ class ArgoEventsSource:
     # -- one message
 
     async def _handle(self, msg: Any) -> None:
-        subject: str = msg.subject
-        _, _, rest = subject.partition(".")
-        event_source, _, event_name = rest.partition(".")
-        selection = self.selector.select(event_source, event_name)
-        if selection is None:  # the consumer was made for other eventSources before: not ours
+        taken = self.delivery(msg)
+        if taken is None:  # the consumer was made for other subjects before: not ours
             await _quietly(msg.ack())
             self._counts["ignored"].inc()
             return
-        headers = {"nats-subject": subject}
-        msg_id = (msg.headers or {}).get("Nats-Msg-Id")
-        if msg_id:
-            headers["nats-msg-id"] = msg_id
-        delivery = events.Delivery(
-            transport=TRANSPORT,
-            endpoint=NAME,
-            format=selection.decoder,
-            headers=headers,
-            body=argo_eventbus.scrub(msg.data),
-        )
+        delivery, options = taken
         try:
-            appended = await self._accept(delivery)
+            appended = await self._accept(delivery, options)
         except formats.DecodeError as exc:
             await self._rejected(msg, delivery, exc.reason)
             return
@@ -412,7 +421,7 @@ class ArgoEventsSource:
             self._journal_unavailable(str(exc))
             return
         except Exception as exc:  # a decoder bug must not stop the bus: keep the message, visibly
-            log.exception("eventbus message failed", subject=subject)
+            log.exception("eventbus message failed", subject=msg.subject)
             await self._rejected(msg, delivery, f"decoder failed: {type(exc).__name__}")
             return
         self._journal_failures = 0
@@ -441,6 +450,119 @@ class ArgoEventsSource:
         delay = self._backoff.delay(self._journal_failures, self._rng)
         self._pause_until = max(self._pause_until, time.monotonic() + delay)
         log.warning("journal cannot take eventbus messages yet", reason=reason, retry_in=round(delay, 3))
+
+
+class ArgoEventsSource(_PullConsumer):
+    """Argo Events' EventBus: the EventSources its ``eventSources`` take, each message a CloudEvent
+    (unwrapped where the entry says so), credentials in Argo's header maps removed."""
+
+    name = NAME
+    _title = "argo events eventbus"
+    _missing_stream = " (no EventSource has published to this EventBus yet)"
+
+    def __init__(
+        self,
+        config: settings_mod.ArgoEvents,
+        accept: Accept,
+        *,
+        reject: Reject,
+        rng: random.Random | None = None,
+        drain_seconds: float = 5.0,
+    ) -> None:
+        self.selector = argo_eventbus.Selector((e.name, e.unwrap) for e in config.event_sources)
+        super().__init__(config, accept, reject=reject, rng=rng, drain_seconds=drain_seconds)
+
+    def subjects(self) -> list[str]:
+        return self.selector.subjects(self.config.stream)
+
+    def delivery(self, msg: Any) -> tuple[events.Delivery, formats.Options] | None:
+        subject: str = msg.subject
+        _, _, rest = subject.partition(".")
+        event_source, _, event_name = rest.partition(".")
+        selection = self.selector.select(event_source, event_name)
+        if selection is None:
+            return None
+        headers = {"nats-subject": subject}
+        msg_id = (msg.headers or {}).get("Nats-Msg-Id")
+        if msg_id:
+            headers["nats-msg-id"] = msg_id
+        delivery = events.Delivery(
+            transport=TRANSPORT,
+            endpoint=NAME,
+            format=selection.decoder,
+            headers=headers,
+            body=argo_eventbus.scrub(msg.data),
+        )
+        return delivery, formats.NO_OPTIONS
+
+
+def subject_matches(pattern: str, subject: str) -> bool:
+    """NATS subject matching: ``*`` stands for one token, a last ``>`` for one or more."""
+    wanted, got = pattern.split("."), subject.split(".")
+    if wanted[-1] == ">":
+        if len(got) < len(wanted):
+            return False
+        wanted, got = wanted[:-1], got[: len(wanted) - 1]
+    elif len(got) != len(wanted):
+        return False
+    return all(w in ("*", g) for w, g in zip(wanted, got, strict=True))
+
+
+class JetStreamSource(_PullConsumer):
+    """Any JetStream stream: each message on a listed subject is a delivery in that subject's format
+    (the CloudEvents NATS binding, binary with ``ce-`` headers or structured; MinIO's NATS target;
+    plain JSON), its headers as sent less credentials. The delivery's endpoint is the stream."""
+
+    name = JETSTREAM_NAME
+    _title = "jetstream"
+    _missing_stream = ""
+
+    def __init__(
+        self,
+        config: settings_mod.JetStream,
+        accept: Accept,
+        *,
+        reject: Reject,
+        rng: random.Random | None = None,
+        drain_seconds: float = 5.0,
+    ) -> None:
+        self._entries = [
+            (entry.subject, entry.format, formats.Options.of(entry)) for entry in config.subjects
+        ]
+        self._chosen: dict[str, tuple[str, formats.Options] | None] = {}
+        super().__init__(config, accept, reject=reject, rng=rng, drain_seconds=drain_seconds)
+
+    def subjects(self) -> list[str]:
+        return list(dict.fromkeys(subject for subject, _, _ in self._entries))
+
+    def _choose(self, subject: str) -> tuple[str, formats.Options] | None:
+        try:
+            return self._chosen[subject]
+        except KeyError:
+            pass
+        found = next(
+            ((fmt, opts) for pattern, fmt, opts in self._entries if subject_matches(pattern, subject)), None
+        )
+        if len(self._chosen) >= 10_000:  # subjects may carry ids: the cache stays bounded
+            self._chosen.clear()
+        self._chosen[subject] = found
+        return found
+
+    def delivery(self, msg: Any) -> tuple[events.Delivery, formats.Options] | None:
+        chosen = self._choose(msg.subject)
+        if chosen is None:
+            return None
+        decoder, options = chosen
+        headers = {name.lower(): value for name, value in (msg.headers or {}).items()}
+        headers["nats-subject"] = msg.subject
+        delivery = events.Delivery(
+            transport=TRANSPORT,
+            endpoint=self.config.stream,
+            format=decoder,
+            headers=events.scrub_headers(headers),
+            body=msg.data,
+        )
+        return delivery, options
 
 
 async def _quietly(acknowledgement: Awaitable[Any]) -> None:

@@ -62,6 +62,7 @@ __all__ = [
     "from_mapping",
     "load",
     "secret_variables",
+    "subject_matches",
 ]
 
 
@@ -614,6 +615,18 @@ class JetStreamSubject(Model):
     )
 
 
+def subject_matches(pattern: str, subject: str) -> bool:
+    """NATS subject matching: ``*`` stands for one token, a last ``>`` for one or more."""
+    wanted, got = pattern.split("."), subject.split(".")
+    if wanted[-1] == ">":
+        if len(got) < len(wanted):
+            return False
+        wanted, got = wanted[:-1], got[: len(wanted) - 1]
+    elif len(got) != len(wanted):
+        return False
+    return all(w in ("*", g) for w, g in zip(wanted, got, strict=True))
+
+
 class JetStream(_JetStreamConsumer):
     """Any JetStream stream of CloudEvents (or MinIO notifications, or plain JSON), by subject."""
 
@@ -621,6 +634,10 @@ class JetStream(_JetStreamConsumer):
     subjects: list[JetStreamSubject] = Field(
         min_length=1, description="The subjects taken and their formats; the first that matches applies."
     )
+
+    def entry_for(self, subject: str) -> JetStreamSubject | None:
+        """The first ``subjects`` entry that takes messages on ``subject``."""
+        return next((entry for entry in self.subjects if subject_matches(entry.subject, subject)), None)
 
 
 class Sources(Model):

@@ -47,7 +47,6 @@ __all__ = [
     "ArgoEventsSource",
     "JetStreamSource",
     "connect_options",
-    "subject_matches",
 ]
 
 log = structlog.get_logger(__name__)
@@ -496,18 +495,6 @@ class ArgoEventsSource(_PullConsumer):
         return delivery, formats.NO_OPTIONS
 
 
-def subject_matches(pattern: str, subject: str) -> bool:
-    """NATS subject matching: ``*`` stands for one token, a last ``>`` for one or more."""
-    wanted, got = pattern.split("."), subject.split(".")
-    if wanted[-1] == ">":
-        if len(got) < len(wanted):
-            return False
-        wanted, got = wanted[:-1], got[: len(wanted) - 1]
-    elif len(got) != len(wanted):
-        return False
-    return all(w in ("*", g) for w, g in zip(wanted, got, strict=True))
-
-
 class JetStreamSource(_PullConsumer):
     """Any JetStream stream: each message on a listed subject is a delivery in that subject's format
     (the CloudEvents NATS binding, binary with ``ce-`` headers or structured; MinIO's NATS target;
@@ -540,9 +527,8 @@ class JetStreamSource(_PullConsumer):
             return self._chosen[subject]
         except KeyError:
             pass
-        found = next(
-            ((fmt, opts) for pattern, fmt, opts in self._entries if subject_matches(pattern, subject)), None
-        )
+        matches = settings_mod.subject_matches
+        found = next(((fmt, opts) for pattern, fmt, opts in self._entries if matches(pattern, subject)), None)
         if len(self._chosen) >= 10_000:  # subjects may carry ids: the cache stays bounded
             self._chosen.clear()
         self._chosen[subject] = found

@@ -13,8 +13,7 @@ import orjson
 import pytest
 from nats.js import api as js_api
 
-from glue import journal
-from glue.sources import argo_events
+from glue import journal, settings
 from tests.formats import payloads
 from tests.sources.argo_events import bus
 from tests.support import daemon_settings, eventually, metric, running
@@ -97,7 +96,7 @@ async def all_acknowledged(producer: Producer) -> bool:
     ],
 )
 def test_subjects_match_as_nats_matches_them(pattern: str, subject: str, matches: bool) -> None:
-    assert argo_events.subject_matches(pattern, subject) is matches
+    assert settings.subject_matches(pattern, subject) is matches
 
 
 async def test_each_subject_is_decoded_in_its_format_once_and_acknowledged(

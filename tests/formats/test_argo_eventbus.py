@@ -121,6 +121,25 @@ def test_a_credential_header_however_its_name_is_written_is_removed(name: str, e
     assert kept == {"header": {"X-Request-Id": ["1"]}, "body": {"a": 1}}
 
 
+@pytest.mark.parametrize("unwrap", [None, "gitlab"])
+def test_the_decoder_alone_keeps_no_credential_of_an_unscrubbed_message(unwrap: str | None) -> None:
+    """As ``glue decode`` reads a message saved from the bus, never scrubbed."""
+    headers = gitlab_request() | {"authorization": "Bearer abc.def"}
+    msg = bus.message(
+        "gitlab-hooks", "push", "gitlab", bus.webhook_data(headers, payloads.gitlab_push(), plural=True)
+    )
+    delivery = events.Delivery(
+        transport="jetstream",
+        endpoint="argo-events",
+        format=argo_eventbus.decoder_name(unwrap),
+        headers={},
+        body=msg.payload,
+    )
+    [event] = formats.decode(delivery)
+    dumped = events.to_json(event)
+    assert TOKEN.encode() not in dumped and b"abc.def" not in dumped
+
+
 def test_a_message_without_credentials_is_kept_byte_for_byte() -> None:
     msg = bus.message("hooks", "models", "webhook", bus.webhook_data({"x-request-id": "1"}, {"a": 1}))
     assert argo_eventbus.scrub(msg.payload) is msg.payload

@@ -16,7 +16,10 @@ them), with explicit acknowledgements:
   is down ``glue_source_up{source="argo-events"}`` is 0 and ``/readyz`` says why.
 
 Credentials in the header maps Argo forwards are removed from each message before intake sees it
-(:func:`glue.formats.argo_eventbus.scrub`). nats-py is used here and nowhere else in the package.
+(:func:`glue.formats.argo_eventbus.scrub`).
+
+:class:`JetStreamSource` reads any other stream the same way (``sources.jetstream``), each subject in a
+format of its own. nats-py is used here and nowhere else in the package.
 """
 
 from __future__ import annotations

@@ -12,9 +12,13 @@ CloudEvent with its data in ``data_base64``; not timed). Then, in one run:
   acknowledges it after the commit; the clock stops when the server reports every message of the
   consumer acknowledged, that is when every event is durable and acknowledged.
 
-Both clocks start once the consumer exists and stop when the N-th message is acknowledged.
+Both clocks start once the consumer exists and stop when the N-th message is acknowledged. Each phase
+also prints the CPU time this process spent per message (``glue run``'s and the raw consumer's own
+work; nats-server is another process): on a shared machine rates swing with the other load, CPU per
+message much less. The event loop is the daemon's default (uvloop, as ``glue run``; ``--loop asyncio``
+for the standard one), for both phases.
 
-    python bench/eventbus.py [--messages 20000] [--in-flight 512]
+    python bench/eventbus.py [--messages 20000] [--in-flight 512] [--loop uvloop|asyncio]
 
 Last line:  events_per_s=<glue> raw_per_s=<nats-py>
 """
@@ -60,7 +64,7 @@ async def acknowledged(js: Any, durable: str, count: int) -> bool:
     return bool(info.ack_floor.stream_seq >= count and info.num_ack_pending == 0 and info.num_pending == 0)
 
 
-async def raw_rate(url: str, count: int, batch: int) -> float:
+async def raw_rate(url: str, count: int, batch: int) -> tuple[float, float]:
     nc = await nats.connect(url)
     try:
         js = nc.jetstream()
@@ -73,7 +77,7 @@ async def raw_rate(url: str, count: int, batch: int) -> float:
         )
         await js.add_consumer("default", config)
         subscription = await js.pull_subscribe_bind(durable="bench-raw", stream="default")
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         seen = 0
         while seen < count:
             for msg in await subscription.fetch(min(batch, 256), timeout=5):
@@ -81,12 +85,12 @@ async def raw_rate(url: str, count: int, batch: int) -> float:
                 seen += 1
         while not await acknowledged(js, "bench-raw", count):  # noqa: ASYNC110 (no "acknowledged" event)
             await asyncio.sleep(0.005)
-        return count / (time.perf_counter() - started)
+        return count / (time.perf_counter() - started), (time.process_time() - cpu) / count
     finally:
         await nc.close()
 
 
-async def glue_rate(url: str, count: int, in_flight: int, directory: Path) -> float:
+async def glue_rate(url: str, count: int, in_flight: int, directory: Path) -> tuple[float, float]:
     """A whole daemon (as `glue run`): EventBus source -> journal -> ack; the clock stops when the
     server has every message acknowledged."""
     config = settings_mod.from_mapping(
@@ -118,17 +122,17 @@ async def glue_rate(url: str, count: int, in_flight: int, directory: Path) -> fl
                 break
             except nats.js.errors.NotFoundError:
                 await asyncio.sleep(0.001)
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         while not await acknowledged(js, "bench-glue", count):  # noqa: ASYNC110 (no "acknowledged" event)
             await asyncio.sleep(0.005)
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
         journaled = len(await daemon.journal.list(limit=count + 1))
         if journaled != count:
             raise SystemExit(f"journaled {journaled} events, expected {count}")
     finally:
         await daemon.stop()
         await nc.close()
-    return count / elapsed
+    return count / elapsed, cpu / count
 
 
 async def main(count: int, in_flight: int) -> None:
@@ -136,10 +140,10 @@ async def main(count: int, in_flight: int) -> None:
         server = bus.start_server(Path(tmp))
         try:
             await fill(server.url, count)
-            raw = await raw_rate(server.url, count, in_flight)
-            print(f"raw nats-py fetch + ack: {raw:.0f} messages/s", flush=True)
-            events = await glue_rate(server.url, count, in_flight, Path(tmp))
-            print(f"glue bus -> journal -> ack: {events:.0f} events/s", flush=True)
+            raw, raw_cpu = await raw_rate(server.url, count, in_flight)
+            print(f"raw nats-py fetch + ack: {raw:.0f} messages/s, {raw_cpu * 1e6:.0f} us CPU each")
+            events, cpu = await glue_rate(server.url, count, in_flight, Path(tmp))
+            print(f"glue bus -> journal -> ack: {events:.0f} events/s, {cpu * 1e6:.0f} us CPU each")
         finally:
             bus.stop_server(server)
     print(f"events_per_s={events:.0f} raw_per_s={raw:.0f}")
@@ -151,5 +155,12 @@ if __name__ == "__main__":
     )
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--in-flight", type=int, default=512)
+    parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop", help="event loop")
     args = parser.parse_args()
-    asyncio.run(main(args.messages, args.in_flight))
+    loop_factory = None
+    if args.loop == "uvloop":
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(main(args.messages, args.in_flight))

@@ -208,6 +208,14 @@ def _sources(
         )
         readiness.append(bus.readiness)
         sources.append(bus)
+    if settings.sources.jetstream is not None:
+        from glue.sources import argo_events
+
+        stream = argo_events.JetStreamSource(
+            settings.sources.jetstream, accepting.accept, reject=journal_.reject
+        )
+        readiness.append(stream.readiness)
+        sources.append(stream)
     minio = settings.sources.minio
     if minio is not None and minio.buckets:
         from glue.sources import minio_listen

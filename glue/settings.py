@@ -51,6 +51,8 @@ __all__ = [
     "Endpoint",
     "Execution",
     "FormatName",
+    "JetStream",
+    "JetStreamSubject",
     "Journal",
     "Kafka",
     "KafkaFormat",
@@ -75,6 +77,7 @@ __all__ = [
     "from_mapping",
     "load",
     "secret_variables",
+    "subject_matches",
 ]
 
 
@@ -674,8 +677,9 @@ class ArgoEventsTls(Model):
         return self
 
 
-class ArgoEvents(Model):
-    """Argo Events' JetStream EventBus read by a durable pull consumer of glue's own, at least once."""
+class _JetStreamConsumer(Model):
+    """A JetStream stream read by a durable pull consumer of glue's own, at least once: the connection
+    and the consumer (shared by the Argo EventBus and the generic JetStream source)."""
 
     url: Annotated[list[str], NoDecode] = Field(
         min_length=1,
@@ -684,17 +688,11 @@ class ArgoEvents(Model):
     )
     auth: ArgoEventsAuth | None = None
     tls: ArgoEventsTls | None = None
-    event_sources: list[ArgoEventSource] = Field(
-        default_factory=_event_sources_default,
-        min_length=1,
-        description="The EventSources taken; the first entry that matches a message applies.",
-    )
     durable: str = Field(
         default="runtime-glue",
         pattern=r"^[A-Za-z0-9_-]{1,64}$",
         description="This reader's durable consumer (never a Sensor's).",
     )
-    stream: str = Field(default="default", pattern=r"^[A-Za-z0-9_-]{1,64}$")
     deliver: Literal["new", "all"] = Field(
         default="new",
         description="Where a new durable consumer starts: new messages, or all the stream keeps (a first "
@@ -718,7 +716,7 @@ class ArgoEvents(Model):
         return data
 
     @model_validator(mode="after")
-    def _check(self) -> ArgoEvents:
+    def _check(self) -> _JetStreamConsumer:
         for url in self.url:
             if not url.startswith(("nats://", "tls://")):
                 raise ValueError(f"url {url!r} must start with nats:// or tls://")
@@ -727,11 +725,74 @@ class ArgoEvents(Model):
         return self
 
 
+class ArgoEvents(_JetStreamConsumer):
+    """Argo Events' JetStream EventBus read by a durable pull consumer of glue's own, at least once."""
+
+    event_sources: list[ArgoEventSource] = Field(
+        default_factory=_event_sources_default,
+        min_length=1,
+        description="The EventSources taken; the first entry that matches a message applies.",
+    )
+    stream: str = Field(default="default", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+
+
+#: A NATS subject a consumer filters on: tokens split by '.', '*' one token, '>' the rest (last only).
+_NATS_SUBJECT = r"^(?:[^.*> \t\r\n]+|\*)(?:\.(?:[^.*> \t\r\n]+|\*))*(?:\.>)?$|^>$"
+
+
+class JetStreamSubject(Model):
+    """Messages on a subject (NATS wildcards ``*`` and ``>``) and their format, as a Kafka topic's.
+
+    - ``cloudevents``: the CloudEvents NATS binding, binary (``ce-`` headers) or structured;
+    - ``minio``: MinIO's NATS target (the notification ``{EventName, Key, Records}``);
+    - ``argo``: any plain JSON; ``type``/``source`` name the event."""
+
+    subject: str = Field(pattern=_NATS_SUBJECT)
+    format: Literal["cloudevents", "minio", "argo"]
+    type: str | None = Field(default=None, description="argo: CloudEvent type for plain JSON messages.")
+    source: str | None = Field(default=None, description="argo: CloudEvent source for plain JSON messages.")
+    id_header: str | None = Field(default=None, description="argo: message header holding the event id.")
+    id_field: str | None = Field(
+        default=None, pattern=_ID_FIELD, description="argo: dotted path to the event id in a JSON message."
+    )
+    dedup_window: float = Field(
+        default=_DEDUP_WINDOW,
+        ge=0,
+        description="Seconds within which equal messages without a producer id are one event.",
+    )
+
+
+def subject_matches(pattern: str, subject: str) -> bool:
+    """NATS subject matching: ``*`` stands for one token, a last ``>`` for one or more."""
+    wanted, got = pattern.split("."), subject.split(".")
+    if wanted[-1] == ">":
+        if len(got) < len(wanted):
+            return False
+        wanted, got = wanted[:-1], got[: len(wanted) - 1]
+    elif len(got) != len(wanted):
+        return False
+    return all(w in ("*", g) for w, g in zip(wanted, got, strict=True))
+
+
+class JetStream(_JetStreamConsumer):
+    """Any JetStream stream of CloudEvents (or MinIO notifications, or plain JSON), by subject."""
+
+    stream: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    subjects: list[JetStreamSubject] = Field(
+        min_length=1, description="The subjects taken and their formats; the first that matches applies."
+    )
+
+    def entry_for(self, subject: str) -> JetStreamSubject | None:
+        """The first ``subjects`` entry that takes messages on ``subject``."""
+        return next((entry for entry in self.subjects if subject_matches(entry.subject, subject)), None)
+
+
 class Sources(Model):
     """Ways in besides the HTTP endpoints; each subsystem adds its typed group here."""
 
     kafka: Kafka | None = None
     argo_events: ArgoEvents | None = Field(default=None, description="Argo Events' JetStream EventBus.")
+    jetstream: JetStream | None = Field(default=None, description="A JetStream stream, format by subject.")
     minio: Minio | None = Field(default=None, description="MinIO connection and listened buckets.")
 
 

@@ -81,13 +81,18 @@ def warnings(settings: settings_mod.Settings) -> list[str]:
     """What a valid config does that it probably should not: ``argo`` endpoints and topics that say
     nowhere where the producer's event id is (plain JSON bodies then get a digest identity)."""
     found: list[str] = []
-    sources: list[tuple[str, settings_mod.Endpoint | settings_mod.KafkaTopic]] = [
-        (f"endpoints[{n}] ({endpoint.name})", endpoint) for n, endpoint in enumerate(settings.endpoints)
-    ]
+    sources: list[
+        tuple[str, settings_mod.Endpoint | settings_mod.KafkaTopic | settings_mod.JetStreamSubject]
+    ] = [(f"endpoints[{n}] ({endpoint.name})", endpoint) for n, endpoint in enumerate(settings.endpoints)]
     if settings.sources.kafka is not None:
         sources += [
             (f"sources.kafka.topics[{n}] ({topic.name})", topic)
             for n, topic in enumerate(settings.sources.kafka.topics)
+        ]
+    if settings.sources.jetstream is not None:
+        sources += [
+            (f"sources.jetstream.subjects[{n}] ({entry.subject})", entry)
+            for n, entry in enumerate(settings.sources.jetstream.subjects)
         ]
     for where, spec in sources:
         if spec.format == "argo" and not spec.id_header and not spec.id_field:

@@ -50,6 +50,11 @@ def _options(settings: settings_mod.Settings, delivery: events.Delivery) -> form
     for topic in getattr(kafka, "topics", None) or []:
         if topic.name == delivery.endpoint:
             return formats.Options.of(topic)
+    stream = settings.sources.jetstream
+    if stream is not None and delivery.transport == "jetstream" and delivery.endpoint == stream.stream:
+        entry = stream.entry_for(delivery.headers.get("nats-subject", ""))
+        if entry is not None:
+            return formats.Options.of(entry)
     return formats.Options()
 
 

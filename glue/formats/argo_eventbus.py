@@ -26,6 +26,7 @@ import base64
 import binascii
 import dataclasses
 import datetime as dt
+import re
 from collections.abc import Iterable
 from typing import Any, Final
 
@@ -109,9 +110,28 @@ def _without_credentials(value: Any) -> tuple[Any, bool]:
     return value, changed
 
 
+#: In lower-cased JSON: a credential header's name as a string, or an escape of a character header
+#: names are made of (a letter, a digit, '-'), which could spell one. Go escapes only '<', '>', '&'
+#: and control characters, so Argo's messages hold no such escape.
+_CREDENTIAL: Final = re.compile(
+    b'"(?:'
+    + b"|".join(re.escape(name.encode()) for name in sorted(events.SENSITIVE_HEADERS))
+    + rb')"|\\u00(?:2d|3[0-9]|[46][1-9a-f]|[57][0-9a])'
+)
+
+
+def _may_hold_credentials(text: bytes) -> bool:
+    """False when JSON ``text`` surely has no credential header in it: none's name appears, in any
+    case, no escape could spell one, and it is ASCII (``str.lower`` folds a few other letters to
+    ASCII ones, the Kelvin sign to 'k')."""
+    return not text.isascii() or _CREDENTIAL.search(text.lower()) is not None
+
+
 def scrub(body: bytes) -> bytes:
     """A bus message without the credentials its event's header map carries (the same bytes when it
-    carries none, or when it is not a CloudEvent whose data can be read: the decoder rejects it)."""
+    carries none, or when it is not a CloudEvent whose data can be read: the decoder rejects it).
+
+    Nearly every message carries none: its data is searched for their names before it is parsed."""
     if b"data" not in body:
         return body
     try:
@@ -123,7 +143,10 @@ def scrub(body: bytes) -> bytes:
     encoded = message.get("data_base64")
     if isinstance(encoded, str):
         try:
-            data = orjson.loads(base64.b64decode(encoded, validate=True))
+            raw = base64.b64decode(encoded, validate=True)
+            if not _may_hold_credentials(raw):
+                return body
+            data = orjson.loads(raw)
         except (binascii.Error, ValueError):
             return body
         data, changed = _without_credentials(data)
@@ -131,6 +154,8 @@ def scrub(body: bytes) -> bytes:
             return body
         message["data_base64"] = base64.b64encode(orjson.dumps(data)).decode()
     else:
+        if not _may_hold_credentials(body):
+            return body
         data, changed = _without_credentials(message.get("data"))
         if not changed:
             return body
@@ -155,7 +180,10 @@ def _bus_event(delivery: events.Delivery) -> tuple[dict[str, Any], Any]:
     # The attributes are checked once, when the event that is kept is built.
     attributes, data = _common.structured(value, _parts)  # type: ignore[type-var]
     if isinstance(data, bytes):
+        clean = not _may_hold_credentials(data)  # as every message scrub() has seen
         data = _common.load_json(data, "'data_base64'")
+        if clean:
+            return attributes, data
     data, _ = _without_credentials(data)
     return attributes, data
 

@@ -16,7 +16,10 @@ them), with explicit acknowledgements:
   is down ``glue_source_up{source="argo-events"}`` is 0 and ``/readyz`` says why.
 
 Credentials in the header maps Argo forwards are removed from each message before intake sees it
-(:func:`glue.formats.argo_eventbus.scrub`). nats-py is used here and nowhere else in the package.
+(:func:`glue.formats.argo_eventbus.scrub`).
+
+:class:`JetStreamSource` reads any other stream the same way (``sources.jetstream``), each subject in a
+format of its own. nats-py is used here and nowhere else in the package.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import nats
+import orjson
 import structlog
 from nats import errors as nats_errors
 from nats.js import api as js_api
@@ -39,27 +43,44 @@ from glue import events, formats, intake, journal, metrics, retry
 from glue import settings as settings_mod
 from glue.formats import argo_eventbus
 
-__all__ = ["NAME", "TRANSPORT", "ArgoEventsSource", "connect_options"]
+__all__ = [
+    "JETSTREAM_NAME",
+    "NAME",
+    "TRANSPORT",
+    "ArgoEventsSource",
+    "JetStreamSource",
+    "connect_options",
+]
 
 log = structlog.get_logger(__name__)
 
 #: The source's name in metrics, readiness and the deliveries it journals (their endpoint).
 NAME = "argo-events"
+#: The generic JetStream source's name in metrics and readiness.
+JETSTREAM_NAME = "jetstream"
 #: The transport of the deliveries it journals.
 TRANSPORT = "jetstream"
 
-Accept = Callable[[events.Delivery], Awaitable[list[journal.Appended]]]
+Accept = Callable[[events.Delivery, formats.Options], Awaitable[list[journal.Appended]]]
 Reject = Callable[[events.Delivery, str], Awaitable[int]]
 
-_FETCH_SECONDS = 1.0  # how long one pull waits for messages
-_FETCH_MAX = 256  # messages asked for in one pull
+#: Messages asked for in one pull request.
+_PULL_MAX = 256
+#: How long a pull request waits on the server for messages; it then ends with a 408 status.
+_PULL_EXPIRES = 5.0
+#: Heard nothing this long after the last pull request should have ended: its end was lost (a server
+#: restart, a consumer moved), so its messages are no longer counted as coming.
+_PULL_LOST_AFTER = _PULL_EXPIRES + 2.0
+#: After a 409 status the server refused a pull request (too many waiting, leadership change, ...):
+#: ask again after this long rather than at once.
+_REFUSED_PAUSE = 1.0
 
 
 class _Down(Exception):
     """The connection or the consumer cannot be used; the message says why (no credentials)."""
 
 
-def connect_options(config: settings_mod.ArgoEvents) -> dict[str, Any]:
+def connect_options(config: settings_mod.ArgoEvents | settings_mod.JetStream) -> dict[str, Any]:
     """nats-py connection keyword arguments: servers, TLS and credentials (read from the mounted file).
 
     nats-py's own reconnection is off: the source reconnects on its schedule and shows it."""
@@ -94,14 +115,17 @@ class _Tracked:
         self.since = time.monotonic()
 
 
-class ArgoEventsSource:
-    """A component (``name``, ``start()``, ``stop()``) that follows the EventBus."""
+class _PullConsumer:
+    """A component (``name``, ``start()``, ``stop()``) that follows a stream with a durable pull
+    consumer; subclasses say which subjects it takes and what delivery each message is."""
 
-    name = NAME
+    name: str
+    _title: str  # what log lines and /readyz call it
+    _missing_stream: str  # added to "stream ... not found"
 
     def __init__(
         self,
-        config: settings_mod.ArgoEvents,
+        config: settings_mod.ArgoEvents | settings_mod.JetStream,
         accept: Accept,
         *,
         reject: Reject,
@@ -113,33 +137,45 @@ class ArgoEventsSource:
         self._reject = reject
         self._rng = rng if rng is not None else random.Random()
         self._backoff = retry.Policy.equal_jitter(config.reconnect_initial, config.reconnect_max)
-        self.selector = argo_eventbus.Selector((e.name, e.unwrap) for e in config.event_sources)
         self._drain_seconds = drain_seconds
         self._task: asyncio.Task[None] | None = None
         self._stopping = False  # nats-py swallows a cancellation that lands in its close: check this too
         self._nc: Any = None
         self._reason = "not connected yet"
         self._connected = False
-        self._free = config.max_in_flight  # fetch slots: messages that may still be taken
-        self._low_water = max(1, min(_FETCH_MAX, config.max_in_flight // 4))
-        self._slot_freed = asyncio.Event()
+        self._low_water = max(1, min(_PULL_MAX, config.max_in_flight // 4))
+        self._wake = asyncio.Event()  # room for a pull request, the connection closed, the consumer lost
         self._in_flight: dict[asyncio.Task[None], _Tracked] = {}
+        self._requested = 0  # messages asked for by pull requests and neither delivered nor expired
+        self._heard = 0.0  # when the last message or status reached the inbox
+        self._lost: str | None = None  # why the consumer cannot be used any more (a 409 said so)
+        self._fetched = 0
         self._pause_until = 0.0  # the journal could not take a message: fetch nothing until then
         self._journal_failures = 0
-        self._counts = metrics.Children(metrics.EVENTBUS_MESSAGES, NAME)
+        self._counts = metrics.Children(metrics.EVENTBUS_MESSAGES, self.name)
         self._signals: set[asyncio.Task[None]] = set()  # InProgress acknowledgements being sent
-        metrics.SOURCE_UP.labels(NAME).set(0)
+        metrics.SOURCE_UP.labels(self.name).set(0)
+
+    # -- what subclasses say
+
+    def subjects(self) -> list[str]:
+        """The consumer's filter subjects."""
+        raise NotImplementedError
+
+    def delivery(self, msg: Any) -> tuple[events.Delivery, formats.Options] | None:
+        """The delivery a message is and its format's options; None for a message not taken."""
+        raise NotImplementedError
 
     # -- lifecycle
 
     async def start(self) -> None:
         """Start following the bus and return; the connection is made in the background."""
-        self._task = asyncio.create_task(self._follow(), name="argo-events")
+        self._task = asyncio.create_task(self._follow(), name=self.name)
         log.info(
-            "argo events source started",
+            f"{self._title} source started",
             url=list(self.config.url),
             durable=self.config.durable,
-            subjects=self.selector.subjects(self.config.stream),
+            subjects=self.subjects(),
         )
 
     async def stop(self) -> None:
@@ -161,21 +197,21 @@ class ArgoEventsSource:
                 log.warning("eventbus messages left unacknowledged at stop", count=len(late))
         await self._close()
         self._down("stopped")
-        log.info("argo events source stopped")
+        log.info(f"{self._title} source stopped")
 
     async def readiness(self) -> str | None:
         """For /readyz: None while connected with the consumer bound, else why not."""
-        return None if self._connected else f"argo events eventbus down: {self._reason}"
+        return None if self._connected else f"{self._title} down: {self._reason}"
 
     # -- connection
 
     def _up(self) -> None:
         self._connected, self._reason = True, ""
-        metrics.SOURCE_UP.labels(NAME).set(1)
+        metrics.SOURCE_UP.labels(self.name).set(1)
 
     def _down(self, reason: str) -> None:
         self._connected, self._reason = False, reason
-        metrics.SOURCE_UP.labels(NAME).set(0)
+        metrics.SOURCE_UP.labels(self.name).set(0)
 
     async def _close(self) -> None:
         nc, self._nc = self._nc, None
@@ -202,54 +238,62 @@ class ArgoEventsSource:
             if self._stopping:
                 return
             if was_connected:
-                metrics.SOURCE_RECONNECTS.labels(NAME).inc()
+                metrics.SOURCE_RECONNECTS.labels(self.name).inc()
             attempt += 1
             delay = self._backoff.delay(attempt, self._rng)
-            log.warning("argo events eventbus down", reason=reason, retry_in=round(delay, 3))
+            log.warning(f"{self._title} down", reason=reason, retry_in=round(delay, 3))
             await asyncio.sleep(delay)
 
     async def _error(self, exc: Exception) -> None:
-        log.warning("argo events eventbus connection error", error=_describe(exc))
+        log.warning(f"{self._title} connection error", error=_describe(exc))
+
+    async def _closed(self) -> None:
+        self._wake.set()
 
     async def _connect_and_consume(self) -> int:
-        """One connection: bind the consumer and fetch until the connection ends. Returns how many
-        messages it fetched."""
+        """One connection: bind the consumer and pull until the connection ends. Returns how many
+        messages it received.
+
+        Pull requests go out while there is room (``maxInFlight`` less the messages in hand and those
+        asked for), each for up to ``_PULL_MAX`` messages and ending after ``_PULL_EXPIRES`` with a
+        408 status that says how many it did not deliver; the messages arrive on one inbox, as
+        nats.go's ``Consume`` does. nats-py's ``fetch`` would wait for each message with a task and a
+        timer of its own, which cost more than the rest of the path to the journal."""
         config = self.config
         try:
             async with asyncio.timeout(config.connect_timeout * 2 * len(config.url) + 1):
-                nc = await nats.connect(**connect_options(config), error_cb=self._error)
+                nc = await nats.connect(
+                    **connect_options(config), error_cb=self._error, closed_cb=self._closed
+                )
         except ValueError as exc:  # the credentials file changed since the settings were checked
             raise _Down(f"auth: {exc}") from None
         except (nats_errors.NoServersError, OSError, TimeoutError) as exc:
             raise _Down(f"cannot connect to {', '.join(config.url)}: {_describe(exc)}") from None
         self._nc = nc
-        js = nc.jetstream()
-        subscription = await self._bind(js)
+        await self._bind(nc.jetstream())
+        self._requested, self._lost, self._heard, self._fetched = 0, None, time.monotonic(), 0
+        inbox = nc.new_inbox()
+        await nc.subscribe(inbox, cb=self._arrived)
+        next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{config.stream}.{config.durable}"
         self._up()
-        log.info("argo events eventbus connected", durable=config.durable, stream=config.stream)
-        fetched = 0
-        ticker = asyncio.create_task(self._keep_in_progress(), name="argo-events-in-progress")
+        log.info(f"{self._title} connected", durable=config.durable, stream=config.stream)
+        ticker = asyncio.create_task(self._keep_in_progress(), name=f"{self.name}-in-progress")
         try:
-            while not nc.is_closed and not self._stopping:
-                await self._wait_for_room()
-                try:
-                    messages = await subscription.fetch(min(self._free, _FETCH_MAX), timeout=_FETCH_SECONDS)
-                except (nats_errors.TimeoutError, TimeoutError):
-                    continue
-                for msg in messages:
-                    fetched += 1
-                    self._free -= 1
-                    task = asyncio.create_task(self._handle(msg))
-                    self._in_flight[task] = _Tracked(msg)
-                    task.add_done_callback(self._done)
+            while True:
+                batch = await self._room(nc)
+                if not batch:
+                    break
+                self._requested += batch
+                request = {"batch": batch, "expires": int(_PULL_EXPIRES * 1e9)}
+                await nc.publish(next_subject, orjson.dumps(request), reply=inbox)
         finally:
             ticker.cancel()
-        return fetched
+        return self._fetched
 
-    async def _bind(self, js: Any) -> Any:
-        """Create (or update) the durable consumer, then bind a pull subscription to it."""
+    async def _bind(self, js: Any) -> None:
+        """Create the durable consumer, or update the one there is."""
         config = self.config
-        subjects = self.selector.subjects(config.stream)
+        subjects = self.subjects()
         consumer = js_api.ConsumerConfig(
             name=config.durable,
             durable_name=config.durable,
@@ -265,35 +309,82 @@ class ArgoEventsSource:
         try:
             await js.add_consumer(config.stream, consumer)
         except js_errors.NotFoundError:
-            raise _Down(
-                f"stream {config.stream!r} not found (no EventSource has published to this EventBus yet)"
-            ) from None
+            raise _Down(f"stream {config.stream!r} not found{self._missing_stream}") from None
         except js_errors.BadRequestError as exc:
             # An existing consumer whose settings cannot change (its deliver policy): use it as it is.
-            log.warning("argo events consumer kept as it is", durable=config.durable, reason=exc.description)
+            log.warning(
+                f"{self._title} consumer kept as it is", durable=config.durable, reason=exc.description
+            )
         except js_errors.ServiceUnavailableError:
             raise _Down("JetStream is not enabled on this server") from None
-        return await js.pull_subscribe_bind(durable=config.durable, stream=config.stream)
 
-    async def _wait_for_room(self) -> None:
-        """Until messages may be fetched: no pause after a journal failure, and free slots for a batch
-        (a quarter of maxInFlight, or any while nothing is in flight): one pull per freed slot would
-        cost a round trip per message."""
-        while True:
-            pause = self._pause_until - time.monotonic()
+    async def _room(self, nc: Any) -> int:
+        """How many messages the next pull request asks for, once that is worth a request: no pause
+        after a journal failure, and room for a quarter of maxInFlight (or for any while nothing is in
+        hand or asked for): a request per freed slot would cost a round trip per message. 0 once the
+        connection is closed or the source stops; raises _Down when the consumer is gone."""
+        while not nc.is_closed and not self._stopping:
+            if self._lost is not None:
+                raise _Down(self._lost)
+            now = time.monotonic()
+            pause = self._pause_until - now
             if pause > 0:
-                await asyncio.sleep(pause)
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(pause):
+                        await self._wake.wait()
                 continue
-            if self._free >= self._low_water or (self._free > 0 and not self._in_flight):
-                return
-            self._slot_freed.clear()
-            await self._slot_freed.wait()
+            if self._requested and now - self._heard > _PULL_LOST_AFTER:
+                self._requested = 0
+            room = self.config.max_in_flight - len(self._in_flight) - self._requested
+            if room >= self._low_water or (room > 0 and not self._in_flight and not self._requested):
+                return min(room, _PULL_MAX)
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_PULL_LOST_AFTER):
+                    await self._wake.wait()
+        return 0
+
+    async def _arrived(self, msg: Any) -> None:
+        """A message or a status of a pull request reached the inbox (nats-py calls this in order)."""
+        self._heard = time.monotonic()
+        if not msg.reply:  # a status: JetStream messages carry their acknowledgement subject
+            self._status(msg.headers or {})
+            return
+        self._requested = max(0, self._requested - 1)
+        if self._stopping:
+            return  # left unacknowledged: the server sends it again after ackWait
+        self._fetched += 1
+        task = asyncio.create_task(self._handle(msg))
+        self._in_flight[task] = _Tracked(msg)
+        task.add_done_callback(self._done)
+
+    def _status(self, headers: dict[str, str]) -> None:
+        """A pull request ended (408, or 409 when the server refused it), or the consumer is gone."""
+        code = headers.get(js_api.Header.STATUS, "")
+        description = headers.get(js_api.Header.DESCRIPTION, "")
+        if code == "100":  # an idle heartbeat (none is asked for)
+            return
+        if code == "409" and description.lower() in ("consumer deleted", "consumer is push based"):
+            self._lost = f"consumer {self.config.durable!r}: {description.lower()}"
+        elif code == "503":  # no responders: the stream or the consumer is gone
+            self._lost = f"consumer {self.config.durable!r} does not answer (no responders)"
+        elif code == "409":
+            log.warning(f"{self._title} pull request refused", reason=description)
+            self._pause_until = max(self._pause_until, time.monotonic() + _REFUSED_PAUSE)
+        undelivered = headers.get("Nats-Pending-Messages")
+        if undelivered is not None and undelivered.isdigit():
+            self._requested = max(0, self._requested - int(undelivered))
+        elif code in ("408", "409", "404"):
+            self._requested = 0  # counted again from nothing; the server's maxAckPending bounds it anyway
+        self._wake.set()
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._in_flight.pop(task, None)
-        self._free += 1
-        if self._free >= self._low_water or not self._in_flight:
-            self._slot_freed.set()
+        if not self._wake.is_set():
+            room = self.config.max_in_flight - len(self._in_flight) - self._requested
+            if room >= self._low_water or not self._in_flight:
+                self._wake.set()
 
     async def _keep_in_progress(self) -> None:
         """Every quarter of ``ackWait``: tell the server that messages whose commit has waited that
@@ -317,31 +408,14 @@ class ArgoEventsSource:
     # -- one message
 
     async def _handle(self, msg: Any) -> None:
-        subject: str = msg.subject
-        _, _, rest = subject.partition(".")
-        event_source, _, event_name = rest.partition(".")
-        selection = self.selector.select(event_source, event_name)
-        if selection is None:  # the consumer was made for other eventSources before: not ours
+        taken = self.delivery(msg)
+        if taken is None:  # the consumer was made for other subjects before: not ours
             await _quietly(msg.ack())
             self._counts["ignored"].inc()
             return
-        headers = {"nats-subject": subject}
-        received = msg.headers or {}
-        msg_id = received.get("Nats-Msg-Id")
-        if msg_id:
-            headers["nats-msg-id"] = msg_id
-        traceparent = received.get("traceparent")  # W3C trace context, if the publisher sent one
-        if traceparent:
-            headers["traceparent"] = traceparent
-        delivery = events.Delivery(
-            transport=TRANSPORT,
-            endpoint=NAME,
-            format=selection.decoder,
-            headers=headers,
-            body=argo_eventbus.scrub(msg.data),
-        )
+        delivery, options = taken
         try:
-            appended = await self._accept(delivery)
+            appended = await self._accept(delivery, options)
         except formats.DecodeError as exc:
             await self._rejected(msg, delivery, exc.reason)
             return
@@ -349,7 +423,7 @@ class ArgoEventsSource:
             self._journal_unavailable(str(exc))
             return
         except Exception as exc:  # a decoder bug must not stop the bus: keep the message, visibly
-            log.exception("eventbus message failed", subject=subject)
+            log.exception("eventbus message failed", subject=msg.subject)
             await self._rejected(msg, delivery, f"decoder failed: {type(exc).__name__}")
             return
         self._journal_failures = 0
@@ -378,6 +452,110 @@ class ArgoEventsSource:
         delay = self._backoff.delay(self._journal_failures, self._rng)
         self._pause_until = max(self._pause_until, time.monotonic() + delay)
         log.warning("journal cannot take eventbus messages yet", reason=reason, retry_in=round(delay, 3))
+
+
+class ArgoEventsSource(_PullConsumer):
+    """Argo Events' EventBus: the EventSources its ``eventSources`` take, each message a CloudEvent
+    (unwrapped where the entry says so), credentials in Argo's header maps removed."""
+
+    name = NAME
+    _title = "argo events eventbus"
+    _missing_stream = " (no EventSource has published to this EventBus yet)"
+
+    def __init__(
+        self,
+        config: settings_mod.ArgoEvents,
+        accept: Accept,
+        *,
+        reject: Reject,
+        rng: random.Random | None = None,
+        drain_seconds: float = 5.0,
+    ) -> None:
+        self.selector = argo_eventbus.Selector((e.name, e.unwrap) for e in config.event_sources)
+        super().__init__(config, accept, reject=reject, rng=rng, drain_seconds=drain_seconds)
+
+    def subjects(self) -> list[str]:
+        return self.selector.subjects(self.config.stream)
+
+    def delivery(self, msg: Any) -> tuple[events.Delivery, formats.Options] | None:
+        subject: str = msg.subject
+        _, _, rest = subject.partition(".")
+        event_source, _, event_name = rest.partition(".")
+        selection = self.selector.select(event_source, event_name)
+        if selection is None:
+            return None
+        headers = {"nats-subject": subject}
+        received = msg.headers or {}
+        msg_id = received.get("Nats-Msg-Id")
+        if msg_id:
+            headers["nats-msg-id"] = msg_id
+        traceparent = received.get("traceparent")  # W3C trace context, if the publisher sent one
+        if traceparent:
+            headers["traceparent"] = traceparent
+        delivery = events.Delivery(
+            transport=TRANSPORT,
+            endpoint=NAME,
+            format=selection.decoder,
+            headers=headers,
+            body=argo_eventbus.scrub(msg.data),
+        )
+        return delivery, formats.NO_OPTIONS
+
+
+class JetStreamSource(_PullConsumer):
+    """Any JetStream stream: each message on a listed subject is a delivery in that subject's format
+    (the CloudEvents NATS binding, binary with ``ce-`` headers or structured; MinIO's NATS target;
+    plain JSON), its headers as sent less credentials. The delivery's endpoint is the stream."""
+
+    name = JETSTREAM_NAME
+    _title = "jetstream"
+    _missing_stream = ""
+
+    def __init__(
+        self,
+        config: settings_mod.JetStream,
+        accept: Accept,
+        *,
+        reject: Reject,
+        rng: random.Random | None = None,
+        drain_seconds: float = 5.0,
+    ) -> None:
+        self._entries = [
+            (entry.subject, entry.format, formats.Options.of(entry)) for entry in config.subjects
+        ]
+        self._chosen: dict[str, tuple[str, formats.Options] | None] = {}
+        super().__init__(config, accept, reject=reject, rng=rng, drain_seconds=drain_seconds)
+
+    def subjects(self) -> list[str]:
+        return list(dict.fromkeys(subject for subject, _, _ in self._entries))
+
+    def _choose(self, subject: str) -> tuple[str, formats.Options] | None:
+        try:
+            return self._chosen[subject]
+        except KeyError:
+            pass
+        matches = settings_mod.subject_matches
+        found = next(((fmt, opts) for pattern, fmt, opts in self._entries if matches(pattern, subject)), None)
+        if len(self._chosen) >= 10_000:  # subjects may carry ids: the cache stays bounded
+            self._chosen.clear()
+        self._chosen[subject] = found
+        return found
+
+    def delivery(self, msg: Any) -> tuple[events.Delivery, formats.Options] | None:
+        chosen = self._choose(msg.subject)
+        if chosen is None:
+            return None
+        decoder, options = chosen
+        headers = {name.lower(): value for name, value in (msg.headers or {}).items()}
+        headers["nats-subject"] = msg.subject
+        delivery = events.Delivery(
+            transport=TRANSPORT,
+            endpoint=self.config.stream,
+            format=decoder,
+            headers=events.scrub_headers(headers),
+            body=msg.data,
+        )
+        return delivery, options
 
 
 async def _quietly(acknowledgement: Awaitable[Any]) -> None:

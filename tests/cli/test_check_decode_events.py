@@ -48,6 +48,12 @@ sources:
     bootstrapServers: [127.0.0.1:9092]
     groupId: glue
     topics: [{name: triggers, format: argo, type: t, source: s, dedupWindow: 60}]
+  jetstream:
+    url: nats://127.0.0.1:4222
+    stream: platform
+    subjects:
+      - {subject: "hooks.*", format: argo, type: t, source: s}
+      - {subject: "ids.*", format: argo, type: t, source: s, idField: id}
 """,
     )
     assert cli.main(["check", "--config", str(config)]) == 0
@@ -61,6 +67,9 @@ sources:
         f"{config}: warning: sources.kafka.topics[0] (triggers): format argo without idHeader or idField: "
         "a plain JSON body is identified by its digest, and equal bodies within dedupWindow (60 s) are "
         "taken as one event; have the trigger send the event's context.id (README: Argo Events)",
+        f"{config}: warning: sources.jetstream.subjects[0] (hooks.*): format argo without idHeader or "
+        "idField: a plain JSON body is identified by its digest, and equal bodies within dedupWindow "
+        "(900 s) are taken as one event; have the trigger send the event's context.id (README: Argo Events)",
     ]
 
 

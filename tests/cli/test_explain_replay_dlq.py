@@ -187,6 +187,34 @@ def test_replay_into_the_journal_goes_through_the_decoders_and_dedups(
     assert [row["id"] for row in json_lines(capsys.readouterr().out)] == ["r1", "r2"]
 
 
+def test_replay_of_a_jetstream_delivery_takes_its_subjects_options(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stream = {
+        "url": "nats://127.0.0.1:4222",
+        "stream": "platform",
+        "subjects": [
+            {"subject": "hooks.*", "format": "argo", "type": "com.example.hook", "source": "/hooks"},
+            {"subject": "other.>", "format": "argo", "type": "com.example.other", "source": "/other"},
+        ],
+    }
+    config = write_config(tmp_path, sources={"jetstream": stream})
+    delivery = events.Delivery(
+        transport="jetstream",
+        endpoint="platform",
+        format="argo",
+        headers={"nats-subject": "hooks.deploy", "content-type": "application/json"},
+        body=orjson.dumps({"id": "h-1", "app": "api"}),
+    )
+    recording = tmp_path / "rec.jsonl"
+    recording.write_bytes(orjson.dumps(delivery.to_record()) + b"\n")
+    assert cli.main(["replay", "-c", str(config), str(recording)]) == 0
+    capsys.readouterr()
+    assert cli.main(["events", "list", "-c", str(config)]) == 0
+    [row] = json_lines(capsys.readouterr().out)
+    assert (row["type"], row["source"]) == ("com.example.hook", "/hooks")
+
+
 def test_replay_with_a_rate_is_paced(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = write_config(tmp_path)
     file = tmp_path / "events.jsonl"

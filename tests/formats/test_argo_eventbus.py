@@ -102,6 +102,44 @@ def test_credentials_in_the_header_map_are_removed_from_the_message_and_the_even
     assert TOKEN.encode() not in events.to_json(unwrapped)
 
 
+@pytest.mark.parametrize(
+    "name",
+    ['"AUTHORIZATION"', '"x-gitlab-token"', '"x\\u002Dgitlab-token"', '"\\u0061uthorization"'],
+    ids=["upper-case", "lower-case", "escaped-dash", "escaped-letter"],
+)
+@pytest.mark.parametrize("encoded", [True, False], ids=["data_base64", "data"])
+def test_a_credential_header_however_its_name_is_written_is_removed(name: str, encoded: bool) -> None:
+    data = f'{{"header": {{{name}: ["{TOKEN}"], "X-Request-Id": ["1"]}}, "body": {{"a": 1}}}}'.encode()
+    message = {"specversion": "1.0", "id": "1", "source": "hooks", "type": "webhook", "subject": "e"}
+    if encoded:
+        message["data_base64"] = __import__("base64").b64encode(data).decode()
+    else:
+        message["data"] = orjson.loads(data)
+    scrubbed = argo_eventbus.scrub(orjson.dumps(message))
+    sent = orjson.loads(scrubbed)
+    kept = orjson.loads(__import__("base64").b64decode(sent["data_base64"])) if encoded else sent["data"]
+    assert kept == {"header": {"X-Request-Id": ["1"]}, "body": {"a": 1}}
+
+
+@pytest.mark.parametrize("unwrap", [None, "gitlab"])
+def test_the_decoder_alone_keeps_no_credential_of_an_unscrubbed_message(unwrap: str | None) -> None:
+    """As ``glue decode`` reads a message saved from the bus, never scrubbed."""
+    headers = gitlab_request() | {"authorization": "Bearer abc.def"}
+    msg = bus.message(
+        "gitlab-hooks", "push", "gitlab", bus.webhook_data(headers, payloads.gitlab_push(), plural=True)
+    )
+    delivery = events.Delivery(
+        transport="jetstream",
+        endpoint="argo-events",
+        format=argo_eventbus.decoder_name(unwrap),
+        headers={},
+        body=msg.payload,
+    )
+    [event] = formats.decode(delivery)
+    dumped = events.to_json(event)
+    assert TOKEN.encode() not in dumped and b"abc.def" not in dumped
+
+
 def test_a_message_without_credentials_is_kept_byte_for_byte() -> None:
     msg = bus.message("hooks", "models", "webhook", bus.webhook_data({"x-request-id": "1"}, {"a": 1}))
     assert argo_eventbus.scrub(msg.payload) is msg.payload

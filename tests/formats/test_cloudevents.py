@@ -143,6 +143,9 @@ def test_decoded_events_survive_the_journal_round_trip() -> None:
         ({"time": "28/11/2025"}, "attribute 'time' is not an RFC 3339 timestamp: '28/11/2025'"),
         ({"time": "2025-11-28T00:00:00"}, "invalid CloudEvent: attribute 'time' is invalid"),
         ({"Model": "llama"}, "invalid CloudEvent: extension attribute 'Model' is not a valid name"),
+        ({"model-name": "x"}, "invalid CloudEvent: extension attribute 'model-name' is not a valid name"),
+        ({"subject": ""}, "invalid CloudEvent: attribute 'subject' is invalid"),
+        ({"dataschema": ""}, "invalid CloudEvent: attribute 'dataschema' is invalid"),
         ({"labels": {"a": "b"}}, "attribute 'labels' must be a string, integer or boolean, got object"),
         ({"data_base64": "!!"}, "an event carries either 'data' or 'data_base64', not both"),
         # CloudEvents 1.0 type system: a String holds no control character, surrogate or noncharacter.

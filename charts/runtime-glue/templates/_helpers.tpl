@@ -158,6 +158,19 @@ Secret left out of secretFiles, fails the render instead of the pod's start. */}
 {{- end -}}
 {{- end -}}
 {{- end -}}
+{{- with $sources.jetstream -}}
+{{- if .auth -}}
+{{- $_ := set $files "config.sources.jetstream.auth.file" .auth.file -}}
+{{- end -}}
+{{- with .tls -}}
+{{- $tls := . -}}
+{{- range $key := list "caFile" "certFile" "keyFile" -}}
+{{- if get $tls $key -}}
+{{- $_ := set $files (printf "config.sources.jetstream.tls.%s" $key) (get $tls $key) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 {{- with $sources.minio -}}
 {{- $minio := . -}}
 {{- if .caFile -}}
@@ -376,6 +389,19 @@ The services the config talks to, each with the TCP ports the config names, as J
 {{- end -}}
 {{- end -}}
 {{- $rules = append $rules (dict "what" "the Argo Events EventBus (sources.argoEvents.url)" "ports" (uniq $ports) "to" $egress.argoEvents.to) -}}
+{{- end -}}
+{{- with $sources.jetstream -}}
+{{- $urls := .url -}}
+{{- if kindIs "string" $urls -}}
+{{- $urls = splitList "," $urls -}}
+{{- end -}}
+{{- $ports := list -}}
+{{- range $urls -}}
+{{- if trim . -}}
+{{- $ports = append $ports (regexFind ":[0-9]+$" (urlParse (trim .)).host | trimPrefix ":" | default "4222") -}}
+{{- end -}}
+{{- end -}}
+{{- $rules = append $rules (dict "what" "JetStream (sources.jetstream.url)" "ports" (uniq $ports) "to" $egress.jetstream.to) -}}
 {{- end -}}
 {{- with $sources.minio -}}
 {{- $secure := ternary true .secure (kindIs "invalid" .secure) -}}

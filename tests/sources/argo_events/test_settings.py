@@ -107,3 +107,49 @@ sources:
 """
     with pytest.raises(settings.ConfigError, match="eventSources is for topics of format argo-eventbus"):
         load(tmp_path, text)
+
+
+JETSTREAM = """
+sources:
+  jetstream:
+    url: nats://nats.platform.svc:4222
+    stream: platform
+    subjects:
+      - {subject: "ce.>", format: cloudevents}
+      - {subject: "minio.*", format: minio}
+      - {subject: "hooks.plain", format: argo, type: com.example.hook, source: /hooks, idField: meta.id}
+"""
+
+
+def test_the_jetstream_group_loads(tmp_path: Path) -> None:
+    config = load(tmp_path, JETSTREAM).sources.jetstream
+    assert config is not None
+    assert (config.stream, config.durable, config.deliver) == ("platform", "runtime-glue", "new")
+    assert [(s.subject, s.format) for s in config.subjects] == [
+        ("ce.>", "cloudevents"),
+        ("minio.*", "minio"),
+        ("hooks.plain", "argo"),
+    ]
+    assert (config.subjects[2].type, config.subjects[2].source) == ("com.example.hook", "/hooks")
+
+
+@pytest.mark.parametrize(
+    ("subject", "field", "reason"),
+    [
+        ('{subject: "a.>.b", format: cloudevents}', "sources.jetstream.subjects[0].subject", "should match"),
+        ('{subject: "a..b", format: cloudevents}', "sources.jetstream.subjects[0].subject", "should match"),
+        ('{subject: "a", format: gitlab}', "sources.jetstream.subjects[0].format", "'cloudevents'"),
+    ],
+)
+def test_jetstream_mistakes_name_the_field(tmp_path: Path, subject: str, field: str, reason: str) -> None:
+    text = JETSTREAM.split("    subjects:")[0] + f"    subjects: [{subject}]\n"
+    with pytest.raises(settings.ConfigError) as caught:
+        load(tmp_path, text)
+    message = str(caught.value)
+    assert f"glue.yaml: {field}" in message and reason in message
+
+
+def test_a_jetstream_source_names_its_stream(tmp_path: Path) -> None:
+    text = "\n".join(line for line in JETSTREAM.splitlines() if not line.strip().startswith("stream:"))
+    with pytest.raises(settings.ConfigError, match=r"sources\.jetstream\.stream"):
+        load(tmp_path, text)

@@ -241,9 +241,12 @@ async def test_a_message_the_journal_cannot_take_is_not_acknowledged_and_comes_b
     async with bus.Publisher(nats_server.url) as publisher:
         async with running(full) as daemon:
             await eventually(lambda: metric("glue_source_up", source="argo-events") == 1)
-            retried = counted("retried")
+            retried, journaled = counted("retried"), counted("journaled")
             await publisher.publish(first)
-            await eventually(lambda: events_with(daemon.journal, id=first.event_id))
+            # Counted once acknowledged, so intake has counted it in its backlog (the journal shows it
+            # from its commit on, before that).
+            await eventually(lambda: counted("journaled") > journaled)
+            assert await events_with(daemon.journal, id=first.event_id)
             await publisher.publish(second)
             await eventually(lambda: counted("retried") - retried >= 2, within=30)  # sent again after ackWait
             info = await publisher.consumer("runtime-glue")

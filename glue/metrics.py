@@ -219,7 +219,7 @@ KAFKA_BATCH_SECONDS = prometheus_client.Histogram(
 )
 KAFKA_PUBLISHED = prometheus_client.Counter(
     "glue_kafka_published_total",
-    "Invocation outcomes published as CloudEvents to the output topic, by state (done, dead).",
+    "Invocation outcomes published as CloudEvents to the output topic, by state (done, planned, dead).",
     ["state"],
 )
 

@@ -232,11 +232,17 @@ async def test_dry_run_route_logs_the_plan_and_acts_not(
             pollSeconds=0.02, routes=[{"name": "shadow", "handler": "careful", "dryRun": True}]
         )
         await append(cloudevent("t1"))
-        await wait_for(lambda: _states(store, {"done"}), seconds=10, step=0.02)
+        await wait_for(lambda: _states(store, {"planned"}), seconds=10, step=0.02)
     assert acted == []
     (summary,) = [e for e in logs if e["event"] == "dispatched"]
     assert summary["outcome"] == "planned"
-    assert summary["plan"] == {"summary": "delete", "calls": [{"method": "DELETE", "target": "/things/t1"}]}
+    plan = {"summary": "delete", "calls": [{"method": "DELETE", "target": "/things/t1"}]}
+    assert summary["plan"] == plan
+    (stored,) = await store.invocations()
+    assert (stored.state, stored.plan) == ("planned", plan), "a plan is not done: nothing was acted on"
+    (attempt,) = await store.attempts(stored.id)
+    assert (attempt.attempt, attempt.outcome, attempt.error) == (1, "planned", None)
+    assert attempt.duration is not None and attempt.duration >= 0
     assert (
         metric("glue_invocations_total", route="shadow", handler="careful", outcome="planned") == before + 1
     )

@@ -292,7 +292,10 @@ RETRIES = prometheus_client.Counter(
     "glue_invocation_retries_total", "Attempts scheduled again, by route and handler.", ["route", "handler"]
 )
 DEAD_LETTERS = prometheus_client.Counter(
-    "glue_dead_letters_total", "Invocations moved to the dead-letter queue, by route.", ["route"]
+    # Not glue_dead_letters_total: that counter's family is glue_dead_letters, the depth gauge's name.
+    "glue_dead_lettered_total",
+    "Invocations moved to the dead-letter queue, by route.",
+    ["route"],
 )
 EVENTS_ROUTED = prometheus_client.Counter(
     "glue_events_routed_total", "Journaled events routed, by outcome (matched, unmatched).", ["outcome"]
@@ -303,7 +306,7 @@ OLDEST_PENDING = prometheus_client.Gauge(
 )
 IN_FLIGHT = prometheus_client.Gauge("glue_invocations_in_flight", "Handler attempts running now.")
 DEAD_LETTER_DEPTH = prometheus_client.Gauge(
-    "glue_dead_letter_queue_depth",
+    "glue_dead_letters",
     "Invocations in the dead-letter queue now (glue dlq list; retry and purge lower it).",
 )
 ROUTE_ERRORS = prometheus_client.Counter(

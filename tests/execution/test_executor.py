@@ -159,7 +159,7 @@ async def test_params_that_do_not_render_are_dead_on_arrival_not_a_crash(
     routes = [
         {"name": "hook", "handler": "needs-url", "params": {"url": "https://x/{{ data.repository.name }}"}}
     ]
-    before = metric("glue_dead_letters_total", route="hook")
+    before = metric("glue_dead_lettered_total", route="hook")
     await harness.start(pollSeconds=0.02, routes=routes)
     await append(cloudevent("ok", data={"repository": {"name": "a"}}), cloudevent("bad", data={"other": 1}))
     await wait_for(lambda: _states(store, {"done", "dead"}, 2), seconds=10, step=0.02)
@@ -167,7 +167,7 @@ async def test_params_that_do_not_render_are_dead_on_arrival_not_a_crash(
     assert (done.state, dead.state) == ("done", "dead")
     assert dead.last_error == "params.url: template: 'dict object' has no attribute 'repository'"
     assert calls == ["https://x/a"]
-    assert metric("glue_dead_letters_total", route="hook") == before + 1
+    assert metric("glue_dead_lettered_total", route="hook") == before + 1
 
 
 async def test_events_no_route_matches_are_marked_unmatched(

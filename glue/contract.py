@@ -53,6 +53,7 @@ __all__ = [
     "TemporaryError",
     "client",
     "handler",
+    "literal_namespace",
     "registry",
 ]
 
@@ -125,6 +126,10 @@ class RbacRule:
     #: (parameter, its default, ((value, resource), ...)), e.g. ("kind", "Deployment", (("Deployment",
     #: "deployments"), ...)); a parameter rendered from the event keeps every resource.
     narrow_by: tuple[str, str | None, tuple[tuple[str, str], ...]] | None = None
+    #: The rule applies once per item of this list parameter (an OpenBao rotation's ``restart``
+    #: workloads), each item narrowed by its own params and granted in its own literal namespace; an
+    #: empty or absent list needs nothing. None: the rule is the route's, as its params say.
+    each: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -144,6 +149,34 @@ class RbacRule:
         if resource is None:
             return self
         return dataclasses.replace(self, resources=(resource,), narrow_by=None)
+
+    def targets(self, params: Mapping[str, Any]) -> list[tuple[str | None, RbacRule]]:
+        """Where this rule is needed for a route with these (unrendered) params: ``(namespace, rule)``
+        pairs, the namespace None when it is not a literal (any namespace). A rule without ``each``
+        is the route's own; one with ``each`` is needed once per item of that list parameter (a list
+        rendered from the event: anywhere, every resource)."""
+        if self.each is None:
+            return [(literal_namespace(params), self.narrowed(params))]
+        items = params.get(self.each)
+        plain = dataclasses.replace(self, each=None)
+        if items is None or items == [] or items == ():
+            return []
+        if not isinstance(items, list | tuple):
+            return [(None, dataclasses.replace(plain, narrow_by=None))]
+        return [
+            (literal_namespace(item), plain.narrowed(item))
+            if isinstance(item, Mapping)
+            else (None, dataclasses.replace(plain, narrow_by=None))
+            for item in items
+        ]
+
+
+def literal_namespace(params: Mapping[str, Any]) -> str | None:
+    """``params.namespace`` when it is a literal (no template), else None (the route may act anywhere)."""
+    value = params.get("namespace")
+    if isinstance(value, str) and value and "{" not in value:
+        return value
+    return None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

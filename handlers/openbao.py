@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import datetime
 import hashlib
 import secrets
@@ -426,9 +427,10 @@ async def _kv_rotate(
     raise glue.TemporaryError(f"KV secret {where}: still changing under us after {CAS_ROUNDS} rounds")
 
 
-#: What the restart follow-ups need in Kubernetes (OpenBao's own policy is outside Kubernetes RBAC).
-#: The workloads of ``restart`` (any kind): the restart handler's rules, not narrowed by a ``kind``.
-RBAC = [glue.RbacRule(rule.api_groups, rule.resources, rule.verbs) for rule in kubernetes.RESTART_RBAC]
+#: What the restart follow-ups need in Kubernetes (OpenBao's own policy is outside Kubernetes RBAC):
+#: the restart handler's rules, once per workload of ``restart``, for its kind in its namespace (a
+#: rotation that restarts nothing needs no Kubernetes RBAC).
+RBAC = [dataclasses.replace(rule, each="restart") for rule in kubernetes.RESTART_RBAC]
 
 
 #: What each rotation needs of OpenBao's policy (``glue handlers``, ``glue policy openbao``).

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,10 +13,8 @@ from typing import Any
 
 import helm_python as helm
 import kubernetes_validate
-import prometheus_client
 import pytest
 
-from glue import metrics
 from tests.deploy import crds
 from tests.deploy.conftest import CHART, FULLNAME, KUBE_VERSION, PROFILES, glue_config, kinds, one, render
 
@@ -655,23 +652,3 @@ def test_dashboard_is_valid_json_for_the_grafana_sidecar(chart: helm.Chart) -> N
     assert dashboard["uid"] == "runtime-glue"
     targets = [t for panel in dashboard["panels"] for t in panel.get("targets", [])]
     assert targets and all(t["expr"] for t in targets)
-
-
-def _metric_names(expr: str) -> set[str]:
-    """The glue metric names a PromQL expression reads (histogram series by their family name)."""
-    names = set(re.findall(r"\b(glue_[a-z0-9_]+)", expr))
-    return {re.sub(r"_(bucket|count|sum)$", "", name) for name in names}
-
-
-def test_the_dashboard_and_alerts_read_only_metrics_glue_exposes(chart: helm.Chart) -> None:
-    documents = render(chart, {"metrics": {"prometheusRule": {"enabled": True}}})
-    dashboard = json.loads(one(documents, "ConfigMap", f"{FULLNAME}-dashboard")["data"]["runtime-glue.json"])
-    rule = one(documents, "PrometheusRule", FULLNAME)
-    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel.get("targets", [])]
-    exprs += [r["expr"] for group in rule["spec"]["groups"] for r in group["rules"]]
-    families = [f for f in prometheus_client.REGISTRY.collect() if f.name.startswith("glue_")]
-    exposed = {f.name for f in families} | {f"{f.name}_total" for f in families if f.type == "counter"}
-    assert metrics.DEAD_LETTER_DEPTH  # declared by glue.metrics, whose import registers every metric
-    read = set().union(*(_metric_names(expr) for expr in exprs))
-    assert "glue_dead_letters" in read, "the dead-letter queue's depth is on the dashboard"
-    assert read <= exposed, f"not exposed by glue: {sorted(read - exposed)}"

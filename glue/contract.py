@@ -44,10 +44,12 @@ __all__ = [
     "Context",
     "Handler",
     "HandlerError",
+    "Needs",
     "Params",
     "PermanentError",
     "Plan",
     "PolicyPath",
+    "Probe",
     "RbacRule",
     "Registry",
     "TemporaryError",
@@ -215,6 +217,19 @@ ClientFactory = Callable[[Any], contextlib.AbstractAsyncContextManager[Any]]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Needs:
+    """What the enabled routes need of the clients, for their probes: the Kubernetes permissions,
+    each ``(namespace, PolicyRules)`` with None for every namespace (a ClusterRole), as ``glue rbac``
+    grants them."""
+
+    kubernetes: tuple[tuple[str | None, tuple[Mapping[str, Any], ...]], ...] = ()
+
+
+#: A client's probe: the opened client and what the routes need -> None (it can work) or why not.
+Probe = Callable[[Any, Needs], Awaitable[str | None]]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class ClientSpec:
     """A shared client (an aiohttp session, a Kubernetes ApiClient, an OpenBao client).
 
@@ -229,6 +244,9 @@ class ClientSpec:
     configured: Callable[[Any], bool] | None = None
     #: What the client would talk to, for the start-up line (an address, a context); no secret.
     describe: Callable[[Any], str] | None = None
+    #: Checks the client can do its work (``glue.health``): called with the opened client and what
+    #: the routes need; returns None when it can, else why not (one line, no secret).
+    probe: Probe | None = None
 
 
 class Registry:
@@ -313,19 +331,26 @@ def client(
     config: type[pydantic.BaseModel] | None = None,
     configured: Callable[[Any], bool] | None = None,
     describe: Callable[[Any], str] | None = None,
+    probe: Probe | None = None,
     registry: Registry | None = None,
 ) -> Callable[[ClientFactory], ClientFactory]:
     """Register a shared-client factory: an async context manager taking the client's config.
 
     ``configured(config)`` tells whether there is anything to connect to; a handler whose first client
     is not configured runs in dry-run (a laptop without a cluster gets plans, not failures).
-    ``describe(config)`` names what it talks to, for the daemon's start-up lines."""
+    ``describe(config)`` names what it talks to, for the daemon's start-up lines. ``probe(client,
+    needs)`` checks it can do the routes' work (reachable, logged in, permitted): None, or why not."""
     target = registry if registry is not None else globals()["registry"]
 
     def wrap(factory: ClientFactory) -> ClientFactory:
         target.add_client(
             ClientSpec(
-                name=name, factory=factory, config_model=config, configured=configured, describe=describe
+                name=name,
+                factory=factory,
+                config_model=config,
+                configured=configured,
+                describe=describe,
+                probe=probe,
             )
         )
         return factory

@@ -28,6 +28,7 @@ __all__ = [
     "ARCHIVE_LINES",
     "ARCHIVE_OBJECTS",
     "BACKLOG",
+    "CLIENT_UP",
     "DEAD_LETTERS",
     "DEAD_LETTER_DEPTH",
     "DELIVERIES",
@@ -308,6 +309,11 @@ IN_FLIGHT = prometheus_client.Gauge("glue_invocations_in_flight", "Handler attem
 DEAD_LETTER_DEPTH = prometheus_client.Gauge(
     "glue_dead_letters",
     "Invocations in the dead-letter queue now (glue dlq list; retry and purge lower it).",
+)
+CLIENT_UP = prometheus_client.Gauge(
+    "glue_client_up",
+    "1 while the client's last check passed (reachable, logged in, permitted), else 0 (glue.health).",
+    ["client"],
 )
 ROUTE_ERRORS = prometheus_client.Counter(
     "glue_route_errors_total",

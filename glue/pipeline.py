@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
-from glue import contract, intake, journal
+from glue import contract, health, intake, journal
 from glue import settings as settings_mod
 from glue.journal import retention
 from glue.sources import http
@@ -27,7 +27,7 @@ from glue.sources import http
 if TYPE_CHECKING:
     from glue import execution, objectstore
 
-__all__ = ["Component", "Pipeline", "build", "make_executor", "make_intake"]
+__all__ = ["Component", "Pipeline", "build", "make_executor", "make_health", "make_intake"]
 
 log = structlog.get_logger(__name__)
 
@@ -105,6 +105,8 @@ class Pipeline:
     sources: tuple[Component, ...]
     http: http.HttpSource
     archive: objectstore.ArchiveWriter | None
+    #: The configured clients' health; ``health.down(handler)`` names a client of a handler that is down.
+    health: health.Health
     _started: list[Component] = dataclasses.field(default_factory=list, init=False, repr=False)
 
     async def start(self) -> None:
@@ -148,13 +150,26 @@ def build(
         archive=archive,
     )
     sources, readiness = _sources(settings, accepting, journal_)
+    clients_health = make_health(settings, registry, clients)
     return Pipeline(
         intake=accepting,
-        workers=_workers(settings, journal_, archive, executor),
+        # Checked first: what the clients can do is known before the first invocation runs.
+        workers=(clients_health, *_workers(settings, journal_, archive, executor)),
         sources=sources,
-        http=http.HttpSource(settings, accepting, journal_, readiness),
+        http=http.HttpSource(settings, accepting, journal_, readiness, clients=clients_health.detail),
         archive=archive,
+        health=clients_health,
     )
+
+
+def make_health(
+    settings: settings_mod.Settings, registry: contract.Registry, clients: contract.Clients
+) -> health.Health:
+    """The checks of the configured clients against what the enabled routes need."""
+    from glue import routing
+
+    router = routing.load(settings.routes, registry, source="routes")
+    return health.create(settings, registry, clients, router.routes)
 
 
 def _workers(

@@ -67,7 +67,7 @@ def test_rendered_config_passes_glue_check(
     chart: helm.Chart, glue: Glue, profile: str, tmp_path: Path
 ) -> None:
     _, config = rendered(chart, profile, tmp_path)
-    result = glue("check", "--config", str(config))
+    result = glue("check", "--offline", "--config", str(config))
     assert result.code == 0, result.err
     assert f"{config}: ok" in result.out
 
@@ -238,7 +238,7 @@ def test_the_shipped_example_values_render_and_pass_glue_check(
     text = yaml.safe_dump(glue_config(objects)).replace(chart.values["secretsMountPath"], str(tmp_path))
     config = tmp_path / "config.yaml"
     config.write_text(text)
-    result = glue("check", "--config", str(config))
+    result = glue("check", "--offline", "--config", str(config))
     assert result.code == 0, result.err
     assert f"{config}: ok (3 endpoints, 3 routes)" in result.out
     assert {obj["kind"] for obj in objects} >= {"Deployment", "ConfigMap", "Role"}

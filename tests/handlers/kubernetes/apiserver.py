@@ -283,6 +283,11 @@ class ApiServer(kmock.KubernetesEmulator):
 
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
         method = str(getattr(request.method, "value", request.method)).upper()
+        if self.refuse_credentials:
+            return aiohttp.web.json_response(status_body(401, "Unauthorized", "Unauthorized"), status=401)
+        review = _REVIEW.search(request.url.path)
+        if review is not None and method == "POST":  # an authorization question, not a write
+            return self._review(review.group(1), _parse_body(request))
         if method != "GET":
             self.writes.append(
                 {
@@ -297,8 +302,6 @@ class ApiServer(kmock.KubernetesEmulator):
             if hook.method == method and hook.path.search(request.url.path):
                 self.hooks.remove(hook)
                 hook.action()
-        if self.refuse_credentials:
-            return aiohttp.web.json_response(status_body(401, "Unauthorized", "Unauthorized"), status=401)
         for fault in self.faults:
             if fault.times > 0 and fault.method == method and fault.path.search(request.url.path):
                 fault.times -= 1
@@ -307,9 +310,6 @@ class ApiServer(kmock.KubernetesEmulator):
                     status=fault.status,
                     headers=fault.headers,
                 )
-        review = _REVIEW.search(request.url.path)
-        if review is not None and method == "POST":
-            return self._review(review.group(1), _parse_body(request))
         res = request.resource
         listing = request.name is None and method == "GET"
         if res is None or listing or request.params.get("watch") in _TRUE:

@@ -141,6 +141,8 @@ def build(
 
         store = objectstore.ObjectStore(settings.sources.minio)
         archive = objectstore.ArchiveWriter(store, settings.archive, close_store=True)
+    # Before the executor: its dispatcher may ask ``clients_health.down`` before running a handler.
+    clients_health = make_health(settings, registry, clients)
     executor = make_executor(settings, journal_, registry, clients, archive=archive)
     accepting = make_intake(
         journal_,
@@ -150,7 +152,6 @@ def build(
         archive=archive,
     )
     sources, readiness = _sources(settings, accepting, journal_)
-    clients_health = make_health(settings, registry, clients)
     return Pipeline(
         intake=accepting,
         # Checked first: what the clients can do is known before the first invocation runs.

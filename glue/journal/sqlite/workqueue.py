@@ -175,9 +175,8 @@ class WorkQueue(store.Store):
                             s.error,
                             s.plan,
                         )
-                        row = db.execute(_SETTLE, (*args, s.invocation_id, owner)).fetchone()
-                        if row is not None:
-                            applied.append((s, row[1]))
+                        for _, attempt in db.execute(_SETTLE, (*args, s.invocation_id, owner)).fetchall():
+                            applied.append((s, attempt))
                 # The history, in the same commit: an outcome that was not applied (its claim was
                 # lost) leaves none, as the owner that took the claim over writes its own.
                 db.executemany(

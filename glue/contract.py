@@ -44,15 +44,18 @@ __all__ = [
     "Context",
     "Handler",
     "HandlerError",
+    "Needs",
     "Params",
     "PermanentError",
     "Plan",
     "PolicyPath",
+    "Probe",
     "RbacRule",
     "Registry",
     "TemporaryError",
     "client",
     "handler",
+    "literal_namespace",
     "registry",
 ]
 
@@ -125,6 +128,10 @@ class RbacRule:
     #: (parameter, its default, ((value, resource), ...)), e.g. ("kind", "Deployment", (("Deployment",
     #: "deployments"), ...)); a parameter rendered from the event keeps every resource.
     narrow_by: tuple[str, str | None, tuple[tuple[str, str], ...]] | None = None
+    #: The rule applies once per item of this list parameter (an OpenBao rotation's ``restart``
+    #: workloads), each item narrowed by its own params and granted in its own literal namespace; an
+    #: empty or absent list needs nothing. None: the rule is the route's, as its params say.
+    each: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -144,6 +151,34 @@ class RbacRule:
         if resource is None:
             return self
         return dataclasses.replace(self, resources=(resource,), narrow_by=None)
+
+    def targets(self, params: Mapping[str, Any]) -> list[tuple[str | None, RbacRule]]:
+        """Where this rule is needed for a route with these (unrendered) params: ``(namespace, rule)``
+        pairs, the namespace None when it is not a literal (any namespace). A rule without ``each``
+        is the route's own; one with ``each`` is needed once per item of that list parameter (a list
+        rendered from the event: anywhere, every resource)."""
+        if self.each is None:
+            return [(literal_namespace(params), self.narrowed(params))]
+        items = params.get(self.each)
+        plain = dataclasses.replace(self, each=None)
+        if items is None or items == [] or items == ():
+            return []
+        if not isinstance(items, list | tuple):
+            return [(None, dataclasses.replace(plain, narrow_by=None))]
+        return [
+            (literal_namespace(item), plain.narrowed(item))
+            if isinstance(item, Mapping)
+            else (None, dataclasses.replace(plain, narrow_by=None))
+            for item in items
+        ]
+
+
+def literal_namespace(params: Mapping[str, Any]) -> str | None:
+    """``params.namespace`` when it is a literal (no template), else None (the route may act anywhere)."""
+    value = params.get("namespace")
+    if isinstance(value, str) and value and "{" not in value:
+        return value
+    return None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -182,6 +217,19 @@ ClientFactory = Callable[[Any], contextlib.AbstractAsyncContextManager[Any]]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Needs:
+    """What the enabled routes need of the clients, for their probes: the Kubernetes permissions,
+    each ``(namespace, PolicyRules)`` with None for every namespace (a ClusterRole), as ``glue rbac``
+    grants them."""
+
+    kubernetes: tuple[tuple[str | None, tuple[Mapping[str, Any], ...]], ...] = ()
+
+
+#: A client's probe: the opened client and what the routes need -> None (it can work) or why not.
+Probe = Callable[[Any, Needs], Awaitable[str | None]]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class ClientSpec:
     """A shared client (an aiohttp session, a Kubernetes ApiClient, an OpenBao client).
 
@@ -196,6 +244,9 @@ class ClientSpec:
     configured: Callable[[Any], bool] | None = None
     #: What the client would talk to, for the start-up line (an address, a context); no secret.
     describe: Callable[[Any], str] | None = None
+    #: Checks the client can do its work (``glue.health``): called with the opened client and what
+    #: the routes need; returns None when it can, else why not (one line, no secret).
+    probe: Probe | None = None
 
 
 class Registry:
@@ -280,19 +331,26 @@ def client(
     config: type[pydantic.BaseModel] | None = None,
     configured: Callable[[Any], bool] | None = None,
     describe: Callable[[Any], str] | None = None,
+    probe: Probe | None = None,
     registry: Registry | None = None,
 ) -> Callable[[ClientFactory], ClientFactory]:
     """Register a shared-client factory: an async context manager taking the client's config.
 
     ``configured(config)`` tells whether there is anything to connect to; a handler whose first client
     is not configured runs in dry-run (a laptop without a cluster gets plans, not failures).
-    ``describe(config)`` names what it talks to, for the daemon's start-up lines."""
+    ``describe(config)`` names what it talks to, for the daemon's start-up lines. ``probe(client,
+    needs)`` checks it can do the routes' work (reachable, logged in, permitted): None, or why not."""
     target = registry if registry is not None else globals()["registry"]
 
     def wrap(factory: ClientFactory) -> ClientFactory:
         target.add_client(
             ClientSpec(
-                name=name, factory=factory, config_model=config, configured=configured, describe=describe
+                name=name,
+                factory=factory,
+                config_model=config,
+                configured=configured,
+                describe=describe,
+                probe=probe,
             )
         )
         return factory

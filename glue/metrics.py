@@ -30,6 +30,7 @@ __all__ = [
     "ARCHIVE_OBJECTS",
     "AUTH_LOCKOUTS",
     "BACKLOG",
+    "CLIENT_UP",
     "DEAD_LETTERS",
     "DEAD_LETTER_DEPTH",
     "DELIVERIES",
@@ -227,7 +228,7 @@ KAFKA_BATCH_SECONDS = prometheus_client.Histogram(
 )
 KAFKA_PUBLISHED = prometheus_client.Counter(
     "glue_kafka_published_total",
-    "Invocation outcomes published as CloudEvents to the output topic, by state (done, dead).",
+    "Invocation outcomes published as CloudEvents to the output topic, by state (done, planned, dead).",
     ["state"],
 )
 
@@ -304,7 +305,10 @@ RETRIES = prometheus_client.Counter(
     "glue_invocation_retries_total", "Attempts scheduled again, by route and handler.", ["route", "handler"]
 )
 DEAD_LETTERS = prometheus_client.Counter(
-    "glue_dead_letters_total", "Invocations moved to the dead-letter queue, by route.", ["route"]
+    # Not glue_dead_letters_total: that counter's family is glue_dead_letters, the depth gauge's name.
+    "glue_dead_lettered_total",
+    "Invocations moved to the dead-letter queue, by route.",
+    ["route"],
 )
 EVENTS_ROUTED = prometheus_client.Counter(
     "glue_events_routed_total", "Journaled events routed, by outcome (matched, unmatched).", ["outcome"]
@@ -315,8 +319,13 @@ OLDEST_PENDING = prometheus_client.Gauge(
 )
 IN_FLIGHT = prometheus_client.Gauge("glue_invocations_in_flight", "Handler attempts running now.")
 DEAD_LETTER_DEPTH = prometheus_client.Gauge(
-    "glue_dead_letter_queue_depth",
+    "glue_dead_letters",
     "Invocations in the dead-letter queue now (glue dlq list; retry and purge lower it).",
+)
+CLIENT_UP = prometheus_client.Gauge(
+    "glue_client_up",
+    "1 while the client's last check passed (reachable, logged in, permitted), else 0 (glue.health).",
+    ["client"],
 )
 ROUTE_ERRORS = prometheus_client.Counter(
     "glue_route_errors_total",

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
-from glue import contract, intake, journal
+from glue import contract, health, intake, journal
 from glue import settings as settings_mod
 from glue.journal import retention
 from glue.sources import http
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from glue import execution, objectstore
     from glue import tracing as tracing_mod
 
-__all__ = ["Component", "Pipeline", "build", "make_executor", "make_intake"]
+__all__ = ["Component", "Pipeline", "build", "make_executor", "make_health", "make_intake"]
 
 log = structlog.get_logger(__name__)
 
@@ -111,6 +111,8 @@ class Pipeline:
     sources: tuple[Component, ...]
     http: http.HttpSource
     archive: objectstore.ArchiveWriter | None
+    #: The configured clients' health; ``health.down(handler)`` names a client of a handler that is down.
+    health: health.Health
     _started: list[Component] = dataclasses.field(default_factory=list, init=False, repr=False)
 
     async def start(self) -> None:
@@ -147,6 +149,8 @@ def build(
 
         store = objectstore.ObjectStore(settings.sources.minio)
         archive = objectstore.ArchiveWriter(store, settings.archive, close_store=True)
+    # Before the executor: its dispatcher may ask ``clients_health.down`` before running a handler.
+    clients_health = make_health(settings, registry, clients)
     executor = make_executor(settings, journal_, registry, clients, archive=archive, tracing=tracing)
     accepting = make_intake(
         journal_,
@@ -159,11 +163,23 @@ def build(
     sources, readiness = _sources(settings, accepting, journal_)
     return Pipeline(
         intake=accepting,
-        workers=_workers(settings, journal_, archive, executor),
+        # Checked first: what the clients can do is known before the first invocation runs.
+        workers=(clients_health, *_workers(settings, journal_, archive, executor)),
         sources=sources,
-        http=http.HttpSource(settings, accepting, journal_, readiness),
+        http=http.HttpSource(settings, accepting, journal_, readiness, clients=clients_health.detail),
         archive=archive,
+        health=clients_health,
     )
+
+
+def make_health(
+    settings: settings_mod.Settings, registry: contract.Registry, clients: contract.Clients
+) -> health.Health:
+    """The checks of the configured clients against what the enabled routes need."""
+    from glue import routing
+
+    router = routing.load(settings.routes, registry, source="routes")
+    return health.create(settings, registry, clients, router.routes)
 
 
 def _workers(

@@ -7,6 +7,8 @@ enabled routes of a configuration, :func:`grants` works out where each rule is n
   namespace only: a Role there;
 - a rule that names its resource by a parameter (``kubernetes.restart``'s ``kind``) grants only the
   resource a literal value names (a Deployment: ``deployments``);
+- a rule needed once per item of a list parameter (an OpenBao rotation's ``restart`` workloads) is
+  granted for each item as if it were a route of its own: its kind, in its literal namespace;
 - a route whose namespace is rendered from the event (or that has none) may act in any namespace: its
   rules go into a ClusterRole, and so do rules a handler marks ``cluster_scoped``.
 
@@ -78,13 +80,6 @@ def merge(permissions: Iterable[Permission]) -> list[dict[str, Any]]:
     ]
 
 
-def _literal_namespace(params: Mapping[str, Any]) -> str | None:
-    value = params.get("namespace")
-    if isinstance(value, str) and value and "{" not in value:
-        return value
-    return None
-
-
 def grants(routes: Iterable[routing.Compiled]) -> list[Grant]:
     """Where the enabled routes need which rules: the ClusterRole's first (if any), then per namespace."""
     cluster: set[Permission] = set()
@@ -94,18 +89,19 @@ def grants(routes: Iterable[routing.Compiled]) -> list[Grant]:
     for compiled in routes:
         if not compiled.route.enabled or not compiled.handler.rbac:
             continue
-        needed = [rule.narrowed(compiled.route.params) for rule in compiled.handler.rbac]
-        namespaced = [rule for rule in needed if not rule.cluster_scoped]
-        wide = [rule for rule in needed if rule.cluster_scoped]
-        namespace = _literal_namespace(compiled.route.params)
-        if wide or namespace is None:
+        anywhere = False
+        for rule in compiled.handler.rbac:
+            for namespace, needed in rule.targets(compiled.route.params):
+                if needed.cluster_scoped or namespace is None:
+                    cluster |= _permissions([needed])
+                    anywhere = True
+                else:
+                    spaced.setdefault(namespace, set()).update(_permissions([needed]))
+                    names = spaced_routes.setdefault(namespace, [])
+                    if compiled.name not in names:
+                        names.append(compiled.name)
+        if anywhere:
             cluster_routes.append(compiled.name)
-        cluster |= _permissions(wide)
-        if namespace is None:
-            cluster |= _permissions(namespaced)
-        elif namespaced:
-            spaced.setdefault(namespace, set()).update(_permissions(namespaced))
-            spaced_routes.setdefault(namespace, []).append(compiled.name)
     result: list[Grant] = []
     if cluster:
         result.append(Grant(None, tuple(merge(cluster)), tuple(cluster_routes)))

@@ -833,6 +833,12 @@ class Execution(Model):
     dry_run: bool = Field(
         default=False, description="Every route only plans (`glue run --dry-run`); no handler acts."
     )
+    client_check_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="Check each configured client (reachability, login, permissions) at start and this "
+        "often; 0: at start only.",
+    )
 
 
 class Settings(BaseSettings):

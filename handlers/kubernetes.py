@@ -176,7 +176,74 @@ def _describe(config: KubernetesConfig) -> str:
     return f"{server} (context {wanted}, {path})"
 
 
-@glue.client("kubernetes", config=KubernetesConfig, configured=_configured, describe=_describe)
+def _covers(rule: Any, group: str, resource: str, verb: str) -> bool:
+    """Whether a granted ResourceRule allows ``verb`` on every object of ``group/resource``."""
+    if rule.resource_names:  # granted for some objects only
+        return False
+    return (
+        bool({group, "*"} & set(rule.api_groups or ()))
+        and bool({resource, "*"} & set(rule.resources or ()))
+        and bool({verb, "*"} & set(rule.verbs or ()))
+    )
+
+
+def _permissions(rules: tuple[Mapping[str, Any], ...]) -> list[tuple[str, str, str]]:
+    return sorted(
+        {
+            (g, r, v)
+            for rule in rules
+            for g in rule["apiGroups"]
+            for r in rule["resources"]
+            for v in rule["verbs"]
+        }
+    )
+
+
+def _named(group: str, resource: str, verb: str) -> str:
+    return f"{verb} {resource}.{group}" if group else f"{verb} {resource}"
+
+
+async def probe(api: Any, needs: glue.Needs) -> str | None:
+    """Whether the API server is reachable, accepts the credentials and grants what the routes need:
+    a SelfSubjectRulesReview in each namespace a Role covers, a SelfSubjectAccessReview for each
+    permission needed in every namespace (a rules review answers for one namespace only). None, or
+    why not: unreachable, the API server's refusal (401, 403), or the permissions it does not grant."""
+    authorization = k8s.AuthorizationV1Api(api)
+    timeout = request_timeout(api)
+    missing: list[str] = []
+    checks = list(needs.kubernetes) or [("default", ())]  # nothing needed: reachability and login only
+    try:
+        for namespace, rules in checks:
+            if namespace is None:
+                for group, resource, verb in _permissions(rules):
+                    attributes = k8s.V1ResourceAttributes(group=group, resource=resource, verb=verb)
+                    access = await authorization.create_self_subject_access_review(
+                        k8s.V1SelfSubjectAccessReview(
+                            spec=k8s.V1SelfSubjectAccessReviewSpec(resource_attributes=attributes)
+                        ),
+                        _request_timeout=timeout,
+                    )
+                    if not (access.status and access.status.allowed):
+                        missing.append(f"{_named(group, resource, verb)} in every namespace")
+                continue
+            review = await authorization.create_self_subject_rules_review(
+                k8s.V1SelfSubjectRulesReview(spec=k8s.V1SelfSubjectRulesReviewSpec(namespace=namespace)),
+                _request_timeout=timeout,
+            )
+            granted = (review.status.resource_rules if review.status else None) or []
+            for group, resource, verb in _permissions(rules):
+                if not any(_covers(rule, group, resource, verb) for rule in granted):
+                    missing.append(f"{_named(group, resource, verb)} in {namespace}")
+    except ApiException as exc:
+        return f"the API server answered {exc.status} {exc.reason}: {status_message(exc)}"
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        return f"unreachable: {type(exc).__name__}: {exc}".rstrip(": ")
+    if missing:
+        return "not granted: " + ", ".join(missing)
+    return None
+
+
+@glue.client("kubernetes", config=KubernetesConfig, configured=_configured, describe=_describe, probe=probe)
 @contextlib.asynccontextmanager
 async def api_client(config: Any) -> AsyncIterator[Any]:
     """The shared kubernetes-asyncio ``ApiClient``, closed when the daemon stops."""

@@ -37,8 +37,10 @@ shape of what would be generated; errors carry OpenBao's messages with written v
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
+import dataclasses
 import datetime
 import hashlib
 import secrets
@@ -103,7 +105,24 @@ def _describe(config: openbao_client.Config) -> str:
     return f"{config.address} ({how}{namespace})"
 
 
-@glue.client(CLIENT, config=openbao_client.Config, describe=_describe)
+#: How long one health check of OpenBao may take, retries of an unavailable server included.
+PROBE_SECONDS = 10.0
+
+
+async def probe(bao: openbao_client.OpenBao, needs: glue.Needs) -> str | None:
+    """Whether OpenBao takes the configured login and the token it gives (``auth/token/lookup-self``,
+    which the default policy grants): None, or why not (unreachable, sealed, the login refused)."""
+    deadline = asyncio.get_running_loop().time() + PROBE_SECONDS
+    try:
+        await bao.request("GET", "auth/token/lookup-self", deadline=deadline)
+    except openbao_client.OpenBaoError as exc:
+        return str(exc)
+    except ValueError as exc:  # a credential file that cannot be read
+        return str(exc)
+    return None
+
+
+@glue.client(CLIENT, config=openbao_client.Config, describe=_describe, probe=probe)
 @contextlib.asynccontextmanager
 async def open_client(config: Any) -> AsyncIterator[openbao_client.OpenBao]:
     """The shared OpenBao client (settings ``clients.openbao``), closed when the daemon stops."""
@@ -426,9 +445,10 @@ async def _kv_rotate(
     raise glue.TemporaryError(f"KV secret {where}: still changing under us after {CAS_ROUNDS} rounds")
 
 
-#: What the restart follow-ups need in Kubernetes (OpenBao's own policy is outside Kubernetes RBAC).
-#: The workloads of ``restart`` (any kind): the restart handler's rules, not narrowed by a ``kind``.
-RBAC = [glue.RbacRule(rule.api_groups, rule.resources, rule.verbs) for rule in kubernetes.RESTART_RBAC]
+#: What the restart follow-ups need in Kubernetes (OpenBao's own policy is outside Kubernetes RBAC):
+#: the restart handler's rules, once per workload of ``restart``, for its kind in its namespace (a
+#: rotation that restarts nothing needs no Kubernetes RBAC).
+RBAC = [dataclasses.replace(rule, each="restart") for rule in kubernetes.RESTART_RBAC]
 
 
 #: What each rotation needs of OpenBao's policy (``glue handlers``, ``glue policy openbao``).

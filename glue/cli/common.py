@@ -139,6 +139,16 @@ def trace_fields(settings: settings_mod.Settings, event: events.CloudEvent) -> d
     return {"traceId": trace_id, "traceLink": link} if link else {"traceId": trace_id}
 
 
+async def with_attempts(store: journal.Journal, item: journal.Invocation) -> dict[str, Any]:
+    """An invocation for ``show``: its summary (state, and the plan of a planned one), its params and
+    every attempt that ended, oldest first."""
+    return {
+        **item.summary(),
+        "params": dict(item.params),
+        "attempts": [attempt.summary() for attempt in await store.attempts(item.id)],
+    }
+
+
 def parse_headers(values: Sequence[str]) -> dict[str, str]:
     headers: dict[str, str] = {}
     for item in values:
@@ -180,7 +190,9 @@ def parse_since(value: str | None, now: float | None = None) -> float | None:
 
 
 #: Keys whose values are times: printed as ISO-8601 by every command (never unix seconds).
-TIME_KEYS = frozenset({"receivedAt", "dueAt", "createdAt", "updatedAt", "deadAt", "leaseUntil", "at"})
+TIME_KEYS = frozenset(
+    {"receivedAt", "dueAt", "createdAt", "updatedAt", "deadAt", "leaseUntil", "at", "startedAt"}
+)
 
 
 def iso_times(value: Any) -> Any:

@@ -60,7 +60,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     app.load_plugins(settings)
 
     try:  # CEL syntax, templates, unknown handlers, parameters their models reject
-        routing.load(settings.routes, contract.registry, source=source)
+        router = routing.load(settings.routes, contract.registry, source=source)
     except settings_mod.ConfigError as exc:
         raise common.CliError(str(exc), code=2) from None
     if settings.server.tls is not None:  # the certificate, key and client CA load as a server would
@@ -73,8 +73,27 @@ def cmd_check(args: argparse.Namespace) -> int:
         raise common.CliError(str(settings_mod.ConfigError(source, problems)), code=2)
     for warning in warnings(settings):
         print(f"{source}: warning: {warning}", file=sys.stderr)
+    if not args.offline:
+        down = asyncio.run(_check_clients(settings, router))
+        if down:
+            raise common.CliError(f"{source}: clients down: {', '.join(down)} (--offline skips these checks)")
     print(f"{source}: ok ({len(settings.endpoints)} endpoints, {len(settings.routes)} routes)")
     return 0
+
+
+async def _check_clients(settings: settings_mod.Settings, router: routing.Router) -> list[str]:
+    """The daemon's client checks, once: one line per configured client; the names of those down."""
+    from glue import health
+
+    async with contract.Clients(contract.registry, settings.clients).opened() as clients:
+        checked = health.create(settings, contract.registry, clients, router.routes, log_changes=False)
+        statuses = await checked.check_all()
+    for name, status in statuses.items():
+        if status.up:
+            print(f"client {name} ({status.target}): up")
+        else:
+            print(f"client {name} ({status.target}): down: {status.reason}", file=sys.stderr)
+    return [name for name, status in statuses.items() if not status.up]
 
 
 def warnings(settings: settings_mod.Settings) -> list[str]:
@@ -189,8 +208,13 @@ def add_commands(sub: Any) -> None:
     )
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("check", help="validate a config and exit")
+    p = sub.add_parser(
+        "check", help="validate a config, then check each configured client (reachable, login, permissions)"
+    )
     common.config_arg(p)
+    p.add_argument(
+        "--offline", action="store_true", help="validate the config only; reach no client (CI, a laptop)"
+    )
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("config", help="print the effective configuration (file + environment), as YAML")

@@ -85,7 +85,7 @@ def cmd_dlq_show(args: argparse.Namespace) -> int:
         if item is None:
             raise common.CliError(f"no invocation {args.id}")
         stored = await store.get(item.event_seq)
-        result: dict[str, Any] = {**item.summary(), "params": dict(item.params)}
+        result = await common.with_attempts(store, item)
         if stored is not None:
             result.update(await common.with_delivery(store, stored))
         common.show(result)

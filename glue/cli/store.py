@@ -32,14 +32,30 @@ def cmd_events_show(args: argparse.Namespace) -> int:
         stored = await store.get(args.event)
         if stored is None:
             raise common.CliError(f"no event {args.event!r} in the journal")
+        invocations = await store.invocations(event_seq=stored.seq, limit=1000)
         common.show(
             {
                 **stored.summary(),
                 "identity": stored.identity,
                 **common.trace_fields(settings, stored.event()),
                 **await common.with_delivery(store, stored),
+                "invocations": [await common.with_attempts(store, item) for item in invocations],
             }
         )
+        return 0
+
+    return asyncio.run(common.with_journal(settings, run))
+
+
+_INVOCATION_COLUMNS = ["id", "eventSeq", "route", "handler", "state", "attempt", "updatedAt", "lastError"]
+
+
+def cmd_events_invocations(args: argparse.Namespace) -> int:
+    settings = common.load_settings(args)
+
+    async def run(store: journal.Journal) -> int:
+        rows = await store.invocations(state=args.state, route=args.route, after=args.after, limit=args.limit)
+        common.emit((row.summary() for row in rows), _INVOCATION_COLUMNS)
         return 0
 
     return asyncio.run(common.with_journal(settings, run))
@@ -123,7 +139,18 @@ def add_commands(sub: Any) -> None:
     q.add_argument("--limit", type=int, default=100)
     q.add_argument("--after", type=int, default=0, help="only events with a sequence number above this")
     q.set_defaults(func=cmd_events_list)
-    q = events_sub.add_parser("show", help="one event with its raw delivery")
+    q = events_sub.add_parser(
+        "invocations", help="list invocations (one per event and matched route) with their state"
+    )
+    common.config_arg(q)
+    q.add_argument("--state", choices=journal.INVOCATION_STATES, help="one of: %(choices)s")
+    q.add_argument("--route", "-r")
+    q.add_argument("--limit", type=int, default=100)
+    q.add_argument("--after", type=int, default=0, help="only invocations with an id above this")
+    q.set_defaults(func=cmd_events_invocations)
+    q = events_sub.add_parser(
+        "show", help="one event with its raw delivery, its invocations and their attempts"
+    )
     common.config_arg(q)
     q.add_argument("event", metavar="EVENT", help="sequence number, CloudEvent id or identity")
     q.set_defaults(func=cmd_events_show)

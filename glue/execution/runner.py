@@ -1,10 +1,11 @@
 """One claimed invocation, from claim to a queued outcome: its event, its handler's context, the
 attempt, and what the attempt's ending means under the route's delivery policy.
 
-Every attempt ends in exactly one outcome: ``done``; ``retry`` at a time persisted in the journal (so
-a restart resumes the schedule); ``dead`` (dead-letter queue) or ``dropped`` (the route keeps no dead
-letters). Each logs one ``dispatched`` line and counts in the metrics; with tracing on, each attempt
-that reaches its handler is a span, child of the event's ``traceparent`` (see :mod:`glue.tracing`).
+Every attempt ends in exactly one outcome: ``done``; ``planned`` (a dry run, with its plan);
+``retry`` at a time persisted in the journal (so a restart resumes the schedule); ``dead`` (dead-letter
+queue) or ``dropped`` (the route keeps no dead letters). Each logs one ``dispatched`` line, counts in
+the metrics and is kept in the invocation's history of attempts; with tracing on, each attempt that
+reaches its handler is a span, child of the event's ``traceparent`` (see :mod:`glue.tracing`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,24 @@ log = structlog.get_logger(__name__)
 
 #: Called with a JSON-able record of every dead-lettered invocation (the bucket archive).
 DeadLetterTap = Callable[[dict[str, Any]], None]
+
+
+class _Ran:
+    """When an attempt started (epoch seconds) and how long its handler ran (None: not called), for
+    its outcome's row in the invocation's history and the dispatch line."""
+
+    __slots__ = ("duration", "started_at")
+
+    def __init__(self, started_at: float, duration: float | None) -> None:
+        self.started_at = started_at
+        self.duration = duration
+
+    @property
+    def ms(self) -> float | None:
+        return round(self.duration * 1000, 3) if self.duration is not None else None
+
+    def fields(self) -> dict[str, Any]:
+        return {"started_at": self.started_at, "duration": self.duration}
 
 
 class Runner:
@@ -138,34 +157,34 @@ class Runner:
             deadline=asyncio.get_running_loop().time() + policy.timeout,
             options=self.options,
         )
-        started = time.perf_counter()
+        started_at, started = self.clock(), time.perf_counter()
         try:
             ended = await attempt.run_attempt(
                 compiled.handler, event=event, params=params, ctx=ctx, seconds=policy.timeout
             )
         finally:
             self._durations[item.route, item.handler].observe(time.perf_counter() - started)
-        duration_ms = round((time.perf_counter() - started) * 1000, 3)
-        if ended.outcome in ("done", "planned"):
-            self.outcomes.settle(item, journal.Outcome(item.id, "done"))
-            self._attempts[item.route, item.handler, ended.outcome].inc()
-            extra: dict[str, Any] = {}
-            if ended.plan is not None:
-                extra["plan"] = ended.plan.to_dict()
-            bound.info("dispatched", outcome=ended.outcome, duration_ms=duration_ms, **extra)
-            return ended.outcome, None
+        ran = _Ran(started_at, time.perf_counter() - started)
+        if ended.outcome == "done":
+            self.outcomes.settle(item, journal.Outcome(item.id, "done", **ran.fields()))
+            self._attempts[item.route, item.handler, "done"].inc()
+            bound.info("dispatched", outcome="done", duration_ms=ran.ms)
+            return "done", None
+        if ended.outcome == "planned":
+            # A dry run did nothing: the invocation ends ``planned`` with its plan, never ``done``.
+            plan = (ended.plan or contract.Plan()).to_dict()
+            self.outcomes.settle(item, journal.Outcome(item.id, "planned", plan=plan, **ran.fields()))
+            self._attempts[item.route, item.handler, "planned"].inc()
+            bound.info("dispatched", outcome="planned", duration_ms=ran.ms, plan=plan)
+            return "planned", None
         if ended.outcome == "permanent":
             error = ended.error or "permanent error"
-            return self._give_up(
-                item, error, dead_letter=policy.dead_letter, log_=bound, duration_ms=duration_ms
-            ), error
+            return self._give_up(item, error, dead_letter=policy.dead_letter, log_=bound, ran=ran), error
         if item.attempt >= policy.attempts:
             error = f"{ended.error} (after {item.attempt} attempts)"
-            return self._give_up(
-                item, error, dead_letter=policy.dead_letter, log_=bound, duration_ms=duration_ms
-            ), error
+            return self._give_up(item, error, dead_letter=policy.dead_letter, log_=bound, ran=ran), error
         error = ended.error or "failed"
-        self._retry(item, policy, error, ended.delay, bound, duration_ms=duration_ms)
+        self._retry(item, policy, error, ended.delay, bound, ran=ran)
         return "retry", error
 
     @staticmethod
@@ -189,19 +208,18 @@ class Runner:
         error: str,
         delay: float | None,
         log_: Any,
-        duration_ms: float | None = None,
+        ran: _Ran | None = None,
     ) -> None:
         if delay is None:
             delay = policy.backoff.policy().delay(item.attempt, self.rng)
         delay = min(max(delay, 0.0), policy.backoff.max)
+        ran = ran or _Ran(self.clock(), None)
         self.outcomes.settle(
-            item, journal.Outcome(item.id, "retry", due_at=self.clock() + delay, error=error)
+            item, journal.Outcome(item.id, "retry", due_at=self.clock() + delay, error=error, **ran.fields())
         )
         self._attempts[item.route, item.handler, "retry"].inc()
         self._retries[item.route, item.handler].inc()
-        log_.info(
-            "dispatched", outcome="retry", duration_ms=duration_ms, retry_in_s=round(delay, 3), error=error
-        )
+        log_.info("dispatched", outcome="retry", duration_ms=ran.ms, retry_in_s=round(delay, 3), error=error)
 
     def _give_up(
         self,
@@ -210,11 +228,12 @@ class Runner:
         *,
         dead_letter: bool,
         log_: Any,
-        duration_ms: float | None = None,
+        ran: _Ran | None = None,
     ) -> str:
         """Dead-letter the invocation (or drop it, as its route keeps none); returns which."""
+        ran = ran or _Ran(self.clock(), None)
         if dead_letter:
-            self.outcomes.settle(item, journal.Outcome(item.id, "dead", error=error))
+            self.outcomes.settle(item, journal.Outcome(item.id, "dead", error=error, **ran.fields()))
             self._dead[item.route].inc()
             outcome = "dead"
             if self.on_dead_letter is not None:
@@ -226,8 +245,8 @@ class Runner:
                 }
                 self.on_dead_letter(record)
         else:
-            self.outcomes.settle(item, journal.Outcome(item.id, "done", error=error))
+            self.outcomes.settle(item, journal.Outcome(item.id, "done", error=error, **ran.fields()))
             outcome = "dropped"
         self._attempts[item.route, item.handler, outcome].inc()
-        log_.warning("dispatched", outcome=outcome, duration_ms=duration_ms, error=error)
+        log_.warning("dispatched", outcome=outcome, duration_ms=ran.ms, error=error)
         return outcome

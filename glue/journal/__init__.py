@@ -16,7 +16,10 @@ from typing import TYPE_CHECKING, Protocol
 from glue import events
 from glue.journal.records import (
     EVENT_STATUSES,
+    FINISHED_STATES,
+    INVOCATION_STATES,
     Appended,
+    AttemptRecord,
     EventStatus,
     Invocation,
     InvocationState,
@@ -33,8 +36,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EVENT_STATUSES",
+    "FINISHED_STATES",
+    "INVOCATION_STATES",
     "Admin",
     "Appended",
+    "AttemptRecord",
     "EventStatus",
     "Inbox",
     "Invocation",
@@ -146,6 +152,9 @@ class WorkQueue(Protocol):
     async def settle(self, owner: str, outcomes: Sequence[Outcome], *, now: float) -> int:
         """Apply the outcomes of attempts in one transaction; returns how many were applied.
 
+        The same transaction adds each applied outcome's attempt to the invocation's history
+        (:meth:`Admin.attempts`) and stores a ``planned`` outcome's plan.
+
         An outcome for an invocation that is not ``running`` under ``owner`` is ignored (its lease
         expired and another owner took it; that owner's outcome counts)."""
         ...
@@ -158,7 +167,7 @@ class WorkQueue(Protocol):
         ...
 
     async def dead_letters(self) -> int:
-        """How many invocations are in the dead-letter queue now (``glue_dead_letter_queue_depth``)."""
+        """How many invocations are in the dead-letter queue now (``glue_dead_letters``)."""
         ...
 
     async def oldest_pending(self) -> float | None:
@@ -195,6 +204,11 @@ class Admin(Protocol):
         limit: int = 100,
     ) -> builtins.list[Invocation]:
         """Invocations in id order, filtered; ``since`` bounds ``updated_at`` (dead: when it died)."""
+        ...
+
+    async def attempts(self, invocation_id: int) -> builtins.list[AttemptRecord]:
+        """Every attempt of an invocation that ended (its history), oldest first; empty when none
+        or no such invocation."""
         ...
 
     async def redrive(self, ids: Collection[int], *, now: float) -> builtins.list[int]:

@@ -15,7 +15,10 @@ from glue import events
 
 __all__ = [
     "EVENT_STATUSES",
+    "FINISHED_STATES",
+    "INVOCATION_STATES",
     "Appended",
+    "AttemptRecord",
     "EventStatus",
     "Invocation",
     "InvocationState",
@@ -90,7 +93,8 @@ class Rejected:
 # Routing turns a journaled event into one invocation per matched route; execution runs them. States:
 #
 #   event:       pending --claim_events/record_routing--> routed | unmatched
-#   invocation:  pending --claim_invocations--> running --settle--> done | pending (retry at due_at) | dead
+#   invocation:  pending --claim_invocations--> running --settle--> done | planned | pending (retry at
+#                due_at) | dead;  planned: a dry-run attempt that ended with its plan (nothing was done)
 #                running --release (drain) or an expired lease--> claimable again
 #                dead --redrive--> pending;  dead --purge--> gone
 #
@@ -98,7 +102,11 @@ class Rejected:
 # holds until ``lease_until``; a claim whose lease expired (its owner died) is claimable again. Every write
 # that acts on a claim names its ``owner`` and is ignored when the claim is no longer that owner's.
 
-InvocationState = Literal["pending", "running", "done", "dead"]
+InvocationState = Literal["pending", "running", "done", "planned", "dead"]
+#: The states an invocation can have, as ``glue events list --state`` and the listings take them.
+INVOCATION_STATES: tuple[str, ...] = typing.get_args(InvocationState)
+#: The states in which an invocation is over (retention prunes them).
+FINISHED_STATES = ("done", "planned")
 EventStatus = Literal["pending", "routed", "unmatched"]
 #: The statuses an event can have, as ``glue events list --status`` takes them.
 EVENT_STATUSES: tuple[str, ...] = typing.get_args(EventStatus)
@@ -156,6 +164,8 @@ class Invocation:
     last_error: str | None
     owner: str | None
     lease_until: float | None
+    #: The dry-run plan of a ``planned`` invocation (the API calls it would have made); else None.
+    plan: Mapping[str, Any] | None = None
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -171,6 +181,7 @@ class Invocation:
             "createdAt": self.created_at,
             "updatedAt": self.updated_at,
             "lastError": self.last_error,
+            "plan": self.plan,
         }
 
 
@@ -178,12 +189,42 @@ class Invocation:
 class Outcome:
     """How one claimed attempt ended, applied by :meth:`Journal.settle`.
 
-    ``done``: finished. ``retry``: back to pending, due at ``due_at``. ``dead``: dead-lettered.
-    ``error`` is a one-line reason without secrets, kept as ``last_error`` (``done`` without an error
-    keeps the previous one; ``done`` with an error is an invocation dropped after its attempts).
+    ``done``: finished. ``planned``: a dry-run attempt that ended with ``plan`` (nothing was done).
+    ``retry``: back to pending, due at ``due_at``. ``dead``: dead-lettered. ``error`` is a one-line
+    reason without secrets, kept as ``last_error`` (``done`` without an error keeps the previous one;
+    ``done`` with an error is an invocation dropped after its attempts). ``started_at`` and
+    ``duration`` (seconds; None when the handler was not called) go to the attempt's history row.
     """
 
     invocation_id: int
-    state: Literal["done", "retry", "dead"]
+    state: Literal["done", "planned", "retry", "dead"]
     due_at: float | None = None
     error: str | None = None
+    plan: Mapping[str, Any] | None = None
+    started_at: float | None = None
+    duration: float | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """One attempt of an invocation, as kept in its history (table ``attempts``), written in the same
+    commit as the outcome that ended it.
+
+    ``outcome``: done, planned, retry, dead or dropped (the route keeps no dead letters). ``attempt``
+    restarts from 1 after an operator's ``glue dlq retry``; the history keeps the earlier ones."""
+
+    invocation_id: int
+    attempt: int
+    started_at: float
+    duration: float | None
+    outcome: str
+    error: str | None
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "attempt": self.attempt,
+            "startedAt": self.started_at,
+            "durationMs": round(self.duration * 1000, 3) if self.duration is not None else None,
+            "outcome": self.outcome,
+            "error": self.error,
+        }

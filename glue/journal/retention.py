@@ -1,9 +1,10 @@
 """Retention: finished work leaves the journal after ``journal.retentionDays``.
 
-Pruned: invocations that are done, events whose routing is over and that have no invocation left
-(dead letters keep their event), and deliveries no event refers to. Kept: pending and running work, the
-dead-letter queue and rejected deliveries (both leave by hand: ``glue dlq purge``). Raw deliveries that
-must be kept longer belong in a recording (``--record``) archived to the bucket.
+Pruned: invocations that are done or planned (and their attempts), events whose routing is over and
+that have no invocation left (dead letters keep their event), and deliveries no event refers to.
+Kept: pending and running work, the dead-letter queue and rejected deliveries (both leave by hand:
+``glue dlq purge``). Raw deliveries that must be kept longer belong in a recording (``--record``)
+archived to the bucket.
 
 :class:`Retention` is a daemon component that prunes at start and then every ``interval`` seconds; with
 several replicas each prunes, which is harmless (the deletes are idempotent) and needs no leader.
@@ -30,7 +31,7 @@ log = structlog.get_logger(__name__)
 
 _SQLITE_PRUNE = {
     "invocations": "DELETE FROM invocations WHERE id IN (SELECT id FROM invocations"
-    " WHERE state = 'done' AND updated_at < ? LIMIT ?)",
+    " WHERE state IN ('done', 'planned') AND updated_at < ? LIMIT ?)",
     "events": "DELETE FROM events WHERE seq IN (SELECT e.seq FROM events e"
     " WHERE e.status IN ('routed', 'unmatched') AND e.updated_at < ?"
     " AND NOT EXISTS (SELECT 1 FROM invocations i WHERE i.event_seq = e.seq)"

@@ -18,14 +18,17 @@ from glue import events
 from glue.journal import records
 
 __all__ = [
+    "ATTEMPT_COLUMNS",
     "DELIVERY_COLUMNS",
     "EVENT_COLUMNS",
     "INVOCATION_COLUMNS",
     "PARAMS",
+    "PLAN",
     "REJECTED_COLUMNS",
     "Page",
     "Settlement",
     "appended_status",
+    "attempt",
     "check_routing",
     "dedup_window",
     "delivery",
@@ -41,13 +44,16 @@ __all__ = [
 EVENT_COLUMNS = "seq, identity, id, source, type, subject, received_at, status, delivery_id, cloudevent"
 INVOCATION_COLUMNS = (
     "id, event_seq, route, handler, idempotency_key, ordering_key, params, state, attempt, due_at,"
-    " created_at, updated_at, last_error, owner, lease_until"
+    " created_at, updated_at, last_error, owner, lease_until, plan"
 )
+ATTEMPT_COLUMNS = "invocation_id, attempt, started_at, duration, outcome, error"
 DELIVERY_COLUMNS = "received_at, transport, endpoint, format, headers, body, key"
 REJECTED_COLUMNS = f"id, rejected, {DELIVERY_COLUMNS}"
 
 #: Where the field ``params`` is in a row of INVOCATION_COLUMNS (stored as JSON).
 PARAMS = 6
+#: Where the field ``plan`` is (JSON, or null).
+PLAN = 15
 
 #: Sequence numbers are below this (PostgreSQL's bigint); a larger number is no seq.
 _SEQ_LIMIT = 1 << 63
@@ -65,7 +71,14 @@ def invocation(row: Sequence[Any]) -> records.Invocation:
     """An invocation from a row of INVOCATION_COLUMNS (its params decoded)."""
     values = list(row)
     values[PARAMS] = orjson.loads(values[PARAMS])
+    if values[PLAN] is not None:
+        values[PLAN] = orjson.loads(values[PLAN])
     return records.Invocation(*values)
+
+
+def attempt(row: Sequence[Any]) -> records.AttemptRecord:
+    """An attempt of an invocation's history from a row of ATTEMPT_COLUMNS."""
+    return records.AttemptRecord(*row)
 
 
 def delivery(row: Sequence[Any]) -> events.Delivery:
@@ -114,16 +127,23 @@ def check_routing(batch: Sequence[Any], routing: Sequence[Any] | None) -> None:
 
 
 class Settlement(NamedTuple):
-    """What an outcome writes to its running invocation (which also loses its owner and lease).
+    """What an outcome writes to its running invocation (which also loses its owner and lease), and
+    the row its attempt adds to the invocation's history.
 
     ``due_at`` None keeps the invocation's due time; ``keep_error``: a None ``error`` keeps its
-    ``last_error`` (else ``error`` replaces it)."""
+    ``last_error`` (else ``error`` replaces it). ``plan``: the JSON of a planned invocation's plan.
+    ``outcome``: the attempt's ending as its history shows it (done, planned, retry, dead, dropped);
+    ``started_at`` and ``duration`` (None: the handler was not called)."""
 
     invocation_id: int
     state: records.InvocationState
     due_at: float | None
     error: str | None
     keep_error: bool
+    plan: bytes | None
+    outcome: str
+    started_at: float
+    duration: float | None
 
     @property
     def plain(self) -> bool:
@@ -131,16 +151,34 @@ class Settlement(NamedTuple):
         return self.state == "done" and self.error is None
 
 
+def _no_nul(value: Any) -> Any:
+    """``value`` with NUL in its strings replaced by U+FFFD: PostgreSQL's jsonb refuses ``\\u0000``,
+    which a plan may carry from event data (one such plan would fail its whole settlement)."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_no_nul(key): _no_nul(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_no_nul(item) for item in value]
+    return value
+
+
 def settlement(outcome: records.Outcome, now: float) -> Settlement:
     """What ``outcome`` does to its invocation (see :class:`~glue.journal.records.Outcome`): ``done``
-    keeps the previous error unless it brings one, ``retry`` goes back to ``pending`` due at its
-    ``due_at`` (``now`` when it has none), ``dead`` is dead-lettered."""
+    keeps the previous error unless it brings one, ``planned`` stores its plan, ``retry`` goes back to
+    ``pending`` due at its ``due_at`` (``now`` when it has none), ``dead`` is dead-lettered."""
+    started = outcome.started_at if outcome.started_at is not None else now
+    ran = (started, outcome.duration)
     if outcome.state == "done":
-        return Settlement(outcome.invocation_id, "done", None, outcome.error, True)
+        ending = "dropped" if outcome.error is not None else "done"
+        return Settlement(outcome.invocation_id, "done", None, outcome.error, True, None, ending, *ran)
+    if outcome.state == "planned":
+        plan = orjson.dumps(_no_nul(dict(outcome.plan or {})))
+        return Settlement(outcome.invocation_id, "planned", None, outcome.error, True, plan, "planned", *ran)
     if outcome.state == "retry":
         due_at = outcome.due_at if outcome.due_at is not None else now
-        return Settlement(outcome.invocation_id, "pending", due_at, outcome.error, False)
-    return Settlement(outcome.invocation_id, "dead", None, outcome.error, False)
+        return Settlement(outcome.invocation_id, "pending", due_at, outcome.error, False, None, "retry", *ran)
+    return Settlement(outcome.invocation_id, "dead", None, outcome.error, False, None, "dead", *ran)
 
 
 def seq_of(key: int | str) -> int | None:

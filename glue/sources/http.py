@@ -22,7 +22,8 @@ import hmac
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
 
 import orjson
 import structlog
@@ -376,11 +377,14 @@ class HttpSource:
         intake_: intake.Intake,
         journal_: journal.Journal,
         readiness: Sequence[ReadinessCheck] = (),
+        *,
+        clients: Callable[[], Mapping[str, Any]] | None = None,
     ) -> None:
         self.settings = settings
         self.intake = intake_
         self.journal = journal_
         self.readiness = list(readiness)
+        self.clients = clients
         self.app = web.Application(
             client_max_size=max([1 << 20, *(e.max_body_bytes for e in settings.endpoints)])
         )
@@ -414,9 +418,18 @@ class HttpSource:
             reason = await check()
             if reason:
                 problems.append(reason)
-        if problems:
-            return web.Response(status=503, text="\n".join(problems) + "\n")
-        return web.Response(text="ready\n")
+        # The clients' health is detail: a client that is down does not stop intake (its invocations
+        # wait), so it does not make the daemon unready.
+        detail = {
+            "ready": not problems,
+            "problems": problems,
+            "clients": dict(self.clients()) if self.clients is not None else {},
+        }
+        return web.Response(
+            body=orjson.dumps(detail, option=orjson.OPT_APPEND_NEWLINE),
+            status=503 if problems else 200,
+            content_type="application/json",
+        )
 
     async def _metrics(self, _: web.Request) -> web.Response:
         body, content_type = metrics.text()

@@ -487,6 +487,8 @@ def outcome_event(invocation: journal.Invocation, event: journal.StoredEvent | N
         "idempotencyKey": invocation.idempotency_key,
         "event": event.summary() if event is not None else {"seq": invocation.event_seq},
     }
+    if invocation.plan is not None:
+        data["plan"] = invocation.plan  # a planned (dry-run) invocation: what it would have done
     return events.CloudEvent(attributes, data)
 
 
@@ -509,7 +511,7 @@ class KafkaOutput:
         if self.output.dead_letters:
             self.states.append("dead")
         if self.output.outcomes:
-            self.states.append("done")
+            self.states.extend(("done", "planned"))
         self.producer: aiokafka.AIOKafkaProducer | None = None
         self._task: asyncio.Task[None] | None = None
         self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()

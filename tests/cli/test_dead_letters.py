@@ -1,7 +1,7 @@
-"""The dead-letter queue as an operator watches it: ``glue_dead_letter_queue_depth`` is its current
-depth (``glue_dead_letters_total`` counts dead-lettering already, and one Prometheus registry cannot hold
-a gauge named ``glue_dead_letters`` beside it), and every operator retry or purge is logged with who did
-it and what it touched."""
+"""The dead-letter queue as an operator watches it: ``glue_dead_letters`` is its current depth
+(``glue_dead_lettered_total`` counts dead-lettering: a counter named ``glue_dead_letters_total`` would
+share the gauge's metric family), and every operator retry or purge is logged with who did it and what
+it touched."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ async def test_depth_gauge_follows_dead_letters_and_operator_actions_are_logged(
                 headers = {"Content-Type": "application/cloudevents+json"}
                 async with session.post(url, json=event, headers=headers) as answer:
                     assert answer.status == 202
-        await support.eventually(lambda: support.metric("glue_dead_letter_queue_depth") == 2, within=15)
+        await support.eventually(lambda: support.metric("glue_dead_letters") == 2, within=15)
         capsys.readouterr()
         code = await asyncio.to_thread(cli.main, ["dlq", "purge", "--all", "-c", str(path)])
         assert code == 0
@@ -49,4 +49,4 @@ async def test_depth_gauge_follows_dead_letters_and_operator_actions_are_logged(
         [line] = [json.loads(text) for text in captured.err.splitlines() if "dead letters purged" in text]
         assert line["routes"] == ["broken"] and len(line["invocations"]) == 2 and line["operator"]
         assert line["filter"]["all"] is True
-        await support.eventually(lambda: support.metric("glue_dead_letter_queue_depth") == 0, within=15)
+        await support.eventually(lambda: support.metric("glue_dead_letters") == 0, within=15)

@@ -91,7 +91,7 @@ def test_rendered_config_passes_glue_check(
     chart: helm.Chart, glue: Glue, profile: str, tmp_path: Path
 ) -> None:
     _, config = rendered(chart, profile, tmp_path)
-    result = glue("check", "--config", str(config))
+    result = glue("check", "--offline", "--config", str(config))
     assert result.code == 0, result.err
     assert f"{config}: ok" in result.out
 
@@ -262,7 +262,91 @@ def test_the_shipped_example_values_render_and_pass_glue_check(
     text = yaml.safe_dump(glue_config(objects)).replace(chart.values["secretsMountPath"], str(tmp_path))
     config = tmp_path / "config.yaml"
     config.write_text(text)
-    result = glue("check", "--config", str(config))
+    result = glue("check", "--offline", "--config", str(config))
     assert result.code == 0, result.err
     assert f"{config}: ok (3 endpoints, 3 routes)" in result.out
     assert {obj["kind"] for obj in objects} >= {"Deployment", "ConfigMap", "Role"}
+
+
+def test_openbao_restarts_render_the_rbac_glue_rbac_prints(
+    chart: helm.Chart, glue: Glue, tmp_path: Path
+) -> None:
+    """An OpenBao rotation's restarts: the kind of each, in its literal namespace (a Role), anywhere
+    when the namespace comes from the event; a rotation that restarts nothing needs no RBAC."""
+    values = PROFILES["sqlite"](str(tmp_path))
+    values["config"]["routes"] = [
+        {
+            "name": "rotate-db",
+            "handler": "openbao.kv.rotate",
+            "params": {
+                "path": "db/creds",
+                "restart": [
+                    {"kind": "StatefulSet", "namespace": "db", "name": "pg"},
+                    {"namespace": "db", "name": "api"},
+                    {"kind": "DaemonSet", "namespace": "{{ data.ns }}", "name": "agent"},
+                ],
+            },
+        },
+        {"name": "rotate-quiet", "handler": "openbao.transit.rotate", "params": {"key": "k"}},
+    ]
+    objects = render(chart, values)
+    write_secret_files(tmp_path, objects)
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(glue_config(objects)))
+    assert grants(objects) == grants(glue_rbac(glue, config))
+    apps = [
+        (kind, namespace, rule["resources"])
+        for kind, namespace, _, rules in grants(objects)
+        for rule in rules
+    ]
+    assert apps == [("ClusterRole", None, ["daemonsets"]), ("Role", "db", ["deployments", "statefulsets"])]
+
+
+def notes(chart: helm.Chart, values: dict[str, Any]) -> str:
+    manifests = chart.render(values, name="glue", namespace="platform", is_install=True)
+    return next(text for path, text in manifests.items() if path.endswith("/NOTES.txt"))
+
+
+def test_the_notes_print_the_openbao_policy_glue_policy_openbao_prints(
+    chart: helm.Chart, glue: Glue, tmp_path: Path
+) -> None:
+    values = PROFILES["sqlite"](str(tmp_path))
+    values["config"]["clients"] = {"openbao": {"ledger": {"mount": "kv", "prefix": "glue/ledger"}}}
+    values["config"]["routes"] = [
+        {"name": "rotate-db", "handler": "openbao.kv.rotate", "params": {"path": "apps/db"}},
+        {
+            "name": "rotate-any",
+            "handler": "openbao.kv.rotate",
+            "params": {"mount": "kv", "path": "{{ data.path }}"},
+        },
+        {
+            "name": "rotate-role",
+            "handler": "openbao.database.rotate-role",
+            "params": {"role": "{{ data.role }}"},
+        },
+        {"name": "rotate-key", "handler": "openbao.transit.rotate", "params": {"key": "models"}},
+        {
+            "name": "off",
+            "handler": "openbao.database.rotate-root",
+            "params": {"connection": "pg"},
+            "enabled": False,
+        },
+        {"name": "note", "handler": "log", "params": {"message": "x"}},
+    ]
+    objects = render(chart, values)
+    write_secret_files(tmp_path, objects)
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(glue_config(objects)))
+    printed = glue("policy", "openbao", "--config", str(config))
+    assert printed.code == 0, printed.err
+    assert 'path "secret/data/apps/db" {' in printed.out and 'path "kv/data/*" {' in printed.out
+    assert 'path "database/static-roles/*" {' in printed.out and "rotate-root" not in printed.out
+    text = notes(chart, values)
+    assert printed.out.strip() in text, text
+    assert "OpenBao" not in notes(chart, PROFILES["sqlite"](str(tmp_path))), "no OpenBao route: no policy"
+
+
+def test_the_chart_knows_the_openbao_paths_of_every_handler(chart: helm.Chart) -> None:
+    """rbac.openbaoPaths holds what each OpenBao handler declares (python -m tests.deploy.handler_rules
+    --openbao)."""
+    assert chart.values["rbac"]["openbaoPaths"] == handler_rules.openbao_paths()

@@ -159,7 +159,7 @@ async def test_params_that_do_not_render_are_dead_on_arrival_not_a_crash(
     routes = [
         {"name": "hook", "handler": "needs-url", "params": {"url": "https://x/{{ data.repository.name }}"}}
     ]
-    before = metric("glue_dead_letters_total", route="hook")
+    before = metric("glue_dead_lettered_total", route="hook")
     await harness.start(pollSeconds=0.02, routes=routes)
     await append(cloudevent("ok", data={"repository": {"name": "a"}}), cloudevent("bad", data={"other": 1}))
     await wait_for(lambda: _states(store, {"done", "dead"}, 2), seconds=10, step=0.02)
@@ -167,7 +167,7 @@ async def test_params_that_do_not_render_are_dead_on_arrival_not_a_crash(
     assert (done.state, dead.state) == ("done", "dead")
     assert dead.last_error == "params.url: template: 'dict object' has no attribute 'repository'"
     assert calls == ["https://x/a"]
-    assert metric("glue_dead_letters_total", route="hook") == before + 1
+    assert metric("glue_dead_lettered_total", route="hook") == before + 1
 
 
 async def test_events_no_route_matches_are_marked_unmatched(
@@ -232,11 +232,17 @@ async def test_dry_run_route_logs_the_plan_and_acts_not(
             pollSeconds=0.02, routes=[{"name": "shadow", "handler": "careful", "dryRun": True}]
         )
         await append(cloudevent("t1"))
-        await wait_for(lambda: _states(store, {"done"}), seconds=10, step=0.02)
+        await wait_for(lambda: _states(store, {"planned"}), seconds=10, step=0.02)
     assert acted == []
     (summary,) = [e for e in logs if e["event"] == "dispatched"]
     assert summary["outcome"] == "planned"
-    assert summary["plan"] == {"summary": "delete", "calls": [{"method": "DELETE", "target": "/things/t1"}]}
+    plan = {"summary": "delete", "calls": [{"method": "DELETE", "target": "/things/t1"}]}
+    assert summary["plan"] == plan
+    (stored,) = await store.invocations()
+    assert (stored.state, stored.plan) == ("planned", plan), "a plan is not done: nothing was acted on"
+    (attempt,) = await store.attempts(stored.id)
+    assert (attempt.attempt, attempt.outcome, attempt.error) == (1, "planned", None)
+    assert attempt.duration is not None and attempt.duration >= 0
     assert (
         metric("glue_invocations_total", route="shadow", handler="careful", outcome="planned") == before + 1
     )

@@ -80,7 +80,7 @@ async def test_poison_event_dead_letters_after_its_attempts(
 ) -> None:
     recorder = Recorder()
     flaky(registry, recorder, error=ValueError("cannot parse the tag"))
-    before = metric("glue_dead_letters_total", route="r")
+    before = metric("glue_dead_lettered_total", route="r")
     retries = metric("glue_invocation_retries_total", route="r", handler="flaky")
     with capture_logs() as logs:
         await harness.start(pollSeconds=POLL, routes=[route(attempts=3, backoff={"initial": 1, "jitter": 0})])
@@ -90,7 +90,7 @@ async def test_poison_event_dead_letters_after_its_attempts(
     (dead,) = await store.invocations(state="dead")
     assert dead.attempt == 3
     assert dead.last_error == "ValueError: cannot parse the tag (after 3 attempts)"
-    assert metric("glue_dead_letters_total", route="r") == before + 1
+    assert metric("glue_dead_lettered_total", route="r") == before + 1
     assert metric("glue_invocation_retries_total", route="r", handler="flaky") == retries + 2
     summaries = [entry for entry in logs if entry["event"] == "dispatched"]
     assert [(s["outcome"], s["attempt"]) for s in summaries] == [("retry", 1), ("retry", 2), ("dead", 3)]

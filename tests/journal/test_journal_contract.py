@@ -6,6 +6,8 @@ hands back, at explicit ``now`` values, so leases and due times need no waiting.
 
 from __future__ import annotations
 
+from typing import Any
+
 from glue import events, journal
 from tests.support import cloudevent
 
@@ -243,3 +245,82 @@ async def test_an_unfinished_routing_keeps_the_event_pending_and_adds_to_it_late
     await store.record_routing("a", {again.seq: [early, new("enriched", again.identity)]}, now=T0 + 2)
     assert (await store.get(again.seq)).status == "routed"  # type: ignore[union-attr]
     assert sorted(i.route for i in await store.invocations(event_seq=again.seq)) == ["enriched", "plain"]
+
+
+# -- planned invocations and the history of attempts (issue 16, items 5 and 11) -------------------------
+
+
+async def test_a_planned_outcome_ends_planned_with_its_plan(store: journal.Journal, append: Append) -> None:
+    await append(cloudevent("dry"), cloudevent("live"))
+    await route_all(store)
+    dry, live = await store.claim_invocations("w", limit=10, lease=30, now=T0)
+    call: dict[str, Any] = {"method": "PATCH", "path": "/apis/x\x00y", "body": {"n": 1}}
+    plan: dict[str, Any] = {"summary": "restart", "calls": [call]}
+    outcomes = [journal.Outcome(dry.id, "planned", plan=plan), journal.Outcome(live.id, "done")]
+    assert await store.settle("w", outcomes, now=T0 + 1) == 2
+    planned = await store.invocation(dry.id)
+    assert planned is not None and planned.state == "planned"
+    # a NUL from event data is kept out of the stored JSON (PostgreSQL's jsonb refuses it)
+    assert planned.plan == {**plan, "calls": [{**call, "path": "/apis/x\ufffdy"}]}
+    assert planned.summary()["plan"] == planned.plan
+    done = await store.invocation(live.id)
+    assert done is not None and (done.state, done.plan) == ("done", None)
+    assert [i.id for i in await store.invocations(state="planned")] == [dry.id]
+    assert await store.oldest_pending() is None, "a planned invocation is finished"
+    assert await store.claim_invocations("w", limit=10, lease=30, now=T0 + 100) == []
+
+
+async def test_every_attempt_is_kept_with_its_outcome_time_and_error(
+    store: journal.Journal, append: Append
+) -> None:
+    await append(cloudevent("1"))
+    await route_all(store)
+    (first,) = await store.claim_invocations("w", limit=10, lease=30, now=T0)
+    retry = journal.Outcome(first.id, "retry", due_at=T0 + 5, error="HTTP 503", started_at=T0, duration=0.25)
+    await store.settle("w", [retry], now=T0 + 1)
+    (second,) = await store.claim_invocations("w", limit=10, lease=30, now=T0 + 5)
+    dead = journal.Outcome(second.id, "dead", error="HTTP 404", started_at=T0 + 5, duration=0.5)
+    await store.settle("w", [dead], now=T0 + 6)
+    history = await store.attempts(first.id)
+    assert [(a.attempt, a.started_at, a.duration, a.outcome, a.error) for a in history] == [
+        (1, T0, 0.25, "retry", "HTTP 503"),
+        (2, T0 + 5, 0.5, "dead", "HTTP 404"),
+    ]
+    # retried by an operator: the attempts start over and the history keeps the earlier ones
+    await store.redrive([first.id], now=T0 + 10)
+    (third,) = await store.claim_invocations("w", limit=10, lease=30, now=T0 + 10)
+    await store.settle(
+        "w", [journal.Outcome(third.id, "done", started_at=T0 + 10, duration=0.1)], now=T0 + 11
+    )
+    assert [(a.attempt, a.outcome) for a in await store.attempts(first.id)] == [
+        (1, "retry"),
+        (2, "dead"),
+        (1, "done"),
+    ]
+
+
+async def test_an_outcome_whose_claim_was_lost_adds_no_attempt(
+    store: journal.Journal, append: Append
+) -> None:
+    await append(cloudevent("1"))
+    await route_all(store)
+    (mine,) = await store.claim_invocations("w", limit=10, lease=30, now=T0)
+    (theirs,) = await store.claim_invocations("v", limit=10, lease=30, now=T0 + 31)
+    assert await store.settle("w", [journal.Outcome(mine.id, "done", started_at=T0)], now=T0 + 32) == 0
+    assert await store.attempts(mine.id) == []
+    assert await store.settle("v", [journal.Outcome(theirs.id, "done", started_at=T0 + 31)], now=T0 + 33) == 1
+    assert [(a.attempt, a.outcome, a.duration) for a in await store.attempts(mine.id)] == [(2, "done", None)]
+
+
+async def test_a_dropped_invocation_and_a_purged_one(store: journal.Journal, append: Append) -> None:
+    await append(cloudevent("1"), cloudevent("2"))
+    await route_all(store)
+    a, b = await store.claim_invocations("w", limit=10, lease=30, now=T0)
+    await store.settle(
+        "w",
+        [journal.Outcome(a.id, "done", error="gave up"), journal.Outcome(b.id, "dead", error="boom")],
+        now=T0 + 1,
+    )
+    assert [x.outcome for x in await store.attempts(a.id)] == ["dropped"], "done with an error: dropped"
+    assert await store.purge([b.id]) == [b.id]
+    assert await store.attempts(b.id) == [], "the history goes with its invocation"

@@ -35,7 +35,7 @@ async def test_prune_removes_only_finished_work_older_than_the_cutoff(store: jou
         "w",
         [
             journal.Outcome(running["done"].id, "done"),
-            journal.Outcome(running["done-2"].id, "done"),
+            journal.Outcome(running["done-2"].id, "planned", plan={"summary": "dry run", "calls": []}),
             journal.Outcome(running["dead"].id, "dead", error="no"),
         ],
         now=now,
@@ -43,11 +43,14 @@ async def test_prune_removes_only_finished_work_older_than_the_cutoff(store: jou
     await store.append(delivery(b"new"), [cloudevent("fresh")])
 
     assert await retention.prune(store, before=now - 1) == {"invocations": 0, "events": 0, "deliveries": 0}
+    assert [a.outcome for a in await store.attempts(running["done-2"].id)] == ["planned"]
     pruned = await retention.prune(store, before=time.time() + 1, chunk=1)  # one row per transaction
 
     assert pruned == {"invocations": 2, "events": 3, "deliveries": 1}
     assert sorted(e.id for e in await store.list()) == ["dead", "fresh", "running"]
     assert sorted(i.params["id"] for i in await store.invocations()) == ["dead", "running"]
+    assert await store.attempts(running["done-2"].id) == [], "a planned invocation is finished: pruned"
+    assert [a.outcome for a in await store.attempts(running["dead"].id)] == ["dead"]
     assert len(await store.rejected()) == 1
     assert await retention.prune(store, before=time.time() + 1) == {
         "invocations": 0,

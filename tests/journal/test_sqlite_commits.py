@@ -308,3 +308,28 @@ async def test_appends_during_an_fsync_share_the_next_commit_and_fsync(
         assert len(synced) == 2, "b and c did not share one fsync"
     finally:
         await store.close()
+
+
+async def test_a_journal_of_schema_2_gets_plans_and_the_attempts_history(tmp_path: Path) -> None:
+    store, _ = await open_store(tmp_path)
+    await store.close()
+    db = sqlite3.connect(tmp_path / "j.db")
+    db.executescript(
+        "DROP TABLE attempts; ALTER TABLE invocations DROP COLUMN plan; PRAGMA user_version = 2;"
+    )
+    db.close()
+    store, _ = await open_store(tmp_path)
+    try:
+        invocation_id = await one_event_through_execution(store, "old")
+        assert [a.outcome for a in await store.attempts(invocation_id)] == ["done"]
+        plan = {"summary": "s", "calls": []}
+        await store.write(
+            lambda db: db.execute(
+                "UPDATE invocations SET state = 'running', owner = 'w' WHERE id = ?", (invocation_id,)
+            )
+        )
+        assert await store.settle("w", [journal.Outcome(invocation_id, "planned", plan=plan)], now=T0) == 1
+        assert (await store.invocation(invocation_id)).plan == plan  # type: ignore[union-attr]
+    finally:
+        await store.close()
+    assert sqlite3.connect(tmp_path / "j.db").execute("PRAGMA user_version").fetchone()[0] == 4

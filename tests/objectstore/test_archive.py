@@ -227,7 +227,7 @@ async def test_daemon_archives_what_arrives_and_what_dead_letters(
     )
     app.load_plugins(config)
     sent = _delivery(bucket, "models/z.bin", DAY1)
-    before = metric("glue_dead_letters_total", route="notify")
+    before = metric("glue_dead_lettered_total", route="notify")
     try:
         async with running(config) as daemon:
             async with (
@@ -240,7 +240,7 @@ async def test_daemon_archives_what_arrives_and_what_dead_letters(
             ):
                 assert response.status == 202
 
-            await eventually(lambda: metric("glue_dead_letters_total", route="notify") > before)
+            await eventually(lambda: metric("glue_dead_lettered_total", route="notify") > before)
     finally:
         await runner.cleanup()
     store = objectstore.ObjectStore(minio_config)

@@ -213,6 +213,8 @@ The same grants as `glue rbac` (glue/rbac.py), from the rules in rbac.handlerRul
   namespace only (a Role there);
 - a route whose namespace comes from a template (or that has none) may act anywhere: its rules go to
   the ClusterRole, and so do the rules a handler marks cluster-scoped;
+- a rule with `each: P` is needed once per item of the list parameter P, for the item's kind in the
+  item's literal namespace (an OpenBao rotation's `restart` workloads; none: no grant);
 - a Role does not repeat what the ClusterRole grants.
 Result, as JSON: {"cluster": [PolicyRule...], "namespaces": {"<ns>": [PolicyRule...]},
 "clusterRoutes": [...], "routes": {"<ns>": [...]}}. */}}
@@ -229,32 +231,57 @@ Result, as JSON: {"cluster": [PolicyRule...], "namespaces": {"<ns>": [PolicyRule
 {{- $enabled := ternary true .enabled (kindIs "invalid" .enabled) -}}
 {{- if and $enabled (or $entry.namespaced $entry.cluster) -}}
 {{- $params := .params | default dict -}}
-{{- $namespaced := list -}}
+{{- $route := .name -}}
+{{- /* (namespace or "", rule) pairs: a rule's own, or one per item of its `each` list parameter */ -}}
+{{- $targets := list -}}
 {{- range $rule := ($entry.namespaced | default list) -}}
-{{- $narrowed := $rule -}}
+{{- $plain := dict "apiGroups" $rule.apiGroups "resources" $rule.resources "verbs" $rule.verbs -}}
+{{- $items := list $params -}}
+{{- if $rule.each -}}
+{{- $items = get $params $rule.each | default list -}}
+{{- if kindIs "string" $items -}}{{- /* a list rendered from the event: anywhere, every resource */ -}}
+{{- $items = list "" -}}
+{{- end -}}
+{{- end -}}
+{{- range $item := $items -}}
+{{- $narrowed := $plain -}}
+{{- $namespace := "" -}}
+{{- if kindIs "map" $item -}}
 {{- with $rule.narrowBy -}}
-{{- $value := get $params .param | default .default -}}
+{{- $value := get $item .param | default .default -}}
 {{- if and (kindIs "string" $value) (not (contains "{{" $value)) (not (contains "{%" $value)) (hasKey .resources $value) -}}
 {{- $narrowed = dict "apiGroups" $rule.apiGroups "resources" (list (get .resources $value)) "verbs" $rule.verbs -}}
 {{- end -}}
 {{- end -}}
-{{- $namespaced = append $namespaced $narrowed -}}
+{{- if and (kindIs "string" $item.namespace) $item.namespace (not (contains "{" $item.namespace)) -}}
+{{- $namespace = $item.namespace -}}
 {{- end -}}
-{{- $namespace := "" -}}
-{{- if and (kindIs "string" $params.namespace) $params.namespace (not (contains "{" $params.namespace)) -}}
-{{- $namespace = $params.namespace -}}
 {{- end -}}
-{{- if or $entry.cluster (not $namespace) -}}
-{{- $clusterRoutes = append $clusterRoutes .name -}}
+{{- $targets = append $targets (list $namespace $narrowed) -}}
 {{- end -}}
-{{- include "runtime-glue.addPermissions" (list $cluster ($entry.cluster | default list)) -}}
+{{- end -}}
+{{- $anywhere := false -}}
+{{- if $entry.cluster -}}
+{{- $anywhere = true -}}
+{{- include "runtime-glue.addPermissions" (list $cluster $entry.cluster) -}}
+{{- end -}}
+{{- range $target := $targets -}}
+{{- $namespace := index $target 0 -}}
 {{- if not $namespace -}}
-{{- include "runtime-glue.addPermissions" (list $cluster $namespaced) -}}
-{{- else if $namespaced -}}
+{{- $anywhere = true -}}
+{{- include "runtime-glue.addPermissions" (list $cluster (list (index $target 1))) -}}
+{{- else -}}
 {{- $into := get $spaced $namespace | default dict -}}
-{{- include "runtime-glue.addPermissions" (list $into $namespaced) -}}
+{{- include "runtime-glue.addPermissions" (list $into (list (index $target 1))) -}}
 {{- $_ := set $spaced $namespace $into -}}
-{{- $_ := set $spacedRoutes $namespace (append (get $spacedRoutes $namespace | default list) .name) -}}
+{{- $names := get $spacedRoutes $namespace | default list -}}
+{{- if not (has $route $names) -}}
+{{- $_ := set $spacedRoutes $namespace (append $names $route) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- if $anywhere -}}
+{{- $clusterRoutes = append $clusterRoutes $route -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
@@ -495,4 +522,64 @@ The services the config talks to, each with the TCP ports the config names, as J
   resourceNames: {{ . | toJson }}
   {{- end }}
 {{- end }}
+{{- end -}}
+
+{{/* The OpenBao policy (HCL) the enabled routes need, as `glue policy openbao` prints it (glue/rbac.py
+openbao_policy), from rbac.openbaoPaths: each handler's paths, their `{param}` fields filled from the
+route's params or the handler's defaults (a value rendered from the event becomes `*` at the end of
+the path, `+` before it), `{ledger}` from clients.openbao.ledger. Empty when no route calls OpenBao. */}}
+{{- define "runtime-glue.openbaoPolicy" -}}
+{{- $bao := (.Values.config.clients | default dict).openbao | default dict -}}
+{{- $ledgerConfig := $bao.ledger | default dict -}}
+{{- $ledger := printf "%s/data/%s" ($ledgerConfig.mount | default "secret") ($ledgerConfig.prefix | default "runtime-glue/rotations") -}}
+{{- $found := dict -}}
+{{- $order := list -}}
+{{- range .Values.config.routes -}}
+{{- $entry := get $.Values.rbac.openbaoPaths .handler -}}
+{{- $enabled := ternary true .enabled (kindIs "invalid" .enabled) -}}
+{{- if and $enabled $entry -}}
+{{- $route := .name -}}
+{{- $values := merge (deepCopy (.params | default dict)) ($entry.defaults | default dict) -}}
+{{- $_ := set $values "ledger" $ledger -}}
+{{- range $needed := $entry.paths -}}
+{{- $template := $needed.path -}}
+{{- $fields := regexFindAll "\\{[A-Za-z_][A-Za-z0-9_]*\\}" $template -1 -}}
+{{- $path := $template -}}
+{{- range $index, $field := $fields -}}
+{{- $name := trimSuffix "}" (trimPrefix "{" $field) -}}
+{{- $value := get $values $name -}}
+{{- $filled := "" -}}
+{{- if or (not (hasKey $values $name)) (not (kindIs "string" $value)) (contains "{{" (toString $value)) (contains "{%" (toString $value)) -}}
+{{- $filled = ternary "*" "+" (and (eq $index (sub (len $fields) 1)) (hasSuffix $field $template)) -}}
+{{- else -}}
+{{- $filled = trimAll "/" $value -}}
+{{- end -}}
+{{- $path = replace $field $filled $path -}}
+{{- end -}}
+{{- $path = regexReplaceAll "/+" $path "/" -}}
+{{- $seen := get $found $path | default (dict "capabilities" list "routes" list) -}}
+{{- $_ := set $seen "capabilities" (concat $seen.capabilities $needed.capabilities | uniq) -}}
+{{- if not (has $route $seen.routes) -}}
+{{- $_ := set $seen "routes" (append $seen.routes $route) -}}
+{{- end -}}
+{{- $_ := set $found $path $seen -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- if $found -}}
+{{- $known := list "create" "read" "update" "patch" "delete" "list" "sudo" -}}
+# The OpenBao policy the routes need (glue policy openbao). The token also uses the default
+# policy's auth/token/lookup-self, renew-self and revoke-self.
+{{- range $path := keys $found | sortAlpha }}
+{{- $seen := get $found $path }}
+{{- $capabilities := list }}
+{{- range $known }}{{ if has . $seen.capabilities }}{{ $capabilities = append $capabilities . }}{{ end }}{{ end }}
+{{- range sortAlpha $seen.capabilities }}{{ if not (has . $known) }}{{ $capabilities = append $capabilities . }}{{ end }}{{ end }}
+
+# routes: {{ join ", " $seen.routes }}
+path "{{ $path }}" {
+  capabilities = [{{ range $i, $c := $capabilities }}{{ if $i }}, {{ end }}"{{ $c }}"{{ end }}]
+}
+{{- end }}
+{{- end -}}
 {{- end -}}

@@ -17,7 +17,7 @@ __all__ = ["Admin"]
 #: Retention, in dependency order; each statement deletes at most $2 rows older than $1.
 _PRUNE = {
     "invocations": "DELETE FROM invocations WHERE id IN (SELECT id FROM invocations"
-    " WHERE state = 'done' AND updated_at < $1 LIMIT $2)",
+    " WHERE state IN ('done', 'planned') AND updated_at < $1 LIMIT $2)",
     "events": "DELETE FROM events WHERE seq IN (SELECT e.seq FROM events e"
     " WHERE e.status IN ('routed', 'unmatched') AND e.updated_at < $1"
     " AND NOT EXISTS (SELECT 1 FROM invocations i WHERE i.event_seq = e.seq) LIMIT $2)",
@@ -108,6 +108,17 @@ class Admin(store.Store):
 
         async def run(conn: asyncpg.Connection) -> builtins.list[records.Invocation]:
             return [rows.invocation(row) for row in await conn.fetch(sql, *args)]
+
+        return await self.run(run)
+
+    async def attempts(self, invocation_id: int) -> builtins.list[records.AttemptRecord]:
+        async def run(conn: asyncpg.Connection) -> builtins.list[records.AttemptRecord]:
+            found = await conn.fetch(
+                f"SELECT {rows.ATTEMPT_COLUMNS} FROM attempts WHERE invocation_id = $1"
+                " ORDER BY started_at, id",
+                invocation_id,
+            )
+            return [rows.attempt(row) for row in found]
 
         return await self.run(run)
 

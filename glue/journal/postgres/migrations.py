@@ -119,6 +119,26 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX events_digest ON events (digest, received_at) WHERE digest IS NOT NULL;
         """,
     ),
+    (
+        7,
+        "planned invocations keep their plan; every attempt is kept",
+        """
+        -- A dry-run invocation ends 'planned' with the plan its handler returned (NUL-free JSON).
+        ALTER TABLE invocations ADD COLUMN IF NOT EXISTS plan jsonb;
+        -- The history of attempts, written by the statement that settles them; gone with their
+        -- invocation (retention, glue dlq purge).
+        CREATE TABLE attempts (
+            id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            invocation_id bigint NOT NULL REFERENCES invocations (id) ON DELETE CASCADE,
+            attempt       integer NOT NULL,
+            started_at    double precision NOT NULL,
+            duration      double precision,
+            outcome       text NOT NULL,
+            error         text
+        );
+        CREATE INDEX attempts_invocation ON attempts (invocation_id, started_at);
+        """,
+    ),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]

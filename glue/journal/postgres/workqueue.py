@@ -45,6 +45,29 @@ RETURNING {rows.INVOCATION_COLUMNS}
 """
 
 
+# Outcomes applied to the invocations still running under their owner, and each applied one's attempt
+# added to the history, in one statement (so one commit). An outcome whose claim was lost updates
+# nothing and adds no attempt (the owner that took the claim over writes its own).
+_SETTLE = """
+WITH o AS (
+    SELECT DISTINCT ON (id) * FROM
+    unnest($1::int8[], $2::text[], $3::float8[], $4::text[], $5::bool[], $6::jsonb[], $7::text[],
+           $8::float8[], $9::float8[])
+    WITH ORDINALITY AS u(id, state, due_at, error, keep_error, plan, outcome, started_at, duration, n)
+    ORDER BY id, n
+), settled AS (
+    UPDATE invocations i SET state = o.state, owner = NULL, lease_until = NULL, updated_at = $10,
+        due_at = coalesce(o.due_at, i.due_at),
+        last_error = CASE WHEN o.keep_error THEN coalesce(o.error, i.last_error) ELSE o.error END,
+        plan = coalesce(o.plan, i.plan)
+    FROM o WHERE i.id = o.id AND i.state = 'running' AND i.owner = $11
+    RETURNING i.id, i.attempt
+)
+INSERT INTO attempts (invocation_id, attempt, started_at, duration, outcome, error)
+SELECT s.id, s.attempt, o.started_at, o.duration, o.outcome, o.error FROM settled s JOIN o ON o.id = s.id
+"""
+
+
 class WorkQueue(store.Store):
     """The ``WorkQueue`` role."""
 
@@ -158,18 +181,16 @@ class WorkQueue(store.Store):
 
         async def run(conn: asyncpg.Connection) -> int:
             status = await conn.execute(
-                "UPDATE invocations i SET state = o.state, owner = NULL, lease_until = NULL, updated_at = $6,"
-                " due_at = coalesce(o.due_at, i.due_at),"
-                " last_error = CASE WHEN o.keep_error THEN coalesce(o.error, i.last_error) ELSE o.error END"
-                " FROM (SELECT DISTINCT ON (id) * FROM"
-                "   unnest($1::int8[], $2::text[], $3::float8[], $4::text[], $5::bool[])"
-                "   WITH ORDINALITY AS u(id, state, due_at, error, keep_error, n) ORDER BY id, n) AS o"
-                " WHERE i.id = o.id AND i.state = 'running' AND i.owner = $7",
+                _SETTLE,
                 [s.invocation_id for s in settlements],
                 [s.state for s in settlements],
                 [s.due_at for s in settlements],
                 [store.text(s.error) for s in settlements],
                 [s.keep_error for s in settlements],
+                [s.plan.decode() if s.plan is not None else None for s in settlements],
+                [s.outcome for s in settlements],
+                [s.started_at for s in settlements],
+                [s.duration for s in settlements],
                 now,
                 owner,
             )

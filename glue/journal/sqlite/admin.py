@@ -98,6 +98,17 @@ class Admin(store.Store):
 
         return await self.read(run)
 
+    async def attempts(self, invocation_id: int) -> builtins.list[records.AttemptRecord]:
+        def run(db: sqlite3.Connection) -> list[records.AttemptRecord]:
+            found = db.execute(
+                f"SELECT {rows.ATTEMPT_COLUMNS} FROM attempts WHERE invocation_id = ?"
+                " ORDER BY started_at, rowid",
+                (invocation_id,),
+            )
+            return [rows.attempt(row) for row in found]
+
+        return await self.read(run)
+
     async def redrive(self, ids: Collection[int], *, now: float) -> builtins.list[int]:
         def run(db: sqlite3.Connection) -> list[int]:
             marks, values = store.marks(ids)

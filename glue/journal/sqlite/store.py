@@ -37,7 +37,7 @@ __all__ = [
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 4
 
 #: WAL size past which the writer thread checkpoints it into the database file (after an fsync).
 CHECKPOINT_BYTES = 2 << 20
@@ -112,7 +112,8 @@ CREATE TABLE IF NOT EXISTS invocations (
     updated_at      REAL NOT NULL,
     last_error      TEXT,
     owner           TEXT,
-    lease_until     REAL
+    lease_until     REAL,
+    plan            BLOB  -- a planned (dry-run) invocation's plan, JSON
 );
 -- claims read pending invocations in due order and stop at the limit (no sort of the whole queue)
 DROP INDEX IF EXISTS invocations_runnable;
@@ -121,7 +122,22 @@ CREATE INDEX IF NOT EXISTS invocations_ordering ON invocations (ordering_key, ev
     WHERE ordering_key IS NOT NULL AND state IN ('pending', 'running');
 CREATE INDEX IF NOT EXISTS invocations_event ON invocations (event_seq);
 CREATE INDEX IF NOT EXISTS invocations_state ON invocations (state, id);
+
+-- every attempt that ended, written with the outcome that ended it; gone with its invocation
+CREATE TABLE IF NOT EXISTS attempts (
+    invocation_id INTEGER NOT NULL REFERENCES invocations (id) ON DELETE CASCADE,
+    attempt       INTEGER NOT NULL,
+    started_at    REAL NOT NULL,
+    duration      REAL,
+    outcome       TEXT NOT NULL,
+    error         TEXT
+);
+CREATE INDEX IF NOT EXISTS attempts_invocation ON attempts (invocation_id, started_at);
 """
+
+#: Columns added to a table after its first version: ``(table, column, type)``. A file from before
+#: gets them by ALTER (SQLite has no ``ADD COLUMN IF NOT EXISTS``: the table's columns are looked at).
+_ADDED_COLUMNS = (("invocations", "plan", "BLOB"),)
 
 #: Version 1 -> 2: events identified by a digest keep their key (``digest``). Those journaled before
 #: had the bare digest (64 hex digits) as id and deduplicated forever; they keep their identity and
@@ -214,6 +230,10 @@ class Store:
             )
         if version == 1:
             db.executescript(_UPGRADE_1)
+        for table, column, type_ in _ADDED_COLUMNS:
+            present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+            if present and column not in present:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {type_}")
         db.executescript(SCHEMA)
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         return db

@@ -17,9 +17,11 @@ __all__ = ["WorkQueue"]
 # One statement for each way an outcome leaves a claimed invocation (see rows.settlement).
 _SETTLE = (
     "UPDATE invocations SET state = ?, owner = NULL, lease_until = NULL, updated_at = ?,"
-    " due_at = coalesce(?, due_at), last_error = CASE WHEN ? THEN coalesce(?, last_error) ELSE ? END"
-    " WHERE id = ? AND state = 'running' AND owner = ?"
+    " due_at = coalesce(?, due_at), last_error = CASE WHEN ? THEN coalesce(?, last_error) ELSE ? END,"
+    " plan = coalesce(?, plan)"
+    " WHERE id = ? AND state = 'running' AND owner = ? RETURNING id, attempt"
 )
+_INSERT_ATTEMPT = f"INSERT INTO attempts ({rows.ATTEMPT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
 
 
 class WorkQueue(store.Store):
@@ -137,6 +139,8 @@ class WorkQueue(store.Store):
                 for row in found:  # as the UPDATE left them
                     values = list(row)
                     values[rows.PARAMS] = orjson.loads(values[rows.PARAMS])
+                    if values[rows.PLAN] is not None:
+                        values[rows.PLAN] = orjson.loads(values[rows.PLAN])
                     values[7], values[8], values[11] = "running", values[8] + 1, now
                     values[13], values[14] = owner, now + lease
                     claimed.append(records.Invocation(*values))
@@ -148,21 +152,38 @@ class WorkQueue(store.Store):
         settlements = [rows.settlement(outcome, now) for outcome in outcomes]
 
         def run(db: sqlite3.Connection) -> int:
-            applied = 0
-            done = [s.invocation_id for s in settlements if s.plain]
+            applied: list[tuple[rows.Settlement, int]] = []  # and the attempt it ends
+            done = {s.invocation_id: s for s in settlements if s.plain}
             with self._execution(db):
                 if done:  # the common case, in one statement
                     marks, ids = store.marks(done)
-                    applied += db.execute(
+                    found = db.execute(
                         f"UPDATE invocations SET state = 'done', owner = NULL, lease_until = NULL,"
-                        f" updated_at = ? WHERE id IN ({marks}) AND state = 'running' AND owner = ?",
+                        f" updated_at = ? WHERE id IN ({marks}) AND state = 'running' AND owner = ?"
+                        " RETURNING id, attempt",
                         (now, *ids, owner),
-                    ).rowcount
+                    ).fetchall()
+                    applied.extend((done[id_], attempt) for id_, attempt in found)
                 for s in settlements:
                     if not s.plain:
-                        args: tuple[Any, ...] = (s.state, now, s.due_at, s.keep_error, s.error, s.error)
-                        applied += db.execute(_SETTLE, (*args, s.invocation_id, owner)).rowcount
-            return applied
+                        args: tuple[Any, ...] = (
+                            s.state,
+                            now,
+                            s.due_at,
+                            s.keep_error,
+                            s.error,
+                            s.error,
+                            s.plan,
+                        )
+                        for _, attempt in db.execute(_SETTLE, (*args, s.invocation_id, owner)).fetchall():
+                            applied.append((s, attempt))
+                # The history, in the same commit: an outcome that was not applied (its claim was
+                # lost) leaves none, as the owner that took the claim over writes its own.
+                db.executemany(
+                    _INSERT_ATTEMPT,
+                    [(s.invocation_id, n, s.started_at, s.duration, s.outcome, s.error) for s, n in applied],
+                )
+            return len(applied)
 
         return await self._run_execution(run)
 

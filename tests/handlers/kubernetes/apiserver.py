@@ -36,6 +36,16 @@ It follows these upstream documents:
   an apply without ``fieldManager`` are 422 Invalid.
 - Objects are validated against their CRD's schema (schemas.py, registered by the conftest fixture).
 
+- Authorization reviews (https://kubernetes.io/docs/reference/access-authn-authz/authorization/,
+  "Checking API access"; kubernetes/api authorization/v1 types.go; kubernetes
+  pkg/registry/authorization/selfsubjectrulesreview/rest.go): ``SelfSubjectRulesReview`` (201, its
+  ``spec.namespace`` required, else 400; ``status.resourceRules`` are the rules that apply there:
+  cluster-wide ones and that namespace's) and ``SelfSubjectAccessReview`` (201, ``status.allowed`` for
+  ``spec.resourceAttributes``; no namespace: allowed only by a cluster-wide rule). What the caller is
+  granted is :attr:`ApiServer.granted` (None: bound cluster-wide; by default everything, like
+  cluster-admin). With :attr:`ApiServer.refuse_credentials` every request gets 401 Unauthorized, as an
+  API server answers a bearer token it does not accept.
+
 Tests inject failures with :meth:`ApiServer.fail` (a status, a Status reason/message, headers such as
 ``Retry-After``), concurrent writers with :meth:`ApiServer.before`, and custom validation with
 :attr:`ApiServer.validators` (the CRD's CEL rules, answered as 422 Invalid like the API server does).
@@ -179,6 +189,12 @@ class ApiServer(kmock.KubernetesEmulator):
     faults: list[Fault] = attrs.field(factory=list)
     hooks: list[Hook] = attrs.field(factory=list)
     writes: list[dict[str, Any]] = attrs.field(factory=list)  # every write request, dry-run or not
+    #: The caller's rules: None -> bound cluster-wide (a ClusterRoleBinding), a namespace -> there only.
+    granted: dict[str | None, list[dict[str, Any]]] = attrs.field(
+        factory=lambda: {None: [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]}
+    )
+    refuse_credentials: bool = False
+    reviews: list[dict[str, Any]] = attrs.field(factory=list)  # every authorization review asked
     _rv: int = 1000
     _applied: dict[tuple[Any, ...], dict[str, set[tuple[str, ...]]]] = attrs.field(factory=dict)
     _pending_events: list[tuple[Any, dict[str, Any]]] = attrs.field(factory=list)
@@ -268,6 +284,11 @@ class ApiServer(kmock.KubernetesEmulator):
 
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
         method = str(getattr(request.method, "value", request.method)).upper()
+        if self.refuse_credentials:
+            return aiohttp.web.json_response(status_body(401, "Unauthorized", "Unauthorized"), status=401)
+        review = _REVIEW.search(request.url.path)
+        if review is not None and method == "POST":  # an authorization question, not a write
+            return self._review(review.group(1), _parse_body(request))
         if method != "GET":
             self.writes.append(
                 {
@@ -311,6 +332,44 @@ class ApiServer(kmock.KubernetesEmulator):
             for resource, event in pending:  # watchers see every persisted change
                 await self._buses[resource].put(event)
         return aiohttp.web.json_response(body, status=status)
+
+    def _rules_in(self, namespace: str | None) -> list[dict[str, Any]]:
+        rules = list(self.granted.get(None, []))
+        if namespace is not None:
+            rules += self.granted.get(namespace, [])
+        return rules
+
+    def _review(self, kind: str, body: Any) -> aiohttp.web.StreamResponse:
+        """A SelfSubjectRulesReview or SelfSubjectAccessReview of what :attr:`granted` holds."""
+        spec = (body or {}).get("spec") or {}
+        self.reviews.append({"kind": kind, "spec": spec})
+        answer = {"apiVersion": "authorization.k8s.io/v1", "metadata": {}, "spec": spec}
+        if kind == "selfsubjectrulesreviews":
+            namespace = spec.get("namespace")
+            if not namespace:
+                return aiohttp.web.json_response(
+                    status_body(400, "BadRequest", "no namespace on request"), status=400
+                )
+            rules = [
+                {"verbs": r["verbs"], "apiGroups": r["apiGroups"], "resources": r["resources"]}
+                for r in self._rules_in(namespace)
+            ]
+            answer |= {
+                "kind": "SelfSubjectRulesReview",
+                "status": {"resourceRules": rules, "nonResourceRules": [], "incomplete": False},
+            }
+            return aiohttp.web.json_response(answer, status=201)
+        attributes = spec.get("resourceAttributes") or {}
+        wanted = (attributes.get("group", ""), attributes.get("resource"), attributes.get("verb"))
+        allowed = any(
+            all(
+                value in rule[key] or "*" in rule[key]
+                for key, value in zip(("apiGroups", "resources", "verbs"), wanted, strict=True)
+            )
+            for rule in self._rules_in(attributes.get("namespace") or None)
+        )
+        answer |= {"kind": "SelfSubjectAccessReview", "status": {"allowed": allowed}}
+        return aiohttp.web.json_response(answer, status=201)
 
     async def _serve(self, request: kmock.Request, method: str, res: kmock.resource) -> tuple[int, Any]:
         kind = self.kinds.get(res)
@@ -630,6 +689,7 @@ def _parse_body(request: kmock.Request) -> Any:
 
 
 #: Query booleans as the API server parses them (Go's strconv.ParseBool); kubernetes-asyncio sends "True".
+_REVIEW = re.compile(r"^/apis/authorization\.k8s\.io/v1/(selfsubjectrulesreviews|selfsubjectaccessreviews)$")
 _TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
 
 _REASONS = {

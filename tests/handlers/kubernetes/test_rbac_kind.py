@@ -53,13 +53,37 @@ def test_a_kind_from_the_event_keeps_every_kind(tmp_path: Path, capsys: pytest.C
     assert rule["resources"] == ["daemonsets", "deployments", "statefulsets"]
 
 
-def test_openbao_restarts_are_not_narrowed_to_a_kind_they_do_not_name(
+def rotate(name: str, restarts: Any) -> dict[str, Any]:
+    return {"name": name, "handler": "openbao.kv.rotate", "params": {"path": "a/b", "restart": restarts}}
+
+
+def test_an_openbao_rotation_is_granted_the_kind_of_each_restart_in_its_namespace(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    route = {
-        "name": "rotate",
-        "handler": "openbao.kv.rotate",
-        "params": {"path": "a/b", "restart": [{"kind": "StatefulSet", "namespace": "db", "name": "pg"}]},
+    restarts = [
+        {"kind": "StatefulSet", "namespace": "db", "name": "pg"},
+        {"namespace": "db", "name": "api"},  # kind: Deployment by default
+        {"kind": "DaemonSet", "namespace": "ops", "name": "agent"},
+    ]
+    found = rbac(tmp_path, capsys, [rotate("rotate", restarts)])
+    assert found == {
+        ("Role", "db"): [
+            {"apiGroups": ["apps"], "resources": ["deployments", "statefulsets"], "verbs": ["get", "patch"]}
+        ],
+        ("Role", "ops"): [{"apiGroups": ["apps"], "resources": ["daemonsets"], "verbs": ["get", "patch"]}],
     }
-    [rule] = rbac(tmp_path, capsys, [route])[("ClusterRole", None)]
-    assert rule["resources"] == ["daemonsets", "deployments", "statefulsets"]
+
+
+def test_an_openbao_restart_from_the_event_is_granted_anywhere_and_no_restart_needs_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    routes = [
+        rotate("templated", [{"kind": "StatefulSet", "namespace": "{{ data.ns }}", "name": "pg"}]),
+        rotate("quiet", []),
+    ]
+    found = rbac(tmp_path, capsys, routes)
+    assert found == {
+        ("ClusterRole", None): [
+            {"apiGroups": ["apps"], "resources": ["statefulsets"], "verbs": ["get", "patch"]}
+        ]
+    }

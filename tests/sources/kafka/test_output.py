@@ -67,11 +67,20 @@ async def test_dead_letters_and_outcomes_are_published_as_cloudevents(
             output={"topic": "glue-outcomes", "outcomes": True, "pollSeconds": 0.1},
         ),
         registry=registry,
-        routes=[{"name": "ship", "handler": "test.ship"}],
+        routes=[
+            {"name": "ship", "handler": "test.ship"},
+            {"name": "shadow", "handler": "test.ship", "dryRun": True},
+        ],
         execution={"pollSeconds": 0.05},
     )
-    published = await read(broker, "glue-outcomes", 6)
+    published = await read(broker, "glue-outcomes", 12)
 
+    planned = [e for e in published if e.get_source() == "runtime-glue/routes/shadow"]
+    assert len(planned) == 6, "a dry-run route's invocations end planned, and are published"
+    for event in planned:
+        assert event.get_type() == "io.runtime-glue.invocation.planned"
+        assert support.json_data(event)["plan"] == {"summary": "ship", "calls": []}
+    published = [e for e in published if e not in planned]
     by_subject = {str(e.get_subject()): e for e in published}
     assert sorted(by_subject) == sorted(f"/orders {n}" for n in range(6))
     for n in range(6):
@@ -87,5 +96,5 @@ async def test_dead_letters_and_outcomes_are_published_as_cloudevents(
         else:
             assert event.get_type() == "io.runtime-glue.invocation.done"
             assert data["error"] is None
-    assert len({e.get_id() for e in published}) == 6
+    assert len({e.get_id() for e in published + planned}) == 12
     assert metric("glue_kafka_published_total", state="dead") - dead == 3

@@ -37,6 +37,8 @@ __all__ = [
     "EVENTS_ROUTED",
     "HANDLER_DURATION",
     "INVOCATIONS",
+    "INVOCATIONS_AWAITING_APPROVAL",
+    "INVOCATIONS_HELD",
     "IN_FLIGHT",
     "JOURNAL_PRUNED",
     "JOURNAL_WRITE",
@@ -51,7 +53,9 @@ __all__ = [
     "MINIO_LISTEN_UP",
     "OLDEST_PENDING",
     "RETRIES",
+    "ROUTE_BREAKER_OPEN",
     "ROUTE_ERRORS",
+    "ROUTE_PAUSED",
     "SOURCE_RECONNECTS",
     "SOURCE_UP",
     "Children",
@@ -305,6 +309,25 @@ IN_FLIGHT = prometheus_client.Gauge("glue_invocations_in_flight", "Handler attem
 DEAD_LETTER_DEPTH = prometheus_client.Gauge(
     "glue_dead_letter_queue_depth",
     "Invocations in the dead-letter queue now (glue dlq list; retry and purge lower it).",
+)
+INVOCATIONS_HELD = prometheus_client.Gauge(
+    "glue_invocations_held",
+    "Invocations held by a safety rail now, by route and reason (paused, budget, breaker, window,"
+    " client-down).",
+    ["route", "reason"],
+)
+INVOCATIONS_AWAITING_APPROVAL = prometheus_client.Gauge(
+    "glue_invocations_awaiting_approval", "Invocations waiting for `glue approve` or `glue deny` now."
+)
+ROUTE_BREAKER_OPEN = prometheus_client.Gauge(
+    "glue_route_breaker_open",
+    "1 while the route's circuit breaker is open (or half-open), by route.",
+    ["route"],
+)
+ROUTE_PAUSED = prometheus_client.Gauge(
+    "glue_route_paused",
+    "1 while the route is paused (by itself, by --all or by its config), by route.",
+    ["route"],
 )
 ROUTE_ERRORS = prometheus_client.Counter(
     "glue_route_errors_total",

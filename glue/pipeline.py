@@ -64,7 +64,7 @@ def make_intake(
 
 def make_executor(
     settings: settings_mod.Settings,
-    journal_: journal.WorkQueue,
+    journal_: journal.Journal,
     registry: contract.Registry,
     clients: contract.Clients,
     *,

@@ -22,6 +22,7 @@ __all__ = [
     "EVENT_COLUMNS",
     "INVOCATION_COLUMNS",
     "PARAMS",
+    "PLAN",
     "REJECTED_COLUMNS",
     "Page",
     "Settlement",
@@ -41,13 +42,15 @@ __all__ = [
 EVENT_COLUMNS = "seq, identity, id, source, type, subject, received_at, status, delivery_id, cloudevent"
 INVOCATION_COLUMNS = (
     "id, event_seq, route, handler, idempotency_key, ordering_key, params, state, attempt, due_at,"
-    " created_at, updated_at, last_error, owner, lease_until"
+    " created_at, updated_at, last_error, owner, lease_until, wait_reason, plan, approved_by"
 )
 DELIVERY_COLUMNS = "received_at, transport, endpoint, format, headers, body, key"
 REJECTED_COLUMNS = f"id, rejected, {DELIVERY_COLUMNS}"
 
 #: Where the field ``params`` is in a row of INVOCATION_COLUMNS (stored as JSON).
 PARAMS = 6
+#: Where the field ``plan`` is (JSON, or NULL).
+PLAN = 16
 
 #: Sequence numbers are below this (PostgreSQL's bigint); a larger number is no seq.
 _SEQ_LIMIT = 1 << 63
@@ -65,6 +68,8 @@ def invocation(row: Sequence[Any]) -> records.Invocation:
     """An invocation from a row of INVOCATION_COLUMNS (its params decoded)."""
     values = list(row)
     values[PARAMS] = orjson.loads(values[PARAMS])
+    if values[PLAN] is not None:
+        values[PLAN] = orjson.loads(values[PLAN])
     return records.Invocation(*values)
 
 

@@ -107,7 +107,7 @@ class WorkQueue(store.Store):
                     (f" AND i.route NOT IN ({marks})" if routes else "")
                     + " AND (i.ordering_key IS NULL OR ((? IS NULL OR i.event_seq < ?) AND NOT EXISTS ("
                     "   SELECT 1 FROM invocations j WHERE j.ordering_key = i.ordering_key"
-                    "   AND j.state IN ('pending', 'running')"
+                    "   AND j.state IN ('pending', 'running', 'held', 'awaiting-approval')"
                     "   AND (j.event_seq < i.event_seq OR (j.event_seq = i.event_seq AND j.id < i.id)))))"
                     " ORDER BY i.due_at, i.id LIMIT ?"
                 )
@@ -137,6 +137,8 @@ class WorkQueue(store.Store):
                 for row in found:  # as the UPDATE left them
                     values = list(row)
                     values[rows.PARAMS] = orjson.loads(values[rows.PARAMS])
+                    if values[rows.PLAN] is not None:
+                        values[rows.PLAN] = orjson.loads(values[rows.PLAN])
                     values[7], values[8], values[11] = "running", values[8] + 1, now
                     values[13], values[14] = owner, now + lease
                     claimed.append(records.Invocation(*values))

@@ -216,8 +216,10 @@ async def _explain_stored(store: journal.Journal, router: routing.Router, args: 
         invocation = ran.get(decision.route)
         if invocation is not None:
             row.update(invocation=invocation.id, state=invocation.state, lastError=invocation.last_error)
+            if invocation.wait_reason is not None:
+                row["waitReason"] = invocation.wait_reason
         rows.append(row)
-    common.emit(rows, ["event", "route", "handler", "matched", "why", "state", "invocation"])
+    common.emit(rows, ["event", "route", "handler", "matched", "why", "state", "waitReason", "invocation"])
     return 0
 
 

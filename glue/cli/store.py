@@ -32,8 +32,15 @@ def cmd_events_show(args: argparse.Namespace) -> int:
         stored = await store.get(args.event)
         if stored is None:
             raise common.CliError(f"no event {args.event!r} in the journal")
+        ran = await store.invocations(event_seq=stored.seq, limit=1000)
         common.show(
-            {**stored.summary(), "identity": stored.identity, **await common.with_delivery(store, stored)}
+            {
+                **stored.summary(),
+                "identity": stored.identity,
+                # each route's invocation: its state, and why it waits when it does (waitReason)
+                "invocations": [item.summary() for item in ran],
+                **await common.with_delivery(store, stored),
+            }
         )
         return 0
 

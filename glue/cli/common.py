@@ -180,7 +180,10 @@ def parse_since(value: str | None, now: float | None = None) -> float | None:
 
 #: Keys whose values are times: printed as ISO-8601 by every command (never unix seconds).
 TIME_KEYS = frozenset(
-    {"receivedAt", "dueAt", "createdAt", "updatedAt", "deadAt", "leaseUntil", "at", "until", "breakerOpenUntil"}
+    {
+        *("receivedAt", "dueAt", "createdAt", "updatedAt", "deadAt", "leaseUntil", "at"),
+        *("until", "breakerOpenUntil"),
+    }
 )
 
 

@@ -59,7 +59,7 @@ def route(name: str = "act", **rails_: Any) -> dict[str, Any]:
 async def tally(store: journal.Journal, expected: int, act: Act | None = None) -> collections.Counter[str]:
     """The invocations by state, after checking that none is lost or run twice."""
     rows = await store.invocations(limit=10_000)
-    states = collections.Counter(row.state for row in rows)
+    states: collections.Counter[str] = collections.Counter(row.state for row in rows)
     assert set(states) <= STATES, states
     assert sum(states.values()) == expected, states
     if act is not None:
@@ -98,7 +98,8 @@ async def test_a_paused_route_journals_and_holds_and_resume_runs_at_once(
 ) -> None:
     act = Act(registry)
     executor = await harness.start(pollSeconds=POLL, routes=[route()])
-    await operations.pause(store, executor.dispatcher.router, "act", actor(harness), reason="bad rule", seconds=None)
+    router = executor.dispatcher.router
+    await operations.pause(store, router, "act", actor(harness), reason="bad rule", seconds=None)
     await asyncio.sleep(CACHE)  # a replica obeys within its rails cache
     await append(*(cloudevent(f"e{n}", data={"ns": "a"}) for n in range(3)))
     await wait_for(held(store, 3, "paused"), seconds=10, step=0.05)
@@ -147,7 +148,8 @@ async def test_a_pause_for_a_while_lifts_by_itself(
 ) -> None:
     act = Act(registry)
     executor = await harness.start(pollSeconds=POLL, routes=[route()])
-    await operations.pause(store, executor.dispatcher.router, "act", actor(harness), reason="deploy", seconds=2.5)
+    router = executor.dispatcher.router
+    await operations.pause(store, router, "act", actor(harness), reason="deploy", seconds=2.5)
     await asyncio.sleep(CACHE)
     await append(cloudevent("e1", data={"ns": "a"}))
     await wait_for(held(store, 1, "paused"), seconds=10, step=0.05)
@@ -257,7 +259,7 @@ async def test_breaker_in_the_journal_opens_reopens_on_a_failed_probe_and_closes
     store: journal.Journal,
 ) -> None:
     t = 1_700_000_000.0
-    spec = {"failures": 2, "within": 600.0, "cooldown": 900.0}
+    spec: dict[str, Any] = {"failures": 2, "within": 600.0, "cooldown": 900.0}
     assert await store.breaker_ended("r", 1, failed=True, now=t, **spec) is None
     assert await store.breaker_ended("r", 2, failed=True, now=t + 700, **spec) is None  # first one left
     assert await store.breaker_ended("r", 3, failed=True, now=t + 710, **spec) == "opened"
@@ -403,7 +405,7 @@ async def test_two_replicas_obey_a_pause_set_through_either(
     one = await harness.start(pollSeconds=POLL, owner="replica-1", routes=[route()])
     await harness.start(pollSeconds=POLL, owner="replica-2", store=other, routes=[route()])
     router = one.dispatcher.router
-    await operations.pause(store, router, "act", actor(harness), reason="through replica 1's journal", seconds=None)
+    await operations.pause(store, router, "act", actor(harness), reason="via replica 1", seconds=None)
     await asyncio.sleep(2.0)  # every replica obeys within two seconds
     await append(*(cloudevent(f"a{n}", data={"ns": "a"}) for n in range(10)))
     await wait_for(held(store, 10, "paused"), seconds=10, step=0.05)

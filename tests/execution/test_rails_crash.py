@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from glue import journal, settings
+from tests import support
 from tests.sources.http.test_crash import free_port, start_glue
 
 pytestmark = pytest.mark.slow
@@ -57,9 +58,10 @@ async def states(db: Path) -> collections.Counter[str]:
 
 
 async def until(db: Path, expected: dict[str, int], seconds: float = 20) -> None:
-    async with asyncio.timeout(seconds):
-        while await states(db) != expected:
-            await asyncio.sleep(0.1)
+    async def reached() -> bool:
+        return await states(db) == expected
+
+    await support.eventually(reached, within=seconds)
 
 
 async def test_held_invocations_survive_sigkill_and_run_after_resume(tmp_path: Path) -> None:

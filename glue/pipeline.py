@@ -167,6 +167,12 @@ def _workers(
     workers: list[Component] = []
     if archive is not None:
         workers.append(archive)  # started first, stopped last: takes lines until the end
+        if archive.config.audit:
+            from glue import auditlog
+
+            # stopped before the archive: its last entries go with the final flush
+            poll = min(archive.config.flush_seconds, 5.0)
+            workers.append(auditlog.AuditArchive(journal_, archive, poll_seconds=poll))
     workers.append(retention.Retention(journal_, days=settings.journal.retention_days))
     kafka_config = settings.sources.kafka
     if kafka_config is not None and kafka_config.output is not None:

@@ -595,6 +595,7 @@ class Archive(Model):
     prefix: str = Field(default="glue", pattern=r"^[A-Za-z0-9._/-]*$")
     recordings: bool = Field(default=False, description="Every delivery, as `glue replay` reads it.")
     dead_letters: bool = Field(default=True, description="Every dead-lettered invocation.")
+    audit: bool = Field(default=True, description="Every operator action of the audit trail (glue audit).")
     flush_seconds: float = Field(default=10.0, gt=0, le=3600, description="Longest a line waits.")
     max_object_bytes: int = Field(default=8 << 20, ge=1024, description="An object is cut at this size.")
     max_buffer_bytes: int = Field(

@@ -315,6 +315,10 @@ class Rails(Protocol):
         """Append one entry to the audit trail; returns its id."""
         ...
 
+    async def take_unarchived_audit(self, *, limit: int = 500) -> builtins.list[AuditEntry]:
+        """Audit entries not yet copied to the bucket archive, marked as copied (one replica takes each)."""
+        ...
+
     async def audit(
         self, *, since: float | None = None, route: str | None = None, after: int = 0, limit: int = 1000
     ) -> builtins.list[AuditEntry]:

@@ -122,5 +122,7 @@ async def test_held_invocations_survive_sigkill_and_run_after_resume(tmp_path: P
         if line.startswith(b"{") and orjson.loads(line).get("event") == "dispatched"
     ]
     assert len(dispatched) == EVENTS, "each held invocation ran once, after the resume"
-    audit = await cli(config, "audit")
-    assert [orjson.loads(line)["action"] for line in audit.splitlines()] == ["pause", "resume"]
+    audit = [orjson.loads(line) for line in (await cli(config, "audit")).splitlines()]
+    assert [entry["action"] for entry in audit] == ["start", "pause", "start", "resume"]
+    starts = [entry["detail"]["configHash"] for entry in audit if entry["action"] == "start"]
+    assert len(starts) == 2 and starts[0] == starts[1], "the same config, the same hash"

@@ -157,9 +157,11 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             route  text,
             target text,
             reason text,
-            detail jsonb NOT NULL
+            detail jsonb NOT NULL,
+            archived boolean NOT NULL DEFAULT false  -- copied to the bucket archive (archive.audit)
         );
         CREATE INDEX audit_at ON audit (at);
+        CREATE INDEX audit_unarchived ON audit (id) WHERE NOT archived;
         """,
     ),
 ]

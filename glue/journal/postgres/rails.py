@@ -339,6 +339,17 @@ class Rails(store.Store):
 
         return await self.run(run)
 
+    async def take_unarchived_audit(self, *, limit: int = 500) -> builtins.list[records.AuditEntry]:
+        async def run(conn: asyncpg.Connection) -> builtins.list[records.AuditEntry]:
+            found = await conn.fetch(
+                "UPDATE audit SET archived = true WHERE id IN (SELECT id FROM audit WHERE NOT archived"
+                f" ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) RETURNING {_AUDIT_COLUMNS}",
+                limit,
+            )
+            return sorted((_audit(row) for row in found), key=lambda entry: entry.id)
+
+        return await self.run(run)
+
     async def audit(
         self, *, since: float | None = None, route: str | None = None, after: int = 0, limit: int = 1000
     ) -> builtins.list[records.AuditEntry]:

@@ -309,6 +309,19 @@ class Rails(store.Store):
 
         return await self.write(run)
 
+    async def take_unarchived_audit(self, *, limit: int = 500) -> builtins.list[records.AuditEntry]:
+        def run(db: sqlite3.Connection) -> list[records.AuditEntry]:
+            with store.transaction(db):
+                found = db.execute(
+                    "UPDATE audit SET archived = 1 WHERE id IN"
+                    " (SELECT id FROM audit WHERE NOT archived ORDER BY id LIMIT ?)"
+                    f" RETURNING {_AUDIT_COLUMNS}",
+                    (limit,),
+                ).fetchall()
+            return sorted((_audit(row) for row in found), key=lambda entry: entry.id)
+
+        return await self.write(run)
+
     async def audit(
         self, *, since: float | None = None, route: str | None = None, after: int = 0, limit: int = 1000
     ) -> builtins.list[records.AuditEntry]:

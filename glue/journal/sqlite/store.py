@@ -145,9 +145,11 @@ CREATE TABLE IF NOT EXISTS audit (
     route  TEXT,
     target TEXT,
     reason TEXT,
-    detail BLOB NOT NULL
+    detail BLOB NOT NULL,
+    archived INTEGER NOT NULL DEFAULT 0  -- copied to the bucket archive (archive.audit)
 );
 CREATE INDEX IF NOT EXISTS audit_at ON audit (at);
+CREATE INDEX IF NOT EXISTS audit_unarchived ON audit (id) WHERE NOT archived;
 CREATE INDEX IF NOT EXISTS invocations_event ON invocations (event_seq);
 CREATE INDEX IF NOT EXISTS invocations_state ON invocations (state, id);
 """

@@ -148,9 +148,15 @@ def build(
         archive=archive,
     )
     sources, readiness = _sources(settings, accepting, journal_)
+    workers = _workers(settings, journal_, archive, executor)
+    if settings.admin is not None:
+        from glue import admin_api, routing
+
+        router = routing.load(settings.routes, registry, source="routes")
+        workers = (*workers, admin_api.AdminApi(settings.admin, journal_, router))  # stopped first
     return Pipeline(
         intake=accepting,
-        workers=_workers(settings, journal_, archive, executor),
+        workers=workers,
         sources=sources,
         http=http.HttpSource(settings, accepting, journal_, readiness),
         archive=archive,

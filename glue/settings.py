@@ -29,6 +29,7 @@ __all__ = [
     "ENV_PREFIX",
     "MINIO_EVENT_NAMES",
     "NOT_SETTINGS",
+    "Admin",
     "Archive",
     "ArgoEventSource",
     "ArgoEvents",
@@ -603,6 +604,33 @@ class Archive(Model):
     )
 
 
+class Admin(Model):
+    """The admin API (glue.admin_api): the operators' commands over HTTP on a port of its own, with
+    bearer tokens. Off unless configured; the webhook port never serves it."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8081, ge=0, le=65535)
+    token: SecretRef | None = Field(default=None, description="One token, named `admin` in the audit trail.")
+    tokens: dict[str, SecretRef] = Field(
+        default={}, description="Named tokens: the name is who acts in the audit trail."
+    )
+
+    @model_validator(mode="after")
+    def _some_token(self) -> Admin:
+        if self.token is None and not self.tokens:
+            raise ValueError("the admin API needs a token (token: {file|env: ...}) or named tokens")
+        if self.token is not None and "admin" in self.tokens:
+            raise ValueError("token is named admin: tokens may not have another admin")
+        return self
+
+    def named(self) -> dict[str, SecretRef]:
+        """Every token by name."""
+        found = dict(self.tokens)
+        if self.token is not None:
+            found["admin"] = self.token
+        return found
+
+
 class Execution(Model):
     """The workers that route journaled events and run handlers (see glue.execution)."""
 
@@ -650,6 +678,7 @@ class Settings(BaseSettings):
     execution: Execution = Execution()
     sources: Sources = Sources()
     archive: Archive | None = Field(default=None, description="Needs sources.minio for the connection.")
+    admin: Admin | None = Field(default=None, description="The admin API; off unless configured.")
     clients: dict[str, dict[str, Any]] = {}
     plugins: list[str] = Field(default=[], description="Extra handler modules to import.")
 
@@ -874,6 +903,17 @@ def _check_secrets(settings: Settings, source: str) -> None:
                     ref.resolve()
                 except ValueError as exc:
                     problems.append((f"sources.minio.{to_camel(name)}", str(exc)))
+    if settings.admin is not None:
+        for name, ref in settings.admin.named().items():
+            try:
+                ref.resolve()
+            except ValueError as exc:
+                where = (
+                    "admin.token"
+                    if name == "admin" and settings.admin.token is not None
+                    else f"admin.tokens.{name}"
+                )
+                problems.append((where, str(exc)))
     if problems:
         raise ConfigError(source, problems)
 

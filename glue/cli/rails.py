@@ -64,7 +64,7 @@ def remote(args: argparse.Namespace, method: str, path: str, body: dict[str, Any
         raise common.CliError("--server needs a token: --token-file FILE or $GLUE_ADMIN_TOKEN", code=2)
 
     async def call() -> Any:
-        headers = {"authorization": f"Bearer {token}", "x-glue-operator": common.operator()}
+        headers = {"authorization": f"Bearer {token}"}
         timeout = aiohttp.ClientTimeout(total=30)
         async with (
             aiohttp.ClientSession(timeout=timeout) as session,

@@ -26,6 +26,7 @@ __all__ = ["add_commands", "remote"]
 _ROUTE_COLUMNS = [
     "route",
     "state",
+    "why",
     "pending",
     "running",
     "held",

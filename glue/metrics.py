@@ -23,6 +23,7 @@ from prometheus_client.registry import CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
 __all__ = [
+    "APPROVALS_PAST_HALF_TTL",
     "ARCHIVE_DROPPED",
     "ARCHIVE_ERRORS",
     "ARCHIVE_LINES",
@@ -318,6 +319,10 @@ INVOCATIONS_HELD = prometheus_client.Gauge(
 )
 INVOCATIONS_AWAITING_APPROVAL = prometheus_client.Gauge(
     "glue_invocations_awaiting_approval", "Invocations waiting for `glue approve` or `glue deny` now."
+)
+APPROVALS_PAST_HALF_TTL = prometheus_client.Gauge(
+    "glue_invocations_awaiting_approval_past_half_ttl",
+    "Invocations waiting for approval longer than half their ttl (they expire dead at the ttl).",
 )
 ROUTE_BREAKER_OPEN = prometheus_client.Gauge(
     "glue_route_breaker_open",

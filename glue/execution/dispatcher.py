@@ -189,6 +189,7 @@ class Dispatcher:
             metrics.OLDEST_PENDING.set(max(self.clock() - oldest, 0.0) if oldest is not None else 0.0)
             metrics.DEAD_LETTER_DEPTH.set(await self.journal.dead_letters())
             self._rail_gauges(await self.journal.waiting())
+            metrics.APPROVALS_PAST_HALF_TTL.set(await self.journal.approvals_past_half(now=self.clock()))
 
     def _rail_gauges(self, waiting: dict[tuple[str, str, str | None], int]) -> None:
         """The rails' gauges: held by route and reason, awaiting approval, paused and open breakers."""

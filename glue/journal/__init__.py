@@ -297,6 +297,11 @@ class Rails(Protocol):
         """Unfinished invocations by ``(route, state, wait_reason)`` (the held gauges)."""
         ...
 
+    async def approvals_past_half(self, *, now: float) -> int:
+        """Invocations awaiting approval for more than half their ttl (they entered at ``updated_at``
+        and expire at ``due_at``): the alert's metric."""
+        ...
+
     async def route_states(self) -> dict[str, dict[str, int]]:
         """Invocations by route and state (``glue routes list``)."""
         ...

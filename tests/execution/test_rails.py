@@ -20,7 +20,7 @@ import glue
 from glue import contract, journal, operations, rails
 from tests.support import cloudevent
 
-from .conftest import Append, Harness, Recorder, wait_for
+from .conftest import Append, Harness, Recorder, metric, wait_for
 
 POLL = 0.05
 CACHE = 1.2  # a little more than gates.CACHE_SECONDS
@@ -107,6 +107,12 @@ async def test_a_paused_route_journals_and_holds_and_resume_runs_at_once(
     assert act.ran() == []
     rows = await store.invocations(limit=10)
     assert all(row.attempt == 0 for row in rows), "a held invocation has used no attempt"
+
+    async def gauges() -> bool:  # read from the journal every few seconds
+        held_ = metric("glue_invocations_held", route="act", reason="paused")
+        return held_ == 3 and metric("glue_route_paused", route="act") == 1
+
+    await wait_for(gauges, seconds=10, step=0.1)
     assert all(row.due_at == rails.FOREVER for row in rows)
     started = time.monotonic()
     result = await operations.resume(store, executor.dispatcher.router, "act", actor(harness, "bob"))
@@ -115,6 +121,12 @@ async def test_a_paused_route_journals_and_holds_and_resume_runs_at_once(
     assert time.monotonic() - started < 2 * CACHE
     assert await tally(store, 3, act) == {"done": 3}
     assert sorted(act.ran()) == ["e0", "e1", "e2"]
+
+    async def cleared() -> bool:
+        held_ = metric("glue_invocations_held", route="act", reason="paused")
+        return held_ == 0 and metric("glue_route_paused", route="act") == 0
+
+    await wait_for(cleared, seconds=10, step=0.1)
     trail = [(e.who, e.action, e.route, e.reason) for e in await store.audit()]
     assert trail == [("alice", "pause", "act", "bad rule"), ("bob", "resume", "act", None)]
 
@@ -239,6 +251,7 @@ async def test_breaker_opens_after_failures_probes_after_cooldown_and_closes(
     assert 2 <= opened_after <= 3, act.ran()  # the attempts in flight when it opened may end too
     rail = (await store.rails())["act"]
     assert rail.breaker_open_until is not None
+    await wait_for(_gauge("glue_route_breaker_open", 1, route="act"), seconds=60, step=1)
     # the cooldown passes with the cluster still failing: one probe, which opens it again
     await wait_for(lambda: _calls(act, opened_after + 1), seconds=1200, step=5)
     await asyncio.sleep(5)
@@ -249,6 +262,13 @@ async def test_breaker_opens_after_failures_probes_after_cooldown_and_closes(
     await wait_for(in_state(store, 3, "done"), seconds=1200, step=5)
     assert await tally(store, 3, act) == {"done": 3}
     assert (await store.rails())["act"].breaker_open_until is None
+
+
+def _gauge(name: str, value: float, **labels: str) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return metric(name, **labels) == value
+
+    return check
 
 
 async def _calls(act: Act, count: int) -> bool:
@@ -338,6 +358,7 @@ async def test_approval_waits_with_its_plan_approve_runs_deny_dead_letters(
     await wait_for(in_state(store, 1, "done"), seconds=10, step=0.05)
     assert act.ran() == ["dev"], "approval only where `when` holds"
     assert await tally(store, 3, act) == {"awaiting-approval": 2, "done": 1}
+    await wait_for(_gauge("glue_invocations_awaiting_approval", 2), seconds=10, step=0.1)
     first, second = await store.invocations(state="awaiting-approval")
     assert first.plan == {"summary": "restart everything in prod", "calls": []}
     assert (first.wait_reason, first.attempt) == ("approval", 0)

@@ -300,6 +300,18 @@ class Rails(store.Store):
 
         return await self.run(run)
 
+    async def approvals_past_half(self, *, now: float) -> int:
+        async def run(conn: asyncpg.Connection) -> int:
+            return int(
+                await conn.fetchval(
+                    "SELECT count(*) FROM invocations WHERE state = 'awaiting-approval'"
+                    " AND (updated_at + due_at) / 2 < $1",
+                    now,
+                )
+            )
+
+        return await self.run(run)
+
     async def route_states(self) -> dict[str, dict[str, int]]:
         async def run(conn: asyncpg.Connection) -> dict[str, dict[str, int]]:
             result: dict[str, dict[str, int]] = {}

@@ -276,6 +276,18 @@ class Rails(store.Store):
 
         return await self.read(run)
 
+    async def approvals_past_half(self, *, now: float) -> int:
+        def run(db: sqlite3.Connection) -> int:
+            return int(
+                db.execute(
+                    "SELECT count(*) FROM invocations WHERE state = 'awaiting-approval'"
+                    " AND (updated_at + due_at) / 2 < ?",
+                    (now,),
+                ).fetchone()[0]
+            )
+
+        return await self.read(run)
+
     async def route_states(self) -> dict[str, dict[str, int]]:
         def run(db: sqlite3.Connection) -> dict[str, dict[str, int]]:
             result: dict[str, dict[str, int]] = {}

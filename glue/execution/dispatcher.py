@@ -120,9 +120,13 @@ class Dispatcher:
         """Hold what the gates stopped; a hold a resume overtook is given back, to be claimed again
         under the rails as they are now."""
         held = set(await self.journal.hold(self.owner, holds, now=self.clock()))
+        # one line per reason and round, not per invocation: a paused flood must not flood the log
+        by_reason: dict[str, list[int]] = {}
         for hold in holds:
             if hold.invocation_id in held:
-                log.info("held", invocation=hold.invocation_id, reason=hold.reason, until=hold.due_at)
+                by_reason.setdefault(hold.reason, []).append(hold.invocation_id)
+        for reason, ids in by_reason.items():
+            log.info("held", reason=reason, invocations=ids[:20], count=len(ids))
         overtaken = [hold.invocation_id for hold in holds if hold.invocation_id not in held]
         if overtaken:
             await self.gates.refresh(force=True)

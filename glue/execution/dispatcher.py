@@ -91,7 +91,7 @@ class Dispatcher:
         self._full_claim = len(claimed) >= room
         started = 0
         holds: list[journal.Hold] = []
-        for item in claimed:
+        for index, item in enumerate(claimed):
             limit = self._route_limit(item.route)
             if limit is not None and self.per_route.get(item.route, 0) >= limit:
                 # over this route's bound (several of its invocations came in one claim): give it back
@@ -99,7 +99,11 @@ class Dispatcher:
                 continue
             verdict = gates.RUN
             if self.gates.guarded(item.route, item.handler):
-                verdict = await self.gates.check(item, self.runner.event_of)
+                try:
+                    verdict = await self.gates.check(item, self.runner.event_of)
+                except journal.JournalUnavailable:
+                    await self._give_back([h.invocation_id for h in holds] + [i.id for i in claimed[index:]])
+                    raise
             if verdict.hold is not None:
                 holds.append(verdict.hold)
                 continue
@@ -115,6 +119,12 @@ class Dispatcher:
         if holds:
             await self._hold(holds)
         return started
+
+    async def _give_back(self, ids: list[int]) -> None:
+        """Release claims not started when the journal failed under a gate (best effort: if the
+        journal cannot take that either, their leases expire)."""
+        with contextlib.suppress(journal.JournalUnavailable):
+            await self.journal.release(self.owner, now=self.clock(), ids=ids)
 
     async def _hold(self, holds: list[journal.Hold]) -> None:
         """Hold what the gates stopped; a hold a resume overtook is given back, to be claimed again

@@ -27,6 +27,7 @@ __all__ = [
     "Budget",
     "Duration",
     "Window",
+    "one_or_list",
     "parse_duration",
 ]
 
@@ -54,6 +55,11 @@ def parse_duration(value: Any) -> float:
     if seconds <= 0:
         raise ValueError("a duration must be positive")
     return seconds
+
+
+def one_or_list(value: Any) -> Any:
+    """A field that takes one mapping or a list of them, as a list (so errors name ``budget.0.max``)."""
+    return [value] if isinstance(value, dict) else value
 
 
 #: A duration field: seconds, written as a number or with a unit.

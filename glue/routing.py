@@ -125,8 +125,8 @@ class Route(_Model):
     paused: bool = pydantic.Field(
         default=False, description="Start paused: invocations are journaled and held (GitOps)."
     )
-    budget: rails.Budget | list[rails.Budget] | None = pydantic.Field(
-        default=None, description="Starts allowed per key in a sliding window; one or a list."
+    budget: Annotated[list[rails.Budget] | None, pydantic.BeforeValidator(rails.one_or_list)] = (
+        pydantic.Field(default=None, description="Starts allowed per key in a sliding window; one or a list.")
     )
     breaker: rails.Breaker | None = None
     window: rails.Window | None = pydantic.Field(default=None, description="When invocations may start.")
@@ -137,10 +137,8 @@ class Route(_Model):
 
     @property
     def budgets(self) -> list[rails.Budget]:
-        """``budget`` as a list (one mapping or several)."""
-        if self.budget is None:
-            return []
-        return list(self.budget) if isinstance(self.budget, list) else [self.budget]
+        """``budget`` as a list (the config writes one mapping or several)."""
+        return list(self.budget or [])
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -808,8 +806,9 @@ def _compile_rails(
         try:
             keys.append(_Template(budget.key))
         except jinja2.TemplateSyntaxError as exc:
-            field = f"budget[{index}].key" if isinstance(route.budget, list) else "budget.key"
-            problems.append((f"{where}.{field}", f"template syntax: {exc.message} (line {exc.lineno})"))
+            problems.append(
+                (f"{where}.budget.{index}.key", f"template syntax: {exc.message} (line {exc.lineno})")
+            )
     when: cel.Program | None = None
     if route.approval is not None:
         try:

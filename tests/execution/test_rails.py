@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 import glue
-from glue import contract, journal, operations, rails
+from glue import contract, journal, operations, rails, routing, settings
 from tests.support import cloudevent
 
 from .conftest import Append, Harness, Recorder, metric, wait_for
@@ -446,3 +446,64 @@ async def test_two_replicas_obey_a_pause_set_through_either(
     await operations.resume(store, router, "act", actor(harness))
     await wait_for(in_state(store, 20, "done"), seconds=10, step=0.05)
     assert sorted(act.ran()) == sorted([f"a{n}" for n in range(10)] + [f"b{n}" for n in range(10)])
+
+
+# -- order and replicas -----------------------------------------------------------------------------
+
+
+async def test_a_waiting_invocation_keeps_its_ordering_keys_place(
+    harness: Harness, registry: contract.Registry, append: Append, store: journal.Journal
+) -> None:
+    act = Act(registry)
+    ordered = route(approval={"when": "data.n == 1"}, orderingKey="{{ data.ns }}")
+    await harness.start(pollSeconds=POLL, routes=[ordered])
+    await append(cloudevent("e1", data={"ns": "k", "n": 1}), cloudevent("e2", data={"ns": "k", "n": 2}))
+    await wait_for(in_state(store, 1, "awaiting-approval"), seconds=10, step=0.05)
+    await asyncio.sleep(1.0)
+    assert act.ran() == [], "e2 needs no approval, but waits behind e1 on its key"
+    assert await tally(store, 2, act) == {"awaiting-approval": 1, "pending": 1}
+    [first] = await store.invocations(state="awaiting-approval")
+    await operations.approve(store, first.id, actor(harness), yes=True, note=None)
+    await wait_for(in_state(store, 2, "done"), seconds=10, step=0.05)
+    assert act.ran() == ["e1", "e2"]
+
+
+async def test_replicas_never_both_take_a_budgets_last_start(
+    store: journal.Journal, reopen: Callable[[], Awaitable[journal.Journal]]
+) -> None:
+    other = await reopen()
+    t = 1_700_000_000.0
+    budgets = [("0 shop", 3, 3600.0)]
+    results = await asyncio.gather(
+        *(
+            journal_.take_starts("r", budgets, now=t + n / 100)
+            for n in range(10)
+            for journal_ in (store, other)
+        )
+    )
+    assert sum(1 for free_at in results if free_at is None) == 3
+    assert await store.starts("r", since=t - 1) == {"0 shop": 3}
+
+
+@pytest.mark.parametrize(
+    ("rails_", "field", "message"),
+    [
+        ({"budget": {"max": 0, "per": "1h"}}, "budget.0.max", "greater than or equal to 1"),
+        ({"budget": {"max": 1, "per": "soon"}}, "budget.0.per", "not a duration"),
+        ({"window": {"cron": "0 25 * * *", "duration": "1h"}}, "window.cron", "not a cron expression"),
+        (
+            {"blackout": {"cron": "0 1 * * *", "duration": "1h", "timezone": "Nowhere"}},
+            "blackout.timezone",
+            "unknown time zone",
+        ),
+        ({"approval": {"when": "data.x ==", "ttl": "1h"}}, "approval.when", "not valid CEL"),
+        ({"budget": {"max": 1, "per": "1h", "key": "{{ data.x"}}, "budget.0.key", "template syntax"),
+    ],
+)
+def test_a_bad_rail_is_refused_naming_its_field(rails_: dict[str, Any], field: str, message: str) -> None:
+    registry = contract.Registry()
+    Act(registry)
+    with pytest.raises(settings.ConfigError) as caught:
+        routing.load([route(**rails_)], registry, source="glue.yaml")
+    text = str(caught.value)
+    assert "glue.yaml" in text and field in text and message in text, text

@@ -63,6 +63,10 @@ class Gates:
         self.client_down = client_down
         self.rails: dict[str, journal.Rail] = {}
         self._read_at: float | None = None
+        #: Routes a rails row may stop now (``*``: every route), as of the last refresh.
+        self._stopped: set[str] = set()
+        #: Routes whose attempts the breaker counts.
+        self.breakers = {r.name for r in router.routes if r.route.breaker is not None}
         #: Routes with a gate other than a journal pause (those need a look at every claim).
         self._guarded = {
             r.name
@@ -82,21 +86,23 @@ class Gates:
             return
         self.rails = await self.journal.rails()
         self._read_at = now
+        self._stopped = {
+            name
+            for name, rail in self.rails.items()
+            if rail.paused_at(now) or rail.breaker_open_until is not None
+        }
 
     def stale(self) -> None:
         """The rails changed here (a breaker opened): read them again at the next refresh."""
         self._read_at = None
 
     def guarded(self, route: str, handler: str) -> bool:
-        """Whether any gate may stop an invocation of ``route`` now (else it runs without a look)."""
-        if route in self._guarded or (self.client_down is not None and self.client_down(handler) is not None):
+        """Whether any gate may stop an invocation of ``route`` now (else it runs without a look): for
+        the common case, a route without rails, a few set lookups. A pause or breaker set elsewhere is
+        seen at the next refresh (within :data:`CACHE_SECONDS`)."""
+        if route in self._guarded or route in self._stopped or rails.GLOBAL in self._stopped:
             return True
-        now = self.clock()
-        return any(
-            rail.paused_at(now) or rail.breaker_open_until is not None
-            for name, rail in self.rails.items()
-            if name in (route, rails.GLOBAL)
-        )
+        return self.client_down is not None and self.client_down(handler) is not None
 
     def pause_of(self, route: str) -> tuple[str | None, float] | None:
         """If ``route`` is paused now: the rails row that pauses it (None: its config) and when the

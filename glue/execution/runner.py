@@ -117,7 +117,8 @@ class Runner:
         finally:
             self._durations[item.route, item.handler].observe(time.perf_counter() - started)
         duration_ms = round((time.perf_counter() - started) * 1000, 3)
-        await self._breaker(item, failed=ended.outcome not in ("done", "planned"))
+        if self.gates is not None and item.route in self.gates.breakers:
+            await self._breaker(item, failed=ended.outcome not in ("done", "planned"))
         if ended.outcome in ("done", "planned"):
             self.outcomes.settle(item, journal.Outcome(item.id, "done"))
             self._attempts[item.route, item.handler, ended.outcome].inc()

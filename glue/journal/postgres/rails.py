@@ -294,7 +294,8 @@ class Rails(store.Store):
         async def run(conn: asyncpg.Connection) -> dict[tuple[str, str, str | None], int]:
             found = await conn.fetch(
                 "SELECT route, state, wait_reason, count(*) AS n FROM invocations"
-                " WHERE state NOT IN ('done', 'dead') GROUP BY route, state, wait_reason"
+                " WHERE state IN ('pending', 'running', 'held', 'awaiting-approval')"
+                " GROUP BY route, state, wait_reason"
             )
             return {(row["route"], row["state"], row["wait_reason"]): int(row["n"]) for row in found}
 

@@ -270,7 +270,8 @@ class Rails(store.Store):
         def run(db: sqlite3.Connection) -> dict[tuple[str, str, str | None], int]:
             found = db.execute(
                 "SELECT route, state, wait_reason, count(*) FROM invocations"
-                " WHERE state NOT IN ('done', 'dead') GROUP BY route, state, wait_reason"
+                " WHERE state IN ('pending', 'running', 'held', 'awaiting-approval')"
+                " GROUP BY route, state, wait_reason"
             )
             return {(route, state, reason): int(n) for route, state, reason, n in found}
 

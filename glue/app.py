@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from glue import contract, journal, pipeline
+from glue import auditlog, contract, journal, pipeline
 from glue import settings as settings_mod
 
 if TYPE_CHECKING:
@@ -75,11 +75,18 @@ class Daemon:
     async def start(self) -> None:
         announce(self.settings, self.registry, self.clients)
         await self.journal.open()
+        await auditlog.record_start(self.journal, self.settings, who=self._who())
         self.tracing = start_tracing(self.settings.tracing)
         self.pipeline = pipeline.build(
             self.settings, self.journal, self.registry, self.clients, tracing=self.tracing
         )
         await self.pipeline.start()
+
+    def _who(self) -> str:
+        """This replica in the audit trail: its claims' owner name."""
+        from glue.execution import executor
+
+        return self.settings.execution.owner or executor.default_owner()
 
     async def stop(self) -> None:
         log.info("draining")

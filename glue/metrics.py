@@ -23,6 +23,7 @@ from prometheus_client.registry import CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
 __all__ = [
+    "APPROVALS_PAST_HALF_TTL",
     "ARCHIVE_BUFFERED",
     "ARCHIVE_DROPPED",
     "ARCHIVE_ERRORS",
@@ -40,6 +41,8 @@ __all__ = [
     "EVENTS_ROUTED",
     "HANDLER_DURATION",
     "INVOCATIONS",
+    "INVOCATIONS_AWAITING_APPROVAL",
+    "INVOCATIONS_HELD",
     "IN_FLIGHT",
     "JOURNAL_PRUNED",
     "JOURNAL_WRITE",
@@ -54,7 +57,9 @@ __all__ = [
     "MINIO_LISTEN_UP",
     "OLDEST_PENDING",
     "RETRIES",
+    "ROUTE_BREAKER_OPEN",
     "ROUTE_ERRORS",
+    "ROUTE_PAUSED",
     "SOURCE_RECONNECTS",
     "SOURCE_UP",
     "Children",
@@ -326,6 +331,29 @@ CLIENT_UP = prometheus_client.Gauge(
     "glue_client_up",
     "1 while the client's last check passed (reachable, logged in, permitted), else 0 (glue.health).",
     ["client"],
+)
+INVOCATIONS_HELD = prometheus_client.Gauge(
+    "glue_invocations_held",
+    "Invocations held by a safety rail now, by route and reason (paused, budget, breaker, window,"
+    " client-down).",
+    ["route", "reason"],
+)
+INVOCATIONS_AWAITING_APPROVAL = prometheus_client.Gauge(
+    "glue_invocations_awaiting_approval", "Invocations waiting for `glue approve` or `glue deny` now."
+)
+APPROVALS_PAST_HALF_TTL = prometheus_client.Gauge(
+    "glue_invocations_awaiting_approval_past_half_ttl",
+    "Invocations waiting for approval longer than half their ttl (they expire dead at the ttl).",
+)
+ROUTE_BREAKER_OPEN = prometheus_client.Gauge(
+    "glue_route_breaker_open",
+    "1 while the route's circuit breaker is open (or half-open), by route.",
+    ["route"],
+)
+ROUTE_PAUSED = prometheus_client.Gauge(
+    "glue_route_paused",
+    "1 while the route is paused (by itself, by --all or by its config), by route.",
+    ["route"],
 )
 ROUTE_ERRORS = prometheus_client.Counter(
     "glue_route_errors_total",

@@ -359,7 +359,7 @@ class ArchiveWriter:
     """
 
     name = "archive"
-    KINDS = ("recordings", "dead-letters")
+    KINDS = ("recordings", "dead-letters", "audit")
 
     def __init__(
         self,
@@ -399,6 +399,11 @@ class ArchiveWriter:
         """Archive one dead letter (a JSON-able mapping) (no-op unless ``deadLetters`` is on)."""
         if self.config.dead_letters:
             self._add("dead-letters", record, at if at is not None else self._clock())
+
+    def audit(self, record: Mapping[str, Any], at: float) -> None:
+        """Archive one entry of the audit trail (no-op unless ``audit`` is on)."""
+        if self.config.audit:
+            self._add("audit", record, at)
 
     def _add(self, kind: str, record: Mapping[str, Any], at: float) -> None:
         try:

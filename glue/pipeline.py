@@ -14,6 +14,7 @@ Client libraries (the MinIO SDK, aiokafka, nats-py, the route compiler) are impo
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -68,16 +69,18 @@ def make_intake(
 
 def make_executor(
     settings: settings_mod.Settings,
-    journal_: journal.WorkQueue,
+    journal_: journal.Journal,
     registry: contract.Registry,
     clients: contract.Clients,
     *,
     archive: objectstore.ArchiveWriter | None = None,
     tracing: tracing_mod.Tracing | None = None,
+    client_down: Callable[[str], str | None] | None = None,
 ) -> execution.Executor | None:
     """The executor of the configured routes (None when ``execution.enabled`` is off); it reads the
-    object store first for routes with an ``enrich`` block, and dead letters go to the archive (a
-    no-op unless ``archive.deadLetters``)."""
+    object store first for routes with an ``enrich`` block, dead letters go to the archive (a
+    no-op unless ``archive.deadLetters``), and an invocation whose client ``client_down`` names is
+    held (reason ``client-down``) until the client is up."""
     if not settings.execution.enabled:
         return None
     from glue import execution, routing
@@ -97,6 +100,7 @@ def make_executor(
         on_dead_letter=archive.dead_letter if archive is not None else None,
         sole=settings.journal.backend == "sqlite",  # one file, one daemon: claims left are a dead one's
         tracing=tracing,
+        client_down=client_down,
     )
 
 
@@ -151,7 +155,15 @@ def build(
         archive = objectstore.ArchiveWriter(store, settings.archive, close_store=True)
     # Before the executor: its dispatcher may ask ``clients_health.down`` before running a handler.
     clients_health = make_health(settings, registry, clients)
-    executor = make_executor(settings, journal_, registry, clients, archive=archive, tracing=tracing)
+    executor = make_executor(
+        settings,
+        journal_,
+        registry,
+        clients,
+        archive=archive,
+        tracing=tracing,
+        client_down=clients_health.down,
+    )
     accepting = make_intake(
         journal_,
         max_backlog=settings.server.max_backlog,
@@ -161,10 +173,16 @@ def build(
         tracing=tracing,
     )
     sources, readiness = _sources(settings, accepting, journal_)
+    workers = _workers(settings, journal_, archive, executor)
+    if settings.admin is not None:
+        from glue import admin_api, routing
+
+        router = routing.load(settings.routes, registry, source="routes")
+        workers = (*workers, admin_api.AdminApi(settings.admin, journal_, router))  # stopped first
     return Pipeline(
         intake=accepting,
         # Checked first: what the clients can do is known before the first invocation runs.
-        workers=(clients_health, *_workers(settings, journal_, archive, executor)),
+        workers=(clients_health, *workers),
         sources=sources,
         http=http.HttpSource(settings, accepting, journal_, readiness, clients=clients_health.detail),
         archive=archive,
@@ -192,6 +210,12 @@ def _workers(
     workers: list[Component] = []
     if archive is not None:
         workers.append(archive)  # started first, stopped last: takes lines until the end
+        if archive.config.audit:
+            from glue import auditlog
+
+            # stopped before the archive: its last entries go with the final flush
+            poll = min(archive.config.flush_seconds, 5.0)
+            workers.append(auditlog.AuditArchive(journal_, archive, poll_seconds=poll))
     workers.append(retention.Retention(journal_, days=settings.journal.retention_days))
     kafka_config = settings.sources.kafka
     if kafka_config is not None and kafka_config.output is not None:

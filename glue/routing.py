@@ -49,7 +49,7 @@ import pydantic
 import structlog
 from pydantic.alias_generators import to_camel
 
-from glue import contract, events, journal, metrics, retry, settings
+from glue import contract, events, journal, metrics, rails, retry, settings
 from glue import enrich as enrich_mod
 
 __all__ = [
@@ -122,6 +122,23 @@ class Route(_Model):
         default=None,
         description="Read the event's object from MinIO first: the `object` variable (glue.enrich).",
     )
+    paused: bool = pydantic.Field(
+        default=False, description="Start paused: invocations are journaled and held (GitOps)."
+    )
+    budget: Annotated[list[rails.Budget] | None, pydantic.BeforeValidator(rails.one_or_list)] = (
+        pydantic.Field(default=None, description="Starts allowed per key in a sliding window; one or a list.")
+    )
+    breaker: rails.Breaker | None = None
+    window: rails.Window | None = pydantic.Field(default=None, description="When invocations may start.")
+    blackout: rails.Window | None = pydantic.Field(default=None, description="When they may not.")
+    approval: rails.Approval | None = pydantic.Field(
+        default=None, description="Invocations wait for `glue approve` with their dry-run plan."
+    )
+
+    @property
+    def budgets(self) -> list[rails.Budget]:
+        """``budget`` as a list (the config writes one mapping or several)."""
+        return list(self.budget or [])
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -506,6 +523,10 @@ class Compiled:
     ordering_key: _Template | None
     #: What the match expression reads (see :func:`reads`): only that is converted for CEL.
     reads: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    #: Per budget (``route.budgets``), its key template (None: one budget for the route).
+    budget_keys: tuple[_Template | None, ...] = ()
+    #: ``approval.when``, compiled (None: no approval).
+    approval_when: cel.Program | None = None
     select: Callable[[Any], Any] = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -530,6 +551,33 @@ class Compiled:
         if not isinstance(result, bool):
             return False, f"match must yield a bool, got {type(result).__name__}"
         return result, None
+
+    def rail_keys(self, event: events.CloudEvent) -> list[str]:
+        """The rendered key of each budget for ``event`` (``""`` for a budget without a key). A key
+        that cannot be rendered counts under ``!error``, so a bad template still limits the route."""
+        if not self.budget_keys:
+            return []
+        context = context_of(event)
+        keys: list[str] = []
+        for template in self.budget_keys:
+            if template is None:
+                keys.append("")
+                continue
+            try:
+                keys.append(str(template.render(context)))
+            except Exception:  # the same failures as params; the route still stays within a budget
+                keys.append("!error")
+        return keys
+
+    def needs_approval(self, event: events.CloudEvent) -> bool:
+        """Whether ``approval.when`` holds for ``event`` (an error in it: approval is asked, to be safe)."""
+        if self.approval_when is None:
+            return False
+        try:
+            result = self.approval_when.execute(context_of(event))
+        except Exception:  # the CEL binding raises KeyError/RuntimeError/TypeError on bad data
+            return True
+        return result is not False
 
     def render(
         self, context: Mapping[str, Any]
@@ -746,6 +794,30 @@ def _literal(value: Any) -> bool:
     return True
 
 
+def _compile_rails(
+    route: Route, where: str, problems: list[tuple[str, str]]
+) -> tuple[tuple[_Template | None, ...], cel.Program | None]:
+    """The budget key templates and the approval's CEL of ``route``; problems are appended."""
+    keys: list[_Template | None] = []
+    for index, budget in enumerate(route.budgets):
+        if budget.key is None:
+            keys.append(None)
+            continue
+        try:
+            keys.append(_Template(budget.key))
+        except jinja2.TemplateSyntaxError as exc:
+            problems.append(
+                (f"{where}.budget.{index}.key", f"template syntax: {exc.message} (line {exc.lineno})")
+            )
+    when: cel.Program | None = None
+    if route.approval is not None:
+        try:
+            when = cel.compile(route.approval.when)
+        except (ValueError, RuntimeError) as exc:
+            problems.append((f"{where}.approval.when", f"not valid CEL: {str(exc).splitlines()[0]}"))
+    return tuple(keys), when
+
+
 def load(
     raw: Sequence[Mapping[str, Any]], registry: contract.Registry, *, source: str = "<config>"
 ) -> Router:
@@ -785,9 +857,19 @@ def load(
         except jinja2.TemplateSyntaxError as exc:
             problems.append((f"{where}.params", f"template syntax: {exc.message} (line {exc.lineno})"))
         problems.extend((f"{where}.{field}", reason) for field, reason in _check_params(route, handler))
+        budget_keys, approval_when = _compile_rails(route, where, problems)
         if program is not None and templates is not None:
             compiled.append(
-                Compiled(route, program, handler, templates, key, reads(route.match, program.variables()))
+                Compiled(
+                    route,
+                    program,
+                    handler,
+                    templates,
+                    key,
+                    reads(route.match, program.variables()),
+                    budget_keys=budget_keys,
+                    approval_when=approval_when,
+                )
             )
     if problems:
         raise settings.ConfigError(source, problems)

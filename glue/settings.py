@@ -39,6 +39,7 @@ __all__ = [
     "MINIO_EVENT_NAMES",
     "NOT_SETTINGS",
     "OTLP_ENDPOINT_VARIABLES",
+    "Admin",
     "Archive",
     "ArgoEventSource",
     "ArgoEvents",
@@ -803,11 +804,39 @@ class Archive(Model):
     prefix: str = Field(default="glue", pattern=r"^[A-Za-z0-9._/-]*$")
     recordings: bool = Field(default=False, description="Every delivery, as `glue replay` reads it.")
     dead_letters: bool = Field(default=True, description="Every dead-lettered invocation.")
+    audit: bool = Field(default=True, description="Every operator action of the audit trail (glue audit).")
     flush_seconds: float = Field(default=10.0, gt=0, le=3600, description="Longest a line waits.")
     max_object_bytes: int = Field(default=8 << 20, ge=1024, description="An object is cut at this size.")
     max_buffer_bytes: int = Field(
         default=64 << 20, ge=1024, description="Lines held while the bucket is unreachable; oldest dropped."
     )
+
+
+class Admin(Model):
+    """The admin API (glue.admin_api): the operators' commands over HTTP on a port of its own, with
+    bearer tokens. Off unless configured; the webhook port never serves it."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8081, ge=0, le=65535)
+    token: SecretRef | None = Field(default=None, description="One token, named `admin` in the audit trail.")
+    tokens: dict[str, SecretRef] = Field(
+        default={}, description="Named tokens: the name is who acts in the audit trail."
+    )
+
+    @model_validator(mode="after")
+    def _some_token(self) -> Admin:
+        if self.token is None and not self.tokens:
+            raise ValueError("the admin API needs a token (token: {file|env: ...}) or named tokens")
+        if self.token is not None and "admin" in self.tokens:
+            raise ValueError("token is named admin: tokens may not have another admin")
+        return self
+
+    def named(self) -> dict[str, SecretRef]:
+        """Every token by name."""
+        found = dict(self.tokens)
+        if self.token is not None:
+            found["admin"] = self.token
+        return found
 
 
 class Execution(Model):
@@ -863,6 +892,7 @@ class Settings(BaseSettings):
     execution: Execution = Execution()
     sources: Sources = Sources()
     archive: Archive | None = Field(default=None, description="Needs sources.minio for the connection.")
+    admin: Admin | None = Field(default=None, description="The admin API; off unless configured.")
     clients: dict[str, dict[str, Any]] = {}
     plugins: list[str] = Field(default=[], description="Extra handler modules to import.")
     tracing: Tracing = Tracing()
@@ -1099,6 +1129,17 @@ def _check_secrets(settings: Settings, source: str) -> None:
                     ref.resolve()
                 except ValueError as exc:
                     problems.append((f"sources.minio.{to_camel(name)}", str(exc)))
+    if settings.admin is not None:
+        for name, ref in settings.admin.named().items():
+            try:
+                ref.resolve()
+            except ValueError as exc:
+                where = (
+                    "admin.token"
+                    if name == "admin" and settings.admin.token is not None
+                    else f"admin.tokens.{name}"
+                )
+                problems.append((where, str(exc)))
     if problems:
         raise ConfigError(source, problems)
 

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 import glue
-from glue.cli import catalog, common, daemon, dlq, replay, store
+from glue.cli import catalog, common, daemon, dlq, rails, replay, store
 
 __all__ = ["build_parser", "main"]
 
@@ -26,8 +26,16 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Start with: glue check --config F, then glue run --config F (see glue COMMAND --help).",
     )
     parser.add_argument("--version", action="version", version=f"glue {glue.__version__}")
+    parser.add_argument(
+        "--server",
+        metavar="URL",
+        help="act on a remote daemon through its admin API (routes, pause, resume, approve, deny, audit)",
+    )
+    parser.add_argument(
+        "--token-file", metavar="FILE", help="the admin API's bearer token (default $GLUE_ADMIN_TOKEN)"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (daemon, store, replay, dlq, catalog):
+    for module in (daemon, store, replay, dlq, rails, catalog):
         module.add_commands(sub)
     return parser
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import getpass
 import os
 import re
 import sys
@@ -27,6 +28,7 @@ __all__ = [
     "iso_times",
     "load_settings",
     "opened_journal",
+    "operator",
     "parse_headers",
     "parse_since",
     "read_input",
@@ -59,6 +61,14 @@ def load_settings(args: argparse.Namespace, *, secrets: bool = False) -> setting
         return settings_mod.load(path, secrets=secrets)
     except settings_mod.ConfigError as exc:
         raise CliError(str(exc), code=2) from None
+
+
+def operator() -> str:
+    """Who acts, for the audit trail: the OS user (a uid without a name in some containers)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid {os.getuid()}"
 
 
 def read_input(path: str) -> bytes:
@@ -191,7 +201,10 @@ def parse_since(value: str | None, now: float | None = None) -> float | None:
 
 #: Keys whose values are times: printed as ISO-8601 by every command (never unix seconds).
 TIME_KEYS = frozenset(
-    {"receivedAt", "dueAt", "createdAt", "updatedAt", "deadAt", "leaseUntil", "at", "startedAt"}
+    {
+        *("receivedAt", "dueAt", "createdAt", "updatedAt", "deadAt", "leaseUntil", "at", "startedAt"),
+        *("until", "breakerOpenUntil"),
+    }
 )
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
 import sys
 import time
 from typing import Any
@@ -14,15 +13,6 @@ from glue import journal, observability
 from glue.cli import common
 
 __all__ = ["add_commands"]
-
-
-def _operator() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # a uid without a name (some containers)
-        import os
-
-        return f"uid {os.getuid()}"
 
 
 async def _dead_rows(store: journal.Journal, invocations: list[journal.Invocation]) -> list[dict[str, Any]]:
@@ -115,7 +105,7 @@ def _cmd_dlq_change(args: argparse.Namespace, verb: str) -> int:
             "warning",
             {
                 "event": f"dead letters {verb}",
-                "operator": _operator(),
+                "operator": common.operator(),
                 "invocations": list(changed),
                 "routes": sorted({item.route for item in selected if item.id in set(changed)}),
                 "filter": {
@@ -127,6 +117,14 @@ def _cmd_dlq_change(args: argparse.Namespace, verb: str) -> int:
             },
         )
         sys.stderr.write(line.decode() + "\n")
+        await store.record_audit(
+            common.operator(),
+            f"dlq {'retry' if verb == 'retried' else 'purge'}",
+            route=args.route,
+            target=",".join(map(str, changed)) or None,
+            detail={"invocations": list(changed), "since": args.since, "all": args.all},
+            now=time.time(),
+        )
         print(f"{len(changed)} invocations {verb}")
         return 0
 

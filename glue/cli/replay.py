@@ -227,10 +227,14 @@ async def _explain_stored(
         invocation = ran.get(decision.route)
         if invocation is not None:
             row.update(invocation=invocation.id, state=invocation.state, lastError=invocation.last_error)
+            if invocation.wait_reason is not None:
+                row["waitReason"] = invocation.wait_reason
             if invocation.plan is not None:
                 row["plan"] = invocation.plan
         rows.append({**row, **trace})
-    common.emit(rows, ["event", "route", "handler", "matched", "why", "state", "invocation", "traceId"])
+    common.emit(
+        rows, ["event", "route", "handler", "matched", "why", "state", "waitReason", "invocation", "traceId"]
+    )
     return 0
 
 

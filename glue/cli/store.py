@@ -39,6 +39,8 @@ def cmd_events_show(args: argparse.Namespace) -> int:
                 "identity": stored.identity,
                 **common.trace_fields(settings, stored.event()),
                 **await common.with_delivery(store, stored),
+                # each route's invocation: its state, why it waits when it does (waitReason), its plan
+                # and every attempt
                 "invocations": [await common.with_attempts(store, item) for item in invocations],
             }
         )

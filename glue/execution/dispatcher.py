@@ -16,7 +16,7 @@ import structlog
 
 from glue import journal, metrics, routing
 from glue import settings as settings_mod
-from glue.execution import runner, wake
+from glue.execution import gates, runner, wake
 
 __all__ = ["GAUGE_SECONDS", "Dispatcher"]
 
@@ -32,7 +32,7 @@ class Dispatcher:
 
     def __init__(
         self,
-        journal_: journal.WorkQueue,
+        journal_: journal.Journal,
         router: routing.Router,
         runner_: runner.Runner,
         config: settings_mod.Execution,
@@ -41,8 +41,10 @@ class Dispatcher:
         lease: float,
         clock: Callable[[], float],
         wake_: wake.Wake,
+        gates_: gates.Gates,
     ) -> None:
         self.journal = journal_
+        self.gates = gates_
         self.router = router
         self.runner = runner_
         self.config = config
@@ -55,11 +57,13 @@ class Dispatcher:
         self.per_route: dict[str, int] = {}
         self._full_claim = False  # the last claim took all it could: more may be runnable
         self._last_gauge = 0.0
+        self._last_rails: float | None = None
 
     async def run(self) -> None:
         """Claim and start attempts until cancelled."""
         while True:
             try:
+                await self.keep_rails()
                 await self.dispatch_once()
             except journal.JournalUnavailable as exc:
                 log.warning("dispatch paused: journal unavailable", error=str(exc))
@@ -86,18 +90,72 @@ class Dispatcher:
         )
         self._full_claim = len(claimed) >= room
         started = 0
-        for item in claimed:
+        holds: list[journal.Hold] = []
+        for index, item in enumerate(claimed):
             limit = self._route_limit(item.route)
             if limit is not None and self.per_route.get(item.route, 0) >= limit:
                 # over this route's bound (several of its invocations came in one claim): give it back
                 await self.journal.release(self.owner, now=self.clock(), ids=[item.id])
                 continue
+            verdict = gates.RUN
+            if self.gates.guarded(item.route, item.handler):
+                try:
+                    verdict = await self.gates.check(item, self.runner.event_of)
+                except journal.JournalUnavailable:
+                    await self._give_back([h.invocation_id for h in holds] + [i.id for i in claimed[index:]])
+                    raise
+            if verdict.hold is not None:
+                holds.append(verdict.hold)
+                continue
+            if verdict.approval_until is not None:
+                work = self.runner.ask_approval(item, verdict.approval_until, self.journal)
+            else:
+                work = self.runner.run(item)
+                started += 1
             self.per_route[item.route] = self.per_route.get(item.route, 0) + 1
-            task = asyncio.create_task(self.runner.run(item), name=f"invocation-{item.id}")
+            task = asyncio.create_task(work, name=f"invocation-{item.id}")
             self.in_flight[item.id] = task
             task.add_done_callback(functools.partial(self._finished, item))
-            started += 1
+        if holds:
+            await self._hold(holds)
         return started
+
+    async def _give_back(self, ids: list[int]) -> None:
+        """Release claims not started when the journal failed under a gate (best effort: if the
+        journal cannot take that either, their leases expire)."""
+        with contextlib.suppress(journal.JournalUnavailable):
+            await self.journal.release(self.owner, now=self.clock(), ids=ids)
+
+    async def _hold(self, holds: list[journal.Hold]) -> None:
+        """Hold what the gates stopped; a hold a resume overtook is given back, to be claimed again
+        under the rails as they are now."""
+        held = set(await self.journal.hold(self.owner, holds, now=self.clock()))
+        # one line per reason and round, not per invocation: a paused flood must not flood the log
+        by_reason: dict[str, list[int]] = {}
+        for hold in holds:
+            if hold.invocation_id in held:
+                by_reason.setdefault(hold.reason, []).append(hold.invocation_id)
+        for reason, ids in by_reason.items():
+            log.info("held", reason=reason, invocations=ids[:20], count=len(ids))
+        overtaken = [hold.invocation_id for hold in holds if hold.invocation_id not in held]
+        if overtaken:
+            await self.gates.refresh(force=True)
+            await self.journal.release(self.owner, now=self.clock(), ids=overtaken)
+
+    async def keep_rails(self) -> None:
+        """Once per :data:`~glue.execution.gates.CACHE_SECONDS`: read the rails again, wake held
+        invocations whose time has come and dead-letter approvals past their ttl."""
+        now = self.clock()
+        if self._last_rails is not None and now - self._last_rails < gates.CACHE_SECONDS:
+            return
+        self._last_rails = now
+        await self.gates.refresh()
+        woken = await self.journal.wake_held(now=now)
+        expired = await self.journal.expire_approvals(now=now)
+        if expired:
+            log.warning("approval expired", invocations=expired)
+        if woken:
+            self._full_claim = True  # claim again at once
 
     async def drain(self) -> None:
         """Give in-flight attempts ``drainSeconds`` to finish; cancel the rest (their claims stay
@@ -144,3 +202,25 @@ class Dispatcher:
             oldest = await self.journal.oldest_pending()
             metrics.OLDEST_PENDING.set(max(self.clock() - oldest, 0.0) if oldest is not None else 0.0)
             metrics.DEAD_LETTER_DEPTH.set(await self.journal.dead_letters())
+            self._rail_gauges(await self.journal.waiting())
+            metrics.APPROVALS_PAST_HALF_TTL.set(await self.journal.approvals_past_half(now=self.clock()))
+
+    def _rail_gauges(self, waiting: dict[tuple[str, str, str | None], int]) -> None:
+        """The rails' gauges: held by route and reason, awaiting approval, paused and open breakers."""
+        held: dict[tuple[str, str], int] = {}
+        awaiting = 0
+        for (route, state, reason), count in waiting.items():
+            if state == "held":
+                key = (route, reason or "unknown")
+                held[key] = held.get(key, 0) + count
+            elif state == "awaiting-approval":
+                awaiting += count
+        metrics.INVOCATIONS_HELD.clear()
+        for (route, reason), count in held.items():
+            metrics.INVOCATIONS_HELD.labels(route, reason).set(count)
+        metrics.INVOCATIONS_AWAITING_APPROVAL.set(awaiting)
+        for compiled in self.router.routes:
+            rail = self.gates.rails.get(compiled.name)
+            metrics.ROUTE_PAUSED.labels(compiled.name).set(1 if self.gates.pause_of(compiled.name) else 0)
+            is_open = rail is not None and rail.breaker_open_until is not None
+            metrics.ROUTE_BREAKER_OPEN.labels(compiled.name).set(1 if is_open else 0)

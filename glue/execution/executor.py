@@ -28,9 +28,9 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from glue import contract, enrich, journal, metrics, routing
+from glue import contract, enrich, journal, metrics, rails, routing
 from glue import settings as settings_mod
-from glue.execution import cache, dispatcher, routing_loop, runner, settler, wake
+from glue.execution import cache, dispatcher, gates, routing_loop, runner, settler, wake
 
 if TYPE_CHECKING:
     from glue import tracing as tracing_mod
@@ -59,7 +59,7 @@ class Executor:
 
     def __init__(
         self,
-        journal_: journal.WorkQueue,
+        journal_: journal.Journal,
         router: routing.Router,
         clients: contract.Clients,
         config: settings_mod.Execution | None = None,
@@ -73,6 +73,7 @@ class Executor:
         keep_seconds: float = cache.KEEP_SECONDS,
         sole: bool = False,
         tracing: tracing_mod.Tracing | None = None,
+        client_down: gates.ClientDown | None = None,
     ) -> None:
         config = config if config is not None else settings_mod.Execution()
         self.journal = journal_
@@ -99,6 +100,9 @@ class Executor:
         self.settler = settler.Settler(
             journal_, self.owner, clock=clock, poll_seconds=config.poll_seconds, unblocked=dispatch_wake
         )
+        self.gates = gates.Gates(
+            journal_, router, clock=clock, probe_lease=self.lease, client_down=client_down
+        )
         self.runner = runner.Runner(
             journal_,
             router,
@@ -112,6 +116,7 @@ class Executor:
             options=options or {},
             on_dead_letter=on_dead_letter,
             tracing=tracing,
+            gates_=self.gates,
         )
         self.dispatcher = dispatcher.Dispatcher(
             journal_,
@@ -122,6 +127,7 @@ class Executor:
             lease=self.lease,
             clock=clock,
             wake_=dispatch_wake,
+            gates_=self.gates,
         )
         self.routing_loop = routing_loop.RoutingLoop(
             journal_,
@@ -157,6 +163,9 @@ class Executor:
     async def start(self) -> None:
         """Take back this owner's claims left by a previous run, then start the loops."""
         released = await self.journal.release(None if self.sole else self.owner, now=self.clock())
+        # Held for a pause: looked at again under the rails and config as they are now (a route
+        # paused by its config and no longer is, or a pause lifted while no daemon ran).
+        await self.journal.release_held(rails.GLOBAL, "paused", now=self.clock())
         if released:
             owner = "any (the only daemon on this journal)" if self.sole else self.owner
             log.info("released stale claims", owner=owner, invocations=released)

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from glue import contract, journal, metrics, routing
-from glue.execution import attempt, cache, settler
+from glue import contract, events, journal, metrics, routing
+from glue.execution import attempt, cache, gates, settler
 
 if TYPE_CHECKING:
     from glue import tracing as tracing_mod
@@ -71,8 +71,10 @@ class Runner:
         options: Mapping[str, Any],
         on_dead_letter: DeadLetterTap | None,
         tracing: tracing_mod.Tracing | None = None,
+        gates_: gates.Gates | None = None,
     ) -> None:
         self.journal = journal_
+        self.gates = gates_
         self.router = router
         self.clients = clients
         self.event_cache = event_cache
@@ -165,6 +167,8 @@ class Runner:
         finally:
             self._durations[item.route, item.handler].observe(time.perf_counter() - started)
         ran = _Ran(started_at, time.perf_counter() - started)
+        if self.gates is not None and item.route in self.gates.breakers:
+            await self._breaker(item, failed=ended.outcome not in ("done", "planned"))
         if ended.outcome == "done":
             self.outcomes.settle(item, journal.Outcome(item.id, "done", **ran.fields()))
             self._attempts[item.route, item.handler, "done"].inc()
@@ -186,6 +190,57 @@ class Runner:
         error = ended.error or "failed"
         self._retry(item, policy, error, ended.delay, bound, ran=ran)
         return "retry", error
+
+    async def event_of(self, item: journal.Invocation) -> events.CloudEvent | None:
+        """``item``'s event (parsed once routing kept it; else read back), None when it is gone or the
+        journal cannot be read now (the attempt then says why)."""
+        kept = self.event_cache.recall(item.event_seq)
+        if kept is not None:
+            return kept.event
+        try:
+            stored = await self.journal.get(item.event_seq)
+        except journal.JournalUnavailable:
+            return None
+        return stored.event() if stored is not None else None
+
+    async def ask_approval(self, item: journal.Invocation, deadline: float, rails: journal.Rails) -> None:
+        """Plan ``item`` (its handler in dry-run, as ``glue explain`` does) and let it wait for approval
+        with that plan until ``deadline``. Never raises but cancellation (the claim is then released)."""
+        bound = self._logger(item)
+        compiled = self.router.by_name.get(item.route)
+        event = await self.event_of(item)
+        if compiled is None or event is None:
+            await self.run(item)  # the attempt dead-letters it with the reason
+            return
+        planned = await attempt.plan(
+            compiled,
+            event,
+            item.params,
+            identity=item.idempotency_key.split(" ", 1)[1],
+            clients=self.clients,
+            options=self.options,
+        )
+        plan: dict[str, Any] = planned.plan.to_dict() if planned.plan is not None else {}
+        if planned.error is not None:
+            plan["error"] = planned.error
+        try:
+            waiting = await rails.await_approval(
+                self.outcomes.owner, item.id, plan, deadline=deadline, now=self.clock()
+            )
+        except journal.JournalUnavailable as exc:
+            self._retry(item, compiled.route.delivery, f"journal unavailable: {exc}", 0.0, bound)
+            return
+        if waiting:
+            bound.warning("awaiting approval", plan=plan, expires=deadline)
+
+    async def _breaker(self, item: journal.Invocation, *, failed: bool) -> None:
+        """Tell the breaker how the attempt ended; a journal outage only delays the breaker."""
+        if self.gates is None:
+            return
+        try:
+            await self.gates.attempt_ended(item, failed=failed)
+        except journal.JournalUnavailable as exc:
+            log.warning("breaker not updated: journal unavailable", route=item.route, error=str(exc))
 
     @staticmethod
     def _logger(item: journal.Invocation, event_id: str | None = None) -> Any:

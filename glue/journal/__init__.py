@@ -11,21 +11,25 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Collection, Mapping, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from glue import events
 from glue.journal.records import (
     EVENT_STATUSES,
     FINISHED_STATES,
     INVOCATION_STATES,
+    WAITING_STATES,
     Appended,
     AttemptRecord,
+    AuditEntry,
     EventStatus,
+    Hold,
     Invocation,
     InvocationState,
     JournalUnavailable,
     NewInvocation,
     Outcome,
+    Rail,
     Rejected,
     StoredEvent,
     idempotency_key,
@@ -38,10 +42,13 @@ __all__ = [
     "EVENT_STATUSES",
     "FINISHED_STATES",
     "INVOCATION_STATES",
+    "WAITING_STATES",
     "Admin",
     "Appended",
     "AttemptRecord",
+    "AuditEntry",
     "EventStatus",
+    "Hold",
     "Inbox",
     "Invocation",
     "InvocationState",
@@ -49,6 +56,8 @@ __all__ = [
     "JournalUnavailable",
     "NewInvocation",
     "Outcome",
+    "Rail",
+    "Rails",
     "Rejected",
     "StoredEvent",
     "WorkQueue",
@@ -221,7 +230,122 @@ class Admin(Protocol):
         ...
 
 
-class Journal(Inbox, WorkQueue, Admin, Protocol):
+class Rails(Protocol):
+    """Safety rails in the journal, so that every replica obeys the same ones and a restart keeps them:
+    pauses and breakers per route (``*``: every route), the starts budgets count, invocations held or
+    awaiting approval, and the audit trail of operator actions."""
+
+    async def rails(self) -> dict[str, Rail]:
+        """Every rails row by route (``*`` is the global one)."""
+        ...
+
+    async def set_pause(
+        self, route: str, *, paused: bool, reason: str | None, until: float | None, by: str, now: float
+    ) -> int:
+        """Pause or resume ``route`` (``*``: every route). Resuming releases at once the invocations held
+        for ``paused`` (of that route; ``*``: of every route): returns how many."""
+        ...
+
+    async def hold(self, owner: str, holds: Sequence[Hold], *, now: float) -> builtins.list[int]:
+        """Hold claimed invocations (running under ``owner``) before their attempt: state ``held`` with
+        a reason, due when the rail may lift; the claim's attempt is not counted. A hold naming a
+        ``rail`` applies only while that rail is paused. Returns the ids held (the others stay claimed)."""
+        ...
+
+    async def release_held(self, route: str, reason: str, *, now: float) -> int:
+        """Invocations of ``route`` (``*``: every route) held for ``reason`` go back to pending now."""
+        ...
+
+    async def wake_held(self, *, now: float) -> int:
+        """Held invocations due by ``now`` go back to ``pending`` (their gates are checked again)."""
+        ...
+
+    async def take_starts(
+        self, route: str, budgets: Sequence[tuple[str, int, float]], *, now: float
+    ) -> float | None:
+        """For each ``(key, max, per)``: fewer than ``max`` starts of ``route`` with ``key`` in the
+        window ``(now - per, now]``? If all have room, record a start for each and return None (one
+        transaction, safe between replicas); else the time when all would have room."""
+        ...
+
+    async def starts(self, route: str, *, since: float) -> dict[str, int]:
+        """Starts recorded for ``route`` after ``since``, by key (``glue routes list``)."""
+        ...
+
+    async def breaker_probe(self, route: str, invocation_id: int, *, now: float, lease: float) -> bool:
+        """Take the probe of ``route``'s breaker when its cooldown is over and no live probe runs."""
+        ...
+
+    async def breaker_ended(
+        self,
+        route: str,
+        invocation_id: int,
+        *,
+        failed: bool,
+        failures: int,
+        within: float,
+        cooldown: float,
+        now: float,
+    ) -> str | None:
+        """Count an attempt's end for ``route``'s breaker: ``opened`` when a failure (re)opens it,
+        ``closed`` when the probe succeeded (held ``breaker`` invocations are released), else None."""
+        ...
+
+    async def await_approval(
+        self, owner: str, invocation_id: int, plan: Mapping[str, Any], *, deadline: float, now: float
+    ) -> bool:
+        """A claimed invocation waits in ``awaiting-approval`` with its dry-run ``plan`` until
+        ``deadline`` (then :meth:`expire_approvals` dead-letters it); the claim's attempt is not counted."""
+        ...
+
+    async def decide(self, invocation_id: int, *, approve: bool, by: str, now: float) -> bool:
+        """Approve (it runs now, and passes the approval gate from then on) or deny (dead-lettered)
+        an invocation awaiting approval. False when it is not awaiting approval."""
+        ...
+
+    async def expire_approvals(self, *, now: float) -> builtins.list[int]:
+        """Dead-letter (reason ``approval expired``) what waited for approval past its ttl."""
+        ...
+
+    async def waiting(self) -> dict[tuple[str, str, str | None], int]:
+        """Unfinished invocations by ``(route, state, wait_reason)`` (the held gauges)."""
+        ...
+
+    async def approvals_past_half(self, *, now: float) -> int:
+        """Invocations awaiting approval for more than half their ttl (they entered at ``updated_at``
+        and expire at ``due_at``): the alert's metric."""
+        ...
+
+    async def route_states(self) -> dict[str, dict[str, int]]:
+        """Invocations by route and state (``glue routes list``)."""
+        ...
+
+    async def record_audit(
+        self,
+        who: str,
+        action: str,
+        *,
+        route: str | None = None,
+        target: str | None = None,
+        reason: str | None = None,
+        detail: Mapping[str, Any] | None = None,
+        now: float,
+    ) -> int:
+        """Append one entry to the audit trail; returns its id."""
+        ...
+
+    async def take_unarchived_audit(self, *, limit: int = 500) -> builtins.list[AuditEntry]:
+        """Audit entries not yet copied to the bucket archive, marked as copied (one replica takes each)."""
+        ...
+
+    async def audit(
+        self, *, since: float | None = None, route: str | None = None, after: int = 0, limit: int = 1000
+    ) -> builtins.list[AuditEntry]:
+        """Audit entries in order, from ``since``, of ``route`` (and the global ones)."""
+        ...
+
+
+class Journal(Inbox, WorkQueue, Admin, Rails, Protocol):
     """A whole journal backend: every role, opened and closed by the daemon or a command."""
 
     async def open(self) -> None: ...

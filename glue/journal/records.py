@@ -17,14 +17,18 @@ __all__ = [
     "EVENT_STATUSES",
     "FINISHED_STATES",
     "INVOCATION_STATES",
+    "WAITING_STATES",
     "Appended",
     "AttemptRecord",
+    "AuditEntry",
     "EventStatus",
+    "Hold",
     "Invocation",
     "InvocationState",
     "JournalUnavailable",
     "NewInvocation",
     "Outcome",
+    "Rail",
     "Rejected",
     "Routing",
     "StoredEvent",
@@ -97,16 +101,21 @@ class Rejected:
 #                due_at) | dead;  planned: a dry-run attempt that ended with its plan (nothing was done)
 #                running --release (drain) or an expired lease--> claimable again
 #                dead --redrive--> pending;  dead --purge--> gone
+#                running --hold (a rail stops it before its attempt)--> held --due or lifted--> pending
+#                running --await_approval--> awaiting-approval --approve--> pending | --deny, ttl--> dead
 #
 # Leases make the claims safe for several replicas (PostgreSQL: ``FOR UPDATE SKIP LOCKED``): a claim
 # holds until ``lease_until``; a claim whose lease expired (its owner died) is claimable again. Every write
 # that acts on a claim names its ``owner`` and is ignored when the claim is no longer that owner's.
 
-InvocationState = Literal["pending", "running", "done", "planned", "dead"]
+InvocationState = Literal["pending", "running", "done", "planned", "dead", "held", "awaiting-approval"]
 #: The states an invocation can have, as ``glue events list --state`` and the listings take them.
 INVOCATION_STATES: tuple[str, ...] = typing.get_args(InvocationState)
 #: The states in which an invocation is over (retention prunes them).
 FINISHED_STATES = ("done", "planned")
+#: States in which an invocation waits for a rail (or an operator) before its next attempt: they keep
+#: their ordering key's place, so nothing after them on that key runs first.
+WAITING_STATES: tuple[str, ...] = ("held", "awaiting-approval")
 EventStatus = Literal["pending", "routed", "unmatched"]
 #: The statuses an event can have, as ``glue events list --status`` takes them.
 EVENT_STATUSES: tuple[str, ...] = typing.get_args(EventStatus)
@@ -164,11 +173,16 @@ class Invocation:
     last_error: str | None
     owner: str | None
     lease_until: float | None
-    #: The dry-run plan of a ``planned`` invocation (the API calls it would have made); else None.
+    #: Why a ``held`` invocation waits: paused, budget, breaker, window, client-down.
+    wait_reason: str | None = None
+    #: The dry-run plan of a ``planned`` invocation (the API calls it would have made) or of one
+    #: awaiting approval (JSON of a ``contract.Plan``); else None.
     plan: Mapping[str, Any] | None = None
+    #: Who approved it (and the note): the approval gate lets it pass on every later attempt.
+    approved_by: str | None = None
 
     def summary(self) -> dict[str, Any]:
-        return {
+        found = {
             "id": self.id,
             "eventSeq": self.event_seq,
             "route": self.route,
@@ -181,7 +195,82 @@ class Invocation:
             "createdAt": self.created_at,
             "updatedAt": self.updated_at,
             "lastError": self.last_error,
-            "plan": self.plan,
+            "plan": dict(self.plan) if self.plan is not None else None,
+        }
+        if self.wait_reason is not None:
+            found["waitReason"] = self.wait_reason
+        if self.approved_by is not None:
+            found["approvedBy"] = self.approved_by
+        return found
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Hold:
+    """A claimed invocation a rail stops before its attempt: it waits ``held`` for ``reason`` until
+    ``due_at`` (when the rail may have lifted; a lifted pause releases it at once). The claim's attempt
+    is not counted."""
+
+    invocation_id: int
+    reason: str
+    due_at: float
+    #: The rails row (a route or ``*``) whose pause this hold obeys: it applies only if that row is
+    #: still paused when the hold commits (a resume that came in between wins). None: no such check.
+    rail: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Rail:
+    """One row of the ``rails`` table: a route's (or, as ``*``, every route's) pause and breaker."""
+
+    route: str
+    paused: bool = False
+    reason: str | None = None
+    until: float | None = None  # the pause lifts by itself then (None: until resumed)
+    by: str | None = None
+    at: float | None = None
+    breaker_open_until: float | None = None  # open until then, then half-open (None: closed)
+    breaker_probe: int | None = None  # the invocation probing a half-open breaker
+    breaker_probe_until: float | None = None  # a probe that has not ended by then is abandoned
+
+    def paused_at(self, now: float) -> bool:
+        """Whether the pause holds at ``now``."""
+        return self.paused and (self.until is None or now < self.until)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "route": self.route,
+            "paused": self.paused,
+            "reason": self.reason,
+            "until": self.until,
+            "by": self.by,
+            "at": self.at,
+            "breakerOpenUntil": self.breaker_open_until,
+        }
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One operator action (or the daemon's start): who, when, what, on what, why."""
+
+    id: int
+    at: float
+    who: str
+    action: str
+    route: str | None
+    target: str | None
+    reason: str | None
+    detail: Mapping[str, Any]
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "at": self.at,
+            "who": self.who,
+            "action": self.action,
+            "route": self.route,
+            "target": self.target,
+            "reason": self.reason,
+            "detail": dict(self.detail),
         }
 
 

@@ -44,7 +44,7 @@ __all__ = [
 EVENT_COLUMNS = "seq, identity, id, source, type, subject, received_at, status, delivery_id, cloudevent"
 INVOCATION_COLUMNS = (
     "id, event_seq, route, handler, idempotency_key, ordering_key, params, state, attempt, due_at,"
-    " created_at, updated_at, last_error, owner, lease_until, plan"
+    " created_at, updated_at, last_error, owner, lease_until, wait_reason, plan, approved_by"
 )
 ATTEMPT_COLUMNS = "invocation_id, attempt, started_at, duration, outcome, error"
 DELIVERY_COLUMNS = "received_at, transport, endpoint, format, headers, body, key"
@@ -52,8 +52,8 @@ REJECTED_COLUMNS = f"id, rejected, {DELIVERY_COLUMNS}"
 
 #: Where the field ``params`` is in a row of INVOCATION_COLUMNS (stored as JSON).
 PARAMS = 6
-#: Where the field ``plan`` is (JSON, or null).
-PLAN = 15
+#: Where the field ``plan`` is (JSON, or NULL).
+PLAN = 16
 
 #: Sequence numbers are below this (PostgreSQL's bigint); a larger number is no seq.
 _SEQ_LIMIT = 1 << 63

@@ -73,7 +73,9 @@ TABLES: dict[str, tuple[str, ...]] = {
             "created_at",
             "updated_at",
             "last_error",
+            "wait_reason",
             "plan",
+            "approved_by",
         ]
     ),
 }
@@ -81,7 +83,7 @@ KINDS = {"deliveries": "delivery", "events": "event", "invocations": "invocation
 _TABLE_OF = {kind: table for table, kind in KINDS.items()}
 _BINARY = {"body", "key", "cloudevent"}
 #: Columns an export may lack (written before they existed): imported as null.
-_OPTIONAL = {"digest", "plan"}
+_OPTIONAL = {"digest", "wait_reason", "plan", "approved_by"}
 _JSON = {"headers", "params", "plan"}
 _PAGE = 1000
 

@@ -683,7 +683,11 @@ def test_alerts_cover_what_the_issue_asks(chart: helm.Chart) -> None:
         "GlueBacklogAge",
         "GlueKafkaConsumerLag",
         "GlueHandlerErrorRate",
+        "GlueBreakerOpen",
+        "GluePausedAll",
+        "GlueApprovalsWaiting",
     }
+    assert alerts["GluePausedAll"]["for"] == "1h", "a global pause older than an hour"
     for alert in alerts.values():
         assert 'namespace="platform"' in alert["expr"] and f'job="{FULLNAME}"' in alert["expr"]
         assert alert["annotations"]["summary"] and alert["labels"]["severity"]

@@ -125,6 +125,7 @@ class Harness:
         *,
         store: journal.Journal | None = None,
         keep_seconds: float = execution.KEEP_SECONDS,
+        client_down: Callable[[str], str | None] | None = None,
         **config: Any,
     ) -> execution.Executor:
         config.setdefault("pollSeconds", 0.05)
@@ -137,6 +138,7 @@ class Harness:
             clock=self.clock,
             rng=random.Random(7),
             keep_seconds=keep_seconds,
+            client_down=client_down,
         )
         await executor.start()
         self.executors.append(executor)

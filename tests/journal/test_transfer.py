@@ -18,8 +18,9 @@ from tests.support import cloudevent
 
 
 async def populate(store: journal.Journal) -> None:
-    """Events in every state: done, retrying, dead, running (claimed), unmatched, pending; a rejection."""
-    await store.append(delivery(b"one", key=b"\x00k"), [cloudevent(n, data={"n": n}) for n in "abcde"])
+    """Events in every state: done, retrying, dead, running (claimed), awaiting approval (with its
+    plan), unmatched, pending; a rejection."""
+    await store.append(delivery(b"one", key=b"\x00k"), [cloudevent(n, data={"n": n}) for n in "abcdex"])
     await store.reject(delivery(b"\xff"), "not JSON")
     now = time.time()
     claimed = await store.claim_events("r", limit=10, lease=30, now=now)
@@ -49,6 +50,8 @@ async def populate(store: journal.Journal) -> None:
         ],
         now=now,
     )
+    plan = {"summary": "rotate d", "calls": [{"method": "POST", "target": "/v1/x"}]}
+    assert await store.await_approval("w", running["x"].id, plan, deadline=now + 3600, now=now)
     await store.append(delivery(b"two"), [cloudevent("f")])
 
 
@@ -86,8 +89,10 @@ async def test_sqlite_to_postgres_and_back_keeps_the_journal(both, tmp_path: Pat
 
     counts = await transfer.load(pg, transfer.parse(exported))
 
-    assert counts == {"deliveries": 3, "events": 6, "invocations": 4}
+    assert counts == {"deliveries": 3, "events": 7, "invocations": 5}
     after = await snapshot(pg)
+    [waiting] = [i for i in after["invocations"] if i["state"] == "awaiting-approval"]  # type: ignore[attr-defined]
+    assert waiting["waitReason"] == "approval" and waiting["plan"]["summary"] == "rotate d"
     # The running invocation came over released (pending, its interrupted attempt not counted).
     running = [i for i in before["invocations"] if i["state"] == "running"]  # type: ignore[attr-defined]
     assert len(running) == 1

@@ -15,7 +15,7 @@ backends share (rows -> records, status rules, listing filters) is :mod:`glue.jo
 from __future__ import annotations
 
 from glue import settings as settings_mod
-from glue.journal.postgres import admin, intake, migrations, store, workqueue, writer
+from glue.journal.postgres import admin, intake, migrations, rails, store, workqueue, writer
 
 __all__ = ["MIGRATIONS", "MIGRATION_LOCK", "SCHEMA_VERSION", "PostgresJournal"]
 
@@ -24,7 +24,7 @@ MIGRATION_LOCK = migrations.MIGRATION_LOCK
 SCHEMA_VERSION = migrations.SCHEMA_VERSION
 
 
-class PostgresJournal(writer.GroupCommit, intake.Intake, workqueue.WorkQueue, admin.Admin):
+class PostgresJournal(writer.GroupCommit, intake.Intake, workqueue.WorkQueue, admin.Admin, rails.Rails):
     """The :class:`glue.journal.Journal` protocol on a PostgreSQL database shared by replicas."""
 
     def __init__(self, config: settings_mod.Journal) -> None:

@@ -35,7 +35,7 @@ WHERE id IN (
             NOT EXISTS (SELECT 1 FROM events e WHERE e.status = 'pending' AND e.seq < i.event_seq)
             AND NOT EXISTS (
                 SELECT 1 FROM invocations j WHERE j.ordering_key = i.ordering_key
-                AND j.state IN ('pending', 'running')
+                AND j.state IN ('pending', 'running', 'held', 'awaiting-approval')
                 AND (j.event_seq < i.event_seq OR (j.event_seq = i.event_seq AND j.id < i.id)))))
     ORDER BY i.due_at, i.id
     LIMIT $4

@@ -12,7 +12,7 @@ thread, so a slow ``glue events list`` never delays intake (:mod:`.store`, :mod:
 
 from __future__ import annotations
 
-from glue.journal.sqlite import admin, intake, store, workqueue, writer
+from glue.journal.sqlite import admin, intake, rails, store, workqueue, writer
 
 __all__ = ["SCHEMA_VERSION", "SQLiteJournal", "transaction"]
 
@@ -20,7 +20,7 @@ SCHEMA_VERSION = store.SCHEMA_VERSION
 transaction = store.transaction
 
 
-class SQLiteJournal(writer.GroupCommit, intake.Intake, workqueue.WorkQueue, admin.Admin):
+class SQLiteJournal(writer.GroupCommit, intake.Intake, workqueue.WorkQueue, admin.Admin, rails.Rails):
     """The :class:`glue.journal.Journal` protocol on one SQLite file."""
 
     async def open(self) -> None:

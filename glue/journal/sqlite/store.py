@@ -113,13 +113,53 @@ CREATE TABLE IF NOT EXISTS invocations (
     last_error      TEXT,
     owner           TEXT,
     lease_until     REAL,
-    plan            BLOB  -- a planned (dry-run) invocation's plan, JSON
+    wait_reason     TEXT,  -- why a held invocation waits (glue.execution.gates)
+    plan            BLOB,  -- JSON: the dry-run plan of a planned invocation or of one awaiting approval
+    approved_by     TEXT
 );
 -- claims read pending invocations in due order and stop at the limit (no sort of the whole queue)
 DROP INDEX IF EXISTS invocations_runnable;
 CREATE INDEX IF NOT EXISTS invocations_due ON invocations (due_at) WHERE state = 'pending';
-CREATE INDEX IF NOT EXISTS invocations_ordering ON invocations (ordering_key, event_seq, id)
-    WHERE ordering_key IS NOT NULL AND state IN ('pending', 'running');
+-- an invocation waiting for a rail keeps its key's place: held and awaiting ones block the key too
+DROP INDEX IF EXISTS invocations_ordering;
+CREATE INDEX IF NOT EXISTS invocations_ordering_open ON invocations (ordering_key, event_seq, id)
+    WHERE ordering_key IS NOT NULL AND state IN ('pending', 'running', 'held', 'awaiting-approval');
+CREATE INDEX IF NOT EXISTS invocations_held ON invocations (due_at) WHERE state = 'held';
+CREATE INDEX IF NOT EXISTS invocations_awaiting ON invocations (due_at) WHERE state = 'awaiting-approval';
+
+-- safety rails: per route (and '*' for every route) its pause and its breaker; the starts and
+-- failures budgets and breakers count; and every operator action
+CREATE TABLE IF NOT EXISTS rails (
+    route               TEXT PRIMARY KEY,
+    paused              INTEGER NOT NULL DEFAULT 0,
+    reason              TEXT,
+    until               REAL,
+    by                  TEXT,
+    at                  REAL,
+    breaker_open_until  REAL,
+    breaker_probe       INTEGER,
+    breaker_probe_until REAL
+);
+CREATE TABLE IF NOT EXISTS rail_marks (
+    route TEXT NOT NULL,
+    kind  TEXT NOT NULL,  -- start (a budget's key) | failure (the breaker)
+    key   TEXT NOT NULL,
+    at    REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS rail_marks_window ON rail_marks (route, kind, key, at);
+CREATE TABLE IF NOT EXISTS audit (
+    id     INTEGER PRIMARY KEY,
+    at     REAL NOT NULL,
+    who    TEXT NOT NULL,
+    action TEXT NOT NULL,
+    route  TEXT,
+    target TEXT,
+    reason TEXT,
+    detail BLOB NOT NULL,
+    archived INTEGER NOT NULL DEFAULT 0  -- copied to the bucket archive (archive.audit)
+);
+CREATE INDEX IF NOT EXISTS audit_at ON audit (at);
+CREATE INDEX IF NOT EXISTS audit_unarchived ON audit (id) WHERE NOT archived;
 CREATE INDEX IF NOT EXISTS invocations_event ON invocations (event_seq);
 CREATE INDEX IF NOT EXISTS invocations_state ON invocations (state, id);
 
@@ -135,10 +175,6 @@ CREATE TABLE IF NOT EXISTS attempts (
 CREATE INDEX IF NOT EXISTS attempts_invocation ON attempts (invocation_id, started_at);
 """
 
-#: Columns added to a table after its first version: ``(table, column, type)``. A file from before
-#: gets them by ALTER (SQLite has no ``ADD COLUMN IF NOT EXISTS``: the table's columns are looked at).
-_ADDED_COLUMNS = (("invocations", "plan", "BLOB"),)
-
 #: Version 1 -> 2: events identified by a digest keep their key (``digest``). Those journaled before
 #: had the bare digest (64 hex digits) as id and deduplicated forever; they keep their identity and
 #: become the first of their key, so a retry of one still arriving is recognised.
@@ -149,6 +185,18 @@ UPDATE events SET digest = identity
     WHERE length(id) = 64 AND id NOT GLOB '*[^0-9a-f]*';
 COMMIT;
 """
+
+#: Version 2 -> 3: invocations wait for safety rails (``held``, ``awaiting-approval``) with a reason,
+#: a plan and who approved them (added where missing, after SCHEMA created the rails tables).
+_COLUMNS_3 = {"wait_reason": "TEXT", "plan": "BLOB", "approved_by": "TEXT"}
+
+
+def _add_columns(db: sqlite3.Connection, table: str, columns: dict[str, str]) -> None:
+    """Add the ``columns`` a table of an older file lacks (idempotent)."""
+    have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+    for name, kind in columns.items():
+        if name not in have:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
 
 
 @contextlib.contextmanager
@@ -230,11 +278,8 @@ class Store:
             )
         if version == 1:
             db.executescript(_UPGRADE_1)
-        for table, column, type_ in _ADDED_COLUMNS:
-            present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
-            if present and column not in present:
-                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {type_}")
         db.executescript(SCHEMA)
+        _add_columns(db, "invocations", _COLUMNS_3)
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         return db
 

@@ -109,7 +109,7 @@ class WorkQueue(store.Store):
                     (f" AND i.route NOT IN ({marks})" if routes else "")
                     + " AND (i.ordering_key IS NULL OR ((? IS NULL OR i.event_seq < ?) AND NOT EXISTS ("
                     "   SELECT 1 FROM invocations j WHERE j.ordering_key = i.ordering_key"
-                    "   AND j.state IN ('pending', 'running')"
+                    "   AND j.state IN ('pending', 'running', 'held', 'awaiting-approval')"
                     "   AND (j.event_seq < i.event_seq OR (j.event_seq = i.event_seq AND j.id < i.id)))))"
                     " ORDER BY i.due_at, i.id LIMIT ?"
                 )

@@ -1,0 +1,188 @@
+"""The admin API: the operators' commands (``glue routes``, ``pause``, ``resume``, ``approve``, ``deny``,
+``audit``) over HTTP, JSON in and out, on a port of its own (``admin.port``), off unless configured.
+
+Every request carries ``Authorization: Bearer <token>``; the token's name (``admin.tokens``) is who
+acts in the audit trail. A missing or wrong token is answered 401 and logged (never the token). The
+webhook port never serves these paths: this is a separate listener, bound to ``admin.host``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+import structlog
+from aiohttp import web
+
+from glue import journal, operations, rails, routing
+from glue import settings as settings_mod
+
+__all__ = ["AdminApi"]
+
+log = structlog.get_logger(__name__)
+
+Handler = Callable[[web.Request, operations.Actor], Awaitable[Any]]
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+
+
+class AdminApi:
+    """The admin API's listener over the daemon's journal and its routes."""
+
+    name = "admin-api"
+
+    def __init__(
+        self,
+        config: settings_mod.Admin,
+        store: journal.Journal,
+        router: routing.Router,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.router = router
+        self.clock = clock
+        #: (name, accepted values) per token, read once at start.
+        self._tokens = [(name, ref.resolve()) for name, ref in sorted(config.named().items())]
+        self.app = web.Application(client_max_size=64 << 10)
+        for method, path, handler in (
+            ("GET", "/v1/routes", self._routes),
+            ("POST", "/v1/routes/{name}/pause", self._pause),
+            ("POST", "/v1/routes/{name}/resume", self._resume),
+            ("POST", "/v1/pause", self._pause),
+            ("POST", "/v1/resume", self._resume),
+            ("POST", "/v1/invocations/{id}/approve", self._approve),
+            ("POST", "/v1/invocations/{id}/deny", self._deny),
+            ("GET", "/v1/audit", self._audit),
+        ):
+            self.app.router.add_route(method, path, self._guarded(handler))
+        self._runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    # -- authentication
+
+    def _who(self, request: web.Request) -> str | None:
+        """The name of the token the request bears, None when it bears none or a wrong one."""
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not given:
+            return None
+        offered = given.strip().encode()
+        found = None
+        for name, values in self._tokens:
+            for value in values:  # compare with every token, so the time says nothing of which
+                if hmac.compare_digest(offered, value) and found is None:
+                    found = name
+        return found
+
+    def _guarded(self, handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def run(request: web.Request) -> web.StreamResponse:
+            who = self._who(request)
+            if who is None:
+                reason = "missing" if "Authorization" not in request.headers else "wrong"
+                log.warning(
+                    "admin API refused",
+                    reason=f"{reason} bearer token",
+                    path=request.path,
+                    peer=request.remote,
+                )
+                return _json({"error": "a valid bearer token is required"}, status=401)
+            try:
+                return _json(await handler(request, operations.Actor(who, self.clock)))
+            except operations.OperationError as exc:
+                return _json({"error": str(exc)}, status=exc.status)
+            except _BadRequest as exc:
+                return _json({"error": str(exc)}, status=400)
+            except journal.JournalUnavailable as exc:
+                return _json({"error": f"journal unavailable: {exc}"}, status=503)
+
+        return run
+
+    # -- operations
+
+    async def _routes(self, _: web.Request, actor: operations.Actor) -> Any:
+        return await operations.routes_list(self.store, self.router, actor.clock())
+
+    async def _pause(self, request: web.Request, actor: operations.Actor) -> Any:
+        body = await _body(request)
+        seconds = body.get("for")
+        if seconds is not None:
+            try:
+                seconds = rails.parse_duration(seconds)
+            except ValueError as exc:
+                raise _BadRequest(f"for: {exc}") from None
+        reason = body.get("reason")
+        if reason is not None and not isinstance(reason, str):
+            raise _BadRequest("reason: expected a string")
+        route = request.match_info.get("name", rails.GLOBAL)
+        return await operations.pause(self.store, self.router, route, actor, reason=reason, seconds=seconds)
+
+    async def _resume(self, request: web.Request, actor: operations.Actor) -> Any:
+        await _body(request)
+        route = request.match_info.get("name", rails.GLOBAL)
+        return await operations.resume(self.store, self.router, route, actor)
+
+    async def _decide(self, request: web.Request, actor: operations.Actor, yes: bool) -> Any:
+        body = await _body(request)
+        try:
+            invocation = int(request.match_info["id"])
+        except ValueError:
+            raise _BadRequest("the invocation id must be a number") from None
+        note = body.get("note")
+        if note is not None and not isinstance(note, str):
+            raise _BadRequest("note: expected a string")
+        return await operations.approve(self.store, invocation, actor, yes=yes, note=note)
+
+    async def _approve(self, request: web.Request, actor: operations.Actor) -> Any:
+        return await self._decide(request, actor, True)
+
+    async def _deny(self, request: web.Request, actor: operations.Actor) -> Any:
+        return await self._decide(request, actor, False)
+
+    async def _audit(self, request: web.Request, actor: operations.Actor) -> Any:
+        since: float | None = None
+        if "since" in request.query:
+            try:
+                since = float(request.query["since"])
+            except ValueError:
+                raise _BadRequest("since: expected unix seconds") from None
+        return await operations.audit_entries(self.store, since=since, route=request.query.get("route"))
+
+    # -- lifecycle
+
+    async def start(self) -> None:
+        self._runner = web.AppRunner(self.app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self.config.host, self.config.port).start()
+        sockets = self._runner.addresses
+        self.port = sockets[0][1] if sockets else self.config.port
+        log.info(
+            "admin API listening", host=self.config.host, port=self.port, tokens=[n for n, _ in self._tokens]
+        )
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+
+class _BadRequest(Exception):
+    """A request body or query the API cannot take (400)."""
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()
+    if not raw:
+        return {}
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise _BadRequest(f"the body is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise _BadRequest("the body must be a JSON object")
+    return data

@@ -1,0 +1,221 @@
+"""Operator actions on the safety rails, shared by the CLI (on the journal it opens) and the admin API
+(on the daemon's journal): list routes, pause and resume, approve and deny, read the audit trail.
+
+Every action that changes something is recorded in the journal's audit trail with who did it (the OS
+user for the CLI, the token's name for the API), when, on what and why. Results are JSON-able dicts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from collections.abc import Callable
+from typing import Any
+
+from glue import journal, rails, routing
+
+__all__ = [
+    "STATES",
+    "Actor",
+    "OperationError",
+    "approve",
+    "audit_entries",
+    "pause",
+    "resume",
+    "routes_list",
+]
+
+#: States counted per route by ``routes list``, in the order shown.
+STATES = ("pending", "running", "held", "awaiting-approval", "done", "dead")
+
+
+class OperationError(Exception):
+    """An action that cannot be done as asked: ``status`` is its HTTP status (the CLI exits 1 or 2)."""
+
+    def __init__(self, message: str, status: int = 409) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Actor:
+    """Who acts, and the clock the action is stamped with."""
+
+    who: str
+    clock: Callable[[], float]
+
+
+def _route_names(router: routing.Router | None, route: str) -> None:
+    if route != rails.GLOBAL and router is not None and route not in router.by_name:
+        known = ", ".join(sorted(router.by_name)) or "none"
+        raise OperationError(f"no route {route!r} in the config (routes: {known})", status=404)
+
+
+async def pause(
+    store: journal.Journal,
+    router: routing.Router | None,
+    route: str,
+    actor: Actor,
+    *,
+    reason: str | None,
+    seconds: float | None,
+) -> dict[str, Any]:
+    """Pause ``route`` (``*``: every route) until resumed, or for ``seconds``."""
+    _route_names(router, route)
+    now = actor.clock()
+    until = now + seconds if seconds is not None else None
+    await store.set_pause(route, paused=True, reason=reason, until=until, by=actor.who, now=now)
+    await store.record_audit(
+        actor.who,
+        "pause",
+        route=route,
+        reason=reason,
+        detail={"until": until} if until is not None else {},
+        now=now,
+    )
+    return {"route": route, "paused": True, "reason": reason, "until": until, "by": actor.who}
+
+
+async def resume(
+    store: journal.Journal,
+    router: routing.Router | None,
+    route: str,
+    actor: Actor,
+    *,
+    reason: str | None = None,
+) -> dict[str, Any]:
+    """Resume ``route`` (``*``: lift the global pause); what it held for the pause runs at once."""
+    _route_names(router, route)
+    if route != rails.GLOBAL and router is not None and router.by_name[route].route.paused:
+        raise OperationError(
+            f"route {route!r} is paused by its config (paused: true): change the config to resume it"
+        )
+    now = actor.clock()
+    released = await store.set_pause(route, paused=False, reason=None, until=None, by=actor.who, now=now)
+    await store.record_audit(
+        actor.who, "resume", route=route, reason=reason, detail={"released": released}, now=now
+    )
+    return {"route": route, "paused": False, "released": released, "by": actor.who}
+
+
+async def approve(
+    store: journal.Journal, invocation_id: int, actor: Actor, *, yes: bool, note: str | None
+) -> dict[str, Any]:
+    """Approve (it runs now) or deny (it is dead-lettered) an invocation awaiting approval."""
+    item = await store.invocation(invocation_id)
+    if item is None:
+        raise OperationError(f"no invocation {invocation_id}", status=404)
+    if item.state != "awaiting-approval":
+        raise OperationError(f"invocation {invocation_id} is {item.state}, not awaiting approval")
+    by = actor.who if not note else f"{actor.who}: {note}"
+    now = actor.clock()
+    if not await store.decide(invocation_id, approve=yes, by=by, now=now):
+        raise OperationError(f"invocation {invocation_id} is no longer awaiting approval")
+    action = "approve" if yes else "deny"
+    await store.record_audit(
+        actor.who,
+        action,
+        route=item.route,
+        target=str(invocation_id),
+        reason=note,
+        detail={"plan": dict(item.plan or {})},
+        now=now,
+    )
+    return {"invocation": invocation_id, "route": item.route, "state": "pending" if yes else "dead", "by": by}
+
+
+async def audit_entries(
+    store: journal.Journal, *, since: float | None, route: str | None, limit: int = 1000
+) -> list[dict[str, Any]]:
+    """The audit trail in order, from ``since``, of ``route`` (and the actions on every route)."""
+    return [entry.summary() for entry in await store.audit(since=since, route=route, limit=limit)]
+
+
+def _budget_use(route: routing.Route, starts: dict[str, dict[str, int]]) -> str | None:
+    """Each budget's fullest key as ``used/max per``, e.g. ``2/5 per 1h`` (starts: by budget index,
+    then by rendered key)."""
+    if route.budget is None:
+        return None
+    parts = []
+    for index, budget in enumerate(route.budgets):
+        used = max(starts.get(str(index), {}).values(), default=0)
+        parts.append(f"{used}/{budget.max} per {_span(budget.per)}")
+    return ", ".join(parts)
+
+
+def _span(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+async def routes_list(store: journal.Journal, router: routing.Router, now: float) -> list[dict[str, Any]]:
+    """Each configured route: its state, invocations by state, budget use, breaker, next window."""
+    states = await store.route_states()
+    found = await store.rails()
+    everything = found.get(rails.GLOBAL)
+    rows: list[dict[str, Any]] = []
+    for compiled in router.routes:
+        route = compiled.route
+        rail = found.get(compiled.name)
+        state, why = "live", None
+        if everything is not None and everything.paused_at(now):
+            state, why = (
+                "paused",
+                f"all routes: {everything.reason or 'no reason given'} (by {everything.by})",
+            )
+        elif rail is not None and rail.paused_at(now):
+            state, why = "paused", f"{rail.reason or 'no reason given'} (by {rail.by})"
+        elif route.paused:
+            state, why = "paused", "config (paused: true)"
+        elif not route.enabled:
+            state = "disabled"
+        counts = states.get(compiled.name, {})
+        by_key: dict[str, dict[str, int]] = {}
+        if route.budget is not None:
+            longest = max(b.per for b in route.budgets)
+            for key, n in (await store.starts(compiled.name, since=now - longest)).items():
+                index, _, rendered = key.partition(" ")
+                by_key.setdefault(index, {})[rendered] = n
+        rows.append(
+            {
+                "route": compiled.name,
+                "state": state,
+                "why": why,
+                **{name: counts.get(name, 0) for name in STATES},
+                "budget": _budget_use(route, by_key),
+                "breaker": _breaker(route, rail, now),
+                "nextWindow": _next_window(route, now),
+            }
+        )
+    return rows
+
+
+def _breaker(route: routing.Route, rail: journal.Rail | None, now: float) -> str | None:
+    if route.breaker is None:
+        return None
+    if rail is None or rail.breaker_open_until is None:
+        return "closed"
+    if now < rail.breaker_open_until:
+        return f"open for {_span(round(rail.breaker_open_until - now))}"
+    return "half-open"
+
+
+def _next_window(route: routing.Route, now: float) -> str | None:
+    if route.window is None and route.blackout is None:
+        return None
+    if route.blackout is not None:
+        ends = route.blackout.open_at(now)
+        if ends is not None:
+            return f"blackout until {_iso(ends)}"
+    if route.window is not None:
+        closes = route.window.open_at(now)
+        if closes is not None:
+            return f"open until {_iso(closes)}"
+        return f"opens {_iso(route.window.next_open(now))}"
+    return "open"
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).isoformat(timespec="minutes")

@@ -94,7 +94,13 @@ def grants(routes: Iterable[routing.Compiled]) -> list[Grant]:
     for compiled in routes:
         if not compiled.route.enabled or not compiled.handler.rbac:
             continue
-        needed = [rule.narrowed(compiled.route.params) for rule in compiled.handler.rbac]
+        group = compiled.route.group
+        cancels = group is not None and group.on_conflict == "cancel"
+        needed = [
+            rule.narrowed(compiled.route.params)
+            for rule in compiled.handler.rbac
+            if cancels or not rule.cancel_only
+        ]
         namespaced = [rule for rule in needed if not rule.cluster_scoped]
         wide = [rule for rule in needed if rule.cluster_scoped]
         namespace = _literal_namespace(compiled.route.params)

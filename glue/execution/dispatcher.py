@@ -55,12 +55,20 @@ class Dispatcher:
         self.per_route: dict[str, int] = {}
         self._full_claim = False  # the last claim took all it could: more may be runnable
         self._last_gauge = 0.0
+        self._rate_waits = metrics.Children(metrics.RATE_LIMIT_WAIT)
+        #: Routes whose running invocations a newer one may cancel (concurrencyGroup onConflict: cancel).
+        self._cancellable = {
+            r.name
+            for r in router.routes
+            if r.route.group is not None and r.route.group.on_conflict == "cancel"
+        }
 
     async def run(self) -> None:
         """Claim and start attempts until cancelled."""
         while True:
             try:
                 await self.dispatch_once()
+                await self.cancel_requested()
             except journal.JournalUnavailable as exc:
                 log.warning("dispatch paused: journal unavailable", error=str(exc))
                 self._full_claim = False
@@ -85,6 +93,7 @@ class Dispatcher:
             self.owner, limit=room, lease=self.lease, now=self.clock(), exclude_routes=self._full_routes()
         )
         self._full_claim = len(claimed) >= room
+        claimed = await self._rate_limit(claimed)
         started = 0
         for item in claimed:
             limit = self._route_limit(item.route)
@@ -93,11 +102,60 @@ class Dispatcher:
                 await self.journal.release(self.owner, now=self.clock(), ids=[item.id])
                 continue
             self.per_route[item.route] = self.per_route.get(item.route, 0) + 1
+            if item.taken_by is not None:  # it runs its cancel step: not to be cancelled itself
+                self.runner.cancelling[item.id] = item.taken_by
             task = asyncio.create_task(self.runner.run(item), name=f"invocation-{item.id}")
             self.in_flight[item.id] = task
             task.add_done_callback(functools.partial(self._finished, item))
             started += 1
         return started
+
+    async def _rate_limit(self, claimed: list[journal.Invocation]) -> list[journal.Invocation]:
+        """The rate-limit gate (the last before a run): an invocation whose route has ``rateLimit``
+        takes a token from its key's bucket in the journal, or goes back to pending, due when a token
+        will be there, with the reason ``rate-limit``. A cancel step takes no token."""
+        allowed: list[journal.Invocation] = []
+        deferred: dict[int, float] = {}
+        now = self.clock()
+        for item in claimed:
+            compiled = self.router.by_name.get(item.route)
+            limit = compiled.route.rate_limit if compiled is not None else None
+            if limit is None or item.taken_by is not None:
+                allowed.append(item)
+                continue
+            key = item.rate_key or item.route
+            wait = await self.journal.take_token(key, rate=limit.per_second, burst=limit.burst, now=now)
+            if wait > 0:
+                deferred[item.id] = now + wait
+                continue
+            waited = max(now - item.created_at, 0.0) if item.wait_reason == "rate-limit" else 0.0
+            self._rate_waits[item.route].observe(waited)
+            allowed.append(item)
+        if deferred:
+            await self.journal.defer(self.owner, deferred, reason="rate-limit", now=now)
+            log.debug("rate limit: invocations wait for a token", count=len(deferred))
+        return allowed
+
+    async def cancel_requested(self) -> int:
+        """Cancel the attempts running here that a newer invocation of their group cancels (recorded
+        by whichever replica routed it: this one learns of it from the journal). Returns how many."""
+        if not self._cancellable or not any(
+            task_route in self._cancellable for task_route in self.per_route if self.per_route[task_route]
+        ):
+            return 0
+        cancelled = 0
+        for invocation_id, taker in (await self.journal.cancel_requested(self.owner)).items():
+            task = self.in_flight.get(invocation_id)
+            if (
+                task is None
+                or invocation_id in self.runner.cancelling
+                or invocation_id not in self.runner.active
+            ):
+                continue  # not here, cancelled already, or not started yet (the next round sees it)
+            self.runner.cancelling[invocation_id] = taker
+            task.cancel()
+            cancelled += 1
+        return cancelled
 
     async def drain(self) -> None:
         """Give in-flight attempts ``drainSeconds`` to finish; cancel the rest (their claims stay

@@ -9,6 +9,7 @@ letters). Each logs one ``dispatched`` line and counts in the metrics.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -63,10 +64,22 @@ class Runner:
         self.unconfigured = unconfigured
         self.options = options
         self.on_dead_letter = on_dead_letter
+        #: Attempts whose task the dispatcher cancels because a newer invocation of their group
+        #: cancels them (not a drain): they end ``cancelled``, after the handler's cancel step.
+        self.cancelling: dict[int, int | None] = {}  # invocation -> the one that cancels it
+        #: Invocations whose attempt has started here (a task cancelled before it starts never runs).
+        self.active: set[int] = set()
 
     async def run(self, item: journal.Invocation) -> None:
         """One attempt of one invocation, from claim to a queued outcome. Never raises but
         cancellation (then the claim is released by the executor's stop)."""
+        self.active.add(item.id)
+        try:
+            await self._run(item)
+        finally:
+            self.active.discard(item.id)
+
+    async def _run(self, item: journal.Invocation) -> None:
         compiled = self.router.by_name.get(item.route)
         if compiled is None:
             error = f"route {item.route!r} is no longer configured"
@@ -96,6 +109,13 @@ class Runner:
             return
         bound = self._logger(item, event_id)
         dry_run = self.dry_run or compiled.route.dry_run or item.route in self.unconfigured
+        event_ids: tuple[str, ...] = (event_id,)
+        if compiled.route.coalesce is not None:
+            try:
+                event_ids = (*await self.journal.absorbed(item.id), event_id)
+            except journal.JournalUnavailable as exc:
+                self._retry(item, policy, f"journal unavailable: {exc}", None, bound)
+                return
         ctx = contract.Context(
             route=item.route,
             handler=item.handler,
@@ -106,13 +126,31 @@ class Runner:
             clients=self.clients,
             deadline=asyncio.get_running_loop().time() + policy.timeout,
             options=self.options,
+            event_ids=event_ids,
         )
+        if item.taken_by is not None:  # a newer invocation of its group cancels it: only the cancel step
+            self.cancelling[item.id] = item.taken_by  # the dispatcher leaves it be
+            try:
+                await self._cancel(item, item.taken_by, compiled, event, params, ctx, policy)
+            finally:
+                self.cancelling.pop(item.id, None)
+            return
         started = time.perf_counter()
         try:
             ended = await attempt.run_attempt(
                 compiled.handler, event=event, params=params, ctx=ctx, seconds=policy.timeout
             )
+        except asyncio.CancelledError:
+            if item.id not in self.cancelling:
+                raise  # a drain: the claim is released
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            bound.info("attempt cancelled: a newer invocation of its group arrived")
+            await self._cancel(item, self.cancelling.get(item.id), compiled, event, params, ctx, policy)
+            return
         finally:
+            self.cancelling.pop(item.id, None)
             self._durations[item.route, item.handler].observe(time.perf_counter() - started)
         duration_ms = round((time.perf_counter() - started) * 1000, 3)
         if ended.outcome in ("done", "planned"):
@@ -140,6 +178,45 @@ class Runner:
             )
         else:
             self._retry(item, policy, ended.error or "failed", ended.delay, bound, duration_ms=duration_ms)
+
+    async def _cancel(
+        self,
+        item: journal.Invocation,
+        taker: int | None,
+        compiled: routing.Compiled,
+        event: Any,
+        params: contract.Params,
+        ctx: contract.Context,
+        policy: routing.DeliveryPolicy,
+    ) -> None:
+        """End a cancelled invocation ``cancelled`` after its handler's cancel step (none: nothing to
+        undo). A cancel step that fails is retried like an attempt, and stays a cancel step."""
+        why = f"cancelled by invocation {taker}" if taker is not None else "cancelled"
+        step = compiled.handler.cancel
+        if step is not None:
+            started = time.perf_counter()
+            ended = await attempt.run_attempt(
+                dataclasses.replace(compiled.handler, fn=step),
+                event=event,
+                params=params,
+                ctx=ctx,
+                seconds=policy.timeout,
+            )
+            duration_ms = round((time.perf_counter() - started) * 1000, 3)
+            if ended.outcome not in ("done", "planned"):
+                error = f"cancel step: {ended.error}"
+                if ended.outcome == "permanent" or item.attempt >= policy.attempts:
+                    self._give_up(
+                        item, error, dead_letter=policy.dead_letter, log_=ctx.log, duration_ms=duration_ms
+                    )
+                else:
+                    self._retry(item, policy, error, ended.delay, ctx.log, duration_ms=duration_ms)
+                return
+            if ended.plan is not None:
+                ctx.log.info("cancel step planned", plan=ended.plan.to_dict())
+        self.outcomes.settle(item, journal.Outcome(item.id, "cancelled", error=why))
+        self._attempts[item.route, item.handler, "cancelled"].inc()
+        ctx.log.info("dispatched", outcome="cancelled", reason=why)
 
     @staticmethod
     def _logger(item: journal.Invocation, event_id: str | None = None) -> Any:

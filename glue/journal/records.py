@@ -16,6 +16,8 @@ from glue import events
 __all__ = [
     "EVENT_STATUSES",
     "Appended",
+    "Coalesce",
+    "Conflict",
     "EventStatus",
     "Invocation",
     "InvocationState",
@@ -24,6 +26,7 @@ __all__ = [
     "Outcome",
     "Rejected",
     "Routing",
+    "Shaped",
     "StoredEvent",
     "idempotency_key",
 ]
@@ -93,12 +96,21 @@ class Rejected:
 #   invocation:  pending --claim_invocations--> running --settle--> done | pending (retry at due_at) | dead
 #                running --release (drain) or an expired lease--> claimable again
 #                dead --redrive--> pending;  dead --purge--> gone
+#   flow shaping (routes with ``coalesce`` or ``concurrencyGroup``, decided by record_routing):
+#                pending --a later event of its coalescing key--> coalesced (``taken_by``: the one that runs)
+#                pending --a newer invocation of its group (supersede, cancel)--> superseded (``taken_by``)
+#                running --a newer one (cancel)--> running with ``taken_by`` set: its owner cancels it
+#                done --a newer one (cancel, the handler has a cancel step)--> pending with ``taken_by``
+#                an invocation claimed with ``taken_by`` set runs its handler's cancel step --> cancelled
+#                pending --claimed over its rate limit--> pending, due later, ``wait_reason`` rate-limit
 #
 # Leases make the claims safe for several replicas (PostgreSQL: ``FOR UPDATE SKIP LOCKED``): a claim
 # holds until ``lease_until``; a claim whose lease expired (its owner died) is claimable again. Every write
 # that acts on a claim names its ``owner`` and is ignored when the claim is no longer that owner's.
 
-InvocationState = Literal["pending", "running", "done", "dead"]
+InvocationState = Literal["pending", "running", "done", "dead", "coalesced", "superseded", "cancelled"]
+#: What a newer invocation of a concurrency group does to the older ones (see :class:`NewInvocation`).
+Conflict = Literal["queue", "supersede", "cancel"]
 EventStatus = Literal["pending", "routed", "unmatched"]
 #: The statuses an event can have, as ``glue events list --status`` takes them.
 EVENT_STATUSES: tuple[str, ...] = typing.get_args(EventStatus)
@@ -110,12 +122,29 @@ def idempotency_key(identity: str, route: str) -> str:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Coalesce:
+    """A route's coalescing as the journal applies it to one invocation: the key (scoped by the
+    route), the quiet ``window`` and the ``max_wait`` bound in seconds, and which edge runs."""
+
+    key: str
+    window: float
+    max_wait: float
+    edge: Literal["trailing", "leading"] = "trailing"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class NewInvocation:
     """What routing decided for one matched route, to be persisted by :meth:`Journal.record_routing`.
 
     ``state`` is ``pending`` (run at ``due_at``) or ``dead`` when the route matched but its parameters
     could not be rendered (``error`` says why): the event then sits in the dead-letter queue at once.
     ``ordering_key`` is already scoped by the caller (routes do not share keys); None = unordered.
+    It is the key of the route's concurrency group, whose ``conflict`` says what a newer invocation
+    does to the older ones: ``queue`` (None) waits its turn; ``supersede`` ends the waiting ones
+    ``superseded``; ``cancel`` also cancels the running one, and when ``cancel_done`` (its handler has
+    a cancel step) the one that finished last, whose work may still be going on (a Workflow).
+    ``coalesce``: the invocation joins the open invocation of its key (see :class:`Coalesce`).
+    ``rate_key``: the token bucket it takes a token from before it runs (scoped by the route).
     """
 
     route: str
@@ -126,6 +155,23 @@ class NewInvocation:
     ordering_key: str | None = None
     state: Literal["pending", "dead"] = "pending"
     error: str | None = None
+    conflict: Conflict | None = None
+    cancel_done: bool = False
+    coalesce: Coalesce | None = None
+    rate_key: str | None = None
+
+    @property
+    def shaped(self) -> bool:
+        """Whether routing decides more than its insertion (coalescing, superseding): such an
+        invocation is recorded by ``record_routing``, in the transaction that decides it."""
+        return self.state == "pending" and (
+            self.coalesce is not None or self.conflict in ("supersede", "cancel")
+        )
+
+
+#: What routing ended besides recording: (route, state) for each invocation it left ``coalesced`` or
+#: ``superseded`` (metrics count them).
+Shaped = list[tuple[str, str]]
 
 
 #: What the routes decided at intake for an appended batch (see ``Inbox.append``): None, or for each
@@ -156,6 +202,12 @@ class Invocation:
     last_error: str | None
     owner: str | None
     lease_until: float | None
+    #: For a coalesced or superseded invocation, the one that took its place; for a running or
+    #: pending one, the newer invocation that cancels it (its handler's cancel step runs).
+    taken_by: int | None = None
+    #: Why a pending invocation waits past its first due time (``rate-limit``).
+    wait_reason: str | None = None
+    rate_key: str | None = None
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -171,6 +223,8 @@ class Invocation:
             "createdAt": self.created_at,
             "updatedAt": self.updated_at,
             "lastError": self.last_error,
+            **({"takenBy": self.taken_by} if self.taken_by is not None else {}),
+            **({"waitReason": self.wait_reason} if self.wait_reason is not None else {}),
         }
 
 
@@ -179,11 +233,12 @@ class Outcome:
     """How one claimed attempt ended, applied by :meth:`Journal.settle`.
 
     ``done``: finished. ``retry``: back to pending, due at ``due_at``. ``dead``: dead-lettered.
+    ``cancelled``: a newer invocation of its group cancelled it (its cancel step ran).
     ``error`` is a one-line reason without secrets, kept as ``last_error`` (``done`` without an error
     keeps the previous one; ``done`` with an error is an invocation dropped after its attempts).
     """
 
     invocation_id: int
-    state: Literal["done", "retry", "dead"]
+    state: Literal["done", "retry", "dead", "cancelled"]
     due_at: float | None = None
     error: str | None = None

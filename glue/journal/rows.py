@@ -26,6 +26,7 @@ __all__ = [
     "Page",
     "Settlement",
     "appended_status",
+    "bucket",
     "check_routing",
     "dedup_window",
     "delivery",
@@ -41,7 +42,7 @@ __all__ = [
 EVENT_COLUMNS = "seq, identity, id, source, type, subject, received_at, status, delivery_id, cloudevent"
 INVOCATION_COLUMNS = (
     "id, event_seq, route, handler, idempotency_key, ordering_key, params, state, attempt, due_at,"
-    " created_at, updated_at, last_error, owner, lease_until"
+    " created_at, updated_at, last_error, owner, lease_until, taken_by, wait_reason, rate_key"
 )
 DELIVERY_COLUMNS = "received_at, transport, endpoint, format, headers, body, key"
 REJECTED_COLUMNS = f"id, rejected, {DELIVERY_COLUMNS}"
@@ -137,10 +138,27 @@ def settlement(outcome: records.Outcome, now: float) -> Settlement:
     ``due_at`` (``now`` when it has none), ``dead`` is dead-lettered."""
     if outcome.state == "done":
         return Settlement(outcome.invocation_id, "done", None, outcome.error, True)
+    if outcome.state == "cancelled":
+        return Settlement(outcome.invocation_id, "cancelled", None, outcome.error, True)
     if outcome.state == "retry":
         due_at = outcome.due_at if outcome.due_at is not None else now
         return Settlement(outcome.invocation_id, "pending", due_at, outcome.error, False)
     return Settlement(outcome.invocation_id, "dead", None, outcome.error, False)
+
+
+def bucket(
+    tokens: float | None, updated_at: float | None, *, now: float, rate: float, burst: int
+) -> tuple[float, float]:
+    """A token bucket (``rate`` tokens a second, at most ``burst``) asked for one token at ``now``:
+    the tokens it keeps, and how long the caller waits first (0: it took the token). A new bucket
+    starts full; time that runs backwards (another replica's clock) adds nothing."""
+    if tokens is None or updated_at is None:
+        tokens = float(burst)
+    else:
+        tokens = min(float(burst), tokens + max(now - updated_at, 0.0) * rate)
+    if tokens >= 1.0:
+        return tokens - 1.0, 0.0
+    return tokens, (1.0 - tokens) / rate
 
 
 def seq_of(key: int | str) -> int | None:

@@ -25,6 +25,8 @@ def handler_rules() -> dict[str, dict[str, list[dict[str, Any]]]]:
             if rule.narrow_by is not None:
                 param, default, choices = rule.narrow_by
                 values["narrowBy"] = {"param": param, "default": default, "resources": dict(choices)}
+            if rule.cancel_only:
+                values["cancelOnly"] = True
             rules[name].setdefault(scope, []).append(values)
     return rules
 

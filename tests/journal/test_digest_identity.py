@@ -144,7 +144,7 @@ async def test_a_sqlite_journal_of_schema_1_is_upgraded(tmp_path: Path) -> None:
     finally:
         await store.close()
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == sqlite_store.SCHEMA_VERSION == 2
+    assert db.execute("PRAGMA user_version").fetchone()[0] == sqlite_store.SCHEMA_VERSION
     db.close()
 
 
@@ -182,7 +182,7 @@ async def test_a_postgres_journal_of_schema_4_is_upgraded(pg_dsn: str) -> None:
     )
     await store.open()
     try:
-        assert store.applied == [5]
+        assert store.applied[0] == 5  # and the migrations after it
         retry = await post(store, {"repo": "models", "tag": "v1"}, T0 + 60)
         assert (retry.new, retry.id) == (False, old_id)  # a retry of an event journaled before
         assert (await post(store, {"repo": "models", "tag": "v1"}, T0 + 2 * WINDOW)).new

@@ -170,6 +170,8 @@ The same grants as `glue rbac` (glue/rbac.py), from the rules in rbac.handlerRul
   namespace only (a Role there);
 - a route whose namespace comes from a template (or that has none) may act anywhere: its rules go to
   the ClusterRole, and so do the rules a handler marks cluster-scoped;
+- a rule marked cancelOnly (a handler's cancel step) is granted to routes whose concurrencyGroup
+  has onConflict: cancel only;
 - a Role does not repeat what the ClusterRole grants.
 Result, as JSON: {"cluster": [PolicyRule...], "namespaces": {"<ns>": [PolicyRule...]},
 "clusterRoutes": [...], "routes": {"<ns>": [...]}}. */}}
@@ -187,8 +189,11 @@ Result, as JSON: {"cluster": [PolicyRule...], "namespaces": {"<ns>": [PolicyRule
 {{- if and $enabled (or $entry.namespaced $entry.cluster) -}}
 {{- $params := .params | default dict -}}
 {{- $namespaced := list -}}
+{{- $group := .concurrencyGroup | default dict -}}
+{{- $cancels := eq (toString $group.onConflict) "cancel" -}}
 {{- range $rule := ($entry.namespaced | default list) -}}
-{{- $narrowed := $rule -}}
+{{- if or $cancels (not $rule.cancelOnly) -}}
+{{- $narrowed := omit $rule "cancelOnly" -}}
 {{- with $rule.narrowBy -}}
 {{- $value := get $params .param | default .default -}}
 {{- if and (kindIs "string" $value) (not (contains "{{" $value)) (not (contains "{%" $value)) (hasKey .resources $value) -}}
@@ -196,6 +201,7 @@ Result, as JSON: {"cluster": [PolicyRule...], "namespaces": {"<ns>": [PolicyRule
 {{- end -}}
 {{- end -}}
 {{- $namespaced = append $namespaced $narrowed -}}
+{{- end -}}
 {{- end -}}
 {{- $namespace := "" -}}
 {{- if and (kindIs "string" $params.namespace) $params.namespace (not (contains "{" $params.namespace)) -}}

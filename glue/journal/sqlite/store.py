@@ -22,11 +22,13 @@ from glue.journal import records
 
 __all__ = [
     "CHECKPOINT_BYTES",
+    "FLOW_COLUMNS",
     "LOCK_RETRY",
     "NO_SEQ",
     "SCHEMA",
     "SCHEMA_VERSION",
     "Store",
+    "add_columns",
     "busy",
     "marks",
     "transaction",
@@ -34,7 +36,7 @@ __all__ = [
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 5
 
 #: WAL size past which the writer thread checkpoints it into the database file (after an fsync).
 CHECKPOINT_BYTES = 2 << 20
@@ -102,7 +104,13 @@ CREATE TABLE IF NOT EXISTS invocations (
     updated_at      REAL NOT NULL,
     last_error      TEXT,
     owner           TEXT,
-    lease_until     REAL
+    lease_until     REAL,
+    taken_by        INTEGER,  -- flow shaping: the invocation that took its place or cancels it
+    wait_reason     TEXT,     -- why it waits past its first due time (rate-limit)
+    rate_key        TEXT,     -- the token bucket it takes a token from (routes with rateLimit)
+    coalesce_key    TEXT,     -- routes with coalesce: the key whose events become one invocation
+    window_until    REAL,     -- ... when its window closes (trailing: when it runs)
+    opened_at       REAL      -- ... when the window opened (the first event: maxWait counts from it)
 );
 -- claims read pending invocations in due order and stop at the limit (no sort of the whole queue)
 DROP INDEX IF EXISTS invocations_runnable;
@@ -111,7 +119,39 @@ CREATE INDEX IF NOT EXISTS invocations_ordering ON invocations (ordering_key, ev
     WHERE ordering_key IS NOT NULL AND state IN ('pending', 'running');
 CREATE INDEX IF NOT EXISTS invocations_event ON invocations (event_seq);
 CREATE INDEX IF NOT EXISTS invocations_state ON invocations (state, id);
+CREATE INDEX IF NOT EXISTS invocations_coalesce ON invocations (coalesce_key, event_seq)
+    WHERE coalesce_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS invocations_taken_by ON invocations (taken_by) WHERE taken_by IS NOT NULL;
+
+-- rate limits: one token bucket per rendered key, shared by every daemon on the journal
+CREATE TABLE IF NOT EXISTS rate_buckets (
+    key         TEXT PRIMARY KEY,
+    tokens      REAL NOT NULL,
+    updated_at  REAL NOT NULL
+);
 """
+
+#: Flow shaping (version 5): columns of ``invocations`` that files written before lack, added by
+#: :func:`add_columns` whatever version the file has, so the upgrade is idempotent.
+FLOW_COLUMNS = (
+    ("taken_by", "INTEGER"),
+    ("wait_reason", "TEXT"),
+    ("rate_key", "TEXT"),
+    ("coalesce_key", "TEXT"),
+    ("window_until", "REAL"),
+    ("opened_at", "REAL"),
+)
+
+
+def add_columns(db: sqlite3.Connection, table: str, columns: Collection[tuple[str, str]]) -> None:
+    """Add the ``(name, type)`` columns ``table`` lacks (an older file); none if it does not exist."""
+    have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+    if not have:
+        return
+    for name, type_ in columns:
+        if name not in have:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {type_}")
+
 
 #: Version 1 -> 2: events identified by a digest keep their key (``digest``). Those journaled before
 #: had the bare digest (64 hex digits) as id and deduplicated forever; they keep their identity and
@@ -190,6 +230,7 @@ class Store:
             )
         if version == 1:
             db.executescript(_UPGRADE_1)
+        add_columns(db, "invocations", FLOW_COLUMNS)
         db.executescript(SCHEMA)
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         return db

@@ -216,9 +216,33 @@ async def _explain_stored(store: journal.Journal, router: routing.Router, args: 
         invocation = ran.get(decision.route)
         if invocation is not None:
             row.update(invocation=invocation.id, state=invocation.state, lastError=invocation.last_error)
+            row.update(_shaping(invocation))
         rows.append(row)
-    common.emit(rows, ["event", "route", "handler", "matched", "why", "state", "invocation"])
+    common.emit(
+        rows, ["event", "route", "handler", "matched", "why", "state", "invocation", "takenBy", "waiting"]
+    )
     return 0
+
+
+def _shaping(invocation: journal.Invocation) -> dict[str, Any]:
+    """What flow shaping did to an invocation, in words: which invocation took a coalesced or
+    superseded one (or cancels it), and why a pending one waits."""
+    found: dict[str, Any] = {}
+    if invocation.taken_by is not None:
+        found["takenBy"] = invocation.taken_by
+        found["why"] = {
+            "coalesced": f"coalesced into invocation {invocation.taken_by} (it runs for this event too)",
+            "superseded": f"superseded by invocation {invocation.taken_by} (newer in its concurrency group)",
+        }.get(invocation.state, f"cancelled by invocation {invocation.taken_by}")
+    if invocation.state == "pending" and invocation.wait_reason is not None:
+        found["waiting"] = f"{invocation.wait_reason} until {_when(invocation.due_at)}"
+    elif invocation.state == "pending" and invocation.due_at > time.time():
+        found["waiting"] = f"due {_when(invocation.due_at)}"
+    return found
+
+
+def _when(at: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
 
 
 # -- replay ----------------------------------------------------------------------------------------

@@ -93,13 +93,13 @@ async def test_trailing_never_runs_later_than_max_wait_after_the_first(
     harness: Harness, registry: contract.Registry, append: Append, store: journal.Journal
 ) -> None:
     reloads = Reloads(registry)
-    await harness.start(routes=[route("30s", "2m")])
+    await harness.start(pollSeconds=0.5, routes=[route("30s", "2m")])
     loop = asyncio.get_running_loop()
     first_at = loop.time()
     for n in range(1, 16):  # one every 20 s for 5 minutes: never 30 s of quiet
         await append(shard(n))
         await asyncio.sleep(20)
-    await wait_for(lambda: settled(store, 15), seconds=300)
+    await wait_for(lambda: settled(store, 15), seconds=300, step=2)
 
     times = [at - first_at for at, _, _ in reloads.calls]
     assert 120 <= times[0] < 121, "the first window closes at maxWait"

@@ -154,7 +154,9 @@ class Runner:
             self._durations[item.route, item.handler].observe(time.perf_counter() - started)
         duration_ms = round((time.perf_counter() - started) * 1000, 3)
         if ended.outcome in ("done", "planned"):
-            self.outcomes.settle(item, journal.Outcome(item.id, "done"))
+            group = compiled.route.group
+            undo = compiled.handler.cancel is not None and group is not None and group.on_conflict == "cancel"
+            self.outcomes.settle(item, journal.Outcome(item.id, "done", undo=undo))
             self._attempts[item.route, item.handler, ended.outcome].inc()
             extra: dict[str, Any] = {}
             if ended.plan is not None:

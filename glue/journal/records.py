@@ -242,3 +242,7 @@ class Outcome:
     state: Literal["done", "retry", "dead", "cancelled"]
     due_at: float | None = None
     error: str | None = None
+    #: ``done`` of an invocation whose handler has a cancel step: when a newer invocation of its
+    #: group marked it for cancelling while it ran (``taken_by``), it goes back to pending instead,
+    #: so that its cancel step undoes what it just finished.
+    undo: bool = False

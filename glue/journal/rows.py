@@ -23,6 +23,7 @@ __all__ = [
     "INVOCATION_COLUMNS",
     "PARAMS",
     "REJECTED_COLUMNS",
+    "UNDO",
     "Page",
     "Settlement",
     "appended_status",
@@ -159,6 +160,14 @@ def bucket(
     if tokens >= 1.0:
         return tokens - 1.0, 0.0
     return tokens, (1.0 - tokens) / rate
+
+
+#: After a batch of outcomes: finished invocations a newer one marked for cancelling while they ran
+#: go back to pending, due at once, to run their cancel step (``Outcome.undo``); ``?`` placeholders.
+UNDO = (
+    "UPDATE invocations SET state = 'pending', due_at = ?, attempt = 0"
+    " WHERE id = ? AND state = 'done' AND taken_by IS NOT NULL"
+)
 
 
 def seq_of(key: int | str) -> int | None:

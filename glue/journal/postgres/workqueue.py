@@ -185,7 +185,18 @@ class WorkQueue(store.Store):
             return 0
         settlements = [rows.settlement(outcome, now) for outcome in outcomes]
 
+        undo = [outcome.invocation_id for outcome in outcomes if outcome.undo and outcome.state == "done"]
+
         async def run(conn: asyncpg.Connection) -> int:
+            if not undo:
+                return await settle(conn)
+            async with conn.transaction():
+                applied = await settle(conn)
+                for invocation_id in undo:
+                    await conn.execute(shaping.postgres_sql(rows.UNDO), now, invocation_id)
+                return applied
+
+        async def settle(conn: asyncpg.Connection) -> int:
             status = await conn.execute(
                 "UPDATE invocations i SET state = o.state, owner = NULL, lease_until = NULL, updated_at = $6,"
                 " due_at = coalesce(o.due_at, i.due_at),"

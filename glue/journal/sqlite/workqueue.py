@@ -164,6 +164,7 @@ class WorkQueue(store.Store):
 
     async def settle(self, owner: str, outcomes: Sequence[records.Outcome], *, now: float) -> int:
         settlements = [rows.settlement(outcome, now) for outcome in outcomes]
+        undo = [outcome for outcome in outcomes if outcome.undo and outcome.state == "done"]
 
         def run(db: sqlite3.Connection) -> int:
             applied = 0
@@ -180,6 +181,8 @@ class WorkQueue(store.Store):
                     if not s.plain:
                         args: tuple[Any, ...] = (s.state, now, s.due_at, s.keep_error, s.error, s.error)
                         applied += db.execute(_SETTLE, (*args, s.invocation_id, owner)).rowcount
+                for outcome in undo:
+                    db.execute(rows.UNDO, (now, outcome.invocation_id))
             return applied
 
         return await self._run_execution(run)

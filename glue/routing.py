@@ -154,6 +154,15 @@ class CoalesceSpec(_Model):
         description="trailing: run once with the last event after the quiet; leading: run with the first.",
     )
 
+    @pydantic.model_validator(mode="after")
+    def _wait_covers_window(self) -> CoalesceSpec:
+        if self.max_wait is not None and self.max_wait < self.window:
+            raise ValueError(
+                f"maxWait ({self.max_wait:g} s) is shorter than window ({self.window:g} s): a window "
+                "would always close at maxWait; make maxWait at least the window"
+            )
+        return self
+
     @property
     def longest(self) -> float:
         """``maxWait`` in seconds, defaulting to ten windows."""
@@ -936,12 +945,12 @@ def load(
             templates = _Templates(route.params)
         except jinja2.TemplateSyntaxError as exc:
             problems.append((f"{where}.params", f"template syntax: {exc.message} (line {exc.lineno})"))
-        for field, source in _key_sources(route):
+        for field, text in _key_sources(route):
             try:
                 if field in ("orderingKey", "concurrencyGroup"):
-                    key = _Template(source, field)
+                    key = _Template(text, field)
                 else:
-                    keys[field] = _Template(source, field)
+                    keys[field] = _Template(text, field)
             except jinja2.TemplateSyntaxError as exc:
                 where_key = f"{where}.{field}" + ("" if field == "orderingKey" else ".key")
                 problems.append((where_key, f"template syntax: {exc.message} (line {exc.lineno})"))

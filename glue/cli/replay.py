@@ -26,6 +26,7 @@ import orjson
 from glue import contract, events, execution, formats, intake, journal, routing
 from glue import settings as settings_mod
 from glue.cli import common
+from glue.execution import preview
 
 __all__ = ["add_commands"]
 
@@ -248,15 +249,45 @@ def _when(at: float) -> str:
 # -- replay ----------------------------------------------------------------------------------------
 
 
+def _decided(router: routing.Router, item: Item, routes: list[str] | None) -> list[routing.Decision]:
+    """The routes that match ``item`` and are enabled."""
+    assert item.event is not None
+    return [d for d in router.decide(item.event, only=routes) if d.matched and d.enabled]
+
+
+def _shape(
+    router: routing.Router, decided: list[tuple[Item, list[routing.Decision]]]
+) -> dict[tuple[int, str], preview.Shaped]:
+    """What flow shaping makes of every matched route's invocation of the recording, by (item's
+    position, route): only routes that shape are looked at (the others simply run)."""
+    shaping = {
+        r.name
+        for r in router.routes
+        if r.route.coalesce is not None or r.route.group is not None or r.route.rate_limit is not None
+    }
+    where: list[tuple[int, str]] = []
+    arrivals: list[preview.Arrival] = []
+    for position, (item, decisions) in enumerate(decided):
+        assert item.event is not None
+        for decision in decisions:
+            if decision.route in shaping and decision.params_error is None:
+                at = item.received_at if item.received_at is not None else float(position)
+                arrivals.append(preview.Arrival(item.event.get_id(), at, decision))
+                where.append((position, decision.route))
+    return dict(zip(where, preview.preview(router, arrivals), strict=True))
+
+
 async def _plans(
-    router: routing.Router, item: Item, clients: contract.Clients, routes: list[str] | None
+    router: routing.Router,
+    item: Item,
+    decisions: list[routing.Decision],
+    clients: contract.Clients,
+    shaped: dict[str, preview.Shaped],
 ) -> list[dict[str, Any]]:
     assert item.event is not None
     identity = events.identity(item.event)
     rows: list[dict[str, Any]] = []
-    for decision in router.decide(item.event, only=routes):
-        if not decision.matched or not decision.enabled:
-            continue
+    for decision in decisions:
         row: dict[str, Any] = {
             "event": item.event.get_id(),
             "source": item.event.get_source(),
@@ -266,6 +297,14 @@ async def _plans(
         if decision.params_error is not None:
             rows.append({**row, "outcome": "dead", "error": decision.params_error})
             continue
+        shape = shaped.get(decision.route)
+        if shape is not None:
+            row["shaping"] = shape.note
+            if shape.outcome != "runs":  # nothing runs for it: no plan
+                rows.append({**row, "outcome": shape.outcome, "takenBy": shape.by})
+                continue
+            if len(shape.events) > 1:
+                row["events"] = shape.events
         compiled = router.by_name[decision.route]
         attempt = await execution.plan(
             compiled, item.event, decision.params or {}, identity=identity, clients=clients
@@ -335,7 +374,7 @@ async def _replay_plans(
         identity = events.identity(item.event)
         first = seen.get(identity)
         if first is not None:  # a resend: the daemon journals it once and acts once
-            rows.append(
+            duplicates.setdefault(len(accepted), []).append(
                 {
                     "event": item.event.get_id(),
                     "source": item.event.get_source(),
@@ -345,9 +384,10 @@ async def _replay_plans(
             )
             return
         seen[identity] = item.origin
-        await pace.wait()
-        rows.extend(await _plans(router, item, clients, args.route))
+        accepted.append((item, _decided(router, item, args.route)))
 
+    accepted: list[tuple[Item, list[routing.Decision]]] = []
+    duplicates: dict[int, list[dict[str, Any]]] = {}  # by the position of the event that follows them
     try:
         if args.source == "journal":
             async with common.opened_journal(settings) as store:
@@ -356,6 +396,13 @@ async def _replay_plans(
         else:
             for item in read_items(args.source, settings):
                 await take(item)
+        shaped = _shape(router, accepted)
+        for position, (item, decisions) in enumerate(accepted):
+            rows.extend(duplicates.pop(position, []))
+            await pace.wait()
+            mine = {route: shape for (at, route), shape in shaped.items() if at == position}
+            rows.extend(await _plans(router, item, decisions, clients, mine))
+        rows.extend(row for position in sorted(duplicates) for row in duplicates[position])
     finally:
         await clients.aclose()
     out = sys.stdout
@@ -370,7 +417,7 @@ async def _replay_plans(
             }
             for row in rows
         ]
-        common.emit(table, ["event", "route", "handler", "outcome", "calls"], out)
+        common.emit(table, ["event", "route", "handler", "outcome", "shaping", "calls"], out)
     else:
         common.emit(rows, [], out)
     return 1 if problems else 0

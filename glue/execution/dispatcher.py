@@ -93,8 +93,7 @@ class Dispatcher:
             self.owner, limit=room, lease=self.lease, now=self.clock(), exclude_routes=self._full_routes()
         )
         self._full_claim = len(claimed) >= room
-        claimed = await self._rate_limit(claimed)
-        started = 0
+        admitted: list[journal.Invocation] = []
         for item in claimed:
             limit = self._route_limit(item.route)
             if limit is not None and self.per_route.get(item.route, 0) >= limit:
@@ -102,6 +101,19 @@ class Dispatcher:
                 await self.journal.release(self.owner, now=self.clock(), ids=[item.id])
                 continue
             self.per_route[item.route] = self.per_route.get(item.route, 0) + 1
+            admitted.append(item)
+        try:
+            ready = await self._rate_limit(admitted)
+        except BaseException:  # the journal failed: these claims run out their lease, then run
+            ready = []
+            raise
+        finally:
+            started_ids = {item.id for item in ready}
+            for item in admitted:
+                if item.id not in started_ids:  # waits (a token, the lease): its place is free again
+                    self.per_route[item.route] -= 1
+        started = 0
+        for item in ready:
             if item.taken_by is not None:  # it runs its cancel step: not to be cancelled itself
                 self.runner.cancelling[item.id] = item.taken_by
             task = asyncio.create_task(self.runner.run(item), name=f"invocation-{item.id}")

@@ -73,6 +73,12 @@ TABLES: dict[str, tuple[str, ...]] = {
             "created_at",
             "updated_at",
             "last_error",
+            "taken_by",
+            "wait_reason",
+            "rate_key",
+            "coalesce_key",
+            "window_until",
+            "opened_at",
         ]
     ),
 }
@@ -80,7 +86,7 @@ KINDS = {"deliveries": "delivery", "events": "event", "invocations": "invocation
 _TABLE_OF = {kind: table for table, kind in KINDS.items()}
 _BINARY = {"body", "key", "cloudevent"}
 #: Columns an export may lack (written before they existed): imported as null.
-_OPTIONAL = {"digest"}
+_OPTIONAL = {"digest", "taken_by", "wait_reason", "rate_key", "coalesce_key", "window_until", "opened_at"}
 _JSON = {"headers", "params"}
 _PAGE = 1000
 

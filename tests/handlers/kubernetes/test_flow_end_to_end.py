@@ -20,14 +20,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import signal
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+import yaml
 
-from glue import app, execution, journal
+from glue import app, execution, journal, settings
 from handlers import kubernetes
 from tests import support
 from tests.formats import payloads
@@ -345,3 +349,88 @@ async def test_a_rotation_storm_restarts_at_the_rate_the_limit_allows_the_rest_w
     assert apiserver.versions(DEPLOYMENTS, "web", "api") == 1 + 3, "the burst of 3, then one an hour"
     pending = [r for r in await daemon.invocations() if r.state == "pending"]
     assert {r.wait_reason for r in pending} == {"rate-limit"} and all(r.attempt == 0 for r in pending)
+
+
+# -- a crash mid-window ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_sigkill_mid_window_then_restart_loses_nothing_and_runs_once(
+    apiserver: ApiServer, kubeconfig: Path, tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    """``glue run`` as a real process, killed with SIGKILL inside a coalescing window, then started
+    again on the same journal: the window's one reload happens once, with every event."""
+    seed_model(apiserver)
+    journal_config: dict[str, Any] = {"path": str(tmp_path / "journal.db")}
+    if backend == "postgres":
+        dsn = await pgserver.create_schema(request.getfixturevalue("pg_database"))
+        journal_config = {"backend": "postgres", "dsn": {"value": dsn}}
+    port = _free_port()
+    config = tmp_path / "glue.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "server": {"host": "127.0.0.1", "port": port},
+                "journal": journal_config,
+                "logging": {"level": "warning", "format": "json"},
+                "execution": {"pollSeconds": 0.05},
+                "endpoints": [{"name": "minio", "path": "/hooks/minio", "format": "minio"}],
+                "routes": [{**SHARDS, "coalesce": {**SHARDS["coalesce"], "window": "5s"}}],
+                "clients": {"kubernetes": {"kubeconfig": str(kubeconfig)}},
+            }
+        )
+    )
+    log = tmp_path / "glue.log"
+    store = journal.create(settings.Journal.model_validate(journal_config))
+    await store.open()
+    first = await support.spawn_glue(config, log)
+    try:
+        await eventually(lambda: _healthy(port))
+        async with aiohttp.ClientSession() as session:
+            for n in range(1, 11):
+                async with session.post(
+                    f"http://127.0.0.1:{port}/hooks/minio", json=shard_notification(n)
+                ) as response:
+                    assert response.status == 202
+
+        async def routed() -> bool:
+            return len(await store.invocations(limit=100)) == 10 and await store.backlog() == 0
+
+        await eventually(routed)
+        os.kill(first.pid, signal.SIGKILL)
+        assert await first.wait() == -signal.SIGKILL
+        assert apiserver.versions(MODELS, "ai", "llama") == 1, "killed inside the window: nothing ran"
+
+        second = await support.spawn_glue(config, log)
+        try:
+            await eventually(lambda: apiserver.versions(MODELS, "ai", "llama") == 2)
+            await asyncio.sleep(5.5)  # longer than the window: nothing else runs
+            assert apiserver.versions(MODELS, "ai", "llama") == 2, "once, not once per daemon"
+            rows = await store.invocations(limit=100)
+            assert sorted(i.state for i in rows) == ["coalesced"] * 9 + ["done"], "nothing lost"
+        finally:
+            second.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(second.wait(), 30) == 0
+    finally:
+        if first.returncode is None:
+            first.kill()
+            await first.wait()
+        await store.close()
+    assert "Traceback" not in log.read_text()
+
+
+async def _healthy(port: int) -> bool:
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{port}/healthz") as response,
+        ):
+            return response.status == 200
+    except aiohttp.ClientError:
+        return False
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -3,6 +3,8 @@ field and reason) and ``glue replay --dry-run`` showing how a file of events wou
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +12,7 @@ import orjson
 import pytest
 import yaml
 
-from glue import cli, events
+from glue import app, cli, contract, events, journal, routing, settings
 from tests.support import cloudevent
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -128,3 +130,64 @@ def test_replay_dry_run_shows_how_the_events_would_be_shaped(
     assert rows["t3"]["outcome"] == "planned" and rows["t3"]["shaping"].startswith(
         "waits for a rate-limit token"
     )
+
+
+async def test_explain_says_which_invocation_took_an_event_and_why_one_waits(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    routes = [
+        {
+            "name": "reload",
+            "handler": "log",
+            "match": 'type == "shard"',
+            "coalesce": {"key": "{{ data.model }}", "window": "1h"},
+        },
+        {
+            "name": "restart",
+            "handler": "log",
+            "match": 'type == "rotation"',
+            "rateLimit": {"rate": 1, "per": "1h", "burst": 1},
+        },
+    ]
+    config = write(tmp_path, routes)
+    loaded = settings.load(config)
+    app.load_plugins(loaded)
+    router = routing.load(loaded.routes, contract.registry)
+    store = journal.create(loaded.journal)
+    await store.open()
+    try:
+        sent = [
+            cloudevent("s1", type="shard", data={"model": "m"}),
+            cloudevent("s2", type="shard", data={"model": "m"}),
+        ]
+        sent += [cloudevent("r1", type="rotation"), cloudevent("r2", type="rotation")]
+        for event in sent:
+            await store.append(
+                events.Delivery("http", "e", "cloudevents", {}, events.to_json(event)), [event]
+            )
+        now = time.time()
+        for stored in await store.claim_events("glue", limit=10, lease=60, now=now):
+            await store.record_routing("glue", {stored.seq: router.invocations(stored, now=now)}, now=now)
+        claimed = await store.claim_invocations("glue", limit=10, lease=60, now=now)
+        [first, second] = sorted((i for i in claimed if i.route == "restart"), key=lambda i: i.id)
+        assert await store.take_token(first.rate_key or "", rate=1 / 3600, burst=1, now=now) == 0
+        wait = await store.take_token(second.rate_key or "", rate=1 / 3600, burst=1, now=now)
+        await store.defer("glue", {second.id: now + wait}, reason="rate-limit", now=now)
+    finally:
+        await store.close()
+
+    async def explain(event_id: str) -> dict[str, Any]:
+        args = ["explain", "--config", str(config), "--event", event_id]
+        assert await asyncio.to_thread(cli.main, args) == 0
+        rows: list[dict[str, Any]] = [
+            orjson.loads(line) for line in capsys.readouterr().out.splitlines() if '"matched":true' in line
+        ]
+        assert len(rows) == 1
+        return rows[0]
+
+    s1, s2 = await explain("s1"), await explain("s2")
+    assert (s1["state"], s1["takenBy"]) == ("coalesced", s2["invocation"])
+    assert s1["why"] == f"coalesced into invocation {s2['invocation']} (it runs for this event too)"
+    assert s2["state"] == "pending" and s2["waiting"].startswith("due ")
+    r2 = await explain("r2")
+    assert r2["state"] == "pending" and r2["waiting"].startswith("rate-limit until ")

@@ -34,6 +34,7 @@ syntax, unknown handlers, parameters a handler's model cannot accept.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import time
 import typing
@@ -216,7 +217,7 @@ class Route(_Model):
             )
         return self
 
-    @property
+    @functools.cached_property
     def group(self) -> ConcurrencyGroup | None:
         """The concurrency group, ``orderingKey`` read as one that queues."""
         if self.ordering_key is not None:

@@ -5,7 +5,8 @@ replicas and restarts see one decision.
 The rules are written once, as generators of statements (:func:`shape`): each yields a
 :class:`Query` and receives its result; a backend runs them on its own connection (SQLite
 synchronously, PostgreSQL awaiting) and writes ``?`` placeholders its own way. Every statement is
-idempotent: a re-route after a crash shapes nothing twice (an invocation already shaped is skipped).
+idempotent, and only invocations the same transaction inserted are shaped (one recorded by an earlier
+pass is left as that pass shaped it).
 
 Order, for one new invocation (gates at routing, see the README):
 
@@ -63,7 +64,8 @@ def locks(items: Sequence[records.NewInvocation]) -> list[str]:
 
 
 _NEW = (
-    "SELECT id, event_seq, coalesce_key, opened_at, state, attempt FROM invocations WHERE idempotency_key = ?"
+    "SELECT id, event_seq, coalesce_key, opened_at, state, attempt, created_at FROM invocations"
+    " WHERE idempotency_key = ?"
 )
 
 
@@ -73,8 +75,10 @@ def shape(item: records.NewInvocation, now: float) -> Shaping:
     if not item.shaped:
         return shaped
     new = yield Query(_NEW, (item.idempotency_key,), "row")
-    if new is None or new[4] != "pending" or new[5] != 0:
-        return shaped  # not inserted (skipped), or shaped and started already
+    if new is None or new[4] != "pending" or new[5] != 0 or float(new[6]) != now:
+        # not inserted by this transaction (it existed: an event routed again after some of its
+        # routes had decided, whose invocations were shaped then), or shaped and started already
+        return shaped
     new_id, seq = int(new[0]), int(new[1])
     if item.coalesce is not None and new[2] is None:  # coalesce_key is set once, when first shaped
         coalesced = yield from _coalesce(item, item.coalesce, new_id, seq, now, shaped)

@@ -188,7 +188,7 @@ def check_template(template: dict[str, Any], params: SubmitParams) -> None:
 
 
 async def stop(*, event: CloudEvent, params: SubmitParams, ctx: glue.Context, **_: Any) -> glue.Plan | None:
-    """The cancel step of ``argo.submit``: stop the Workflow this invocation submitted (``argo stop``)."""
+    """Stop the Workflow this invocation submitted, as argo stop does (argo.submit's cancel step)."""
     name = workflow_name(params.name_prefix or params.template, ctx.idempotency_key)
     what = f"Workflow {params.namespace}/{name}"
     patch = {"spec": {"shutdown": "Stop"}}

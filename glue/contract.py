@@ -132,6 +132,8 @@ class RbacRule:
     #: workloads), each item narrowed by its own params and granted in its own literal namespace; an
     #: empty or absent list needs nothing. None: the rule is the route's, as its params say.
     each: str | None = None
+    #: Needed by the handler's cancel step only: granted to routes whose concurrencyGroup cancels.
+    cancel_only: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -210,6 +212,9 @@ class Handler:
     clients: tuple[str, ...] = ()  # names of shared clients it uses (see :func:`client`)
     description: str = ""
     openbao: tuple[PolicyPath, ...] = ()  # OpenBao paths and capabilities it needs
+    #: Undoes what a cancelled invocation started (``argo.submit`` stops its Workflow); called with
+    #: the same keyword arguments as ``fn`` when a newer invocation of a ``cancel`` group arrives.
+    cancel: HandlerFn | None = None
 
 
 #: Takes the client's config: the validated model when the client declares one, else the raw mapping.
@@ -302,10 +307,16 @@ def handler(
     rbac: tuple[RbacRule, ...] | list[RbacRule] = (),
     clients: tuple[str, ...] | list[str] = (),
     openbao: tuple[PolicyPath, ...] | list[PolicyPath] = (),
+    cancel: Callable[..., Awaitable[Plan | None]] | None = None,
     registry: Registry | None = None,
 ) -> Callable[[Callable[..., Awaitable[Plan | None]]], Callable[..., Awaitable[Plan | None]]]:
     """Register an async handler under ``name`` and return it unchanged. ``rbac`` and ``openbao``
-    declare what it needs of the Kubernetes API and of OpenBao (``glue handlers``, ``glue rbac``)."""
+    declare what it needs of the Kubernetes API and of OpenBao (``glue handlers``, ``glue rbac``).
+
+    ``cancel``: the optional cancel step, an async function called like the handler (``event``,
+    ``params``, ``ctx``) when a route's ``concurrencyGroup`` cancels an invocation that is running or
+    finished last: it stops what the handler started, idempotently. Without one, a cancelled
+    invocation's attempt is only stopped."""
     target = registry if registry is not None else globals()["registry"]
 
     def wrap(fn: Callable[..., Awaitable[Plan | None]]) -> Callable[..., Awaitable[Plan | None]]:
@@ -318,6 +329,7 @@ def handler(
                 clients=tuple(clients),
                 description=(fn.__doc__ or "").strip().split("\n")[0],
                 openbao=tuple(openbao),
+                cancel=cancel,
             )
         )
         return fn
@@ -443,3 +455,6 @@ class Context:
     clients: Clients
     deadline: float | None = None  # loop.time() by which the attempt must end
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # route-level extras
+    #: The ids of the events this invocation stands for: its own, after those a route's ``coalesce``
+    #: folded into it (in event order); just its own otherwise.
+    event_ids: tuple[str, ...] = ()

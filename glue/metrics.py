@@ -32,6 +32,7 @@ __all__ = [
     "AUTH_LOCKOUTS",
     "BACKLOG",
     "CLIENT_UP",
+    "COALESCED",
     "DEAD_LETTERS",
     "DEAD_LETTER_DEPTH",
     "DELIVERIES",
@@ -56,12 +57,14 @@ __all__ = [
     "MINIO_LISTEN_RECONNECTS",
     "MINIO_LISTEN_UP",
     "OLDEST_PENDING",
+    "RATE_LIMIT_WAIT",
     "RETRIES",
     "ROUTE_BREAKER_OPEN",
     "ROUTE_ERRORS",
     "ROUTE_PAUSED",
     "SOURCE_RECONNECTS",
     "SOURCE_UP",
+    "SUPERSEDED",
     "Children",
     "LoopCounter",
     "LoopHistogram",
@@ -297,7 +300,7 @@ ARCHIVE_DROPPED = prometheus_client.Counter(
 
 INVOCATIONS = prometheus_client.Counter(
     "glue_invocations_total",
-    "Handler attempts by route, handler and outcome (done, planned, retry, dead, dropped).",
+    "Handler attempts by route, handler and outcome (done, planned, retry, dead, dropped, cancelled).",
     ["route", "handler", "outcome"],
 )
 HANDLER_DURATION = prometheus_client.Histogram(
@@ -357,6 +360,26 @@ ROUTE_PAUSED = prometheus_client.Gauge(
 )
 ROUTE_ERRORS = prometheus_client.Counter(
     "glue_route_errors_total",
-    "Route expressions that failed on an event, by route and kind (match, params, orderingKey).",
+    "Route expressions that failed on an event, by route and kind (match, params, orderingKey,"
+    " concurrencyGroup, coalesce, rateLimit).",
     ["route", "kind"],
+)
+
+# -- flow shaping ---------------------------------------------------------------------------------
+
+COALESCED = prometheus_client.Counter(
+    "glue_invocations_coalesced_total",
+    "Invocations folded into a later (trailing) or earlier (leading) one of their coalesce key, by route.",
+    ["route"],
+)
+SUPERSEDED = prometheus_client.Counter(
+    "glue_invocations_superseded_total",
+    "Waiting invocations ended by a newer one of their concurrency group, by route.",
+    ["route"],
+)
+RATE_LIMIT_WAIT = prometheus_client.Histogram(
+    "glue_rate_limit_wait_seconds",
+    "How long an invocation of a route with rateLimit waited for its token (0: none), by route.",
+    ["route"],
+    buckets=(0.0, 0.1, 0.5, 1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0),
 )

@@ -89,8 +89,12 @@ def grants(routes: Iterable[routing.Compiled]) -> list[Grant]:
     for compiled in routes:
         if not compiled.route.enabled or not compiled.handler.rbac:
             continue
+        group = compiled.route.group
+        cancels = group is not None and group.on_conflict == "cancel"
         anywhere = False
         for rule in compiled.handler.rbac:
+            if rule.cancel_only and not cancels:
+                continue  # only the cancel step needs it, and this route never cancels
             for namespace, needed in rule.targets(compiled.route.params):
                 if needed.cluster_scoped or namespace is None:
                     cluster |= _permissions([needed])

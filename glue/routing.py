@@ -34,12 +34,15 @@ syntax, unknown handlers, parameters a handler's model cannot accept.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import time
+import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Annotated, Any
 
 import cel
+import durationpy
 import jinja2
 import jinja2.environment
 import jinja2.exceptions
@@ -55,8 +58,11 @@ from glue import enrich as enrich_mod
 __all__ = [
     "ERROR_LOG_SECONDS",
     "Backoff",
+    "CoalesceSpec",
+    "ConcurrencyGroup",
     "Decision",
     "DeliveryPolicy",
+    "RateLimit",
     "Route",
     "Router",
     "context_of",
@@ -104,6 +110,81 @@ class DeliveryPolicy(_Model):
     )
 
 
+def _seconds(value: Any) -> Any:
+    """A duration as Kubernetes and Go write it (``30s``, ``5m``, ``1h30m``, ``500ms``) or a number of
+    seconds, as seconds; anything else is left for the float check to refuse."""
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            return float(text)
+        except ValueError:
+            pass
+        try:
+            return durationpy.from_str(text).total_seconds()
+        except Exception:
+            raise ValueError(f"not a duration: {value!r} (write e.g. 30s, 5m, 1h30m, or seconds)") from None
+    return value
+
+
+#: Seconds, written as a number or a Go duration string.
+Duration = Annotated[float, pydantic.BeforeValidator(_seconds), pydantic.Field(gt=0)]
+
+
+class ConcurrencyGroup(_Model):
+    """Invocations whose key renders the same form a group that runs one at a time, in event order;
+    ``onConflict`` says what a newer one does to the older ones of the group."""
+
+    key: str = pydantic.Field(min_length=1, description="Template; the group of an invocation.")
+    on_conflict: journal.Conflict = pydantic.Field(
+        default="queue",
+        description="queue: wait in turn; supersede: the waiting older ones end superseded; "
+        "cancel: also cancel the running one (the handler's cancel step runs).",
+    )
+
+
+class CoalesceSpec(_Model):
+    """Invocations with the same key inside a window become one (see README, flow shaping)."""
+
+    key: str = pydantic.Field(min_length=1, description="Template; events with the same key coalesce.")
+    window: Duration = pydantic.Field(description="Quiet time that closes the window (30s, 5m).")
+    max_wait: Duration | None = pydantic.Field(
+        default=None, description="Longest a window stays open from its first event (default 10 windows)."
+    )
+    edge: typing.Literal["trailing", "leading"] = pydantic.Field(
+        default="trailing",
+        description="trailing: run once with the last event after the quiet; leading: run with the first.",
+    )
+
+    @pydantic.model_validator(mode="after")
+    def _wait_covers_window(self) -> CoalesceSpec:
+        if self.max_wait is not None and self.max_wait < self.window:
+            raise ValueError(
+                f"maxWait ({self.max_wait:g} s) is shorter than window ({self.window:g} s): a window "
+                "would always close at maxWait; make maxWait at least the window"
+            )
+        return self
+
+    @property
+    def longest(self) -> float:
+        """``maxWait`` in seconds, defaulting to ten windows."""
+        return self.max_wait if self.max_wait is not None else 10 * self.window
+
+
+class RateLimit(_Model):
+    """A token bucket per rendered key: ``rate`` runs per ``per``, up to ``burst`` at once."""
+
+    rate: float = pydantic.Field(gt=0, description="Tokens added per `per`.")
+    per: Duration = pydantic.Field(default=1.0, description="The period of `rate` (1s, 1m).")
+    burst: int = pydantic.Field(default=1, ge=1, le=100_000, description="Tokens a bucket holds at most.")
+    key: str | None = pydantic.Field(
+        default=None, description="Template; one bucket per rendered key (default: one for the route)."
+    )
+
+    @property
+    def per_second(self) -> float:
+        return self.rate / self.per
+
+
 class Route(_Model):
     """One rule. See the module docstring for the variables its expressions see."""
 
@@ -113,8 +194,13 @@ class Route(_Model):
     params: dict[str, Any] = pydantic.Field(default={}, description="Templates for the handler's params.")
     delivery: DeliveryPolicy = DeliveryPolicy()
     ordering_key: str | None = pydantic.Field(
-        default=None, description="Template; events with the same key run one at a time, in order."
+        default=None,
+        description="Template; events with the same key run one at a time, in order "
+        "(an alias of concurrencyGroup {key, onConflict: queue}).",
     )
+    concurrency_group: ConcurrencyGroup | None = None
+    coalesce: CoalesceSpec | None = None
+    rate_limit: RateLimit | None = None
     concurrency: int | None = pydantic.Field(default=None, ge=1, description="In-flight cap for this route.")
     enabled: bool = True
     dry_run: bool = pydantic.Field(default=False, description="Run the handler's plan only; change nothing.")
@@ -140,6 +226,21 @@ class Route(_Model):
         """``budget`` as a list (the config writes one mapping or several)."""
         return list(self.budget or [])
 
+    @pydantic.model_validator(mode="after")
+    def _one_group(self) -> Route:
+        if self.ordering_key is not None and self.concurrency_group is not None:
+            raise ValueError(
+                "orderingKey is an alias of concurrencyGroup {key, onConflict: queue}: set one of them"
+            )
+        return self
+
+    @functools.cached_property
+    def group(self) -> ConcurrencyGroup | None:
+        """The concurrency group, ``orderingKey`` read as one that queues."""
+        if self.ordering_key is not None:
+            return ConcurrencyGroup(key=self.ordering_key, on_conflict="queue")
+        return self.concurrency_group
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Decision:
@@ -155,8 +256,11 @@ class Decision:
     params: Mapping[str, Any] | None = None  # rendered and validated
     params_error: str | None = None
     ordering_key: str | None = None
-    #: Which expression failed on the event, if one did: ``match``, ``params`` or ``orderingKey``.
+    #: Which expression failed on the event, if one did: ``match``, ``params``, ``orderingKey``,
+    #: ``concurrencyGroup``, ``coalesce`` or ``rateLimit``.
     failed: str | None = None
+    coalesce_key: str | None = None
+    rate_key: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         result: dict[str, Any] = {
@@ -176,6 +280,10 @@ class Decision:
             result["paramsError"] = self.params_error
         if self.ordering_key is not None:
             result["orderingKey"] = self.ordering_key
+        if self.coalesce_key is not None:
+            result["coalesceKey"] = self.coalesce_key
+        if self.rate_key is not None:
+            result["rateLimitKey"] = self.rate_key
         return result
 
 
@@ -523,6 +631,8 @@ class Compiled:
     ordering_key: _Template | None
     #: What the match expression reads (see :func:`reads`): only that is converted for CEL.
     reads: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    #: The templates of the other keys an invocation carries, by the field that names them.
+    keys: Mapping[str, _Template] = dataclasses.field(default_factory=dict)
     #: Per budget (``route.budgets``), its key template (None: one budget for the route).
     budget_keys: tuple[_Template | None, ...] = ()
     #: ``approval.when``, compiled (None: no approval).
@@ -581,23 +691,27 @@ class Compiled:
 
     def render(
         self, context: Mapping[str, Any]
-    ) -> tuple[dict[str, Any] | None, str | None, str | None, str | None]:
-        """(validated params as JSON-able dict, ordering key, error, what failed: params or orderingKey)."""
+    ) -> tuple[dict[str, Any] | None, dict[str, str], str | None, str | None]:
+        """(validated params as JSON-able dict, the rendered keys by field, error, what failed:
+        params or the field of a key: orderingKey, concurrencyGroup, coalesce, rateLimit)."""
+        keys: dict[str, str] = {}
         try:
             rendered = self.params.render(context)
             model = self.handler.params.model_validate(rendered)
-            key = None
+            templates = dict(self.keys)
             if self.ordering_key is not None:
+                templates["orderingKey" if self.route.ordering_key is not None else "concurrencyGroup"] = (
+                    self.ordering_key
+                )
+            for field, template in templates.items():
                 try:
-                    key = self.ordering_key.render(context)
+                    keys[field] = template.render(context)
                 except Exception as exc:  # same failures as params
-                    raise _RenderError("orderingKey", exc) from exc
+                    raise _RenderError(field, exc) from exc
         except Exception as exc:  # template and validation errors become a reason, never a crash
-            failed = (
-                "orderingKey" if isinstance(exc, _RenderError) and exc.path == "orderingKey" else "params"
-            )
-            return None, None, _render_error(exc), failed
-        return model.model_dump(mode="json", by_alias=True), key, None, None
+            failed = exc.path if isinstance(exc, _RenderError) and exc.path in _KEY_FIELDS else "params"
+            return None, {}, _render_error(exc), failed
+        return model.model_dump(mode="json", by_alias=True), keys, None, None
 
     def decide(
         self, context: dict[str, Any], *, explain: bool = False, activation: cel.Context | None = None
@@ -612,7 +726,7 @@ class Compiled:
             return Decision(
                 name, handler, enabled, False, condition=condition, values=values, error=error, failed=failed
             )
-        params, key, params_error, failed = self.render(context)
+        params, keys, params_error, failed = self.render(context)
         return Decision(
             name,
             handler,
@@ -620,8 +734,10 @@ class Compiled:
             True,
             params=params,
             params_error=params_error,
-            ordering_key=key,
+            ordering_key=keys.get("orderingKey", keys.get("concurrencyGroup")),
             failed=failed,
+            coalesce_key=keys.get("coalesce"),
+            rate_key=keys.get("rateLimit"),
         )
 
 
@@ -651,7 +767,14 @@ class Router:
             self._errors_unlogged[decision.route] = self._errors_unlogged.get(decision.route, 0) + 1
             return
         self._error_logged[decision.route] = now
-        expression = {"match": route.match, "orderingKey": route.ordering_key}.get(kind, route.params)
+        group = route.group
+        expression = {
+            "match": route.match,
+            "orderingKey": route.ordering_key,
+            "concurrencyGroup": group.key if group is not None else None,
+            "coalesce": route.coalesce.key if route.coalesce is not None else None,
+            "rateLimit": route.rate_limit.key if route.rate_limit is not None else None,
+        }.get(kind, route.params)
         log.warning(
             "route expression failed",
             route=decision.route,
@@ -728,21 +851,61 @@ class Router:
                 self._failed(decision, self.by_name[decision.route].route, event)
             if not decision.matched:
                 continue
-            result.append(
-                journal.NewInvocation(
-                    route=decision.route,
-                    handler=decision.handler,
-                    idempotency_key=journal.idempotency_key(identity, decision.route),
-                    params=decision.params or {},
-                    due_at=now,
-                    ordering_key=(
-                        None if decision.ordering_key is None else f"{decision.route} {decision.ordering_key}"
-                    ),
-                    state="dead" if decision.params_error is not None else "pending",
-                    error=decision.params_error,
-                )
-            )
+            result.append(self._invocation(identity, decision, now))
         return result
+
+    def _invocation(self, identity: str, decision: Decision, now: float) -> journal.NewInvocation:
+        """What to persist for one matched route: keys scoped by the route (routes share none)."""
+        compiled = self.by_name[decision.route]
+        route = compiled.route
+        group, rule = route.group, route.coalesce
+        coalesce = None
+        if rule is not None and decision.coalesce_key is not None:
+            coalesce = journal.Coalesce(
+                key=f"{decision.route} {decision.coalesce_key}",
+                window=rule.window,
+                max_wait=rule.longest,
+                edge=rule.edge,
+            )
+        rate_key = None
+        if route.rate_limit is not None:
+            rate_key = (
+                decision.route if decision.rate_key is None else f"{decision.route} {decision.rate_key}"
+            )
+        return journal.NewInvocation(
+            route=decision.route,
+            handler=decision.handler,
+            idempotency_key=journal.idempotency_key(identity, decision.route),
+            params=decision.params or {},
+            due_at=now,
+            ordering_key=(
+                None if decision.ordering_key is None else f"{decision.route} {decision.ordering_key}"
+            ),
+            state="dead" if decision.params_error is not None else "pending",
+            error=decision.params_error,
+            conflict=group.on_conflict if group is not None and decision.ordering_key is not None else None,
+            cancel_done=compiled.handler.cancel is not None,
+            coalesce=coalesce,
+            rate_key=rate_key,
+        )
+
+
+#: The fields of a route whose key template can fail on an event (a kind of ``glue_route_errors_total``).
+_KEY_FIELDS = ("orderingKey", "concurrencyGroup", "coalesce", "rateLimit")
+
+
+def _key_sources(route: Route) -> list[tuple[str, str]]:
+    """The key templates a route sets, by the field that holds them."""
+    found: list[tuple[str, str]] = []
+    if route.ordering_key is not None:
+        found.append(("orderingKey", route.ordering_key))
+    if route.concurrency_group is not None:
+        found.append(("concurrencyGroup", route.concurrency_group.key))
+    if route.coalesce is not None:
+        found.append(("coalesce", route.coalesce.key))
+    if route.rate_limit is not None and route.rate_limit.key is not None:
+        found.append(("rateLimit", route.rate_limit.key))
+    return found
 
 
 def _check_params(route: Route, handler: contract.Handler) -> list[tuple[str, str]]:
@@ -850,12 +1013,20 @@ def load(
             continue
         templates: _Templates | None = None
         key: _Template | None = None
+        keys: dict[str, _Template] = {}
         try:
             templates = _Templates(route.params)
-            if route.ordering_key is not None:
-                key = _Template(route.ordering_key)
         except jinja2.TemplateSyntaxError as exc:
             problems.append((f"{where}.params", f"template syntax: {exc.message} (line {exc.lineno})"))
+        for field, text in _key_sources(route):
+            try:
+                if field in ("orderingKey", "concurrencyGroup"):
+                    key = _Template(text, field)
+                else:
+                    keys[field] = _Template(text, field)
+            except jinja2.TemplateSyntaxError as exc:
+                where_key = f"{where}.{field}" + ("" if field == "orderingKey" else ".key")
+                problems.append((where_key, f"template syntax: {exc.message} (line {exc.lineno})"))
         problems.extend((f"{where}.{field}", reason) for field, reason in _check_params(route, handler))
         budget_keys, approval_when = _compile_rails(route, where, problems)
         if program is not None and templates is not None:
@@ -867,6 +1038,7 @@ def load(
                     templates,
                     key,
                     reads(route.match, program.variables()),
+                    keys,
                     budget_keys=budget_keys,
                     approval_when=approval_when,
                 )

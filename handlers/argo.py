@@ -23,6 +23,14 @@ Two ways in, chosen by ``via``:
 - ``server``: the Argo Server's REST submit endpoint ``POST /api/v1/workflows/{ns}/submit`` with a
   bearer token (client ``argo-server``: url, token file or variable, CA); dry-run sets
   ``serverDryRun``. The server validates the template before creating the Workflow.
+
+Its cancel step (a route's ``concurrencyGroup`` with ``onConflict: cancel``) stops the Workflow the
+invocation submitted, as ``argo stop`` does: argo-workflows workflow/util/util.go ``StopWorkflow``
+reads the Workflow, leaves one whose phase is completed (Succeeded, Failed, Error: "cannot shutdown a
+completed workflow") and sets ``spec.shutdown: Stop`` by a JSON merge patch; the controller then stops
+scheduling its steps and runs its exit handlers. ``via: server`` calls the Argo Server's
+``PUT /api/v1/workflows/{ns}/{name}/stop``, which does the same. A Workflow that is gone, or was never
+submitted, leaves nothing to stop.
 """
 
 from __future__ import annotations
@@ -52,6 +60,7 @@ __all__ = [
     "ArgoServerConfig",
     "SubmitParams",
     "check_template",
+    "stop",
     "submit",
     "workflow_name",
 ]
@@ -96,8 +105,13 @@ def workflow_name(prefix: str, key: str) -> str:
     return f"{stem}-{kubernetes.key_hash(key)}"
 
 
+#: argo-workflows pkg/apis/workflow/v1alpha1 ``WorkflowStatus.Fulfilled``: phases a Workflow ends in.
+COMPLETED_PHASES = frozenset({"Succeeded", "Failed", "Error"})
+
 SUBMIT_RBAC = [
     glue.RbacRule(("argoproj.io",), ("workflows",), ("create", "get")),
+    # the cancel step (argo stop): only routes whose concurrencyGroup cancels are granted it
+    glue.RbacRule(("argoproj.io",), ("workflows",), ("get", "patch"), cancel_only=True),
     glue.RbacRule(("argoproj.io",), ("workflowtemplates",), ("get",)),
     glue.RbacRule(("argoproj.io",), (CLUSTER_WORKFLOW_TEMPLATES,), ("get",), cluster_scoped=True),
 ]
@@ -173,7 +187,50 @@ def check_template(template: dict[str, Any], params: SubmitParams) -> None:
         raise glue.PermanentError(f"cannot submit from {what}: " + "; ".join(problems))
 
 
-@glue.handler("argo.submit", params=SubmitParams, rbac=SUBMIT_RBAC, clients=["kubernetes", "argo-server"])
+async def stop(*, event: CloudEvent, params: SubmitParams, ctx: glue.Context, **_: Any) -> glue.Plan | None:
+    """Stop the Workflow this invocation submitted, as argo stop does (argo.submit's cancel step)."""
+    name = workflow_name(params.name_prefix or params.template, ctx.idempotency_key)
+    what = f"Workflow {params.namespace}/{name}"
+    patch = {"spec": {"shutdown": "Stop"}}
+    call = kubernetes.merge_patch_call(WORKFLOW.path(params.namespace, name), patch, "stop (argo stop)")
+    if params.via == "server":
+        return await _stop_via_server(params, ctx, name, what)
+    api = await kubernetes.client(ctx)
+    if api is None:
+        return glue.Plan([call], summary=f"stop {what} ({kubernetes.UNCHECKED})")
+    per_request = kubernetes.request_timeout(api, ctx)
+    with kubernetes.errors(what):
+        existing = await kubernetes.read(api, WORKFLOW, params.namespace, name, per_request=per_request)
+        if existing is None:
+            ctx.log.info("nothing to stop: no workflow", target=what)
+            return glue.Plan([], summary=f"{what} does not exist: nothing to stop") if ctx.dry_run else None
+        mine = (existing["metadata"].get("labels") or {}).get(kubernetes.LABEL_EVENT)
+        if mine != kubernetes.event_labels(ctx)[kubernetes.LABEL_EVENT]:
+            raise glue.PermanentError(f"{what}: the name is taken by a Workflow of another event")
+        phase = (existing.get("status") or {}).get("phase")
+        if phase in COMPLETED_PHASES:
+            ctx.log.info("nothing to stop: workflow completed", target=what, phase=phase)
+            return (
+                glue.Plan([], summary=f"{what} completed ({phase}): nothing to stop") if ctx.dry_run else None
+            )
+        if (existing.get("spec") or {}).get("shutdown") == "Stop":
+            return glue.Plan([], summary=f"{what} is stopping already") if ctx.dry_run else None
+        await kubernetes.merge_patch(
+            api, WORKFLOW, params.namespace, name, patch, dry_run=ctx.dry_run, per_request=per_request
+        )
+    if ctx.dry_run:
+        return glue.Plan([call], summary=f"stop {what} ({kubernetes.CHECKED})")
+    ctx.log.info("workflow stopped", target=what)
+    return None
+
+
+@glue.handler(
+    "argo.submit",
+    params=SubmitParams,
+    rbac=SUBMIT_RBAC,
+    clients=["kubernetes", "argo-server"],
+    cancel=stop,
+)
 async def submit(*, event: CloudEvent, params: SubmitParams, ctx: glue.Context, **_: Any) -> glue.Plan | None:
     """Submit an Argo Workflow from a (Cluster)WorkflowTemplate, once per event."""
     name = workflow_name(params.name_prefix or params.template, ctx.idempotency_key)
@@ -308,6 +365,40 @@ class ArgoServer:
         except OSError as exc:
             raise glue.PermanentError(f"argo-server: cannot read the token file: {exc.strerror}") from None
 
+    async def stop(self, namespace: str, name: str, what: str) -> bool:
+        """``PUT /api/v1/workflows/{namespace}/{name}/stop``; False when there is nothing to stop (the
+        Workflow is gone, or completed: the server's "cannot shutdown a completed workflow")."""
+        assert self.config.url is not None
+        url = f"{self.config.url.rstrip('/')}/api/v1/workflows/{namespace}/{name}/stop"
+        status, message = await self._send("PUT", url, {"name": name, "namespace": namespace}, what)
+        if status < 300:
+            return True
+        if status == 404 or "completed workflow" in message:
+            return False
+        raise glue.PermanentError(f"{what}: {message} (HTTP {status})")
+
+    async def _send(self, method: str, url: str, body: dict[str, Any], what: str) -> tuple[int, str]:
+        """One request: (status, the error message or body); temporary failures raise TemporaryError."""
+        headers = {"Authorization": f"Bearer {self._token()}"}
+        try:
+            async with self.session.request(
+                method,
+                url,
+                json=body,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=self.config.request_timeout),
+            ) as response:
+                text = await response.text()
+                message = _grpc_message(text) or response.reason or "no reason given"
+                if response.status in (401, 429) or (
+                    response.status >= 500 and "completed workflow" not in message
+                ):
+                    delay = glue.retry_after(response.headers.get("Retry-After"))
+                    raise glue.TemporaryError(f"{what}: {message} (HTTP {response.status})", delay=delay)
+                return response.status, message
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise glue.TemporaryError(f"{what}: cannot reach the Argo Server: {type(exc).__name__}") from None
+
     async def submit(self, namespace: str, body: dict[str, Any], what: str) -> dict[str, Any] | None:
         """The created Workflow, or None when one of that name exists (409 / gRPC AlreadyExists)."""
         assert self.config.url is not None
@@ -368,6 +459,23 @@ async def argo_server(config: Any) -> AsyncIterator[ArgoServer]:
 def _pairs(values: dict[str, str]) -> str:
     """Argo's ``k=v,k2=v2`` form; pairs whose value would break it are left out."""
     return ",".join(f"{k}={v}" for k, v in values.items() if "," not in v and "=" not in v)
+
+
+async def _stop_via_server(params: SubmitParams, ctx: glue.Context, name: str, what: str) -> glue.Plan | None:
+    call = glue.Call(
+        "PUT",
+        f"/api/v1/workflows/{params.namespace}/{name}/stop",
+        body={"name": name, "namespace": params.namespace},
+        note="Argo Server: argo stop",
+    )
+    if ctx.dry_run:
+        return glue.Plan([call], summary=f"stop {what} via the Argo Server")
+    server: ArgoServer = await ctx.clients.get("argo-server")
+    if await server.stop(params.namespace, name, what):
+        ctx.log.info("workflow stopped", target=what, via="server")
+    else:
+        ctx.log.info("nothing to stop: workflow gone or completed", target=what, via="server")
+    return None
 
 
 async def _submit_via_server(

@@ -63,6 +63,7 @@ def describe(entry: contract.Handler) -> dict[str, Any]:
             "resources": [
                 f"{group}/{r}" if group else r for group in rule.api_groups for r in rule.resources
             ],
+            **({"only": "routes whose concurrencyGroup cancels"} if rule.cancel_only else {}),
         }
         for rule in entry.rbac
     ]
@@ -70,6 +71,9 @@ def describe(entry: contract.Handler) -> dict[str, Any]:
         "name": entry.name,
         "description": entry.description,
         "clients": list(entry.clients),
+        "cancelStep": (entry.cancel.__doc__ or "").strip().split("\n")[0]
+        if entry.cancel is not None
+        else None,
         "params": param_rows(entry),
         "needs": {
             "kubernetes": kubernetes,
@@ -83,6 +87,8 @@ def _print_one(document: dict[str, Any]) -> None:
     out.write(f"{document['name']}: {document['description']}\n")
     if document["clients"]:
         out.write(f"clients: {', '.join(document['clients'])}\n")
+    if document.get("cancelStep"):
+        out.write(f"cancel step (concurrencyGroup onConflict: cancel): {document['cancelStep']}\n")
     out.write("\nparams:\n")
     if document["params"]:
         rows = [{**row, "required": "yes" if row["required"] else "no"} for row in document["params"]]
@@ -93,7 +99,8 @@ def _print_one(document: dict[str, Any]) -> None:
     if needs["kubernetes"]:
         out.write("\nneeds of the Kubernetes API (glue rbac):\n")
         for rule in needs["kubernetes"]:
-            out.write(f"  {', '.join(rule['verbs'])} on {', '.join(rule['resources'])}\n")
+            only = f" ({rule['only']} only)" if rule.get("only") else ""
+            out.write(f"  {', '.join(rule['verbs'])} on {', '.join(rule['resources'])}{only}\n")
     if needs["openbao"]:
         out.write("\nneeds of OpenBao (policy paths, {param} from the route's params):\n")
         for path in needs["openbao"]:

@@ -26,6 +26,7 @@ import orjson
 from glue import contract, events, execution, formats, intake, journal, routing
 from glue import settings as settings_mod
 from glue.cli import common
+from glue.execution import preview
 
 __all__ = ["add_commands"]
 
@@ -227,29 +228,83 @@ async def _explain_stored(
         invocation = ran.get(decision.route)
         if invocation is not None:
             row.update(invocation=invocation.id, state=invocation.state, lastError=invocation.last_error)
-            if invocation.wait_reason is not None:
-                row["waitReason"] = invocation.wait_reason
             if invocation.plan is not None:
                 row["plan"] = invocation.plan
+            row.update(_shaping(invocation))
         rows.append({**row, **trace})
     common.emit(
-        rows, ["event", "route", "handler", "matched", "why", "state", "waitReason", "invocation", "traceId"]
+        rows,
+        [
+            *("event", "route", "handler", "matched", "why", "state", "waitReason", "invocation"),
+            *("takenBy", "waiting", "traceId"),
+        ],
     )
     return 0
+
+
+def _shaping(invocation: journal.Invocation) -> dict[str, Any]:
+    """What flow shaping did to an invocation, in words: which invocation took a coalesced or
+    superseded one (or cancels it), and why a pending one waits."""
+    found: dict[str, Any] = {}
+    if invocation.taken_by is not None:
+        found["takenBy"] = invocation.taken_by
+        found["why"] = {
+            "coalesced": f"coalesced into invocation {invocation.taken_by} (it runs for this event too)",
+            "superseded": f"superseded by invocation {invocation.taken_by} (newer in its concurrency group)",
+        }.get(invocation.state, f"cancelled by invocation {invocation.taken_by}")
+    if invocation.state == "pending" and invocation.wait_reason is not None:
+        found["waiting"] = f"{invocation.wait_reason} until {_when(invocation.due_at)}"
+    elif invocation.state == "pending" and invocation.due_at > time.time():
+        found["waiting"] = f"due {_when(invocation.due_at)}"
+    return found
+
+
+def _when(at: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
 
 
 # -- replay ----------------------------------------------------------------------------------------
 
 
+def _decided(router: routing.Router, item: Item, routes: list[str] | None) -> list[routing.Decision]:
+    """The routes that match ``item`` and are enabled."""
+    assert item.event is not None
+    return [d for d in router.decide(item.event, only=routes) if d.matched and d.enabled]
+
+
+def _shape(
+    router: routing.Router, decided: list[tuple[Item, list[routing.Decision]]]
+) -> dict[tuple[int, str], preview.Shaped]:
+    """What flow shaping makes of every matched route's invocation of the recording, by (item's
+    position, route): only routes that shape are looked at (the others simply run)."""
+    shaping = {
+        r.name
+        for r in router.routes
+        if r.route.coalesce is not None or r.route.group is not None or r.route.rate_limit is not None
+    }
+    where: list[tuple[int, str]] = []
+    arrivals: list[preview.Arrival] = []
+    for position, (item, decisions) in enumerate(decided):
+        assert item.event is not None
+        for decision in decisions:
+            if decision.route in shaping and decision.params_error is None:
+                at = item.received_at if item.received_at is not None else float(position)
+                arrivals.append(preview.Arrival(item.event.get_id(), at, decision))
+                where.append((position, decision.route))
+    return dict(zip(where, preview.preview(router, arrivals), strict=True))
+
+
 async def _plans(
-    router: routing.Router, item: Item, clients: contract.Clients, routes: list[str] | None
+    router: routing.Router,
+    item: Item,
+    decisions: list[routing.Decision],
+    clients: contract.Clients,
+    shaped: dict[str, preview.Shaped],
 ) -> list[dict[str, Any]]:
     assert item.event is not None
     identity = events.identity(item.event)
     rows: list[dict[str, Any]] = []
-    for decision in router.decide(item.event, only=routes):
-        if not decision.matched or not decision.enabled:
-            continue
+    for decision in decisions:
         row: dict[str, Any] = {
             "event": item.event.get_id(),
             "source": item.event.get_source(),
@@ -259,6 +314,14 @@ async def _plans(
         if decision.params_error is not None:
             rows.append({**row, "outcome": "dead", "error": decision.params_error})
             continue
+        shape = shaped.get(decision.route)
+        if shape is not None:
+            row["shaping"] = shape.note
+            if shape.outcome != "runs":  # nothing runs for it: no plan
+                rows.append({**row, "outcome": shape.outcome, "takenBy": shape.by})
+                continue
+            if len(shape.events) > 1:
+                row["events"] = shape.events
         compiled = router.by_name[decision.route]
         attempt = await execution.plan(
             compiled, item.event, decision.params or {}, identity=identity, clients=clients
@@ -328,7 +391,7 @@ async def _replay_plans(
         identity = events.identity(item.event)
         first = seen.get(identity)
         if first is not None:  # a resend: the daemon journals it once and acts once
-            rows.append(
+            duplicates.setdefault(len(accepted), []).append(
                 {
                     "event": item.event.get_id(),
                     "source": item.event.get_source(),
@@ -338,9 +401,10 @@ async def _replay_plans(
             )
             return
         seen[identity] = item.origin
-        await pace.wait()
-        rows.extend(await _plans(router, item, clients, args.route))
+        accepted.append((item, _decided(router, item, args.route)))
 
+    accepted: list[tuple[Item, list[routing.Decision]]] = []
+    duplicates: dict[int, list[dict[str, Any]]] = {}  # by the position of the event that follows them
     try:
         if args.source == "journal":
             async with common.opened_journal(settings) as store:
@@ -349,6 +413,13 @@ async def _replay_plans(
         else:
             for item in read_items(args.source, settings):
                 await take(item)
+        shaped = _shape(router, accepted)
+        for position, (item, decisions) in enumerate(accepted):
+            rows.extend(duplicates.pop(position, []))
+            await pace.wait()
+            mine = {route: shape for (at, route), shape in shaped.items() if at == position}
+            rows.extend(await _plans(router, item, decisions, clients, mine))
+        rows.extend(row for position in sorted(duplicates) for row in duplicates[position])
     finally:
         await clients.aclose()
     out = sys.stdout
@@ -363,7 +434,7 @@ async def _replay_plans(
             }
             for row in rows
         ]
-        common.emit(table, ["event", "route", "handler", "outcome", "calls"], out)
+        common.emit(table, ["event", "route", "handler", "outcome", "shaping", "calls"], out)
     else:
         common.emit(rows, [], out)
     return 1 if problems else 0

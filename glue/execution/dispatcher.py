@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import structlog
 
@@ -58,6 +59,13 @@ class Dispatcher:
         self._full_claim = False  # the last claim took all it could: more may be runnable
         self._last_gauge = 0.0
         self._last_rails: float | None = None
+        self._rate_waits = metrics.Children(metrics.RATE_LIMIT_WAIT)
+        #: Routes whose running invocations a newer one may cancel (concurrencyGroup onConflict: cancel).
+        self._cancellable = {
+            r.name
+            for r in router.routes
+            if r.route.group is not None and r.route.group.on_conflict == "cancel"
+        }
 
     async def run(self) -> None:
         """Claim and start attempts until cancelled."""
@@ -65,6 +73,7 @@ class Dispatcher:
             try:
                 await self.keep_rails()
                 await self.dispatch_once()
+                await self.cancel_requested()
             except journal.JournalUnavailable as exc:
                 log.warning("dispatch paused: journal unavailable", error=str(exc))
                 self._full_claim = False
@@ -89,8 +98,8 @@ class Dispatcher:
             self.owner, limit=room, lease=self.lease, now=self.clock(), exclude_routes=self._full_routes()
         )
         self._full_claim = len(claimed) >= room
-        started = 0
         holds: list[journal.Hold] = []
+        admitted: list[journal.Invocation] = []
         for index, item in enumerate(claimed):
             limit = self._route_limit(item.route)
             if limit is not None and self.per_route.get(item.route, 0) >= limit:
@@ -102,23 +111,43 @@ class Dispatcher:
                 try:
                     verdict = await self.gates.check(item, self.runner.event_of)
                 except journal.JournalUnavailable:
-                    await self._give_back([h.invocation_id for h in holds] + [i.id for i in claimed[index:]])
+                    await self._give_back(
+                        [h.invocation_id for h in holds]
+                        + [i.id for i in admitted]
+                        + [i.id for i in claimed[index:]]
+                    )
                     raise
             if verdict.hold is not None:
                 holds.append(verdict.hold)
                 continue
-            if verdict.approval_until is not None:
-                work = self.runner.ask_approval(item, verdict.approval_until, self.journal)
-            else:
-                work = self.runner.run(item)
-                started += 1
             self.per_route[item.route] = self.per_route.get(item.route, 0) + 1
-            task = asyncio.create_task(work, name=f"invocation-{item.id}")
-            self.in_flight[item.id] = task
-            task.add_done_callback(functools.partial(self._finished, item))
+            if verdict.approval_until is not None:
+                self._start(item, self.runner.ask_approval(item, verdict.approval_until, self.journal))
+            else:
+                admitted.append(item)
         if holds:
             await self._hold(holds)
-        return started
+        try:
+            ready = await self._rate_limit(admitted)  # the last gate before a run
+        except BaseException:  # the journal failed: these claims run out their lease, then run
+            ready = []
+            raise
+        finally:
+            started_ids = {item.id for item in ready}
+            for item in admitted:
+                if item.id not in started_ids:  # waits (a token, the lease): its place is free again
+                    self.per_route[item.route] -= 1
+        for item in ready:
+            if item.taken_by is not None:  # it runs its cancel step: not to be cancelled itself
+                self.runner.cancelling[item.id] = item.taken_by
+            self._start(item, self.runner.run(item))
+        return len(ready)
+
+    def _start(self, item: journal.Invocation, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` (an attempt, or the plan of one awaiting approval) in its own task."""
+        task = asyncio.create_task(work, name=f"invocation-{item.id}")
+        self.in_flight[item.id] = task
+        task.add_done_callback(functools.partial(self._finished, item))
 
     async def _give_back(self, ids: list[int]) -> None:
         """Release claims not started when the journal failed under a gate (best effort: if the
@@ -156,6 +185,53 @@ class Dispatcher:
             log.warning("approval expired", invocations=expired)
         if woken:
             self._full_claim = True  # claim again at once
+
+    async def _rate_limit(self, claimed: list[journal.Invocation]) -> list[journal.Invocation]:
+        """The rate-limit gate (the last before a run): an invocation whose route has ``rateLimit``
+        takes a token from its key's bucket in the journal, or goes back to pending, due when a token
+        will be there, with the reason ``rate-limit``. A cancel step takes no token."""
+        allowed: list[journal.Invocation] = []
+        deferred: dict[int, float] = {}
+        now = self.clock()
+        for item in claimed:
+            compiled = self.router.by_name.get(item.route)
+            limit = compiled.route.rate_limit if compiled is not None else None
+            if limit is None or item.taken_by is not None:
+                allowed.append(item)
+                continue
+            key = item.rate_key or item.route
+            wait = await self.journal.take_token(key, rate=limit.per_second, burst=limit.burst, now=now)
+            if wait > 0:
+                deferred[item.id] = now + wait
+                continue
+            waited = max(now - item.created_at, 0.0) if item.wait_reason == "rate-limit" else 0.0
+            self._rate_waits[item.route].observe(waited)
+            allowed.append(item)
+        if deferred:
+            await self.journal.defer(self.owner, deferred, reason="rate-limit", now=now)
+            log.debug("rate limit: invocations wait for a token", count=len(deferred))
+        return allowed
+
+    async def cancel_requested(self) -> int:
+        """Cancel the attempts running here that a newer invocation of their group cancels (recorded
+        by whichever replica routed it: this one learns of it from the journal). Returns how many."""
+        if not self._cancellable or not any(
+            task_route in self._cancellable for task_route in self.per_route if self.per_route[task_route]
+        ):
+            return 0
+        cancelled = 0
+        for invocation_id, taker in (await self.journal.cancel_requested(self.owner)).items():
+            task = self.in_flight.get(invocation_id)
+            if (
+                task is None
+                or invocation_id in self.runner.cancelling
+                or invocation_id not in self.runner.active
+            ):
+                continue  # not here, cancelled already, or not started yet (the next round sees it)
+            self.runner.cancelling[invocation_id] = taker
+            task.cancel()
+            cancelled += 1
+        return cancelled
 
     async def drain(self) -> None:
         """Give in-flight attempts ``drainSeconds`` to finish; cancel the rest (their claims stay

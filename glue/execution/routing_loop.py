@@ -65,6 +65,10 @@ class RoutingLoop:
         self._events_routed = metrics.Children(metrics.EVENTS_ROUTED)
         self._attempts = metrics.Children(metrics.INVOCATIONS)
         self._dead = metrics.Children(metrics.DEAD_LETTERS)
+        self._shaped = {
+            "coalesced": metrics.Children(metrics.COALESCED),
+            "superseded": metrics.Children(metrics.SUPERSEDED),
+        }
         self.wake = wake.Wake()  # new events are pending: route them now rather than at the next poll
 
     async def run(self) -> None:
@@ -110,7 +114,9 @@ class RoutingLoop:
                 log.error("event cannot be routed", seq=stored.seq, id=stored.id, error=attempt.reason(exc))
                 decisions[stored.seq] = []
             self._routed(stored.id, decisions[stored.seq])
-        await self.journal.record_routing(self.owner, decisions, now=now, unfinished=unfinished)
+        shaped = await self.journal.record_routing(self.owner, decisions, now=now, unfinished=unfinished)
+        for route, state in shaped:
+            self._shaped[state][route].inc()
         self.routed.set()
         return len(claimed)
 
@@ -133,13 +139,16 @@ class RoutingLoop:
         """The invocations of an event about to be journaled, stored with it in one transaction, so
         no routing pass has to claim, read and parse it again. None leaves it pending for
         :meth:`route_once`: when a route reads the object store first, when routing fails (the pass
-        logs why), and while dispatch is behind (pending events are the backlog that bounds intake)."""
+        logs why), while dispatch is behind (pending events are the backlog that bounds intake), and
+        when a route coalesces or supersedes (decided in the routing pass's transaction, which sees the
+        other invocations of the key)."""
         if self.router.enriched or self.stopping or len(self.event_cache.kept) > self.event_cache.limit:
             return None
         try:
-            return self.router.invocations_of(identity, event, now=self.clock())
+            decided = self.router.invocations_of(identity, event, now=self.clock())
         except Exception:
             return None
+        return None if any(item.shaped for item in decided) else decided
 
     def journaled(
         self,

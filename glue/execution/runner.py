@@ -11,6 +11,7 @@ reaches its handler is a span, child of the event's ``traceparent`` (see :mod:`g
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -90,10 +91,22 @@ class Runner:
         self.options = options
         self.on_dead_letter = on_dead_letter
         self.tracing = tracing  # None: attempts make no span
+        #: Attempts whose task the dispatcher cancels because a newer invocation of their group
+        #: cancels them (not a drain): they end ``cancelled``, after the handler's cancel step.
+        self.cancelling: dict[int, int | None] = {}  # invocation -> the one that cancels it
+        #: Invocations whose attempt has started here (a task cancelled before it starts never runs).
+        self.active: set[int] = set()
 
     async def run(self, item: journal.Invocation) -> None:
         """One attempt of one invocation, from claim to a queued outcome. Never raises but
         cancellation (then the claim is released by the executor's stop)."""
+        self.active.add(item.id)
+        try:
+            await self._run(item)
+        finally:
+            self.active.discard(item.id)
+
+    async def _run(self, item: journal.Invocation) -> None:
         compiled = self.router.by_name.get(item.route)
         if compiled is None:
             error = f"route {item.route!r} is no longer configured"
@@ -123,7 +136,7 @@ class Runner:
             return
         bound = self._logger(item, event_id)
         if self.tracing is None:
-            await self._attempt(item, compiled, event, params, bound)
+            await self._attempt(item, compiled, event, event_id, params, bound)
             return
         with self.tracing.attempt(
             event.get_extension("traceparent"),
@@ -133,7 +146,7 @@ class Runner:
             event_id=event_id,
             idempotency_key=item.idempotency_key,
         ) as span:
-            outcome, failure = await self._attempt(item, compiled, event, params, bound)
+            outcome, failure = await self._attempt(item, compiled, event, event_id, params, bound)
             span.ended(outcome, failure)
 
     async def _attempt(
@@ -141,13 +154,23 @@ class Runner:
         item: journal.Invocation,
         compiled: routing.Compiled,
         event: Any,
+        event_id: str,
         params: contract.Params,
         bound: Any,
     ) -> tuple[str, str | None]:
-        """Run the handler once and queue the outcome; returns it (done, planned, retry, dead,
-        dropped) and its error."""
+        """Run the handler once (or, for an invocation a newer one of its group cancels, its cancel
+        step) and queue the outcome; returns it (done, planned, retry, dead, dropped, cancelled) and
+        its error."""
         policy = compiled.route.delivery
         dry_run = self.dry_run or compiled.route.dry_run or item.route in self.unconfigured
+        event_ids: tuple[str, ...] = (event_id,)
+        if compiled.route.coalesce is not None:
+            try:
+                event_ids = (*await self.journal.absorbed(item.id), event_id)
+            except journal.JournalUnavailable as exc:
+                error = f"journal unavailable: {exc}"
+                self._retry(item, policy, error, None, bound)
+                return "retry", error
         ctx = contract.Context(
             route=item.route,
             handler=item.handler,
@@ -158,19 +181,38 @@ class Runner:
             clients=self.clients,
             deadline=asyncio.get_running_loop().time() + policy.timeout,
             options=self.options,
+            event_ids=event_ids,
         )
+        if item.taken_by is not None:  # a newer invocation of its group cancels it: only the cancel step
+            self.cancelling[item.id] = item.taken_by  # the dispatcher leaves it be
+            try:
+                return await self._cancel(item, item.taken_by, compiled, event, params, ctx, policy)
+            finally:
+                self.cancelling.pop(item.id, None)
         started_at, started = self.clock(), time.perf_counter()
         try:
             ended = await attempt.run_attempt(
                 compiled.handler, event=event, params=params, ctx=ctx, seconds=policy.timeout
             )
+        except asyncio.CancelledError:
+            if item.id not in self.cancelling:
+                raise  # a drain: the claim is released
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            bound.info("attempt cancelled: a newer invocation of its group arrived")
+            taker = self.cancelling.get(item.id)
+            return await self._cancel(item, taker, compiled, event, params, ctx, policy)
         finally:
+            self.cancelling.pop(item.id, None)
             self._durations[item.route, item.handler].observe(time.perf_counter() - started)
         ran = _Ran(started_at, time.perf_counter() - started)
         if self.gates is not None and item.route in self.gates.breakers:
             await self._breaker(item, failed=ended.outcome not in ("done", "planned"))
         if ended.outcome == "done":
-            self.outcomes.settle(item, journal.Outcome(item.id, "done", **ran.fields()))
+            group = compiled.route.group
+            undo = compiled.handler.cancel is not None and group is not None and group.on_conflict == "cancel"
+            self.outcomes.settle(item, journal.Outcome(item.id, "done", undo=undo, **ran.fields()))
             self._attempts[item.route, item.handler, "done"].inc()
             bound.info("dispatched", outcome="done", duration_ms=ran.ms)
             return "done", None
@@ -190,6 +232,47 @@ class Runner:
         error = ended.error or "failed"
         self._retry(item, policy, error, ended.delay, bound, ran=ran)
         return "retry", error
+
+    async def _cancel(
+        self,
+        item: journal.Invocation,
+        taker: int | None,
+        compiled: routing.Compiled,
+        event: Any,
+        params: contract.Params,
+        ctx: contract.Context,
+        policy: routing.DeliveryPolicy,
+    ) -> tuple[str, str | None]:
+        """End a cancelled invocation ``cancelled`` after its handler's cancel step (none: nothing to
+        undo). A cancel step that fails is retried like an attempt, and stays a cancel step."""
+        why = f"cancelled by invocation {taker}" if taker is not None else "cancelled"
+        step = compiled.handler.cancel
+        started_at = self.clock()
+        ran = _Ran(started_at, None)
+        if step is not None:
+            started = time.perf_counter()
+            ended = await attempt.run_attempt(
+                dataclasses.replace(compiled.handler, fn=step),
+                event=event,
+                params=params,
+                ctx=ctx,
+                seconds=policy.timeout,
+            )
+            ran = _Ran(started_at, time.perf_counter() - started)
+            if ended.outcome not in ("done", "planned"):
+                error = f"cancel step: {ended.error}"
+                if ended.outcome == "permanent" or item.attempt >= policy.attempts:
+                    return self._give_up(
+                        item, error, dead_letter=policy.dead_letter, log_=ctx.log, ran=ran
+                    ), error
+                self._retry(item, policy, error, ended.delay, ctx.log, ran=ran)
+                return "retry", error
+            if ended.plan is not None:
+                ctx.log.info("cancel step planned", plan=ended.plan.to_dict())
+        self.outcomes.settle(item, journal.Outcome(item.id, "cancelled", error=why, **ran.fields()))
+        self._attempts[item.route, item.handler, "cancelled"].inc()
+        ctx.log.info("dispatched", outcome="cancelled", reason=why)
+        return "cancelled", why
 
     async def event_of(self, item: journal.Invocation) -> events.CloudEvent | None:
         """``item``'s event (parsed once routing kept it; else read back), None when it is gone or the

@@ -22,6 +22,8 @@ from glue.journal.records import (
     Appended,
     AttemptRecord,
     AuditEntry,
+    Coalesce,
+    Conflict,
     EventStatus,
     Hold,
     Invocation,
@@ -31,6 +33,7 @@ from glue.journal.records import (
     Outcome,
     Rail,
     Rejected,
+    Shaped,
     StoredEvent,
     idempotency_key,
 )
@@ -47,6 +50,8 @@ __all__ = [
     "Appended",
     "AttemptRecord",
     "AuditEntry",
+    "Coalesce",
+    "Conflict",
     "EventStatus",
     "Hold",
     "Inbox",
@@ -59,6 +64,7 @@ __all__ = [
     "Rail",
     "Rails",
     "Rejected",
+    "Shaped",
     "StoredEvent",
     "WorkQueue",
     "create",
@@ -128,8 +134,10 @@ class WorkQueue(Protocol):
         *,
         now: float,
         unfinished: Collection[int] = (),
-    ) -> None:
-        """Persist the routing of claimed events, all in one transaction.
+    ) -> Shaped:
+        """Persist the routing of claimed events, all in one transaction, and shape the flow of the
+        new invocations (coalescing, concurrency groups: :mod:`glue.journal.shaping`) in it; returns
+        the invocations that shaping ended ``coalesced`` or ``superseded``, by route.
 
         For each ``seq -> invocations``: insert the invocations (one whose ``idempotency_key`` exists
         already is skipped, so a re-route after a crash adds nothing), mark the event ``routed`` (or
@@ -173,6 +181,28 @@ class WorkQueue(Protocol):
         to ``pending``, due ``now``, and the interrupted attempt is not counted; its event claims are
         dropped. ``owner`` None: every owner's (the only daemon on this journal, at start). Returns how
         many invocations were released."""
+        ...
+
+    async def cancel_requested(self, owner: str) -> dict[int, int]:
+        """``owner``'s running invocations that a newer one of their group cancels (``taken_by``
+        set, by whichever replica recorded the newer one), with that one's id: the owner cancels
+        their attempts."""
+        ...
+
+    async def absorbed(self, invocation_id: int) -> builtins.list[str]:
+        """The ids of the events coalesced into an invocation (besides its own), in event order."""
+        ...
+
+    async def defer(self, owner: str, due: Mapping[int, float], *, reason: str, now: float) -> int:
+        """Give back claims that a gate holds (rate limit): each invocation in ``due`` returns to
+        ``pending`` due at its time, with ``reason`` as its ``wait_reason``, and the claim is not
+        counted as an attempt. Returns how many were deferred."""
+        ...
+
+    async def take_token(self, key: str, *, rate: float, burst: int, now: float) -> float:
+        """Take a token from the bucket ``key`` (``rate`` tokens a second, ``burst`` at most; a new
+        bucket is full), shared by every replica: 0 when taken, else the seconds until one is there
+        (nothing is taken then)."""
         ...
 
     async def dead_letters(self) -> int:

@@ -21,6 +21,8 @@ __all__ = [
     "Appended",
     "AttemptRecord",
     "AuditEntry",
+    "Coalesce",
+    "Conflict",
     "EventStatus",
     "Hold",
     "Invocation",
@@ -31,6 +33,7 @@ __all__ = [
     "Rail",
     "Rejected",
     "Routing",
+    "Shaped",
     "StoredEvent",
     "idempotency_key",
 ]
@@ -103,19 +106,39 @@ class Rejected:
 #                dead --redrive--> pending;  dead --purge--> gone
 #                running --hold (a rail stops it before its attempt)--> held --due or lifted--> pending
 #                running --await_approval--> awaiting-approval --approve--> pending | --deny, ttl--> dead
+#   flow shaping (routes with ``coalesce`` or ``concurrencyGroup``, decided by record_routing):
+#                pending --a later event of its coalescing key--> coalesced (``taken_by``: the one that runs)
+#                pending --a newer invocation of its group (supersede, cancel)--> superseded (``taken_by``)
+#                running --a newer one (cancel)--> running with ``taken_by`` set: its owner cancels it
+#                done --a newer one (cancel, the handler has a cancel step)--> pending with ``taken_by``
+#                an invocation claimed with ``taken_by`` set runs its handler's cancel step --> cancelled
+#                pending --claimed over its rate limit--> pending, due later, ``wait_reason`` rate-limit
 #
 # Leases make the claims safe for several replicas (PostgreSQL: ``FOR UPDATE SKIP LOCKED``): a claim
 # holds until ``lease_until``; a claim whose lease expired (its owner died) is claimable again. Every write
 # that acts on a claim names its ``owner`` and is ignored when the claim is no longer that owner's.
 
-InvocationState = Literal["pending", "running", "done", "planned", "dead", "held", "awaiting-approval"]
+InvocationState = Literal[
+    "pending",
+    "running",
+    "done",
+    "planned",
+    "dead",
+    "held",
+    "awaiting-approval",
+    "coalesced",
+    "superseded",
+    "cancelled",
+]
 #: The states an invocation can have, as ``glue events list --state`` and the listings take them.
 INVOCATION_STATES: tuple[str, ...] = typing.get_args(InvocationState)
 #: The states in which an invocation is over (retention prunes them).
-FINISHED_STATES = ("done", "planned")
+FINISHED_STATES = ("done", "planned", "coalesced", "superseded", "cancelled")
 #: States in which an invocation waits for a rail (or an operator) before its next attempt: they keep
 #: their ordering key's place, so nothing after them on that key runs first.
 WAITING_STATES: tuple[str, ...] = ("held", "awaiting-approval")
+#: What a newer invocation of a concurrency group does to the older ones (see :class:`NewInvocation`).
+Conflict = Literal["queue", "supersede", "cancel"]
 EventStatus = Literal["pending", "routed", "unmatched"]
 #: The statuses an event can have, as ``glue events list --status`` takes them.
 EVENT_STATUSES: tuple[str, ...] = typing.get_args(EventStatus)
@@ -127,12 +150,29 @@ def idempotency_key(identity: str, route: str) -> str:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Coalesce:
+    """A route's coalescing as the journal applies it to one invocation: the key (scoped by the
+    route), the quiet ``window`` and the ``max_wait`` bound in seconds, and which edge runs."""
+
+    key: str
+    window: float
+    max_wait: float
+    edge: Literal["trailing", "leading"] = "trailing"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class NewInvocation:
     """What routing decided for one matched route, to be persisted by :meth:`Journal.record_routing`.
 
     ``state`` is ``pending`` (run at ``due_at``) or ``dead`` when the route matched but its parameters
     could not be rendered (``error`` says why): the event then sits in the dead-letter queue at once.
     ``ordering_key`` is already scoped by the caller (routes do not share keys); None = unordered.
+    It is the key of the route's concurrency group, whose ``conflict`` says what a newer invocation
+    does to the older ones: ``queue`` (None) waits its turn; ``supersede`` ends the waiting ones
+    ``superseded``; ``cancel`` also cancels the running one, and when ``cancel_done`` (its handler has
+    a cancel step) the one that finished last, whose work may still be going on (a Workflow).
+    ``coalesce``: the invocation joins the open invocation of its key (see :class:`Coalesce`).
+    ``rate_key``: the token bucket it takes a token from before it runs (scoped by the route).
     """
 
     route: str
@@ -143,6 +183,23 @@ class NewInvocation:
     ordering_key: str | None = None
     state: Literal["pending", "dead"] = "pending"
     error: str | None = None
+    conflict: Conflict | None = None
+    cancel_done: bool = False
+    coalesce: Coalesce | None = None
+    rate_key: str | None = None
+
+    @property
+    def shaped(self) -> bool:
+        """Whether routing decides more than its insertion (coalescing, superseding): such an
+        invocation is recorded by ``record_routing``, in the transaction that decides it."""
+        return self.state == "pending" and (
+            self.coalesce is not None or self.conflict in ("supersede", "cancel")
+        )
+
+
+#: What routing ended besides recording: (route, state) for each invocation it left ``coalesced`` or
+#: ``superseded`` (metrics count them).
+Shaped = list[tuple[str, str]]
 
 
 #: What the routes decided at intake for an appended batch (see ``Inbox.append``): None, or for each
@@ -173,13 +230,18 @@ class Invocation:
     last_error: str | None
     owner: str | None
     lease_until: float | None
-    #: Why a ``held`` invocation waits: paused, budget, breaker, window, client-down.
+    #: Why it waits: a ``held`` one for a rail (paused, budget, breaker, window, client-down), a
+    #: pending one past its first due time for its rate limit (``rate-limit``).
     wait_reason: str | None = None
     #: The dry-run plan of a ``planned`` invocation (the API calls it would have made) or of one
     #: awaiting approval (JSON of a ``contract.Plan``); else None.
     plan: Mapping[str, Any] | None = None
     #: Who approved it (and the note): the approval gate lets it pass on every later attempt.
     approved_by: str | None = None
+    #: For a coalesced or superseded invocation, the one that took its place; for a running or
+    #: pending one, the newer invocation that cancels it (its handler's cancel step runs).
+    taken_by: int | None = None
+    rate_key: str | None = None
 
     def summary(self) -> dict[str, Any]:
         found = {
@@ -199,6 +261,8 @@ class Invocation:
         }
         if self.wait_reason is not None:
             found["waitReason"] = self.wait_reason
+        if self.taken_by is not None:
+            found["takenBy"] = self.taken_by
         if self.approved_by is not None:
             found["approvedBy"] = self.approved_by
         return found
@@ -279,19 +343,24 @@ class Outcome:
     """How one claimed attempt ended, applied by :meth:`Journal.settle`.
 
     ``done``: finished. ``planned``: a dry-run attempt that ended with ``plan`` (nothing was done).
-    ``retry``: back to pending, due at ``due_at``. ``dead``: dead-lettered. ``error`` is a one-line
-    reason without secrets, kept as ``last_error`` (``done`` without an error keeps the previous one;
-    ``done`` with an error is an invocation dropped after its attempts). ``started_at`` and
+    ``retry``: back to pending, due at ``due_at``. ``dead``: dead-lettered. ``cancelled``: a newer
+    invocation of its group cancelled it (its cancel step ran). ``error`` is a one-line reason without
+    secrets, kept as ``last_error`` (``done`` without an error keeps the previous one; ``done`` with
+    an error is an invocation dropped after its attempts). ``started_at`` and
     ``duration`` (seconds; None when the handler was not called) go to the attempt's history row.
     """
 
     invocation_id: int
-    state: Literal["done", "planned", "retry", "dead"]
+    state: Literal["done", "planned", "retry", "dead", "cancelled"]
     due_at: float | None = None
     error: str | None = None
     plan: Mapping[str, Any] | None = None
     started_at: float | None = None
     duration: float | None = None
+    #: ``done`` of an invocation whose handler has a cancel step: when a newer invocation of its
+    #: group marked it for cancelling while it ran (``taken_by``), it goes back to pending instead,
+    #: so that its cancel step undoes what it just finished.
+    undo: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -31,7 +31,8 @@ log = structlog.get_logger(__name__)
 
 _SQLITE_PRUNE = {
     "invocations": "DELETE FROM invocations WHERE id IN (SELECT id FROM invocations"
-    " WHERE state IN ('done', 'planned') AND updated_at < ? LIMIT ?)",
+    " WHERE state IN ('done', 'planned', 'coalesced', 'superseded', 'cancelled')"
+    " AND updated_at < ? LIMIT ?)",
     "events": "DELETE FROM events WHERE seq IN (SELECT e.seq FROM events e"
     " WHERE e.status IN ('routed', 'unmatched') AND e.updated_at < ?"
     " AND NOT EXISTS (SELECT 1 FROM invocations i WHERE i.event_seq = e.seq)"

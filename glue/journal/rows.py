@@ -25,10 +25,12 @@ __all__ = [
     "PARAMS",
     "PLAN",
     "REJECTED_COLUMNS",
+    "UNDO",
     "Page",
     "Settlement",
     "appended_status",
     "attempt",
+    "bucket",
     "check_routing",
     "dedup_window",
     "delivery",
@@ -44,7 +46,8 @@ __all__ = [
 EVENT_COLUMNS = "seq, identity, id, source, type, subject, received_at, status, delivery_id, cloudevent"
 INVOCATION_COLUMNS = (
     "id, event_seq, route, handler, idempotency_key, ordering_key, params, state, attempt, due_at,"
-    " created_at, updated_at, last_error, owner, lease_until, wait_reason, plan, approved_by"
+    " created_at, updated_at, last_error, owner, lease_until, wait_reason, plan, approved_by, taken_by,"
+    " rate_key"
 )
 ATTEMPT_COLUMNS = "invocation_id, attempt, started_at, duration, outcome, error"
 DELIVERY_COLUMNS = "received_at, transport, endpoint, format, headers, body, key"
@@ -175,10 +178,36 @@ def settlement(outcome: records.Outcome, now: float) -> Settlement:
     if outcome.state == "planned":
         plan = orjson.dumps(_no_nul(dict(outcome.plan or {})))
         return Settlement(outcome.invocation_id, "planned", None, outcome.error, True, plan, "planned", *ran)
+    if outcome.state == "cancelled":
+        cancelled = outcome.invocation_id, "cancelled", None, outcome.error, True, None, "cancelled"
+        return Settlement(*cancelled, *ran)
     if outcome.state == "retry":
         due_at = outcome.due_at if outcome.due_at is not None else now
         return Settlement(outcome.invocation_id, "pending", due_at, outcome.error, False, None, "retry", *ran)
     return Settlement(outcome.invocation_id, "dead", None, outcome.error, False, None, "dead", *ran)
+
+
+def bucket(
+    tokens: float | None, updated_at: float | None, *, now: float, rate: float, burst: int
+) -> tuple[float, float]:
+    """A token bucket (``rate`` tokens a second, at most ``burst``) asked for one token at ``now``:
+    the tokens it keeps, and how long the caller waits first (0: it took the token). A new bucket
+    starts full; time that runs backwards (another replica's clock) adds nothing."""
+    if tokens is None or updated_at is None:
+        tokens = float(burst)
+    else:
+        tokens = min(float(burst), tokens + max(now - updated_at, 0.0) * rate)
+    if tokens >= 1.0:
+        return tokens - 1.0, 0.0
+    return tokens, (1.0 - tokens) / rate
+
+
+#: After a batch of outcomes: finished invocations a newer one marked for cancelling while they ran
+#: go back to pending, due at once, to run their cancel step (``Outcome.undo``); ``?`` placeholders.
+UNDO = (
+    "UPDATE invocations SET state = 'pending', due_at = ?, attempt = 0"
+    " WHERE id = ? AND state = 'done' AND taken_by IS NOT NULL"
+)
 
 
 def seq_of(key: int | str) -> int | None:

@@ -76,6 +76,11 @@ TABLES: dict[str, tuple[str, ...]] = {
             "wait_reason",
             "plan",
             "approved_by",
+            "taken_by",
+            "rate_key",
+            "coalesce_key",
+            "window_until",
+            "opened_at",
         ]
     ),
 }
@@ -83,7 +88,10 @@ KINDS = {"deliveries": "delivery", "events": "event", "invocations": "invocation
 _TABLE_OF = {kind: table for table, kind in KINDS.items()}
 _BINARY = {"body", "key", "cloudevent"}
 #: Columns an export may lack (written before they existed): imported as null.
-_OPTIONAL = {"digest", "wait_reason", "plan", "approved_by"}
+_OPTIONAL = {
+    *("digest", "wait_reason", "plan", "approved_by"),
+    *("taken_by", "rate_key", "coalesce_key", "window_until", "opened_at"),
+}
 _JSON = {"headers", "params", "plan"}
 _PAGE = 1000
 

@@ -26,6 +26,21 @@ def test_handlers_lists_every_built_in_handler(capsys: pytest.CaptureFixture[str
     assert restart["clients"] == "kubernetes" and restart["description"].startswith("Rollout-restart")
 
 
+def test_a_handler_with_a_cancel_step_says_so_and_what_only_it_needs(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert cli.main(["handlers", "argo.submit"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["cancelStep"].startswith("Stop the Workflow this invocation submitted")
+    assert {
+        "verbs": ["get", "patch"],
+        "resources": ["argoproj.io/workflows"],
+        "only": "routes whose concurrencyGroup cancels",
+    } in shown["needs"]["kubernetes"]
+    assert cli.main(["handlers", "kubernetes.restart"]) == 0
+    assert json.loads(capsys.readouterr().out)["cancelStep"] is None
+
+
 def test_one_handler_shows_params_and_kubernetes_needs(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["handlers", "kubernetes.restart"]) == 0
     shown = json.loads(capsys.readouterr().out)

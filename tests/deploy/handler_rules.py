@@ -29,6 +29,8 @@ def handler_rules() -> dict[str, dict[str, list[dict[str, Any]]]]:
                 values["narrowBy"] = {"param": param, "default": default, "resources": dict(choices)}
             if rule.each is not None:
                 values["each"] = rule.each
+            if rule.cancel_only:
+                values["cancelOnly"] = True
             rules[name].setdefault(scope, []).append(values)
     return rules
 

@@ -215,6 +215,8 @@ The same grants as `glue rbac` (glue/rbac.py), from the rules in rbac.handlerRul
   the ClusterRole, and so do the rules a handler marks cluster-scoped;
 - a rule with `each: P` is needed once per item of the list parameter P, for the item's kind in the
   item's literal namespace (an OpenBao rotation's `restart` workloads; none: no grant);
+- a rule marked cancelOnly (a handler's cancel step) is granted to routes whose concurrencyGroup
+  has onConflict: cancel only;
 - a Role does not repeat what the ClusterRole grants.
 Result, as JSON: {"cluster": [PolicyRule...], "namespaces": {"<ns>": [PolicyRule...]},
 "clusterRoutes": [...], "routes": {"<ns>": [...]}}. */}}
@@ -234,7 +236,10 @@ Result, as JSON: {"cluster": [PolicyRule...], "namespaces": {"<ns>": [PolicyRule
 {{- $route := .name -}}
 {{- /* (namespace or "", rule) pairs: a rule's own, or one per item of its `each` list parameter */ -}}
 {{- $targets := list -}}
+{{- $group := .concurrencyGroup | default dict -}}
+{{- $cancels := eq (toString $group.onConflict) "cancel" -}}
 {{- range $rule := ($entry.namespaced | default list) -}}
+{{- if or $cancels (not $rule.cancelOnly) -}}{{- /* a cancel step's rule: cancelling routes only */ -}}
 {{- $plain := dict "apiGroups" $rule.apiGroups "resources" $rule.resources "verbs" $rule.verbs -}}
 {{- $items := list $params -}}
 {{- if $rule.each -}}
@@ -258,6 +263,7 @@ Result, as JSON: {"cluster": [PolicyRule...], "namespaces": {"<ns>": [PolicyRule
 {{- end -}}
 {{- end -}}
 {{- $targets = append $targets (list $namespace $narrowed) -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 {{- $anywhere := false -}}

@@ -17,7 +17,8 @@ __all__ = ["Admin"]
 #: Retention, in dependency order; each statement deletes at most $2 rows older than $1.
 _PRUNE = {
     "invocations": "DELETE FROM invocations WHERE id IN (SELECT id FROM invocations"
-    " WHERE state IN ('done', 'planned') AND updated_at < $1 LIMIT $2)",
+    " WHERE state IN ('done', 'planned', 'coalesced', 'superseded', 'cancelled')"
+    " AND updated_at < $1 LIMIT $2)",
     "events": "DELETE FROM events WHERE seq IN (SELECT e.seq FROM events e"
     " WHERE e.status IN ('routed', 'unmatched') AND e.updated_at < $1"
     " AND NOT EXISTS (SELECT 1 FROM invocations i WHERE i.event_seq = e.seq) LIMIT $2)",

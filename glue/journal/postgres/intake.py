@@ -97,13 +97,14 @@ inserted AS (
 ),
 invoked AS (
     INSERT INTO invocations (event_seq, route, handler, idempotency_key, ordering_key, params, state,
-                             attempt, due_at, created_at, updated_at, last_error)
+                             attempt, due_at, created_at, updated_at, last_error, rate_key)
     SELECT inserted.seq, t.route, t.handler, t.key, t.ordering_key, t.params::json, t.state, 0, t.due_at,
-           $3, $3, t.error
+           $3, $3, t.error, t.rate_key
     FROM ROWS FROM (json_to_recordset($4::json) AS (identity text, route text, handler text, key text,
                                                    ordering_key text, params text, state text,
-                                                   due_at float8, error text)) WITH ORDINALITY
-        AS t(identity, route, handler, key, ordering_key, params, state, due_at, error, k)
+                                                   due_at float8, error text, rate_key text))
+        WITH ORDINALITY
+        AS t(identity, route, handler, key, ordering_key, params, state, due_at, error, rate_key, k)
     JOIN inserted USING (identity)
     ORDER BY t.k
     ON CONFLICT (idempotency_key) DO NOTHING
@@ -188,6 +189,7 @@ def arguments(
                         "state": invocation.state,
                         "due_at": invocation.due_at,
                         "error": store.text(invocation.error),
+                        "rate_key": store.text(invocation.rate_key),
                     }
                     for invocation in decided
                 )

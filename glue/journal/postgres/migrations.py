@@ -184,6 +184,30 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX attempts_invocation ON attempts (invocation_id, started_at);
         """,
     ),
+    (
+        8,
+        "flow shaping: coalescing, concurrency groups, rate limits",
+        """
+        -- taken_by: the invocation that took a coalesced or superseded one's place, or that cancels a
+        -- running one (its owner learns of it here); wait_reason: why a pending one waits (rate-limit).
+        ALTER TABLE invocations
+            ADD COLUMN IF NOT EXISTS taken_by bigint,
+            ADD COLUMN IF NOT EXISTS wait_reason text,
+            ADD COLUMN IF NOT EXISTS rate_key text,
+            ADD COLUMN IF NOT EXISTS coalesce_key text,
+            ADD COLUMN IF NOT EXISTS window_until double precision,
+            ADD COLUMN IF NOT EXISTS opened_at double precision;
+        CREATE INDEX IF NOT EXISTS invocations_coalesce ON invocations (coalesce_key, event_seq)
+            WHERE coalesce_key IS NOT NULL;
+        CREATE INDEX IF NOT EXISTS invocations_taken_by ON invocations (taken_by) WHERE taken_by IS NOT NULL;
+        -- one token bucket per rendered rateLimit key, shared by the replicas
+        CREATE TABLE IF NOT EXISTS rate_buckets (
+            key         text PRIMARY KEY,
+            tokens      double precision NOT NULL,
+            updated_at  double precision NOT NULL
+        );
+        """,
+    ),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]

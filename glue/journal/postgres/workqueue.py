@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from glue.journal import records, rows
+from glue.journal import records, rows, shaping
 from glue.journal.postgres import store
 
 __all__ = ["WorkQueue"]
@@ -68,6 +68,22 @@ SELECT s.id, s.attempt, o.started_at, o.duration, o.outcome, o.error FROM settle
 """
 
 
+async def _run(conn: asyncpg.Connection, statements: shaping.Shaping) -> records.Shaped:
+    """Run a shaping's statements on ``conn`` (in the caller's transaction); returns what it shaped."""
+    result: Any = None
+    while True:
+        try:
+            query = statements.send(result)
+        except StopIteration as stop:
+            shaped: records.Shaped = stop.value
+            return shaped
+        sql = shaping.postgres_sql(query.sql)
+        if query.want == "row":
+            result = await conn.fetchrow(sql, *query.args)
+        else:
+            result = store.count(await conn.execute(sql, *query.args))
+
+
 class WorkQueue(store.Store):
     """The ``WorkQueue`` role."""
 
@@ -97,12 +113,12 @@ class WorkQueue(store.Store):
         *,
         now: float,
         unfinished: Collection[int] = (),
-    ) -> None:
+    ) -> records.Shaped:
         if not decisions:
-            return
+            return []
         seqs = builtins.list(decisions)
         waiting = set(unfinished)
-        columns: tuple[builtins.list[Any], ...] = ([], [], [], [], [], [], [], [], [])
+        columns: tuple[builtins.list[Any], ...] = ([], [], [], [], [], [], [], [], [], [])
         for seq, invocations in decisions.items():
             for item in invocations:
                 for column, value in zip(
@@ -117,13 +133,20 @@ class WorkQueue(store.Store):
                         item.state,
                         item.due_at,
                         store.text(item.error),
+                        store.text(item.rate_key),
                     ),
                     strict=True,
                 ):
                     column.append(value)
 
-        async def run(conn: asyncpg.Connection) -> None:
+        shaped_items = [item for seq in sorted(decisions) for item in decisions[seq] if item.shaped]
+        locks = shaping.locks(shaped_items)
+
+        async def run(conn: asyncpg.Connection) -> records.Shaped:
+            shaped: records.Shaped = []
             async with conn.transaction():
+                for key in locks:  # replicas shaping the same key take turns
+                    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", key)
                 # an unfinished event keeps its status and claim: a later pass routes it again
                 held = await conn.fetch(
                     "UPDATE events e SET status = CASE WHEN d.unfinished THEN e.status"
@@ -142,20 +165,26 @@ class WorkQueue(store.Store):
                 if columns[0] and held:
                     await conn.execute(
                         "INSERT INTO invocations (event_seq, route, handler, idempotency_key, ordering_key,"
-                        " params, state, attempt, due_at, created_at, updated_at, last_error)"
+                        " params, state, attempt, due_at, created_at, updated_at, last_error, rate_key)"
                         " SELECT t.seq, t.route, t.handler, t.key, t.ordering_key, t.params, t.state, 0,"
-                        "  t.due_at, $10, $10, t.error"
+                        "  t.due_at, $11, $11, t.error, t.rate_key"
                         " FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[],"
-                        "  $6::json[], $7::text[], $8::float8[], $9::text[]) WITH ORDINALITY"
-                        "  AS t(seq, route, handler, key, ordering_key, params, state, due_at, error, n)"
-                        " WHERE t.seq = ANY($11::int8[]) ORDER BY t.n"
+                        "  $6::json[], $7::text[], $8::float8[], $9::text[], $10::text[]) WITH ORDINALITY"
+                        "  AS t(seq, route, handler, key, ordering_key, params, state, due_at, error,"
+                        "  rate_key, n)"
+                        " WHERE t.seq = ANY($12::int8[]) ORDER BY t.n"
                         " ON CONFLICT (idempotency_key) DO NOTHING",
                         *columns,
                         now,
                         [row["seq"] for row in held],
                     )
+                    recorded = {row["seq"] for row in held}
+                    for seq in sorted(recorded):  # in event order: a later event's invocation wins
+                        for item in decisions[seq]:
+                            shaped.extend(await _run(conn, shaping.shape(item, now)))
+            return shaped
 
-        await self.run(run, execution=True)
+        return await self.run(run, execution=True)
 
     async def claim_invocations(
         self,
@@ -179,7 +208,18 @@ class WorkQueue(store.Store):
             return 0
         settlements = [rows.settlement(outcome, now) for outcome in outcomes]
 
+        undo = [outcome.invocation_id for outcome in outcomes if outcome.undo and outcome.state == "done"]
+
         async def run(conn: asyncpg.Connection) -> int:
+            if not undo:
+                return await settle(conn)
+            async with conn.transaction():
+                applied = await settle(conn)
+                for invocation_id in undo:
+                    await conn.execute(shaping.postgres_sql(rows.UNDO), now, invocation_id)
+                return applied
+
+        async def settle(conn: asyncpg.Connection) -> int:
             status = await conn.execute(
                 _SETTLE,
                 [s.invocation_id for s in settlements],
@@ -217,6 +257,69 @@ class WorkQueue(store.Store):
                         owner,
                     )
                 return store.count(status)
+
+        return await self.run(run, execution=True)
+
+    async def cancel_requested(self, owner: str) -> dict[int, int]:
+        async def run(conn: asyncpg.Connection) -> dict[int, int]:
+            found = await conn.fetch(
+                "SELECT id, taken_by FROM invocations"
+                " WHERE state = 'running' AND owner = $1 AND taken_by IS NOT NULL",
+                owner,
+            )
+            return {int(row["id"]): int(row["taken_by"]) for row in found}
+
+        return await self.run(run, execution=True)
+
+    async def absorbed(self, invocation_id: int) -> builtins.list[str]:
+        async def run(conn: asyncpg.Connection) -> builtins.list[str]:
+            found = await conn.fetch(
+                "SELECT e.id FROM invocations i JOIN events e ON e.seq = i.event_seq"
+                " WHERE i.taken_by = $1 AND i.state = 'coalesced' ORDER BY i.event_seq",
+                invocation_id,
+            )
+            return [str(row["id"]) for row in found]
+
+        return await self.run(run)
+
+    async def defer(self, owner: str, due: Mapping[int, float], *, reason: str, now: float) -> int:
+        if not due:
+            return 0
+
+        async def run(conn: asyncpg.Connection) -> int:
+            status = await conn.execute(
+                "UPDATE invocations i SET state = 'pending', owner = NULL, lease_until = NULL,"
+                " due_at = d.due_at, wait_reason = $3, updated_at = $4, attempt = greatest(attempt - 1, 0)"
+                " FROM unnest($1::int8[], $2::float8[]) AS d(id, due_at)"
+                " WHERE i.id = d.id AND i.state = 'running' AND i.owner = $5",
+                builtins.list(due),
+                builtins.list(due.values()),
+                reason,
+                now,
+                owner,
+            )
+            return store.count(status)
+
+        return await self.run(run, execution=True)
+
+    async def take_token(self, key: str, *, rate: float, burst: int, now: float) -> float:
+        async def run(conn: asyncpg.Connection) -> float:
+            async with conn.transaction():
+                await conn.execute(
+                    "INSERT INTO rate_buckets (key, tokens, updated_at) VALUES ($1, $2, $3)"
+                    " ON CONFLICT (key) DO NOTHING",
+                    key,
+                    float(burst),
+                    now,
+                )
+                row = await conn.fetchrow(  # the row lock: replicas take tokens one at a time
+                    "SELECT tokens, updated_at FROM rate_buckets WHERE key = $1 FOR UPDATE", key
+                )
+                tokens, wait = rows.bucket(row["tokens"], row["updated_at"], now=now, rate=rate, burst=burst)
+                await conn.execute(
+                    "UPDATE rate_buckets SET tokens = $2, updated_at = $3 WHERE key = $1", key, tokens, now
+                )
+            return wait
 
         return await self.run(run, execution=True)
 

@@ -26,7 +26,8 @@ FIND_DIGEST = (
 
 INSERT_INVOCATION = (
     "INSERT OR IGNORE INTO invocations (event_seq, route, handler, idempotency_key, ordering_key, params,"
-    " state, attempt, due_at, created_at, updated_at, last_error) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)"
+    " state, attempt, due_at, created_at, updated_at, last_error, rate_key)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?)"
 )
 
 
@@ -44,6 +45,7 @@ def invocation_row(seq: int, item: records.NewInvocation, now: float) -> tuple[A
         now,
         now,
         item.error,
+        item.rate_key,
     )
 
 

@@ -23,12 +23,14 @@ from glue import settings as settings_mod
 from glue.journal import records
 
 __all__ = [
+    "ADDED_COLUMNS",
     "CHECKPOINT_BYTES",
     "LOCK_RETRY",
     "NO_SEQ",
     "SCHEMA",
     "SCHEMA_VERSION",
     "Store",
+    "add_columns",
     "busy",
     "disk_refused",
     "marks",
@@ -37,7 +39,7 @@ __all__ = [
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 #: WAL size past which the writer thread checkpoints it into the database file (after an fsync).
 CHECKPOINT_BYTES = 2 << 20
@@ -113,9 +115,14 @@ CREATE TABLE IF NOT EXISTS invocations (
     last_error      TEXT,
     owner           TEXT,
     lease_until     REAL,
-    wait_reason     TEXT,  -- why a held invocation waits (glue.execution.gates)
-    plan            BLOB,  -- JSON: the dry-run plan of a planned invocation or of one awaiting approval
-    approved_by     TEXT
+    wait_reason     TEXT,     -- why it waits: held by a rail (glue.execution.gates), or a rate limit
+    plan            BLOB,     -- JSON: the dry-run plan of a planned invocation or of one awaiting approval
+    approved_by     TEXT,
+    taken_by        INTEGER,  -- flow shaping: the invocation that took its place or cancels it
+    rate_key        TEXT,     -- the token bucket it takes a token from (routes with rateLimit)
+    coalesce_key    TEXT,     -- routes with coalesce: the key whose events become one invocation
+    window_until    REAL,     -- ... when its window closes (trailing: when it runs)
+    opened_at       REAL      -- ... when the window opened (the first event: maxWait counts from it)
 );
 -- claims read pending invocations in due order and stop at the limit (no sort of the whole queue)
 DROP INDEX IF EXISTS invocations_runnable;
@@ -173,7 +180,41 @@ CREATE TABLE IF NOT EXISTS attempts (
     error         TEXT
 );
 CREATE INDEX IF NOT EXISTS attempts_invocation ON attempts (invocation_id, started_at);
+CREATE INDEX IF NOT EXISTS invocations_coalesce ON invocations (coalesce_key, event_seq)
+    WHERE coalesce_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS invocations_taken_by ON invocations (taken_by) WHERE taken_by IS NOT NULL;
+
+-- rate limits: one token bucket per rendered key, shared by every daemon on the journal
+CREATE TABLE IF NOT EXISTS rate_buckets (
+    key         TEXT PRIMARY KEY,
+    tokens      REAL NOT NULL,
+    updated_at  REAL NOT NULL
+);
 """
+
+#: Columns of ``invocations`` that files written before lack (the safety rails' and flow shaping's), added by
+#: :func:`add_columns` whatever version the file has, so the upgrade is idempotent.
+ADDED_COLUMNS = (
+    ("wait_reason", "TEXT"),
+    ("plan", "BLOB"),
+    ("approved_by", "TEXT"),
+    ("taken_by", "INTEGER"),
+    ("rate_key", "TEXT"),
+    ("coalesce_key", "TEXT"),
+    ("window_until", "REAL"),
+    ("opened_at", "REAL"),
+)
+
+
+def add_columns(db: sqlite3.Connection, table: str, columns: Collection[tuple[str, str]]) -> None:
+    """Add the ``(name, type)`` columns ``table`` lacks (an older file); none if it does not exist."""
+    have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+    if not have:
+        return
+    for name, type_ in columns:
+        if name not in have:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {type_}")
+
 
 #: Version 1 -> 2: events identified by a digest keep their key (``digest``). Those journaled before
 #: had the bare digest (64 hex digits) as id and deduplicated forever; they keep their identity and
@@ -186,19 +227,9 @@ UPDATE events SET digest = identity
 COMMIT;
 """
 
+
 #: Version 2 -> 3: invocations wait for safety rails (``held``, ``awaiting-approval``) with a reason,
 #: a plan and who approved them (added where missing, after SCHEMA created the rails tables).
-_COLUMNS_3 = {"wait_reason": "TEXT", "plan": "BLOB", "approved_by": "TEXT"}
-
-
-def _add_columns(db: sqlite3.Connection, table: str, columns: dict[str, str]) -> None:
-    """Add the ``columns`` a table of an older file lacks (idempotent)."""
-    have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
-    for name, kind in columns.items():
-        if name not in have:
-            db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
-
-
 @contextlib.contextmanager
 def transaction(db: sqlite3.Connection) -> Iterator[None]:
     """``BEGIN IMMEDIATE`` (the write lock at once) ... ``COMMIT``, or ``ROLLBACK`` on any exception."""
@@ -278,8 +309,8 @@ class Store:
             )
         if version == 1:
             db.executescript(_UPGRADE_1)
+        add_columns(db, "invocations", ADDED_COLUMNS)
         db.executescript(SCHEMA)
-        _add_columns(db, "invocations", _COLUMNS_3)
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         return db
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from glue.journal import records, rows
+from glue.journal import records, rows, shaping
 from glue.journal.sqlite import intake, store
 
 __all__ = ["WorkQueue"]
@@ -22,6 +22,19 @@ _SETTLE = (
     " WHERE id = ? AND state = 'running' AND owner = ? RETURNING id, attempt"
 )
 _INSERT_ATTEMPT = f"INSERT INTO attempts ({rows.ATTEMPT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
+
+
+def _run(db: sqlite3.Connection, statements: shaping.Shaping) -> records.Shaped:
+    """Run a shaping's statements on ``db`` (in the caller's transaction); returns what it shaped."""
+    result: Any = None
+    while True:
+        try:
+            query = statements.send(result)
+        except StopIteration as stop:
+            shaped: records.Shaped = stop.value
+            return shaped
+        cursor = db.execute(query.sql, query.args)
+        result = cursor.fetchone() if query.want == "row" else cursor.rowcount
 
 
 class WorkQueue(store.Store):
@@ -54,8 +67,9 @@ class WorkQueue(store.Store):
         *,
         now: float,
         unfinished: Collection[int] = (),
-    ) -> None:
-        def run(db: sqlite3.Connection) -> None:
+    ) -> records.Shaped:
+        def run(db: sqlite3.Connection) -> records.Shaped:
+            shaped: records.Shaped = []
             with self._execution(db):
                 marks, seqs = store.marks(decisions)
                 held = {
@@ -75,6 +89,9 @@ class WorkQueue(store.Store):
                         for item in invocations
                     ],
                 )
+                for seq in sorted(held):  # in event order: a later event's invocation wins
+                    for item in decisions[seq]:
+                        shaped.extend(_run(db, shaping.shape(item, now)))
                 held -= set(unfinished)  # invocations in; the event stays pending and claimed
                 for status, chosen in (
                     ("routed", [seq for seq in held if decisions[seq]]),
@@ -89,8 +106,9 @@ class WorkQueue(store.Store):
                 if held:
                     marks, values = store.marks(held)
                     db.execute(f"DELETE FROM event_claims WHERE seq IN ({marks})", values)
+            return shaped
 
-        await self._run_execution(run)
+        return await self._run_execution(run)
 
     async def claim_invocations(
         self,
@@ -150,6 +168,7 @@ class WorkQueue(store.Store):
 
     async def settle(self, owner: str, outcomes: Sequence[records.Outcome], *, now: float) -> int:
         settlements = [rows.settlement(outcome, now) for outcome in outcomes]
+        undo = [outcome for outcome in outcomes if outcome.undo and outcome.state == "done"]
 
         def run(db: sqlite3.Connection) -> int:
             applied: list[tuple[rows.Settlement, int]] = []  # and the attempt it ends
@@ -177,6 +196,8 @@ class WorkQueue(store.Store):
                         )
                         for _, attempt in db.execute(_SETTLE, (*args, s.invocation_id, owner)).fetchall():
                             applied.append((s, attempt))
+                for outcome in undo:
+                    db.execute(rows.UNDO, (now, outcome.invocation_id))
                 # The history, in the same commit: an outcome that was not applied (its claim was
                 # lost) leaves none, as the owner that took the claim over writes its own.
                 db.executemany(
@@ -204,6 +225,66 @@ class WorkQueue(store.Store):
                 if ids is None:
                     db.execute("DELETE FROM event_claims WHERE ? IS NULL OR owner = ?", (owner, owner))
             return released
+
+        return await self._run_execution(run)
+
+    async def cancel_requested(self, owner: str) -> dict[int, int]:
+        def run(db: sqlite3.Connection) -> dict[int, int]:
+            return {
+                int(row[0]): int(row[1])
+                for row in db.execute(
+                    "SELECT id, taken_by FROM invocations"
+                    " WHERE state = 'running' AND owner = ? AND taken_by IS NOT NULL",
+                    (owner,),
+                )
+            }
+
+        return await self.read(run)
+
+    async def absorbed(self, invocation_id: int) -> builtins.list[str]:
+        def run(db: sqlite3.Connection) -> list[str]:
+            return [
+                str(row[0])
+                for row in db.execute(
+                    "SELECT e.id FROM invocations i JOIN events e ON e.seq = i.event_seq"
+                    " WHERE i.taken_by = ? AND i.state = 'coalesced' ORDER BY i.event_seq",
+                    (invocation_id,),
+                )
+            ]
+
+        return await self.read(run)
+
+    async def defer(self, owner: str, due: Mapping[int, float], *, reason: str, now: float) -> int:
+        def run(db: sqlite3.Connection) -> int:
+            with self._execution(db):
+                return sum(
+                    db.execute(
+                        "UPDATE invocations SET state = 'pending', owner = NULL, lease_until = NULL,"
+                        " due_at = ?, wait_reason = ?, updated_at = ?, attempt = max(attempt - 1, 0)"
+                        " WHERE id = ? AND state = 'running' AND owner = ?",
+                        (due_at, reason, now, invocation_id, owner),
+                    ).rowcount
+                    for invocation_id, due_at in due.items()
+                )
+
+        return await self._run_execution(run)
+
+    async def take_token(self, key: str, *, rate: float, burst: int, now: float) -> float:
+        def run(db: sqlite3.Connection) -> float:
+            with self._execution(db):
+                row = db.execute(
+                    "SELECT tokens, updated_at FROM rate_buckets WHERE key = ?", (key,)
+                ).fetchone()
+                tokens, wait = rows.bucket(
+                    row[0] if row else None, row[1] if row else None, now=now, rate=rate, burst=burst
+                )
+                db.execute(
+                    "INSERT INTO rate_buckets (key, tokens, updated_at) VALUES (?, ?, ?)"
+                    " ON CONFLICT (key) DO UPDATE"
+                    " SET tokens = excluded.tokens, updated_at = excluded.updated_at",
+                    (key, tokens, now),
+                )
+            return wait
 
         return await self._run_execution(run)
 

@@ -56,6 +56,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import datetime
+import inspect
 import json
 import re
 import time
@@ -239,7 +240,8 @@ class ApiServer(kmock.KubernetesEmulator):
         )
 
     def before(self, method: str, path: str, action: Callable[[], object]) -> None:
-        """Run ``action`` (a concurrent writer, say) once, just before the next matching request."""
+        """Run ``action`` (a concurrent writer, say) once, just before the next matching request; an
+        awaitable it returns is awaited first (a server slow to answer that request)."""
         self.hooks.append(Hook(method.upper(), re.compile(path), action))
 
     def seed(self, resource: str | kmock.resource, obj: dict[str, Any]) -> dict[str, Any]:
@@ -305,7 +307,9 @@ class ApiServer(kmock.KubernetesEmulator):
         for hook in list(self.hooks):
             if hook.method == method and hook.path.search(request.url.path):
                 self.hooks.remove(hook)
-                hook.action()
+                done = hook.action()
+                if inspect.isawaitable(done):  # a slow server: the request waits for it
+                    await done
         for fault in self.faults:
             if fault.times > 0 and fault.method == method and fault.path.search(request.url.path):
                 fault.times -= 1

@@ -6,6 +6,11 @@ with ``resourceKind``, ``resourceName``, ``submitOptions``) and server/workflow/
 "Resource kind '%s' is not supported for submitting"; ``serverDryRun`` creates nothing), docs/access-token.md
 (``Authorization: Bearer``), as summarised in reference/actions.md section 5.2. Errors are grpc-gateway
 JSON ``{"code": <gRPC code>, "message": ...}`` with the HTTP status grpc-gateway maps the code to.
+
+The stop endpoint follows the same proto (``PUT /api/v1/workflows/{namespace}/{name}/stop``,
+WorkflowStopRequest) and workflow_server.go StopWorkflow: util.StopWorkflow's error for a completed
+Workflow ("cannot shutdown a completed workflow", workflow/util/util.go) comes back as gRPC Internal;
+otherwise ``spec.shutdown`` becomes ``Stop``.
 """
 
 from __future__ import annotations
@@ -42,7 +47,23 @@ class ArgoServerDouble:
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/api/v1/workflows/{namespace}/submit", self.submit)
+        app.router.add_put("/api/v1/workflows/{namespace}/{name}/stop", self.stop)
         return app
+
+    async def stop(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.requests.append({"headers": dict(request.headers), "body": body, "stop": True})
+        if request.headers.get("Authorization") != f"Bearer {self.token}":
+            return _error(401, 16, "token not valid for running mode")
+        namespace, name = request.match_info["namespace"], request.match_info["name"]
+        workflow = self.workflows.get((namespace, name))
+        if workflow is None:
+            return _error(404, 5, f'workflows.argoproj.io "{name}" not found')
+        if (workflow.get("status") or {}).get("phase") in ("Succeeded", "Failed", "Error"):
+            message = f'cannot shutdown a completed workflow: workflow: "{name}", namespace: "{namespace}"'
+            return _error(500, 13, message)
+        workflow["spec"]["shutdown"] = "Stop"
+        return web.json_response(workflow)
 
     async def submit(self, request: web.Request) -> web.Response:
         body = await request.json()

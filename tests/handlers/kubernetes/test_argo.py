@@ -4,7 +4,8 @@
 The Workflow shape follows argo-workflows' workflow/common/convert.go (workflowTemplateRef, template
 label), as summarised in reference/actions.md section 5.1. What is refused before a direct create follows
 what the Argo Server's submit does first (server/workflow/workflow_server.go SubmitWorkflow,
-util/instanceid/service.go, workflow/validate/validate.go validateArgumentsValues).
+util/instanceid/service.go, workflow/validate/validate.go validateArgumentsValues). The cancel step
+(``argo.stop``) follows ``argo stop``: workflow/util/util.go StopWorkflow and patchShutdownStrategy.
 """
 
 from __future__ import annotations
@@ -250,6 +251,52 @@ async def test_errors(
         await argo.submit(event=event, params=params(), ctx=make_ctx())
 
 
+# ------------------------------------------------------------------------------------- cancel step
+
+
+async def test_cancel_step_stops_the_running_workflow_as_argo_stop_does(
+    apiserver: ApiServer, make_ctx: MakeContext, event: CloudEvent
+) -> None:
+    ctx = make_ctx("gitlab evt-1 release")
+    await argo.submit(event=event, params=params(), ctx=ctx)
+    [wf] = workflows(apiserver)
+    name = wf["metadata"]["name"]
+    apiserver.set_status(WORKFLOWS, NS, name, {"phase": "Running"})
+
+    plan = await argo.stop(event=event, params=params(), ctx=make_ctx("gitlab evt-1 release", dry_run=True))
+    assert plan is not None and [c.method for c in plan.calls] == ["PATCH"]
+    assert plan.calls[0].body == {"spec": {"shutdown": "Stop"}}
+    assert "shutdown" not in apiserver.read(WORKFLOWS, NS, name)["spec"], "dry-run changes nothing"
+
+    await argo.stop(event=event, params=params(), ctx=ctx)
+    assert apiserver.read(WORKFLOWS, NS, name)["spec"]["shutdown"] == "Stop"
+    versions = apiserver.versions(WORKFLOWS, NS, name)
+    await argo.stop(event=event, params=params(), ctx=ctx)  # a redelivered cancel step
+    assert apiserver.versions(WORKFLOWS, NS, name) == versions
+
+
+async def test_cancel_step_leaves_a_completed_or_missing_workflow_alone(
+    apiserver: ApiServer, make_ctx: MakeContext, event: CloudEvent
+) -> None:
+    ctx = make_ctx("gitlab evt-2 release")
+    assert await argo.stop(event=event, params=params(), ctx=ctx) is None  # never submitted
+    await argo.submit(event=event, params=params(), ctx=ctx)
+    [wf] = workflows(apiserver)
+    name = wf["metadata"]["name"]
+    apiserver.set_status(WORKFLOWS, NS, name, {"phase": "Succeeded"})
+    versions = apiserver.versions(WORKFLOWS, NS, name)
+    await argo.stop(event=event, params=params(), ctx=ctx)
+    assert apiserver.versions(WORKFLOWS, NS, name) == versions
+    assert "shutdown" not in apiserver.read(WORKFLOWS, NS, name)["spec"]
+
+
+async def test_the_handler_declares_its_cancel_step_and_the_patch_it_needs() -> None:
+    handler = glue.registry.get("argo.submit")
+    assert handler.cancel is argo.stop
+    [patch] = [rule for rule in handler.rbac if "patch" in rule.verbs]
+    assert patch.resources == ("workflows",) and patch.cancel_only, "granted to cancelling routes only"
+
+
 # --------------------------------------------------------------------------------------------- server
 
 
@@ -311,6 +358,22 @@ async def test_server_dry_run_and_errors(
     with pytest.raises(glue.TemporaryError, match="token not valid") as raised:
         await argo.submit(event=event, params=params(via="server"), ctx=make_ctx(clients=clients))
     assert "rotated-elsewhere" not in str(raised.value)
+
+
+async def test_cancel_step_via_the_argo_server(
+    argo_server: tuple[ArgoServerDouble, glue.Clients], make_ctx: MakeContext, event: CloudEvent
+) -> None:
+    double, clients = argo_server
+    p = params(via="server")
+    await argo.submit(event=event, params=p, ctx=make_ctx("k", clients=clients))
+    name = argo.workflow_name("build-release", "k")
+    await argo.stop(event=event, params=p, ctx=make_ctx("k", clients=clients))
+    assert double.workflows[NS, name]["spec"]["shutdown"] == "Stop"
+    assert double.requests[-1]["body"] == {"name": name, "namespace": NS}
+
+    double.workflows[NS, name]["status"] = {"phase": "Failed"}
+    await argo.stop(event=event, params=p, ctx=make_ctx("k", clients=clients))  # completed: nothing to do
+    await argo.stop(event=event, params=p, ctx=make_ctx("gone", clients=clients))  # never submitted
 
 
 async def test_server_not_configured(make_ctx: MakeContext, event: CloudEvent) -> None:

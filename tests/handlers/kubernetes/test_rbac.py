@@ -144,3 +144,35 @@ def test_bad_input_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixtur
 
     code, _, err = rbac(tmp_path, capsys, CONFIG, "--service-account", "no-slash")
     assert code == 2 and "NAMESPACE/NAME" in err
+
+
+CANCELLING = """
+routes:
+  - name: release
+    handler: argo.submit
+    params: {namespace: ci, template: build-release}
+    concurrencyGroup: {key: "{{ data.ref }}", onConflict: cancel}
+  - name: nightly
+    handler: argo.submit
+    params: {namespace: nightly, template: build-nightly}
+    concurrencyGroup: {key: "{{ data.ref }}", onConflict: supersede}
+"""
+
+
+def test_only_a_route_that_cancels_may_patch_workflows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = rbac(tmp_path, capsys, CANCELLING)
+
+    assert code == 0
+    found = by_kind(list(yaml.safe_load_all(out)))
+    verbs = {
+        namespace: sorted(
+            verb
+            for rule in found["Role", namespace]["rules"]
+            if "workflows" in rule["resources"]
+            for verb in rule["verbs"]
+        )
+        for namespace in ("ci", "nightly")
+    }
+    assert verbs == {"ci": ["create", "get", "patch"], "nightly": ["create", "get"]}  # argo stop: patch

@@ -179,8 +179,8 @@ def settlement(outcome: records.Outcome, now: float) -> Settlement:
         plan = orjson.dumps(_no_nul(dict(outcome.plan or {})))
         return Settlement(outcome.invocation_id, "planned", None, outcome.error, True, plan, "planned", *ran)
     if outcome.state == "cancelled":
-        cancelled = outcome.invocation_id, "cancelled", None, outcome.error, True, None, "cancelled"
-        return Settlement(*cancelled, *ran)
+        error = outcome.error
+        return Settlement(outcome.invocation_id, "cancelled", None, error, True, None, "cancelled", *ran)
     if outcome.state == "retry":
         due_at = outcome.due_at if outcome.due_at is not None else now
         return Settlement(outcome.invocation_id, "pending", due_at, outcome.error, False, None, "retry", *ran)

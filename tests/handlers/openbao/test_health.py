@@ -129,6 +129,48 @@ async def test_an_openbao_login_refused_is_shown_and_then_recovered(
         assert bao.count("GET", "auth/token/lookup-self") >= 1
 
 
+async def test_a_rotation_waits_held_while_openbao_is_down_and_runs_once_it_is_up(
+    tmp_path: Path, bao: OpenBaoDouble, bao_config: dict[str, Any]
+) -> None:
+    """The health check's verdict reaches the dispatcher: the invocation waits ``held``,
+    ``client-down``, uses no attempt and is not dead-lettered, then runs once the login works."""
+    bao.kubernetes_roles["kubernetes"]["runtime-glue"] = set()
+    loaded = support.daemon_settings(
+        tmp_path,
+        execution={"pollSeconds": 0.05, "clientCheckSeconds": 0.1},
+        endpoints=[{"name": "events", "path": "/events", "format": "cloudevents"}],
+        routes=[{**ROTATE, "params": {"path": "apps/db", "create": True}}],
+        clients={"openbao": bao_config},
+    )
+    app.load_plugins(loaded)
+    async with support.running(loaded) as daemon, aiohttp.ClientSession() as session:
+        event = {"specversion": "1.0", "id": "r1", "source": "/t", "type": "t", "data": {"x": 1}}
+        headers = {"Content-Type": "application/cloudevents+json"}
+        async with session.post(support.base_url(daemon) + "/events", json=event, headers=headers) as answer:
+            assert answer.status == 202
+
+        async def held() -> bool:
+            found = await daemon.journal.invocations(state="held")
+            return [(i.wait_reason, i.attempt) for i in found] == [("client-down", 0)]
+
+        await support.eventually(held)
+        assert await daemon.journal.invocations(state="dead") == []
+        assert written(bao) == 0
+
+        bao.kubernetes_roles["kubernetes"]["runtime-glue"] = {JWT}
+
+        async def done() -> bool:
+            return [i.attempt for i in await daemon.journal.invocations(state="done")] == [1]
+
+        await support.eventually(done)
+        assert await daemon.journal.invocations(state="held") == []
+        assert written(bao) == 1  # the secret rotated once
+
+
+def written(bao: OpenBaoDouble) -> int:
+    return bao.count("POST", r".*/data/apps/db") + bao.count("PUT", r".*/data/apps/db")
+
+
 def write(tmp_path: Path, document: dict[str, Any]) -> str:
     import yaml
 

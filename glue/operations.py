@@ -26,7 +26,7 @@ __all__ = [
 ]
 
 #: States counted per route by ``routes list``, in the order shown.
-STATES = ("pending", "running", "held", "awaiting-approval", "done", "dead")
+STATES = ("pending", "running", "held", "awaiting-approval", "done", "planned", "dead")
 
 
 class OperationError(Exception):

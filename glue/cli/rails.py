@@ -32,6 +32,7 @@ _ROUTE_COLUMNS = [
     "held",
     "awaiting-approval",
     "done",
+    "planned",
     "dead",
     "budget",
     "breaker",

@@ -24,7 +24,7 @@ from .conftest import Append, Harness, Recorder, metric, wait_for
 
 POLL = 0.05
 CACHE = 1.2  # a little more than gates.CACHE_SECONDS
-STATES = {"pending", "running", "held", "awaiting-approval", "done", "dead"}
+STATES = {"pending", "running", "held", "awaiting-approval", "done", "planned", "dead"}
 
 
 class Act:

@@ -50,7 +50,7 @@ class AdminApi:
         self.clock = clock
         #: (name, accepted values) per token, read once at start.
         self._tokens = [(name, ref.resolve()) for name, ref in sorted(config.named().items())]
-        self.app = web.Application(client_max_size=64 << 10)
+        self.app = web.Application(client_max_size=64 << 10, middlewares=[_json_errors])
         for method, path, handler in (
             ("GET", "/v1/routes", self._routes),
             ("POST", "/v1/routes/{name}/pause", self._pause),
@@ -186,3 +186,21 @@ async def _body(request: web.Request) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise _BadRequest("the body must be a JSON object")
     return data
+
+
+@web.middleware
+async def _json_errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """aiohttp's own refusals (no such path, a method the path does not take, a body over the limit)
+    answered as every other error of the API: JSON with the reason, and the headers they carry
+    (``Allow`` of a 405)."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        answer = _json({"error": exc.reason}, status=exc.status)
+        if "Allow" in exc.headers:
+            answer.headers["Allow"] = exc.headers["Allow"]
+        return answer

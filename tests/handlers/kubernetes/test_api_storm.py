@@ -20,6 +20,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from structlog.testing import capture_logs
 
 from glue import app, execution, journal
 from tests import support
@@ -112,6 +113,63 @@ async def test_a_storm_of_500_and_429_backs_off_honours_retry_after_and_drains(
     invocations = await daemon.journal.invocations()
     assert {row.state for row in invocations} == {"done"}
     assert max(row.attempt for row in invocations) > 2  # they did meet the storm
+
+
+async def test_a_storm_opens_the_routes_breaker_which_probes_and_closes_when_it_passes(
+    apiserver: ApiServer, kubeconfig: Path, tmp_path: Path
+) -> None:
+    """With a breaker on the route (the safety rails), the storm's failed attempts open it: the rest wait
+    ``held``, ``breaker``, using no attempt; after the cooldown one probes, and once the API answers
+    again the breaker closes and every workload is restarted exactly once."""
+    for name in WORKLOADS:
+        apiserver.seed(DEPLOYMENTS, k8s_fixtures.deployment(name, NS, replicas=2))
+    # Every first attempt fails, and so do the first two probes.
+    apiserver.fail("GET", r"/apis/apps/v1/namespaces/apps/deployments/", 500, times=len(WORKLOADS) + 2)
+    config = support.daemon_settings(
+        tmp_path,
+        execution={"pollSeconds": 0.05},
+        endpoints=[{"name": "events", "path": "/events", "format": "cloudevents"}],
+        routes=[
+            {
+                "name": "restart",
+                "handler": "kubernetes.restart",
+                "params": {"namespace": NS, "name": "{{ data.name }}"},
+                # retries come after the replicas' rails cache (at most 1 s old) has seen the breaker
+                "delivery": {"attempts": 30, "backoff": {"initial": 1.5, "max": 1.5, "jitter": 0}},
+                "breaker": {"failures": 3, "within": "1m", "cooldown": "1s"},
+            }
+        ],
+        clients={"kubernetes": {"kubeconfig": str(kubeconfig)}},
+    )
+    app.load_plugins(config)
+    with capture_logs() as logs:
+        await _storm_through(config)
+    events = [(line["event"], line.get("reason")) for line in logs]
+    opened = events.index(("breaker opened", None))
+    assert ("held", "breaker") in events[opened:], "the rest waited for the breaker"
+    assert ("breaker half-open: probing", None) in events[opened:]
+    assert events.index(("breaker closed", None)) > opened  # a probe got through: closed again
+    assert all(fault.times == 0 for fault in apiserver.faults), "the storm did not happen"
+    for name in WORKLOADS:
+        assert apiserver.read(DEPLOYMENTS, NS, name)["metadata"]["generation"] == 2
+
+
+async def _storm_through(config: Any) -> None:
+    async with support.running(config) as daemon, aiohttp.ClientSession() as session:
+        for n, name in enumerate(WORKLOADS):
+            headers = {
+                "ce-specversion": "1.0",
+                "ce-id": f"push-{n}",
+                "ce-source": "/registry",
+                "ce-type": "com.example.pushed",
+                "content-type": "application/json",
+            }
+            async with session.post(
+                support.base_url(daemon) + "/events", data=json.dumps({"name": name}), headers=headers
+            ) as response:
+                assert response.status == 202
+
+        await support.eventually(lambda: _all_done(daemon.journal), within=60)
 
 
 async def _all_done(store: journal.Journal) -> bool:

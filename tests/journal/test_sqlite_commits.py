@@ -332,4 +332,7 @@ async def test_a_journal_of_schema_2_gets_plans_and_the_attempts_history(tmp_pat
         assert (await store.invocation(invocation_id)).plan == plan  # type: ignore[union-attr]
     finally:
         await store.close()
-    assert sqlite3.connect(tmp_path / "j.db").execute("PRAGMA user_version").fetchone()[0] == 4
+    assert (
+        sqlite3.connect(tmp_path / "j.db").execute("PRAGMA user_version").fetchone()[0]
+        == sqlite_store.SCHEMA_VERSION
+    )

@@ -111,6 +111,8 @@ class Dispatcher:
                 try:
                     verdict = await self.gates.check(item, self.runner.event_of)
                 except journal.JournalUnavailable:
+                    for taken in admitted:  # not started: their places are free again
+                        self.per_route[taken.route] -= 1
                     await self._give_back(
                         [h.invocation_id for h in holds]
                         + [i.id for i in admitted]

@@ -14,7 +14,25 @@ import aiohttp
 import prometheus_client
 from cloudevents.core.v1.event import CloudEvent
 
+import glue
 from glue import app, events, settings
+
+
+class Counting:
+    """A registry whose one handler, ``test.count``, records the id of every event it handles (a dry
+    run only plans): what the fault tests compare with what was acknowledged."""
+
+    def __init__(self) -> None:
+        self.registry = glue.Registry()
+        self.handled: list[str] = []
+
+        @glue.handler("test.count", registry=self.registry)
+        async def count(*, event: events.CloudEvent, ctx: glue.Context, **kwargs: Any) -> glue.Plan | None:
+            """Counts the events it is called with."""
+            if ctx.dry_run:
+                return glue.Plan(summary="count")
+            self.handled.append(event.get_id())
+            return None
 
 
 def daemon_settings(tmp_path: Path, **groups: Any) -> settings.Settings:

@@ -16,30 +16,19 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import orjson
 import pytest
 from structlog.testing import capture_logs
 
-import glue
-from glue import app, events
+from glue import app
 from tests import support
 
 pytestmark = pytest.mark.slow
 
-registry = glue.Registry()
-handled: list[str] = []
-
-
-@glue.handler("test.count", registry=registry)
-async def count(*, event: events.CloudEvent, ctx: glue.Context, **kwargs: Any) -> glue.Plan | None:
-    """Counts the events it is called with."""
-    if ctx.dry_run:
-        return glue.Plan(summary="count")
-    handled.append(event.get_id())
-    return None
+counting = support.Counting()
+registry, handled = counting.registry, counting.handled
 
 
 @pytest.fixture

@@ -74,18 +74,7 @@ async def test_a_storm_of_500_and_429_backs_off_honours_retry_after_and_drains(
     apiserver.fail("PATCH", deployments, 429, headers={"Retry-After": str(RETRY_AFTER)}, times=12)
 
     async with aiohttp.ClientSession() as session:
-        for n, name in enumerate(WORKLOADS):
-            headers = {
-                "ce-specversion": "1.0",
-                "ce-id": f"push-{n}",
-                "ce-source": "/registry",
-                "ce-type": "com.example.pushed",
-                "content-type": "application/json",
-            }
-            async with session.post(
-                support.base_url(daemon) + "/events", data=json.dumps({"name": name}), headers=headers
-            ) as response:
-                assert response.status == 202
+        await _push_each_workload(session, daemon)
 
     assert daemon.pipeline is not None
     executor = next(c for c in daemon.pipeline.workers if isinstance(c, execution.Executor))
@@ -156,20 +145,25 @@ async def test_a_storm_opens_the_routes_breaker_which_probes_and_closes_when_it_
 
 async def _storm_through(config: Any) -> None:
     async with support.running(config) as daemon, aiohttp.ClientSession() as session:
-        for n, name in enumerate(WORKLOADS):
-            headers = {
-                "ce-specversion": "1.0",
-                "ce-id": f"push-{n}",
-                "ce-source": "/registry",
-                "ce-type": "com.example.pushed",
-                "content-type": "application/json",
-            }
-            async with session.post(
-                support.base_url(daemon) + "/events", data=json.dumps({"name": name}), headers=headers
-            ) as response:
-                assert response.status == 202
+        await _push_each_workload(session, daemon)
 
         await support.eventually(lambda: _all_done(daemon.journal), within=60)
+
+
+async def _push_each_workload(session: aiohttp.ClientSession, daemon: app.Daemon) -> None:
+    """One push event per workload, each acknowledged (202)."""
+    for n, name in enumerate(WORKLOADS):
+        headers = {
+            "ce-specversion": "1.0",
+            "ce-id": f"push-{n}",
+            "ce-source": "/registry",
+            "ce-type": "com.example.pushed",
+            "content-type": "application/json",
+        }
+        async with session.post(
+            support.base_url(daemon) + "/events", data=json.dumps({"name": name}), headers=headers
+        ) as response:
+            assert response.status == 202
 
 
 async def _all_done(store: journal.Journal) -> bool:

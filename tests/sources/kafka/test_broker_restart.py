@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import aiokafka
 import boto3
@@ -20,8 +19,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 from structlog.testing import capture_logs
 
-import glue
-from glue import events
+from tests import support
 from tests.sources.kafka.conftest import StartDaemon
 from tests.sources.kafka.support import (
     Broker,
@@ -37,17 +35,8 @@ from tests.sources.kafka.test_delivery import binary_ce
 
 pytestmark = pytest.mark.slow
 
-registry = glue.Registry()
-handled: list[str] = []
-
-
-@glue.handler("test.count", registry=registry)
-async def count(*, event: events.CloudEvent, ctx: glue.Context, **kwargs: Any) -> glue.Plan | None:
-    """Counts the events it is called with."""
-    if ctx.dry_run:
-        return glue.Plan(summary="count")
-    handled.append(event.get_id())
-    return None
+counting = support.Counting()
+registry, handled = counting.registry, counting.handled
 
 
 @pytest.fixture

@@ -749,6 +749,12 @@ class Router:
         self.by_name = {route.name: route for route in self.routes}
         #: Routes that read the event's object before matching (see glue.enrich), by name.
         self.enriched = {r.name: r.route.enrich for r in self.routes if r.route.enrich is not None}
+        #: Whether some route coalesces or supersedes: its invocations are decided in a routing pass.
+        self.shaping = any(
+            r.route.coalesce is not None
+            or (r.route.group is not None and r.route.group.on_conflict in ("supersede", "cancel"))
+            for r in self.routes
+        )
         #: What some route's match reads: converted once per event, shared by the routes.
         self.reads = _merge(route.reads for route in self.routes)
         self._select = _pruner(self.reads)

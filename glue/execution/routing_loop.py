@@ -148,7 +148,9 @@ class RoutingLoop:
             decided = self.router.invocations_of(identity, event, now=self.clock())
         except Exception:
             return None
-        return None if any(item.shaped for item in decided) else decided
+        if self.router.shaping and any(item.shaped for item in decided):
+            return None
+        return decided
 
     def journaled(
         self,

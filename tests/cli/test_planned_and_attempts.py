@@ -88,6 +88,8 @@ async def test_a_dry_run_invocation_is_shown_planned_with_its_plan(
         )
         == []
     )
+    routes = json_lines(await asyncio.to_thread(out, capsys, ["routes", "list", "-c", c]))
+    assert {(r["route"], r["planned"], r["done"]) for r in routes} == {("forward", 1, 0), ("note", 1, 0)}
     with pytest.raises(SystemExit) as exit_:
         cli.main(["events", "invocations", "-c", c, "--state", "finished"])
     assert exit_.value.code == 2

@@ -5,6 +5,7 @@ output contains a generated secret value or a credential."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import uuid
 from collections.abc import AsyncIterator, Iterator, MutableMapping
@@ -18,6 +19,7 @@ from structlog.testing import capture_logs
 
 import glue
 import handlers.openbao  # noqa: F401  (registers the handlers and the client)
+from glue import execution, journal, routing, settings
 from tests.handlers.kubernetes import conftest as k8s_fixtures
 from tests.handlers.openbao.double import OpenBaoDouble
 
@@ -79,6 +81,34 @@ def make_ctx(clients: glue.Clients) -> k8s_fixtures.MakeContext:
         )
 
     return make
+
+
+@contextlib.asynccontextmanager
+async def running_executor(
+    tmp_path: Path, route: dict[str, Any], bao_config: dict[str, Any], kubeconfig: Path
+) -> AsyncIterator[tuple[journal.Journal, execution.Executor]]:
+    """A SQLite journal and an executor of ``route`` with the OpenBao and Kubernetes clients of the
+    doubles, started; stopped and closed when the block ends."""
+    store = journal.create(
+        settings.Journal(backend="sqlite", path=tmp_path / "journal.db", group_commit_ms=0)
+    )
+    await store.open()
+    clients = glue.Clients(
+        glue.registry, {"openbao": bao_config, "kubernetes": {"kubeconfig": str(kubeconfig)}}
+    )
+    executor = execution.Executor(
+        store,
+        routing.load([route], glue.registry, source="test"),
+        clients,
+        settings.Execution.model_validate({"pollSeconds": 0.05, "owner": "test"}),
+    )
+    await executor.start()
+    try:
+        yield store, executor
+    finally:
+        await executor.stop()
+        await clients.aclose()
+        await store.close()
 
 
 def make_event(*, id: str | None = None, source: str = "/test", type: str = "secret.rotate") -> CloudEvent:

@@ -13,10 +13,9 @@ from typing import Any
 
 from cloudevents.core.v1.event import CloudEvent
 
-import glue
-from glue import events, execution, journal, routing, settings
+from glue import events
 from handlers import openbao
-from tests.handlers.openbao.conftest import DEPLOYMENTS, deployment
+from tests.handlers.openbao.conftest import DEPLOYMENTS, deployment, running_executor
 
 ROUTE = {
     "name": "rotate-db",
@@ -42,21 +41,7 @@ async def test_rotation_dead_lettered_on_its_follow_up_then_redriven_rotates_onc
     tmp_path: Path, bao: Any, apiserver: Any, bao_config: dict[str, Any], kubeconfig: Path
 ) -> None:
     bao.kv_put("secret", "app/db", {"username": "app", "password": "compromised-password-1"})
-    store = journal.create(
-        settings.Journal(backend="sqlite", path=tmp_path / "journal.db", group_commit_ms=0)
-    )
-    await store.open()
-    clients = glue.Clients(
-        glue.registry, {"openbao": bao_config, "kubernetes": {"kubeconfig": str(kubeconfig)}}
-    )
-    executor = execution.Executor(
-        store,
-        routing.load([ROUTE], glue.registry, source="test"),
-        clients,
-        settings.Execution.model_validate({"pollSeconds": 0.05, "owner": "test"}),
-    )
-    await executor.start()
-    try:
+    async with running_executor(tmp_path, ROUTE, bao_config, kubeconfig) as (store, executor):
         event = CloudEvent(
             {
                 "id": "alert-7",
@@ -95,7 +80,3 @@ async def test_rotation_dead_lettered_on_its_follow_up_then_redriven_rotates_onc
         assert len(bao.kv_data("secret", "app/db")["password"]) == 40
         template = apiserver.read(DEPLOYMENTS, "apps", "web")["spec"]["template"]["metadata"]
         assert template["annotations"][openbao.ANNOTATION_VERSION] == "secret/app/db@2"
-    finally:
-        await executor.stop()
-        await clients.aclose()
-        await store.close()

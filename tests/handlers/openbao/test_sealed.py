@@ -17,10 +17,9 @@ from typing import Any
 
 from cloudevents.core.v1.event import CloudEvent
 
-import glue
-from glue import events, execution, journal, routing, settings
+from glue import events
 from handlers import openbao
-from tests.handlers.openbao.conftest import DEPLOYMENTS, deployment
+from tests.handlers.openbao.conftest import DEPLOYMENTS, deployment, running_executor
 from tests.handlers.openbao.double import OpenBaoDouble
 
 SECRETS = ["db1", "db2", "db3"]
@@ -66,22 +65,8 @@ async def test_rotations_wait_out_a_sealed_openbao_and_each_happens_once(
 
     bao.on("POST", "secret/data/app/db1", seal)  # sealed mid-rotation: the write meets the seal
 
-    store = journal.create(
-        settings.Journal(backend="sqlite", path=tmp_path / "journal.db", group_commit_ms=0)
-    )
-    await store.open()
-    clients = glue.Clients(
-        glue.registry, {"openbao": bao_config, "kubernetes": {"kubeconfig": str(kubeconfig)}}
-    )
-    executor = execution.Executor(
-        store,
-        routing.load([ROUTE], glue.registry, source="test"),
-        clients,
-        settings.Execution.model_validate({"pollSeconds": 0.05, "owner": "test"}),
-    )
-    await executor.start()
     waiting: list[str] = []
-    try:
+    async with running_executor(tmp_path, ROUTE, bao_config, kubeconfig) as (store, executor):
         for name in SECRETS:
             event = compromised(name)
             await store.append(
@@ -99,10 +84,6 @@ async def test_rotations_wait_out_a_sealed_openbao_and_each_happens_once(
             assert time.monotonic() < deadline, [(row.state, row.last_error) for row in rows]
             await asyncio.sleep(0.05)
         rows = await store.invocations()
-    finally:
-        await executor.stop()
-        await clients.aclose()
-        await store.close()
 
     assert sealed_at, "OpenBao was never sealed"
     assert any("Vault is sealed" in reason for reason in waiting), set(waiting)

@@ -1,14 +1,14 @@
 """The admin API: the operators' commands (``glue routes``, ``pause``, ``resume``, ``approve``, ``deny``,
 ``audit``) over HTTP, JSON in and out, on a port of its own (``admin.port``), off unless configured.
 
-Every request carries ``Authorization: Bearer <token>``; the token's name (``admin.tokens``) is who
-acts in the audit trail. A missing or wrong token is answered 401 and logged (never the token). The
-webhook port never serves these paths: this is a separate listener, bound to ``admin.host``.
+Every request carries ``Authorization: Bearer <token>``; the principal it stands for (glue.identity:
+the token's name in ``admin.tokens``) is who acts in the audit trail. A missing or wrong token is
+answered 401 and logged (never the token); a viewer's request to act is answered 403. The webhook
+port never serves these paths: this is a separate listener, bound to ``admin.host``.
 """
 
 from __future__ import annotations
 
-import hmac
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -17,7 +17,7 @@ import orjson
 import structlog
 from aiohttp import web
 
-from glue import journal, operations, rails, routing
+from glue import identity, journal, operations, rails, routing
 from glue import settings as settings_mod
 
 __all__ = ["AdminApi"]
@@ -48,8 +48,7 @@ class AdminApi:
         self.store = store
         self.router = router
         self.clock = clock
-        #: (name, accepted values) per token, read once at start.
-        self._tokens = [(name, ref.resolve()) for name, ref in sorted(config.named().items())]
+        self.authenticator = identity.Authenticator(config)
         self.app = web.Application(client_max_size=64 << 10, middlewares=[_json_errors])
         for method, path, handler in (
             ("GET", "/v1/routes", self._routes),
@@ -67,22 +66,16 @@ class AdminApi:
 
     # -- authentication
 
-    def _who(self, request: web.Request) -> str | None:
-        """The name of the token the request bears, None when it bears none or a wrong one."""
+    async def principal(self, request: web.Request) -> identity.Principal | None:
+        """Who the request's bearer token stands for, None when it bears none or a wrong one."""
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not given:
+        if scheme.lower() != "bearer":
             return None
-        offered = given.strip().encode()
-        found = None
-        for name, values in self._tokens:
-            for value in values:  # compare with every token, so the time says nothing of which
-                if hmac.compare_digest(offered, value) and found is None:
-                    found = name
-        return found
+        return await self.authenticator.bearer(given.strip())
 
     def _guarded(self, handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def run(request: web.Request) -> web.StreamResponse:
-            who = self._who(request)
+            who = await self.principal(request)
             if who is None:
                 reason = "missing" if "Authorization" not in request.headers else "wrong"
                 log.warning(
@@ -92,8 +85,11 @@ class AdminApi:
                     peer=request.remote,
                 )
                 return _json({"error": "a valid bearer token is required"}, status=401)
+            if request.method != "GET" and not who.may_act:
+                log.warning("admin API refused", reason="viewer may not act", who=who.name, path=request.path)
+                return _json({"error": f"{who.name} may only read (role viewer)"}, status=403)
             try:
-                return _json(await handler(request, operations.Actor(who, self.clock)))
+                return _json(await handler(request, operations.Actor(who.name, self.clock)))
             except operations.OperationError as exc:
                 return _json({"error": str(exc)}, status=exc.status)
             except _BadRequest as exc:
@@ -129,10 +125,7 @@ class AdminApi:
 
     async def _decide(self, request: web.Request, actor: operations.Actor, yes: bool) -> Any:
         body = await _body(request)
-        try:
-            invocation = int(request.match_info["id"])
-        except ValueError:
-            raise _BadRequest("the invocation id must be a number") from None
+        invocation = _invocation_id(request.match_info["id"])
         note = body.get("note")
         if note is not None and not isinstance(note, str):
             raise _BadRequest("note: expected a string")
@@ -161,9 +154,8 @@ class AdminApi:
         await web.TCPSite(self._runner, self.config.host, self.config.port).start()
         sockets = self._runner.addresses
         self.port = sockets[0][1] if sockets else self.config.port
-        log.info(
-            "admin API listening", host=self.config.host, port=self.port, tokens=[n for n, _ in self._tokens]
-        )
+        names = self.authenticator.token_names
+        log.info("admin API listening", host=self.config.host, port=self.port, tokens=names)
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -173,6 +165,17 @@ class AdminApi:
 
 class _BadRequest(Exception):
     """A request body or query the API cannot take (400)."""
+
+
+def _invocation_id(text: str) -> int:
+    """An invocation id from a path: a positive number that fits the journal's 64-bit ids."""
+    try:
+        number = int(text)
+    except ValueError:
+        raise _BadRequest("the invocation id must be a number") from None
+    if not 0 < number < 1 << 63:
+        raise _BadRequest(f"no invocation can have id {text}: ids are positive 64-bit numbers")
+    return number
 
 
 async def _body(request: web.Request) -> dict[str, Any]:

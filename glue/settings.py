@@ -822,6 +822,9 @@ class Admin(Model):
     tokens: dict[str, SecretRef] = Field(
         default={}, description="Named tokens: the name is who acts in the audit trail."
     )
+    viewers: list[str] = Field(
+        default=[], description="Names of tokens that may only read (the others are operators: they act)."
+    )
 
     @model_validator(mode="after")
     def _some_token(self) -> Admin:
@@ -829,6 +832,9 @@ class Admin(Model):
             raise ValueError("the admin API needs a token (token: {file|env: ...}) or named tokens")
         if self.token is not None and "admin" in self.tokens:
             raise ValueError("token is named admin: tokens may not have another admin")
+        unknown = sorted(set(self.viewers) - set(self.named()))
+        if unknown:
+            raise ValueError(f"viewers: no token named {', '.join(unknown)}")
         return self
 
     def named(self) -> dict[str, SecretRef]:

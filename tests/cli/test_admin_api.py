@@ -47,7 +47,12 @@ def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
         admin={
             "host": "127.0.0.1",
             "port": 0,
-            "tokens": {"ops": {"env": "GLUE_TEST_OPS_TOKEN"}, "ci": {"file": str(tmp_path / "ci.token")}},
+            "tokens": {
+                "ops": {"env": "GLUE_TEST_OPS_TOKEN"},
+                "ci": {"file": str(tmp_path / "ci.token")},
+                "oncall-ro": {"value": "a-read-only-token"},
+            },
+            "viewers": ["oncall-ro"],
         },
         endpoints=[{"name": "ce", "path": "/events", "format": "cloudevents"}],
         routes=[
@@ -93,6 +98,21 @@ async def test_a_missing_or_wrong_token_is_refused_and_logged(
             f"{base_url(daemon)}/v1/routes", headers={"Authorization": f"Bearer {TOKEN}"}
         ) as r:
             assert r.status == 404
+
+
+async def test_a_viewer_token_reads_but_may_not_act(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    async with running(config(tmp_path, monkeypatch)) as daemon, aiohttp.ClientSession() as http:
+        url, headers = admin_url(daemon), {"Authorization": "Bearer a-read-only-token"}
+        async with http.get(f"{url}/v1/routes", headers=headers) as response:
+            assert response.status == 200
+            assert [row["route"] for row in await response.json()] == ["rotate", "restart"]
+        with capture_logs() as logs:
+            async with http.post(f"{url}/v1/routes/restart/pause", headers=headers, json={}) as response:
+                assert response.status == 403
+                assert await response.json() == {"error": "oncall-ro may only read (role viewer)"}
+        assert [line["who"] for line in logs if line["event"] == "admin API refused"] == ["oncall-ro"]
+        assert await daemon.journal.rails() == {}
+        assert [entry.action for entry in await daemon.journal.audit()] == ["start"]
 
 
 async def test_glue_server_pauses_lists_approves_and_audits_through_the_api(

@@ -1,0 +1,62 @@
+"""Who is asking: the principals of the admin API (and the console served beside it).
+
+A request bears a bearer token; ``Authenticator.bearer`` turns it into a ``Principal``: the name the
+audit trail records, and a role. ``viewer`` reads (routes, audit, events, dead letters); ``operator``
+also acts (pause, resume, approve, deny, retry, purge). Static tokens are named in ``admin.tokens``
+and are operators unless listed in ``admin.viewers``. Token values are compared in constant time,
+against every token, and never logged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hmac
+from typing import Literal
+
+from glue import settings as settings_mod
+
+__all__ = ["ROLES", "Authenticator", "Principal", "Role"]
+
+Role = Literal["viewer", "operator"]
+ROLES: tuple[Role, ...] = ("viewer", "operator")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Principal:
+    """An authenticated caller: ``name`` is who acts in the audit trail."""
+
+    name: str
+    role: Role
+
+    @property
+    def may_act(self) -> bool:
+        """Whether this caller may change anything (an operator), not only read."""
+        return self.role == "operator"
+
+
+class Authenticator:
+    """Bearer tokens to principals, from the ``admin`` settings (read once, at start)."""
+
+    def __init__(self, config: settings_mod.Admin) -> None:
+        viewers = set(config.viewers)
+        #: (principal, accepted values) per static token.
+        self._tokens = [
+            (Principal(name, "viewer" if name in viewers else "operator"), ref.resolve())
+            for name, ref in sorted(config.named().items())
+        ]
+
+    @property
+    def token_names(self) -> list[str]:
+        return [principal.name for principal, _ in self._tokens]
+
+    async def bearer(self, token: str) -> Principal | None:
+        """The principal a bearer token stands for, None for a wrong or empty one."""
+        if not token:
+            return None
+        offered = token.encode()
+        found = None
+        for principal, values in self._tokens:
+            for value in values:  # compare with every token, so the time says nothing of which
+                if hmac.compare_digest(offered, value) and found is None:
+                    found = principal
+        return found

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import hmac
-from typing import Literal
+from collections.abc import Awaitable, Callable
+from typing import Literal, Protocol
+
+from aiohttp import web
 
 from glue import settings as settings_mod
 
-__all__ = ["ROLES", "Authenticator", "Principal", "Role"]
+__all__ = ["ROLES", "Authenticator", "OnLogin", "Principal", "Role", "SingleSignOn"]
 
 Role = Literal["viewer", "operator"]
 ROLES: tuple[Role, ...] = ("viewer", "operator")
@@ -34,10 +37,26 @@ class Principal:
         return self.role == "operator"
 
 
+#: What a login flow calls once it knows who logged in: (request, principal, the console path to
+#: return to) -> the response that starts the session.
+OnLogin = Callable[[web.Request, Principal, str], Awaitable[web.StreamResponse]]
+
+
+class SingleSignOn(Protocol):
+    """A browser login through the platform's identity provider (OpenID Connect)."""
+
+    def routes(self, on_login: OnLogin) -> list[web.RouteDef]:
+        """``GET /login/sso`` (start the flow) and ``GET /login/sso/callback`` (finish it and call
+        ``on_login``), relative to the application they are added to."""
+        ...
+
+
 class Authenticator:
     """Bearer tokens to principals, from the ``admin`` settings (read once, at start)."""
 
     def __init__(self, config: settings_mod.Admin) -> None:
+        #: The browser login through the identity provider, None unless one is configured.
+        self.sso: SingleSignOn | None = None
         viewers = set(config.viewers)
         #: (principal, accepted values) per static token.
         self._tokens = [

@@ -825,6 +825,14 @@ class Admin(Model):
     viewers: list[str] = Field(
         default=[], description="Names of tokens that may only read (the others are operators: they act)."
     )
+    session_key: SecretRef | None = Field(
+        default=None,
+        description="Signs the console's session cookies; give the same key to every replica so a session "
+        "holds on any of them. Unset: a random key per process (sessions end when it restarts).",
+    )
+    session_minutes: float = Field(
+        default=480.0, gt=0, le=10_080, description="How long a console login lasts (minutes)."
+    )
 
     @model_validator(mode="after")
     def _some_token(self) -> Admin:

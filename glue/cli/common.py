@@ -16,7 +16,7 @@ from typing import Any, TextIO
 
 import orjson
 
-from glue import events, journal
+from glue import journal
 from glue import settings as settings_mod
 
 __all__ = [
@@ -33,8 +33,6 @@ __all__ = [
     "parse_since",
     "read_input",
     "show",
-    "trace_fields",
-    "with_delivery",
     "with_journal",
 ]
 
@@ -128,35 +126,6 @@ def show(document: dict[str, Any]) -> None:
     """One document for a reader: indented JSON."""
     document = iso_times(document)
     sys.stdout.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n")
-
-
-async def with_delivery(store: journal.Journal, stored: journal.StoredEvent) -> dict[str, Any]:
-    """A journaled event's CloudEvent and the raw delivery it came in (None if pruned), for ``show``."""
-    delivery = await store.delivery(stored.delivery_id)
-    return {
-        "cloudevent": orjson.loads(stored.cloudevent),
-        "delivery": delivery.to_record() if delivery is not None else None,
-    }
-
-
-def trace_fields(settings: settings_mod.Settings, event: events.CloudEvent) -> dict[str, str]:
-    """The trace an event belongs to (its ``traceparent`` extension) and, with
-    ``tracing.linkTemplate``, where to see it; empty for an event without one."""
-    trace_id = events.trace_id(event)
-    if trace_id is None:
-        return {}
-    link = settings.tracing.link(trace_id)
-    return {"traceId": trace_id, "traceLink": link} if link else {"traceId": trace_id}
-
-
-async def with_attempts(store: journal.Journal, item: journal.Invocation) -> dict[str, Any]:
-    """An invocation for ``show``: its summary (state, and the plan of a planned one), its params and
-    every attempt that ended, oldest first."""
-    return {
-        **item.summary(),
-        "params": dict(item.params),
-        "attempts": [attempt.summary() for attempt in await store.attempts(item.id)],
-    }
 
 
 def parse_headers(values: Sequence[str]) -> dict[str, str]:

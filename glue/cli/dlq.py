@@ -9,7 +9,7 @@ import sys
 import time
 from typing import Any
 
-from glue import journal, observability
+from glue import explain, journal, observability
 from glue.cli import common
 
 __all__ = ["add_commands"]
@@ -75,9 +75,9 @@ def cmd_dlq_show(args: argparse.Namespace) -> int:
         if item is None:
             raise common.CliError(f"no invocation {args.id}")
         stored = await store.get(item.event_seq)
-        result = await common.with_attempts(store, item)
+        result = await explain.invocation_detail(store, item)
         if stored is not None:
-            result.update(await common.with_delivery(store, stored))
+            result.update(await explain.delivery_detail(store, stored))
         common.show(result)
         return 0
 

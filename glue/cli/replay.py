@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from glue import contract, events, execution, formats, intake, journal, routing
+from glue import contract, events, execution, explain, formats, intake, journal, routing
 from glue import settings as settings_mod
 from glue.cli import common
 from glue.execution import preview
@@ -161,24 +161,6 @@ async def journal_items(store: journal.Journal, since: float | None) -> AsyncIte
 # -- explain ---------------------------------------------------------------------------------------
 
 
-def _decision_row(item: Item, decision: routing.Decision) -> dict[str, Any]:
-    assert item.event is not None
-    row: dict[str, Any] = {"event": item.event.get_id(), "type": item.event.get_type(), **decision.to_dict()}
-    if not decision.matched:
-        row["why"] = (
-            f"{decision.condition} is false"
-            if decision.error is None
-            else f"{decision.condition}: {decision.error}"
-        )
-    elif not decision.enabled:
-        row["why"] = "route disabled"
-    elif decision.params_error is not None:
-        row["why"] = f"params: {decision.params_error}"
-    else:
-        row["why"] = "matched"
-    return row
-
-
 def cmd_explain(args: argparse.Namespace) -> int:
     settings = common.load_settings(args)
     router = _router(settings, args)
@@ -208,7 +190,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
         if item.event is None:
             print(f"glue: {item.origin}", file=sys.stderr)
             continue
-        rows.extend(_decision_row(item, d) for d in router.decide(item.event, explain=True, only=args.route))
+        decisions = router.decide(item.event, explain=True, only=args.route)
+        rows.extend(explain.decision_row(item.event, decision) for decision in decisions)
     common.emit(rows, ["event", "route", "handler", "matched", "why", "params"])
     return 0
 
@@ -219,19 +202,9 @@ async def _explain_stored(
     stored = await store.get(args.event)
     if stored is None:
         raise common.CliError(f"no event {args.event!r} in the journal")
-    ran = {i.route: i for i in await store.invocations(event_seq=stored.seq, limit=1000)}
-    rows = []
-    event = stored.event()
-    trace = common.trace_fields(settings, event)
-    for decision in router.decide(event, explain=True, only=args.route):
-        row = _decision_row(Item(event, "journal", stored.received_at), decision)
-        invocation = ran.get(decision.route)
-        if invocation is not None:
-            row.update(invocation=invocation.id, state=invocation.state, lastError=invocation.last_error)
-            if invocation.plan is not None:
-                row["plan"] = invocation.plan
-            row.update(_shaping(invocation))
-        rows.append({**row, **trace})
+    invocations = await store.invocations(event_seq=stored.seq, limit=1000)
+    trace = explain.trace_fields(settings.tracing, stored.event())
+    rows = [{**row, **trace} for row in explain.stored_rows(router, stored, invocations, only=args.route)]
     common.emit(
         rows,
         [
@@ -240,27 +213,6 @@ async def _explain_stored(
         ],
     )
     return 0
-
-
-def _shaping(invocation: journal.Invocation) -> dict[str, Any]:
-    """What flow shaping did to an invocation, in words: which invocation took a coalesced or
-    superseded one (or cancels it), and why a pending one waits."""
-    found: dict[str, Any] = {}
-    if invocation.taken_by is not None:
-        found["takenBy"] = invocation.taken_by
-        found["why"] = {
-            "coalesced": f"coalesced into invocation {invocation.taken_by} (it runs for this event too)",
-            "superseded": f"superseded by invocation {invocation.taken_by} (newer in its concurrency group)",
-        }.get(invocation.state, f"cancelled by invocation {invocation.taken_by}")
-    if invocation.state == "pending" and invocation.wait_reason is not None:
-        found["waiting"] = f"{invocation.wait_reason} until {_when(invocation.due_at)}"
-    elif invocation.state == "pending" and invocation.due_at > time.time():
-        found["waiting"] = f"due {_when(invocation.due_at)}"
-    return found
-
-
-def _when(at: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
 
 
 # -- replay ----------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from glue.journal.records import (
     FINISHED_STATES,
     INVOCATION_STATES,
     WAITING_STATES,
+    Activity,
     Appended,
     AttemptRecord,
     AuditEntry,
@@ -46,6 +47,7 @@ __all__ = [
     "FINISHED_STATES",
     "INVOCATION_STATES",
     "WAITING_STATES",
+    "Activity",
     "Admin",
     "Appended",
     "AttemptRecord",
@@ -225,6 +227,27 @@ class Admin(Protocol):
     async def list(
         self, *, limit: int = 100, after: int = 0, status: str | None = None, type: str | None = None
     ) -> builtins.list[StoredEvent]: ...
+
+    async def browse(
+        self,
+        *,
+        before: int | None = None,
+        limit: int = 50,
+        status: str | None = None,
+        type: str | None = None,
+        source: str | None = None,
+        subject: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> builtins.list[StoredEvent]:
+        """Events newest first, below seq ``before``, filtered (``since``/``until``: received in
+        ``[since, until)``): the console's listing."""
+        ...
+
+    async def activity(self, *, since: float, bucket_seconds: float) -> Activity:
+        """Events received since ``since`` and the attempts that ended since, by route, outcome and
+        time bucket (the console's overview)."""
+        ...
 
     async def delivery(self, delivery_id: int) -> events.Delivery | None: ...
 

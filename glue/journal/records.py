@@ -18,6 +18,7 @@ __all__ = [
     "FINISHED_STATES",
     "INVOCATION_STATES",
     "WAITING_STATES",
+    "Activity",
     "Appended",
     "AttemptRecord",
     "AuditEntry",
@@ -37,6 +38,17 @@ __all__ = [
     "StoredEvent",
     "idempotency_key",
 ]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Activity:
+    """What happened since ``since`` (the console's overview): events received, and the attempts that
+    ended as ``(route, outcome, bucket, count)``, ``bucket`` counting ``bucket_seconds`` from ``since``."""
+
+    since: float
+    bucket_seconds: float
+    received: int
+    outcomes: tuple[tuple[str, str, int, int], ...]
 
 
 class JournalUnavailable(Exception):

@@ -28,8 +28,10 @@ __all__ = [
     "UNDO",
     "Page",
     "Settlement",
+    "activity_query",
     "appended_status",
     "attempt",
+    "browse_query",
     "bucket",
     "check_routing",
     "dedup_window",
@@ -249,6 +251,52 @@ class Page(NamedTuple):
 def events_page(*, after: int, limit: int, status: str | None, type: str | None) -> Page:
     """The page of ``Admin.list``: events in seq order, by status and type."""
     return Page("seq", after, limit, (("status", status), ("type", type)))
+
+
+def browse_query(
+    mark: Callable[[int], str],
+    *,
+    before: int | None,
+    limit: int,
+    equal: dict[str, str | None],
+    since: float | None,
+    until: float | None,
+) -> tuple[str, list[Any]]:
+    """``Admin.browse``: events newest first (below seq ``before`` when given), whose columns equal
+    the ``equal`` filters that are set, received in ``[since, until)``; ``mark(n)`` as in :class:`Page`."""
+    args: list[Any] = []
+    where: list[str] = []
+
+    def add(condition: str, value: Any) -> None:
+        args.append(value)
+        where.append(condition.format(mark(len(args))))
+
+    if before is not None:
+        add("seq < {}", before)
+    for column, value in equal.items():
+        if value is not None:
+            add(f"{column} = {{}}", value)
+    if since is not None:
+        add("received_at >= {}", since)
+    if until is not None:
+        add("received_at < {}", until)
+    sql = f"SELECT {EVENT_COLUMNS} FROM events"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    args.append(limit)
+    return f"{sql} ORDER BY seq DESC LIMIT {mark(len(args))}", args
+
+
+def activity_query(mark: Callable[[int], str], bucket_of: str) -> str:
+    """``Admin.activity``'s attempts: by route, outcome and time bucket (``bucket_of`` is the
+    backend's integer division of its argument by the bucket size), from $1 (since), bucket size $2."""
+    since, size = mark(1), mark(2)
+    bucket = bucket_of.format(f"(a.started_at - {since}) / {size}")
+    return (
+        f"SELECT i.route, a.outcome, {bucket} AS b, count(*) FROM attempts a"
+        f" JOIN invocations i ON i.id = a.invocation_id WHERE a.started_at >= {mark(3)}"
+        " GROUP BY i.route, a.outcome, b"
+    )
 
 
 def invocations_page(

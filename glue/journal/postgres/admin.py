@@ -32,6 +32,9 @@ def _mark(n: int) -> str:
     return f"${n}"
 
 
+_ACTIVITY = rows.activity_query(_mark, "floor({})::integer")
+
+
 class Admin(store.Store):
     """The ``Admin`` role (``get`` is also the work queue's), and retention."""
 
@@ -60,6 +63,37 @@ class Admin(store.Store):
 
         async def run(conn: asyncpg.Connection) -> builtins.list[records.StoredEvent]:
             return [rows.stored(row) for row in await conn.fetch(sql, *args)]
+
+        return await self.run(run)
+
+    async def browse(
+        self,
+        *,
+        before: int | None = None,
+        limit: int = 50,
+        status: str | None = None,
+        type: str | None = None,
+        source: str | None = None,
+        subject: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> builtins.list[records.StoredEvent]:
+        equal = {"status": status, "type": type, "source": source, "subject": subject}
+        sql, args = rows.browse_query(
+            _mark, before=before, limit=limit, equal=equal, since=since, until=until
+        )
+
+        async def run(conn: asyncpg.Connection) -> builtins.list[records.StoredEvent]:
+            return [rows.stored(row) for row in await conn.fetch(sql, *args)]
+
+        return await self.run(run)
+
+    async def activity(self, *, since: float, bucket_seconds: float) -> records.Activity:
+        async def run(conn: asyncpg.Connection) -> records.Activity:
+            received = await conn.fetchval("SELECT count(*) FROM events WHERE received_at >= $1", since)
+            found = await conn.fetch(_ACTIVITY, since, bucket_seconds, since)
+            outcomes = tuple((row[0], row[1], row[2], row[3]) for row in found)
+            return records.Activity(since, bucket_seconds, int(received), outcomes)
 
         return await self.run(run)
 

@@ -208,6 +208,16 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        9,
+        "the console: events by type, source and time; attempts by time",
+        """
+        CREATE INDEX IF NOT EXISTS events_type ON events (type, seq);
+        CREATE INDEX IF NOT EXISTS events_source ON events (source, seq);
+        CREATE INDEX IF NOT EXISTS events_received ON events (received_at);
+        CREATE INDEX IF NOT EXISTS attempts_started ON attempts (started_at);
+        """,
+    ),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]

@@ -18,6 +18,10 @@ def _mark(_: int) -> str:
     return "?"
 
 
+_RECEIVED = "SELECT count(*) FROM events WHERE received_at >= ?"
+_ACTIVITY = rows.activity_query(_mark, "CAST({} AS INTEGER)")
+
+
 class Admin(store.Store):
     """The ``Admin`` role (``get`` is also the work queue's)."""
 
@@ -46,6 +50,36 @@ class Admin(store.Store):
 
         def run(db: sqlite3.Connection) -> list[records.StoredEvent]:
             return [rows.stored(row) for row in db.execute(sql, args)]
+
+        return await self.read(run)
+
+    async def browse(
+        self,
+        *,
+        before: int | None = None,
+        limit: int = 50,
+        status: str | None = None,
+        type: str | None = None,
+        source: str | None = None,
+        subject: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> builtins.list[records.StoredEvent]:
+        equal = {"status": status, "type": type, "source": source, "subject": subject}
+        sql, args = rows.browse_query(
+            _mark, before=before, limit=limit, equal=equal, since=since, until=until
+        )
+
+        def run(db: sqlite3.Connection) -> list[records.StoredEvent]:
+            return [rows.stored(row) for row in db.execute(sql, args)]
+
+        return await self.read(run)
+
+    async def activity(self, *, since: float, bucket_seconds: float) -> records.Activity:
+        def run(db: sqlite3.Connection) -> records.Activity:
+            received = db.execute(_RECEIVED, (since,)).fetchone()[0]
+            found = db.execute(_ACTIVITY, (since, bucket_seconds, since)).fetchall()
+            return records.Activity(since, bucket_seconds, int(received), tuple(map(tuple, found)))
 
         return await self.read(run)
 

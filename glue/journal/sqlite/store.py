@@ -190,6 +190,12 @@ CREATE TABLE IF NOT EXISTS rate_buckets (
     tokens      REAL NOT NULL,
     updated_at  REAL NOT NULL
 );
+
+-- the console: events newest first by type or source, received in a time range; attempts of the last hour
+CREATE INDEX IF NOT EXISTS events_type ON events (type, seq);
+CREATE INDEX IF NOT EXISTS events_source ON events (source, seq);
+CREATE INDEX IF NOT EXISTS events_received ON events (received_at);
+CREATE INDEX IF NOT EXISTS attempts_started ON attempts (started_at);
 """
 
 #: Columns of ``invocations`` that files written before lack (the safety rails' and flow shaping's), added by

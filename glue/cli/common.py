@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import datetime
 import getpass
@@ -14,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 from pathlib import Path
 from typing import Any, TextIO
 
+import aiohttp
 import orjson
 
 from glue import events, journal
@@ -32,9 +34,9 @@ __all__ = [
     "parse_headers",
     "parse_since",
     "read_input",
+    "remote",
     "show",
     "trace_fields",
-    "with_delivery",
     "with_journal",
 ]
 
@@ -130,15 +132,6 @@ def show(document: dict[str, Any]) -> None:
     sys.stdout.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n")
 
 
-async def with_delivery(store: journal.Journal, stored: journal.StoredEvent) -> dict[str, Any]:
-    """A journaled event's CloudEvent and the raw delivery it came in (None if pruned), for ``show``."""
-    delivery = await store.delivery(stored.delivery_id)
-    return {
-        "cloudevent": orjson.loads(stored.cloudevent),
-        "delivery": delivery.to_record() if delivery is not None else None,
-    }
-
-
 def trace_fields(settings: settings_mod.Settings, event: events.CloudEvent) -> dict[str, str]:
     """The trace an event belongs to (its ``traceparent`` extension) and, with
     ``tracing.linkTemplate``, where to see it; empty for an event without one."""
@@ -147,16 +140,6 @@ def trace_fields(settings: settings_mod.Settings, event: events.CloudEvent) -> d
         return {}
     link = settings.tracing.link(trace_id)
     return {"traceId": trace_id, "traceLink": link} if link else {"traceId": trace_id}
-
-
-async def with_attempts(store: journal.Journal, item: journal.Invocation) -> dict[str, Any]:
-    """An invocation for ``show``: its summary (state, and the plan of a planned one), its params and
-    every attempt that ended, oldest first."""
-    return {
-        **item.summary(),
-        "params": dict(item.params),
-        "attempts": [attempt.summary() for attempt in await store.attempts(item.id)],
-    }
 
 
 def parse_headers(values: Sequence[str]) -> dict[str, str]:
@@ -225,3 +208,30 @@ def iso_times(value: Any) -> Any:
 def iso(timestamp: float) -> str:
     """Unix seconds as ISO-8601 UTC, to the second."""
     return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).isoformat(timespec="seconds")
+
+
+def remote(args: argparse.Namespace, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    """Call the admin API of ``--server`` and return its JSON; its errors become CLI errors."""
+    token = os.environ.get("GLUE_ADMIN_TOKEN")
+    if args.token_file is not None:
+        token = read_input(args.token_file).decode().strip()
+    if not token:
+        raise CliError("--server needs a token: --token-file FILE or $GLUE_ADMIN_TOKEN", code=2)
+
+    async def call() -> Any:
+        headers = {"authorization": f"Bearer {token}"}
+        timeout = aiohttp.ClientTimeout(total=30)
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.request(method, args.server.rstrip("/") + path, json=body, headers=headers) as response,
+        ):
+            data = orjson.loads(await response.read() or b"null")
+            if response.status >= 400:
+                error = data.get("error") if isinstance(data, dict) else None
+                raise CliError(f"{args.server}: HTTP {response.status}: {error or response.reason}")
+            return data
+
+    try:
+        return asyncio.run(call())
+    except (aiohttp.ClientError, OSError, orjson.JSONDecodeError) as exc:
+        raise CliError(f"{args.server}: {exc}") from None

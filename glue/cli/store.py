@@ -8,7 +8,7 @@ import sys
 import time
 from typing import Any, BinaryIO
 
-from glue import journal
+from glue import journal, operations
 from glue.cli import common
 
 __all__ = ["add_commands"]
@@ -38,10 +38,10 @@ def cmd_events_show(args: argparse.Namespace) -> int:
                 **stored.summary(),
                 "identity": stored.identity,
                 **common.trace_fields(settings, stored.event()),
-                **await common.with_delivery(store, stored),
+                **await operations.with_delivery(store, stored),
                 # each route's invocation: its state, why it waits when it does (waitReason), its plan
                 # and every attempt
-                "invocations": [await common.with_attempts(store, item) for item in invocations],
+                "invocations": [await operations.invocation_detail(store, item) for item in invocations],
             }
         )
         return 0

@@ -110,7 +110,10 @@ def cmd_journal_import(args: argparse.Namespace) -> int:
             counts = await transfer.load(store, transfer.parse(lines))
         except transfer.TransferError as exc:
             raise common.CliError(f"{args.file}: {exc}") from None
-        print(", ".join(f"{count} {table}" for table, count in counts.items()) + " imported")
+        names = {"audit": "audit entries", "rails": "routes' rails"}
+        print(
+            ", ".join(f"{count} {names.get(table, table)}" for table, count in counts.items()) + " imported"
+        )
         return 0
 
     return asyncio.run(common.with_journal(settings, run))

@@ -64,6 +64,14 @@ def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     return loaded
 
 
+@pytest.fixture
+def token_file(tmp_path: Path) -> Path:
+    """The operators' token in a file, for ``glue --server URL --token-file``."""
+    path = tmp_path / "ops.token"
+    path.write_text(TOKEN)
+    return path
+
+
 def admin_url(daemon: app.Daemon) -> str:
     assert daemon.pipeline is not None
     [api] = [w for w in daemon.pipeline.workers if w.name == "admin-api"]
@@ -116,10 +124,8 @@ async def test_a_viewer_token_reads_but_may_not_act(tmp_path: Path, monkeypatch:
 
 
 async def test_glue_server_pauses_lists_approves_and_audits_through_the_api(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, token_file: Path
 ) -> None:
-    token_file = tmp_path / "ops.token"
-    token_file.write_text(TOKEN)
     async with running(config(tmp_path, monkeypatch)) as daemon, aiohttp.ClientSession() as http:
         url = admin_url(daemon)
         code, out, err = await glue_cli(
@@ -179,10 +185,8 @@ async def test_glue_server_pauses_lists_approves_and_audits_through_the_api(
 
 
 async def test_glue_server_lists_shows_retries_and_purges_dead_letters(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, token_file: Path
 ) -> None:
-    token_file = tmp_path / "ops.token"
-    token_file.write_text(TOKEN)
     async with running(config(tmp_path, monkeypatch)) as daemon, aiohttp.ClientSession() as http:
         url = admin_url(daemon)
 

@@ -1,5 +1,5 @@
 """The admin API: the operators' commands (``glue routes``, ``pause``, ``resume``, ``approve``, ``deny``,
-``audit``) over HTTP, JSON in and out, on a port of its own (``admin.port``), off unless configured.
+``audit``, ``dlq``) over HTTP, JSON in and out, on a port of its own (``admin.port``), off unless configured.
 
 Every request carries ``Authorization: Bearer <token>``; the principal it stands for (glue.identity:
 the token's name in ``admin.tokens``) is who acts in the audit trail. A missing or wrong token is
@@ -59,6 +59,10 @@ class AdminApi:
             ("POST", "/v1/invocations/{id}/approve", self._approve),
             ("POST", "/v1/invocations/{id}/deny", self._deny),
             ("GET", "/v1/audit", self._audit),
+            ("GET", "/v1/invocations/{id}", self._invocation),
+            ("GET", "/v1/dlq", self._dlq_list),
+            ("POST", "/v1/dlq/retry", self._dlq_retry),
+            ("POST", "/v1/dlq/purge", self._dlq_purge),
         ):
             self.app.router.add_route(method, path, self._guarded(handler))
         self._runner: web.AppRunner | None = None
@@ -138,13 +142,67 @@ class AdminApi:
         return await self._decide(request, actor, False)
 
     async def _audit(self, request: web.Request, actor: operations.Actor) -> Any:
-        since: float | None = None
-        if "since" in request.query:
-            try:
-                since = float(request.query["since"])
-            except ValueError:
-                raise _BadRequest("since: expected unix seconds") from None
+        since = _number(request.query, "since", float)
         return await operations.audit_entries(self.store, since=since, route=request.query.get("route"))
+
+    async def _invocation(self, request: web.Request, _: operations.Actor) -> Any:
+        number = _invocation_id(request.match_info["id"])
+        item = await self.store.invocation(number)
+        if item is None:
+            raise operations.OperationError(f"no invocation {number}", status=404)
+        result = await operations.invocation_detail(self.store, item)
+        stored = await self.store.get(item.event_seq)
+        if stored is not None:
+            result.update(await operations.with_delivery(self.store, stored))
+        return result
+
+    async def _dlq_list(self, request: web.Request, _: operations.Actor) -> Any:
+        query = request.query
+        ids = [_invocation_id(part) for part in query.get("ids", "").split(",") if part]
+        limit = _number(query, "limit", int)
+        if limit is not None and limit < 1:
+            raise _BadRequest("limit: expected a positive number")
+        selected = await operations.dead_letters(
+            self.store, ids=ids, route=query.get("route"), since=_number(query, "since", float), limit=limit
+        )
+        return await operations.dead_letter_rows(self.store, selected)
+
+    async def _dlq_change(self, request: web.Request, actor: operations.Actor, action: str) -> Any:
+        body = await _body(request)
+        ids = body.get("ids") or []
+        if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+            raise _BadRequest("ids: expected a list of invocation ids")
+        route, since, everything = body.get("route"), body.get("since"), body.get("all", False)
+        if route is not None and not isinstance(route, str):
+            raise _BadRequest("route: expected a string")
+        if since is not None and (isinstance(since, bool) or not isinstance(since, int | float)):
+            raise _BadRequest("since: expected unix seconds")
+        if not isinstance(everything, bool):
+            raise _BadRequest("all: expected true or false")
+        change = operations.dlq_retry if action == "retry" else operations.dlq_purge
+        result = await change(
+            self.store,
+            actor,
+            ids=[_invocation_id(str(i)) for i in ids],
+            route=route,
+            since=since,
+            everything=everything,
+        )
+        verb = "retried" if action == "retry" else "purged"
+        log.warning(
+            f"dead letters {verb}",
+            operator=actor.who,
+            invocations=result[verb],
+            routes=result["routes"],
+            filter={"route": route, "since": since, "all": everything, "ids": ids or None},
+        )
+        return result
+
+    async def _dlq_retry(self, request: web.Request, actor: operations.Actor) -> Any:
+        return await self._dlq_change(request, actor, "retry")
+
+    async def _dlq_purge(self, request: web.Request, actor: operations.Actor) -> Any:
+        return await self._dlq_change(request, actor, "purge")
 
     # -- lifecycle
 
@@ -176,6 +234,18 @@ def _invocation_id(text: str) -> int:
     if not 0 < number < 1 << 63:
         raise _BadRequest(f"no invocation can have id {text}: ids are positive 64-bit numbers")
     return number
+
+
+def _number(query: Any, name: str, kind: type[int] | type[float]) -> Any:
+    """A number from the query string, None when absent."""
+    if name not in query:
+        return None
+    try:
+        return kind(query[name])
+    except ValueError:
+        raise _BadRequest(
+            f"{name}: expected a number ({'unix seconds' if name == 'since' else 'a count'})"
+        ) from None
 
 
 async def _body(request: web.Request) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """What operators read about one journaled event, shared by the CLI (``glue explain --event``,
 ``glue events show``, ``glue dlq show``) and the console: each route's decision in words (the false
 sub-expression and the values it saw, or the rendered params), what flow shaping did to an
-invocation, the event's trace, its raw delivery and each invocation's attempts.
+invocation, and the event's trace.
 
 The explanation is the router's own (:meth:`glue.routing.Router.decide` with ``explain=True``);
 this module only puts it in words and joins it to what the journal holds.
@@ -13,12 +13,10 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-import orjson
-
 from glue import events, journal, routing
 from glue import settings as settings_mod
 
-__all__ = ["decision_row", "delivery_detail", "invocation_detail", "shaping", "stored_rows", "trace_fields"]
+__all__ = ["decision_row", "shaping", "stored_rows", "trace_fields"]
 
 
 def decision_row(event: events.CloudEvent, decision: routing.Decision) -> dict[str, Any]:
@@ -92,23 +90,3 @@ def trace_fields(tracing: settings_mod.Tracing, event: events.CloudEvent) -> dic
         return {}
     link = tracing.link(trace_id)
     return {"traceId": trace_id, "traceLink": link} if link else {"traceId": trace_id}
-
-
-async def delivery_detail(store: journal.Journal, stored: journal.StoredEvent) -> dict[str, Any]:
-    """A journaled event's CloudEvent and the raw delivery it came in (None if pruned); its headers
-    are those the journal keeps (secrets removed at intake)."""
-    delivery = await store.delivery(stored.delivery_id)
-    return {
-        "cloudevent": orjson.loads(stored.cloudevent),
-        "delivery": delivery.to_record() if delivery is not None else None,
-    }
-
-
-async def invocation_detail(store: journal.Journal, item: journal.Invocation) -> dict[str, Any]:
-    """An invocation: its summary (state, and the plan of a planned one), its params and every
-    attempt that ended, oldest first."""
-    return {
-        **item.summary(),
-        "params": dict(item.params),
-        "attempts": [attempt.summary() for attempt in await store.attempts(item.id)],
-    }

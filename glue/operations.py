@@ -1,5 +1,6 @@
-"""Operator actions on the safety rails, shared by the CLI (on the journal it opens) and the admin API
-(on the daemon's journal): list routes, pause and resume, approve and deny, read the audit trail.
+"""Operator actions, shared by the CLI (on the journal it opens) and the admin API (on the daemon's
+journal): list routes, pause and resume, approve and deny, read the audit trail, and the dead-letter
+queue (list, show, retry, purge).
 
 Every action that changes something is recorded in the journal's audit trail with who did it (the OS
 user for the CLI, the token's name for the API), when, on what and why. Results are JSON-able dicts.
@@ -9,8 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+import orjson
 
 from glue import journal, rails, routing
 
@@ -20,9 +23,15 @@ __all__ = [
     "OperationError",
     "approve",
     "audit_entries",
+    "dead_letter_rows",
+    "dead_letters",
+    "dlq_purge",
+    "dlq_retry",
+    "invocation_detail",
     "pause",
     "resume",
     "routes_list",
+    "with_delivery",
 ]
 
 #: States counted per route by ``routes list``, in the order shown.
@@ -219,3 +228,127 @@ def _next_window(route: routing.Route, now: float) -> str | None:
 
 def _iso(timestamp: float) -> str:
     return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).isoformat(timespec="minutes")
+
+
+# -- the dead-letter queue
+
+
+async def dead_letters(
+    store: journal.Journal,
+    *,
+    ids: Sequence[int] = (),
+    route: str | None = None,
+    since: float | None = None,
+    limit: int | None = None,
+) -> list[journal.Invocation]:
+    """Dead invocations: those ``ids`` (each must be dead), else those of ``route`` dead since
+    ``since`` (all when neither), oldest first, at most ``limit``."""
+    if ids:
+        found = [await store.invocation(i) for i in ids]
+        missing = [i for i, row in zip(ids, found, strict=True) if row is None or row.state != "dead"]
+        if missing:
+            raise OperationError(f"not in the dead-letter queue: {', '.join(map(str, missing))}", status=404)
+        return [row for row in found if row is not None]
+    selected: list[journal.Invocation] = []
+    after = 0
+    while limit is None or len(selected) < limit:
+        batch = await store.invocations(state="dead", route=route, since=since, after=after, limit=500)
+        if not batch:
+            break
+        selected.extend(batch)
+        after = batch[-1].id
+    return selected if limit is None else selected[:limit]
+
+
+async def dead_letter_rows(
+    store: journal.Journal, invocations: list[journal.Invocation]
+) -> list[dict[str, Any]]:
+    """A row per dead invocation, with its event's id and type and when it died (unix seconds)."""
+    rows = []
+    for item in invocations:
+        stored = await store.get(item.event_seq)
+        rows.append(
+            {
+                **item.summary(),
+                "event": stored.id if stored is not None else None,
+                "type": stored.type if stored is not None else None,
+                "deadAt": item.updated_at,
+            }
+        )
+    return rows
+
+
+async def with_delivery(store: journal.Journal, stored: journal.StoredEvent) -> dict[str, Any]:
+    """A journaled event's CloudEvent and the raw delivery it came in (None if pruned)."""
+    delivery = await store.delivery(stored.delivery_id)
+    return {
+        "cloudevent": orjson.loads(stored.cloudevent),
+        "delivery": delivery.to_record() if delivery is not None else None,
+    }
+
+
+async def invocation_detail(store: journal.Journal, item: journal.Invocation) -> dict[str, Any]:
+    """An invocation whole: its summary (state, and the plan of a planned one), its params and every
+    attempt that ended, oldest first."""
+    return {
+        **item.summary(),
+        "params": dict(item.params),
+        "attempts": [attempt.summary() for attempt in await store.attempts(item.id)],
+    }
+
+
+async def _dlq_change(
+    store: journal.Journal,
+    actor: Actor,
+    action: Literal["retry", "purge"],
+    *,
+    ids: Sequence[int],
+    route: str | None,
+    since: float | None,
+    everything: bool,
+) -> dict[str, Any]:
+    if not (ids or route or since is not None or everything):
+        raise OperationError("give invocation ids, or a filter (route, since) or all", status=400)
+    selected = await dead_letters(store, ids=ids, route=route, since=since)
+    chosen = [item.id for item in selected]
+    now = actor.clock()
+    changed = await store.redrive(chosen, now=now) if action == "retry" else await store.purge(chosen)
+    done = set(changed)
+    await store.record_audit(
+        actor.who,
+        f"dlq {action}",
+        route=route,
+        target=",".join(map(str, changed)) or None,
+        detail={"invocations": list(changed), "since": since, "all": everything},
+        now=now,
+    )
+    return {
+        "retried" if action == "retry" else "purged": list(changed),
+        "routes": sorted({item.route for item in selected if item.id in done}),
+    }
+
+
+async def dlq_retry(
+    store: journal.Journal,
+    actor: Actor,
+    *,
+    ids: Sequence[int] = (),
+    route: str | None = None,
+    since: float | None = None,
+    everything: bool = False,
+) -> dict[str, Any]:
+    """Run dead invocations again (same id and idempotency key): ``{"retried": [ids], "routes": [...]}``."""
+    return await _dlq_change(store, actor, "retry", ids=ids, route=route, since=since, everything=everything)
+
+
+async def dlq_purge(
+    store: journal.Journal,
+    actor: Actor,
+    *,
+    ids: Sequence[int] = (),
+    route: str | None = None,
+    since: float | None = None,
+    everything: bool = False,
+) -> dict[str, Any]:
+    """Delete dead invocations: ``{"purged": [ids], "routes": [...]}``."""
+    return await _dlq_change(store, actor, "purge", ids=ids, route=route, since=since, everything=everything)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import datetime
 import getpass
@@ -14,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 from pathlib import Path
 from typing import Any, TextIO
 
+import aiohttp
 import orjson
 
 from glue import journal
@@ -32,6 +34,7 @@ __all__ = [
     "parse_headers",
     "parse_since",
     "read_input",
+    "remote",
     "show",
     "with_journal",
 ]
@@ -194,3 +197,30 @@ def iso_times(value: Any) -> Any:
 def iso(timestamp: float) -> str:
     """Unix seconds as ISO-8601 UTC, to the second."""
     return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).isoformat(timespec="seconds")
+
+
+def remote(args: argparse.Namespace, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    """Call the admin API of ``--server`` and return its JSON; its errors become CLI errors."""
+    token = os.environ.get("GLUE_ADMIN_TOKEN")
+    if args.token_file is not None:
+        token = read_input(args.token_file).decode().strip()
+    if not token:
+        raise CliError("--server needs a token: --token-file FILE or $GLUE_ADMIN_TOKEN", code=2)
+
+    async def call() -> Any:
+        headers = {"authorization": f"Bearer {token}"}
+        timeout = aiohttp.ClientTimeout(total=30)
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.request(method, args.server.rstrip("/") + path, json=body, headers=headers) as response,
+        ):
+            data = orjson.loads(await response.read() or b"null")
+            if response.status >= 400:
+                error = data.get("error") if isinstance(data, dict) else None
+                raise CliError(f"{args.server}: HTTP {response.status}: {error or response.reason}")
+            return data
+
+    try:
+        return asyncio.run(call())
+    except (aiohttp.ClientError, OSError, orjson.JSONDecodeError) as exc:
+        raise CliError(f"{args.server}: {exc}") from None

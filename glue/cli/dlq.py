@@ -1,5 +1,6 @@
 """``glue dlq list|show|retry|purge|rejected``: the dead-letter queue; ``retry`` and ``purge`` take ids
-or a filter and show what would go with ``--dry-run``."""
+or a filter and show what would go with ``--dry-run``. With ``glue --server URL`` each acts on a remote
+daemon through its admin API (``rejected`` reads the local journal only)."""
 
 from __future__ import annotations
 
@@ -7,107 +8,115 @@ import argparse
 import asyncio
 import sys
 import time
+import urllib.parse
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from glue import explain, journal, observability
+from glue import journal, observability, operations
 from glue.cli import common
 
 __all__ = ["add_commands"]
 
-
-async def _dead_rows(store: journal.Journal, invocations: list[journal.Invocation]) -> list[dict[str, Any]]:
-    rows = []
-    for item in invocations:
-        stored = await store.get(item.event_seq)
-        rows.append(
-            {
-                **item.summary(),
-                "event": stored.id if stored is not None else None,
-                "type": stored.type if stored is not None else None,
-                "deadAt": common.iso(item.updated_at),
-            }
-        )
-    return rows
-
-
 _DLQ_COLUMNS = ["id", "route", "handler", "event", "type", "attempt", "deadAt", "lastError"]
 
 
-async def _select(store: journal.Journal, args: argparse.Namespace) -> list[journal.Invocation]:
-    since = common.parse_since(getattr(args, "since", None))
-    ids = [int(i) for i in getattr(args, "ids", None) or []]
-    if ids:
-        found = [await store.invocation(i) for i in ids]
-        missing = [i for i, row in zip(ids, found, strict=True) if row is None or row.state != "dead"]
-        if missing:
-            raise common.CliError(f"not in the dead-letter queue: {', '.join(map(str, missing))}")
-        return [row for row in found if row is not None]
-    if hasattr(args, "all") and not (args.all or args.route or since is not None):
-        raise common.CliError("give invocation ids, or a filter (--route, --since) or --all", code=2)
-    selected: list[journal.Invocation] = []
-    after = 0
-    limit = getattr(args, "limit", None)
-    while True:
-        batch = await store.invocations(state="dead", route=args.route, since=since, after=after, limit=500)
-        if not batch:
-            return selected
-        selected.extend(batch)
-        after = batch[-1].id
-        if limit is not None and len(selected) >= limit:
-            return selected[:limit]
-
-
-def cmd_dlq_list(args: argparse.Namespace) -> int:
+def _local(args: argparse.Namespace, fn: Callable[[journal.Journal], Awaitable[Any]]) -> Any:
+    """``fn(store)`` on the configured journal; an operation's error is a CLI error."""
     settings = common.load_settings(args)
 
-    async def run(store: journal.Journal) -> int:
-        common.emit(await _dead_rows(store, await _select(store, args)), _DLQ_COLUMNS)
-        return 0
+    async def run(store: journal.Journal) -> Any:
+        try:
+            return await fn(store)
+        except operations.OperationError as exc:
+            raise common.CliError(str(exc), code=2 if exc.status == 400 else 1) from None
 
     return asyncio.run(common.with_journal(settings, run))
 
 
-def cmd_dlq_show(args: argparse.Namespace) -> int:
-    settings = common.load_settings(args)
+def _query(args: argparse.Namespace, since: float | None) -> str:
+    """The admin API's query for the selection ``args`` names (ids or route and since, and a limit)."""
+    params = {
+        "ids": ",".join(map(str, getattr(args, "ids", None) or [])) or None,
+        "route": args.route,
+        "since": since,
+        "limit": getattr(args, "limit", None),
+    }
+    query = urllib.parse.urlencode({name: value for name, value in params.items() if value is not None})
+    return "/v1/dlq" + (f"?{query}" if query else "")
 
-    async def run(store: journal.Journal) -> int:
+
+def _dead_rows(args: argparse.Namespace, since: float | None) -> list[dict[str, Any]]:
+    if args.server:
+        rows: list[dict[str, Any]] = common.remote(args, "GET", _query(args, since))
+        return rows
+
+    async def run(store: journal.Journal) -> list[dict[str, Any]]:
+        selected = await operations.dead_letters(
+            store, ids=args.ids or (), route=args.route, since=since, limit=getattr(args, "limit", None)
+        )
+        return await operations.dead_letter_rows(store, selected)
+
+    rows = _local(args, run)
+    return rows
+
+
+def cmd_dlq_list(args: argparse.Namespace) -> int:
+    args.ids = None
+    common.emit(_dead_rows(args, common.parse_since(args.since)), _DLQ_COLUMNS)
+    return 0
+
+
+def cmd_dlq_show(args: argparse.Namespace) -> int:
+    if args.server:
+        common.show(common.remote(args, "GET", f"/v1/invocations/{args.id}"))
+        return 0
+
+    async def run(store: journal.Journal) -> dict[str, Any]:
         item = await store.invocation(args.id)
         if item is None:
             raise common.CliError(f"no invocation {args.id}")
         stored = await store.get(item.event_seq)
-        result = await explain.invocation_detail(store, item)
+        result = await operations.invocation_detail(store, item)
         if stored is not None:
-            result.update(await explain.delivery_detail(store, stored))
-        common.show(result)
+            result.update(await operations.with_delivery(store, stored))
+        return result
+
+    common.show(_local(args, run))
+    return 0
+
+
+def _cmd_dlq_change(args: argparse.Namespace, action: str) -> int:
+    since = common.parse_since(args.since)
+    verb = "retried" if action == "retry" else "purged"
+    if not (args.ids or args.route or since is not None or args.all):
+        raise common.CliError("give invocation ids, or a filter (--route, --since) or --all", code=2)
+    if args.dry_run:
+        rows = _dead_rows(args, since)
+        common.emit(rows, _DLQ_COLUMNS)
+        print(f"{len(rows)} invocations would be {verb} (dry run)", file=sys.stderr)
         return 0
-
-    return asyncio.run(common.with_journal(settings, run))
-
-
-def _cmd_dlq_change(args: argparse.Namespace, verb: str) -> int:
-    settings = common.load_settings(args)
-
-    async def run(store: journal.Journal) -> int:
-        selected = await _select(store, args)
-        if args.dry_run:
-            rows = await _dead_rows(store, selected)
-            common.emit(rows, _DLQ_COLUMNS)
-            print(f"{len(rows)} invocations would be {verb} (dry run)", file=sys.stderr)
-            return 0
-        ids = [item.id for item in selected]
-        if verb == "retried":
-            changed = await store.redrive(ids, now=time.time())
-        else:
-            changed = await store.purge(ids)
-        # An operator action: one JSON line on stderr (stdout carries the result), as the daemon logs.
+    if args.server:
+        body = {"ids": args.ids or [], "route": args.route, "since": since, "all": args.all}
+        result = common.remote(args, "POST", f"/v1/dlq/{action}", body)
+    else:
+        change = operations.dlq_retry if action == "retry" else operations.dlq_purge
+        actor = operations.Actor(common.operator(), time.time)
+        result = _local(
+            args,
+            lambda store: change(
+                store, actor, ids=args.ids or (), route=args.route, since=since, everything=args.all
+            ),
+        )
+        # An operator action on this machine's journal: one JSON line on stderr (stdout carries the
+        # result), as the daemon logs the same action taken through its admin API.
         line = observability.render_json(
             None,
             "warning",
             {
                 "event": f"dead letters {verb}",
-                "operator": common.operator(),
-                "invocations": list(changed),
-                "routes": sorted({item.route for item in selected if item.id in set(changed)}),
+                "operator": actor.who,
+                "invocations": result[verb],
+                "routes": result["routes"],
                 "filter": {
                     "route": args.route,
                     "since": args.since,
@@ -117,18 +126,8 @@ def _cmd_dlq_change(args: argparse.Namespace, verb: str) -> int:
             },
         )
         sys.stderr.write(line.decode() + "\n")
-        await store.record_audit(
-            common.operator(),
-            f"dlq {'retry' if verb == 'retried' else 'purge'}",
-            route=args.route,
-            target=",".join(map(str, changed)) or None,
-            detail={"invocations": list(changed), "since": args.since, "all": args.all},
-            now=time.time(),
-        )
-        print(f"{len(changed)} invocations {verb}")
-        return 0
-
-    return asyncio.run(common.with_journal(settings, run))
+    print(f"{len(result[verb])} invocations {verb}")
+    return 0
 
 
 _REJECTED_COLUMNS = ["delivery", "transport", "endpoint", "format", "receivedAt", "reason"]
@@ -136,33 +135,33 @@ _REJECTED_COLUMNS = ["delivery", "transport", "endpoint", "format", "receivedAt"
 
 def cmd_dlq_rejected(args: argparse.Namespace) -> int:
     """Deliveries that could not be decoded (Kafka poison records), newest first, with their raw bytes."""
-    settings = common.load_settings(args)
+    if args.server:
+        raise common.CliError("dlq rejected reads the journal: run it without --server", code=2)
 
-    async def run(store: journal.Journal) -> int:
-        rows = [
+    async def run(store: journal.Journal) -> list[dict[str, Any]]:
+        return [
             {
                 "delivery": item.delivery_id,
                 "transport": item.delivery.transport,
                 "endpoint": item.delivery.endpoint,
                 "format": item.delivery.format,
-                "receivedAt": common.iso(item.delivery.received_at),
+                "receivedAt": item.delivery.received_at,
                 "reason": item.reason,
                 "record": item.delivery.to_record(),  # JSON output only: replayable as a recording line
             }
             for item in await store.rejected(limit=args.limit)
         ]
-        common.emit(rows, _REJECTED_COLUMNS)
-        return 0
 
-    return asyncio.run(common.with_journal(settings, run))
+    common.emit(_local(args, run), _REJECTED_COLUMNS)
+    return 0
 
 
 def cmd_dlq_retry(args: argparse.Namespace) -> int:
-    return _cmd_dlq_change(args, "retried")
+    return _cmd_dlq_change(args, "retry")
 
 
 def cmd_dlq_purge(args: argparse.Namespace) -> int:
-    return _cmd_dlq_change(args, "purged")
+    return _cmd_dlq_change(args, "purge")
 
 
 def add_commands(sub: Any) -> None:

@@ -10,18 +10,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import time
 from typing import Any
-
-import aiohttp
-import orjson
 
 from glue import contract, journal, operations, rails, routing
 from glue import settings as settings_mod
 from glue.cli import common
 
-__all__ = ["add_commands", "remote"]
+__all__ = ["add_commands"]
 
 _ROUTE_COLUMNS = [
     "route",
@@ -57,33 +53,6 @@ def _router(settings: settings_mod.Settings, args: argparse.Namespace) -> routin
         raise common.CliError(str(exc), code=2) from None
 
 
-def remote(args: argparse.Namespace, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-    """Call the admin API of ``--server`` and return its JSON; its errors become CLI errors."""
-    token = os.environ.get("GLUE_ADMIN_TOKEN")
-    if args.token_file is not None:
-        token = common.read_input(args.token_file).decode().strip()
-    if not token:
-        raise common.CliError("--server needs a token: --token-file FILE or $GLUE_ADMIN_TOKEN", code=2)
-
-    async def call() -> Any:
-        headers = {"authorization": f"Bearer {token}"}
-        timeout = aiohttp.ClientTimeout(total=30)
-        async with (
-            aiohttp.ClientSession(timeout=timeout) as session,
-            session.request(method, args.server.rstrip("/") + path, json=body, headers=headers) as response,
-        ):
-            data = orjson.loads(await response.read() or b"null")
-            if response.status >= 400:
-                error = data.get("error") if isinstance(data, dict) else None
-                raise common.CliError(f"{args.server}: HTTP {response.status}: {error or response.reason}")
-            return data
-
-    try:
-        return asyncio.run(call())
-    except (aiohttp.ClientError, OSError, orjson.JSONDecodeError) as exc:
-        raise common.CliError(f"{args.server}: {exc}") from None
-
-
 def _local(args: argparse.Namespace, fn: Any) -> Any:
     """Run ``fn(store, router)`` on the configured journal; an operation's error is a CLI error."""
     settings = common.load_settings(args)
@@ -113,7 +82,7 @@ def _seconds(value: str | None) -> float | None:
 
 def cmd_routes_list(args: argparse.Namespace) -> int:
     if args.server:
-        rows = remote(args, "GET", "/v1/routes")
+        rows = common.remote(args, "GET", "/v1/routes")
     else:
         rows = _local(args, lambda store, router: operations.routes_list(store, router, time.time()))
     common.emit(rows, _ROUTE_COLUMNS)
@@ -124,7 +93,7 @@ def _pause(args: argparse.Namespace, route: str) -> int:
     seconds = _seconds(args.for_)
     if args.server:
         path = "/v1/pause" if route == rails.GLOBAL else f"/v1/routes/{route}/pause"
-        result = remote(args, "POST", path, {"reason": args.reason, "for": seconds})
+        result = common.remote(args, "POST", path, {"reason": args.reason, "for": seconds})
     else:
         result = _local(
             args,
@@ -141,7 +110,7 @@ def _pause(args: argparse.Namespace, route: str) -> int:
 def _resume(args: argparse.Namespace, route: str) -> int:
     if args.server:
         path = "/v1/resume" if route == rails.GLOBAL else f"/v1/routes/{route}/resume"
-        result = remote(args, "POST", path, {})
+        result = common.remote(args, "POST", path, {})
     else:
         result = _local(args, lambda store, router: operations.resume(store, router, route, _actor()))
     what = "every route" if route == rails.GLOBAL else f"route {route}"
@@ -177,7 +146,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 def _decide(args: argparse.Namespace, yes: bool) -> int:
     verb = "approve" if yes else "deny"
     if args.server:
-        result = remote(args, "POST", f"/v1/invocations/{args.id}/{verb}", {"note": args.note})
+        result = common.remote(args, "POST", f"/v1/invocations/{args.id}/{verb}", {"note": args.note})
     else:
         result = _local(
             args,
@@ -204,7 +173,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
             for name, value in (("since", since), ("route", args.route))
             if value is not None
         )
-        rows = remote(args, "GET", "/v1/audit" + (f"?{query}" if query else ""))
+        rows = common.remote(args, "GET", "/v1/audit" + (f"?{query}" if query else ""))
     else:
         settings = common.load_settings(args)
 

@@ -8,7 +8,7 @@ import sys
 import time
 from typing import Any, BinaryIO
 
-from glue import explain, journal
+from glue import explain, journal, operations
 from glue.cli import common
 
 __all__ = ["add_commands"]
@@ -38,10 +38,10 @@ def cmd_events_show(args: argparse.Namespace) -> int:
                 **stored.summary(),
                 "identity": stored.identity,
                 **explain.trace_fields(settings.tracing, stored.event()),
-                **await explain.delivery_detail(store, stored),
+                **await operations.with_delivery(store, stored),
                 # each route's invocation: its state, why it waits when it does (waitReason), its plan
                 # and every attempt
-                "invocations": [await explain.invocation_detail(store, item) for item in invocations],
+                "invocations": [await operations.invocation_detail(store, item) for item in invocations],
             }
         )
         return 0
@@ -110,7 +110,10 @@ def cmd_journal_import(args: argparse.Namespace) -> int:
             counts = await transfer.load(store, transfer.parse(lines))
         except transfer.TransferError as exc:
             raise common.CliError(f"{args.file}: {exc}") from None
-        print(", ".join(f"{count} {table}" for table, count in counts.items()) + " imported")
+        names = {"audit": "audit entries", "rails": "routes' rails"}
+        print(
+            ", ".join(f"{count} {names.get(table, table)}" for table, count in counts.items()) + " imported"
+        )
         return 0
 
     return asyncio.run(common.with_journal(settings, run))

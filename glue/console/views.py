@@ -178,7 +178,7 @@ class Views:
         if stored is None:
             raise web.HTTPNotFound(text=f"no event {seq} in the journal")
         invocations = await self.store.invocations(event_seq=stored.seq, limit=1000)
-        detail = await explain.delivery_detail(self.store, stored)
+        detail = await operations.with_delivery(self.store, stored)
         cloudevent = detail["cloudevent"]
         data = {key: cloudevent[key] for key in ("data", "data_base64") if key in cloudevent}
         attributes = {key: value for key, value in cloudevent.items() if key not in data}
@@ -190,7 +190,7 @@ class Views:
             data=data,
             delivery=detail["delivery"],
             decisions=explain.stored_rows(self.router, stored, invocations),
-            invocations=[await explain.invocation_detail(self.store, item) for item in invocations],
+            invocations=[await operations.invocation_detail(self.store, item) for item in invocations],
             trace=explain.trace_fields(self.tracing, stored.event()),
         )
 
@@ -255,7 +255,7 @@ class Views:
         return self.render.page(
             request,
             "dead_letter.html",
-            item=await explain.invocation_detail(self.store, item),
+            item=await operations.invocation_detail(self.store, item),
             stored=stored,
         )
 

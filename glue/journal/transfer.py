@@ -1,11 +1,14 @@
 """Export a journal to JSON lines and import it into another, across backends (SQLite <-> PostgreSQL).
 
 The file is one JSON object per line: a header ``{"kind": "glue-journal", "version": 1, ...}``, then
-``{"kind": "delivery"|"event"|"invocation", "row": {...}}`` in that order (each in id order, so every
-row's references come before it). Columns are those both backends share; binary columns are base64,
-JSON columns (``headers``, ``params``) are objects. Ids, sequence numbers and states are kept, so dead
-letters, retries and dedup carry over. Claims are not carried: an invocation that was running is
-exported as pending, due when it was claimed, like a released one.
+``{"kind": "delivery"|"event"|"invocation"|"attempt"|"audit"|"rail", "row": {...}}`` in that order
+(each in key order, so every row's references come before it). Columns are those both backends share;
+binary columns are base64, JSON columns (``headers``, ``params``, ``plan``, ``detail``) are objects,
+flags are booleans. Ids, sequence numbers and states are kept, so dead letters, retries, dedup, every
+attempt's history, the audit trail and pauses carry over. Claims are not carried: an invocation that
+was running is exported as pending, due when it was claimed, like a released one. Nor are budget
+starts, breaker failures and rate-limit buckets: they are counters over the last minutes or hours,
+and start again empty. Exports written before attempts, audit and rails were carried import as before.
 
 Import goes into an empty journal only (ids would collide otherwise) and is one transaction. Export
 reads page by page, not from one snapshot: stop the replicas first (a move between backends is done
@@ -83,8 +86,21 @@ TABLES: dict[str, tuple[str, ...]] = {
             "opened_at",
         ]
     ),
+    "attempts": ("id", "invocation_id", "attempt", "started_at", "duration", "outcome", "error"),
+    "audit": ("id", "at", "who", "action", "route", "target", "reason", "detail", "archived"),
+    "rails": (
+        *("route", "paused", "reason", "until", "by", "at"),
+        *("breaker_open_until", "breaker_probe", "breaker_probe_until"),
+    ),
 }
-KINDS = {"deliveries": "delivery", "events": "event", "invocations": "invocation"}
+KINDS = {
+    "deliveries": "delivery",
+    "events": "event",
+    "invocations": "invocation",
+    "attempts": "attempt",
+    "audit": "audit",
+    "rails": "rail",
+}
 _TABLE_OF = {kind: table for table, kind in KINDS.items()}
 _BINARY = {"body", "key", "cloudevent"}
 #: Columns an export may lack (written before they existed): imported as null.
@@ -92,7 +108,12 @@ _OPTIONAL = {
     *("digest", "wait_reason", "plan", "approved_by"),
     *("taken_by", "rate_key", "coalesce_key", "window_until", "opened_at"),
 }
-_JSON = {"headers", "params", "plan"}
+_JSON = {"headers", "params", "plan", "detail"}
+_FLAGS = {"paused", "archived"}  # SQLite's 0/1, PostgreSQL's boolean
+#: Tables keyed by text rather than a number.
+_TEXT_KEYED = {"rails"}
+#: SQLite's attempts have no id column of their own: their rowid is it.
+_SQLITE_COLUMN = {("attempts", "id"): "rowid"}
 _PAGE = 1000
 
 
@@ -110,20 +131,28 @@ def _sqlite_value(column: str, value: Any) -> Any:
         return orjson.loads(value)
     if column in _BINARY:
         return bytes(value)
+    if column in _FLAGS:
+        return bool(value)
     return value
+
+
+def _sqlite_columns(table: str) -> str:
+    return ", ".join(_SQLITE_COLUMN.get((table, column), column) for column in TABLES[table])
 
 
 async def _rows(store: journal.Journal, table: str) -> AsyncIterator[dict[str, Any]]:
     """Every row of ``table`` as ``{column: python value}`` (JSON columns decoded), in id order."""
     columns = TABLES[table]
     key = columns[0]
-    after = -(1 << 62)
+    lite_key = _SQLITE_COLUMN.get((table, key), key)
+    after: int | str = "" if table in _TEXT_KEYED else -(1 << 62)
     while True:
         if isinstance(store, sqlite.SQLiteJournal):
 
-            def run(db: sqlite3.Connection, after: int = after) -> list[dict[str, Any]]:
+            def run(db: sqlite3.Connection, after: int | str = after) -> list[dict[str, Any]]:
                 cursor = db.execute(
-                    f"SELECT {', '.join(columns)} FROM {table} WHERE {key} > ? ORDER BY {key} LIMIT ?",
+                    f"SELECT {_sqlite_columns(table)} FROM {table} WHERE {lite_key} > ?"
+                    f" ORDER BY {lite_key} LIMIT ?",
                     (after, _PAGE),
                 )
                 return [{c: _sqlite_value(c, v) for c, v in zip(columns, row, strict=True)} for row in cursor]
@@ -131,7 +160,7 @@ async def _rows(store: journal.Journal, table: str) -> AsyncIterator[dict[str, A
             page = await store.read(run)
         elif isinstance(store, postgres.PostgresJournal):
 
-            async def fetch(conn: asyncpg.Connection, after: int = after) -> list[dict[str, Any]]:
+            async def fetch(conn: asyncpg.Connection, after: int | str = after) -> list[dict[str, Any]]:
                 records = await conn.fetch(
                     f"SELECT {', '.join(columns)} FROM {table} WHERE {key} > $1 ORDER BY {key} LIMIT $2",
                     after,
@@ -199,7 +228,7 @@ def parse(lines: Iterable[bytes | str]) -> Iterator[tuple[str, dict[str, Any]]]:
         table = _TABLE_OF.get(str(record.get("kind")))
         row = record.get("row")
         if table is None or not isinstance(row, dict):
-            raise TransferError(f"line {number}: expected a delivery, event or invocation record")
+            raise TransferError(f"line {number}: expected a {', '.join(KINDS.values())} record")
         if order.index(table) < seen:
             raise TransferError(f"line {number}: {KINDS[table]} after the {order[seen]} records")
         seen = order.index(table)
@@ -223,12 +252,16 @@ def parse(lines: Iterable[bytes | str]) -> Iterator[tuple[str, dict[str, Any]]]:
 def _sqlite_param(column: str, value: Any) -> Any:
     if column in _JSON and value is not None:
         return orjson.dumps(value)
+    if column in _FLAGS:
+        return int(bool(value))
     return value
 
 
 def _pg_param(column: str, value: Any) -> Any:
     if column in _JSON and value is not None:
         return orjson.dumps(value).decode()
+    if column in _FLAGS:
+        return bool(value)
     return value
 
 
@@ -263,6 +296,7 @@ def _check_references(by_table: dict[str, list[tuple[Any, ...]]]) -> None:
     for table, column, parent in (
         ("events", "delivery_id", "deliveries"),
         ("invocations", "event_seq", "events"),
+        ("attempts", "invocation_id", "invocations"),
     ):
         held = {row[0] for row in by_table[parent]}  # the parent's key is its first column
         at = TABLES[table].index(column)
@@ -279,7 +313,7 @@ def _load_sqlite(db: sqlite3.Connection, by_table: dict[str, list[tuple[Any, ...
         for table, values in by_table.items():
             columns = TABLES[table]
             db.executemany(
-                f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+                f"INSERT INTO {table} ({_sqlite_columns(table)}) VALUES ({', '.join('?' * len(columns))})",
                 [tuple(_sqlite_param(c, v) for c, v in zip(columns, row, strict=True)) for row in values],
             )
 
@@ -289,10 +323,12 @@ async def _load_postgres(conn: asyncpg.Connection, by_table: dict[str, list[tupl
         for table, values in by_table.items():
             columns = TABLES[table]
             await conn.executemany(
-                f"INSERT INTO {table} ({', '.join(columns)})"
+                f"INSERT INTO {table} ({', '.join(columns)}) OVERRIDING SYSTEM VALUE"
                 f" VALUES ({', '.join(f'${i}' for i in range(1, len(columns) + 1))})",
                 [tuple(_pg_param(c, v) for c, v in zip(columns, row, strict=True)) for row in values],
             )
+            if table in _TEXT_KEYED:
+                continue
             # The identity sequences continue after the imported ids.
             await conn.execute(
                 f"SELECT setval(pg_get_serial_sequence('{table}', '{columns[0]}'),"

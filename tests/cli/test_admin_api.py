@@ -64,6 +64,14 @@ def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     return loaded
 
 
+@pytest.fixture
+def token_file(tmp_path: Path) -> Path:
+    """The operators' token in a file, for ``glue --server URL --token-file``."""
+    path = tmp_path / "ops.token"
+    path.write_text(TOKEN)
+    return path
+
+
 def admin_url(daemon: app.Daemon) -> str:
     assert daemon.pipeline is not None
     [api] = [w for w in daemon.pipeline.workers if w.name == "admin-api"]
@@ -116,10 +124,8 @@ async def test_a_viewer_token_reads_but_may_not_act(tmp_path: Path, monkeypatch:
 
 
 async def test_glue_server_pauses_lists_approves_and_audits_through_the_api(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, token_file: Path
 ) -> None:
-    token_file = tmp_path / "ops.token"
-    token_file.write_text(TOKEN)
     async with running(config(tmp_path, monkeypatch)) as daemon, aiohttp.ClientSession() as http:
         url = admin_url(daemon)
         code, out, err = await glue_cli(
@@ -176,3 +182,80 @@ async def test_glue_server_pauses_lists_approves_and_audits_through_the_api(
             assert await response.json() == {"error": "the body must be a JSON object"}
     code, _, err = await glue_cli("--server", url, "routes", "list")
     assert code == 2 and "needs a token" in err
+
+
+async def test_glue_server_lists_shows_retries_and_purges_dead_letters(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, token_file: Path
+) -> None:
+    async with running(config(tmp_path, monkeypatch)) as daemon, aiohttp.ClientSession() as http:
+        url = admin_url(daemon)
+
+        async def dead_letter(event_id: str) -> int:
+            """A rotation denied through the API: it is in the dead-letter queue."""
+            headers = {"ce-specversion": "1.0", "ce-id": event_id, "ce-source": "/bao", "ce-type": "rotate"}
+            async with http.post(f"{base_url(daemon)}/events", data=b"{}", headers=headers) as response:
+                assert response.status == 202
+
+            async def awaiting() -> Any:
+                stored = await daemon.journal.get(event_id)
+                if stored is None:
+                    return None
+                found = await daemon.journal.invocations(state="awaiting-approval", event_seq=stored.seq)
+                return found[0].id if found else None
+
+            number: int = await eventually(awaiting, within=10)
+            code, _, err = await glue_cli("--server", url, "deny", str(number), token_file=token_file)
+            assert code == 0, err
+            return number
+
+        first = await dead_letter("rot-1")
+        code, out, err = await glue_cli("--server", url, "dlq", "list", token_file=token_file)
+        assert code == 0, err
+        [row] = map(orjson.loads, out.splitlines())
+        assert (row["id"], row["route"], row["event"], row["type"]) == (first, "rotate", "rot-1", "rotate")
+        code, out, err = await glue_cli("--server", url, "dlq", "show", str(first), token_file=token_file)
+        assert code == 0, err
+        shown = orjson.loads(out)
+        assert shown["state"] == "dead" and shown["cloudevent"]["id"] == "rot-1"
+
+        code, out, err = await glue_cli(
+            "--server", url, "dlq", "retry", "--route", "rotate", "--dry-run", token_file=token_file
+        )
+        assert code == 0 and "1 invocations would be retried (dry run)" in err
+        assert [orjson.loads(line)["id"] for line in out.splitlines()] == [first]
+        assert (await daemon.journal.invocation(first)).state == "dead"  # type: ignore[union-attr]
+
+        # a viewer may list the queue but not empty it
+        viewer = {"Authorization": "Bearer a-read-only-token"}
+        async with http.post(f"{url}/v1/dlq/retry", headers=viewer, json={"ids": [first]}) as response:
+            assert response.status == 403
+        with capture_logs() as logs:
+            code, out, err = await glue_cli(
+                "--server", url, "dlq", "retry", str(first), token_file=token_file
+            )
+        assert code == 0 and out.strip() == "1 invocations retried", err
+        assert [line["invocations"] for line in logs if line["event"] == "dead letters retried"] == [[first]]
+
+        async def asks_again() -> bool:  # a retried rotation asks for approval again
+            row = await daemon.journal.invocation(first)
+            return row is not None and row.state == "awaiting-approval"
+
+        await eventually(asks_again, within=10)
+
+        second = await dead_letter("rot-2")
+        code, out, err = await glue_cli("--server", url, "dlq", "purge", str(first), token_file=token_file)
+        assert code == 1 and "HTTP 404" in err and f"not in the dead-letter queue: {first}" in err
+        code, out, err = await glue_cli(
+            "--server", url, "dlq", "purge", "--route", "rotate", token_file=token_file
+        )
+        assert code == 0 and out.strip() == "1 invocations purged", err
+        assert await daemon.journal.invocation(second) is None
+        code, out, _ = await glue_cli("--server", url, "audit", token_file=token_file)
+        trail = [(e["who"], e["action"], e["target"]) for e in map(orjson.loads, out.splitlines())]
+        assert ("ops", "dlq retry", str(first)) in trail and ("ops", "dlq purge", str(second)) in trail
+        # a bad selection is a 400 with the reason
+        async with http.post(
+            f"{url}/v1/dlq/purge", headers={"Authorization": f"Bearer {TOKEN}"}, json={"ids": ["x"]}
+        ) as response:
+            assert response.status == 400
+            assert await response.json() == {"error": "ids: expected a list of invocation ids"}

@@ -30,6 +30,10 @@ PATHS = [
     "/v1/invocations/{id}/approve",
     "/v1/invocations/{id}/deny",
     "/v1/audit",
+    "/v1/invocations/{id}",
+    "/v1/dlq",
+    "/v1/dlq/retry",
+    "/v1/dlq/purge",
     "/v1/nothing",
     "/",
 ]
@@ -45,6 +49,9 @@ fields = st.fixed_dictionaries(
         "for": st.sampled_from(["30m", "1h", "-1s", "0", "soon", "99999999h"]) | json_values,
         "note": st.text(max_size=40) | json_values,
         "all": json_values,
+        "ids": st.lists(st.integers() | st.text(max_size=3), max_size=3) | json_values,
+        "route": st.sampled_from(ROUTES) | json_values,
+        "since": json_values,
     },
 )
 
@@ -58,6 +65,10 @@ def requests(draw: st.DrawFn) -> tuple[str, str, bytes, dict[str, str]]:
     )
     if template == "/v1/audit":
         path += draw(st.sampled_from(["", "?since=1h", "?since=yesterday", "?route=rotate", "?since=-5m"]))
+    if template == "/v1/dlq":
+        path += draw(
+            st.sampled_from(["", "?ids=1,x", "?ids=99999999999999999999", "?limit=0", "?since=1e400"])
+        )
     method = draw(st.sampled_from(["GET", "POST", "PUT", "DELETE"]))
     body = draw(
         st.one_of(

@@ -96,7 +96,10 @@ async def test_export_sqlite_import_postgres_through_a_pipe(
     )
 
     assert imported.returncode == 0, imported.stderr
-    assert imported.stdout.decode() == "2 deliveries, 2 events, 0 invocations imported\n"
+    assert (
+        imported.stdout.decode()
+        == "2 deliveries, 2 events, 0 invocations, 0 attempts, 0 audit entries, 0 routes' rails imported\n"
+    )
     code, out, _ = await glue_here(
         capsysbinary, monkeypatch, "events", "list", "-c", str(pg_config), dsn=pg_dsn
     )

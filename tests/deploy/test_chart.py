@@ -767,3 +767,35 @@ def test_without_tls_the_listener_speaks_http(chart: helm.Chart) -> None:
     assert "Certificate" not in kinds(objects)
     assert "scheme" not in pod_spec(objects)["containers"][0]["readinessProbe"]["httpGet"]
     assert one(objects, "ServiceMonitor")["spec"]["endpoints"][0]["scheme"] == "http"
+
+
+def test_the_admin_api_gets_a_port_a_service_and_a_policy_rule_of_its_own(chart: helm.Chart) -> None:
+    admin = {"tokens": {"ops": {"file": "/var/run/secrets/glue/ops-token"}}, "viewers": ["ops"]}
+    objects = render(chart, {"config": {"admin": admin}})
+    [container] = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert [(p["name"], p["containerPort"]) for p in container["ports"]] == [("http", 8080), ("admin", 8081)]
+    service = one(objects, "Service", f"{FULLNAME}-admin")
+    validate(service)
+    assert [(p["name"], p["port"], p["targetPort"]) for p in service["spec"]["ports"]] == [
+        ("admin", 8081, "admin")
+    ]
+    assert one(objects, "Service", FULLNAME)["spec"]["ports"][0]["name"] == "http"  # webhooks only
+    policy = one(objects, "NetworkPolicy")
+    assert [p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]] == ["http", "admin"]
+    # in the pod it listens on the pod's address (the Service and port-forward reach it), on its port
+    assert glue_config(objects)["admin"] == {**admin, "host": "0.0.0.0", "port": 8081}
+    # a port and host of the operator's own are kept; narrowing who may reach it
+    objects = render(
+        chart,
+        {
+            "config": {"admin": {**admin, "host": "127.0.0.1", "port": 9090}},
+            "networkPolicy": {"adminFrom": [{"podSelector": {"matchLabels": {"app": "ops"}}}]},
+        },
+    )
+    assert glue_config(objects)["admin"]["host"] == "127.0.0.1"
+    assert one(objects, "Service", f"{FULLNAME}-admin")["spec"]["ports"][0]["port"] == 9090
+    [_, rule] = one(objects, "NetworkPolicy")["spec"]["ingress"]
+    assert rule["from"] == [{"podSelector": {"matchLabels": {"app": "ops"}}}]
+    # without config.admin: no port, no Service
+    objects = render(chart)
+    assert [o["metadata"]["name"] for o in objects if o["kind"] == "Service"] == [FULLNAME]

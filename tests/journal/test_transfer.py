@@ -19,7 +19,8 @@ from tests.support import cloudevent
 
 async def populate(store: journal.Journal) -> None:
     """Events in every state: done, retrying, dead, running (claimed), awaiting approval (with its
-    plan), unmatched, pending; a rejection."""
+    plan), unmatched, pending; a rejection; the attempts that ended; a paused route and the audit
+    trail of that pause."""
     await store.append(delivery(b"one", key=b"\x00k"), [cloudevent(n, data={"n": n}) for n in "abcdex"])
     await store.reject(delivery(b"\xff"), "not JSON")
     now = time.time()
@@ -53,6 +54,10 @@ async def populate(store: journal.Journal) -> None:
     plan = {"summary": "rotate d", "calls": [{"method": "POST", "target": "/v1/x"}]}
     assert await store.await_approval("w", running["x"].id, plan, deadline=now + 3600, now=now)
     await store.append(delivery(b"two"), [cloudevent("f")])
+    await store.set_pause("route-1", paused=True, reason="bad rule", until=now + 600, by="ops", now=now)
+    await store.record_audit(
+        "ops", "pause", route="route-1", target=None, reason="bad rule", detail={"for": 600}, now=now
+    )
 
 
 async def snapshot(store: journal.Journal) -> dict[str, object]:
@@ -63,6 +68,9 @@ async def snapshot(store: journal.Journal) -> dict[str, object]:
         "rejected": await store.rejected(),
         "invocations": [i.summary() | {"params": i.params} for i in await store.invocations(limit=1000)],
         "backlog": await store.backlog(),
+        "attempts": {i.id: await store.attempts(i.id) for i in await store.invocations(limit=1000)},
+        "audit": await store.audit(),
+        "rails": await store.rails(),
     }
 
 
@@ -89,7 +97,10 @@ async def test_sqlite_to_postgres_and_back_keeps_the_journal(both, tmp_path: Pat
 
     counts = await transfer.load(pg, transfer.parse(exported))
 
-    assert counts == {"deliveries": 3, "events": 7, "invocations": 5}
+    assert counts == {
+        **{"deliveries": 3, "events": 7, "invocations": 5},
+        **{"attempts": 3, "audit": 1, "rails": 1},
+    }
     after = await snapshot(pg)
     [waiting] = [i for i in after["invocations"] if i["state"] == "awaiting-approval"]  # type: ignore[attr-defined]
     assert waiting["waitReason"] == "approval" and waiting["plan"]["summary"] == "rotate d"
@@ -105,6 +116,10 @@ async def test_sqlite_to_postgres_and_back_keeps_the_journal(both, tmp_path: Pat
     assert after["events"] == before["events"]
     assert after["deliveries"] == before["deliveries"]
     assert after["rejected"] == before["rejected"]
+    # The attempts' history, the audit trail and the pause came along.
+    assert after["attempts"] == before["attempts"] and sum(map(len, after["attempts"].values())) == 3  # type: ignore[attr-defined]
+    assert after["audit"] == before["audit"] and after["rails"] == before["rails"]
+    assert after["rails"]["route-1"].paused_at(time.time())  # type: ignore[index]
     # Dedup and ids carry on where the source left off.
     assert (await pg.append(delivery(), [cloudevent("a")]))[0].new is False
     await pg.append(delivery(), [cloudevent("g")])

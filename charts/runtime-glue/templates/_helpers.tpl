@@ -493,6 +493,11 @@ The services the config talks to, each with the TCP ports the config names, as J
 
 {{/* The glue config ----------------------------------------------------------------------------------
 .Values.config with the server address and the journal connection the chart manages. */}}
+{{/* The admin API's port (config.admin.port, default 8081); empty without config.admin. */}}
+{{- define "runtime-glue.adminPort" -}}
+{{- with .Values.config.admin -}}{{ hasKey . "port" | ternary .port 8081 }}{{- end -}}
+{{- end -}}
+
 {{- define "runtime-glue.config" -}}
 {{- $config := deepCopy (omit .Values.config "journal") -}}
 {{- $server := deepCopy (.Values.config.server | default dict) -}}
@@ -507,6 +512,12 @@ The services the config talks to, each with the TCP ports the config names, as J
 {{- $_ := set $server "tls" $tls -}}
 {{- end -}}
 {{- $_ := set $config "server" $server -}}
+{{- with .Values.config.admin -}}
+{{- $admin := deepCopy . -}}
+{{- $_ := set $admin "host" ($admin.host | default $.Values.listenAddress) -}}
+{{- $_ := set $admin "port" (include "runtime-glue.adminPort" $ | int) -}}
+{{- $_ := set $config "admin" $admin -}}
+{{- end -}}
 {{- $journal := deepCopy (.Values.journal.settings | default dict) -}}
 {{- $_ := set $journal "backend" .Values.journal.backend -}}
 {{- if eq .Values.journal.backend "postgres" -}}

@@ -178,7 +178,20 @@ def build(
         from glue import admin_api, routing
 
         router = routing.load(settings.routes, registry, source="routes")
-        workers = (*workers, admin_api.AdminApi(settings.admin, journal_, router))  # stopped first
+        api = admin_api.AdminApi(settings.admin, journal_, router)
+        if settings.admin.console:
+            from glue import console
+
+            pages = console.Console(
+                api.authenticator,
+                journal_,
+                router,
+                config=settings.admin,
+                tracing=settings.tracing,
+                lockout=settings.server.lockout,
+            )
+            api.app.add_subapp(console.PREFIX, pages.app)  # the admin listener only, never the webhook port
+        workers = (*workers, api)  # stopped first
     return Pipeline(
         intake=accepting,
         # Checked first: what the clients can do is known before the first invocation runs.

@@ -825,6 +825,9 @@ class Admin(Model):
     viewers: list[str] = Field(
         default=[], description="Names of tokens that may only read (the others are operators: they act)."
     )
+    console: bool = Field(
+        default=True, description="Serve the operator console at /ui on this listener (glue.console)."
+    )
     session_key: SecretRef | None = Field(
         default=None,
         description="Signs the console's session cookies; give the same key to every replica so a session "

@@ -171,12 +171,11 @@ class Console:
         """Start ``who``'s session and go to ``next_path`` (a console path; anything else: the overview).
         The token form and the single sign-on callback both end here."""
         target = next_path if next_path.startswith(PREFIX + "/") and "//" not in next_path else PREFIX + "/"
-        answer = web.HTTPSeeOther(target)
+        answer = web.Response(status=303, headers={"Location": target, **_HEADERS})
         self.sessions.start(answer, request, who)
-        answer.headers.update(_HEADERS)
         return answer
 
     async def _logout(self, request: web.Request) -> web.StreamResponse:
-        answer = web.HTTPSeeOther(self.render.login_url(""))
+        answer = web.Response(status=303, headers={"Location": self.render.login_url("")})
         self.sessions.end(answer)
         return answer

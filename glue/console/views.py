@@ -144,7 +144,7 @@ class Views:
             "events.html",
             events=shown,
             form=form,
-            status=filters["status"],
+            chosen=filters["status"],
             statuses=journal.EVENT_STATUSES,
             older=older,
             newest=before is None,
@@ -276,9 +276,9 @@ class Views:
                 route=route or "",
             )
         act = operations.dlq_retry if verb == "retry" else operations.dlq_purge
+        done = "retried" if verb == "retry" else "purged"
         result = await act(self.store, self._actor(request), ids=ids, route=route)
-        [(done, changed)] = result.items()
-        raise web.HTTPSeeOther(f"{self.render.prefix}/dead-letters?done={done}+{len(changed)}")
+        raise web.HTTPSeeOther(f"{self.render.prefix}/dead-letters?done={done}+{len(result[done])}")
 
     async def dlq_retry(self, request: web.Request) -> web.StreamResponse:
         return await self._dlq_change(request, "retry")

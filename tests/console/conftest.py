@@ -72,14 +72,19 @@ def admin_url(daemon: app.Daemon) -> str:
     return f"http://127.0.0.1:{api.port}"  # type: ignore[attr-defined]
 
 
-@pytest.fixture
-async def browser(tmp_path: Path) -> AsyncIterator[BrowserContext]:
-    """Chromium with a fresh profile."""
+@pytest.fixture(scope="session")
+def chromium() -> Path:
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: `make services` installs it (apt-get install chromium)")
+    return CHROMIUM
+
+
+@pytest.fixture
+async def browser(tmp_path: Path, chromium: Path) -> AsyncIterator[BrowserContext]:
+    """Chromium with a fresh profile."""
     async with async_playwright() as playwright:
         context = await playwright.chromium.launch_persistent_context(
-            tmp_path / "profile", executable_path=CHROMIUM, headless=True, args=_ARGS
+            tmp_path / "profile", executable_path=chromium, headless=True, args=_ARGS
         )
         try:
             yield context

@@ -3,6 +3,7 @@ exists, then succeeds; what a retry from the console's dead-letter page needs to
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,6 @@ async def gated(*, params: GatedParams, ctx: glue.Context, **kwargs: Any) -> glu
     """Succeeds once ``params.gate`` exists."""
     if ctx.dry_run:
         return glue.Plan(summary=f"wait for {params.gate}")
-    if not Path(params.gate).exists():
+    if not await asyncio.to_thread(Path(params.gate).exists):
         raise glue.PermanentError(f"gate {params.gate} is closed")
     return None

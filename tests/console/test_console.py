@@ -227,7 +227,10 @@ async def test_bearer_requests_act_without_csrf_and_a_session_needs_it(tmp_path:
             assert response.status == 200
             assert "form-action 'self'" in response.headers["Content-Security-Policy"]
         async with http.post(
-            f"{url}/ui/routes/gated/pause", headers=bearer, data={"reason": "by script"}, allow_redirects=False
+            f"{url}/ui/routes/gated/pause",
+            headers=bearer,
+            data={"reason": "by script"},
+            allow_redirects=False,
         ) as response:
             assert response.status == 303
         assert (await daemon.journal.rails())["gated"].reason == "by script"

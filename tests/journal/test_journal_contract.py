@@ -6,12 +6,13 @@ hands back, at explicit ``now`` values, so leases and due times need no waiting.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from glue import events, journal
 from tests.support import cloudevent
 
-from .conftest import Append
+from .conftest import Append, delivery_of
 
 T0 = 1_000_000.0
 
@@ -324,3 +325,45 @@ async def test_a_dropped_invocation_and_a_purged_one(store: journal.Journal, app
     assert [x.outcome for x in await store.attempts(a.id)] == ["dropped"], "done with an error: dropped"
     assert await store.purge([b.id]) == [b.id]
     assert await store.attempts(b.id) == [], "the history goes with its invocation"
+
+
+async def test_browse_is_newest_first_filtered_and_paged(store: journal.Journal) -> None:
+    """The console's listing: by type, source, subject, status and receive time, below a seq."""
+    kinds = [("push", "/gitlab", "main"), ("push", "/gitlab", "dev"), ("pushed", "/harbor", None)] * 3
+    for n, (type_, source, subject) in enumerate(kinds):
+        event = cloudevent(str(n), type=type_, source=source, **({"subject": subject} if subject else {}))
+        await store.append(dataclasses.replace(delivery_of(event), received_at=T0 + n), [event])
+    first = await store.browse(limit=4)
+    assert [e.id for e in first] == ["8", "7", "6", "5"]
+    assert [e.id for e in await store.browse(before=first[-1].seq, limit=2)] == ["4", "3"]
+    assert [e.id for e in await store.browse(type="push", subject="dev")] == ["7", "4", "1"]
+    assert [e.id for e in await store.browse(source="/harbor", since=T0 + 3, until=T0 + 8)] == ["5"]
+    assert await store.browse(status="routed") == []
+    assert len(await store.browse(status="pending")) == 9
+
+
+async def test_activity_counts_intake_and_attempt_outcomes_by_route_and_bucket(
+    store: journal.Journal, append: Append
+) -> None:
+    await append(cloudevent("1"), cloudevent("2"))
+    claimed = await store.claim_events("a", limit=10, lease=30, now=T0)
+    await store.record_routing(
+        "a", {e.seq: [new("r", e.identity), new("s", e.identity)] for e in claimed}, now=T0
+    )
+    running = await store.claim_invocations("w", limit=10, lease=30, now=T0)
+    outcomes = [
+        journal.Outcome(
+            item.id, "done" if item.route == "r" else "dead", started_at=T0 + 10 * n, duration=0.1
+        )
+        for n, item in enumerate(running)
+    ]
+    await store.settle("w", outcomes, now=T0 + 40)
+    found = await store.activity(since=T0, bucket_seconds=20)
+    by = {(route, outcome, bucket): n for route, outcome, bucket, n in found.outcomes}
+    expected: dict[tuple[str, str, int], int] = {}
+    for n, item in enumerate(running):
+        key = (item.route, "done" if item.route == "r" else "dead", (10 * n) // 20)
+        expected[key] = expected.get(key, 0) + 1
+    assert by == expected
+    assert found.received == 2  # appended now, after T0
+    assert (await store.activity(since=T0 + 1000, bucket_seconds=20)).outcomes == ()

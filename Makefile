@@ -7,7 +7,7 @@ BIN     = $(VENV)/bin
 CONFIG ?= config/glue.yaml
 
 .DEFAULT_GOAL := test
-.PHONY: run test lint services bench clean
+.PHONY: run test lint services chromium bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,8 +30,12 @@ run: $(VENV)/.run
 	$(BIN)/glue check --config $(CONFIG)
 	$(BIN)/glue run --config $(CONFIG)
 
+# The console's browser tests drive Debian's chromium through Playwright (never `playwright install`).
+chromium:
+	@test -x /usr/bin/chromium || (apt-get update && apt-get install -y --no-install-recommends chromium)
+
 # PostgreSQL runs on this kind of machine before a session; start it if it has stopped.
-services:
+services: chromium
 	@pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null || \
 	  pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start
 	@for i in $$(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && exit 0; sleep 1; done; \
@@ -48,6 +52,7 @@ test: $(VENV)/.test services lint
 
 bench: $(VENV)/.run
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/console.py
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .hypothesis

@@ -235,7 +235,7 @@ class Views:
     async def dead_letters(self, request: web.Request) -> web.StreamResponse:
         route = request.query.get("route") or None
         since = _time("since", request.query.get("since", ""))
-        found = await operations.dead_letters(self.store, route=route, since=since, limit=200)
+        found = await operations.dead_letters(self.store, route=route, since=since, limit=PAGE)
         return self.render.page(
             request,
             "dead_letters.html",

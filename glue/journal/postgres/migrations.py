@@ -215,7 +215,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX IF NOT EXISTS events_type ON events (type, seq);
         CREATE INDEX IF NOT EXISTS events_source ON events (source, seq);
         CREATE INDEX IF NOT EXISTS events_received ON events (received_at);
-        CREATE INDEX IF NOT EXISTS attempts_started ON attempts (started_at);
+        CREATE INDEX IF NOT EXISTS attempts_started ON attempts (started_at, outcome, invocation_id);
         """,
     ),
 ]

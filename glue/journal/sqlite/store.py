@@ -195,7 +195,7 @@ CREATE TABLE IF NOT EXISTS rate_buckets (
 CREATE INDEX IF NOT EXISTS events_type ON events (type, seq);
 CREATE INDEX IF NOT EXISTS events_source ON events (source, seq);
 CREATE INDEX IF NOT EXISTS events_received ON events (received_at);
-CREATE INDEX IF NOT EXISTS attempts_started ON attempts (started_at);
+CREATE INDEX IF NOT EXISTS attempts_started ON attempts (started_at, outcome, invocation_id);
 """
 
 #: Columns of ``invocations`` that files written before lack (the safety rails' and flow shaping's), added by

@@ -103,8 +103,12 @@ async def fill(store: journal.Journal, count: int) -> None:
             if item.event_seq % 500 == 0:
                 waiting.append(item.id)
                 continue
-            state = "dead" if item.event_seq % 50 == 0 else "done"
-            outcomes.append(journal.Outcome(item.id, state, error=None, started_at=at, duration=0.01))
+            if item.event_seq % 50 == 0:
+                outcomes.append(
+                    journal.Outcome(item.id, "dead", error="HTTP 503", started_at=at, duration=0.01)
+                )
+            else:
+                outcomes.append(journal.Outcome(item.id, "done", started_at=at, duration=0.01))
         await store.settle("bench", outcomes, now=at)
         for invocation in waiting:
             await store.await_approval("bench", invocation, {"summary": "x"}, deadline=now + 86400, now=at)

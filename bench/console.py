@@ -1,12 +1,14 @@
 """Console benchmark: each page's answer time with ``--events`` (default 100,000) in the journal.
 
 A SQLite journal is filled with that many CloudEvents of a few types and sources (100 per delivery),
-each routed to one route and settled over the last hour (one in 50 dead-lettered, one in 500 waiting
-for approval), so every page has rows to read. Then the real daemon runs on it (admin listener and
-console) and each page is fetched ``--requests`` times with a bearer token, one request at a time;
-the baseline is the console's stylesheet, a static file served by the same listener and middleware.
+received evenly over the last ``--hours`` (default 24: a journal holding a day; ``--hours 1`` puts all
+of them in the overview's hour, its worst case), each routed to one route and settled (one in 50
+dead-lettered, one in 500 waiting for approval), so every page has rows to read. Then the real daemon
+runs on it (admin listener and console) and each page is fetched ``--requests`` times with a bearer
+token, one request at a time; the baseline is the console's stylesheet, a static file served by the
+same listener and middleware.
 
-    python bench/console.py [--events 100000] [--requests 50]
+    python bench/console.py [--events 100000] [--hours 24] [--requests 50]
 
 Prints one line per page: p50 and p99 in milliseconds, and the p99 over the baseline's. Target: every
 page's p99 under 200 ms.
@@ -58,9 +60,10 @@ def config(directory: pathlib.Path) -> settings.Settings:
     )
 
 
-async def fill(store: journal.Journal, count: int) -> None:
-    """``count`` events received over the last hour, routed and settled as a daemon would have."""
+async def fill(store: journal.Journal, count: int, hours: float) -> None:
+    """``count`` events received over the last ``hours``, routed and settled as a daemon would have."""
     now = time.time()
+    span = hours * 3600
     for start in range(0, count, 100):
         batch = [
             CloudEvent(
@@ -76,7 +79,7 @@ async def fill(store: journal.Journal, count: int) -> None:
             )
             for n in range(start, min(start + 100, count))
         ]
-        at = now - 3600 + 3600 * start / count
+        at = now - span + span * start / count
         body = events.to_json(batch[0])
         delivery = events.Delivery("http", "ce", "cloudevents", {}, body, received_at=at)
         await store.append(delivery, batch)
@@ -134,7 +137,7 @@ async def main(args: argparse.Namespace) -> None:
         store = journal.create(loaded.journal)
         await store.open()
         started = time.perf_counter()
-        await fill(store, args.events)
+        await fill(store, args.events, args.hours)
         await store.close()
         print(f"filled {args.events} events in {time.perf_counter() - started:.1f} s", file=sys.stderr)
         app.load_plugins(loaded)
@@ -170,7 +173,10 @@ async def main(args: argparse.Namespace) -> None:
     for name, took in results.items():
         print(f"{name:28} {statistics.median(took):8.1f} {_p99(took):8.1f} {_p99(took) / baseline:12.1f}x")
     slowest = max((n for n in results if not n.startswith("baseline")), key=lambda n: _p99(results[n]))
-    print(f"events={args.events} slowest={slowest!r} p99_ms={_p99(results[slowest]):.1f} target_ms=200")
+    print(
+        f"events={args.events} hours={args.hours:g} slowest={slowest!r}"
+        f" p99_ms={_p99(results[slowest]):.1f} target_ms=200"
+    )
 
 
 def _p99(values: list[float]) -> float:
@@ -182,5 +188,6 @@ if __name__ == "__main__":
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--hours", type=float, default=24.0)
     parser.add_argument("--requests", type=int, default=50)
     asyncio.run(main(parser.parse_args()))

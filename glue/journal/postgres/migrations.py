@@ -210,8 +210,9 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     ),
     (
         9,
-        "the console: events by type, source and time; attempts by time",
+        "the console: events by type, source and time; attempts by time; invocations by route and state",
         """
+        CREATE INDEX IF NOT EXISTS invocations_route_state ON invocations (route, state);
         CREATE INDEX IF NOT EXISTS events_type ON events (type, seq);
         CREATE INDEX IF NOT EXISTS events_source ON events (source, seq);
         CREATE INDEX IF NOT EXISTS events_received ON events (received_at);

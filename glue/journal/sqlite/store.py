@@ -191,7 +191,9 @@ CREATE TABLE IF NOT EXISTS rate_buckets (
     updated_at  REAL NOT NULL
 );
 
--- the console: events newest first by type or source, received in a time range; attempts of the last hour
+-- the console: events newest first by type or source, received in a time range; attempts of the last
+-- hour; invocations counted by route and state (the routes page, glue routes list)
+CREATE INDEX IF NOT EXISTS invocations_route_state ON invocations (route, state);
 CREATE INDEX IF NOT EXISTS events_type ON events (type, seq);
 CREATE INDEX IF NOT EXISTS events_source ON events (source, seq);
 CREATE INDEX IF NOT EXISTS events_received ON events (received_at);

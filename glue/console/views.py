@@ -148,9 +148,14 @@ class Views:
             statuses=journal.EVENT_STATUSES,
             older=older,
             newest=before is None,
-            after=shown[0].seq if shown else 0,
+            after=await self._newest() if before is None else 0,
             query=request.query_string,
         )
+
+    async def _newest(self) -> int:
+        """The newest event's seq: the live stream starts after it, whatever the page's filters show."""
+        newest = await self.store.browse(limit=1)
+        return newest[0].seq if newest else 0
 
     async def live(self, request: web.Request) -> web.StreamResponse:
         """Server-sent events: each event journaled after ``after`` that passes the page's filters."""

@@ -24,17 +24,18 @@ _ARGS = [
 ]
 
 
-def console_settings(tmp_path: Path, **admin: Any) -> settings.Settings:
-    """A daemon with named tokens (ops acts, oncall reads) and routes to explain, retry and approve."""
+def console_settings(tmp_path: Path, lockout: dict[str, Any] | None = None) -> settings.Settings:
+    """A daemon with named tokens (ops acts, oncall reads) and routes to explain, retry and approve;
+    ``lockout``: the listener's lockout settings (default: the defaults)."""
     loaded = daemon_settings(
         tmp_path,
+        server={"host": "127.0.0.1", "port": 0, "lockout": lockout or {}},
         execution={"pollSeconds": 0.05},
         plugins=["tests.console.gated_plugin"],
         admin={
             "port": 0,
             "tokens": {"ops": {"value": OPS}, "oncall": {"value": VIEWER}},
             "viewers": ["oncall"],
-            **admin,
         },
         endpoints=[
             {"name": "ce", "path": "/events", "format": "cloudevents"},

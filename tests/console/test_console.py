@@ -259,3 +259,15 @@ async def test_bearer_requests_act_without_csrf_and_a_session_needs_it(tmp_path:
         async with http.get(f"{url}/ui/events?status=nonsense") as response:
             assert response.status == 400
             assert "status: one of" in await response.text()
+
+
+async def test_repeated_wrong_tokens_lock_the_address_out(tmp_path: Path) -> None:
+    async with running(console_settings(tmp_path, lockout={"failures": 3})) as daemon, aiohttp.ClientSession() as http:
+        url = admin_url(daemon)
+        for _ in range(3):
+            async with http.post(f"{url}/ui/login", data={"token": "guess"}) as response:
+                assert response.status == 401
+        # locked out: even the right token is answered 429 for a while
+        async with http.post(f"{url}/ui/login", data={"token": OPS}, allow_redirects=False) as response:
+            assert response.status == 429
+            assert int(response.headers["Retry-After"]) > 0

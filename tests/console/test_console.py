@@ -262,7 +262,8 @@ async def test_bearer_requests_act_without_csrf_and_a_session_needs_it(tmp_path:
 
 
 async def test_repeated_wrong_tokens_lock_the_address_out(tmp_path: Path) -> None:
-    async with running(console_settings(tmp_path, lockout={"failures": 3})) as daemon, aiohttp.ClientSession() as http:
+    loaded = console_settings(tmp_path, lockout={"failures": 3})
+    async with running(loaded) as daemon, aiohttp.ClientSession() as http:
         url = admin_url(daemon)
         for _ in range(3):
             async with http.post(f"{url}/ui/login", data={"token": "guess"}) as response:

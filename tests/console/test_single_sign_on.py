@@ -10,6 +10,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
+from pydantic import SecretStr
 
 import glue
 from glue import console, identity, journal, routing, settings
@@ -30,7 +31,7 @@ class InstantSignOn:
 @pytest.fixture
 async def console_url(tmp_path: Path) -> AsyncIterator[str]:
     """A console with the single sign-on above, on a loopback port over a fresh journal."""
-    admin = settings.Admin(tokens={"ops": settings.SecretRef(value="ops-token")}, port=0)
+    admin = settings.Admin(tokens={"ops": settings.SecretRef(value=SecretStr("ops-token"))}, port=0)
     authenticator = identity.Authenticator(admin)
     authenticator.sso = InstantSignOn()
     store = journal.create(settings.Journal(path=tmp_path / "journal.db"))

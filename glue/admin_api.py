@@ -17,7 +17,7 @@ import orjson
 import structlog
 from aiohttp import web
 
-from glue import identity, journal, operations, rails, routing
+from glue import identity, journal, oidc, operations, rails, routing
 from glue import settings as settings_mod
 
 __all__ = ["AdminApi"]
@@ -48,7 +48,7 @@ class AdminApi:
         self.store = store
         self.router = router
         self.clock = clock
-        self.authenticator = identity.Authenticator(config)
+        self.authenticator = identity.Authenticator(config, oidc.Oidc(config.oidc) if config.oidc else None)
         self.app = web.Application(client_max_size=64 << 10, middlewares=[_json_errors])
         for method, path, handler in (
             ("GET", "/v1/routes", self._routes),
@@ -66,25 +66,23 @@ class AdminApi:
 
     # -- authentication
 
-    async def principal(self, request: web.Request) -> identity.Principal | None:
-        """Who the request's bearer token stands for, None when it bears none or a wrong one."""
+    async def principal(self, request: web.Request) -> identity.Principal:
+        """Who the request's bearer token stands for, or identity.Refused saying why not."""
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer":
-            return None
-        return await self.authenticator.bearer(given.strip())
+            given = ""
+        return await self.authenticator.check(given.strip())
 
     def _guarded(self, handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def run(request: web.Request) -> web.StreamResponse:
-            who = await self.principal(request)
-            if who is None:
-                reason = "missing" if "Authorization" not in request.headers else "wrong"
-                log.warning(
-                    "admin API refused",
-                    reason=f"{reason} bearer token",
-                    path=request.path,
-                    peer=request.remote,
-                )
-                return _json({"error": "a valid bearer token is required"}, status=401)
+            try:
+                who = await self.principal(request)
+            except identity.Refused as exc:
+                reason = exc.reason
+                if reason == "missing bearer token" and "Authorization" in request.headers:
+                    reason = "wrong bearer token"  # a header of another scheme, or an empty one
+                log.warning("admin API refused", reason=reason, path=request.path, peer=request.remote)
+                return _json({"error": exc.answer}, status=exc.status)
             if request.method != "GET" and not who.may_act:
                 log.warning("admin API refused", reason="viewer may not act", who=who.name, path=request.path)
                 return _json({"error": f"{who.name} may only read (role viewer)"}, status=403)
@@ -161,6 +159,7 @@ class AdminApi:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        await self.authenticator.close()
 
 
 class _BadRequest(Exception):

@@ -29,6 +29,7 @@ sessions).
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import hashlib
 import hmac
@@ -366,21 +367,20 @@ class Oidc:
             "redirect_uri": flow["redirect"],
             "code_verifier": flow["verifier"],
         }
-        auth = None
+        headers: dict[str, str] = {}
         client_id = self.config.client_id
         if self._secret is None:
             form["client_id"] = client_id
         elif "client_secret_basic" in provider.auth_methods:
             # RFC 6749 2.3.1: both form-encoded before the Basic scheme
-            auth = aiohttp.BasicAuth(
-                urllib.parse.quote(client_id, safe=""), urllib.parse.quote(self._secret, safe="")
-            )
+            pair = f"{urllib.parse.quote(client_id, safe='')}:{urllib.parse.quote(self._secret, safe='')}"
+            headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
         elif "client_secret_post" in provider.auth_methods:
             form |= {"client_id": client_id, "client_secret": self._secret}
         else:
             raise identity.Refused(503, "the issuer takes neither client_secret_basic nor client_secret_post")
         try:
-            async with self._client().post(provider.token_endpoint, data=form, auth=auth) as response:
+            async with self._client().post(provider.token_endpoint, data=form, headers=headers) as response:
                 answer = await response.json(content_type=None)
                 status = response.status
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:

@@ -164,10 +164,14 @@ class Issuer:
             return web.Response(status=400, text="not an OpenID Connect request")
         back = URL(query["redirect_uri"])
         if self.deny is not None:
-            back = back.update_query(error=self.deny, error_description="The user denied it", state=query["state"])
+            back = back.update_query(
+                error=self.deny, error_description="The user denied it", state=query["state"]
+            )
             raise web.HTTPFound(back)
         code = secrets.token_urlsafe(16)
-        self.codes[code] = Grant(query["code_challenge"], query["redirect_uri"], query["nonce"], self.login_as)
+        self.codes[code] = Grant(
+            query["code_challenge"], query["redirect_uri"], query["nonce"], self.login_as
+        )
         raise web.HTTPFound(back.update_query(code=code, state=query["state"]))
 
     async def _token(self, request: web.Request) -> web.Response:
@@ -180,7 +184,10 @@ class Issuer:
         if form.get("redirect_uri") != grant.redirect_uri:
             return _invalid_grant("Incorrect redirect_uri")
         verifier = str(form.get("code_verifier", "")).encode()
-        if base64.urlsafe_b64encode(hashlib.sha256(verifier).digest()).rstrip(b"=").decode() != grant.challenge:
+        if (
+            base64.urlsafe_b64encode(hashlib.sha256(verifier).digest()).rstrip(b"=").decode()
+            != grant.challenge
+        ):
             return _invalid_grant("PKCE verification failed: Invalid code verifier")
         in_id_token = {name: value for name, value in grant.user.items() if name not in self.access_only}
         return web.json_response(

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 from structlog.testing import capture_logs
 
 from glue import app, settings
@@ -58,7 +57,9 @@ async def test_an_operator_acts_a_viewer_reads_and_the_audit_names_the_user(
     async with running(config(tmp_path, issuer)) as daemon, aiohttp.ClientSession() as http:
         url = admin_url(daemon)
         alice = issuer.token()  # groups: glue-operators
-        status, body = await call(http, "POST", f"{url}/v1/routes/restart/pause", alice, json={"reason": "CHG-7"})
+        status, body = await call(
+            http, "POST", f"{url}/v1/routes/restart/pause", alice, json={"reason": "CHG-7"}
+        )
         assert status == 200, body
         bob = issuer.token(preferred_username="bob", groups=["staff", "glue-viewers"])
         status, rows = await call(http, "GET", f"{url}/v1/routes", bob)
@@ -78,7 +79,10 @@ async def test_bad_tokens_are_refused_with_the_reason_and_logged_without_the_tok
     refused = {
         "unknown kid": (issuer.token(key=new_key("not-published")), "the issuer's JWKS holds no key"),
         "expired": (issuer.token(exp=1_000_000), "it has expired"),
-        "wrong audience": (issuer.token(aud="another-app"), f"its audience (aud) does not include {CLIENT_ID}"),
+        "wrong audience": (
+            issuer.token(aud="another-app"),
+            f"its audience (aud) does not include {CLIENT_ID}",
+        ),
         "wrong issuer": (issuer.token(iss="http://127.0.0.1:1/realms/evil"), "it is not from the issuer"),
         "bad signature": (issuer.token(key=impostor), "the signature does not verify"),
         "alg none": (reheaded(issuer.token(), "none"), "algorithm 'none' is not accepted"),
@@ -98,7 +102,10 @@ async def test_bad_tokens_are_refused_with_the_reason_and_logged_without_the_tok
                 assert body["error"].startswith("bearer JWT refused: ") and reason in body["error"], case
             carol = issuer.token(preferred_username="carol", groups=["staff"])
             status, body = await call(http, "GET", f"{url}/v1/routes", carol)
-            assert (status, body) == (403, {"error": "carol holds none of the groups values that grant a role"})
+            assert (status, body) == (
+                403,
+                {"error": "carol holds none of the groups values that grant a role"},
+            )
         reasons = [line["reason"] for line in logs if line["event"] == "admin API refused"]
         assert len(reasons) == len(refused) + 1 and "carol holds none" in reasons[-1]
         assert not any(token.split(".")[1] in repr(logs) for token, _ in refused.values())

@@ -337,7 +337,7 @@ class Oidc:
             said = " ".join(filter(None, (query["error"], query.get("error_description"))))
             raise _refused_login(f"the identity provider refused it: {_printable(said)}")
         flow = self._open_flow(request.cookies.get(_cookie_name(query.get("state", ""))))
-        if flow is None or not hmac.compare_digest(flow["state"], query.get("state", "")):
+        if flow is None or not _same(flow["state"], query.get("state", "")):
             raise _refused_login(
                 "its state matches no login started in this browser in the last ten minutes; start again"
             )
@@ -350,7 +350,7 @@ class Oidc:
         claims = await self._verify(id_token, audience=self.config.client_id)
         if claims.get("azp", self.config.client_id) != self.config.client_id:
             raise _refused_login("the ID token was issued to another client (azp)")
-        if not hmac.compare_digest(str(claims.get("nonce", "")), flow["nonce"]):
+        if not _same(str(claims.get("nonce", "")), flow["nonce"]):
             raise _refused_login("the ID token's nonce is not this login's")
         # Keycloak puts realm roles (realm_access.roles) in the access token only.
         roles_from = claims
@@ -443,6 +443,11 @@ def _forget_flow(request: web.Request, response: web.StreamResponse) -> None:
     name = _cookie_name(request.query.get("state", ""))
     if name in request.cookies:
         response.del_cookie(name, path=request.path.removesuffix("/callback"))
+
+
+def _same(given: str, expected: str) -> bool:
+    """Constant-time equality of two strings, any characters (compare_digest takes only ASCII str)."""
+    return hmac.compare_digest(given.encode(), expected.encode())
 
 
 def _cookie_name(state: str) -> str:

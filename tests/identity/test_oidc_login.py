@@ -216,3 +216,27 @@ async def test_an_unreachable_issuer_is_a_503_with_the_reason(
     async with browser.get(f"{console.url}/login/sso") as response:
         status, text = await answer(response)
     assert status == 503 and text.startswith("the identity provider cannot be asked now: ")
+
+
+@pytest.mark.parametrize("trusted", [False, True])
+async def test_the_callback_url_follows_forwarded_headers_only_when_trusted(
+    console_for: Callable[..., Console], browser: aiohttp.ClientSession, trusted: bool
+) -> None:
+    console = console_for(trustForwardedHeaders=trusted)
+    await console.start()
+    try:
+        proxy = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "glue.example.org"}
+        async with browser.get(f"{console.url}/login/sso", headers=proxy, allow_redirects=False) as started:
+            query = URL(started.headers["Location"]).query
+            sent, state = query["redirect_uri"], query["state"]
+            [cookie] = started.cookies.values()
+        if trusted:
+            assert sent == "https://glue.example.org/ui/login/sso/callback" and cookie["secure"]
+        else:
+            assert sent == f"{console.url}/login/sso/callback" and not cookie["secure"]
+        # a state that only starts like the login's (its cookie is found), in any characters: refused
+        tampered = {"state": state + "é", "code": "x"}
+        async with browser.get(f"{console.url}/login/sso/callback", params=tampered) as response:
+            assert response.status == 401
+    finally:
+        await console.stop()

@@ -2,8 +2,10 @@
 ``audit``) over HTTP, JSON in and out, on a port of its own (``admin.port``), off unless configured.
 
 Every request carries ``Authorization: Bearer <token>``; the principal it stands for (glue.identity:
-the token's name in ``admin.tokens``) is who acts in the audit trail. A missing or wrong token is
-answered 401 and logged (never the token); a viewer's request to act is answered 403. The webhook
+the token's name in ``admin.tokens``, or the user a JWT of the ``admin.oidc`` issuer names) is who
+acts in the audit trail. A missing or wrong token is answered 401 and logged with the reason (never
+the token); a viewer's request to act, or a user whose claims grant no role, is answered 403; a JWT
+while the issuer cannot be asked, 503. The webhook
 port never serves these paths: this is a separate listener, bound to ``admin.host``.
 """
 
@@ -153,7 +155,8 @@ class AdminApi:
         sockets = self._runner.addresses
         self.port = sockets[0][1] if sockets else self.config.port
         names = self.authenticator.token_names
-        log.info("admin API listening", host=self.config.host, port=self.port, tokens=names)
+        sso = self.config.oidc.issuer if self.config.oidc else None
+        log.info("admin API listening", host=self.config.host, port=self.port, tokens=names, sso=sso)
 
     async def stop(self) -> None:
         if self._runner is not None:

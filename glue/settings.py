@@ -1230,6 +1230,14 @@ def _check_secrets(settings: Settings, source: str) -> None:
                     else f"admin.tokens.{name}"
                 )
                 problems.append((where, str(exc)))
+        oidc = settings.admin.oidc
+        if oidc is not None and oidc.client_secret is not None:
+            try:
+                oidc.client_secret.resolve()
+            except ValueError as exc:
+                problems.append(("admin.oidc.clientSecret", str(exc)))
+        if oidc is not None and oidc.ca_file is not None and not os.access(oidc.ca_file, os.R_OK):
+            problems.append(("admin.oidc.caFile", f"cannot read {oidc.ca_file}"))
     if problems:
         raise ConfigError(source, problems)
 

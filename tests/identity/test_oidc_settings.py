@@ -3,6 +3,7 @@ mistake names the file, the field and the reason."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -66,6 +67,16 @@ def test_a_wrong_sso_setting_names_its_field(oidc: dict[str, Any], message: str)
     assert message in str(caught.value)
 
 
-def test_sso_alone_is_enough_for_the_admin_api() -> None:
-    with pytest.raises(settings.ConfigError, match="needs a token .*, named tokens or oidc"):
+def test_an_admin_api_without_tokens_or_sso_says_it_needs_one() -> None:
+    with pytest.raises(settings.ConfigError, match=r"needs a token .*, named tokens or oidc"):
         settings.from_mapping({"admin": {"port": 8081}}, "glue.yaml")
+
+
+def test_an_unreadable_client_secret_or_ca_file_is_named_at_load(tmp_path: Path) -> None:
+    missing = tmp_path / "absent"
+    with pytest.raises(settings.ConfigError) as caught:
+        settings.from_mapping(admin(clientSecret={"file": str(missing)}, caFile=str(missing)), "glue.yaml")
+    assert str(caught.value).splitlines() == [
+        f"glue.yaml: admin.oidc.clientSecret: cannot read secret file {missing}: No such file or directory",
+        f"glue.yaml: admin.oidc.caFile: cannot read {missing}",
+    ]

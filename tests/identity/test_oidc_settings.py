@@ -27,9 +27,8 @@ def test_a_minimal_sso_config_and_its_defaults() -> None:
         "groups",
     )
     assert oidc.scopes == ["openid", "profile", "email"] and oidc.client_secret is None
-    assert (
-        settings.from_mapping(admin(audience="glue-api"), "glue.yaml").admin.oidc.api_audience == "glue-api"
-    )  # type: ignore[union-attr]
+    other = settings.Oidc.model_validate(admin(audience="glue-api")["admin"]["oidc"])
+    assert other.api_audience == "glue-api"
 
 
 @pytest.mark.parametrize(

@@ -66,6 +66,9 @@ LEEWAY = 30
 MAX_AGE = 3600.0
 #: How long a login may take from /login/sso to its callback.
 FLOW_SECONDS = 600
+#: How the reasons of refused bearer JWTs and refused logins begin.
+BEARER = "bearer JWT refused"
+LOGIN = "single sign-on refused"
 _COOKIE_PREFIX = "glue_sso_"
 _COOKIE_JWE = jwe.JWERegistry(algorithms=["dir", "A256GCM"])
 _HTTP_TIMEOUT = aiohttp.ClientTimeout(total=10)
@@ -138,30 +141,31 @@ class Oidc:
         claims = await self._verify(token, audience=self.config.api_audience)
         return self._principal(claims, claims)
 
-    async def _verify(self, token: str, *, audience: str | None) -> dict[str, Any]:
-        """The claims of a JWT signed by the issuer, for ``audience`` (None: any), still valid."""
+    async def _verify(self, token: str, *, audience: str | None, refusal: str = BEARER) -> dict[str, Any]:
+        """The claims of a JWT signed by the issuer, for ``audience`` (None: any), still valid; else
+        identity.Refused (401), its reason starting with ``refusal``."""
         try:
             header = jws.extract_compact(token.encode()).headers()
         except (errors.JoseError, ValueError):
-            raise _refused("not a JWT") from None
+            raise _refused(refusal, "not a JWT") from None
         algorithm, kid = header.get("alg"), header.get("kid")
         if algorithm not in ASYMMETRIC:
             raise _refused(
-                f"algorithm {algorithm!r} is not accepted: only the issuer's public-key signatures"
+                refusal, f"algorithm {algorithm!r} is not accepted: only the issuer's public-key signatures"
             )
         keys, provider = await self._key_set(kid)
         if algorithm not in provider.algorithms:
-            raise _refused(f"algorithm {algorithm} is not one the issuer signs with")
+            raise _refused(refusal, f"algorithm {algorithm} is not one the issuer signs with")
         try:
             key = keys.get_by_kid(kid)
         except errors.InvalidKeyIdError:
-            raise _refused(f"the issuer's JWKS holds no key {kid!r}") from None
+            raise _refused(refusal, f"the issuer's JWKS holds no key {kid!r}") from None
         try:
             claims = jwt.decode(token, key, algorithms=[algorithm]).claims
         except errors.BadSignatureError:
-            raise _refused(f"the signature does not verify with the issuer's key {kid!r}") from None
+            raise _refused(refusal, f"the signature does not verify with the issuer's key {kid!r}") from None
         except (errors.JoseError, ValueError) as exc:
-            raise _refused(f"cannot verify it: {exc}") from None
+            raise _refused(refusal, f"cannot verify it: {exc}") from None
         registry = jwt.JWTClaimsRegistry(
             leeway=LEEWAY, iss={"essential": True, "value": self.config.issuer}, exp={"essential": True}
         )
@@ -170,23 +174,25 @@ class Oidc:
         try:
             registry.validate(claims)
         except errors.ExpiredTokenError:
-            raise _refused("it has expired") from None
+            raise _refused(refusal, "it has expired") from None
         except errors.MissingClaimError as exc:
-            raise _refused(f"it lacks the claim {exc.claim}") from None
+            raise _refused(refusal, f"it lacks the claim {exc.claim}") from None
         except errors.InvalidClaimError as exc:
             wrong = {
                 "iss": f"it is not from the issuer {self.config.issuer}",
                 "aud": f"its audience (aud) does not include {audience}",
             }
-            raise _refused(wrong.get(exc.claim, f"{exc.claim}: {exc.description}")) from None
+            raise _refused(refusal, wrong.get(exc.claim, f"{exc.claim}: {exc.description}")) from None
         return claims
 
-    def _principal(self, claims: dict[str, Any], roles_from: dict[str, Any]) -> identity.Principal:
+    def _principal(
+        self, claims: dict[str, Any], roles_from: dict[str, Any], refusal: str = BEARER
+    ) -> identity.Principal:
         """The user ``claims`` name, with the role the ``roles_from`` claims map to."""
         config = self.config
         name = claims.get(config.username_claim)
         if not isinstance(name, str) or not name:
-            raise _refused(f"it has no {config.username_claim} claim naming the user")
+            raise _refused(refusal, f"it has no {config.username_claim} claim naming the user")
         held = set(_claim_values(roles_from, config.roles_claim))
         if held & set(config.operators):
             return identity.Principal(name, "operator")
@@ -213,7 +219,7 @@ class Oidc:
                         self._keys_at, self._failure = now, ""
                     except (_ProviderError, errors.JoseError, KeyError, TypeError) as exc:
                         self._failure = str(exc)
-                        log.warning("identity provider unusable", issuer=self.config.issuer, reason=exc)
+                        log.warning("identity provider unusable", issuer=self.config.issuer, reason=str(exc))
         # a failed fetch leaves the cache answering for the keys it holds, stale or not
         if self._keys is None or self._provider is None or (self._failure and not self._holds(kid)):
             raise _unreachable(self._failure)
@@ -239,7 +245,7 @@ class Oidc:
                 try:
                     self._provider = await self._discover()
                 except _ProviderError as exc:
-                    log.warning("identity provider unusable", issuer=self.config.issuer, reason=exc)
+                    log.warning("identity provider unusable", issuer=self.config.issuer, reason=str(exc))
                     raise _unreachable(str(exc)) from None
             return self._provider
 
@@ -347,7 +353,9 @@ class Oidc:
         id_token, access_token = tokens.get("id_token"), tokens.get("access_token")
         if not isinstance(id_token, str):
             raise _refused_login("the identity provider returned no ID token")
-        claims = await self._verify(id_token, audience=self.config.client_id)
+        claims = await self._verify(
+            id_token, audience=self.config.client_id, refusal=f"{LOGIN}: the ID token"
+        )
         if claims.get("azp", self.config.client_id) != self.config.client_id:
             raise _refused_login("the ID token was issued to another client (azp)")
         if not _same(str(claims.get("nonce", "")), flow["nonce"]):
@@ -355,8 +363,8 @@ class Oidc:
         # Keycloak puts realm roles (realm_access.roles) in the access token only.
         roles_from = claims
         if _claim_values(claims, self.config.roles_claim) == [] and isinstance(access_token, str):
-            roles_from = await self._verify(access_token, audience=None)
-        return self._principal(claims, roles_from), flow
+            roles_from = await self._verify(access_token, audience=None, refusal=f"{LOGIN}: the access token")
+        return self._principal(claims, roles_from, f"{LOGIN}: the ID token"), flow
 
     async def _exchange(self, provider: _Provider, code: str, flow: dict[str, Any]) -> dict[str, Any]:
         """The provider's tokens for ``code`` (with the PKCE verifier, and the client's secret as
@@ -421,12 +429,12 @@ def _unreachable(why: str) -> identity.Refused:
     return identity.Refused(503, f"the identity provider cannot be asked now: {why}")
 
 
-def _refused(why: str) -> identity.Refused:
-    return identity.Refused(401, f"bearer JWT refused: {why}")
+def _refused(refusal: str, why: str) -> identity.Refused:
+    return identity.Refused(401, f"{refusal}: {why}")
 
 
 def _refused_login(why: str) -> identity.Refused:
-    return identity.Refused(401, f"single sign-on refused: {why}")
+    return _refused(LOGIN, why)
 
 
 def _refusal(request: web.Request, refused: identity.Refused) -> web.Response:

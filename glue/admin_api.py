@@ -2,8 +2,10 @@
 ``audit``, ``dlq``) over HTTP, JSON in and out, on a port of its own (``admin.port``), off unless configured.
 
 Every request carries ``Authorization: Bearer <token>``; the principal it stands for (glue.identity:
-the token's name in ``admin.tokens``) is who acts in the audit trail. A missing or wrong token is
-answered 401 and logged (never the token); a viewer's request to act is answered 403. The webhook
+the token's name in ``admin.tokens``, or the user a JWT of the ``admin.oidc`` issuer names) is who
+acts in the audit trail. A missing or wrong token is answered 401 and logged with the reason (never
+the token); a viewer's request to act, or a user whose claims grant no role, is answered 403; a JWT
+while the issuer cannot be asked, 503. The webhook
 port never serves these paths: this is a separate listener, bound to ``admin.host``.
 """
 
@@ -17,7 +19,7 @@ import orjson
 import structlog
 from aiohttp import web
 
-from glue import identity, journal, operations, rails, routing
+from glue import identity, journal, oidc, operations, rails, routing
 from glue import settings as settings_mod
 
 __all__ = ["AdminApi"]
@@ -48,7 +50,7 @@ class AdminApi:
         self.store = store
         self.router = router
         self.clock = clock
-        self.authenticator = identity.Authenticator(config)
+        self.authenticator = identity.Authenticator(config, oidc.Oidc(config.oidc) if config.oidc else None)
         self.app = web.Application(client_max_size=64 << 10, middlewares=[_json_errors])
         for method, path, handler in (
             ("GET", "/v1/routes", self._routes),
@@ -70,25 +72,23 @@ class AdminApi:
 
     # -- authentication
 
-    async def principal(self, request: web.Request) -> identity.Principal | None:
-        """Who the request's bearer token stands for, None when it bears none or a wrong one."""
+    async def principal(self, request: web.Request) -> identity.Principal:
+        """Who the request's bearer token stands for, or identity.Refused saying why not."""
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer":
-            return None
-        return await self.authenticator.bearer(given.strip())
+            given = ""
+        return await self.authenticator.check(given.strip())
 
     def _guarded(self, handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def run(request: web.Request) -> web.StreamResponse:
-            who = await self.principal(request)
-            if who is None:
-                reason = "missing" if "Authorization" not in request.headers else "wrong"
-                log.warning(
-                    "admin API refused",
-                    reason=f"{reason} bearer token",
-                    path=request.path,
-                    peer=request.remote,
-                )
-                return _json({"error": "a valid bearer token is required"}, status=401)
+            try:
+                who = await self.principal(request)
+            except identity.Refused as exc:
+                reason = exc.reason
+                if reason == "missing bearer token" and "Authorization" in request.headers:
+                    reason = "wrong bearer token"  # a header of another scheme, or an empty one
+                log.warning("admin API refused", reason=reason, path=request.path, peer=request.remote)
+                return _json({"error": exc.answer}, status=exc.status)
             if request.method != "GET" and not who.may_act:
                 log.warning("admin API refused", reason="viewer may not act", who=who.name, path=request.path)
                 return _json({"error": f"{who.name} may only read (role viewer)"}, status=403)
@@ -213,12 +213,14 @@ class AdminApi:
         sockets = self._runner.addresses
         self.port = sockets[0][1] if sockets else self.config.port
         names = self.authenticator.token_names
-        log.info("admin API listening", host=self.config.host, port=self.port, tokens=names)
+        sso = self.config.oidc.issuer if self.config.oidc else None
+        log.info("admin API listening", host=self.config.host, port=self.port, tokens=names, sso=sso)
 
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        await self.authenticator.close()
 
 
 class _BadRequest(Exception):

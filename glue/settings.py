@@ -16,6 +16,7 @@ import difflib
 import json
 import os
 import typing
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -67,6 +68,7 @@ __all__ = [
     "MinioBucket",
     "MinioEventName",
     "Model",
+    "Oidc",
     "SamplerName",
     "SecretRef",
     "Server",
@@ -812,9 +814,90 @@ class Archive(Model):
     )
 
 
+def _http_url(text: str, *, loopback_http: bool) -> str:
+    """An absolute http(s) URL without query or fragment: https, or http only to this machine when
+    ``loopback_http`` (a test issuer, a port-forward), since codes and tokens cross it."""
+    url = urllib.parse.urlsplit(text)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise ValueError(f"{text!r} is not an absolute http(s) URL")
+    if url.query or url.fragment:
+        raise ValueError(f"{text!r} may not carry a query or fragment")
+    if loopback_http and url.scheme == "http" and url.hostname not in ("127.0.0.1", "::1", "localhost"):
+        raise ValueError(f"{text!r}: use https (plain http only to localhost): codes and tokens cross it")
+    return text
+
+
+def _claim_path(text: str) -> str:
+    """A claim name, or a dotted path of them into nested objects (``realm_access.roles``)."""
+    if not text or "" in text.split("."):
+        raise ValueError(f"{text!r} is not a claim name or a dotted path of them (realm_access.roles)")
+    return text
+
+
+class Oidc(Model):
+    """Single sign-on through OpenID Connect (glue.oidc): bearer JWTs for the admin API, and the
+    authorization-code flow with PKCE for the console. A user's role comes from a claim of the token:
+    a value listed in ``operators`` acts, one in ``viewers`` reads, anyone else is refused."""
+
+    issuer: Annotated[str, AfterValidator(lambda text: _http_url(text, loopback_http=True))] = Field(
+        description="The issuer URL exactly as the provider names it (Keycloak: https://HOST/realms/REALM)."
+    )
+    client_id: str = Field(min_length=1, description="The client registered at the provider for glue.")
+    client_secret: SecretRef | None = Field(
+        default=None, description="A confidential client's secret; a public client (PKCE only) has none."
+    )
+    audience: str | None = Field(
+        default=None, min_length=1, description="A bearer JWT's `aud` must contain it (default: clientId)."
+    )
+    username_claim: str = Field(
+        default="preferred_username",
+        min_length=1,
+        description="The claim naming the user in the audit trail.",
+    )
+    roles_claim: Annotated[str, AfterValidator(_claim_path)] = Field(
+        default="groups",
+        description="The claim holding the user's groups or roles; a dotted path reaches into objects "
+        "(realm_access.roles).",
+    )
+    operators: list[str] = Field(default=[], description="Claim values whose users act (role operator).")
+    viewers: list[str] = Field(default=[], description="Claim values whose users only read (role viewer).")
+    scopes: list[str] = Field(
+        default=["openid", "profile", "email"], description="Scopes the console's login asks for."
+    )
+    redirect_url: Annotated[str, AfterValidator(lambda text: _http_url(text, loopback_http=False))] | None = (
+        Field(
+            default=None,
+            description="The console's callback URL registered at the provider (…/ui/login/sso/callback); "
+            "default: built from the request.",
+        )
+    )
+    trust_forwarded_headers: bool = Field(
+        default=False,
+        description="Build the callback URL from X-Forwarded-Proto and X-Forwarded-Host (behind a proxy "
+        "that sets them).",
+    )
+    ca_file: Path | None = Field(
+        default=None, description="CA bundle for the issuer's TLS (default: system)."
+    )
+
+    @model_validator(mode="after")
+    def _roles_and_scopes(self) -> Oidc:
+        if not self.operators and not self.viewers:
+            raise ValueError("operators or viewers: list the claim values that map users to a role")
+        if "openid" not in self.scopes:
+            raise ValueError("scopes: must include openid")
+        return self
+
+    @property
+    def api_audience(self) -> str:
+        """What a bearer JWT's ``aud`` must contain."""
+        return self.audience or self.client_id
+
+
 class Admin(Model):
     """The admin API (glue.admin_api): the operators' commands over HTTP on a port of its own, with
-    bearer tokens. Off unless configured; the webhook port never serves it."""
+    bearer tokens (static ones, or JWTs of the ``oidc`` issuer). Off unless configured; the webhook
+    port never serves it."""
 
     host: str = "127.0.0.1"
     port: int = Field(default=8081, ge=0, le=65535)
@@ -825,6 +908,7 @@ class Admin(Model):
     viewers: list[str] = Field(
         default=[], description="Names of tokens that may only read (the others are operators: they act)."
     )
+    oidc: Oidc | None = Field(default=None, description="Single sign-on through an OpenID Connect issuer.")
     console: bool = Field(
         default=True, description="Serve the operator console at /ui on this listener (glue.console)."
     )
@@ -839,8 +923,8 @@ class Admin(Model):
 
     @model_validator(mode="after")
     def _some_token(self) -> Admin:
-        if self.token is None and not self.tokens:
-            raise ValueError("the admin API needs a token (token: {file|env: ...}) or named tokens")
+        if self.token is None and not self.tokens and self.oidc is None:
+            raise ValueError("the admin API needs a token (token: {file|env: ...}), named tokens or oidc")
         if self.token is not None and "admin" in self.tokens:
             raise ValueError("token is named admin: tokens may not have another admin")
         unknown = sorted(set(self.viewers) - set(self.named()))
@@ -1157,6 +1241,14 @@ def _check_secrets(settings: Settings, source: str) -> None:
                     else f"admin.tokens.{name}"
                 )
                 problems.append((where, str(exc)))
+        oidc = settings.admin.oidc
+        if oidc is not None and oidc.client_secret is not None:
+            try:
+                oidc.client_secret.resolve()
+            except ValueError as exc:
+                problems.append(("admin.oidc.clientSecret", str(exc)))
+        if oidc is not None and oidc.ca_file is not None and not os.access(oidc.ca_file, os.R_OK):
+            problems.append(("admin.oidc.caFile", f"cannot read {oidc.ca_file}"))
     if problems:
         raise ConfigError(source, problems)
 

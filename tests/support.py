@@ -62,6 +62,13 @@ def base_url(daemon: app.Daemon) -> str:
     return f"http://127.0.0.1:{daemon.pipeline.http.port}"
 
 
+def admin_url(daemon: app.Daemon) -> str:
+    """Where the daemon's admin API listens."""
+    assert daemon.pipeline is not None
+    [api] = [w for w in daemon.pipeline.workers if w.name == "admin-api"]
+    return f"http://127.0.0.1:{api.port}"  # type: ignore[attr-defined]
+
+
 class Client:
     """A running daemon and an HTTP session to talk to its intake; areas add the requests they send."""
 

@@ -108,10 +108,12 @@ class Console:
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
         csrf = ""  # a bearer request needs none
         if "Authorization" in request.headers:
-            who = await self.authenticator.bearer(given.strip()) if scheme.lower() == "bearer" else None
-            if who is None:
-                self._refused(request, "wrong bearer token")
-                return self.render.error(request, 401, "a valid bearer token is required")
+            try:
+                who = await self.authenticator.check(given.strip() if scheme.lower() == "bearer" else "")
+            except identity.Refused as exc:
+                reason = "wrong bearer token" if exc.reason == "missing bearer token" else exc.reason
+                self._refused(request, exc, reason)
+                return self.render.error(request, exc.status, exc.answer)
         else:
             found = self.sessions.read(request)
             if found is None:
@@ -133,9 +135,12 @@ class Console:
         request[pages.CSRF] = csrf
         return await handler(request)
 
-    def _refused(self, request: web.Request, reason: str) -> None:
+    def _refused(self, request: web.Request, refused: identity.Refused, reason: str) -> None:
+        """Log a refused credential as the admin API does (never the token); a wrong one (401) counts
+        toward the lockout."""
         log.warning("admin API refused", reason=reason, path=request.path, peer=request.remote)
-        self.lockout.failed(request.remote, "console")
+        if refused.status == 401:
+            self.lockout.failed(request.remote, "console")
 
     # -- logging in and out
 
@@ -152,9 +157,12 @@ class Console:
         form = await request.post()
         token, next_path = form.get("token"), form.get("next")
         next_path = next_path if isinstance(next_path, str) else ""
-        who = await self.authenticator.bearer(token.strip()) if isinstance(token, str) else None
-        if who is None:
-            self._refused(request, "wrong token at login" if token else "missing token at login")
+        try:
+            who = await self.authenticator.check(token.strip() if isinstance(token, str) else "")
+        except identity.Refused as exc:
+            self._refused(request, exc, f"{exc.reason} at login")
+            if exc.status != 401:  # a JWT of the issuer without a role (403), or the issuer down (503)
+                return self.render.error(request, exc.status, exc.answer)
             return self.render.login(
                 request,
                 sso=self.authenticator.sso is not None,

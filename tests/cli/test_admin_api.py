@@ -15,7 +15,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from glue import app
-from tests.support import base_url, daemon_settings, eventually, running
+from tests.support import admin_url, base_url, daemon_settings, eventually, running
 
 TOKEN = "s3cret-admin-token-for-tests"
 
@@ -70,12 +70,6 @@ def token_file(tmp_path: Path) -> Path:
     path = tmp_path / "ops.token"
     path.write_text(TOKEN)
     return path
-
-
-def admin_url(daemon: app.Daemon) -> str:
-    assert daemon.pipeline is not None
-    [api] = [w for w in daemon.pipeline.workers if w.name == "admin-api"]
-    return f"http://127.0.0.1:{api.port}"  # type: ignore[attr-defined]
 
 
 async def test_a_missing_or_wrong_token_is_refused_and_logged(

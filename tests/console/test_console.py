@@ -74,7 +74,7 @@ async def test_a_wrong_token_is_refused_and_logged_without_the_token(
         await expect(page.get_by_role("alert")).to_have_text("That token is not valid.")
         assert await page.context.cookies() == []
         refused = [line for line in logs if line["event"] == "admin API refused"]
-        assert [line["reason"] for line in refused] == ["wrong token at login"]
+        assert [line["reason"] for line in refused] == ["wrong bearer token at login"]
         assert "not-the-token" not in repr(logs)
         # a wrong bearer token is refused the same way; the webhook port serves no console
         async with aiohttp.ClientSession() as http:

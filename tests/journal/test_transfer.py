@@ -117,7 +117,8 @@ async def test_sqlite_to_postgres_and_back_keeps_the_journal(both, tmp_path: Pat
     assert after["deliveries"] == before["deliveries"]
     assert after["rejected"] == before["rejected"]
     # The attempts' history, the audit trail and the pause came along.
-    assert after["attempts"] == before["attempts"] and sum(map(len, after["attempts"].values())) == 3  # type: ignore[attr-defined]
+    history: dict[int, list[journal.AttemptRecord]] = after["attempts"]  # type: ignore[assignment]
+    assert after["attempts"] == before["attempts"] and sum(len(rows) for rows in history.values()) == 3
     assert after["audit"] == before["audit"] and after["rails"] == before["rails"]
     assert after["rails"]["route-1"].paused_at(time.time())  # type: ignore[index]
     # Dedup and ids carry on where the source left off.

@@ -9,11 +9,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+import orjson
 import pytest
 from playwright.async_api import BrowserContext, async_playwright
 
 from glue import app, settings
-from tests.support import daemon_settings
+from tests.support import base_url, daemon_settings
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / ".artifacts" / "console"
@@ -24,9 +26,11 @@ _ARGS = [
 ]
 
 
-def console_settings(tmp_path: Path, lockout: dict[str, Any] | None = None) -> settings.Settings:
+def console_settings(
+    tmp_path: Path, *, lockout: dict[str, Any] | None = None, oidc: dict[str, Any] | None = None
+) -> settings.Settings:
     """A daemon with named tokens (ops acts, oncall reads) and routes to explain, retry and approve;
-    ``lockout``: the listener's lockout settings (default: the defaults)."""
+    ``lockout``: the listener's lockout settings (default: the defaults); ``oidc``: single sign-on."""
     loaded = daemon_settings(
         tmp_path,
         server={"host": "127.0.0.1", "port": 0, "lockout": lockout or {}},
@@ -36,6 +40,7 @@ def console_settings(tmp_path: Path, lockout: dict[str, Any] | None = None) -> s
             "port": 0,
             "tokens": {"ops": {"value": OPS}, "oncall": {"value": VIEWER}},
             "viewers": ["oncall"],
+            **({"oidc": oidc} if oidc is not None else {}),
         },
         endpoints=[
             {"name": "ce", "path": "/events", "format": "cloudevents"},
@@ -65,6 +70,17 @@ def console_settings(tmp_path: Path, lockout: dict[str, Any] | None = None) -> s
     )
     app.load_plugins(loaded)
     return loaded
+
+
+async def post_event(daemon: app.Daemon, type_: str, id_: str, data: Any) -> None:
+    """Post a CloudEvent to the daemon's webhook port; it is acknowledged (202)."""
+    headers = {"ce-specversion": "1.0", "ce-id": id_, "ce-source": "/tests", "ce-type": type_}
+    headers["content-type"] = "application/json"
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(f"{base_url(daemon)}/events", data=orjson.dumps(data), headers=headers) as response,
+    ):
+        assert response.status == 202
 
 
 def admin_url(daemon: app.Daemon) -> str:

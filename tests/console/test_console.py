@@ -10,28 +10,17 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import orjson
 import pytest
 from playwright.async_api import BrowserContext, Page, expect
 from structlog.testing import capture_logs
 
 from glue import app
-from tests.console.conftest import OPS, VIEWER, admin_url, console_settings
+from tests.console.conftest import OPS, VIEWER, admin_url, console_settings, post_event
 from tests.support import base_url, eventually, running
 
 pytestmark = pytest.mark.slow
 
 PAGES = ("/", "/events", "/routes", "/dead-letters", "/approvals", "/audit")
-
-
-async def post_event(daemon: app.Daemon, type_: str, id_: str, data: Any) -> None:
-    headers = {"ce-specversion": "1.0", "ce-id": id_, "ce-source": "/tests", "ce-type": type_}
-    headers["content-type"] = "application/json"
-    async with (
-        aiohttp.ClientSession() as http,
-        http.post(f"{base_url(daemon)}/events", data=orjson.dumps(data), headers=headers) as response,
-    ):
-        assert response.status == 202
 
 
 async def post_gitlab_push(daemon: app.Daemon, ref: str, message: str) -> None:

@@ -69,7 +69,7 @@ class Console:
         self.lockout = listener.Lockout(lockout)
         self.render = pages.Renderer(PREFIX)
         self.app = web.Application(middlewares=[self._guard])
-        views.Views(self, store, router, tracing).add_to(self.app)
+        views.Views(self.render, store, router, tracing=tracing, clock=clock).add_to(self.app)
         self.app.router.add_get("/login", self._login_page)
         self.app.router.add_post("/login", self._login)
         self.app.router.add_post("/logout", self._logout)
@@ -99,12 +99,9 @@ class Console:
         inner = request.path.removeprefix(PREFIX)
         if inner.startswith(_OPEN):
             return await handler(request)
-        address = request.remote
-        wait = self.lockout.retry_after(address)
-        if wait is not None:
-            answer = self.render.error(request, 429, "too many wrong tokens from this address: try later")
-            answer.headers["Retry-After"] = str(int(wait) + 1)
-            return answer
+        locked = self._locked_out(request)
+        if locked is not None:
+            return locked
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
         csrf = ""  # a bearer request needs none
         if "Authorization" in request.headers:
@@ -135,6 +132,15 @@ class Console:
         request[pages.CSRF] = csrf
         return await handler(request)
 
+    def _locked_out(self, request: web.Request) -> web.Response | None:
+        """429 while the request's address is locked out (the listener's lockout, after wrong tokens)."""
+        wait = self.lockout.retry_after(request.remote)
+        if wait is None:
+            return None
+        answer = self.render.error(request, 429, "too many wrong tokens from this address: try later")
+        answer.headers["Retry-After"] = str(int(wait) + 1)
+        return answer
+
     def _refused(self, request: web.Request, refused: identity.Refused, reason: str) -> None:
         """Log a refused credential as the admin API does (never the token); a wrong one (401) counts
         toward the lockout."""
@@ -149,11 +155,9 @@ class Console:
         return self.render.login(request, sso=self.authenticator.sso is not None, next_path=next_path)
 
     async def _login(self, request: web.Request) -> web.StreamResponse:
-        wait = self.lockout.retry_after(request.remote)
-        if wait is not None:
-            answer = self.render.error(request, 429, "too many wrong tokens from this address: try later")
-            answer.headers["Retry-After"] = str(int(wait) + 1)
-            return answer
+        locked = self._locked_out(request)
+        if locked is not None:
+            return locked
         form = await request.post()
         token, next_path = form.get("token"), form.get("next")
         next_path = next_path if isinstance(next_path, str) else ""

@@ -9,7 +9,7 @@ import collections
 import contextlib
 import datetime
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -17,9 +17,6 @@ from aiohttp import web
 from glue import explain, journal, operations, rails, routing
 from glue import settings as settings_mod
 from glue.console import pages, svg
-
-if TYPE_CHECKING:
-    from glue.console import Console
 
 __all__ = ["Views"]
 
@@ -38,10 +35,16 @@ class Views:
     """The pages of one console over a journal and the configured routes."""
 
     def __init__(
-        self, console: Console, store: journal.Journal, router: routing.Router, tracing: settings_mod.Tracing
+        self,
+        render: pages.Renderer,
+        store: journal.Journal,
+        router: routing.Router,
+        *,
+        tracing: settings_mod.Tracing,
+        clock: Callable[[], float],
     ) -> None:
-        self.console = console
-        self.render = console.render
+        self.render = render
+        self.clock = clock
         self.store = store
         self.router = router
         self.tracing = tracing
@@ -71,12 +74,12 @@ class Views:
         self._closing.set()
 
     def _actor(self, request: web.Request) -> operations.Actor:
-        return operations.Actor(request[pages.WHO].name, self.console.clock)
+        return operations.Actor(request[pages.WHO].name, self.clock)
 
     # -- overview
 
     async def overview(self, request: web.Request) -> web.StreamResponse:
-        now = self.console.clock()
+        now = self.clock()
         activity = await self.store.activity(since=now - HOUR, bucket_seconds=BUCKET)
         oldest = await self.store.oldest_pending()
         waiting: collections.Counter[str] = collections.Counter()
@@ -202,7 +205,7 @@ class Views:
     # -- routes
 
     async def routes(self, request: web.Request) -> web.StreamResponse:
-        now = self.console.clock()
+        now = self.clock()
         rows = await operations.routes_list(self.store, self.router, now)
         everything = (await self.store.rails()).get(rails.GLOBAL)
         paused_all = everything is not None and everything.paused_at(now)
@@ -313,7 +316,7 @@ class Views:
 
     async def audit(self, request: web.Request) -> web.StreamResponse:
         route = request.query.get("route") or None
-        since = _time("since", request.query.get("since", "")) or self.console.clock() - 30 * 86400
+        since = _time("since", request.query.get("since", "")) or self.clock() - 30 * 86400
         entries = await operations.audit_entries(self.store, since=since, route=route, limit=5000)
         return self.render.page(
             request,

@@ -189,6 +189,7 @@ def build(
                 config=settings.admin,
                 tracing=settings.tracing,
                 lockout=settings.server.lockout,
+                settle_seconds=settings.execution.lease_seconds,  # no attempt runs longer
             )
             api.app.add_subapp(console.PREFIX, pages.app)  # the admin listener only, never the webhook port
         workers = (*workers, api)  # stopped first

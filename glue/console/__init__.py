@@ -60,6 +60,7 @@ class Console:
         config: settings_mod.Admin,
         tracing: settings_mod.Tracing,
         lockout: settings_mod.Lockout,
+        settle_seconds: float,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.authenticator = authenticator
@@ -69,7 +70,9 @@ class Console:
         self.lockout = listener.Lockout(lockout)
         self.render = pages.Renderer(PREFIX)
         self.app = web.Application(middlewares=[self._guard])
-        views.Views(self.render, store, router, tracing=tracing, clock=clock).add_to(self.app)
+        views.Views(
+            self.render, store, router, tracing=tracing, clock=clock, settle_seconds=settle_seconds
+        ).add_to(self.app)
         self.app.router.add_get("/login", self._login_page)
         self.app.router.add_post("/login", self._login)
         self.app.router.add_post("/logout", self._logout)

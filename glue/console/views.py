@@ -22,8 +22,8 @@ __all__ = ["Views"]
 
 #: Events per page of the listing.
 PAGE = 50
-#: The overview's window and its chart buckets.
-HOUR, BUCKET = 3600.0, 300.0
+#: The overview's chart: buckets of 5 minutes, an hour of them.
+BUCKET, SLOTS = 300.0, 12
 #: How often the live events stream looks for new events (seconds).
 POLL = 1.0
 _EVENT_STREAM = {"Content-Type": "text/event-stream", "Cache-Control": "no-store"}
@@ -42,9 +42,14 @@ class Views:
         *,
         tracing: settings_mod.Tracing,
         clock: Callable[[], float],
+        settle_seconds: float,
     ) -> None:
         self.render = render
         self.clock = clock
+        #: How long an attempt may run (the executor's lease): a bucket ended longer ago is complete.
+        self.settle_seconds = settle_seconds
+        #: Complete buckets of the overview's chart by start: route -> outcome -> attempts.
+        self._settled: dict[float, dict[str, dict[str, int]]] = {}
         self.store = store
         self.router = router
         self.tracing = tracing
@@ -80,31 +85,26 @@ class Views:
 
     async def overview(self, request: web.Request) -> web.StreamResponse:
         now = self.clock()
-        activity = await self.store.activity(since=now - HOUR, bucket_seconds=BUCKET)
+        slots, recent = await self._outcomes(now)
         oldest = await self.store.oldest_pending()
         waiting: collections.Counter[str] = collections.Counter()
         for (_, state, _), count in (await self.store.waiting()).items():
             waiting[state] += count
-        buckets = int(HOUR // BUCKET)
-        per_route: dict[str, list[dict[str, int]]] = {
-            name: [{} for _ in range(buckets)] for name in self.router.by_name
-        }
-        for route, outcome, index, count in activity.outcomes:
-            slots = per_route.setdefault(route, [{} for _ in range(buckets)])
-            slots[min(max(index, 0), buckets - 1)][outcome] = count
+        gone = sorted({name for slot in slots for name in slot} - set(self.router.by_name))  # config changed
+        per_route = {name: [slot.get(name, {}) for slot in slots] for name in [*self.router.by_name, *gone]}
         charts = [
             {
                 "route": route,
-                "total": sum((collections.Counter(slot) for slot in slots), collections.Counter()),
+                "total": sum((collections.Counter(slot) for slot in route_slots), collections.Counter()),
                 "svg": svg.outcome_bars(
-                    f"{route}: attempts by outcome, last hour", slots, bucket_minutes=int(BUCKET // 60)
+                    f"{route}: attempts by outcome, last hour", route_slots, bucket_minutes=int(BUCKET // 60)
                 ),
             }
-            for route, slots in per_route.items()
+            for route, route_slots in per_route.items()
         ]
         figures = {
-            "received": activity.received,
-            "rate": activity.received / (HOUR / 60),
+            "rate": recent.received / max((now - recent.since) / 60, 1 / 60),
+            "rate_minutes": (now - recent.since) / 60,
             "backlog": await self.store.backlog(),
             "oldest": now - oldest if oldest is not None else None,
             "dead": await self.store.dead_letters(),
@@ -114,6 +114,32 @@ class Views:
         return self.render.page(
             request, "overview.html", figures=figures, charts=charts, outcomes=svg.OUTCOME_ORDER
         )
+
+    async def _outcomes(self, now: float) -> tuple[list[dict[str, dict[str, int]]], journal.Activity]:
+        """The last hour's attempts by 5-minute bucket (aligned to the clock), route and outcome, and
+        the activity of the buckets still open (its events received give the intake rate).
+
+        An attempt is journaled when it ends, and runs at most ``settle_seconds``; a bucket that ended
+        longer ago than that takes no more attempts, so it is read once and kept. Each overview then
+        reads only the last few minutes, whatever the hour held."""
+        end = (now // BUCKET + 1) * BUCKET
+        starts = [end - BUCKET * (SLOTS - n) for n in range(SLOTS)]
+        settled = max((now - self.settle_seconds) // BUCKET * BUCKET, starts[0])
+        missing = [start for start in starts if start < settled and start not in self._settled]
+        if missing:
+            first, until = min(missing), max(missing) + BUCKET
+            found = await self.store.activity(since=first, until=until, bucket_seconds=BUCKET)
+            for start in missing:
+                self._settled[start] = {}
+            for route, outcome, index, count in found.outcomes:
+                self._settled[first + index * BUCKET].setdefault(route, {})[outcome] = count
+        for start in [start for start in self._settled if start < starts[0]]:
+            del self._settled[start]
+        recent = await self.store.activity(since=settled, until=end, bucket_seconds=BUCKET)
+        open_slots: dict[float, dict[str, dict[str, int]]] = {}
+        for route, outcome, index, count in recent.outcomes:
+            open_slots.setdefault(settled + index * BUCKET, {}).setdefault(route, {})[outcome] = count
+        return [self._settled.get(start) or open_slots.get(start, {}) for start in starts], recent
 
     # -- events
 

@@ -244,9 +244,9 @@ class Admin(Protocol):
         ``[since, until)``): the console's listing."""
         ...
 
-    async def activity(self, *, since: float, bucket_seconds: float) -> Activity:
-        """Events received since ``since`` and the attempts that ended since, by route, outcome and
-        time bucket (the console's overview)."""
+    async def activity(self, *, since: float, until: float, bucket_seconds: float) -> Activity:
+        """Events received in ``[since, until)`` and the attempts started then that have ended, by
+        route, outcome and time bucket (the console's overview)."""
         ...
 
     async def delivery(self, delivery_id: int) -> events.Delivery | None: ...

@@ -42,10 +42,12 @@ __all__ = [
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Activity:
-    """What happened since ``since`` (the console's overview): events received, and the attempts that
-    ended as ``(route, outcome, bucket, count)``, ``bucket`` counting ``bucket_seconds`` from ``since``."""
+    """What happened in ``[since, until)`` (the console's overview): events received, and the attempts
+    that ended as ``(route, outcome, bucket, count)``, ``bucket`` counting ``bucket_seconds`` from
+    ``since``."""
 
     since: float
+    until: float
     bucket_seconds: float
     received: int
     outcomes: tuple[tuple[str, str, int, int], ...]

@@ -289,12 +289,14 @@ def browse_query(
 
 def activity_query(mark: Callable[[int], str], bucket_of: str) -> str:
     """``Admin.activity``'s attempts: by route, outcome and time bucket (``bucket_of`` is the
-    backend's integer division of its argument by the bucket size), from $1 (since), bucket size $2."""
+    backend's integer division of its argument by the bucket size), started in [$1, $3), bucket
+    size $2."""
     since, size = mark(1), mark(2)
     bucket = bucket_of.format(f"(a.started_at - {since}) / {size}")
     return (
         f"SELECT i.route, a.outcome, {bucket} AS b, count(*) FROM attempts a"
-        f" JOIN invocations i ON i.id = a.invocation_id WHERE a.started_at >= {mark(3)}"
+        f" JOIN invocations i ON i.id = a.invocation_id"
+        f" WHERE a.started_at >= {mark(3)} AND a.started_at < {mark(4)}"
         " GROUP BY i.route, a.outcome, b"
     )
 

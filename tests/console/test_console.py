@@ -124,6 +124,9 @@ async def test_retry_a_dead_letter_and_see_it_done(
             return found is not None and found.state == "done"
 
         await eventually(done)
+        await page.goto(f"{admin_url(daemon)}/ui/")
+        gated = page.get_by_role("row").filter(has=page.get_by_role("rowheader", name="gated"))
+        await expect(gated).to_contain_text("1 done, 1 dead")
         await page.goto(f"{admin_url(daemon)}/ui/events/{item.event_seq}")
         await expect(page.locator(f"#inv-{item.id} .state")).to_have_text("done")
         await page.goto(f"{admin_url(daemon)}/ui/audit")

@@ -38,7 +38,13 @@ async def console_url(tmp_path: Path) -> AsyncIterator[str]:
     await store.open()
     router = routing.load([], glue.Registry(), source="routes")
     pages = console.Console(
-        authenticator, store, router, config=admin, tracing=settings.Tracing(), lockout=settings.Lockout()
+        authenticator,
+        store,
+        router,
+        config=admin,
+        tracing=settings.Tracing(),
+        lockout=settings.Lockout(),
+        settle_seconds=60.0,
     )
     root = web.Application()
     root.add_subapp(console.PREFIX, pages.app)

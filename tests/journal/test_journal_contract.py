@@ -7,6 +7,7 @@ hands back, at explicit ``now`` values, so leases and due times need no waiting.
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any
 
 from glue import events, journal
@@ -358,7 +359,7 @@ async def test_activity_counts_intake_and_attempt_outcomes_by_route_and_bucket(
         for n, item in enumerate(running)
     ]
     await store.settle("w", outcomes, now=T0 + 40)
-    found = await store.activity(since=T0, bucket_seconds=20)
+    found = await store.activity(since=T0, until=time.time() + 1, bucket_seconds=20)
     by = {(route, outcome, bucket): n for route, outcome, bucket, n in found.outcomes}
     expected: dict[tuple[str, str, int], int] = {}
     for n, item in enumerate(running):
@@ -366,4 +367,7 @@ async def test_activity_counts_intake_and_attempt_outcomes_by_route_and_bucket(
         expected[key] = expected.get(key, 0) + 1
     assert by == expected
     assert found.received == 2  # appended now, after T0
-    assert (await store.activity(since=T0 + 1000, bucket_seconds=20)).outcomes == ()
+    assert (await store.activity(since=T0 + 1000, until=T0 + 2000, bucket_seconds=20)).outcomes == ()
+    # an attempt counts in the window its start falls in: the first two of them end before T0 + 20
+    early = await store.activity(since=T0, until=T0 + 20, bucket_seconds=20)
+    assert sum(n for *_, n in early.outcomes) == 2 and early.received == 0

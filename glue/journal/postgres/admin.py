@@ -32,6 +32,7 @@ def _mark(n: int) -> str:
     return f"${n}"
 
 
+_RECEIVED = "SELECT count(*) FROM events WHERE received_at >= $1 AND received_at < $2"
 _ACTIVITY = rows.activity_query(_mark, "floor({})::integer")
 
 
@@ -88,12 +89,12 @@ class Admin(store.Store):
 
         return await self.run(run)
 
-    async def activity(self, *, since: float, bucket_seconds: float) -> records.Activity:
+    async def activity(self, *, since: float, until: float, bucket_seconds: float) -> records.Activity:
         async def run(conn: asyncpg.Connection) -> records.Activity:
-            received = await conn.fetchval("SELECT count(*) FROM events WHERE received_at >= $1", since)
-            found = await conn.fetch(_ACTIVITY, since, bucket_seconds, since)
+            received = await conn.fetchval(_RECEIVED, since, until)
+            found = await conn.fetch(_ACTIVITY, since, bucket_seconds, since, until)
             outcomes = tuple((row[0], row[1], row[2], row[3]) for row in found)
-            return records.Activity(since, bucket_seconds, int(received), outcomes)
+            return records.Activity(since, until, bucket_seconds, int(received), outcomes)
 
         return await self.run(run)
 

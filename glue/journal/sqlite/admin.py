@@ -18,7 +18,7 @@ def _mark(_: int) -> str:
     return "?"
 
 
-_RECEIVED = "SELECT count(*) FROM events WHERE received_at >= ?"
+_RECEIVED = "SELECT count(*) FROM events WHERE received_at >= ? AND received_at < ?"
 _ACTIVITY = rows.activity_query(_mark, "CAST({} AS INTEGER)")
 
 
@@ -75,11 +75,12 @@ class Admin(store.Store):
 
         return await self.read(run)
 
-    async def activity(self, *, since: float, bucket_seconds: float) -> records.Activity:
+    async def activity(self, *, since: float, until: float, bucket_seconds: float) -> records.Activity:
         def run(db: sqlite3.Connection) -> records.Activity:
-            received = db.execute(_RECEIVED, (since,)).fetchone()[0]
-            found = db.execute(_ACTIVITY, (since, bucket_seconds, since)).fetchall()
-            return records.Activity(since, bucket_seconds, int(received), tuple(map(tuple, found)))
+            received = db.execute(_RECEIVED, (since, until)).fetchone()[0]
+            found = db.execute(_ACTIVITY, (since, bucket_seconds, since, until)).fetchall()
+            outcomes = tuple(map(tuple, found))
+            return records.Activity(since, until, bucket_seconds, int(received), outcomes)
 
         return await self.read(run)
 

@@ -38,12 +38,28 @@ class Pending:
         delivery: events.Delivery,
         rows: list[intake.Row],
         routing: records.Routing,
-        future: asyncio.Future[Any],
+        future: rows.Answer,
     ) -> None:
         self.delivery = delivery
         self.rows = rows
         self.routing = routing
         self.future = future
+
+
+def _rows(batch: Sequence[events.CloudEvent]) -> list[intake.Row]:
+    """What :func:`glue.journal.sqlite.intake.insert` inserts of each event."""
+    return [
+        (
+            events.identity(event),
+            event.get_id(),
+            event.get_source(),
+            event.get_type(),
+            event.get_subject(),
+            events.to_json(event),
+            rows.dedup_window(event),
+        )
+        for event in batch
+    ]
 
 
 #: Appends committed together, what they appended, and the first new seq among them (None: none new).
@@ -76,19 +92,28 @@ class GroupCommit(store.Store):
             raise records.JournalUnavailable("journal is closing")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[records.Appended]] = loop.create_future()
-        inserted: list[intake.Row] = [
-            (
-                events.identity(event),
-                event.get_id(),
-                event.get_source(),
-                event.get_type(),
-                event.get_subject(),
-                events.to_json(event),
-                rows.dedup_window(event),
-            )
-            for event in batch
-        ]
-        self._queue.append(Pending(delivery, inserted, routing, future))
+        self._queue.append(Pending(delivery, _rows(batch), routing, future))
+        self._schedule(loop)
+        return await future
+
+    async def append_many(self, items: Sequence[records.Append]) -> list[list[records.Appended]]:
+        for _, batch, routing in items:
+            rows.check_routing(batch, routing)
+        if self._closing or self._write_db is None:
+            raise records.JournalUnavailable("journal is closing")
+        if not items:
+            return []
+        loop = asyncio.get_running_loop()
+        answers = rows.Answers(loop.create_future(), len(items))
+        self._queue.extend(
+            Pending(delivery, _rows(batch), routing, answers.slot(index))
+            for index, (delivery, batch, routing) in enumerate(items)
+        )
+        self._schedule(loop)
+        return await answers.future
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Commit the queue soon, unless that is arranged already."""
         if self._flush_handle is None and not self._deferred:
             # Appends made in this turn of the loop (every request that arrived together) share one
             # transaction; groupCommitMs widens the window.
@@ -96,7 +121,6 @@ class GroupCommit(store.Store):
                 self._flush_handle = loop.call_later(self.group_commit, self._flush)
             else:
                 self._flush_handle = loop.call_soon(self._flush)
-        return await future
 
     async def _drain(self) -> None:
         """Stop taking appends; commit what is queued and answer every group before returning."""

@@ -1,4 +1,5 @@
-"""`glue run` killed with SIGKILL while it reads the EventBus, then restarted: every event journaled once.
+"""`glue run` killed with SIGKILL while it reads the EventBus, then restarted: every event journaled once,
+on either journal (SQLite, PostgreSQL).
 
 Messages the killed daemon had journaled but not yet acknowledged come back to the restarted one after
 the ack wait (same durable consumer) and are recognised by their identity; the test reads the journal
@@ -18,6 +19,8 @@ import yaml
 
 from glue import journal, settings
 from tests import support
+from tests.journal.pgserver import pg_database  # noqa: F401 (a fixture)
+from tests.journal.pgserver import create_schema
 from tests.sources.argo_events import bus
 from tests.sources.kafka.support import free_port, wait_for
 
@@ -26,10 +29,20 @@ pytestmark = pytest.mark.slow
 TOTAL = 3000
 
 
-def write_config(path: Path, server: bus.Server, port: int) -> Path:
+@pytest.fixture(params=["sqlite", "postgres"])
+async def journal_config(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, object]:
+    """The daemon's journal settings: a SQLite file, or a schema of its own in the test database."""
+    if request.param == "sqlite":
+        return {"path": str(tmp_path / "journal.db")}
+    dsn_file = tmp_path / "dsn"
+    dsn_file.write_text(await create_schema(request.getfixturevalue("pg_database")))
+    return {"backend": "postgres", "dsn": {"file": str(dsn_file)}}
+
+
+def write_config(path: Path, server: bus.Server, port: int, journal_config: dict[str, object]) -> Path:
     config = {
         "server": {"host": "127.0.0.1", "port": port},
-        "journal": {"path": str(path.parent / "journal.db")},
+        "journal": journal_config,
         "logging": {"level": "warning", "format": "json"},
         "sources": {"argoEvents": {"url": server.url, "durable": "glue-crash", "ackWait": 2}},
     }
@@ -49,12 +62,12 @@ async def _ready(port: int) -> bool:
 
 
 async def test_sigkill_between_commit_and_ack_then_restart_journals_every_event_once(
-    nats_server: bus.Server, tmp_path: Path
+    nats_server: bus.Server, tmp_path: Path, journal_config: dict[str, object]
 ) -> None:
     port = free_port()
-    config = write_config(tmp_path / "glue.yaml", nats_server, port)
+    config = write_config(tmp_path / "glue.yaml", nats_server, port, journal_config)
     log = tmp_path / "glue.log"
-    store = journal.create(settings.Journal(path=tmp_path / "journal.db"))
+    store = journal.create(settings.Journal.model_validate(journal_config))
     messages = [bus.message("calendar", "tick", "calendar", {"n": n}) for n in range(TOTAL)]
 
     async with bus.Publisher(nats_server.url) as publisher:

@@ -97,20 +97,35 @@ class GroupCommit(store.Store):
         return await future
 
     async def append_many(self, items: Sequence[records.Append]) -> list[list[records.Appended]]:
+        """A batch is committed on the writer thread, by one multi-row statement per table
+        (:func:`glue.journal.sqlite.intake.insert_many`), and durable when its commit returns: SQLite
+        does that work with Python's lock released, so the event loop decodes the next batch
+        meanwhile. Row by row, each step would wait for the lock again, for up to the interpreter's
+        switch interval while the loop is busy."""
         for _, batch, routing in items:
             rows.check_routing(batch, routing)
         if self._closing or self._write_db is None:
             raise records.JournalUnavailable("journal is closing")
         if not items:
             return []
+        inserted = [(delivery, _rows(batch), routing) for delivery, batch, routing in items]
         loop = asyncio.get_running_loop()
-        answers = rows.Answers(loop.create_future(), len(items))
-        self._queue.extend(
-            Pending(delivery, _rows(batch), routing, answers.slot(index))
-            for index, (delivery, batch, routing) in enumerate(items)
-        )
-        self._schedule(loop)
-        return await answers.future
+        try:
+            results = await loop.run_in_executor(self._writer_pool, self._locked, self._commit_many, inserted)
+        except Exception as exc:  # the whole batch fails together: nothing of it is journaled
+            self.note_failure(exc)
+            raise records.JournalUnavailable(f"journal write failed: {exc}") from exc
+        self.note_written()
+        return results
+
+    def _commit_many(
+        self, items: list[tuple[events.Delivery, list[intake.Row], records.Routing]]
+    ) -> list[list[records.Appended]]:
+        db = self._write_db
+        if db is None:
+            raise records.JournalUnavailable("journal is closing")
+        with store.transaction(db):
+            return intake.insert_many(db, items, time.time())
 
     def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
         """Commit the queue soon, unless that is arranged already."""

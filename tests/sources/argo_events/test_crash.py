@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -19,12 +20,13 @@ import yaml
 
 from glue import journal, settings
 from tests import support
-from tests.journal.pgserver import pg_database  # noqa: F401 (a fixture)
-from tests.journal.pgserver import create_schema
+from tests.journal import pgserver
 from tests.sources.argo_events import bus
 from tests.sources.kafka.support import free_port, wait_for
 
 pytestmark = pytest.mark.slow
+
+pg_database = pgserver.pg_database
 
 TOTAL = 3000
 
@@ -35,7 +37,7 @@ async def journal_config(request: pytest.FixtureRequest, tmp_path: Path) -> dict
     if request.param == "sqlite":
         return {"path": str(tmp_path / "journal.db")}
     dsn_file = tmp_path / "dsn"
-    dsn_file.write_text(await create_schema(request.getfixturevalue("pg_database")))
+    dsn_file.write_text(await pgserver.create_schema(request.getfixturevalue("pg_database")))
     return {"backend": "postgres", "dsn": {"file": str(dsn_file)}}
 
 
@@ -91,7 +93,7 @@ async def test_sigkill_between_commit_and_ack_then_restart_journals_every_event_
             await wait_for(lambda: _more_than(journaled, 300), within=30, what="the first daemon journaling")
             os.kill(first.pid, signal.SIGKILL)
             assert await first.wait() == -signal.SIGKILL
-            at_kill = await journaled()
+            at_kill = await _settled(journaled)
             unacknowledged = (await publisher.consumer("glue-crash")).num_ack_pending
             assert not sending.done(), "the kill must land mid-stream"
 
@@ -125,6 +127,17 @@ async def test_sigkill_between_commit_and_ack_then_restart_journals_every_event_
                 await first.wait()
             await store.close()
     assert "Traceback" not in log.read_text()
+
+
+async def _settled(count: Callable[[], Awaitable[int]]) -> int:
+    """The count once it holds still: PostgreSQL finishes a commit the killed daemon had sent."""
+    last = await count()
+    while True:
+        await asyncio.sleep(0.5)
+        now = await count()
+        if now == last:
+            return now
+        last = now
 
 
 async def _more_than(count: object, n: int) -> bool:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import sys
 import tempfile
 import time
@@ -116,6 +117,7 @@ async def glue_rate(url: str, count: int, in_flight: int, directory: Path) -> tu
     daemon = app.Daemon(config)
     try:
         await daemon.start()
+        gc.freeze()  # as `glue run` does once started
         while True:  # the clock starts once the source has made its consumer
             try:
                 await js.consumer_info("default", "bench-glue")

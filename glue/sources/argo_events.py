@@ -446,14 +446,12 @@ class _PullConsumer:
             outcomes = await self._accept([(delivery, options) for _, delivery, options in taken])
         except Exception as exc:
             outcomes = [exc] * len(taken)
-        journaled = duplicates = 0
+        committed: list[Any] = []
+        journaled = 0
         for (msg, delivery, _), outcome in zip(taken, outcomes, strict=True):
             if isinstance(outcome, list):
-                await _quietly(msg.ack())
-                if any(item.new for item in outcome):
-                    journaled += 1
-                else:
-                    duplicates += 1
+                committed.append(msg)
+                journaled += any(item.new for item in outcome)
             elif isinstance(outcome, formats.DecodeError):
                 await self._rejected(msg, delivery, outcome.reason)
             elif isinstance(outcome, journal.JournalUnavailable | intake.Overloaded):
@@ -465,10 +463,13 @@ class _PullConsumer:
                     exc_info=(type(outcome), outcome, outcome.__traceback__),
                 )
                 await self._rejected(msg, delivery, f"decoder failed: {type(outcome).__name__}")
-        if journaled or duplicates:
+        if committed:
             self._journal_failures = 0
+            with contextlib.suppress(nats_errors.Error, OSError):  # gone: the server sends them again
+                for msg in committed:
+                    await msg.ack()
             self._counts["journaled"].inc(journaled)
-            self._counts["duplicate"].inc(duplicates)
+            self._counts["duplicate"].inc(len(committed) - journaled)
 
     async def _rejected(self, msg: Any, delivery: events.Delivery, reason: str) -> None:
         try:

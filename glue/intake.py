@@ -273,7 +273,7 @@ class Intake:
         for event, item in zip(batch, appended, strict=True):
             if item.new:
                 continue
-            if not isinstance(event, events.Digested):
+            if not events.is_digested(event):
                 metrics.DUPLICATES.labels(delivery.endpoint, "producer").inc()
                 continue
             metrics.DUPLICATES.labels(delivery.endpoint, "digest").inc()

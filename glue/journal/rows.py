@@ -176,7 +176,7 @@ def dedup_window(event: events.CloudEvent) -> tuple[str, float, float] | None:
     """Where a :class:`~glue.events.Digested` event's duplicates are: its key, and the receive times
     (inclusive) within which a journaled event with that key makes it a duplicate; None for an event
     whose producer gave its id (deduplicated on identity alone, at no extra cost)."""
-    if not isinstance(event, events.Digested):
+    if not events.is_digested(event):
         return None
     return event.key, event.received_at - event.window, event.received_at + event.window
 

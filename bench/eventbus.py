@@ -7,10 +7,11 @@ CloudEvent with its data in ``data_base64``; not timed). Then, in one run:
 
 - raw: a bare nats-py durable pull consumer fetches the N messages in batches and acknowledges each
   (no decoding, no journal): what the client library can do here;
-- glue: a whole daemon (as ``glue run``, in process) whose EventBus source, with a durable consumer of
-  its own, decodes every message, journals it in the SQLite journal (fsync'd group commit) and
-  acknowledges it after the commit; the clock stops when the server reports every message of the
-  consumer acknowledged, that is when every event is durable and acknowledged.
+- glue: a whole daemon (as ``glue run``, in process, its start-up heap frozen as ``glue run`` freezes
+  it) whose EventBus source, with a durable consumer of its own, decodes every message, journals each
+  fetched batch in the SQLite journal (one fsync'd commit) and acknowledges its messages after the
+  commit; the clock stops when the server reports every message of the consumer acknowledged, that is
+  when every event is durable and acknowledged.
 
 Both clocks start once the consumer exists and stop when the N-th message is acknowledged. Each phase
 also prints the CPU time this process spent per message (``glue run``'s and the raw consumer's own

@@ -444,10 +444,11 @@ class _PullConsumer:
             return
         try:
             outcomes = await self._accept([(delivery, options) for _, delivery, options in taken])
-        except Exception as exc:
+        except Exception as exc:  # a bug must not stop the bus: each message fails visibly below
             outcomes = [exc] * len(taken)
         committed: list[Any] = []
         journaled = 0
+        unavailable: list[str] = []  # why the journal could not take messages of this batch
         for (msg, delivery, _), outcome in zip(taken, outcomes, strict=True):
             if isinstance(outcome, list):
                 committed.append(msg)
@@ -455,7 +456,7 @@ class _PullConsumer:
             elif isinstance(outcome, formats.DecodeError):
                 await self._rejected(msg, delivery, outcome.reason)
             elif isinstance(outcome, journal.JournalUnavailable | intake.Overloaded):
-                self._journal_unavailable(str(outcome))
+                unavailable.append(str(outcome))
             else:  # a decoder bug must not stop the bus: keep the message, visibly
                 log.error(
                     "eventbus message failed",
@@ -470,6 +471,8 @@ class _PullConsumer:
                     await msg.ack()
             self._counts["journaled"].inc(journaled)
             self._counts["duplicate"].inc(len(committed) - journaled)
+        if unavailable:
+            self._journal_unavailable(unavailable[0], len(unavailable))
 
     async def _rejected(self, msg: Any, delivery: events.Delivery, reason: str) -> None:
         try:
@@ -486,13 +489,16 @@ class _PullConsumer:
             delivery_id=delivery_id,
         )
 
-    def _journal_unavailable(self, reason: str) -> None:
-        """Leave the message unacknowledged (it comes back after ackWait) and pause fetching."""
-        self._counts["retried"].inc()
+    def _journal_unavailable(self, reason: str, count: int = 1) -> None:
+        """Leave ``count`` messages unacknowledged (they come back after ackWait) and pause fetching,
+        longer after each failure."""
+        self._counts["retried"].inc(count)
         self._journal_failures += 1
         delay = self._backoff.delay(self._journal_failures, self._rng)
         self._pause_until = max(self._pause_until, time.monotonic() + delay)
-        log.warning("journal cannot take eventbus messages yet", reason=reason, retry_in=round(delay, 3))
+        log.warning(
+            "journal cannot take eventbus messages yet", reason=reason, count=count, retry_in=round(delay, 3)
+        )
 
 
 class ArgoEventsSource(_PullConsumer):

@@ -4,7 +4,8 @@ Appends made in the same turn of the event loop are inserted and committed toget
 connection, and acknowledged after one fsync of the WAL on the writer thread; groups committed while an
 fsync runs share the next one (group commit), so concurrent requests share the cost of one fsync. The
 writer thread's connection takes over while another process holds the write lock, and checkpoints the
-WAL once it has grown.
+WAL once it has grown. A batch of deliveries fetched together from a bus (``append_many``) is large
+enough to be a group of its own: it commits on the writer thread, beside the event loop.
 """
 
 from __future__ import annotations

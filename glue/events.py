@@ -18,7 +18,7 @@ import datetime
 import hashlib
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 import orjson
 from cloudevents.core.formats.json import JSONFormat
@@ -32,6 +32,7 @@ __all__ = [
     "digest",
     "from_json",
     "identity",
+    "is_digested",
     "scrub_headers",
     "to_dict",
     "to_json",
@@ -182,6 +183,13 @@ class Digested(CloudEvent):
     def id_for(payload_digest: str, received_at: float) -> str:
         """The id of a payload with this digest whose delivery arrived at ``received_at``."""
         return f"{payload_digest}-{round(received_at * 1_000_000)}"
+
+
+def is_digested(event: CloudEvent) -> TypeGuard[Digested]:
+    """``isinstance(event, Digested)``, at a fraction of its cost: the SDK's event class is a
+    ``typing.Protocol``, whose metaclass makes every isinstance check against its subclasses take a
+    slow path (about 2 us, for every event on the ingest path)."""
+    return Digested in type(event).__mro__
 
 
 def to_json(event: CloudEvent) -> bytes:

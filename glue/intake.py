@@ -136,13 +136,58 @@ class Intake:
     ) -> list[journal.Appended]:
         """Decode and journal one delivery. Raises formats.DecodeError (4xx), Overloaded or
         journal.JournalUnavailable (503); returns once the events are committed."""
+        self._keep(delivery)
+        if self._tracing is not None:
+            return await self._accept_traced(self._tracing, delivery, options)
+        return await self._journal(delivery, formats.decode(delivery, options))
+
+    async def accept_many(
+        self, items: Sequence[tuple[events.Delivery, formats.Options]]
+    ) -> list[list[journal.Appended] | Exception]:
+        """:meth:`accept` for a batch of deliveries (fetched together from a bus), journaled with one
+        append: one commit and one wait for the batch. Each entry of the result is what its delivery
+        appended, or the exception :meth:`accept` would have raised for it (its decoder's, Overloaded,
+        journal.JournalUnavailable); one delivery that cannot be decoded does not hold up the others.
+        Returns once every decoded delivery is committed."""
+        if self._tracing is not None:  # a span per delivery, each around its own append
+            traced = await asyncio.gather(*(self.accept(*item) for item in items), return_exceptions=True)
+            return [_raised(outcome) for outcome in traced]
+        results: list[list[journal.Appended] | Exception] = [[] for _ in items]
+        decoded: list[tuple[int, events.Delivery, list[events.CloudEvent]]] = []
+        for index, (delivery, options) in enumerate(items):
+            self._keep(delivery)
+            try:
+                batch = formats.decode(delivery, options)
+            except Exception as exc:
+                results[index] = exc
+                continue
+            if batch:  # an empty CloudEvents batch: valid, and nothing to journal
+                decoded.append((index, delivery, batch))
+        if not decoded:
+            return results
+        try:
+            self._check_backlog()
+            appends = [(delivery, batch, self._routing(batch)) for _, delivery, batch in decoded]
+            started = time.perf_counter()
+            appended = await self.journal.append_many(appends)
+        except (Overloaded, journal.JournalUnavailable) as exc:
+            for index, _, _ in decoded:
+                results[index] = exc
+            return results
+        metrics.JOURNAL_WRITE.observe(time.perf_counter() - started)
+        for (index, _, _), (delivery, batch, routing), outcome in zip(
+            decoded, appends, appended, strict=True
+        ):
+            self._account(delivery, batch, routing, outcome)
+            results[index] = outcome
+        return results
+
+    def _keep(self, delivery: events.Delivery) -> None:
+        """Record the delivery and show it to the taps (before decoding: a rejected one is kept too)."""
         if self.recorder is not None:
             self.recorder.write(delivery)
         for tap in self._taps:
             tap(delivery)
-        if self._tracing is not None:
-            return await self._accept_traced(self._tracing, delivery, options)
-        return await self._journal(delivery, formats.decode(delivery, options))
 
     async def _accept_traced(
         self, tracing: tracing_mod.Tracing, delivery: events.Delivery, options: formats.Options
@@ -179,14 +224,32 @@ class Intake:
         """Route and journal the decoded events of a delivery, within the backlog bound."""
         if not batch:  # an empty CloudEvents batch: valid, and nothing to journal
             return []
-        if self._backlog >= self.max_backlog:
-            raise Overloaded(f"{self._backlog} events wait to be routed (bound {self.max_backlog})")
-        routing: Routing = None
-        if self._route is not None:
-            routing = [self._route(events.identity(event), event) for event in batch]
+        self._check_backlog()
+        routing = self._routing(batch)
         started = time.perf_counter()
         appended = await self.journal.append(delivery, batch, routing)
         metrics.JOURNAL_WRITE.observe(time.perf_counter() - started)
+        self._account(delivery, batch, routing, appended)
+        return appended
+
+    def _check_backlog(self) -> None:
+        if self._backlog >= self.max_backlog:
+            raise Overloaded(f"{self._backlog} events wait to be routed (bound {self.max_backlog})")
+
+    def _routing(self, batch: list[events.CloudEvent]) -> Routing:
+        """What the router decides for each event now (None: no router, all left pending)."""
+        if self._route is None:
+            return None
+        return [self._route(events.identity(event), event) for event in batch]
+
+    def _account(
+        self,
+        delivery: events.Delivery,
+        batch: list[events.CloudEvent],
+        routing: Routing,
+        appended: list[journal.Appended],
+    ) -> None:
+        """Count what a committed delivery appended, and tell the router about its new events."""
         new = sum(1 for item in appended if item.new)
         if new:
             waiting = new  # the backlog: events left for the executor to route
@@ -200,7 +263,6 @@ class Intake:
                 self._on_journaled(appended, batch, routing)
         if new < len(appended):
             self._duplicates(delivery, batch, appended)
-        return appended
 
     @staticmethod
     def _duplicates(
@@ -211,7 +273,7 @@ class Intake:
         for event, item in zip(batch, appended, strict=True):
             if item.new:
                 continue
-            if not isinstance(event, events.Digested):
+            if not events.is_digested(event):
                 metrics.DUPLICATES.labels(delivery.endpoint, "producer").inc()
                 continue
             metrics.DUPLICATES.labels(delivery.endpoint, "digest").inc()
@@ -222,3 +284,10 @@ class Intake:
                 age=round(delivery.received_at - item.first_at, 3) if item.first_at is not None else None,
                 window=event.window,
             )
+
+
+def _raised(outcome: list[journal.Appended] | BaseException) -> list[journal.Appended] | Exception:
+    """An outcome of a traced append; a cancellation or exit is raised again, not given back."""
+    if isinstance(outcome, BaseException) and not isinstance(outcome, Exception):
+        raise outcome
+    return outcome

@@ -258,7 +258,7 @@ def _sources(
         from glue.sources import argo_events
 
         bus = argo_events.ArgoEventsSource(
-            settings.sources.argo_events, accepting.accept, reject=journal_.reject
+            settings.sources.argo_events, accepting.accept_many, reject=journal_.reject
         )
         readiness.append(bus.readiness)
         sources.append(bus)
@@ -266,7 +266,7 @@ def _sources(
         from glue.sources import argo_events
 
         stream = argo_events.JetStreamSource(
-            settings.sources.jetstream, accepting.accept, reject=journal_.reject
+            settings.sources.jetstream, accepting.accept_many, reject=journal_.reject
         )
         readiness.append(stream.readiness)
         sources.append(stream)

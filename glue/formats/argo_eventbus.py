@@ -192,7 +192,8 @@ def _bus_event(delivery: events.Delivery) -> tuple[dict[str, Any], Any]:
 def decode(delivery: events.Delivery, options: base.Options) -> list[events.CloudEvent]:
     attributes, data = _bus_event(delivery)
     attributes["datacontenttype"] = _common.JSON
-    return [_common.cloudevent(attributes, data, default_time=_common.received_time(delivery))]
+    default_time = None if "time" in attributes else _common.received_time(delivery)  # Argo sends it
+    return [_common.cloudevent(attributes, data, default_time=default_time)]
 
 
 def _headers(data: dict[str, Any], unwrap: str) -> dict[str, str]:

@@ -20,6 +20,7 @@ from glue.journal.records import (
     INVOCATION_STATES,
     WAITING_STATES,
     Activity,
+    Append,
     Appended,
     AttemptRecord,
     AuditEntry,
@@ -49,6 +50,7 @@ __all__ = [
     "WAITING_STATES",
     "Activity",
     "Admin",
+    "Append",
     "Appended",
     "AttemptRecord",
     "AuditEntry",
@@ -94,6 +96,14 @@ class Inbox(Protocol):
         (routes that read the object store route after the journal). A duplicate's routing is
         dropped with it. Returns once committed. Raises JournalUnavailable when the write cannot be
         made."""
+        ...
+
+    async def append_many(self, items: Sequence[Append]) -> list[list[Appended]]:
+        """:meth:`append` for several deliveries at once (a batch fetched from a bus): each is
+        stored and deduplicated as ``append`` stores it, in the order given (an event repeated by a
+        later delivery of the batch is a duplicate there), all in the same group commit; returns
+        what each appended, once all are committed. One wait for the batch instead of one per
+        delivery. Raises JournalUnavailable when the write cannot be made: none is then journaled."""
         ...
 
     async def reject(self, delivery: events.Delivery, reason: str) -> int:

@@ -19,6 +19,7 @@ __all__ = [
     "INVOCATION_STATES",
     "WAITING_STATES",
     "Activity",
+    "Append",
     "Appended",
     "AttemptRecord",
     "AuditEntry",
@@ -219,6 +220,10 @@ Shaped = list[tuple[str, str]]
 #: What the routes decided at intake for an appended batch (see ``Inbox.append``): None, or for each
 #: event its new invocations (None: that event is routed after the journal).
 Routing = Sequence[Sequence[NewInvocation] | None] | None
+
+#: One delivery of ``Inbox.append_many``: the delivery, its events and their routing (as ``append``
+#: takes them).
+Append = tuple[events.Delivery, Sequence[events.CloudEvent], Routing]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

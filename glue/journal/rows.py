@@ -9,8 +9,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import orjson
 
@@ -26,6 +27,8 @@ __all__ = [
     "PLAN",
     "REJECTED_COLUMNS",
     "UNDO",
+    "Answer",
+    "Answers",
     "Page",
     "Settlement",
     "activity_query",
@@ -106,6 +109,62 @@ def rejected(row: Sequence[Any]) -> records.Rejected:
     return records.Rejected(delivery_id, reason, delivery(fields))
 
 
+# -- answers of a group commit -------------------------------------------------------------------
+
+
+class Answer(Protocol):
+    """Where a group commit answers one append: its caller's future, or its place in
+    :class:`Answers`."""
+
+    def done(self) -> bool: ...
+
+    def set_result(self, result: list[records.Appended], /) -> Any: ...
+
+    def set_exception(self, exception: BaseException, /) -> Any: ...
+
+
+class Answers:
+    """The answers of appends made together (``append_many``): one future for all of them, so a batch
+    of N deliveries costs its caller one wait, not N. It resolves once every append has its result, or
+    fails with the first failure (a group fails as a whole)."""
+
+    __slots__ = ("_left", "future", "results")
+
+    def __init__(self, future: asyncio.Future[list[list[records.Appended]]], count: int) -> None:
+        self.future = future
+        self.results: list[list[records.Appended]] = [[] for _ in range(count)]
+        self._left = count
+
+    def slot(self, index: int) -> _Slot:
+        """The answer of the append at ``index``."""
+        return _Slot(self, index)
+
+    def answer(self, index: int, result: list[records.Appended]) -> None:
+        """The append at ``index`` committed with this result."""
+        self.results[index] = result
+        self._left -= 1
+        if not self._left and not self.future.done():
+            self.future.set_result(self.results)
+
+
+class _Slot:
+    __slots__ = ("answers", "index")
+
+    def __init__(self, answers: Answers, index: int) -> None:
+        self.answers = answers
+        self.index = index
+
+    def done(self) -> bool:
+        return self.answers.future.done()
+
+    def set_result(self, result: list[records.Appended], /) -> None:
+        self.answers.answer(self.index, result)
+
+    def set_exception(self, exception: BaseException, /) -> None:
+        if not self.answers.future.done():
+            self.answers.future.set_exception(exception)
+
+
 # -- rules ----------------------------------------------------------------------------------------
 
 
@@ -119,7 +178,7 @@ def dedup_window(event: events.CloudEvent) -> tuple[str, float, float] | None:
     """Where a :class:`~glue.events.Digested` event's duplicates are: its key, and the receive times
     (inclusive) within which a journaled event with that key makes it a duplicate; None for an event
     whose producer gave its id (deduplicated on identity alone, at no extra cost)."""
-    if not isinstance(event, events.Digested):
+    if not events.is_digested(event):
         return None
     return event.key, event.received_at - event.window, event.received_at + event.window
 

@@ -5,8 +5,10 @@ Argo's EventSources publish each event as a CloudEvent to the stream ``default``
 stream with a durable pull consumer of its own (``durable``; never a Sensor's, so it takes nothing from
 them), with explicit acknowledgements:
 
+- the messages that arrive together (what one read from the connection holds) are decoded and
+  journaled as one batch: one append, one commit, one wait (:meth:`glue.intake.Intake.accept_many`);
 - a message is acknowledged only once its events are committed to the journal; while the commit waits
-  longer than a third of ``ackWait``, the server is told ``InProgress`` so it does not send it again;
+  longer than a quarter of ``ackWait``, the server is told ``InProgress`` so it does not send it again;
 - at most ``maxInFlight`` messages are fetched and not yet acknowledged;
 - a message that is not a CloudEvent, or whose data cannot be read, is journaled as rejected (``glue
   dlq rejected``) and terminated: the server never sends it again;
@@ -29,7 +31,7 @@ import contextlib
 import random
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import nats
@@ -61,7 +63,11 @@ JETSTREAM_NAME = "jetstream"
 #: The transport of the deliveries it journals.
 TRANSPORT = "jetstream"
 
-Accept = Callable[[events.Delivery, formats.Options], Awaitable[list[journal.Appended]]]
+#: :meth:`glue.intake.Intake.accept_many`: a batch of deliveries journaled, each one's outcome.
+Accept = Callable[
+    [Sequence[tuple[events.Delivery, formats.Options]]],
+    Awaitable[list[list[journal.Appended] | Exception]],
+]
 Reject = Callable[[events.Delivery, str], Awaitable[int]]
 
 #: Messages asked for in one pull request.
@@ -106,12 +112,12 @@ def connect_options(config: settings_mod.ArgoEvents | settings_mod.JetStream) ->
 
 
 class _Tracked:
-    """A message being journaled: when it was fetched, for the InProgress sweep."""
+    """A batch of messages being journaled: when it was fetched, for the InProgress sweep."""
 
-    __slots__ = ("msg", "since")
+    __slots__ = ("msgs", "since")
 
-    def __init__(self, msg: Any) -> None:
-        self.msg = msg
+    def __init__(self, msgs: list[Any]) -> None:
+        self.msgs = msgs
         self.since = time.monotonic()
 
 
@@ -145,7 +151,9 @@ class _PullConsumer:
         self._connected = False
         self._low_water = max(1, min(_PULL_MAX, config.max_in_flight // 4))
         self._wake = asyncio.Event()  # room for a pull request, the connection closed, the consumer lost
-        self._in_flight: dict[asyncio.Task[None], _Tracked] = {}
+        self._in_flight: dict[asyncio.Task[None], _Tracked] = {}  # batches being journaled
+        self._holding = 0  # messages in those batches
+        self._arrivals: list[Any] = []  # messages arrived in this turn of the loop: the next batch
         self._requested = 0  # messages asked for by pull requests and neither delivered nor expired
         self._heard = 0.0  # when the last message or status reached the inbox
         self._lost: str | None = None  # why the consumer cannot be used any more (a 409 said so)
@@ -193,8 +201,9 @@ class _PullConsumer:
             for task in late:
                 task.cancel()
             if late:
+                count = sum(len(self._in_flight[task].msgs) for task in late if task in self._in_flight)
                 await asyncio.wait(late)
-                log.warning("eventbus messages left unacknowledged at stop", count=len(late))
+                log.warning("eventbus messages left unacknowledged at stop", count=count)
         await self._close()
         self._down("stopped")
         log.info(f"{self._title} source stopped")
@@ -336,8 +345,8 @@ class _PullConsumer:
                 continue
             if self._requested and now - self._heard > _PULL_LOST_AFTER:
                 self._requested = 0
-            room = self.config.max_in_flight - len(self._in_flight) - self._requested
-            if room >= self._low_water or (room > 0 and not self._in_flight and not self._requested):
+            room = self.config.max_in_flight - self._holding - self._requested
+            if room >= self._low_water or (room > 0 and not self._holding and not self._requested):
                 return min(room, _PULL_MAX)
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
@@ -355,8 +364,18 @@ class _PullConsumer:
         if self._stopping:
             return  # left unacknowledged: the server sends it again after ackWait
         self._fetched += 1
-        task = asyncio.create_task(self._handle(msg))
-        self._in_flight[task] = _Tracked(msg)
+        if not self._arrivals:
+            asyncio.get_running_loop().call_soon(self._take_arrivals)
+        self._arrivals.append(msg)
+
+    def _take_arrivals(self) -> None:
+        """Journal the messages that arrived in the last turn of the loop as one batch."""
+        msgs, self._arrivals = self._arrivals, []
+        if self._stopping:
+            return  # left unacknowledged: the server sends them again after ackWait
+        task = asyncio.create_task(self._handle(msgs))
+        self._in_flight[task] = _Tracked(msgs)
+        self._holding += len(msgs)
         task.add_done_callback(self._done)
 
     def _status(self, headers: dict[str, str]) -> None:
@@ -380,10 +399,12 @@ class _PullConsumer:
         self._wake.set()
 
     def _done(self, task: asyncio.Task[None]) -> None:
-        self._in_flight.pop(task, None)
+        tracked = self._in_flight.pop(task, None)
+        if tracked is not None:
+            self._holding -= len(tracked.msgs)
         if not self._wake.is_set():
-            room = self.config.max_in_flight - len(self._in_flight) - self._requested
-            if room >= self._low_water or not self._in_flight:
+            room = self.config.max_in_flight - self._holding - self._requested
+            if room >= self._low_water or not self._holding:
                 self._wake.set()
 
     async def _keep_in_progress(self) -> None:
@@ -401,34 +422,57 @@ class _PullConsumer:
         for tracked in self._in_flight.values():
             if now - tracked.since >= late:
                 tracked.since = now
-                signal = asyncio.create_task(_quietly(tracked.msg.in_progress()))
-                self._signals.add(signal)
-                signal.add_done_callback(self._signals.discard)
+                for msg in tracked.msgs:
+                    signal = asyncio.create_task(_quietly(msg.in_progress()))
+                    self._signals.add(signal)
+                    signal.add_done_callback(self._signals.discard)
 
-    # -- one message
+    # -- a batch of messages
 
-    async def _handle(self, msg: Any) -> None:
-        taken = self.delivery(msg)
-        if taken is None:  # the consumer was made for other subjects before: not ours
-            await _quietly(msg.ack())
-            self._counts["ignored"].inc()
+    async def _handle(self, msgs: list[Any]) -> None:
+        """Journal a batch: acknowledge what was committed, reject and terminate what cannot be
+        decoded, leave the rest for the server to send again when the journal cannot take it."""
+        taken: list[tuple[Any, events.Delivery, formats.Options]] = []
+        for msg in msgs:
+            found = self.delivery(msg)
+            if found is None:  # the consumer was made for other subjects before: not ours
+                await _quietly(msg.ack())
+                self._counts["ignored"].inc()
+            else:
+                taken.append((msg, *found))
+        if not taken:
             return
-        delivery, options = taken
         try:
-            appended = await self._accept(delivery, options)
-        except formats.DecodeError as exc:
-            await self._rejected(msg, delivery, exc.reason)
-            return
-        except (journal.JournalUnavailable, intake.Overloaded) as exc:
-            self._journal_unavailable(str(exc))
-            return
-        except Exception as exc:  # a decoder bug must not stop the bus: keep the message, visibly
-            log.exception("eventbus message failed", subject=msg.subject)
-            await self._rejected(msg, delivery, f"decoder failed: {type(exc).__name__}")
-            return
-        self._journal_failures = 0
-        await _quietly(msg.ack())
-        self._counts["journaled" if any(item.new for item in appended) else "duplicate"].inc()
+            outcomes = await self._accept([(delivery, options) for _, delivery, options in taken])
+        except Exception as exc:  # a bug must not stop the bus: each message fails visibly below
+            outcomes = [exc] * len(taken)
+        committed: list[Any] = []
+        journaled = 0
+        unavailable: list[str] = []  # why the journal could not take messages of this batch
+        for (msg, delivery, _), outcome in zip(taken, outcomes, strict=True):
+            if isinstance(outcome, list):
+                committed.append(msg)
+                journaled += any(item.new for item in outcome)
+            elif isinstance(outcome, formats.DecodeError):
+                await self._rejected(msg, delivery, outcome.reason)
+            elif isinstance(outcome, journal.JournalUnavailable | intake.Overloaded):
+                unavailable.append(str(outcome))
+            else:  # a decoder bug must not stop the bus: keep the message, visibly
+                log.error(
+                    "eventbus message failed",
+                    subject=msg.subject,
+                    exc_info=(type(outcome), outcome, outcome.__traceback__),
+                )
+                await self._rejected(msg, delivery, f"decoder failed: {type(outcome).__name__}")
+        if committed:
+            self._journal_failures = 0
+            with contextlib.suppress(nats_errors.Error, OSError):  # gone: the server sends them again
+                for msg in committed:
+                    await msg.ack()
+            self._counts["journaled"].inc(journaled)
+            self._counts["duplicate"].inc(len(committed) - journaled)
+        if unavailable:
+            self._journal_unavailable(unavailable[0], len(unavailable))
 
     async def _rejected(self, msg: Any, delivery: events.Delivery, reason: str) -> None:
         try:
@@ -445,13 +489,16 @@ class _PullConsumer:
             delivery_id=delivery_id,
         )
 
-    def _journal_unavailable(self, reason: str) -> None:
-        """Leave the message unacknowledged (it comes back after ackWait) and pause fetching."""
-        self._counts["retried"].inc()
+    def _journal_unavailable(self, reason: str, count: int = 1) -> None:
+        """Leave ``count`` messages unacknowledged (they come back after ackWait) and pause fetching,
+        longer after each failure."""
+        self._counts["retried"].inc(count)
         self._journal_failures += 1
         delay = self._backoff.delay(self._journal_failures, self._rng)
         self._pause_until = max(self._pause_until, time.monotonic() + delay)
-        log.warning("journal cannot take eventbus messages yet", reason=reason, retry_in=round(delay, 3))
+        log.warning(
+            "journal cannot take eventbus messages yet", reason=reason, count=count, retry_in=round(delay, 3)
+        )
 
 
 class ArgoEventsSource(_PullConsumer):

@@ -52,6 +52,22 @@ async def test_an_equal_body_within_the_window_is_the_same_event(store: journal.
     assert [e.id for e in await store.list()] == [first.id]
 
 
+async def test_append_many_deduplicates_by_digest_as_append_does(store: journal.Journal) -> None:
+    first = await post(store, {"repo": "models", "tag": "v1"}, T0)
+    arrivals = [
+        argo({"repo": "models", "tag": "v1"}, T0 + 10),  # a retry of the journaled one
+        argo({"repo": "models", "tag": "v2"}, T0 + 20),
+        argo({"repo": "models", "tag": "v2"}, T0 + 30),  # a retry inside the batch
+    ]
+
+    outcomes = await store.append_many([(arrived, batch, None) for arrived, batch in arrivals])
+
+    [[retry], [v2], [v2_retry]] = outcomes
+    assert not retry.new and (retry.id, retry.first_at) == (first.id, T0)
+    assert v2.new and not v2_retry.new and v2_retry.id == v2.id
+    assert [e.id for e in await store.list()] == [first.id, v2.id]
+
+
 async def test_an_equal_body_after_the_window_is_a_new_event(store: journal.Journal) -> None:
     first = await post(store, {"repo": "models", "tag": "v1"}, T0)
     later = await post(store, {"repo": "models", "tag": "v1"}, T0 + WINDOW + 1)

@@ -198,6 +198,47 @@ async def test_concurrent_appends_all_land_in_order_of_their_batches(store: jour
         assert seqs == sorted(seqs)
 
 
+async def test_append_many_journals_each_delivery_as_append_does(store: journal.Journal) -> None:
+    # Already journaled before the batch, then a batch whose second delivery repeats the first's event
+    # and whose third repeats that earlier one and brings a new one (routed at intake).
+    await store.append(delivery(b"earlier"), [cloudevent("old")])
+    items: list[journal.Append] = [
+        (delivery(b"one"), [cloudevent("a")], None),
+        (delivery(b"two"), [cloudevent("a")], None),
+        (delivery(b"three"), [cloudevent("old"), cloudevent("b")], [None, [invocation_for("b")]]),
+        (delivery(b"empty"), [], None),
+    ]
+
+    outcomes = await store.append_many(items)
+
+    stored = await store.list()
+    by_id = {e.id: e for e in stored}
+    assert [e.id for e in stored] == ["old", "a", "b"]
+    assert outcomes == [
+        [journal.Appended(identity="/test a", id="a", new=True, seq=by_id["a"].seq)],
+        [journal.Appended(identity="/test a", id="a", new=False)],
+        [
+            journal.Appended(identity="/test old", id="old", new=False),
+            journal.Appended(identity="/test b", id="b", new=True, seq=by_id["b"].seq),
+        ],
+        [],
+    ]
+    # Each new event keeps its own delivery; the pure repeat and the empty delivery kept none.
+    assert await store.delivery(by_id["a"].delivery_id) == items[0][0]
+    assert await store.delivery(by_id["b"].delivery_id) == items[2][0]
+    kept = [await store.delivery(n) for n in range(1, 20)]
+    assert sorted(d.body for d in kept if d is not None) == [b"earlier", b"one", b"three"]
+    assert [(e.id, e.status) for e in stored] == [("old", "pending"), ("a", "pending"), ("b", "routed")]
+    assert [i.event_seq for i in await store.invocations(limit=10)] == [by_id["b"].seq]
+    assert await store.append_many([]) == []
+
+
+async def test_append_many_on_a_closed_journal_journals_nothing(store: journal.Journal) -> None:
+    await store.close()
+    with pytest.raises(journal.JournalUnavailable):
+        await store.append_many([(delivery(), [cloudevent("late")], None)])
+
+
 async def test_get_by_seq_identity_or_id(store: journal.Journal) -> None:
     await store.append(delivery(), [cloudevent("x1"), cloudevent("42", source="/numbers")])
     first, second = await store.list()

@@ -11,7 +11,6 @@ prepared once per pooled connection (asyncpg's statement cache).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import time
 from collections.abc import Sequence
@@ -37,7 +36,7 @@ class Pending:
         delivery: events.Delivery,
         batch: Sequence[events.CloudEvent],
         routing: records.Routing,
-        future: asyncio.Future[Any],
+        future: rows.Answer,
     ) -> None:
         self.delivery = delivery
         self.batch = batch

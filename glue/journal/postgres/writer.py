@@ -48,6 +48,21 @@ class GroupCommit(store.Store):
         self._wakeup.set()
         return await future
 
+    async def append_many(self, items: Sequence[records.Append]) -> list[list[records.Appended]]:
+        for _, batch, routing in items:
+            rows.check_routing(batch, routing)
+        if self._closing or self._wakeup is None:
+            raise records.JournalUnavailable("journal is closing")
+        if not items:
+            return []
+        answers = rows.Answers(asyncio.get_running_loop().create_future(), len(items))
+        self._queue.extend(
+            intake.Pending(delivery, batch, routing, answers.slot(index))
+            for index, (delivery, batch, routing) in enumerate(items)
+        )
+        self._wakeup.set()
+        return await answers.future
+
     def _start_writer(self) -> None:
         self._wakeup = asyncio.Event()
         self._closing = False

@@ -12,7 +12,16 @@ from glue import events
 from glue.journal import records, rows
 from glue.journal.sqlite import store
 
-__all__ = ["FIND_DIGEST", "INSERT_INVOCATION", "Intake", "Row", "insert", "insert_delivery", "invocation_row"]
+__all__ = [
+    "FIND_DIGEST",
+    "INSERT_INVOCATION",
+    "Intake",
+    "Row",
+    "insert",
+    "insert_delivery",
+    "insert_many",
+    "invocation_row",
+]
 
 #: One event as intake inserts it: identity, id, source, type, subject, structured JSON, and for an
 #: event identified by a digest its key and window (see :func:`glue.journal.rows.dedup_window`).
@@ -54,19 +63,24 @@ def insert_delivery(db: sqlite3.Connection, delivery: events.Delivery, rejected:
     cursor = db.execute(
         "INSERT INTO deliveries (received_at, transport, endpoint, format, headers, body, key, rejected)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            delivery.received_at,
-            delivery.transport,
-            delivery.endpoint,
-            delivery.format,
-            orjson.dumps(dict(delivery.headers)),
-            delivery.body,
-            delivery.key,
-            rejected,
-        ),
+        _delivery_values(delivery, rejected),
     )
     assert cursor.lastrowid is not None
     return cursor.lastrowid
+
+
+def _delivery_values(delivery: events.Delivery, rejected: str | None = None) -> tuple[Any, ...]:
+    """A delivery's columns from ``received_at`` to ``rejected``."""
+    return (
+        delivery.received_at,
+        delivery.transport,
+        delivery.endpoint,
+        delivery.format,
+        orjson.dumps(dict(delivery.headers)),
+        delivery.body,
+        delivery.key,
+        rejected,
+    )
 
 
 def insert(
@@ -118,6 +132,99 @@ def insert(
     elif not any(item.new for item in appended):  # a pure redelivery keeps no second copy
         db.execute("DELETE FROM deliveries WHERE id = ?", (delivery_id,))
     return appended
+
+
+#: Rows of one multi-row INSERT: SQLite binds at most 32,766 parameters to a statement.
+_ROWS_PER_INSERT = 2000
+
+
+def _insert_rows(db: sqlite3.Connection, head: str, width: int, values: list[tuple[Any, ...]]) -> None:
+    """``head VALUES (...), (...), ...``: one statement per chunk of rows, so SQLite does the work of
+    a whole batch in one step (Python's lock released throughout), not one step per row."""
+    marks = "(" + ",".join("?" * width) + ")"
+    for start in range(0, len(values), _ROWS_PER_INSERT):
+        chunk = values[start : start + _ROWS_PER_INSERT]
+        db.execute(f"{head} VALUES {','.join([marks] * len(chunk))}", [v for row in chunk for v in row])
+
+
+def insert_many(
+    db: sqlite3.Connection,
+    items: list[tuple[events.Delivery, list[Row], records.Routing]],
+    now: float,
+) -> list[list[records.Appended]]:
+    """:func:`insert` for a batch of deliveries, in a transaction that holds the write lock: the
+    identities already journaled are looked up together, the new events and the deliveries they
+    came in are inserted by one statement per table with their sequence numbers and ids given (the
+    next free ones, as SQLite would choose them), and a delivery without a new event is not stored.
+    An event repeated inside the batch is new only where it comes first. A batch with an event
+    identified by a digest takes :func:`insert` for each delivery (its window look-ups)."""
+    if any(row[6] is not None for _, inserted, _ in items for row in inserted):
+        return [insert(db, delivery, inserted, routing, now) for delivery, inserted, routing in items]
+    identities = list({row[0]: None for _, inserted, _ in items for row in inserted})
+    known: set[str] = set()
+    for start in range(0, len(identities), _ROWS_PER_INSERT):
+        chunk = identities[start : start + _ROWS_PER_INSERT]
+        found = db.execute(
+            f"SELECT identity FROM events WHERE identity IN ({','.join('?' * len(chunk))})", chunk
+        )
+        known.update(identity for (identity,) in found)
+    delivery_id = db.execute("SELECT coalesce(max(id), 0) FROM deliveries").fetchone()[0]
+    seq = db.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
+    deliveries: list[tuple[Any, ...]] = []
+    new_events: list[tuple[Any, ...]] = []
+    invocations: list[tuple[Any, ...]] = []
+    results: list[list[records.Appended]] = []
+    for delivery, inserted, routing in items:
+        appended: list[records.Appended] = []
+        stored_as = None  # the delivery's id, once one of its events is new
+        for index, (identity, event_id, source, type_, subject, document, _) in enumerate(inserted):
+            if identity in known:
+                appended.append(records.Appended(identity, event_id, False))
+                continue
+            known.add(identity)
+            if stored_as is None:
+                delivery_id += 1
+                stored_as = delivery_id
+                deliveries.append((stored_as, *_delivery_values(delivery)))
+            seq += 1
+            decided = routing[index] if routing is not None else None
+            new_events.append(
+                (
+                    seq,
+                    identity,
+                    event_id,
+                    source,
+                    type_,
+                    subject,
+                    delivery.received_at,
+                    now,
+                    stored_as,
+                    document,
+                    rows.appended_status(decided),
+                )
+            )
+            if decided:
+                invocations.extend(invocation_row(seq, new, now) for new in decided)
+            appended.append(records.Appended(identity, event_id, True, seq))
+        results.append(appended)
+    if deliveries:
+        _insert_rows(
+            db,
+            "INSERT INTO deliveries (id, received_at, transport, endpoint, format, headers, body, key,"
+            " rejected)",
+            9,
+            deliveries,
+        )
+        _insert_rows(
+            db,
+            "INSERT INTO events (seq, identity, id, source, type, subject, received_at, updated_at,"
+            " delivery_id, cloudevent, status)",
+            11,
+            new_events,
+        )
+    if invocations:
+        db.executemany(INSERT_INVOCATION, invocations)
+    return results
 
 
 class Intake(store.Store):

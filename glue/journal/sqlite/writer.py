@@ -4,7 +4,8 @@ Appends made in the same turn of the event loop are inserted and committed toget
 connection, and acknowledged after one fsync of the WAL on the writer thread; groups committed while an
 fsync runs share the next one (group commit), so concurrent requests share the cost of one fsync. The
 writer thread's connection takes over while another process holds the write lock, and checkpoints the
-WAL once it has grown.
+WAL once it has grown. A batch of deliveries fetched together from a bus (``append_many``) is large
+enough to be a group of its own: it commits on the writer thread, beside the event loop.
 """
 
 from __future__ import annotations
@@ -38,12 +39,28 @@ class Pending:
         delivery: events.Delivery,
         rows: list[intake.Row],
         routing: records.Routing,
-        future: asyncio.Future[Any],
+        future: rows.Answer,
     ) -> None:
         self.delivery = delivery
         self.rows = rows
         self.routing = routing
         self.future = future
+
+
+def _rows(batch: Sequence[events.CloudEvent]) -> list[intake.Row]:
+    """What :func:`glue.journal.sqlite.intake.insert` inserts of each event."""
+    return [
+        (
+            events.identity(event),
+            event.get_id(),
+            event.get_source(),
+            event.get_type(),
+            event.get_subject(),
+            events.to_json(event),
+            rows.dedup_window(event),
+        )
+        for event in batch
+    ]
 
 
 #: Appends committed together, what they appended, and the first new seq among them (None: none new).
@@ -76,19 +93,43 @@ class GroupCommit(store.Store):
             raise records.JournalUnavailable("journal is closing")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[records.Appended]] = loop.create_future()
-        inserted: list[intake.Row] = [
-            (
-                events.identity(event),
-                event.get_id(),
-                event.get_source(),
-                event.get_type(),
-                event.get_subject(),
-                events.to_json(event),
-                rows.dedup_window(event),
-            )
-            for event in batch
-        ]
-        self._queue.append(Pending(delivery, inserted, routing, future))
+        self._queue.append(Pending(delivery, _rows(batch), routing, future))
+        self._schedule(loop)
+        return await future
+
+    async def append_many(self, items: Sequence[records.Append]) -> list[list[records.Appended]]:
+        """A batch is committed on the writer thread, by one multi-row statement per table
+        (:func:`glue.journal.sqlite.intake.insert_many`), and durable when its commit returns: SQLite
+        does that work with Python's lock released, so the event loop decodes the next batch
+        meanwhile. Row by row, each step would wait for the lock again, for up to the interpreter's
+        switch interval while the loop is busy."""
+        for _, batch, routing in items:
+            rows.check_routing(batch, routing)
+        if self._closing or self._write_db is None:
+            raise records.JournalUnavailable("journal is closing")
+        if not items:
+            return []
+        inserted = [(delivery, _rows(batch), routing) for delivery, batch, routing in items]
+        loop = asyncio.get_running_loop()
+        try:
+            results = await loop.run_in_executor(self._writer_pool, self._locked, self._commit_many, inserted)
+        except Exception as exc:  # the whole batch fails together: nothing of it is journaled
+            self.note_failure(exc)
+            raise records.JournalUnavailable(f"journal write failed: {exc}") from exc
+        self.note_written()
+        return results
+
+    def _commit_many(
+        self, items: list[tuple[events.Delivery, list[intake.Row], records.Routing]]
+    ) -> list[list[records.Appended]]:
+        db = self._write_db
+        if db is None:
+            raise records.JournalUnavailable("journal is closing")
+        with store.transaction(db):
+            return intake.insert_many(db, items, time.time())
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Commit the queue soon, unless that is arranged already."""
         if self._flush_handle is None and not self._deferred:
             # Appends made in this turn of the loop (every request that arrived together) share one
             # transaction; groupCommitMs widens the window.
@@ -96,7 +137,6 @@ class GroupCommit(store.Store):
                 self._flush_handle = loop.call_later(self.group_commit, self._flush)
             else:
                 self._flush_handle = loop.call_soon(self._flush)
-        return await future
 
     async def _drain(self) -> None:
         """Stop taking appends; commit what is queued and answer every group before returning."""

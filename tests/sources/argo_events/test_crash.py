@@ -1,4 +1,5 @@
-"""`glue run` killed with SIGKILL while it reads the EventBus, then restarted: every event journaled once.
+"""`glue run` killed with SIGKILL while it reads the EventBus, then restarted: every event journaled once,
+on either journal (SQLite, PostgreSQL).
 
 Messages the killed daemon had journaled but not yet acknowledged come back to the restarted one after
 the ack wait (same durable consumer) and are recognised by their identity; the test reads the journal
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -18,18 +20,31 @@ import yaml
 
 from glue import journal, settings
 from tests import support
+from tests.journal import pgserver
 from tests.sources.argo_events import bus
 from tests.sources.kafka.support import free_port, wait_for
 
 pytestmark = pytest.mark.slow
 
+pg_database = pgserver.pg_database
+
 TOTAL = 3000
 
 
-def write_config(path: Path, server: bus.Server, port: int) -> Path:
+@pytest.fixture(params=["sqlite", "postgres"])
+async def journal_config(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, object]:
+    """The daemon's journal settings: a SQLite file, or a schema of its own in the test database."""
+    if request.param == "sqlite":
+        return {"path": str(tmp_path / "journal.db")}
+    dsn_file = tmp_path / "dsn"
+    dsn_file.write_text(await pgserver.create_schema(request.getfixturevalue("pg_database")))
+    return {"backend": "postgres", "dsn": {"file": str(dsn_file)}}
+
+
+def write_config(path: Path, server: bus.Server, port: int, journal_config: dict[str, object]) -> Path:
     config = {
         "server": {"host": "127.0.0.1", "port": port},
-        "journal": {"path": str(path.parent / "journal.db")},
+        "journal": journal_config,
         "logging": {"level": "warning", "format": "json"},
         "sources": {"argoEvents": {"url": server.url, "durable": "glue-crash", "ackWait": 2}},
     }
@@ -49,12 +64,12 @@ async def _ready(port: int) -> bool:
 
 
 async def test_sigkill_between_commit_and_ack_then_restart_journals_every_event_once(
-    nats_server: bus.Server, tmp_path: Path
+    nats_server: bus.Server, tmp_path: Path, journal_config: dict[str, object]
 ) -> None:
     port = free_port()
-    config = write_config(tmp_path / "glue.yaml", nats_server, port)
+    config = write_config(tmp_path / "glue.yaml", nats_server, port, journal_config)
     log = tmp_path / "glue.log"
-    store = journal.create(settings.Journal(path=tmp_path / "journal.db"))
+    store = journal.create(settings.Journal.model_validate(journal_config))
     messages = [bus.message("calendar", "tick", "calendar", {"n": n}) for n in range(TOTAL)]
 
     async with bus.Publisher(nats_server.url) as publisher:
@@ -78,7 +93,7 @@ async def test_sigkill_between_commit_and_ack_then_restart_journals_every_event_
             await wait_for(lambda: _more_than(journaled, 300), within=30, what="the first daemon journaling")
             os.kill(first.pid, signal.SIGKILL)
             assert await first.wait() == -signal.SIGKILL
-            at_kill = await journaled()
+            at_kill = await _settled(journaled)
             unacknowledged = (await publisher.consumer("glue-crash")).num_ack_pending
             assert not sending.done(), "the kill must land mid-stream"
 
@@ -112,6 +127,17 @@ async def test_sigkill_between_commit_and_ack_then_restart_journals_every_event_
                 await first.wait()
             await store.close()
     assert "Traceback" not in log.read_text()
+
+
+async def _settled(count: Callable[[], Awaitable[int]]) -> int:
+    """The count once it holds still: PostgreSQL finishes a commit the killed daemon had sent."""
+    last = await count()
+    while True:
+        await asyncio.sleep(0.5)
+        now = await count()
+        if now == last:
+            return now
+        last = now
 
 
 async def _more_than(count: object, n: int) -> bool:

@@ -178,6 +178,35 @@ async def test_poison_messages_are_rejected_and_terminated_never_redelivered(
         assert await daemon.journal.list(limit=10) == []
 
 
+async def test_in_one_fetched_batch_a_poison_message_and_a_repeat_hold_up_no_other_message(
+    nats_server: bus.Server, tmp_path: Path
+) -> None:
+    first = bus.message("calendar", "tick", "calendar", {"n": 1})
+    second = bus.message("calendar", "tick", "calendar", {"n": 2})
+    async with bus.Publisher(nats_server.url) as publisher:
+        # In the stream before the consumer exists: its first pull request fetches them together.
+        await publisher.publish(first)
+        await publisher.raw("default.hooks.a", b"not json")
+        await publisher.raw(first.subject, first.payload)  # the same CloudEvent sent again
+        await publisher.publish(second)
+        config = daemon_settings(tmp_path, sources={"argoEvents": bus_config(nats_server, deliver="all")})
+        before = {outcome: counted(outcome) for outcome in ("journaled", "duplicate", "rejected")}
+        async with running(config) as daemon:
+            await eventually(lambda: metric("glue_source_up", source="argo-events") == 1)
+            await eventually(lambda: _all_acknowledged(publisher))
+            stored = await daemon.journal.list(limit=10)
+            assert [row.event().get_id() for row in stored] == [first.event_id, second.event_id]
+            (rejected,) = await daemon.journal.rejected()
+            assert rejected.delivery.body == b"not json"
+            assert {outcome: counted(outcome) - n for outcome, n in before.items()} == {
+                "journaled": 2,
+                "duplicate": 1,
+                "rejected": 1,
+            }
+            info = await publisher.consumer("runtime-glue")
+            assert info.num_redelivered == 0
+
+
 async def test_a_lost_connection_shows_in_readiness_and_the_source_reconnects(
     nats_server: bus.Server, tmp_path: Path
 ) -> None:

@@ -140,6 +140,7 @@ class Executor:
             routed=dispatch_wake,
             enricher=enricher,
             tracing=tracing,
+            hand_off=self.dispatcher if sole else None,
         )
         self._loops: list[asyncio.Task[None]] = []
         self._settling: asyncio.Task[None] | None = None

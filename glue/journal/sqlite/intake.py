@@ -31,6 +31,14 @@ INSERT_INVOCATION = (
 )
 
 
+#: An invocation inserted claimed by routing at intake (see :attr:`records.NewInvocation.owner`).
+INSERT_CLAIMED = (
+    "INSERT OR IGNORE INTO invocations (event_seq, route, handler, idempotency_key, params, state,"
+    " attempt, due_at, created_at, updated_at, owner, lease_until)"
+    " VALUES (?, ?, ?, ?, ?, 'running', 1, ?, ?, ?, ?, ?)"
+)
+
+
 def invocation_row(seq: int, item: records.NewInvocation, now: float) -> tuple[Any, ...]:
     """The values of :data:`INSERT_INVOCATION` for one routing decision."""
     return (
@@ -108,16 +116,41 @@ def insert(
         if cursor.rowcount == 1:
             seq = cursor.lastrowid
             assert seq is not None
-            if decided:
-                invocations.extend(invocation_row(seq, new, now) for new in decided)
-            appended.append(records.Appended(identity, event_id, True, seq))
+            claimed: list[int | None] = []
+            for new in decided or ():
+                if new.owner is None:
+                    invocations.append(invocation_row(seq, new, now))
+                else:
+                    claimed.append(_insert_claimed(db, seq, new, now))
+            appended.append(records.Appended(identity, event_id, True, seq, claimed=tuple(claimed)))
         else:
             appended.append(records.Appended(identity, event_id, False))
     if invocations:
         db.executemany(INSERT_INVOCATION, invocations)
-    elif not any(item.new for item in appended):  # a pure redelivery keeps no second copy
+    if not any(item.new for item in appended):  # a pure redelivery keeps no second copy
         db.execute("DELETE FROM deliveries WHERE id = ?", (delivery_id,))
     return appended
+
+
+def _insert_claimed(db: sqlite3.Connection, seq: int, item: records.NewInvocation, now: float) -> int | None:
+    """Insert an invocation claimed at intake (unordered, unshaped, due now); returns its id, None
+    when its idempotency key is journaled already."""
+    cursor = db.execute(
+        INSERT_CLAIMED,
+        (
+            seq,
+            item.route,
+            item.handler,
+            item.idempotency_key,
+            orjson.dumps(dict(item.params)),
+            item.due_at,
+            now,
+            now,
+            item.owner,
+            item.lease_until,
+        ),
+    )
+    return cursor.lastrowid if cursor.rowcount == 1 else None
 
 
 class Intake(store.Store):

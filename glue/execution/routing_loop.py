@@ -168,7 +168,8 @@ class RoutingLoop:
         batch: list[events.CloudEvent],
         routing: list[list[journal.NewInvocation] | None] | None,
     ) -> None:
-        """Intake committed new events: keep those routed at intake for dispatch, wake the loops."""
+        """Intake committed a delivery: keep its new events routed at intake for dispatch, start what
+        was taken at intake (free the places of what was not journaled), wake the loops."""
         pending = routing is None
         runnable = False
         started: list[journal.Invocation] = []

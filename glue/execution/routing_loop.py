@@ -185,6 +185,9 @@ class RoutingLoop:
             # commit and now (it read the event from the journal), and the cache leaves that one out.
             uses = sum(1 for new in decided if new.state == "pending")
             kept = self.event_cache.keep(item.seq, item.id, batch[index], uses)
+            if not item.claimed:
+                runnable = runnable or kept
+                continue
             taken = [new for new in decided if new.owner is not None]
             for id_, new in zip(item.claimed, taken, strict=True):
                 if id_ is None:
@@ -192,7 +195,7 @@ class RoutingLoop:
                 else:
                     started.append(_claimed(id_, item.seq, new))
             runnable = runnable or (kept and len(taken) < uses)
-        if self.hand_off is not None:
+        if self.hand_off is not None and (untaken or started):
             self.hand_off.untake(untaken)
             self.hand_off.start_taken(started, self.stopping)
         if pending:

@@ -116,13 +116,12 @@ def insert(
         if cursor.rowcount == 1:
             seq = cursor.lastrowid
             assert seq is not None
-            claimed: list[int | None] = []
-            for new in decided or ():
-                if new.owner is None:
-                    invocations.append(invocation_row(seq, new, now))
-                else:
-                    claimed.append(_insert_claimed(db, seq, new, now))
-            appended.append(records.Appended(identity, event_id, True, seq, claimed=tuple(claimed)))
+            claimed = tuple(
+                _insert_claimed(db, seq, new, now) for new in decided or () if new.owner is not None
+            )
+            if decided:
+                invocations.extend(invocation_row(seq, new, now) for new in decided if new.owner is None)
+            appended.append(records.Appended(identity, event_id, True, seq, None, claimed))
         else:
             appended.append(records.Appended(identity, event_id, False))
     if invocations:

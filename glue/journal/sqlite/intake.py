@@ -116,17 +116,17 @@ def insert(
         if cursor.rowcount == 1:
             seq = cursor.lastrowid
             assert seq is not None
-            claimed = tuple(
-                _insert_claimed(db, seq, new, now) for new in decided or () if new.owner is not None
-            )
-            if decided:
-                invocations.extend(invocation_row(seq, new, now) for new in decided if new.owner is None)
+            if not decided:
+                appended.append(records.Appended(identity, event_id, True, seq))
+                continue
+            claimed = tuple(_insert_claimed(db, seq, new, now) for new in decided if new.owner is not None)
+            invocations.extend(invocation_row(seq, new, now) for new in decided if new.owner is None)
             appended.append(records.Appended(identity, event_id, True, seq, None, claimed))
         else:
             appended.append(records.Appended(identity, event_id, False))
     if invocations:
         db.executemany(INSERT_INVOCATION, invocations)
-    if not any(item.new for item in appended):  # a pure redelivery keeps no second copy
+    elif not any(item.new for item in appended):  # a pure redelivery keeps no second copy
         db.execute("DELETE FROM deliveries WHERE id = ?", (delivery_id,))
     return appended
 

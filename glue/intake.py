@@ -48,7 +48,10 @@ class Router(Protocol):
     def journaled(
         self, appended: list[journal.Appended], batch: list[events.CloudEvent], routing: Routing
     ) -> None:
-        """A delivery with new events was committed: what was appended, the events, their routing."""
+        """A delivery was committed: what was appended, the events, their routing."""
+
+    def not_journaled(self, routing: list[list[journal.NewInvocation] | None]) -> None:
+        """A delivery routed at intake could not be journaled (nothing of it was)."""
 
 
 class Overloaded(Exception):
@@ -99,6 +102,7 @@ class Intake:
         # The router's methods, looked up once: accept calls them per event and per delivery.
         self._route = router.route_at_intake if router is not None else None
         self._on_journaled = router.journaled if router is not None else None
+        self._not_journaled = router.not_journaled if router is not None else None
         self._taps = tuple(taps)
         self._tracing = tracing  # None: no span, no traceparent stamped, no tracing work at all
 
@@ -165,12 +169,19 @@ class Intake:
                 decoded.append((index, delivery, batch))
         if not decoded:
             return results
+        appends: list[tuple[events.Delivery, list[events.CloudEvent], Routing]] = []
         try:
             self._check_backlog()
             appends = [(delivery, batch, self._routing(batch)) for _, delivery, batch in decoded]
             started = time.perf_counter()
             appended = await self.journal.append_many(appends)
-        except (Overloaded, journal.JournalUnavailable) as exc:
+        except BaseException as exc:
+            if self._not_journaled is not None:
+                for _, _, routing in appends:
+                    if routing is not None:
+                        self._not_journaled(routing)
+            if not isinstance(exc, Overloaded | journal.JournalUnavailable):
+                raise
             for index, _, _ in decoded:
                 results[index] = exc
             return results
@@ -227,7 +238,12 @@ class Intake:
         self._check_backlog()
         routing = self._routing(batch)
         started = time.perf_counter()
-        appended = await self.journal.append(delivery, batch, routing)
+        try:
+            appended = await self.journal.append(delivery, batch, routing)
+        except BaseException:
+            if self._not_journaled is not None and routing is not None:
+                self._not_journaled(routing)
+            raise
         metrics.JOURNAL_WRITE.observe(time.perf_counter() - started)
         self._account(delivery, batch, routing, appended)
         return appended
@@ -259,8 +275,8 @@ class Intake:
                 )
             self._backlog += waiting
             self._journaled[delivery.endpoint].inc(new)
-            if self._on_journaled is not None:
-                self._on_journaled(appended, batch, routing)
+        if self._on_journaled is not None and (new or routing is not None):
+            self._on_journaled(appended, batch, routing)
         if new < len(appended):
             self._duplicates(delivery, batch, appended)
 

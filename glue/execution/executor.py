@@ -140,6 +140,7 @@ class Executor:
             routed=dispatch_wake,
             enricher=enricher,
             tracing=tracing,
+            hand_off=self.dispatcher if sole else None,
         )
         self._loops: list[asyncio.Task[None]] = []
         self._settling: asyncio.Task[None] | None = None
@@ -222,7 +223,7 @@ class Executor:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._settling
             self._settling = None
-        await self.settler.flush()
+        await self.settler.flush(prompt=True)
         metrics.IN_FLIGHT.set(0)
         with contextlib.suppress(journal.JournalUnavailable):
             await self.journal.release(self.owner, now=self.clock())
@@ -233,6 +234,7 @@ class Executor:
             if (
                 not self.dispatcher.in_flight
                 and not self.settler.pending
+                and not self.settler.committing
                 and await self.journal.backlog() == 0
             ):
                 return

@@ -2,8 +2,9 @@
 intake (before the event is journaled, stored with it in one transaction).
 
 Either way the routed event is kept parsed for its first attempts (:mod:`glue.execution.cache`) and
-dispatch is woken. Routing runs ahead of dispatch only as far as the cache allows; while it is full,
-intake leaves events pending, and they count in the backlog that bounds intake.
+dispatch is woken; the invocations the sole daemon took at intake (``Dispatcher.take``) start at once
+instead, with no claim. Routing runs ahead of dispatch only as far as the cache allows; while it is
+full, intake leaves events pending, and they count in the backlog that bounds intake.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import structlog
 
 from glue import enrich, events, journal, metrics, routing
 from glue import settings as settings_mod
-from glue.execution import attempt, cache, wake
+from glue.execution import attempt, cache, dispatcher, wake
 
 if TYPE_CHECKING:
     from glue import tracing as tracing_mod
@@ -50,6 +51,7 @@ class RoutingLoop:
         routed: wake.Wake,
         enricher: enrich.Enricher | None,
         tracing: tracing_mod.Tracing | None = None,
+        hand_off: dispatcher.Dispatcher | None = None,
     ) -> None:
         self.journal = journal_
         self.router = router
@@ -61,6 +63,7 @@ class RoutingLoop:
         self.routed = routed
         self.enricher = enricher
         self.tracing = tracing  # None: enrichment makes no span
+        self.hand_off = hand_off  # takes invocations at intake (the sole daemon); None: all wait pending
         self.stopping = False
         self._events_routed = metrics.Children(metrics.EVENTS_ROUTED)
         self._attempts = metrics.Children(metrics.INVOCATIONS)
@@ -150,7 +153,14 @@ class RoutingLoop:
             return None
         if self.router.shaping and any(item.shaped for item in decided):
             return None
+        if self.hand_off is not None:
+            return [self.hand_off.take(item) for item in decided]
         return decided
+
+    def not_journaled(self, routing: list[list[journal.NewInvocation] | None]) -> None:
+        """Intake could not journal a delivery routed at intake: free what was taken for it."""
+        if self.hand_off is not None:
+            self.hand_off.untake(sum(_taken(decided) for decided in routing))
 
     def journaled(
         self,
@@ -158,22 +168,36 @@ class RoutingLoop:
         batch: list[events.CloudEvent],
         routing: list[list[journal.NewInvocation] | None] | None,
     ) -> None:
-        """Intake committed new events: keep those routed at intake for dispatch, wake the loops."""
+        """Intake committed a delivery: keep its new events routed at intake for dispatch, start what
+        was taken at intake (free the places of what was not journaled), wake the loops."""
         pending = routing is None
         runnable = False
+        started: list[journal.Invocation] = []
+        untaken = 0
         for index, item in enumerate(appended):
             decided = routing[index] if routing is not None else None
-            if not item.new:
-                continue
-            if decided is None or item.seq is None:
-                pending = True
+            if not item.new or decided is None or item.seq is None:
+                untaken += _taken(decided)
+                pending = pending or item.new
                 continue
             self._routed(item.id, decided)
             # Kept for the invocations still to start: dispatch may have claimed one between the
             # commit and now (it read the event from the journal), and the cache leaves that one out.
             uses = sum(1 for new in decided if new.state == "pending")
-            if self.event_cache.keep(item.seq, item.id, batch[index], uses):
-                runnable = True
+            kept = self.event_cache.keep(item.seq, item.id, batch[index], uses)
+            if not item.claimed:
+                runnable = runnable or kept
+                continue
+            taken = [new for new in decided if new.owner is not None]
+            for id_, new in zip(item.claimed, taken, strict=True):
+                if id_ is None:
+                    untaken += 1
+                else:
+                    started.append(_claimed(id_, item.seq, new))
+            runnable = runnable or (kept and len(taken) < uses)
+        if self.hand_off is not None and (untaken or started):
+            self.hand_off.untake(untaken)
+            self.hand_off.start_taken(started, self.stopping)
         if pending:
             self.wake.set()
         if runnable:
@@ -198,3 +222,29 @@ class RoutingLoop:
                 error=next(iter(failed.values())),
             )
         return found, failed
+
+
+def _taken(decided: Sequence[journal.NewInvocation] | None) -> int:
+    """How many of an event's invocations were taken at intake."""
+    return sum(1 for new in decided if new.owner is not None) if decided else 0
+
+
+def _claimed(id_: int, seq: int, new: journal.NewInvocation) -> journal.Invocation:
+    """An invocation taken at intake as its claim left it in the journal (running, first attempt)."""
+    return journal.Invocation(
+        id=id_,
+        event_seq=seq,
+        route=new.route,
+        handler=new.handler,
+        idempotency_key=new.idempotency_key,
+        ordering_key=None,
+        params=new.params,
+        state="running",
+        attempt=1,
+        due_at=new.due_at,
+        created_at=new.due_at,
+        updated_at=new.due_at,
+        last_error=None,
+        owner=new.owner,
+        lease_until=new.lease_until,
+    )

@@ -14,13 +14,16 @@ __all__ = ["SETTLE_WINDOW", "Settler"]
 
 log = structlog.get_logger(__name__)
 
-#: How long finished attempts wait to be committed together (a group commit of outcomes).
+#: How long finished attempts that unblock others wait to be committed together (a group commit of
+#: outcomes); the others wait for the journal's next commit to share (``prompt=False``).
 SETTLE_WINDOW = 0.005
 
 
 class Settler:
     """Queues outcomes and commits them in groups; wakes dispatch when a commit may have made another
-    invocation runnable (the next of an ordering key, or a retry due at once)."""
+    invocation runnable (the next of an ordering key, or a retry due at once). Outcomes that make
+    none runnable are not ``prompt``: the journal may commit them with its next intake group, so
+    under steady traffic an event's outcome costs no commit of its own."""
 
     def __init__(
         self,
@@ -36,8 +39,9 @@ class Settler:
         self.clock = clock
         self.poll_seconds = poll_seconds
         self.unblocked = unblocked
-        #: Outcomes queued and not yet committed.
+        #: Outcomes queued and not yet committed (``committing``: those being committed now).
         self.pending: list[journal.Outcome] = []
+        self.committing = 0
         self._unblocks = False  # an unsettled outcome may make another invocation runnable
         self._wake = asyncio.Event()
 
@@ -53,7 +57,8 @@ class Settler:
         """Commit queued outcomes until cancelled; a journal outage delays them, never drops them."""
         while True:
             await self._wake.wait()
-            await asyncio.sleep(SETTLE_WINDOW)  # let outcomes that finish together share one commit
+            if self._unblocks:  # committed at once: let outcomes that finish together share it
+                await asyncio.sleep(SETTLE_WINDOW)
             self._wake.clear()
             try:
                 await self.flush()
@@ -62,17 +67,21 @@ class Settler:
                 await asyncio.sleep(self.poll_seconds)
                 self._wake.set()
 
-    async def flush(self) -> None:
-        """Commit what is queued now; on failure it stays queued and the error is raised."""
+    async def flush(self, *, prompt: bool = False) -> None:
+        """Commit what is queued now (``prompt``: at once, even when nothing waits for it); on failure
+        it stays queued and the error is raised."""
         if not self.pending:
             return
         batch, self.pending = self.pending, []
         unblocks, self._unblocks = self._unblocks, False
+        self.committing += len(batch)
         try:
-            await self.journal.settle(self.owner, batch, now=self.clock())
+            await self.journal.settle(self.owner, batch, now=self.clock(), prompt=prompt or unblocks)
         except BaseException:
             self.pending[:0] = batch
             self._unblocks = self._unblocks or unblocks
             raise
+        finally:
+            self.committing -= len(batch)
         if unblocks:
             self.unblocked.set()

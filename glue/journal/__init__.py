@@ -178,11 +178,15 @@ class WorkQueue(Protocol):
         A claim sets ``state=running``, ``owner``, ``lease_until=now+lease`` and increments ``attempt``."""
         ...
 
-    async def settle(self, owner: str, outcomes: Sequence[Outcome], *, now: float) -> int:
+    async def settle(
+        self, owner: str, outcomes: Sequence[Outcome], *, now: float, prompt: bool = True
+    ) -> int:
         """Apply the outcomes of attempts in one transaction; returns how many were applied.
 
         The same transaction adds each applied outcome's attempt to the invocation's history
-        (:meth:`Admin.attempts`) and stores a ``planned`` outcome's plan.
+        (:meth:`Admin.attempts`) and stores a ``planned`` outcome's plan. Not ``prompt`` (nothing
+        waits for these outcomes): the journal may hold them back briefly to commit them with other
+        writes (SQLite: in the next intake group's transaction).
 
         An outcome for an invocation that is not ``running`` under ``owner`` is ignored (its lease
         expired and another owner took it; that owner's outcome counts)."""

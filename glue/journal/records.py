@@ -71,6 +71,9 @@ class Appended(NamedTuple):
     new: bool
     seq: int | None = None
     first_at: float | None = None
+    #: The ids of the event's invocations inserted claimed (:attr:`NewInvocation.owner`), in order;
+    #: None for one whose idempotency key was journaled already (not inserted).
+    claimed: tuple[int | None, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -188,6 +191,9 @@ class NewInvocation:
     a cancel step) the one that finished last, whose work may still be going on (a Workflow).
     ``coalesce``: the invocation joins the open invocation of its key (see :class:`Coalesce`).
     ``rate_key``: the token bucket it takes a token from before it runs (scoped by the route).
+    ``owner`` and ``lease_until``: inserted already claimed by ``owner`` (``running``, its first
+    attempt), whose dispatcher starts it from memory once the commit is durable, with no claim
+    transaction; only the sole daemon on a SQLite journal routes at intake so.
     """
 
     route: str
@@ -202,6 +208,8 @@ class NewInvocation:
     cancel_done: bool = False
     coalesce: Coalesce | None = None
     rate_key: str | None = None
+    owner: str | None = None
+    lease_until: float | None = None
 
     @property
     def shaped(self) -> bool:

@@ -203,7 +203,9 @@ class WorkQueue(store.Store):
 
         return await self.run(run, execution=True)
 
-    async def settle(self, owner: str, outcomes: Sequence[records.Outcome], *, now: float) -> int:
+    async def settle(
+        self, owner: str, outcomes: Sequence[records.Outcome], *, now: float, prompt: bool = True
+    ) -> int:
         if not outcomes:
             return 0
         settlements = [rows.settlement(outcome, now) for outcome in outcomes]

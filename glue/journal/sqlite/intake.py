@@ -40,6 +40,14 @@ INSERT_INVOCATION = (
 )
 
 
+#: An invocation inserted claimed by routing at intake (see :attr:`records.NewInvocation.owner`).
+INSERT_CLAIMED = (
+    "INSERT OR IGNORE INTO invocations (event_seq, route, handler, idempotency_key, params, state,"
+    " attempt, due_at, created_at, updated_at, owner, lease_until)"
+    " VALUES (?, ?, ?, ?, ?, 'running', 1, ?, ?, ?, ?, ?)"
+)
+
+
 def invocation_row(seq: int, item: records.NewInvocation, now: float) -> tuple[Any, ...]:
     """The values of :data:`INSERT_INVOCATION` for one routing decision."""
     return (
@@ -122,9 +130,12 @@ def insert(
         if cursor.rowcount == 1:
             seq = cursor.lastrowid
             assert seq is not None
-            if decided:
-                invocations.extend(invocation_row(seq, new, now) for new in decided)
-            appended.append(records.Appended(identity, event_id, True, seq))
+            if not decided:
+                appended.append(records.Appended(identity, event_id, True, seq))
+                continue
+            claimed = tuple(_insert_claimed(db, seq, new, now) for new in decided if new.owner is not None)
+            invocations.extend(invocation_row(seq, new, now) for new in decided if new.owner is None)
+            appended.append(records.Appended(identity, event_id, True, seq, None, claimed))
         else:
             appended.append(records.Appended(identity, event_id, False))
     if invocations:
@@ -132,6 +143,27 @@ def insert(
     elif not any(item.new for item in appended):  # a pure redelivery keeps no second copy
         db.execute("DELETE FROM deliveries WHERE id = ?", (delivery_id,))
     return appended
+
+
+def _insert_claimed(db: sqlite3.Connection, seq: int, item: records.NewInvocation, now: float) -> int | None:
+    """Insert an invocation claimed at intake (unordered, unshaped, due now); returns its id, None
+    when its idempotency key is journaled already."""
+    cursor = db.execute(
+        INSERT_CLAIMED,
+        (
+            seq,
+            item.route,
+            item.handler,
+            item.idempotency_key,
+            orjson.dumps(dict(item.params)),
+            item.due_at,
+            now,
+            now,
+            item.owner,
+            item.lease_until,
+        ),
+    )
+    return cursor.lastrowid if cursor.rowcount == 1 else None
 
 
 #: Rows of one multi-row INSERT: SQLite binds at most 32,766 parameters to a statement.
@@ -157,8 +189,11 @@ def insert_many(
     came in are inserted by one statement per table with their sequence numbers and ids given (the
     next free ones, as SQLite would choose them), and a delivery without a new event is not stored.
     An event repeated inside the batch is new only where it comes first. A batch with an event
-    identified by a digest takes :func:`insert` for each delivery (its window look-ups)."""
-    if any(row[6] is not None for _, inserted, _ in items for row in inserted):
+    identified by a digest (its window look-ups) or an invocation taken at intake (inserted claimed)
+    takes :func:`insert` for each delivery."""
+    if any(row[6] is not None for _, inserted, _ in items for row in inserted) or any(
+        new.owner is not None for _, _, routing in items for decided in routing or () for new in decided or ()
+    ):
         return [insert(db, delivery, inserted, routing, now) for delivery, inserted, routing in items]
     identities = list({row[0]: None for _, inserted, _ in items for row in inserted})
     known: set[str] = set()

@@ -99,6 +99,9 @@ class Rails(store.Store):
         return await self._run_execution(run)
 
     async def wake_held(self, *, now: float) -> int:
+        if not self.peek("SELECT 1 FROM invocations WHERE state = 'held' AND due_at <= ? LIMIT 1", (now,)):
+            return 0
+
         def run(db: sqlite3.Connection) -> int:
             with self._execution(db):
                 return int(
@@ -254,6 +257,11 @@ class Rails(store.Store):
         return await self.write(run)
 
     async def expire_approvals(self, *, now: float) -> builtins.list[int]:
+        if not self.peek(
+            "SELECT 1 FROM invocations WHERE state = 'awaiting-approval' AND due_at <= ? LIMIT 1", (now,)
+        ):
+            return []
+
         def run(db: sqlite3.Connection) -> list[int]:
             with self._execution(db):
                 found = db.execute(

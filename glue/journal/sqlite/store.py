@@ -424,6 +424,21 @@ class Store:
                 self._write_lock.release()
         return await self.write(fn)
 
+    async def ride(self, body: Callable[[sqlite3.Connection], T]) -> T | None:
+        """Run ``body`` in another transaction about to commit, or None: then commit it alone (the
+        group writer has such transactions; see ``GroupCommit.ride``)."""
+        return None
+
+    def peek(self, sql: str, args: tuple[Any, ...]) -> bool:
+        """Whether the read ``sql`` finds a row, on the event loop's connection: a few index pages,
+        cheaper than a thread hand-off. Loops that write only when there is something to write (the
+        rails' once-a-second wake and expiry, the claims of each poll) look first, so an idle daemon
+        opens no transaction. Closed: True (the write then says so)."""
+        try:
+            return self._loop_db is None or self._loop_db.execute(sql, args).fetchone() is not None
+        except sqlite3.Error:
+            return True  # the write says why
+
     # -- a disk that refuses writes ---------------------------------------------------------------
 
     def note_failure(self, exc: BaseException) -> None:

@@ -21,6 +21,12 @@ _SETTLE = (
     " plan = coalesce(?, plan)"
     " WHERE id = ? AND state = 'running' AND owner = ? RETURNING id, attempt"
 )
+#: Whether any invocation may be claimable (due and pending, or running past its lease): a poll that
+#: finds none opens no transaction.
+_CLAIMABLE = (
+    "SELECT 1 WHERE EXISTS (SELECT 1 FROM invocations WHERE state = 'pending' AND due_at <= ?)"
+    " OR EXISTS (SELECT 1 FROM invocations WHERE state = 'running' AND lease_until <= ?)"
+)
 _INSERT_ATTEMPT = f"INSERT INTO attempts ({rows.ATTEMPT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
 
 
@@ -43,6 +49,9 @@ class WorkQueue(store.Store):
     async def claim_events(
         self, owner: str, *, limit: int, lease: float, now: float
     ) -> builtins.list[records.StoredEvent]:
+        if not self.peek("SELECT 1 FROM events WHERE status = 'pending' LIMIT 1", ()):
+            return []
+
         def run(db: sqlite3.Connection) -> list[records.StoredEvent]:
             with self._execution(db):
                 found = db.execute(
@@ -119,6 +128,9 @@ class WorkQueue(store.Store):
         now: float,
         exclude_routes: Collection[str] = (),
     ) -> builtins.list[records.Invocation]:
+        if not self.peek(_CLAIMABLE, (now, now)):
+            return []
+
         def run(db: sqlite3.Connection) -> list[records.Invocation]:
             marks, routes = ",".join("?" * len(exclude_routes)), list(exclude_routes)
             with self._execution(db):
@@ -166,46 +178,47 @@ class WorkQueue(store.Store):
 
         return await self._run_execution(run)
 
-    async def settle(self, owner: str, outcomes: Sequence[records.Outcome], *, now: float) -> int:
+    async def settle(
+        self, owner: str, outcomes: Sequence[records.Outcome], *, now: float, prompt: bool = True
+    ) -> int:
         settlements = [rows.settlement(outcome, now) for outcome in outcomes]
         undo = [outcome for outcome in outcomes if outcome.undo and outcome.state == "done"]
 
-        def run(db: sqlite3.Connection) -> int:
+        def apply(db: sqlite3.Connection) -> int:
             applied: list[tuple[rows.Settlement, int]] = []  # and the attempt it ends
             done = {s.invocation_id: s for s in settlements if s.plain}
-            with self._execution(db):
-                if done:  # the common case, in one statement
-                    marks, ids = store.marks(done)
-                    found = db.execute(
-                        f"UPDATE invocations SET state = 'done', owner = NULL, lease_until = NULL,"
-                        f" updated_at = ? WHERE id IN ({marks}) AND state = 'running' AND owner = ?"
-                        " RETURNING id, attempt",
-                        (now, *ids, owner),
-                    ).fetchall()
-                    applied.extend((done[id_], attempt) for id_, attempt in found)
-                for s in settlements:
-                    if not s.plain:
-                        args: tuple[Any, ...] = (
-                            s.state,
-                            now,
-                            s.due_at,
-                            s.keep_error,
-                            s.error,
-                            s.error,
-                            s.plan,
-                        )
-                        for _, attempt in db.execute(_SETTLE, (*args, s.invocation_id, owner)).fetchall():
-                            applied.append((s, attempt))
-                for outcome in undo:
-                    db.execute(rows.UNDO, (now, outcome.invocation_id))
-                # The history, in the same commit: an outcome that was not applied (its claim was
-                # lost) leaves none, as the owner that took the claim over writes its own.
-                db.executemany(
-                    _INSERT_ATTEMPT,
-                    [(s.invocation_id, n, s.started_at, s.duration, s.outcome, s.error) for s, n in applied],
-                )
+            if done:  # the common case, in one statement
+                marks, ids = store.marks(done)
+                found = db.execute(
+                    f"UPDATE invocations SET state = 'done', owner = NULL, lease_until = NULL,"
+                    f" updated_at = ? WHERE id IN ({marks}) AND state = 'running' AND owner = ?"
+                    " RETURNING id, attempt",
+                    (now, *ids, owner),
+                ).fetchall()
+                applied.extend((done[id_], attempt) for id_, attempt in found)
+            for s in settlements:
+                if not s.plain:
+                    args: tuple[Any, ...] = (s.state, now, s.due_at, s.keep_error, s.error, s.error, s.plan)
+                    for _, attempt in db.execute(_SETTLE, (*args, s.invocation_id, owner)).fetchall():
+                        applied.append((s, attempt))
+            for outcome in undo:
+                db.execute(rows.UNDO, (now, outcome.invocation_id))
+            # The history, in the same commit: an outcome that was not applied (its claim was
+            # lost) leaves none, as the owner that took the claim over writes its own.
+            db.executemany(
+                _INSERT_ATTEMPT,
+                [(s.invocation_id, n, s.started_at, s.duration, s.outcome, s.error) for s, n in applied],
+            )
             return len(applied)
 
+        def run(db: sqlite3.Connection) -> int:
+            with self._execution(db):
+                return apply(db)
+
+        if not prompt:
+            ridden = await self.ride(apply)
+            if ridden is not None:
+                return ridden
         return await self._run_execution(run)
 
     async def release(self, owner: str | None, *, now: float, ids: Collection[int] | None = None) -> int:

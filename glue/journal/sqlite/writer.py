@@ -6,6 +6,10 @@ fsync runs share the next one (group commit), so concurrent requests share the c
 writer thread's connection takes over while another process holds the write lock, and checkpoints the
 WAL once it has grown. A batch of deliveries fetched together from a bus (``append_many``) is large
 enough to be a group of its own: it commits on the writer thread, beside the event loop.
+
+Execution writes that nothing waits for (outcomes that unblock no other invocation) ride the next
+group's transaction (:meth:`GroupCommit.ride`): under steady traffic an outcome then costs no commit of
+its own, and an idle journal commits it alone after :data:`RIDE_SECONDS`.
 """
 
 from __future__ import annotations
@@ -15,18 +19,26 @@ import functools
 import os
 import sqlite3
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from glue import events
 from glue import settings as settings_mod
 from glue.journal import records, rows
 from glue.journal.sqlite import intake, store
 
-__all__ = ["CHECKPOINT_EVERY", "GroupCommit", "Pending"]
+__all__ = ["CHECKPOINT_EVERY", "RIDE_SECONDS", "GroupCommit", "Pending"]
+
+T = TypeVar("T")
 
 #: Without fsyncs (``synchronous: normal``), the WAL's size is looked at every this many commits.
 CHECKPOINT_EVERY = 64
+#: How long an execution write that rides waits for an intake group before it commits alone (seconds).
+RIDE_SECONDS = 0.05
+
+#: An execution write riding the next group: its statements (run in the group's transaction) and the
+#: future of their result.
+_Rider = tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]
 
 
 class Pending:
@@ -68,6 +80,17 @@ def _rows(batch: Sequence[events.CloudEvent]) -> list[intake.Row]:
 _Group = tuple[list[Pending], list[list[records.Appended]], int | None]
 
 
+def _answer(riders: Sequence[_Rider], results: Sequence[Any]) -> None:
+    """Resolve each rider still waiting with its result, or its error (an exception in its place)."""
+    for (_, future), result in zip(riders, results, strict=True):
+        if future.done():
+            continue
+        if isinstance(result, Exception):
+            future.set_exception(records.JournalUnavailable(str(result) or type(result).__name__))
+        else:
+            future.set_result(result)
+
+
 class GroupCommit(store.Store):
     """``append``: queue an append, commit the queue as one transaction, make it durable with one fsync
     shared by every group committed before it started, then resolve the callers' futures."""
@@ -76,6 +99,7 @@ class GroupCommit(store.Store):
         super().__init__(config)
         self.group_commit = config.group_commit_ms / 1000
         self._queue: list[Pending] = []
+        self._riders: list[_Rider] = []
         self._flush_handle: asyncio.Handle | None = None
         self._unsynced: list[_Group] = []
         self._in_sync: list[_Group] = []
@@ -138,6 +162,25 @@ class GroupCommit(store.Store):
             else:
                 self._flush_handle = loop.call_soon(self._flush)
 
+    async def ride(self, body: Callable[[sqlite3.Connection], T]) -> T | None:
+        """Run ``body`` (statements, no transaction of its own) in the transaction of the next intake
+        group committed on the event loop within :data:`RIDE_SECONDS`; its result, or None when none
+        came (then the caller commits it alone). Only where execution commits on the loop's
+        connection: a rider is answered at its group's commit, not at its fsync."""
+        if not self.direct or self._closing or self._loop_db is None:
+            return None
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        rider: _Rider = (body, future)
+        self._riders.append(rider)
+        try:
+            async with asyncio.timeout(RIDE_SECONDS):
+                return await asyncio.shield(future)
+        except TimeoutError:
+            return None
+        finally:
+            if not future.done():
+                self._riders.remove(rider)
+
     async def _drain(self) -> None:
         """Stop taking appends; commit what is queued and answer every group before returning."""
         self._closing = True
@@ -176,15 +219,21 @@ class GroupCommit(store.Store):
         results: list[list[records.Appended]] | None = None
         if locked:
             assert db is not None
+            riders, self._riders = self._riders, []
             try:
-                results = self._commit(pending, db)
+                results, ridden = self._commit(pending, db, riders)
             except sqlite3.OperationalError as exc:
                 if not store.busy(exc):
                     self._fail(pending, exc)
+                    _answer(riders, [exc] * len(riders))
                     return
+                self._riders[:0] = riders  # they ride the next group, or commit alone
             except Exception as exc:  # the whole group fails together: nobody is acknowledged
                 self._fail(pending, exc)
+                _answer(riders, [exc] * len(riders))
                 return
+            else:
+                _answer(riders, ridden)
             finally:
                 self._write_lock.release()
         if results is None:
@@ -257,7 +306,7 @@ class GroupCommit(store.Store):
     async def _commit_on_writer(self, pending: list[Pending]) -> None:
         loop = asyncio.get_running_loop()
         try:
-            results = await loop.run_in_executor(self._writer_pool, self._locked, self._commit, pending)
+            results, _ = await loop.run_in_executor(self._writer_pool, self._locked, self._commit, pending)
         except Exception as exc:
             self._fail(pending, exc)
         else:
@@ -278,10 +327,25 @@ class GroupCommit(store.Store):
                 item.future.set_exception(error)
 
     def _commit(
-        self, pending: list[Pending], db: sqlite3.Connection | None = None
-    ) -> list[list[records.Appended]]:
+        self, pending: list[Pending], db: sqlite3.Connection | None = None, riders: Sequence[_Rider] = ()
+    ) -> tuple[list[list[records.Appended]], list[Any]]:
+        """Commit a group and its riders in one transaction; a rider that fails is rolled back alone
+        (a savepoint), and its exception takes the place of its result."""
         db = db if db is not None else self._write_db
         assert db is not None
         now = time.time()
+        ridden: list[Any] = []
         with store.transaction(db):
-            return [intake.insert(db, item.delivery, item.rows, item.routing, now) for item in pending]
+            results = [intake.insert(db, item.delivery, item.rows, item.routing, now) for item in pending]
+            for body, future in riders:
+                if future.done():  # cancelled: its caller gave up on it
+                    ridden.append(None)
+                    continue
+                db.execute("SAVEPOINT rider")
+                try:
+                    ridden.append(body(db))
+                except Exception as exc:
+                    db.execute("ROLLBACK TO rider")
+                    ridden.append(exc)
+                db.execute("RELEASE rider")
+        return results, ridden

@@ -20,7 +20,7 @@ message much less. Glue's is also given for its event loop's thread alone, which
 the journal's SQLite work and fsync and so bounds the rate on two cores. The event loop is the
 daemon's default (uvloop, as ``glue run``; ``--loop asyncio`` for the standard one), for both phases.
 
-    python bench/eventbus.py [--messages 20000] [--in-flight 512] [--loop uvloop|asyncio]
+    python bench/eventbus.py [--messages 20000] [--in-flight N] [--loop uvloop|asyncio]
 
 Last line:  events_per_s=<glue> raw_per_s=<nats-py>
 """
@@ -163,7 +163,12 @@ if __name__ == "__main__":
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--messages", type=int, default=20_000)
-    parser.add_argument("--in-flight", type=int, default=512)
+    parser.add_argument(
+        "--in-flight",
+        type=int,
+        default=settings_mod.ArgoEvents.model_fields["max_in_flight"].default,
+        help="maxInFlight (default: the daemon's)",
+    )
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop", help="event loop")
     args = parser.parse_args()
     loop_factory = None

@@ -702,7 +702,10 @@ class _JetStreamConsumer(Model):
         "import). An existing consumer goes on from where it is.",
     )
     max_in_flight: int = Field(
-        default=512, ge=1, le=100_000, description="Messages fetched and not yet acknowledged, at most."
+        default=2048,
+        ge=1,
+        le=100_000,
+        description="Messages fetched and not yet acknowledged, at most.",
     )
     ack_wait: float = Field(
         default=30.0, ge=1, le=3600, description="Seconds before an unacknowledged message is sent again."

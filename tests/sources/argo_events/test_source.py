@@ -309,7 +309,7 @@ async def test_a_new_consumer_takes_new_messages_or_with_deliver_all_what_the_st
             await eventually(lambda: events_with(daemon.journal, id=after.event_id))
             assert await events_with(daemon.journal, id=before.event_id) == []
             info = await publisher.consumer("fresh")
-            assert info.config.max_ack_pending == 512  # maxInFlight, held by the server too
+            assert info.config.max_ack_pending == 2048  # maxInFlight, held by the server too
         importing = daemon_settings(
             tmp_path / "all", sources={"argoEvents": bus_config(nats_server, durable="import", deliver="all")}
         )

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+
+from tests.oidc_issuer import Issuer
 
 
 @pytest.fixture(autouse=True)
@@ -25,3 +27,14 @@ def _loop_for_sync_tests(
     finally:
         event_loop_policy.set_event_loop(None)
         loop.close()
+
+
+@pytest.fixture
+async def issuer() -> AsyncIterator[Issuer]:
+    """The local OpenID Connect issuer of tests/oidc_issuer.py (the Keycloak stand-in), running."""
+    started = Issuer()
+    await started.start()
+    try:
+        yield started
+    finally:
+        await started.stop()

@@ -5,7 +5,6 @@ her approval is recorded under her name."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +16,6 @@ from tests.oidc_issuer import Issuer
 from tests.support import eventually, running
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-async def issuer() -> AsyncIterator[Issuer]:
-    started = Issuer()
-    await started.start()
-    try:
-        yield started
-    finally:
-        await started.stop()
 
 
 async def test_an_operator_signs_in_through_the_provider_and_approves(

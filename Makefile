@@ -32,7 +32,7 @@ run: $(VENV)/.run
 
 # The console's browser tests drive Debian's chromium through Playwright (never `playwright install`).
 chromium:
-	@test -x /usr/bin/chromium || (apt-get update && apt-get install -y --no-install-recommends chromium)
+	@test -x /usr/bin/chromium || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium)
 
 # PostgreSQL runs on this kind of machine before a session; start it if it has stopped.
 services: chromium

@@ -167,7 +167,9 @@ class AdminApi:
         )
         return await operations.dead_letter_rows(self.store, selected)
 
-    async def _dlq_change(self, request: web.Request, actor: operations.Actor, action: str) -> Any:
+    async def _dlq_change(
+        self, request: web.Request, actor: operations.Actor, action: operations.DlqAction
+    ) -> Any:
         body = await _body(request)
         ids = body.get("ids") or []
         if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
@@ -179,16 +181,16 @@ class AdminApi:
             raise _BadRequest("since: expected unix seconds")
         if not isinstance(everything, bool):
             raise _BadRequest("all: expected true or false")
-        change = operations.dlq_retry if action == "retry" else operations.dlq_purge
-        result = await change(
+        result = await operations.dlq_change(
             self.store,
             actor,
+            action,
             ids=[_invocation_id(str(i)) for i in ids],
             route=route,
             since=since,
             everything=everything,
         )
-        verb = "retried" if action == "retry" else "purged"
+        verb = operations.DLQ_DONE[action]
         log.warning(
             f"dead letters {verb}",
             operator=actor.who,

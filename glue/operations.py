@@ -18,15 +18,16 @@ import orjson
 from glue import journal, rails, routing
 
 __all__ = [
+    "DLQ_DONE",
     "STATES",
     "Actor",
+    "DlqAction",
     "OperationError",
     "approve",
     "audit_entries",
     "dead_letter_rows",
     "dead_letters",
-    "dlq_purge",
-    "dlq_retry",
+    "dlq_change",
     "invocation_detail",
     "pause",
     "resume",
@@ -232,6 +233,10 @@ def _iso(timestamp: float) -> str:
 
 # -- the dead-letter queue
 
+DlqAction = Literal["retry", "purge"]
+#: What each action did to the invocations, as its result names them.
+DLQ_DONE: dict[DlqAction, str] = {"retry": "retried", "purge": "purged"}
+
 
 async def dead_letters(
     store: journal.Journal,
@@ -297,16 +302,18 @@ async def invocation_detail(store: journal.Journal, item: journal.Invocation) ->
     }
 
 
-async def _dlq_change(
+async def dlq_change(
     store: journal.Journal,
     actor: Actor,
-    action: Literal["retry", "purge"],
+    action: DlqAction,
     *,
-    ids: Sequence[int],
-    route: str | None,
-    since: float | None,
-    everything: bool,
+    ids: Sequence[int] = (),
+    route: str | None = None,
+    since: float | None = None,
+    everything: bool = False,
 ) -> dict[str, Any]:
+    """Retry (run again, same id and idempotency key) or purge (delete) dead invocations: those ids,
+    or those a filter selects, or all; ``{"retried"|"purged": [ids], "routes": [...]}``."""
     if not (ids or route or since is not None or everything):
         raise OperationError("give invocation ids, or a filter (route, since) or all", status=400)
     selected = await dead_letters(store, ids=ids, route=route, since=since)
@@ -323,32 +330,6 @@ async def _dlq_change(
         now=now,
     )
     return {
-        "retried" if action == "retry" else "purged": list(changed),
+        DLQ_DONE[action]: list(changed),
         "routes": sorted({item.route for item in selected if item.id in done}),
     }
-
-
-async def dlq_retry(
-    store: journal.Journal,
-    actor: Actor,
-    *,
-    ids: Sequence[int] = (),
-    route: str | None = None,
-    since: float | None = None,
-    everything: bool = False,
-) -> dict[str, Any]:
-    """Run dead invocations again (same id and idempotency key): ``{"retried": [ids], "routes": [...]}``."""
-    return await _dlq_change(store, actor, "retry", ids=ids, route=route, since=since, everything=everything)
-
-
-async def dlq_purge(
-    store: journal.Journal,
-    actor: Actor,
-    *,
-    ids: Sequence[int] = (),
-    route: str | None = None,
-    since: float | None = None,
-    everything: bool = False,
-) -> dict[str, Any]:
-    """Delete dead invocations: ``{"purged": [ids], "routes": [...]}``."""
-    return await _dlq_change(store, actor, "purge", ids=ids, route=route, since=since, everything=everything)

@@ -36,10 +36,10 @@ def _local(args: argparse.Namespace, fn: Callable[[journal.Journal], Awaitable[A
 def _query(args: argparse.Namespace, since: float | None) -> str:
     """The admin API's query for the selection ``args`` names (ids or route and since, and a limit)."""
     params = {
-        "ids": ",".join(map(str, getattr(args, "ids", None) or [])) or None,
+        "ids": ",".join(map(str, args.ids)) or None,
         "route": args.route,
         "since": since,
-        "limit": getattr(args, "limit", None),
+        "limit": args.limit,
     }
     query = urllib.parse.urlencode({name: value for name, value in params.items() if value is not None})
     return "/v1/dlq" + (f"?{query}" if query else "")
@@ -52,7 +52,7 @@ def _dead_rows(args: argparse.Namespace, since: float | None) -> list[dict[str, 
 
     async def run(store: journal.Journal) -> list[dict[str, Any]]:
         selected = await operations.dead_letters(
-            store, ids=args.ids or (), route=args.route, since=since, limit=getattr(args, "limit", None)
+            store, ids=args.ids, route=args.route, since=since, limit=args.limit
         )
         return await operations.dead_letter_rows(store, selected)
 
@@ -61,7 +61,6 @@ def _dead_rows(args: argparse.Namespace, since: float | None) -> list[dict[str, 
 
 
 def cmd_dlq_list(args: argparse.Namespace) -> int:
-    args.ids = None
     common.emit(_dead_rows(args, common.parse_since(args.since)), _DLQ_COLUMNS)
     return 0
 
@@ -85,9 +84,9 @@ def cmd_dlq_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_dlq_change(args: argparse.Namespace, action: str) -> int:
+def _cmd_dlq_change(args: argparse.Namespace, action: operations.DlqAction) -> int:
     since = common.parse_since(args.since)
-    verb = "retried" if action == "retry" else "purged"
+    verb = operations.DLQ_DONE[action]
     if not (args.ids or args.route or since is not None or args.all):
         raise common.CliError("give invocation ids, or a filter (--route, --since) or --all", code=2)
     if args.dry_run:
@@ -99,12 +98,11 @@ def _cmd_dlq_change(args: argparse.Namespace, action: str) -> int:
         body = {"ids": args.ids or [], "route": args.route, "since": since, "all": args.all}
         result = common.remote(args, "POST", f"/v1/dlq/{action}", body)
     else:
-        change = operations.dlq_retry if action == "retry" else operations.dlq_purge
         actor = operations.Actor(common.operator(), time.time)
         result = _local(
             args,
-            lambda store: change(
-                store, actor, ids=args.ids or (), route=args.route, since=since, everything=args.all
+            lambda store: operations.dlq_change(
+                store, actor, action, ids=args.ids or (), route=args.route, since=since, everything=args.all
             ),
         )
         # An operator action on this machine's journal: one JSON line on stderr (stdout carries the
@@ -174,7 +172,7 @@ def add_commands(sub: Any) -> None:
     q.add_argument("--route", "-r")
     q.add_argument("--since", metavar="T")
     q.add_argument("--limit", type=int, default=100)
-    q.set_defaults(func=cmd_dlq_list)
+    q.set_defaults(func=cmd_dlq_list, ids=[])
     q = dlq_sub.add_parser("rejected", help="deliveries that could not be decoded (Kafka poison records)")
     config(q)
     q.add_argument("--limit", type=int, default=100)
@@ -191,4 +189,4 @@ def add_commands(sub: Any) -> None:
         q.add_argument("--since", metavar="T")
         q.add_argument("--all", action="store_true", help="every dead-lettered invocation")
         q.add_argument("--dry-run", "-n", action="store_true", help="show what would go; change nothing")
-        q.set_defaults(func=func)
+        q.set_defaults(func=func, limit=None)

@@ -293,7 +293,7 @@ class Views:
             stored=stored,
         )
 
-    async def _dlq_change(self, request: web.Request, verb: str) -> web.StreamResponse:
+    async def _dlq_change(self, request: web.Request, verb: operations.DlqAction) -> web.StreamResponse:
         form = await request.post()
         ids = [_number("id", str(value)) for value in form.getall("id", [])]
         route = str(form.get("route") or "") or None
@@ -309,9 +309,8 @@ class Views:
                 ids=ids,
                 route=route or "",
             )
-        act = operations.dlq_retry if verb == "retry" else operations.dlq_purge
-        done = "retried" if verb == "retry" else "purged"
-        result = await act(self.store, self._actor(request), ids=ids, route=route)
+        done = operations.DLQ_DONE[verb]
+        result = await operations.dlq_change(self.store, self._actor(request), verb, ids=ids, route=route)
         raise web.HTTPSeeOther(f"{self.render.prefix}/dead-letters?done={done}+{len(result[done])}")
 
     async def dlq_retry(self, request: web.Request) -> web.StreamResponse:

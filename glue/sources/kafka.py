@@ -462,6 +462,12 @@ class KafkaSource:
 
 OUTCOME_TYPE = "io.runtime-glue.invocation.{state}"
 _SEEN_LIMIT = 100_000  # CloudEvent ids remembered to avoid publishing an outcome twice in one process
+#: How far each sweep reaches back before the previous one began. A settle is stamped when it is handed
+#: to the journal and becomes visible when its commit lands (SQLite settles ride the next intake group;
+#: a PostgreSQL transaction commits after its statement), so one stamped just before a sweep began can
+#: be committed after that sweep read. Reading again what settled in this window, and skipping the ids
+#: already published, publishes each of them.
+COMMIT_SLACK_SECONDS = 5.0
 
 
 def outcome_event(invocation: journal.Invocation, event: journal.StoredEvent | None) -> events.CloudEvent:
@@ -574,6 +580,7 @@ class KafkaOutput:
             self._seen[ce_id] = None
             if len(self._seen) > _SEEN_LIMIT:
                 self._seen.popitem(last=False)
-        # An invocation settling while this sweep ran has updated_at >= started: the next sweep sees it.
-        self._since = started
+        # An invocation settling while this sweep ran, or stamped before and committed after it read,
+        # has updated_at >= started - COMMIT_SLACK_SECONDS: the next sweep sees it.
+        self._since = started - COMMIT_SLACK_SECONDS
         return len(pending)

@@ -3,14 +3,19 @@ read back by a plain consumer and decoded with the binding, as a downstream syst
 
 from __future__ import annotations
 
+import asyncio
+import time
+from pathlib import Path
 from typing import Any
 
 import aiokafka
 import orjson
 
 import glue
-from glue import events, formats
+from glue import events, formats, journal, settings
+from glue.sources import kafka
 from tests import support
+from tests.journal.test_journal_contract import new
 from tests.sources.kafka.conftest import StartDaemon
 from tests.sources.kafka.support import Broker, create_topic, kafka_config, metric, produce
 from tests.sources.kafka.test_delivery import binary_ce
@@ -98,3 +103,41 @@ async def test_dead_letters_and_outcomes_are_published_as_cloudevents(
             assert data["error"] is None
     assert len({e.get_id() for e in published + planned}) == 12
     assert metric("glue_kafka_published_total", state="dead") - dead == 3
+
+
+async def test_an_outcome_committed_after_a_sweep_read_is_still_published(
+    broker: Broker, tmp_path: Path
+) -> None:
+    """A settle is stamped when it is handed to the journal and seen when its commit lands (SQLite
+    settles ride the next intake group). One stamped before a sweep began and committed after that
+    sweep read is published by a later sweep, once."""
+    await create_topic(broker.bootstrap, "late-outcomes")
+    store = journal.create(settings.Journal(backend="sqlite", path=tmp_path / "journal.db"))
+    await store.open()
+    config = settings.Kafka.model_validate(
+        kafka_config(
+            broker.bootstrap,
+            [{"name": "unused", "format": "cloudevents"}],
+            output={"topic": "late-outcomes", "outcomes": True, "pollSeconds": 0.05},
+        )
+    )
+    output = kafka.KafkaOutput(config, store)
+    try:
+        event = events.CloudEvent(
+            {"id": "7", "source": "/orders", "type": "com.example.order.created"}, {"n": 7}
+        )
+        await store.append(events.Delivery("kafka", "orders", "cloudevents", {}, b"{}"), [event])
+        (claimed,) = await store.claim_events("w", limit=1, lease=30, now=time.time())
+        await store.record_routing("w", {claimed.seq: [new("ship", claimed.identity)]}, now=time.time())
+        (running,) = await store.claim_invocations("w", limit=1, lease=30, now=time.time())
+        await output.start()
+        await asyncio.sleep(0.5)  # sweeps run every 50 ms and find nothing settled
+        stamped = time.time() - 1.0  # stamped a second before its commit landed
+        await store.settle("w", [journal.Outcome(running.id, "done")], now=stamped)
+        async with asyncio.timeout(15):
+            (published,) = await read(broker, "late-outcomes", 1)
+        assert published.get_type() == "io.runtime-glue.invocation.done"
+        assert await output.sweep() == 0, "published once"
+    finally:
+        await output.stop()
+        await store.close()

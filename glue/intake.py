@@ -121,7 +121,7 @@ class Intake:
 
     async def _refresh_backlog(self) -> None:
         try:
-            self._backlog = await self.journal.unstarted(now=time.time())
+            self._backlog = await self.journal.backlog()
         except journal.JournalUnavailable:
             return
         metrics.BACKLOG.set(self._backlog)
@@ -250,10 +250,7 @@ class Intake:
 
     def _check_backlog(self) -> None:
         if self._backlog >= self.max_backlog:
-            raise Overloaded(
-                f"{self._backlog} events or invocations wait to be routed or started"
-                f" (bound {self.max_backlog})"
-            )
+            raise Overloaded(f"{self._backlog} events wait to be routed (bound {self.max_backlog})")
 
     def _routing(self, batch: list[events.CloudEvent]) -> Routing:
         """What the router decides for each event now (None: no router, all left pending)."""
@@ -271,10 +268,10 @@ class Intake:
         """Count what a committed delivery appended, and tell the router about its new events."""
         new = sum(1 for item in appended if item.new)
         if new:
-            waiting = new  # the backlog: events left for the executor to route, invocations to start
+            waiting = new  # the backlog: events left for the executor to route
             if routing is not None:
                 waiting = sum(
-                    _unstarted(decided) for a, decided in zip(appended, routing, strict=True) if a.new
+                    1 for a, decided in zip(appended, routing, strict=True) if a.new and decided is None
                 )
             self._backlog += waiting
             self._journaled[delivery.endpoint].inc(new)
@@ -303,14 +300,6 @@ class Intake:
                 age=round(delivery.received_at - item.first_at, 3) if item.first_at is not None else None,
                 window=event.window,
             )
-
-
-def _unstarted(decided: list[journal.NewInvocation] | None) -> int:
-    """What one new event adds to the backlog: itself when it was left to route, else its invocations
-    that wait to start (those taken at intake start at once)."""
-    if decided is None:
-        return 1
-    return sum(1 for item in decided if item.state == "pending" and item.owner is None)
 
 
 def _raised(outcome: list[journal.Appended] | BaseException) -> list[journal.Appended] | Exception:

@@ -198,10 +198,7 @@ JOURNAL_WRITE = LoopHistogram(
     "Time from handing a delivery to the journal to its commit.",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
-BACKLOG = prometheus_client.Gauge(
-    "glue_backlog_events",
-    "Journaled events not yet routed, and invocations due and not yet started (server.maxBacklog bounds it).",
-)
+BACKLOG = prometheus_client.Gauge("glue_backlog_events", "Journaled events not yet routed.")
 AUTH_LOCKOUTS = prometheus_client.Counter(
     "glue_auth_lockouts_total",
     "Addresses locked out (answered 429) after repeated 401s, by the endpoint of the last 401; the "

@@ -246,10 +246,7 @@ class Server(Model):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     max_backlog: int = Field(
-        default=100_000,
-        ge=1,
-        description="Events not yet routed and invocations due and not yet started, above which intake"
-        " answers 503.",
+        default=100_000, ge=1, description="Pending events above which intake answers 503."
     )
     shutdown_timeout: float = Field(default=10.0, ge=0)
     tls: Tls | None = None

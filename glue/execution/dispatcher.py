@@ -189,25 +189,11 @@ class Dispatcher:
             for item in admitted:
                 if item.id not in started_ids:  # waits (a token, the lease): its place is free again
                     self.per_route[item.route] -= 1
-        read = await self._read_events(ready)
         for item in ready:
             if item.taken_by is not None:  # it runs its cancel step: not to be cancelled itself
                 self.runner.cancelling[item.id] = item.taken_by
-            self._start(item, self.runner.run(item, read.get(item.event_seq)))
+            self._start(item, self.runner.run(item))
         return len(ready)
-
-    async def _read_events(self, ready: list[journal.Invocation]) -> dict[int, journal.StoredEvent]:
-        """The events of ``ready`` that routing did not keep parsed (it ran behind dispatch, or the
-        event was routed before a restart), read back in one go rather than one read per attempt;
-        {} when the journal cannot be read now (each attempt then tries on its own)."""
-        kept = self.runner.event_cache.kept
-        missing = {item.event_seq for item in ready if item.event_seq not in kept}
-        if len(missing) < 2:
-            return {}
-        try:
-            return await self.journal.events_at(missing)
-        except Exception:  # the attempts read their own, and say why if that fails too
-            return {}
 
     def _start(self, item: journal.Invocation, work: Coroutine[Any, Any, None]) -> None:
         """Run ``work`` (an attempt, or the plan of one awaiting approval) in its own task."""

@@ -229,14 +229,13 @@ class Executor:
             await self.journal.release(self.owner, now=self.clock())
 
     async def idle(self) -> None:
-        """Wait until no event is pending routing, no invocation due waits to start, and nothing is in
-        flight or unsettled (tests, replay)."""
+        """Wait until no event is pending routing and nothing is in flight or unsettled (tests, replay)."""
         while True:
             if (
                 not self.dispatcher.in_flight
                 and not self.settler.pending
                 and not self.settler.committing
-                and await self.journal.unstarted(now=self.clock()) == 0
+                and await self.journal.backlog() == 0
             ):
                 return
             await asyncio.sleep(self.config.poll_seconds / 10)

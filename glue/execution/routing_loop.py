@@ -3,10 +3,8 @@ intake (before the event is journaled, stored with it in one transaction).
 
 Either way the routed event is kept parsed for its first attempts (:mod:`glue.execution.cache`) and
 dispatch is woken; the invocations the sole daemon took at intake (``Dispatcher.take``) start at once
-instead, with no claim. The routing pass runs ahead of dispatch only as far as the cache allows.
-Intake routes whether or not it does: while the cache is full its events are not kept, their
-invocations wait pending (counted in the backlog that bounds intake), and dispatch reads their events
-back, a claim's worth at a time.
+instead, with no claim. Routing runs ahead of dispatch only as far as the cache allows; while it is
+full, intake leaves events pending, and they count in the backlog that bounds intake.
 """
 
 from __future__ import annotations
@@ -144,11 +142,10 @@ class RoutingLoop:
         """The invocations of an event about to be journaled, stored with it in one transaction, so
         no routing pass has to claim, read and parse it again. None leaves it pending for
         :meth:`route_once`: when a route reads the object store first, when routing fails (the pass
-        logs why), and when a route coalesces or supersedes (decided in the routing pass's
-        transaction, which sees the other invocations of the key). While dispatch is behind, events
-        are still routed here; their invocations wait pending (the backlog that bounds intake) and
-        dispatch reads their events back in batches."""
-        if self.router.enriched or self.stopping:
+        logs why), while dispatch is behind (pending events are the backlog that bounds intake), and
+        when a route coalesces or supersedes (decided in the routing pass's transaction, which sees the
+        other invocations of the key)."""
+        if self.router.enriched or self.stopping or len(self.event_cache.kept) > self.event_cache.limit:
             return None
         try:
             decided = self.router.invocations_of(identity, event, now=self.clock())
@@ -186,14 +183,10 @@ class RoutingLoop:
             self._routed(item.id, decided)
             # Kept for the invocations still to start: dispatch may have claimed one between the
             # commit and now (it read the event from the journal), and the cache leaves that one out.
-            # While dispatch is behind by more than the cache holds, it reads the event back.
             uses = sum(1 for new in decided if new.state == "pending")
-            if len(self.event_cache.kept) <= self.event_cache.limit:
-                waits = self.event_cache.keep(item.seq, item.id, batch[index], uses)
-            else:
-                waits = uses > 0
+            kept = self.event_cache.keep(item.seq, item.id, batch[index], uses)
             if not item.claimed:
-                runnable = runnable or waits
+                runnable = runnable or kept
                 continue
             taken = [new for new in decided if new.owner is not None]
             for id_, new in zip(item.claimed, taken, strict=True):
@@ -201,7 +194,7 @@ class RoutingLoop:
                     untaken += 1
                 else:
                     started.append(_claimed(id_, item.seq, new))
-            runnable = runnable or (waits and len(taken) < uses)
+            runnable = runnable or (kept and len(taken) < uses)
         if self.hand_off is not None and (untaken or started):
             self.hand_off.untake(untaken)
             self.hand_off.start_taken(started, self.stopping)

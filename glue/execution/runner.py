@@ -97,17 +97,16 @@ class Runner:
         #: Invocations whose attempt has started here (a task cancelled before it starts never runs).
         self.active: set[int] = set()
 
-    async def run(self, item: journal.Invocation, read: journal.StoredEvent | None = None) -> None:
-        """One attempt of one invocation, from claim to a queued outcome (``read``: its event, when
-        dispatch read it back with others of its claim). Never raises but cancellation (then the
-        claim is released by the executor's stop)."""
+    async def run(self, item: journal.Invocation) -> None:
+        """One attempt of one invocation, from claim to a queued outcome. Never raises but
+        cancellation (then the claim is released by the executor's stop)."""
         self.active.add(item.id)
         try:
-            await self._run(item, read)
+            await self._run(item)
         finally:
             self.active.discard(item.id)
 
-    async def _run(self, item: journal.Invocation, read: journal.StoredEvent | None) -> None:
+    async def _run(self, item: journal.Invocation) -> None:
         compiled = self.router.by_name.get(item.route)
         if compiled is None:
             error = f"route {item.route!r} is no longer configured"
@@ -124,7 +123,7 @@ class Runner:
                 event_id, event = kept.event_id, kept.event
             else:
                 self.event_cache.started_unkept(item.event_seq)
-                stored = read if read is not None else await self.journal.get(item.event_seq)
+                stored = await self.journal.get(item.event_seq)
                 if stored is None:
                     raise LookupError(f"event {item.event_seq} is no longer in the journal")
                 event_id, event = stored.id, stored.event()

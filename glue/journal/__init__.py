@@ -118,11 +118,6 @@ class Inbox(Protocol):
         """Events journaled but not yet routed."""
         ...
 
-    async def unstarted(self, *, now: float) -> int:
-        """The backlog that bounds intake: events journaled but not yet routed, and invocations due
-        by ``now`` that no replica has started."""
-        ...
-
 
 class WorkQueue(Protocol):
     """What execution reads and writes: routing claims, invocation claims under leases, outcomes."""
@@ -133,10 +128,6 @@ class WorkQueue(Protocol):
 
     async def get(self, key: int | str) -> StoredEvent | None:
         """An event by sequence number, identity or CloudEvent id."""
-        ...
-
-    async def events_at(self, seqs: Collection[int]) -> dict[int, StoredEvent]:
-        """The events of these sequence numbers that the journal holds, in one read, by seq."""
         ...
 
     async def claim_events(

@@ -265,13 +265,6 @@ def bucket(
 
 #: After a batch of outcomes: finished invocations a newer one marked for cancelling while they ran
 #: go back to pending, due at once, to run their cancel step (``Outcome.undo``); ``?`` placeholders.
-#: The backlog that bounds intake (``Inbox.unstarted``): events not yet routed, and invocations due
-#: by a time (the placeholder) that no replica has started.
-UNSTARTED = (
-    "SELECT (SELECT count(*) FROM events WHERE status = 'pending')"
-    " + (SELECT count(*) FROM invocations WHERE state = 'pending' AND due_at <= ?)"
-)
-
 UNDO = (
     "UPDATE invocations SET state = 'pending', due_at = ?, attempt = 0"
     " WHERE id = ? AND state = 'done' AND taken_by IS NOT NULL"

@@ -353,7 +353,7 @@ async def test_events_are_journaled_with_their_routing_and_run_at_once(
     await entry.accept(delivery_of(cloudevent("hit")))
     await entry.accept(delivery_of(cloudevent("miss", type="com.example.other")))
     assert [(e.id, e.status) for e in await store.list()] == [("hit", "routed"), ("miss", "unmatched")]
-    assert await store.backlog() == 0, "nothing is left for the routing pass"
+    assert entry.backlog == 0
     await wait_for(lambda: all_done(store, 1), seconds=5, step=0.02)
     again = await entry.accept(delivery_of(cloudevent("hit")))  # a redelivery: nothing new to run
     assert not again[0].new
@@ -362,13 +362,11 @@ async def test_events_are_journaled_with_their_routing_and_run_at_once(
     assert metric("glue_events_routed_total", outcome="matched") >= 1
 
 
-async def test_intake_routes_while_dispatch_is_behind_and_bounds_the_invocations_waiting(
+async def test_intake_leaves_events_pending_while_dispatch_is_behind(
     harness: Harness, registry: contract.Registry, store: journal.Journal
 ) -> None:
-    """Past what dispatch keeps parsed, intake still routes each event in its own commit (no routing
-    pass claims and parses it again): the invocations wait pending, count in the backlog, and intake
-    answers Overloaded once they reach its bound. Each runs once, its event read back from the
-    journal, and intake takes events again when they have run."""
+    """Routing at intake stops while the parsed events kept for dispatch are full: later events wait
+    pending, count in the backlog that bounds intake, and still run once each."""
     gate = asyncio.Event()
     calls: list[str] = []
 
@@ -380,24 +378,18 @@ async def test_intake_routes_while_dispatch_is_behind_and_bounds_the_invocations
     executor = await harness.start(
         batch=5, concurrency=2, pollSeconds=0.02, routes=[{"name": "g", "handler": "gated"}]
     )
-    entry = pipeline.make_intake(store, max_backlog=40, executor=executor)
-    accepted: list[str] = []
-    with pytest.raises(intake.Overloaded, match=r"wait to be routed or started \(bound 40\)"):
-        for n in range(60):  # the event cache holds 4 batches and the concurrency: 22
-            await entry.accept(delivery_of(cloudevent(f"e{n}")))
-            accepted.append(f"e{n}")
-    assert 40 <= len(accepted) <= 42, "bounded by the invocations waiting (two may have started)"
-    assert {e.status for e in await store.list(limit=100)} == {"routed"}, "none left to a routing pass"
-    assert len(await store.invocations(state="pending", limit=100)) >= len(accepted) - 2
+    entry = wired_intake(store, executor)
+    for n in range(60):
+        await entry.accept(delivery_of(cloudevent(f"e{n}")))
+    counted = entry.backlog
+    statuses = [e.status for e in await store.list(limit=100)]
+    assert statuses[0] == "routed"
+    assert "pending" in statuses, "intake routed past what dispatch keeps"
+    # Intake counted what it left pending; the route loop may have taken one batch since.
+    assert 0 <= counted - statuses.count("pending") <= 5
     gate.set()
-    await wait_for(lambda: all_done(store, len(accepted)), seconds=30, step=0.05)
-    assert sorted(calls) == sorted(accepted), "each once, with its own event"
-    await entry.start()  # counts the backlog again from the journal
-    try:
-        assert entry.backlog == 0
-        await entry.accept(delivery_of(cloudevent("after")))
-    finally:
-        await entry.stop()
+    await wait_for(lambda: all_done(store, 60), seconds=30, step=0.05)
+    assert sorted(calls) == sorted(f"e{n}" for n in range(60))
 
 
 async def test_an_invocation_started_before_intake_kept_its_event_is_not_kept_after(

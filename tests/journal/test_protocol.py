@@ -12,7 +12,6 @@ import pytest
 
 from glue import events, journal
 from tests.journal.conftest import Opener, delivery
-from tests.journal.test_journal_contract import new as new_invocation
 from tests.support import cloudevent
 
 
@@ -39,40 +38,6 @@ async def test_append_stores_the_delivery_and_its_events(store: journal.Journal)
     again = await store.delivery(stored[0].delivery_id)
     assert again == raw
     assert await store.backlog() == 2
-
-
-async def test_events_are_read_back_by_seq_in_one_call(store: journal.Journal) -> None:
-    appended = await store.append(
-        delivery(), [cloudevent("a", data={"n": 1}), cloudevent("b"), cloudevent("c")]
-    )
-    first, _, third = (item.seq for item in appended)
-    assert first is not None and third is not None
-
-    found = await store.events_at({first, third, third + 100})
-
-    assert sorted(found) == [first, third], "an unknown seq is left out"
-    assert (found[first].id, found[first].event().get_data()) == ("a", {"n": 1})
-    assert found[third].id == "c"
-    assert await store.events_at(set()) == {}
-
-
-async def test_the_intake_backlog_counts_events_to_route_and_invocations_due_to_start(
-    store: journal.Journal,
-) -> None:
-    now = 1_700_000_000.0
-    routing = [
-        [new_invocation("r", "/test a", due=now), new_invocation("s", "/test a", due=now + 60)],
-        None,  # left to the routing pass
-        [],  # unmatched
-    ]
-    await store.append(delivery(), [cloudevent("a"), cloudevent("b"), cloudevent("c")], routing)
-
-    assert await store.backlog() == 1, "one event to route"
-    assert await store.unstarted(now=now) == 2, "and one invocation due"
-    assert await store.unstarted(now=now + 60) == 3, "the other once it is due"
-    (running,) = await store.claim_invocations("w", limit=1, lease=30, now=now)
-    assert running.route == "r"
-    assert await store.unstarted(now=now) == 1, "a started one no longer waits"
 
 
 async def test_bytes_and_text_come_back_exactly(store: journal.Journal) -> None:

@@ -56,15 +56,6 @@ class Admin(store.Store):
 
         return await self.run(run)
 
-    async def events_at(self, seqs: Collection[int]) -> dict[int, records.StoredEvent]:
-        async def run(conn: asyncpg.Connection) -> dict[int, records.StoredEvent]:
-            found = await conn.fetch(
-                f"SELECT {rows.EVENT_COLUMNS} FROM events WHERE seq = ANY($1::bigint[])", list(seqs)
-            )
-            return {event.seq: event for event in map(rows.stored, found)}
-
-        return await self.run(run) if seqs else {}
-
     async def list(
         self, *, limit: int = 100, after: int = 0, status: str | None = None, type: str | None = None
     ) -> builtins.list[records.StoredEvent]:

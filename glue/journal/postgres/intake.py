@@ -25,8 +25,6 @@ from glue.journal.postgres import store
 
 __all__ = ["APPEND", "DROP_ORPHANS", "First", "Intake", "Pending", "arguments", "insert"]
 
-_UNSTARTED = rows.UNSTARTED.replace("?", "$1")
-
 
 class Pending:
     """One append waiting for its group's commit: what it stores, and its caller's future."""
@@ -307,11 +305,5 @@ class Intake(store.Store):
     async def backlog(self) -> int:
         async def run(conn: asyncpg.Connection) -> int:
             return int(await conn.fetchval("SELECT count(*) FROM events WHERE status = 'pending'"))
-
-        return await self.run(run)
-
-    async def unstarted(self, *, now: float) -> int:
-        async def run(conn: asyncpg.Connection) -> int:
-            return int(await conn.fetchval(_UNSTARTED, now))
 
         return await self.run(run)

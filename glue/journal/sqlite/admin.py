@@ -42,15 +42,6 @@ class Admin(store.Store):
 
         return await self.read(run)
 
-    async def events_at(self, seqs: Collection[int]) -> dict[int, records.StoredEvent]:
-        marks, args = store.marks(seqs)
-
-        def run(db: sqlite3.Connection) -> dict[int, records.StoredEvent]:
-            found = db.execute(f"SELECT {rows.EVENT_COLUMNS} FROM events WHERE seq IN ({marks})", args)
-            return {event.seq: event for event in map(rows.stored, found)}
-
-        return await self.read(run) if seqs else {}
-
     async def list(
         self, *, limit: int = 100, after: int = 0, status: str | None = None, type: str | None = None
     ) -> builtins.list[records.StoredEvent]:

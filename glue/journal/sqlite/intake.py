@@ -287,9 +287,3 @@ class Intake(store.Store):
             return int(db.execute("SELECT count(*) FROM events WHERE status = 'pending'").fetchone()[0])
 
         return await self.read(run)
-
-    async def unstarted(self, *, now: float) -> int:
-        def run(db: sqlite3.Connection) -> int:
-            return int(db.execute(rows.UNSTARTED, (now,)).fetchone()[0])
-
-        return await self.read(run)

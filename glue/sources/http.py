@@ -320,7 +320,9 @@ class _EndpointHandler:
             if replay_key is not None and self.replays is not None:
                 self.replays.release(replay_key)  # not taken: the sender's retry of these bytes is welcome
             self._outcome("unavailable", started, reason=str(exc))
-            response = _answer(503, error="journal unavailable, retry later")
+            busy = isinstance(exc, intake.Overloaded)
+            why = "backlog over its bound (server.maxBacklog)" if busy else "journal unavailable"
+            response = _answer(503, error=f"{why}, retry later")
             response.headers["Retry-After"] = "5"
             return response
         ids = [item.id for item in appended]

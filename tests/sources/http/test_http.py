@@ -190,6 +190,7 @@ async def test_backlog_over_its_bound_is_503_with_retry_after(start_daemon: Star
     async with glue.session.post(glue.base + "/events", data=body, headers=headers) as response:
         assert response.status == 503
         assert response.headers["Retry-After"] == "5"
+        assert (await response.json())["error"] == "backlog over its bound (server.maxBacklog), retry later"
     assert len(await glue.events()) == 1
 
 

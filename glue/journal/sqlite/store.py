@@ -286,6 +286,9 @@ class Store:
         #: Intake commits wait for an fsync of the WAL before they are acknowledged.
         self.durable = self.synchronous in ("FULL", "EXTRA")
         self._loop_db: sqlite3.Connection | None = None
+        #: The event loop the journal was opened on, which its appends and commits run on: kept, since
+        #: asking for the running loop costs a system call each time in Python 3.11 (``getpid``).
+        self._loop: asyncio.AbstractEventLoop | None = None
         #: Held around every write transaction of this process. The writer thread waits on it (and wakes
         #: the moment it is free) instead of meeting SQLite's busy handler, which sleeps for milliseconds
         #: at a time; the event loop only ever tries it.
@@ -336,7 +339,7 @@ class Store:
 
     async def _open_connections(self) -> None:
         """Migrate the file and open the three connections."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         try:
             self._write_db = await loop.run_in_executor(self._writer_pool, self._migrate)
             self._read_db = await loop.run_in_executor(self._reader_pool, self._connect)

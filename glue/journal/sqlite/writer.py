@@ -15,6 +15,7 @@ its own, and an idle journal commits it alone after :data:`RIDE_SECONDS`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 import sqlite3
@@ -113,9 +114,9 @@ class GroupCommit(store.Store):
         self, delivery: events.Delivery, batch: Sequence[events.CloudEvent], routing: records.Routing = None
     ) -> list[records.Appended]:
         rows.check_routing(batch, routing)
-        if self._closing or self._write_db is None:
+        loop = self._loop
+        if self._closing or self._write_db is None or loop is None:
             raise records.JournalUnavailable("journal is closing")
-        loop = asyncio.get_running_loop()
         future: asyncio.Future[list[records.Appended]] = loop.create_future()
         self._queue.append(Pending(delivery, _rows(batch), routing, future))
         self._schedule(loop)
@@ -167,19 +168,28 @@ class GroupCommit(store.Store):
         group committed on the event loop within :data:`RIDE_SECONDS`; its result, or None when none
         came (then the caller commits it alone). Only where execution commits on the loop's
         connection: a rider is answered at its group's commit, not at its fsync."""
-        if not self.direct or self._closing or self._loop_db is None:
+        loop = self._loop
+        if not self.direct or self._closing or self._loop_db is None or loop is None:
             return None
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[T] = loop.create_future()
         rider: _Rider = (body, future)
         self._riders.append(rider)
+        # A timer of the loop's own rather than asyncio.timeout, which asks for the running loop and
+        # the current task (a system call each, per outcome).
+        alone = loop.call_later(RIDE_SECONDS, self._unride, rider)
         try:
-            async with asyncio.timeout(RIDE_SECONDS):
-                return await asyncio.shield(future)
-        except TimeoutError:
-            return None
+            return await future
         finally:
-            if not future.done():
-                self._riders.remove(rider)
+            alone.cancel()
+            if not future.done() or future.cancelled():  # its caller gave up on it
+                self._unride(rider)
+
+    def _unride(self, rider: _Rider) -> None:
+        """Take ``rider`` off the next group (no group came in time: None, then it commits alone)."""
+        with contextlib.suppress(ValueError):  # a group took it meanwhile
+            self._riders.remove(rider)
+        if not rider[1].done():
+            rider[1].set_result(None)
 
     async def _drain(self) -> None:
         """Stop taking appends; commit what is queued and answer every group before returning."""
@@ -262,7 +272,8 @@ class GroupCommit(store.Store):
             return
         groups, self._unsynced = self._unsynced, []
         self._in_sync = groups
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        assert loop is not None  # groups are committed only once the journal is open
         self._syncing = loop.run_in_executor(self._writer_pool, self._maintain_wal, True)
         self._syncing.add_done_callback(functools.partial(self._synced, groups))
 

@@ -41,8 +41,10 @@ T = TypeVar("T")
 
 SCHEMA_VERSION = 5
 
-#: WAL size past which the writer thread checkpoints it into the database file (after an fsync).
-CHECKPOINT_BYTES = 2 << 20
+#: WAL size past which the writer thread checkpoints it into the database file (after an fsync). A
+#: checkpoint copies each page once however often the WAL holds it, and each commit writes the same
+#: last pages of its tables and indexes: a longer WAL leaves fewer copies per event.
+CHECKPOINT_BYTES = 8 << 20
 #: What a WAL that starts over is cut back to (SQLite's ``journal_size_limit``): its size then says how
 #: much it holds, and a WAL that has started over is not checkpointed again at once.
 _WAL_KEEP_BYTES = CHECKPOINT_BYTES // 2

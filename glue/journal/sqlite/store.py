@@ -41,8 +41,10 @@ T = TypeVar("T")
 
 SCHEMA_VERSION = 5
 
-#: WAL size past which the writer thread checkpoints it into the database file (after an fsync).
-CHECKPOINT_BYTES = 2 << 20
+#: WAL size past which the writer thread checkpoints it into the database file (after an fsync). A
+#: checkpoint copies each page once however often the WAL holds it, and each commit writes the same
+#: last pages of its tables and indexes: a longer WAL leaves fewer copies per event.
+CHECKPOINT_BYTES = 8 << 20
 #: What a WAL that starts over is cut back to (SQLite's ``journal_size_limit``): its size then says how
 #: much it holds, and a WAL that has started over is not checkpointed again at once.
 _WAL_KEEP_BYTES = CHECKPOINT_BYTES // 2
@@ -286,6 +288,9 @@ class Store:
         #: Intake commits wait for an fsync of the WAL before they are acknowledged.
         self.durable = self.synchronous in ("FULL", "EXTRA")
         self._loop_db: sqlite3.Connection | None = None
+        #: The event loop the journal was opened on, which its appends and commits run on: kept, since
+        #: asking for the running loop costs a system call each time in Python 3.11 (``getpid``).
+        self._loop: asyncio.AbstractEventLoop | None = None
         #: Held around every write transaction of this process. The writer thread waits on it (and wakes
         #: the moment it is free) instead of meeting SQLite's busy handler, which sleeps for milliseconds
         #: at a time; the event loop only ever tries it.
@@ -336,7 +341,7 @@ class Store:
 
     async def _open_connections(self) -> None:
         """Migrate the file and open the three connections."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         try:
             self._write_db = await loop.run_in_executor(self._writer_pool, self._migrate)
             self._read_db = await loop.run_in_executor(self._reader_pool, self._connect)

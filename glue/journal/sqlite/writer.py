@@ -15,6 +15,7 @@ its own, and an idle journal commits it alone after :data:`RIDE_SECONDS`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 import sqlite3
@@ -106,6 +107,8 @@ class GroupCommit(store.Store):
         self._syncing: asyncio.Future[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._flushes = 0
+        #: The WAL open on the writer thread for its fsyncs, and its (device, inode).
+        self._wal: tuple[int, tuple[int, int]] | None = None
         self._deferred = False
         self._closing = False
 
@@ -113,9 +116,9 @@ class GroupCommit(store.Store):
         self, delivery: events.Delivery, batch: Sequence[events.CloudEvent], routing: records.Routing = None
     ) -> list[records.Appended]:
         rows.check_routing(batch, routing)
-        if self._closing or self._write_db is None:
+        loop = self._loop
+        if self._closing or self._write_db is None or loop is None:
             raise records.JournalUnavailable("journal is closing")
-        loop = asyncio.get_running_loop()
         future: asyncio.Future[list[records.Appended]] = loop.create_future()
         self._queue.append(Pending(delivery, _rows(batch), routing, future))
         self._schedule(loop)
@@ -167,19 +170,28 @@ class GroupCommit(store.Store):
         group committed on the event loop within :data:`RIDE_SECONDS`; its result, or None when none
         came (then the caller commits it alone). Only where execution commits on the loop's
         connection: a rider is answered at its group's commit, not at its fsync."""
-        if not self.direct or self._closing or self._loop_db is None:
+        loop = self._loop
+        if not self.direct or self._closing or self._loop_db is None or loop is None:
             return None
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[T] = loop.create_future()
         rider: _Rider = (body, future)
         self._riders.append(rider)
+        # A timer of the loop's own rather than asyncio.timeout, which asks for the running loop and
+        # the current task (a system call each, per outcome).
+        alone = loop.call_later(RIDE_SECONDS, self._unride, rider)
         try:
-            async with asyncio.timeout(RIDE_SECONDS):
-                return await asyncio.shield(future)
-        except TimeoutError:
-            return None
+            return await future
         finally:
-            if not future.done():
-                self._riders.remove(rider)
+            alone.cancel()
+            if not future.done() or future.cancelled():  # its caller gave up on it
+                self._unride(rider)
+
+    def _unride(self, rider: _Rider) -> None:
+        """Take ``rider`` off the next group (no group came in time: None, then it commits alone)."""
+        with contextlib.suppress(ValueError):  # a group took it meanwhile
+            self._riders.remove(rider)
+        if not rider[1].done():
+            rider[1].set_result(None)
 
     async def _drain(self) -> None:
         """Stop taking appends; commit what is queued and answer every group before returning."""
@@ -262,7 +274,8 @@ class GroupCommit(store.Store):
             return
         groups, self._unsynced = self._unsynced, []
         self._in_sync = groups
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        assert loop is not None  # groups are committed only once the journal is open
         self._syncing = loop.run_in_executor(self._writer_pool, self._maintain_wal, True)
         self._syncing.add_done_callback(functools.partial(self._synced, groups))
 
@@ -287,21 +300,33 @@ class GroupCommit(store.Store):
         return min(firsts) if firsts else store.NO_SEQ
 
     def _maintain_wal(self, fsync: bool) -> None:
-        """On the writer thread: make the WAL durable (``fsync``), then checkpoint it once it has grown."""
-        wal = f"{self.path}-wal"
-        fd = os.open(wal, os.O_RDONLY)
-        try:
-            if fsync:
-                os.fsync(fd)
-            size = os.fstat(fd).st_size
-        finally:
-            os.close(fd)
+        """On the writer thread: make the WAL durable (``fsync``), then checkpoint it once it has grown.
+
+        The WAL stays open between fsyncs (an open and a close fewer per commit): SQLite removes it
+        only when the last connection to the journal closes, and this process holds three. Its
+        ``stat``, which gives the size, also says whether it is still the file opened."""
+        status = os.stat(f"{self.path}-wal")
+        if self._wal is None or self._wal[1] != (status.st_dev, status.st_ino):
+            self._close_wal()
+            self._wal = (os.open(f"{self.path}-wal", os.O_RDONLY), (status.st_dev, status.st_ino))
+        if fsync:
+            os.fsync(self._wal[0])
+        size = status.st_size
         if size > store.CHECKPOINT_BYTES and self._write_db is not None:
             # Under the write lock, so that no commit lands meanwhile: the checkpoint then copies the
             # whole WAL (PASSIVE: what no reader still needs), and the next transaction starts the
             # WAL over from its beginning. Groups and execution arriving meanwhile wait for it.
             with self._write_lock:
                 self._write_db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def _close_wal(self) -> None:
+        if self._wal is not None:
+            os.close(self._wal[0])
+            self._wal = None
+
+    async def _close_connections(self) -> None:
+        await super()._close_connections()
+        self._close_wal()  # the writer thread has stopped
 
     async def _commit_on_writer(self, pending: list[Pending]) -> None:
         loop = asyncio.get_running_loop()

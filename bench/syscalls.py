@@ -163,9 +163,9 @@ def main() -> None:
     for (thread, call), value in sorted(per.items(), key=lambda item: -item[1]):
         if abs(value) >= 0.05:
             print(f"  {thread:<16} {call:<16} {value:6.2f}")
-    by_call: collections.Counter[str] = collections.Counter()
+    by_call: collections.defaultdict[str, float] = collections.defaultdict(float)
     for (_, call), value in per.items():
-        by_call[call] += value  # type: ignore[assignment]
+        by_call[call] += value
     idle_total = sum(idle.values()) / events
     print(f"of which the idle daemon's own over {extra:g} s: {idle_total:.2f} per event")
     print(f"  {', '.join(f'{t}/{c} {v / events:.2f}' for (t, c), v in idle.most_common(6))}")

@@ -9,7 +9,10 @@ events after it. Also measured: the daemon's CPU while idle (its loops when no e
 
 Baseline, in the same run: a bare aiohttp endpoint (parse the JSON, answer 202) in this process on the
 same loop, receiving the same load from the same sender; its CPU per request is what the machine
-charges for HTTP alone at that rate, so a reader can tell machine noise from glue's own cost.
+charges for HTTP alone at that rate, so a reader can tell machine noise from glue's own cost. And the
+CPU of one durable commit alone (one row, SQLite in WAL mode with an fsync per commit): at 100/s each
+event commits alone, so bare aiohttp plus this is the least an event acknowledged after its commit
+can cost there.
 
     python bench/cost.py [--seconds 10] [--rates 100,1000,3000] [--synchronous full|normal]
 
@@ -24,6 +27,7 @@ import asyncio
 import dataclasses
 import os
 import pathlib
+import sqlite3
 import sys
 import tempfile
 
@@ -73,6 +77,26 @@ async def bare(rates: list[float], seconds: float) -> dict[float, Measured]:
     finally:
         await runner.cleanup()
     return found
+
+
+def durable_commit(directory: pathlib.Path, commits: int = 2000) -> float:
+    """CPU per commit of one small row into a SQLite database in WAL mode with the journal's default
+    durability (``synchronous=FULL``: an fsync per commit), alone: what acknowledging one event after
+    its commit costs this machine at least, before any of glue's work."""
+    db = sqlite3.connect(directory / "floor.db", isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB)")
+        row = (b"x" * 400,)
+        cpu = cpu_seconds()
+        for _ in range(commits):
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("INSERT INTO t (v) VALUES (?)", row)
+            db.execute("COMMIT")
+        return (cpu_seconds() - cpu) / commits * 1e6
+    finally:
+        db.close()
 
 
 async def daemon(
@@ -132,7 +156,9 @@ async def main() -> None:
     baseline = await bare(rates, args.seconds)
     with tempfile.TemporaryDirectory(prefix="glue-cost-") as tmp:
         measured, idle = await daemon(rates, args.seconds, pathlib.Path(tmp), args.synchronous)
+        commit = durable_commit(pathlib.Path(tmp))
     print(f"idle daemon: {idle * 100:.2f} % of a core")
+    print(f"one durable commit alone (SQLite WAL, synchronous=FULL, one row): {commit:.0f} us CPU")
     for rate in rates:
         glue, base = measured[rate], baseline[rate]
         print(

@@ -45,8 +45,12 @@ def _is_secret_key(key: str) -> bool:
 
 def redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """Replace the value of any field whose name says it is a credential."""
+    known = _secret_key_cache  # a look-up per field rather than a call: every line has ten or so
     for key in event_dict:
-        if _is_secret_key(key):
+        secret = known.get(key)
+        if secret is None:
+            secret = _is_secret_key(key)
+        if secret:
             event_dict[key] = "[redacted]"
     return event_dict
 

@@ -524,16 +524,19 @@ class _Template:
         self.where = where  # e.g. params.labels.tag, for error messages
         self.template = _TEMPLATES.from_string(source)
         match = _SIMPLE.match(source)
-        self.path = tuple(match.group(1).split(".")) if match else None
+        path = tuple(match.group(1).split(".")) if match else None
+        # Jinja tries an attribute first: a key that is also a dict method (``data.items``) is not
+        # plain. Known here once, rather than by a failed attribute look-up (an AttributeError, its
+        # message formatted) for every key of every event.
+        self.path = path if path is not None and not any(hasattr(dict, key) for key in path[1:]) else None
         self.expression = _one_expression(source) if native else None
 
     def _lookup(self, context: Mapping[str, Any]) -> Any:
         """The value of a plain ``{{ a.b.c }}`` over dicts, or ``_Template`` when Jinja must decide."""
         assert self.path is not None
         value: Any = context.get(self.path[0], _Template)
-        for key in self.path[1:]:
-            # Jinja tries an attribute first: a dict key that is also a dict method is not plain
-            if type(value) is not dict or key not in value or hasattr(dict, key):
+        for key in self.path[1:]:  # none of them a dict method (see __init__)
+            if type(value) is not dict or key not in value:
                 return _Template
             value = value[key]
         return value

@@ -317,6 +317,14 @@ def test_a_number_fills_a_text_param(native_registry: contract.Registry) -> None
     assert decision.params is not None and decision.params["text"] == "3"
 
 
+def test_a_key_named_like_a_dict_method_renders_as_jinja_does(native_registry: contract.Registry) -> None:
+    # Jinja reads an attribute before a key: data.items is the dict's method, not the event's field.
+    r = router(native_registry, {"name": "r", "handler": "native", "params": {"text": "{{ data.items }}"}})
+    (decision,) = r.decide(cloudevent("e-1", data={"items": "three"}))
+    assert decision.params is not None
+    assert decision.params["text"].startswith("<built-in method items of dict object")
+
+
 def test_the_ordering_key_is_always_text(native_registry: contract.Registry) -> None:
     r = router(
         native_registry,

@@ -46,6 +46,55 @@ def reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+class _Deadline:
+    """``asyncio.timeout(seconds)`` for one attempt, the same on expiry (the task is cancelled and the
+    block raises TimeoutError unless something else cancelled it too) and on a cancellation from
+    outside (it passes through). On the loop the caller kept: asyncio's asks for the running loop three
+    times, and Python 3.11 asks the kernel for the pid at each (``getpid``), for every attempt."""
+
+    __slots__ = ("_cancelling", "_handle", "_loop", "_seconds", "_state", "_task")
+
+    def __init__(self, seconds: float, loop: asyncio.AbstractEventLoop) -> None:
+        self._seconds = seconds
+        self._loop = loop
+        self._state = "created"  # entered, expiring, expired, exited
+        self._task: asyncio.Task[Any] | None = None
+        self._handle: asyncio.TimerHandle | None = None
+        self._cancelling = 0
+
+    def expired(self) -> bool:
+        return self._state in ("expiring", "expired")
+
+    async def __aenter__(self) -> _Deadline:
+        loop = self._loop
+        task = asyncio.current_task(loop)
+        if task is None:
+            raise RuntimeError("an attempt runs in a task")
+        self._task, self._cancelling, self._state = task, task.cancelling(), "entered"
+        self._handle = loop.call_at(loop.time() + self._seconds, self._expire)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, _: Any
+    ) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        if self._state == "expiring":
+            self._state = "expired"
+            assert self._task is not None
+            if self._task.uncancel() <= self._cancelling and exc_type is asyncio.CancelledError:
+                raise TimeoutError from exc  # no other cancellation came: the deadline's own
+        else:
+            self._state = "exited"
+
+    def _expire(self) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        self._state = "expiring"
+        self._handle = None
+
+
 async def run_attempt(
     handler: contract.Handler,
     *,
@@ -53,10 +102,11 @@ async def run_attempt(
     params: contract.Params,
     ctx: contract.Context,
     seconds: float,
+    loop: asyncio.AbstractEventLoop | None = None,
 ) -> Attempt:
     """Call the handler with ``seconds`` to finish and classify how it ended. Never raises, except
-    cancellation of the caller."""
-    deadline = asyncio.timeout(seconds)
+    cancellation of the caller. ``loop``: the running loop, when the caller keeps it."""
+    deadline = _Deadline(seconds, loop if loop is not None else asyncio.get_running_loop())
     try:
         async with deadline:
             result = await handler.fn(event=event, params=params, ctx=ctx)

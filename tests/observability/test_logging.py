@@ -7,8 +7,10 @@ import datetime as dt
 import io
 import logging
 import re
+import time
 
 import orjson
+import pytest
 import structlog
 
 from glue import observability, settings
@@ -50,6 +52,27 @@ def test_a_line_carries_level_time_fields_and_no_credential() -> None:
         assert abs((dt.datetime.now(dt.UTC) - stamp).total_seconds()) < 60
         assert second["level"] == "error" and second["route"] == "r"
         assert "ValueError: boom" in str(second["exception"])
+    finally:
+        structlog.reset_defaults()
+
+
+@pytest.mark.parametrize(
+    ("now_ns", "stamp"),
+    [
+        (1_714_564_800_123_456_789, "2024-05-01T12:00:00.123456Z"),
+        (1_714_564_801_000_000_999, "2024-05-01T12:00:01Z"),  # as isoformat: no fraction on the second
+        (1_714_564_801_000_001_000, "2024-05-01T12:00:01.000001Z"),
+    ],
+)
+def test_a_line_is_stamped_with_the_utc_time_as_iso_8601(
+    monkeypatch: pytest.MonkeyPatch, now_ns: int, stamp: str
+) -> None:
+    stream = configured()
+    try:
+        monkeypatch.setattr(time, "time_ns", lambda: now_ns)
+        structlog.get_logger("test").info("delivery")
+        (line,) = lines(stream)
+        assert line["timestamp"] == stamp
     finally:
         structlog.reset_defaults()
 

@@ -50,7 +50,8 @@ class _Deadline:
     """``asyncio.timeout(seconds)`` for one attempt, the same on expiry (the task is cancelled and the
     block raises TimeoutError unless something else cancelled it too) and on a cancellation from
     outside (it passes through). On the loop the caller kept: asyncio's asks for the running loop three
-    times, and Python 3.11 asks the kernel for the pid at each (``getpid``), for every attempt."""
+    times, and Python 3.11 asks the kernel for the pid at each (``getpid``), for every attempt. Python
+    3.12 no longer does: once 3.11 is no longer supported, ``asyncio.timeout`` serves again."""
 
     __slots__ = ("_cancelling", "_handle", "_loop", "_seconds", "_state", "_task")
 

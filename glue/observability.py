@@ -21,6 +21,7 @@ from typing import IO, Any
 import orjson
 import structlog
 
+from glue import aio
 from glue import settings as settings_mod
 
 __all__ = ["INFO_ENABLED", "LineBuffer", "configure_logging", "redact", "render_json"]
@@ -93,33 +94,19 @@ class LineBuffer:
         self._lines: list[bytes] = []
         self._lock = threading.Lock()
         self._scheduled_on: asyncio.AbstractEventLoop | None = None
-        self._last_loop: tuple[asyncio.AbstractEventLoop, int] | None = None
         atexit.register(self._flush_at_exit)
 
     def msg(self, message: bytes) -> None:
         with self._lock:
             self._lines.append(message)
-        loop = self._running_loop()
-        if loop is None:
+        try:
+            loop = aio.running_loop()
+        except RuntimeError:
             self.flush()
             return
         if self._scheduled_on is not loop:  # a flush left on a loop that has ended never runs
             self._scheduled_on = loop
             loop.call_soon(self.flush)
-
-    def _running_loop(self) -> asyncio.AbstractEventLoop | None:
-        """The loop running in this thread, or None. The last one found is asked first: asking asyncio
-        costs a system call (``getpid``) in Python 3.11, and a delivery logs twice. Only one loop runs
-        in a thread at a time, so the last one found, still running, is the one."""
-        last = self._last_loop
-        if last is not None and last[1] == threading.get_ident() and last[0].is_running():
-            return last[0]
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return None
-        self._last_loop = (loop, threading.get_ident())
-        return loop
 
     log = debug = info = warn = warning = err = error = critical = fatal = exception = msg
 

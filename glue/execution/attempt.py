@@ -14,7 +14,7 @@ from typing import Any
 
 import structlog
 
-from glue import contract, journal, routing
+from glue import aio, contract, journal, routing
 
 __all__ = ["Attempt", "plan", "reason", "run_attempt"]
 
@@ -49,30 +49,29 @@ def reason(exc: BaseException) -> str:
 class _Deadline:
     """``asyncio.timeout(seconds)`` for one attempt, the same on expiry (the task is cancelled and the
     block raises TimeoutError unless something else cancelled it too) and on a cancellation from
-    outside (it passes through). On the loop the caller kept: asyncio's asks for the running loop three
-    times, and Python 3.11 asks the kernel for the pid at each (``getpid``), for every attempt. Python
-    3.12 no longer does: once 3.11 is no longer supported, ``asyncio.timeout`` serves again."""
+    outside (it passes through), on the loop :func:`glue.aio.running_loop` finds: asyncio's asks
+    for the running loop three times, a system call each in Python 3.11 (see :mod:`glue.aio`). Once
+    3.11 is no longer supported, ``asyncio.timeout`` serves again."""
 
-    __slots__ = ("_cancelling", "_handle", "_loop", "_seconds", "_state", "_task")
+    __slots__ = ("_cancelling", "_expired", "_handle", "_seconds", "_task")
 
-    def __init__(self, seconds: float, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, seconds: float) -> None:
         self._seconds = seconds
-        self._loop = loop
-        self._state = "created"  # entered, expiring, expired, exited
+        self._expired = False
         self._task: asyncio.Task[Any] | None = None
         self._handle: asyncio.TimerHandle | None = None
         self._cancelling = 0
 
     def expired(self) -> bool:
-        return self._state in ("expiring", "expired")
+        return self._expired
 
     async def __aenter__(self) -> _Deadline:
-        loop = self._loop
+        loop = aio.running_loop()
         task = asyncio.current_task(loop)
         if task is None:
             raise RuntimeError("an attempt runs in a task")
-        self._task, self._cancelling, self._state = task, task.cancelling(), "entered"
-        self._handle = loop.call_at(loop.time() + self._seconds, self._expire)
+        self._task, self._cancelling = task, task.cancelling()
+        self._handle = loop.call_later(self._seconds, self._expire)
         return self
 
     async def __aexit__(
@@ -81,18 +80,20 @@ class _Deadline:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
-        if self._state == "expiring":
-            self._state = "expired"
-            assert self._task is not None
-            if self._task.uncancel() <= self._cancelling and exc_type is asyncio.CancelledError:
-                raise TimeoutError from exc  # no other cancellation came: the deadline's own
-        else:
-            self._state = "exited"
+        # uncancel() first, as asyncio.timeout: the deadline's own cancellation is taken back either way
+        expired, task = self._expired, self._task
+        if (
+            expired
+            and task is not None
+            and task.uncancel() <= self._cancelling
+            and exc_type is asyncio.CancelledError
+        ):
+            raise TimeoutError from exc  # no other cancellation came: the deadline's own
 
     def _expire(self) -> None:
         assert self._task is not None
         self._task.cancel()
-        self._state = "expiring"
+        self._expired = True
         self._handle = None
 
 
@@ -103,11 +104,10 @@ async def run_attempt(
     params: contract.Params,
     ctx: contract.Context,
     seconds: float,
-    loop: asyncio.AbstractEventLoop | None = None,
 ) -> Attempt:
     """Call the handler with ``seconds`` to finish and classify how it ended. Never raises, except
-    cancellation of the caller. ``loop``: the running loop, when the caller keeps it."""
-    deadline = _Deadline(seconds, loop if loop is not None else asyncio.get_running_loop())
+    cancellation of the caller."""
+    deadline = _Deadline(seconds)
     try:
         async with deadline:
             result = await handler.fn(event=event, params=params, ctx=ctx)

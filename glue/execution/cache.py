@@ -10,11 +10,10 @@ room and is read from the journal again if its invocation runs here after all.
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import dataclasses
 
-from glue import events
+from glue import aio, events
 from glue.execution import wake
 
 __all__ = ["KEEP_SECONDS", "EventCache", "Kept"]
@@ -48,7 +47,6 @@ class EventCache:
         # seq -> invocations that started before intake could keep their event (read from the journal)
         self._started_unkept: collections.Counter[int] = collections.Counter()
         self._room = wake.Wake()  # a kept event was used: routing may go on
-        self._loop: asyncio.AbstractEventLoop | None = None  # the executor's (see _now)
 
     def keep(self, seq: int, event_id: str, event: events.CloudEvent, uses: int) -> bool:
         """Keep the parsed event for its ``uses`` new invocations, less those that already started
@@ -59,7 +57,7 @@ class EventCache:
             return False
         if len(self.kept) >= self.size:
             self.kept.pop(next(iter(self.kept)))
-        self.kept[seq] = Kept(event_id, event, uses, self._now())
+        self.kept[seq] = Kept(event_id, event, uses, aio.running_loop().time())
         return True
 
     def recall(self, seq: int) -> Kept | None:
@@ -80,19 +78,13 @@ class EventCache:
             self._started_unkept.clear()
         self._started_unkept[seq] += 1
 
-    def _now(self) -> float:
-        """The loop's time. The loop is kept from the first call: asking asyncio for it costs a system
-        call each time in Python 3.11 (``getpid``), and intake keeps an event per delivery."""
-        if self._loop is None:
-            self._loop = asyncio.get_running_loop()
-        return self._loop.time()
-
     async def make_room(self) -> None:
         """Return once a batch more fits among the kept events: wait for dispatch to use them, and
         drop those kept longer than ``keep_seconds``."""
+        loop = aio.running_loop()
         while len(self.kept) > self.limit:
             seq, kept = next(iter(self.kept.items()))
-            wait = kept.kept_at + self.keep_seconds - self._now()
+            wait = kept.kept_at + self.keep_seconds - loop.time()
             if wait <= 0:
                 del self.kept[seq]
                 continue

@@ -23,7 +23,7 @@ from typing import Any
 
 import structlog
 
-from glue import journal, metrics, routing
+from glue import aio, journal, metrics, routing
 from glue import settings as settings_mod
 from glue.execution import gates, runner, wake
 
@@ -65,8 +65,6 @@ class Dispatcher:
         self.in_flight: dict[int, asyncio.Task[None]] = {}
         self.per_route: dict[str, int] = {}
         self._full_claim = False  # the last claim took all it could: more may be runnable
-        #: The loop attempts start on, kept: ``asyncio.create_task`` asks for it, a ``getpid`` in 3.11.
-        self._loop: asyncio.AbstractEventLoop | None = None
         #: Places kept for invocations taken at intake whose commit is not durable yet.
         self.taken = 0
         #: Routes whose invocations may be taken at intake (see the module).
@@ -199,10 +197,7 @@ class Dispatcher:
 
     def _start(self, item: journal.Invocation, work: Coroutine[Any, Any, None]) -> None:
         """Run ``work`` (an attempt, or the plan of one awaiting approval) in its own task."""
-        loop = self._loop
-        if loop is None or not loop.is_running():  # a dispatcher started again on another loop (tests)
-            loop = self._loop = asyncio.get_running_loop()
-        task = loop.create_task(work, name=f"invocation-{item.id}")
+        task = aio.running_loop().create_task(work, name=f"invocation-{item.id}")
         self.in_flight[item.id] = task
         task.add_done_callback(functools.partial(self._finished, item))
 

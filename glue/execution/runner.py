@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from glue import contract, events, journal, metrics, routing
+from glue import aio, contract, events, journal, metrics, routing
 from glue.execution import attempt, cache, gates, settler
 
 if TYPE_CHECKING:
@@ -96,16 +96,6 @@ class Runner:
         self.cancelling: dict[int, int | None] = {}  # invocation -> the one that cancels it
         #: Invocations whose attempt has started here (a task cancelled before it starts never runs).
         self.active: set[int] = set()
-        #: The loop attempts run on, kept: asking asyncio for it costs a ``getpid`` in Python 3.11.
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    def _running_loop(self) -> asyncio.AbstractEventLoop:
-        """The loop this attempt runs on: the one kept, unless it stopped (an executor started again
-        on another loop, in tests)."""
-        loop = self._loop
-        if loop is None or not loop.is_running():
-            loop = self._loop = asyncio.get_running_loop()
-        return loop
 
     async def run(self, item: journal.Invocation) -> None:
         """One attempt of one invocation, from claim to a queued outcome. Never raises but
@@ -181,7 +171,6 @@ class Runner:
                 error = f"journal unavailable: {exc}"
                 self._retry(item, policy, error, None, bound)
                 return "retry", error
-        loop = self._running_loop()
         ctx = contract.Context(
             route=item.route,
             handler=item.handler,
@@ -190,7 +179,7 @@ class Runner:
             dry_run=dry_run,
             log=bound,
             clients=self.clients,
-            deadline=loop.time() + policy.timeout,
+            deadline=aio.running_loop().time() + policy.timeout,
             options=self.options,
             event_ids=event_ids,
         )
@@ -203,7 +192,7 @@ class Runner:
         started_at, started = self.clock(), time.perf_counter()
         try:
             ended = await attempt.run_attempt(
-                compiled.handler, event=event, params=params, ctx=ctx, seconds=policy.timeout, loop=loop
+                compiled.handler, event=event, params=params, ctx=ctx, seconds=policy.timeout
             )
         except asyncio.CancelledError:
             if item.id not in self.cancelling:

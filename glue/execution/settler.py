@@ -43,11 +43,7 @@ class Settler:
         self.pending: list[journal.Outcome] = []
         self.committing = 0
         self._unblocks = False  # an unsettled outcome may make another invocation runnable
-        #: Something is queued since the last commit began; ``_waiter`` is what ``run`` waits on meanwhile
-        #: (a future of the loop's rather than an asyncio.Event, which asks for the running loop at each
-        #: wait: a system call per outcome in Python 3.11).
-        self._woken = False
-        self._waiter: asyncio.Future[None] | None = None
+        self._wake = wake.Wake()  # something is queued since the last commit began
 
     def settle(self, item: journal.Invocation, outcome: journal.Outcome) -> None:
         """Queue the outcome of ``item``'s attempt for the next commit."""
@@ -55,32 +51,21 @@ class Settler:
         # Once committed, the next invocation of the same ordering key may run, or an immediate retry.
         if item.ordering_key is not None or (outcome.due_at is not None and outcome.due_at <= self.clock()):
             self._unblocks = True
-        self._wake()
-
-    def _wake(self) -> None:
-        self._woken = True
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+        self._wake.set()
 
     async def run(self) -> None:
         """Commit queued outcomes until cancelled; a journal outage delays them, never drops them."""
-        loop = asyncio.get_running_loop()
         while True:
-            if not self._woken:
-                self._waiter = loop.create_future()
-                try:
-                    await self._waiter
-                finally:
-                    self._waiter = None
+            await self._wake.wait()
             if self._unblocks:  # committed at once: let outcomes that finish together share it
                 await asyncio.sleep(SETTLE_WINDOW)
-            self._woken = False
+            self._wake.clear()
             try:
                 await self.flush()
             except journal.JournalUnavailable as exc:
                 log.warning("settling paused: journal unavailable", error=str(exc))
                 await asyncio.sleep(self.poll_seconds)
-                self._wake()
+                self._wake.set()
 
     async def flush(self, *, prompt: bool = False) -> None:
         """Commit what is queued now (``prompt``: at once, even when nothing waits for it); on failure

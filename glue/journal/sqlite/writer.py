@@ -183,7 +183,7 @@ class GroupCommit(store.Store):
             return await future
         finally:
             alone.cancel()
-            if not future.done() or future.cancelled():  # its caller gave up on it
+            if future.cancelled():  # its caller gave up on it: no group is to commit it
                 self._unride(rider)
 
     def _unride(self, rider: _Rider) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 import glue
-from glue import events
+from glue import events, settings
 
 MATCH = 'type == "com.example.model.updated" && data.model.name.startsWith("llm-") && data.replicas > 0'
 PARAMS = {"name": "{{ data.model.name }}", "replicas": "{{ data.replicas }}"}
@@ -94,6 +94,21 @@ def cpu_seconds() -> float:
     """CPU time of this process so far, user and system, all threads."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+def daemon_settings(port: int, journal: dict[str, Any], **more: Any) -> settings.Settings:
+    """The daemon the latency and cost benches drive: CloudEvents over HTTP at ``/events`` on
+    ``port``, the ``journal`` settings given, :data:`ROUTE` to the probe (``more``: other sections)."""
+    return settings.from_mapping(
+        {
+            "server": {"host": "127.0.0.1", "port": port},
+            "journal": journal,
+            "endpoints": [{"name": "ce", "path": "/events", "format": "cloudevents"}],
+            "routes": [ROUTE],
+            **more,
+        },
+        "bench",
+    )
 
 
 def free_port() -> int:

@@ -37,7 +37,7 @@ from aiohttp import web
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
-from _paced import PROBE, ROUTE, cpu_seconds, free_port, paced, percentile
+from _paced import PROBE, cpu_seconds, daemon_settings, free_port, paced, percentile
 
 from glue import app, observability, settings
 
@@ -105,15 +105,7 @@ async def daemon(
     """The daemon's CPU per event and receipt -> handler start latencies at each rate, and its CPU
     share while idle."""
     port = free_port()
-    config = settings.from_mapping(
-        {
-            "server": {"host": "127.0.0.1", "port": port},
-            "journal": {"path": str(directory / "cost.db"), "synchronous": synchronous},
-            "endpoints": [{"name": "ce", "path": "/events", "format": "cloudevents"}],
-            "routes": [ROUTE],
-        },
-        "bench",
-    )
+    config = daemon_settings(port, {"path": str(directory / "cost.db"), "synchronous": synchronous})
     glue = app.Daemon(config)
     await glue.start()
     found: dict[float, Measured] = {}

@@ -34,7 +34,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 from glue import app, contract, events, journal, observability, pipeline, settings
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from _paced import PROBE, ROUTE, cloudevent, cpu_seconds, free_port, paced, percentile
+from _paced import PROBE, ROUTE, cloudevent, cpu_seconds, daemon_settings, free_port, paced, percentile
 
 # -- 1. throughput ---------------------------------------------------------------------------------
 
@@ -91,15 +91,10 @@ async def latency(
 ) -> tuple[list[float], float]:
     """Send-to-handler-start latencies, and the daemon's CPU microseconds per event meanwhile."""
     port = free_port()
-    config = settings.from_mapping(
-        {
-            "server": {"host": "127.0.0.1", "port": port},
-            "journal": {"path": str(directory / "latency.db"), "synchronous": synchronous},
-            "endpoints": [{"name": "ce", "path": "/events", "format": "cloudevents"}],
-            "routes": [ROUTE],
-            "execution": {"concurrency": 256, "pollSeconds": 0.5},
-        },
-        "bench",
+    config = daemon_settings(
+        port,
+        {"path": str(directory / "latency.db"), "synchronous": synchronous},
+        execution={"concurrency": 256, "pollSeconds": 0.5},
     )
     daemon = app.Daemon(config)
     PROBE.reset(int(rate * seconds))

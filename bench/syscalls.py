@@ -40,7 +40,7 @@ import time
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
-from _paced import PROBE, ROUTE, free_port
+from _paced import PROBE, daemon_settings, free_port
 
 TAIL_SECONDS = 2.0
 #: A WAL frame header: 24 bytes, the page number first.
@@ -51,17 +51,9 @@ _CALL = re.compile(r"^(\d+)\s+(?:\d+:\d+:\d+\.\d+\s+)?([a-z_0-9]+)\(")
 async def serve(port: int, path: str) -> None:
     """The daemon (in the child): prints ``ready``, then answers each line on stdin with the handler's
     count; stops at the end of stdin."""
-    from glue import app, settings
+    from glue import app
 
-    config = settings.from_mapping(
-        {
-            "server": {"host": "127.0.0.1", "port": port},
-            "journal": {"path": path},
-            "endpoints": [{"name": "ce", "path": "/events", "format": "cloudevents"}],
-            "routes": [ROUTE],
-        },
-        "bench",
-    )
+    config = daemon_settings(port, {"path": path})
     glue = app.Daemon(config)
     await glue.start()
     loop = asyncio.get_running_loop()

@@ -40,4 +40,4 @@ async def test_every_waiter_wakes_and_a_cancelled_one_is_forgotten() -> None:
     with pytest.raises(asyncio.CancelledError):
         await gone
     signal.set()
-    assert await asyncio.wait_for(asyncio.gather(first, second), 1) == [None, True]
+    assert list(await asyncio.wait_for(asyncio.gather(first, second), 1)) == [None, True]
